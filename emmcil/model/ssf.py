@@ -1,0 +1,101 @@
+"""SSF: per-channel Scale and Shift of Features (Lian et al., NeurIPS'22), and the freeze policy around it.
+
+An :class:`SSF` sits right after a linear map or a LayerNorm, so it can be folded into that layer for inference
+(:func:`merge_ssf`): ``s * (W x + b) + t = (s W) x + (s b + t)``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SSF(nn.Module):
+    """``y = x * scale + shift`` over the channel axis; scale ~ N(1, .02), shift ~ N(0, .02) as in the SSF code.
+
+    Accepts token layout (..., C) or convolution layout (B, C, H, W).
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+        self.scale = nn.Parameter(torch.empty(dim))
+        self.shift = nn.Parameter(torch.empty(dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.scale, mean=1.0, std=0.02)
+        nn.init.normal_(self.shift, mean=0.0, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] == self.dim:
+            return x * self.scale + self.shift
+        if x.dim() == 4 and x.shape[1] == self.dim:
+            return x * self.scale.view(1, -1, 1, 1) + self.shift.view(1, -1, 1, 1)
+        raise ValueError(f"SSF({self.dim}) got a tensor of shape {tuple(x.shape)}")
+
+    def extra_repr(self) -> str:
+        return str(self.dim)
+
+
+def maybe_ssf(enabled: bool, dim: int) -> nn.Module:
+    return SSF(dim) if enabled else nn.Identity()
+
+
+@torch.no_grad()
+def fold_ssf_into(layer: nn.Module, ssf: SSF) -> None:
+    """Fold ``ssf`` into the Linear, Conv2d or LayerNorm ``layer`` that feeds it (rows of the weight are scaled)."""
+    s, t = ssf.scale, ssf.shift
+    weight = layer.weight
+    weight.mul_(s.view(-1, *([1] * (weight.dim() - 1))))
+    if layer.bias is None:
+        layer.bias = nn.Parameter(torch.zeros_like(s), requires_grad=weight.requires_grad)
+    layer.bias.mul_(s).add_(t)
+
+
+def merge_ssf(model: nn.Module) -> nn.Module:
+    """Fold every SSF of ``model`` into its preceding layer and replace it by ``nn.Identity`` (in place).
+
+    Modules that own SSFs declare ``ssf_pairs = (("qkv", "ssf_qkv"), ...)``: (preceding layer, SSF) attribute names.
+    The merged model computes the same function (to float rounding) with the plain backbone's cost.
+    """
+    for module in list(model.modules()):
+        for layer_name, ssf_name in getattr(module, "ssf_pairs", ()):
+            ssf = getattr(module, ssf_name)
+            if isinstance(ssf, SSF):
+                fold_ssf_into(getattr(module, layer_name), ssf)
+                setattr(module, ssf_name, nn.Identity())
+    return model
+
+
+def has_ssf(model: nn.Module) -> bool:
+    return any(isinstance(m, SSF) for m in model.modules())
+
+
+TUNING_MODES = ("ssf", "frozen", "full")
+
+
+def apply_freeze_policy(model: nn.Module, tuning: str = "ssf",
+                        trainable_prefixes: tuple[str, ...] = ("pooler.", "classifier.")) -> int:
+    """Set ``requires_grad`` by the tuning mode and return the number of trainable parameters.
+
+    - ``ssf``: SSF scales/shifts + parameters under a module named in ``trainable_prefixes`` (pooler, head), at
+      any depth (``pooler.`` matches ``backbone.pooler.dense.weight``).
+    - ``frozen``: only ``trainable_prefixes`` (a linear probe on the frozen backbone).
+    - ``full``: everything.
+    """
+    if tuning not in TUNING_MODES:
+        raise ValueError(f"tuning={tuning!r}: expected one of {TUNING_MODES}")
+    if tuning == "ssf" and not has_ssf(model):
+        raise ValueError("tuning='ssf' but the model was built without SSF (config key ssf=False)")
+    for name, p in model.named_parameters():
+        if tuning == "full":
+            p.requires_grad_(True)
+        else:
+            dotted = "." + name  # match prefixes at any depth: "pooler." also finds "backbone.pooler."
+            is_ssf = tuning == "ssf" and ".ssf" in dotted
+            p.requires_grad_(is_ssf or any("." + prefix in dotted for prefix in trainable_prefixes))
+    return count_parameters(model, trainable_only=True)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

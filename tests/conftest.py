@@ -1,0 +1,34 @@
+import warnings
+
+import pytest
+import torch
+
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+
+TINY_CFG = dict(hidden_size=32, num_layers=2, num_heads=4, mlp_ratio=2.0, patch_size=16, image_size=64,
+                max_text_len=12, vocab_size=120, drop_rate=0.0)
+
+
+@pytest.fixture
+def tiny_cfg():
+    return dict(TINY_CFG)
+
+
+def make_batch(B=3, T=12, H=64, W=96, vocab=120, seed=0, sizes=None):
+    """Random image-text batch; ``sizes`` [(h, w)] zero-pads each image to (H, W) bottom/right."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(B, 3, H, W, generator=g)
+    pixel_masks = torch.ones(B, H, W, dtype=torch.bool)
+    for b, (h, w) in enumerate(sizes or []):
+        images[b, :, h:] = 0
+        images[b, :, :, w:] = 0
+        pixel_masks[b, h:] = False
+        pixel_masks[b, :, w:] = False
+    text_ids = torch.randint(5, vocab, (B, T), generator=g)
+    text_ids[:, 0] = 1
+    text_masks = torch.ones(B, T, dtype=torch.long)
+    for b in range(B):
+        n = T - 2 * b  # different text lengths
+        text_masks[b, n:] = 0
+        text_ids[b, n:] = 0
+    return text_ids, text_masks, images, pixel_masks

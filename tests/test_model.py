@@ -1,0 +1,146 @@
+"""The ViLT-derived backbone: shapes, attention, masks, variable image sizes, patch subsets, patch sampling."""
+import pytest
+import torch
+
+from conftest import make_batch
+from emmcil.model import ViLT, ViLTConfig
+
+
+@pytest.fixture
+def model(tiny_cfg):
+    torch.manual_seed(0)
+    return ViLT(tiny_cfg).eval()
+
+
+def test_shapes_and_layout(model, tiny_cfg):
+    text_ids, text_masks, images, pixel_masks = make_batch()
+    out = model(text_ids, text_masks, images, pixel_masks, return_attention=True)
+    P = (64 // 16) * (96 // 16)
+    N = 12 + 1 + P
+    assert out.pooled.shape == (3, 32)
+    assert out.hidden.shape == (3, N, 32)
+    assert out.masks.shape == (3, N) and out.text_len == 12
+    assert out.patch_index.shape == (3, P, 2)
+    assert out.grid_sizes.tolist() == [[4, 6]] * 3
+    assert len(out.attentions) == tiny_cfg["num_layers"]
+    assert all(a.shape == (3, 4, N, N) and a.dtype == torch.float32 for a in out.attentions)
+    # pooled = tanh(pooler(norm(x)[:, 0]))
+    assert torch.allclose(out.pooled, torch.tanh(model.pooler.dense(out.hidden[:, 0])))
+    # row-major patch order at evaluation
+    assert out.patch_index[0, :7].tolist() == [[0, 0], [0, 1], [0, 2], [0, 3], [0, 4], [0, 5], [1, 0]]
+
+
+def test_attention_rows_sum_to_one_over_valid_keys(model):
+    text_ids, text_masks, images, pixel_masks = make_batch(sizes=[(64, 96), (32, 64), (48, 32)])
+    out = model(text_ids, text_masks, images, pixel_masks, return_attention=True)
+    keys = out.masks[:, None, None, :]
+    for attn in out.attentions:
+        assert torch.allclose(attn.sum(-1), torch.ones_like(attn[..., 0]), atol=1e-5)
+        assert (attn.masked_select(~keys.expand_as(attn)) == 0).all()
+    # the padded text of sample 2 and the padded patches of samples 1, 2 are masked
+    assert out.masks[2, 8:12].sum() == 0
+    assert out.image_masks[1].sum() == 2 * 4 and out.image_masks[2].sum() == 3 * 2
+
+
+def test_sdpa_path_equals_explicit_attention(tiny_cfg):
+    torch.manual_seed(1)
+    model = ViLT(tiny_cfg).eval()
+    batch = make_batch(sizes=[(64, 96), (32, 64), (48, 32)])
+    fused = model(*batch)
+    explicit = model(*batch, return_attention=True)
+    assert fused.attentions is None
+    assert torch.allclose(fused.hidden, explicit.hidden, atol=1e-5)
+    assert torch.allclose(fused.pooled, explicit.pooled, atol=1e-5)
+
+
+def test_images_of_different_sizes_in_one_batch_equal_alone(model):
+    sizes = [(64, 96), (32, 64), (48, 32)]
+    text_ids, text_masks, images, pixel_masks = make_batch(sizes=sizes)
+    batched = model(text_ids, text_masks, images, pixel_masks)
+    for b, (h, w) in enumerate(sizes):
+        alone = model(text_ids[b:b + 1], text_masks[b:b + 1], images[b:b + 1, :, :h, :w])
+        assert alone.grid_sizes[0].tolist() == [h // 16, w // 16]
+        assert torch.allclose(batched.pooled[b], alone.pooled[0], atol=1e-5)
+
+
+def test_patch_keep_mask_equals_feeding_only_those_patches(model):
+    text_ids, text_masks, images, pixel_masks = make_batch(B=2, sizes=[(64, 96), (48, 64)])
+    g = torch.Generator().manual_seed(3)
+    keep = torch.rand(2, 4, 6, generator=g) > 0.5
+    keep[:, 0, 0] = True
+    # zero pixels in kept patches must not be mistaken for padding
+    images[0, :, :16, :16] = 0
+    masked = model(text_ids, text_masks, images, pixel_masks, patch_keep=keep, return_attention=True)
+    # the same patches cut out and fed as a subset at their grid positions
+    p = 16
+    for b, (h, w) in enumerate([(4, 6), (3, 4)]):
+        cells = [(r, c) for r in range(h) for c in range(w) if keep[b, r, c]]
+        patches = torch.stack([images[b, :, r * p:(r + 1) * p, c * p:(c + 1) * p] for r, c in cells])[None]
+        index = torch.tensor(cells)[None]
+        subset = model(text_ids[b:b + 1], text_masks[b:b + 1], patches=patches, patch_index=index,
+                       grid_sizes=torch.tensor([[h, w]]))
+        assert masked.image_masks[b].sum() == len(cells)
+        assert torch.allclose(masked.pooled[b], subset.pooled[0], atol=1e-5)
+        assert masked.patch_index[b, :len(cells)].tolist() == [list(c) for c in cells]
+    # masked patches receive no attention
+    kept_grid = masked.patch_index[0][masked.image_masks[0]]
+    assert (kept_grid[:, 0] * 6 + kept_grid[:, 1]).tolist() == keep[0].flatten().nonzero()[:, 0].tolist()
+
+
+def test_text_mask_drops_words_but_keeps_positions(model):
+    text_ids, text_masks, images, pixel_masks = make_batch(B=1)
+    keep = torch.tensor([[1, 0, 1, 1, 0, 0, 1, 1, 0, 1, 1, 1]])
+    masked = model(text_ids, keep, images, pixel_masks)
+    # replacing the dropped words by other ids changes nothing: they are never attended to
+    other = text_ids.clone()
+    other[keep == 0] = 7
+    same = model(other, keep, images, pixel_masks)
+    assert torch.allclose(masked.pooled, same.pooled, atol=1e-6)
+    full = model(text_ids, text_masks, images, pixel_masks)
+    assert not torch.allclose(masked.pooled, full.pooled, atol=1e-4)
+
+
+def test_no_patch_sampling_at_eval_random_subset_in_training(tiny_cfg):
+    cfg = dict(tiny_cfg, max_image_len=10)
+    torch.manual_seed(0)
+    model = ViLT(cfg).eval()
+    batch = make_batch(B=2)
+    a, b = model(*batch), model(*batch)
+    assert a.image_masks.shape[1] == 24 and torch.equal(a.pooled, b.pooled)
+    model.train()
+    torch.manual_seed(1)
+    t1 = model(*batch)
+    torch.manual_seed(2)
+    t2 = model(*batch)
+    assert t1.image_masks.shape[1] == 10 and t1.image_masks.all()
+    assert not torch.equal(t1.patch_index, t2.patch_index)
+    # a sampled subset is a set of distinct real patches
+    for idx in t1.patch_index:
+        assert len({tuple(x) for x in idx.tolist()}) == 10
+
+
+def test_position_embeddings_interpolated_to_each_grid(model):
+    vt = model.transformer
+    g = vt.cfg.grid
+    same = vt.grid_pos_embed(g, g)
+    assert torch.allclose(same.flatten(1).T, vt.pos_embed[0, 1:], atol=1e-6)
+    small = vt.grid_pos_embed(2, 3)
+    assert small.shape == (32, 2, 3)
+    # align_corners: the corners of the grid are the original corners
+    assert torch.allclose(small[:, 0, 0], same[:, 0, 0], atol=1e-6)
+    assert torch.allclose(small[:, -1, -1], same[:, -1, -1], atol=1e-6)
+
+
+def test_bad_inputs_have_clear_errors(model):
+    text_ids, text_masks, images, pixel_masks = make_batch(B=1)
+    with pytest.raises(ValueError, match="patch_keep has shape"):
+        model(text_ids, text_masks, images, pixel_masks, patch_keep=torch.ones(1, 2, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="exactly one"):
+        model(text_ids, text_masks)
+    with pytest.raises(ValueError, match="outside its grid"):
+        model(text_ids, text_masks, patches=torch.zeros(1, 1, 3, 16, 16), patch_index=torch.tensor([[[5, 0]]]),
+              grid_sizes=torch.tensor([[2, 2]]))
+    with pytest.raises(ValueError, match="max_text_len"):
+        model(torch.zeros(1, 20, dtype=torch.long), torch.ones(1, 20), images, pixel_masks)
+    with pytest.raises(ValueError, match="divisible"):
+        ViLT(ViLTConfig(hidden_size=30, num_heads=4))
