@@ -1,0 +1,145 @@
+"""Exemplar masking: which image patches and which words of a sample to keep, from the model's attention.
+
+Paper (Fig. 3): the attention of the class token to the image, A_{CLS->I}, thresholded by tau_I gives the image
+mask M_I; the attention from the *discarded* image tokens to the text, A_{I->T}, thresholded by tau_T gives the text
+mask M_T, so that words describing what the masked image lost survive in the text. [CLS] and [SEP] are always kept.
+
+What the paper leaves open is a config key here (defaults from DESIGN §2):
+- ``layers``: which layers' attention (default the last, ``(-1,)``); ``layer_reduce``: ``mean`` over them or
+  ``rollout`` (Abnar & Zuidema: residual-corrected attention multiplied from the first listed layer to the last);
+- ``head_reduce``: ``mean`` (default) or ``max`` over heads;
+- ``norm``: how scores become comparable to tau, per sample over its valid tokens: ``minmax`` (default; tau in
+  [0, 1]), ``mass`` (keep the highest-scoring tokens until they hold 1 - tau of the attention mass), ``ratio``
+  (keep the top (1 - tau) share of tokens). With every norm, tau = 0 keeps all tokens.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Mapping, Sequence
+
+import torch
+
+from ..model.vilt import ViLTOutput
+
+NORMS = ("minmax", "mass", "ratio")
+
+
+@dataclass
+class MaskingConfig:
+    tau_image: float = 0.5
+    tau_text: float = 0.5
+    layers: Sequence[int] = (-1,)
+    layer_reduce: str = "mean"
+    head_reduce: str = "mean"
+    norm: str = "minmax"
+
+    def __post_init__(self):
+        if self.layer_reduce not in ("mean", "rollout"):
+            raise ValueError(f"mask layer_reduce={self.layer_reduce!r}: expected 'mean' or 'rollout'")
+        if self.head_reduce not in ("mean", "max"):
+            raise ValueError(f"mask head_reduce={self.head_reduce!r}: expected 'mean' or 'max'")
+        if self.norm not in NORMS:
+            raise ValueError(f"mask norm={self.norm!r}: expected one of {NORMS}")
+        for name in ("tau_image", "tau_text"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}={getattr(self, name)} must lie in [0, 1]")
+
+    @classmethod
+    def from_dict(cls, cfg: Mapping) -> "MaskingConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: (tuple(v) if k == "layers" else v) for k, v in cfg.items() if k in names})
+
+
+@dataclass
+class Masks:
+    """Masks over the token slots of a :class:`ViLTOutput` (P = its number of image-token slots)."""
+
+    patch_keep: torch.Tensor     # (B, P) bool, kept image patches (False on padding slots)
+    text_keep: torch.Tensor      # (B, T) bool, kept text tokens (False on padding)
+    image_scores: torch.Tensor   # (B, P) normalised A_{CLS->I} (0 on padding), the map of Fig. 4
+    text_scores: torch.Tensor    # (B, T) normalised A_{I->T} from the discarded patches (0 on padding)
+
+    def patch_grid(self, out: ViLTOutput, grid_shape: tuple[int, int]) -> torch.Tensor:
+        """Kept patches as a (B, rows, cols) bool grid, the ``patch_keep`` input of :class:`ViLT`."""
+        B = self.patch_keep.shape[0]
+        grid = torch.zeros(B, *grid_shape, dtype=torch.bool, device=self.patch_keep.device)
+        b, slot = self.patch_keep.nonzero(as_tuple=True)
+        rc = out.patch_index[b, slot]
+        grid[b, rc[:, 0], rc[:, 1]] = True
+        return grid
+
+
+def reduce_attention(attentions: Sequence[torch.Tensor], cfg: MaskingConfig) -> torch.Tensor:
+    """Per-layer (B, heads, N, N) maps -> one (B, N, N) map by the configured layers, head and layer reduction."""
+    n = len(attentions)
+    if any(not -n <= i < n for i in cfg.layers):
+        raise ValueError(f"mask layers {list(cfg.layers)} out of range for a {n}-layer model")
+    picked = [attentions[i] for i in cfg.layers] if cfg.layers else list(attentions)
+    heads = [a.float().amax(1) if cfg.head_reduce == "max" else a.float().mean(1) for a in picked]
+    if cfg.layer_reduce == "mean":
+        return torch.stack(heads).mean(0)
+    eye = torch.eye(heads[0].shape[-1], device=heads[0].device)
+    rollout = None
+    for a in heads:
+        a = 0.5 * a + 0.5 * eye
+        a = a / a.sum(-1, keepdim=True)
+        rollout = a if rollout is None else a @ rollout
+    return rollout
+
+
+def normalise(scores: torch.Tensor, valid: torch.Tensor, norm: str) -> torch.Tensor:
+    """Make (B, n) scores comparable to a threshold in [0, 1] over each row's valid entries; 0 on invalid ones.
+
+    ``minmax``: (s - min) / (max - min) (all 1 when the row is constant); ``mass``: 1 - (share of the mass held
+    by entries ranked above); ``ratio``: 1 - rank / n. Thresholding with ``>= tau`` keeps the top entries.
+    """
+    s = scores.float().masked_fill(~valid, 0.0)
+    if norm == "minmax":
+        lo = s.masked_fill(~valid, math.inf).amin(1, keepdim=True)
+        hi = s.masked_fill(~valid, -math.inf).amax(1, keepdim=True)
+        span = (hi - lo)
+        out = torch.where(span > 0, (s - lo) / span.clamp_min(1e-12), torch.ones_like(s))
+    else:
+        order = s.masked_fill(~valid, -math.inf).argsort(1, descending=True)
+        ranked = s.gather(1, order)
+        if norm == "mass":
+            total = ranked.sum(1, keepdim=True).clamp_min(1e-12)
+            above = (ranked.cumsum(1) - ranked) / total        # mass strictly above each entry
+            value = 1.0 - above
+        else:
+            n = valid.sum(1, keepdim=True).clamp_min(1)
+            value = 1.0 - torch.arange(s.shape[1], device=s.device)[None] / n
+        out = torch.empty_like(s).scatter_(1, order, value)
+    return out.masked_fill(~valid, 0.0)
+
+
+def compute_masks(out: ViLTOutput, text_ids: torch.Tensor, cfg: MaskingConfig,
+                  always_keep_ids: Sequence[int] = (101, 102)) -> Masks:
+    """Image and text masks of a batch from ``out = model(..., return_attention=True)`` (eval mode).
+
+    M_I: patches whose normalised A_{CLS->I} is >= tau_I. M_T: text tokens whose normalised mean attention from the
+    discarded patches (over those patches and heads) is >= tau_T, plus ``always_keep_ids`` ([CLS], [SEP]). A sample
+    with no discarded patch keeps its whole text (no image context was lost).
+    """
+    if out.attentions is None:
+        raise ValueError("compute_masks needs the attention maps: call the model with return_attention=True")
+    T = out.text_len
+    attn = reduce_attention(out.attentions, cfg)                     # (B, N, N)
+    text_valid = out.masks[:, :T]
+    patch_valid = out.masks[:, T + 1:]
+
+    image_scores = normalise(attn[:, 0, T + 1:], patch_valid, cfg.norm)
+    patch_keep = patch_valid & (image_scores >= cfg.tau_image)
+
+    discarded = (patch_valid & ~patch_keep).float()                  # (B, P)
+    n_discarded = discarded.sum(1, keepdim=True)
+    from_discarded = (discarded[:, :, None] * attn[:, T + 1:, :T]).sum(1) / n_discarded.clamp_min(1)
+    text_scores = normalise(from_discarded, text_valid, cfg.norm)
+    text_keep = text_valid & (text_scores >= cfg.tau_text)
+    text_keep |= text_valid & (n_discarded == 0)
+    special = torch.zeros_like(text_keep)
+    for token in always_keep_ids:
+        special |= text_ids == token
+    text_keep |= text_valid & special
+    return Masks(patch_keep=patch_keep, text_keep=text_keep, image_scores=image_scores, text_scores=text_scores)

@@ -1,0 +1,134 @@
+"""Exemplar masks from hand-set attention maps, and from the model."""
+import pytest
+import torch
+
+from conftest import make_batch
+from emmcil.incremental.masking import MaskingConfig, compute_masks, normalise, reduce_attention
+from emmcil.model import ViLT
+from emmcil.model.vilt import ViLTOutput
+
+CLS, SEP = 101, 102
+
+
+def hand_output(rows: dict[int, list[float]], heads=2, T=5, P=4):
+    """One sample, one layer: text [CLS w1 w2 SEP PAD] | image CLS | 4 patches; ``rows`` sets attention rows
+    (query -> keys), split unevenly over two heads so that only their mean is the given row."""
+    N = T + 1 + P
+    attn = torch.full((1, heads, N, N), 1.0 / N)
+    for q, row in rows.items():
+        row = torch.tensor(row)
+        attn[0, 0, q] = row * 1.5
+        attn[0, 1, q] = row * 0.5
+    masks = torch.ones(1, N, dtype=torch.bool)
+    masks[0, 4] = False  # text padding
+    out = ViLTOutput(pooled=torch.zeros(1, 8), hidden=torch.zeros(1, N, 8), masks=masks, text_len=T,
+                     patch_index=torch.tensor([[[0, 0], [0, 1], [1, 0], [1, 1]]]),
+                     grid_sizes=torch.tensor([[2, 2]]), attentions=(attn,))
+    text_ids = torch.tensor([[CLS, 2000, 2001, SEP, 0]])
+    return out, text_ids
+
+
+def cls_row(patch_scores, T=5):
+    return [0.0] * (T + 1) + patch_scores
+
+
+ROWS = {
+    0: cls_row([0.4, 0.1, 0.0, 0.3]),                       # CLS -> patches: minmax [1, .25, 0, .75]
+    7: [0.0, 0.1, 0.5, 0.0, 0.9] + [0.0] * 5,               # discarded patch 1 -> text (PAD entry is ignored)
+    8: [0.0, 0.3, 0.5, 0.0, 0.9] + [0.0] * 5,               # discarded patch 2 -> text
+}
+
+
+def test_hand_set_attention_gives_expected_patches_and_words():
+    out, ids = hand_output(ROWS)
+    m = compute_masks(out, ids, MaskingConfig(tau_image=0.5, tau_text=0.5))
+    assert m.patch_keep.tolist() == [[True, False, False, True]]
+    assert torch.allclose(m.image_scores, torch.tensor([[1.0, 0.25, 0.0, 0.75]]))
+    # mean over discarded patches: [0, .2, .5, 0] -> minmax [0, .4, 1, 0]; [CLS], [SEP] always kept, PAD never
+    assert torch.allclose(m.text_scores, torch.tensor([[0.0, 0.4, 1.0, 0.0, 0.0]]))
+    assert m.text_keep.tolist() == [[True, False, True, True, False]]
+    assert m.patch_grid(out, (2, 2)).tolist() == [[[True, False], [False, True]]]
+
+
+def test_thresholds_move_the_masks():
+    out, ids = hand_output(ROWS)
+    m = compute_masks(out, ids, MaskingConfig(tau_image=0.8, tau_text=0.3))
+    assert m.patch_keep.tolist() == [[True, False, False, False]]
+    # discarded now 1, 2, 3 (row 9 uniform 0.1 over text); the word w1 passes tau_T = 0.3
+    assert m.text_keep[0, :4].tolist() == [True, True, True, True]
+
+
+def test_tau_zero_keeps_everything():
+    out, ids = hand_output(ROWS)
+    m = compute_masks(out, ids, MaskingConfig(tau_image=0.0, tau_text=0.0))
+    assert m.patch_keep.all()
+    assert m.text_keep.tolist() == [[True, True, True, True, False]]
+
+
+def test_no_discarded_patch_keeps_the_whole_text():
+    out, ids = hand_output(ROWS)
+    m = compute_masks(out, ids, MaskingConfig(tau_image=0.0, tau_text=1.0))
+    assert m.text_keep.tolist() == [[True, True, True, True, False]]
+
+
+def test_special_tokens_kept_even_with_highest_threshold():
+    out, ids = hand_output(ROWS)
+    m = compute_masks(out, ids, MaskingConfig(tau_image=1.0, tau_text=1.0))
+    assert m.patch_keep.tolist() == [[True, False, False, False]]
+    assert m.text_keep[0, 0] and m.text_keep[0, 3]
+
+
+def test_head_max_and_layer_choice():
+    out, ids = hand_output(ROWS)
+    mean = reduce_attention(out.attentions, MaskingConfig())
+    mx = reduce_attention(out.attentions, MaskingConfig(head_reduce="max"))
+    assert torch.allclose(mean[0, 0, 6:], torch.tensor([0.4, 0.1, 0.0, 0.3]))
+    assert torch.allclose(mx[0, 0, 6:], torch.tensor([0.6, 0.15, 0.0, 0.45]))
+    with pytest.raises(ValueError, match="out of range"):
+        reduce_attention(out.attentions, MaskingConfig(layers=(3,)))
+
+
+def test_rollout_of_one_layer_is_residual_corrected_attention():
+    a = torch.softmax(torch.randn(1, 2, 6, 6), -1)
+    r = reduce_attention((a,), MaskingConfig(layer_reduce="rollout"))
+    expected = 0.5 * a.mean(1) + 0.5 * torch.eye(6)
+    assert torch.allclose(r, expected / expected.sum(-1, keepdim=True), atol=1e-6)
+    r2 = reduce_attention((a, a), MaskingConfig(layers=(0, 1), layer_reduce="rollout"))
+    assert torch.allclose(r2, r @ r, atol=1e-6)
+
+
+def test_normalisations():
+    s = torch.tensor([[0.5, 0.3, 0.2, 9.0]])
+    valid = torch.tensor([[True, True, True, False]])
+    mm = normalise(s, valid, "minmax")
+    assert torch.allclose(mm, torch.tensor([[1.0, 1 / 3, 0.0, 0.0]]))
+    mass = normalise(s, valid, "mass")
+    assert torch.allclose(mass, torch.tensor([[1.0, 0.5, 0.2, 0.0]]))
+    ratio = normalise(s, valid, "ratio")
+    assert torch.allclose(ratio, torch.tensor([[1.0, 2 / 3, 1 / 3, 0.0]]))
+    assert normalise(torch.ones(1, 3), torch.ones(1, 3, dtype=torch.bool), "minmax").eq(1).all()
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="tau_image"):
+        MaskingConfig(tau_image=1.5)
+    with pytest.raises(ValueError, match="norm"):
+        MaskingConfig(norm="softmax")
+    assert MaskingConfig.from_dict({"layers": [-1, -2], "tau_text": 0.3, "other": 1}).layers == (-1, -2)
+
+
+def test_masks_from_the_model_feed_back_through_patch_keep(tiny_cfg):
+    torch.manual_seed(0)
+    model = ViLT(tiny_cfg).eval()
+    text_ids, text_masks, images, pixel_masks = make_batch(sizes=[(64, 96), (32, 64), (48, 32)])
+    text_ids[:, 0] = CLS
+    out = model(text_ids, text_masks, images, pixel_masks, return_attention=True)
+    m = compute_masks(out, text_ids, MaskingConfig())
+    assert (m.patch_keep <= out.image_masks).all() and (m.text_keep <= text_masks.bool()).all()
+    assert m.patch_keep.any(1).all()  # the maximum always passes minmax >= tau
+    keep = m.patch_grid(out, (4, 6))
+    masked = model(text_ids, m.text_keep.long(), images, pixel_masks, patch_keep=keep)
+    assert (masked.image_masks.sum(1) == m.patch_keep.sum(1)).all()
+    full = compute_masks(out, text_ids, MaskingConfig(tau_image=0.0, tau_text=0.0))
+    same = model(text_ids, full.text_keep.long(), images, pixel_masks, patch_keep=full.patch_grid(out, (4, 6)))
+    assert torch.allclose(same.pooled, out.pooled, atol=1e-5)  # tau = 0: the masked exemplar is the full one
