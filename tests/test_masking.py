@@ -132,3 +132,12 @@ def test_masks_from_the_model_feed_back_through_patch_keep(tiny_cfg):
     full = compute_masks(out, text_ids, MaskingConfig(tau_image=0.0, tau_text=0.0))
     same = model(text_ids, full.text_keep.long(), images, pixel_masks, patch_keep=full.patch_grid(out, (4, 6)))
     assert torch.allclose(same.pooled, out.pooled, atol=1e-5)  # tau = 0: the masked exemplar is the full one
+
+
+def test_masks_need_the_configured_layers(tiny_cfg):
+    model = ViLT(tiny_cfg).eval()
+    text_ids, text_masks, images, pixel_masks = make_batch()
+    out = model(text_ids, text_masks, images, pixel_masks, return_attention=[0])
+    with pytest.raises(ValueError, match="return_attention"):
+        compute_masks(out, text_ids, MaskingConfig(layers=(-1,)))
+    assert compute_masks(out, text_ids, MaskingConfig(layers=(0,))).patch_keep.shape == (3, 24)

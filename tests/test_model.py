@@ -144,3 +144,14 @@ def test_bad_inputs_have_clear_errors(model):
         model(torch.zeros(1, 20, dtype=torch.long), torch.ones(1, 20), images, pixel_masks)
     with pytest.raises(ValueError, match="divisible"):
         ViLT(ViLTConfig(hidden_size=30, num_heads=4))
+
+
+def test_attention_of_chosen_layers_only(model):
+    batch = make_batch(sizes=[(64, 96), (32, 64), (48, 32)])
+    every = model(*batch, return_attention=True)
+    last = model(*batch, return_attention=[-1])
+    assert last.attentions[0] is None
+    assert torch.allclose(last.attentions[1], every.attentions[1], atol=1e-5)
+    assert torch.allclose(last.pooled, every.pooled, atol=1e-5)
+    with pytest.raises(ValueError, match="out of range"):
+        model(*batch, return_attention=[2])

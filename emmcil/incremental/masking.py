@@ -76,6 +76,9 @@ def reduce_attention(attentions: Sequence[torch.Tensor], cfg: MaskingConfig) -> 
     if any(not -n <= i < n for i in cfg.layers):
         raise ValueError(f"mask layers {list(cfg.layers)} out of range for a {n}-layer model")
     picked = [attentions[i] for i in cfg.layers] if cfg.layers else list(attentions)
+    if any(a is None for a in picked):
+        raise ValueError(f"the attention of mask layers {list(cfg.layers)} was not returned: call the model with "
+                         f"return_attention={list(cfg.layers)}")
     heads = [a.float().amax(1) if cfg.head_reduce == "max" else a.float().mean(1) for a in picked]
     if cfg.layer_reduce == "mean":
         return torch.stack(heads).mean(0)

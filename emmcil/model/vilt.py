@@ -19,7 +19,7 @@ Differences from the original, all deliberate:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -76,7 +76,7 @@ class ViLTOutput:
     text_len: int                        # T; the image CLS is token T, patches start at T + 1
     patch_index: torch.Tensor            # (B, P, 2) (row, col) of each image token on its grid; -1 for padding
     grid_sizes: torch.Tensor             # (B, 2) (rows, cols) of each image's patch grid
-    attentions: tuple[torch.Tensor, ...] | None = None   # per layer (B, heads, N, N), float32
+    attentions: tuple[torch.Tensor | None, ...] | None = None  # per layer (B, heads, N, N) float32; None if not asked
 
     @property
     def image_masks(self) -> torch.Tensor:
@@ -331,7 +331,7 @@ class ViLT(nn.Module):
                 pixel_masks: torch.Tensor | None = None, patch_keep: torch.Tensor | None = None, *,
                 patches: torch.Tensor | None = None, patch_index: torch.Tensor | None = None,
                 grid_sizes: torch.Tensor | None = None, patch_masks: torch.Tensor | None = None,
-                return_attention: bool = False) -> ViLTOutput:
+                return_attention: bool | Sequence[int] = False) -> ViLTOutput:
         """Encode a batch of image-text pairs.
 
         text_ids, text_masks: (B, T); a 0 in text_masks removes that token (padding or a masked-out word).
@@ -340,8 +340,9 @@ class ViLT(nn.Module):
             (B, H//p, W//p) bool that drops patches;
           - ``patches`` (B, K, 3, p, p) + ``patch_index`` (B, K, 2) + ``grid_sizes`` (B, 2) [+ ``patch_masks``
             (B, K)]: only these patches, at their places on the original grid (a stored masked exemplar).
-        ``return_attention``: also return every layer's attention (B, heads, N, N); otherwise the fused SDPA
-        kernel is used.
+        ``return_attention``: also return every layer's attention (B, heads, N, N), or, given layer indices, only
+        those layers' (None elsewhere, so a masking pass holds no more than it needs); the other layers use the
+        fused SDPA kernel.
         """
         vt = self.transformer
         if (images is None) == (patches is None):
@@ -359,15 +360,21 @@ class ViLT(nn.Module):
         text_x = self.embed_text(text_ids)
         x = torch.cat([text_x, image_x.to(text_x.dtype)], dim=1)
         masks = torch.cat([text_masks.bool(), image_masks], dim=1)
+        n = len(vt.blocks)
+        if isinstance(return_attention, bool):
+            wanted = set(range(n)) if return_attention else set()
+        else:
+            if any(not -n <= i < n for i in return_attention):
+                raise ValueError(f"return_attention={list(return_attention)}: layers out of range for {n} layers")
+            wanted = {i % n for i in return_attention}
         attentions = []
-        for blk in vt.blocks:
-            x, attn = blk(x, masks, return_attention)
-            if return_attention:
-                attentions.append(attn)
+        for i, blk in enumerate(vt.blocks):
+            x, attn = blk(x, masks, i in wanted)
+            attentions.append(attn)
         hidden = vt.ssf_norm(vt.norm(x))
         return ViLTOutput(pooled=self.pooler(hidden), hidden=hidden, masks=masks, text_len=text_ids.shape[1],
                           patch_index=index, grid_sizes=grid_sizes,
-                          attentions=tuple(attentions) if return_attention else None)
+                          attentions=tuple(attentions) if wanted else None)
 
 
 def _init_vilt_weights(module: nn.Module) -> None:
