@@ -1,0 +1,119 @@
+"""ViLT-style Arrow files: one IPC file per split, ``{name}_{split}.arrow``.
+
+Columns (``SCHEMA``): ``image`` encoded image bytes (JPEG/PNG as found on disk), ``text`` list of captions,
+``label`` original class id, ``image_id`` sample name (file name or relative path), ``split``.
+Files are written in record batches (bounded memory for 90k-image datasets) to a temporary file that is renamed
+into place, so an interrupted writer never leaves a truncated ``.arrow`` behind.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+
+REQUIRED_COLUMNS = ("image", "text", "label", "image_id", "split")
+SCHEMA = pa.schema([
+    ("image", pa.binary()),
+    ("text", pa.list_(pa.string())),
+    ("label", pa.int64()),
+    ("image_id", pa.string()),
+    ("split", pa.string()),
+])
+
+
+class ArrowFormatError(ValueError):
+    """An arrow file lacks a required column or has the wrong type."""
+
+
+def arrow_path(out_dir: str | os.PathLike, name: str, split: str) -> Path:
+    return Path(out_dir) / f"{name}_{split}.arrow"
+
+
+class ArrowWriter:
+    """Stream rows (dicts with the ``SCHEMA`` columns) into one arrow file, atomically.
+
+    >>> with ArrowWriter(path) as w:
+    ...     w.write({"image": b"...", "text": ["a cat"], "label": 3, "image_id": "cat_1.jpg", "split": "train"})
+    """
+
+    def __init__(self, path: str | os.PathLike, batch_rows: int = 1024, metadata: dict[str, str] | None = None,
+                 extra_fields: list[pa.Field] = ()):
+        self.path = Path(path)
+        self.batch_rows = batch_rows
+        schema = pa.schema(list(SCHEMA) + list(extra_fields))  # extra columns (e.g. the demo's boxes) go last
+        self.schema = schema.with_metadata(metadata) if metadata else schema
+        self.columns = self.schema.names
+        self.num_rows = 0
+        self._rows: dict[str, list] = {k: [] for k in self.columns}
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        self._sink = os.fdopen(fd, "wb")
+        self._writer = pa.RecordBatchFileWriter(self._sink, self.schema)
+        return self
+
+    def write(self, row: dict) -> None:
+        for k in self.columns:
+            self._rows[k].append(row[k])
+        if len(self._rows["image"]) >= self.batch_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        n = len(self._rows["image"])
+        if n:
+            self._writer.write_batch(pa.record_batch([self._rows[k] for k in self.columns], schema=self.schema))
+            self.num_rows += n
+            self._rows = {k: [] for k in self.columns}
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                self._flush()
+            self._writer.close()
+        finally:
+            self._sink.close()
+            if exc_type is None:
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
+                os.replace(self._tmp, self.path)
+            else:
+                os.unlink(self._tmp)
+        return False
+
+
+def write_arrow(rows, path: str | os.PathLike, metadata: dict[str, str] | None = None,
+                extra_fields: list[pa.Field] = ()) -> Path:
+    """Write an iterable of row dicts to ``path``; returns the path."""
+    with ArrowWriter(path, metadata=metadata, extra_fields=extra_fields) as w:
+        for row in rows:
+            w.write(row)
+    return Path(path)
+
+
+def read_arrow(path: str | os.PathLike, required: tuple[str, ...] = REQUIRED_COLUMNS) -> pa.Table:
+    """Memory-map an arrow file (zero copy) and check it holds the ``required`` columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"arrow file not found: {path}")
+    try:
+        table = pa.ipc.RecordBatchFileReader(pa.memory_map(str(path), "r")).read_all()
+    except pa.ArrowInvalid as e:
+        raise ArrowFormatError(f"{path} is not an arrow IPC file: {e}") from None
+    missing = [c for c in required if c not in table.column_names]
+    if missing:
+        raise ArrowFormatError(
+            f"{path} lacks required column(s) {missing}; it has {table.column_names}")
+    if "text" in required and not pa.types.is_list(table.schema.field("text").type):
+        raise ArrowFormatError(
+            f"{path}: column 'text' must be a list of strings, got {table.schema.field('text').type}")
+    return table
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The schema metadata of an arrow file, without reading its rows."""
+    schema = pa.ipc.open_file(pa.memory_map(str(path), "r")).schema
+    return {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}

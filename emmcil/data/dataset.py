@@ -1,0 +1,127 @@
+"""Map-style dataset over one or more arrow files of ``arrow.SCHEMA``.
+
+Items (one per arrow row; ``index`` is the row index across the concatenated files):
+
+    image        float (3, H, W)  normalised by ``transform`` (sizes vary; see ``collate``)
+    text_ids     long (T,)        T = max_text_len, [CLS] ... [SEP] [PAD]...
+    text_masks   long (T,)        1 = real token
+    label        int              the ORIGINAL dataset label (``scenario`` remaps it)
+    index        int
+    image_id     str
+    raw_text     str              the caption used ("" when the text is missing)
+    missing_type int              0 complete, 1 text missing, 2 image missing
+
+Caption choice: ``text_index=None`` takes the first caption, at training as at evaluation. It is deterministic on
+purpose: exemplar masking keeps the tokens of one specific caption, so the row index must identify the text.
+Missing text is the empty string (tokenises to [CLS] [SEP]); a missing image is a white image (1.0 after
+inception normalisation, pixel value 255) of the size the real image would have had, so shapes and padding do not
+reveal which samples are missing.
+"""
+from __future__ import annotations
+
+import bisect
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .arrow import read_arrow
+from .missing import IMAGE_MISSING, TEXT_MISSING, MissingTable
+
+
+class CorruptImageError(RuntimeError):
+    """An arrow row holds image bytes that do not decode."""
+
+
+class ArrowDataset(Dataset):
+    def __init__(self, paths: str | os.PathLike | list, tokenizer, transform, max_text_len: int,
+                 text_index: int | None = None, missing: MissingTable | None = None):
+        self.paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+        if not self.paths:
+            raise ValueError("ArrowDataset needs at least one arrow file")
+        self.tokenizer, self.transform = tokenizer, transform
+        self.max_text_len, self.text_index, self.missing = max_text_len, text_index, missing
+        tables = [read_arrow(p) for p in self.paths]
+        self._offsets = np.cumsum([0] + [t.num_rows for t in tables]).tolist()  # row i of file k: offsets[k] + i
+        # the small columns are read once; images stay memory-mapped and are read per item
+        self._labels = np.concatenate([t.column("label").to_numpy() for t in tables]).astype(np.int64)
+        self.image_ids: list[str] = [x for t in tables for x in t.column("image_id").to_pylist()]
+        self.texts: list[list[str]] = [x for t in tables for x in t.column("text").to_pylist()]
+        self._tables = tables
+        if missing is not None and len(missing) != len(self):
+            raise ValueError(f"missing table has {len(missing)} codes for {len(self)} samples of {self.paths}")
+
+    # The memory-mapped tables are not pickled: DataLoader workers (spawn) reopen the files themselves.
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_tables"] = None
+        return state
+
+    def _table(self, k: int):
+        if self._tables is None:
+            self._tables = [read_arrow(p) for p in self.paths]
+        return self._tables[k]
+
+    def __len__(self) -> int:
+        return self._offsets[-1]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(N,) int64 original labels, without decoding any image."""
+        return self._labels
+
+    def column(self, name: str) -> list:
+        """Any column of the arrow files as a Python list (e.g. the demo set's ``box``); avoid ``image``."""
+        out = []
+        for k, path in enumerate(self.paths):
+            if name not in self._table(k).column_names:
+                raise KeyError(f"{path} has no column '{name}' (columns: {self._table(k).column_names})")
+            out += self._table(k).column(name).to_pylist()
+        return out
+
+    def file_of(self, index: int) -> Path:
+        """The arrow file that holds row ``index``."""
+        return self.paths[bisect.bisect_right(self._offsets, index) - 1]
+
+    def image_bytes(self, index: int) -> bytes:
+        k = bisect.bisect_right(self._offsets, index) - 1
+        return self._table(k).column("image")[index - self._offsets[k]].as_py()
+
+    def load_image(self, index: int) -> Image.Image:
+        """The RGB PIL image of row ``index``; CorruptImageError names the sample, the row and the file."""
+        try:
+            with Image.open(io.BytesIO(self.image_bytes(index))) as im:
+                return im.convert("RGB")
+        except Exception as e:  # PIL's errors have many types
+            raise CorruptImageError(f"cannot decode image '{self.image_ids[index]}' (index {index}) "
+                                    f"in {self.file_of(index)}: {type(e).__name__}: {e}") from None
+
+    def caption(self, index: int) -> str:
+        texts = self.texts[index]
+        j = 0 if self.text_index is None else self.text_index
+        if not -len(texts) <= j < len(texts):
+            raise IndexError(f"text_index {j} but sample '{self.image_ids[index]}' (index {index}) in "
+                             f"{self.file_of(index)} has {len(texts)} caption(s)")
+        return texts[j]
+
+    def tokenize(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(text_ids, text_masks), each long (max_text_len,)."""
+        enc = self.tokenizer(text, padding="max_length", truncation=True, max_length=self.max_text_len)
+        return torch.tensor(enc["input_ids"], dtype=torch.long), torch.tensor(enc["attention_mask"], dtype=torch.long)
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        missing_type = self.missing[index] if self.missing is not None else 0
+        image = self.transform(self.load_image(index))
+        if missing_type == IMAGE_MISSING:
+            image = torch.ones_like(image)
+        raw_text = "" if missing_type == TEXT_MISSING else self.caption(index)
+        text_ids, text_masks = self.tokenize(raw_text)
+        return {"image": image, "text_ids": text_ids, "text_masks": text_masks, "label": int(self._labels[index]),
+                "index": index, "image_id": self.image_ids[index], "raw_text": raw_text,
+                "missing_type": int(missing_type)}

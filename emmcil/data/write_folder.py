@@ -1,0 +1,115 @@
+"""Generic "one folder per class + captions file" -> ``{name}_{split}.arrow``.
+
+    python -m emmcil.data.write_folder --root DIR --captions FILE --out DIR --name NAME
+        [--classes FILE] [--test-fraction 0.2] [--val-fraction 0] [--seed 0] [--skip-bad]
+
+``DIR/<class>/<image>`` (images directly in the class folder). Labels are the sorted class folder names, or the
+line numbers of ``--classes`` (one class name a line). If ``DIR`` holds only ``train/``, ``val/``, ``test/``
+folders, each is a split with class folders inside; otherwise each class is split at random with ``--seed``
+(``round(f * n)`` images per class for each held-out split). Captions: JSONL (``{"path": "<class>/<image>",
+"caption": "..."}``) or CSV (columns ``path,caption``), keyed by the image path relative to ``DIR``. Every image on
+disk and every captioned path becomes a sample, so an image without caption and a caption without image are both
+reported. ``{name}_classes.json`` lists the class names in label order.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .writing import (RawSample, base_parser, cli_errors, is_image_file, read_captions, seeded_split, write_splits)
+
+SPLITS = ("train", "val", "test")
+
+
+def scan_images(folder: Path) -> tuple[list[str], list[str]]:
+    """(image paths, other files), relative to ``folder``, of ``folder/<class>/<file>``. Files outside class
+    folders (e.g. a README) count as other files, so they are reported rather than silently dropped."""
+    images, others = [], []
+    for entry in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
+        if not entry.is_dir():
+            others.append(entry.name)
+            continue
+        for f in sorted(entry.iterdir()):
+            if not f.name.startswith("."):
+                (images if f.is_file() and is_image_file(f) else others).append(f"{entry.name}/{f.name}")
+    return images, others
+
+
+def folder_samples(root: Path, captions: dict[str, list[str]], class_index: dict[str, int], *,
+                   captions_file: str, fractions: dict[str, float], seed: int) -> dict[str, list[RawSample]]:
+    """{split: samples} for the union of images under ``root`` and captioned paths (see module docstring)."""
+    presplit = [d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    presplit = bool(presplit) and set(presplit) <= set(SPLITS)
+    keys, ignored = [], []
+    if presplit:
+        for split in SPLITS:
+            if (root / split).is_dir():
+                imgs, others = scan_images(root / split)
+                keys += [f"{split}/{k}" for k in imgs]
+                ignored += [f"{split}/{k}" for k in others]
+    else:
+        keys, ignored = scan_images(root)
+    if ignored:
+        print(f"{root}: ignored {len(ignored)} non-image files, e.g. {', '.join(ignored[:3])}")
+    on_disk = set(keys)
+    keys += sorted(k for k in captions if k not in on_disk)  # captioned but absent: reported as missing_file
+
+    def class_of(key):
+        parts = key.split("/")
+        return parts[1] if presplit and len(parts) > 2 else parts[0]
+
+    if presplit:
+        split_of = {k: k.split("/")[0] for k in keys}
+    else:
+        by_class = {}
+        for k in keys:
+            by_class.setdefault(class_of(k), []).append(k)
+        split_of = seeded_split(by_class, fractions, seed)
+
+    out = {s: [] for s in SPLITS}
+    for k in keys:
+        split = split_of[k] if split_of[k] in SPLITS else "train"  # a stray caption key in a presplit tree
+        cls = class_of(k) if k.count("/") >= (2 if presplit else 1) else ""
+        out[split].append(RawSample(image_id=k, image_path=root / k, texts=captions.get(k),
+                                    label=class_index.get(cls), split=split,
+                                    source=f"{root} (captions: {captions_file})", class_name=cls))
+    return {s: v for s, v in out.items() if v}
+
+
+def class_folders(root: Path) -> list[str]:
+    dirs = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    if dirs and {d.name for d in dirs} <= set(SPLITS):
+        return sorted({c.name for d in dirs for c in d.iterdir() if c.is_dir() and not c.name.startswith(".")})
+    return sorted(d.name for d in dirs)
+
+
+def write_folder(root, captions, out, name: str, *, classes: str | None = None, test_fraction: float = 0.2,
+                 val_fraction: float = 0.0, seed: int = 0, skip_bad: bool = False) -> dict[str, Path]:
+    """Write ``{name}_{split}.arrow`` for a class-folder tree; returns {split: path}."""
+    root = Path(root)
+    names = ([ln.strip() for ln in Path(classes).read_text().splitlines() if ln.strip()] if classes
+             else class_folders(root))
+    class_index = {c: i for i, c in enumerate(names)}
+    fractions = {k: f for k, f in (("val", val_fraction), ("test", test_fraction)) if f > 0}
+    splits = folder_samples(root, read_captions(captions), class_index, captions_file=str(captions),
+                            fractions=fractions, seed=seed)
+    print(f"{len(names)} classes, " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    return write_splits(splits, out, name, names, skip_bad)
+
+
+def main(argv=None):
+    p = base_parser(__doc__.splitlines()[0], prog="python -m emmcil.data.write_folder")
+    p.add_argument("--root", required=True, help="folder with one sub-folder per class (or train/val/test)")
+    p.add_argument("--captions", required=True, help="JSONL or CSV of captions keyed by relative image path")
+    p.add_argument("--name", required=True, help="dataset name: files are {name}_{split}.arrow")
+    p.add_argument("--classes", help="text file, one class name a line, giving the labels (default: sorted)")
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--val-fraction", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    cli_errors(lambda a: write_folder(a.root, a.captions, a.out, a.name, classes=a.classes,
+                                      test_fraction=a.test_fraction, val_fraction=a.val_fraction, seed=a.seed,
+                                      skip_bad=a.skip_bad), args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""UPMC Food-101 -> ``food101_{train,val,test}.arrow``.
+
+    python -m emmcil.data.write_food101 --root RAW --out DIR [--layout auto|json|csv] [--seed 0] [--skip-bad]
+
+Two raw layouts (101 classes, text = the web page title):
+
+* ``json`` (missing_aware_prompts): ``class_idx.json`` {class: idx}, ``text.json`` {file name: title},
+  ``split.json`` {train, val, test: [file names]}; images in ``images/{train,test}/<class>/<class>_<k>.jpg``
+  (val images live in ``images/train``). Gives the paper's 61,142 / 6,846 / 22,716 split.
+* ``csv`` (the original download): ``texts/{train,test}_titles.csv`` with header-less rows
+  ``<class>_<k>.jpg,<title>,<class>``. Val is carved from train: per class ``round(val_fraction * n)`` images
+  drawn with ``--seed`` (default 10 %, close to the json split's 6,846 / 67,988), so it is *not* the same val set
+  as ``split.json``. Labels come from ``class_idx.json`` when present, else from the sorted class names.
+  The real ``train_titles.csv`` has an unclosed quote (``breakfast_burrito_730.jpg``) that makes a CSV parser
+  swallow the following rows; each line is therefore parsed on its own, repaired where possible
+  (first comma / last comma), and every repaired or skipped line is reported.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from .writing import (RawSample, base_parser, cli_errors, is_image_file, seeded_split, write_splits)
+
+NAME = "food101"
+NUM_CLASSES = 101
+
+
+def _unquote(title: str) -> tuple[str, str | None]:
+    """Strip CSV quoting from a title cut out by hand; returns (title, repair reason or None)."""
+    t = title.strip()
+    if len(t) >= 2 and t[0] == '"' and t[-1] == '"':
+        return t[1:-1].replace('""', '"'), None
+    if t.startswith('"'):
+        return t[1:], "unclosed quote"
+    return t, None
+
+
+def read_titles_csv(path: str | Path) -> tuple[list[tuple[str, str, str]], dict[str, list[str]], dict[str, list[str]]]:
+    """Rows ``(file name, title, class)`` of a UPMC ``*_titles.csv``.
+
+    Returns (rows, repaired, skipped), the last two mapping a reason to ``"line N: ..."`` entries.
+    """
+    rows, repaired, skipped = [], {}, {}
+    with open(path, encoding="utf-8", errors="replace", newline="") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            # one line at a time: an unclosed quote must not swallow the rows after it
+            fields = next(csv.reader([line]), [])
+            reason = None
+            if len(fields) != 3:
+                first, last = line.find(","), line.rfind(",")
+                if first < 0 or first == last:
+                    skipped.setdefault("fewer than 3 fields", []).append(f"line {lineno}: {line[:80]}")
+                    continue
+                title, reason = _unquote(line[first + 1:last])
+                fields = [line[:first], title, line[last + 1:]]
+                reason = reason or "unquoted comma in title"
+            fname, title, cls = (x.strip() for x in fields)
+            if not is_image_file(Path(fname)):
+                kind = "header" if lineno == 1 else "first field is not an image file name"
+                skipped.setdefault(kind, []).append(f"line {lineno}: {line[:80]}")
+                continue
+            if reason:
+                repaired.setdefault(reason, []).append(f"line {lineno}: {fname}")
+            rows.append((fname, title, cls))
+    return rows, repaired, skipped
+
+
+def _print_csv_report(path, rows, repaired, skipped) -> None:
+    n_rep, n_skip = sum(map(len, repaired.values())), sum(map(len, skipped.values()))
+    print(f"{path}: {len(rows)} rows read, {n_rep} repaired, {n_skip} skipped")
+    for kind, entries in (("repaired", repaired), ("skipped", skipped)):
+        for reason, lines in entries.items():
+            print(f"  {kind} ({reason}): {len(lines)}, e.g. {'; '.join(lines[:3])}")
+
+
+def _class_of(fname: str) -> str:
+    return fname[:fname.rindex("_")] if "_" in fname else fname
+
+
+def _load_class_idx(root: Path) -> dict[str, int] | None:
+    path = root / "class_idx.json"
+    if not path.is_file():
+        return None
+    class_idx = json.loads(path.read_text())
+    if sorted(class_idx.values()) != list(range(len(class_idx))):
+        raise ValueError(f"{path}: indices must be 0..{len(class_idx) - 1}, each once")
+    return class_idx
+
+
+def samples_json(root: Path) -> tuple[dict[str, list[RawSample]], dict[str, int]]:
+    """The json-trio layout -> ({split: samples}, class index)."""
+    class_idx = _load_class_idx(root)
+    if class_idx is None:
+        raise FileNotFoundError(f"{root / 'class_idx.json'} not found")
+    texts = json.loads((root / "text.json").read_text())
+    split_file = root / "split.json"
+    splits = json.loads(split_file.read_text())
+    source = f"{split_file} (captions: {root / 'text.json'})"
+    out = {}
+    for split in ("train", "val", "test"):
+        if split not in splits:
+            raise ValueError(f"{split_file} has no '{split}' list (keys: {list(splits)})")
+        folder = "test" if split == "test" else "train"  # val images live in images/train
+        samples = []
+        for fname in splits[split]:
+            cls = _class_of(fname)
+            text = texts.get(fname)
+            samples.append(RawSample(
+                image_id=fname, image_path=root / "images" / folder / cls / fname,
+                texts=None if text is None else (list(text) if isinstance(text, list) else [text]),
+                label=class_idx.get(cls), split=split, source=source, class_name=cls))
+        out[split] = samples
+    return out, class_idx
+
+
+def samples_csv(root: Path, seed: int = 0, val_fraction: float = 0.1
+                ) -> tuple[dict[str, list[RawSample]], dict[str, int]]:
+    """The original CSV layout -> ({split: samples}, class index); val carved from train with ``seed``."""
+    parsed = {}
+    for split in ("train", "test"):
+        path = root / "texts" / f"{split}_titles.csv"
+        rows, repaired, skipped = read_titles_csv(path)
+        _print_csv_report(path, rows, repaired, skipped)
+        parsed[split] = (path, rows)
+    class_idx = _load_class_idx(root) or {c: i for i, c in enumerate(sorted({r[2] for r in parsed["train"][1]}))}
+
+    def sample(fname, title, cls, split, folder, path):
+        return RawSample(image_id=fname, image_path=root / "images" / folder / cls / fname, texts=[title],
+                         label=class_idx.get(cls), split=split, source=str(path), class_name=cls)
+
+    path, rows = parsed["train"]
+    by_class = {}
+    for fname, _, cls in rows:
+        by_class.setdefault(cls, []).append(fname)
+    split_of = seeded_split(by_class, {"val": val_fraction}, seed)
+    out = {s: [sample(*r, s, "train", path) for r in rows if split_of[r[0]] == s] for s in ("train", "val")}
+    path, rows = parsed["test"]
+    out["test"] = [sample(*r, "test", "test", path) for r in rows]
+    return out, class_idx
+
+
+def detect_layout(root: Path) -> str:
+    if (root / "split.json").is_file() and (root / "text.json").is_file():
+        return "json"
+    if (root / "texts" / "train_titles.csv").is_file():
+        return "csv"
+    raise FileNotFoundError(f"{root}: neither split.json + text.json + class_idx.json nor texts/train_titles.csv")
+
+
+def write_food101(root, out, *, name: str = NAME, layout: str = "auto", seed: int = 0, val_fraction: float = 0.1,
+                  skip_bad: bool = False) -> dict[str, Path]:
+    """Write ``{name}_{train,val,test}.arrow`` into ``out``; returns {split: path}."""
+    root = Path(root)
+    layout = detect_layout(root) if layout == "auto" else layout
+    splits, class_idx = samples_json(root) if layout == "json" else samples_csv(root, seed, val_fraction)
+    print(f"layout {layout}: {len(class_idx)} classes, " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    if len(class_idx) != NUM_CLASSES:
+        print(f"note: {len(class_idx)} classes found, UPMC Food-101 has {NUM_CLASSES}")
+    return write_splits(splits, out, name, sorted(class_idx, key=class_idx.get), skip_bad)
+
+
+def main(argv=None):
+    p = base_parser(__doc__.splitlines()[0], prog="python -m emmcil.data.write_food101")
+    p.add_argument("--root", required=True, help="raw UPMC Food-101 folder")
+    p.add_argument("--layout", choices=["auto", "json", "csv"], default="auto")
+    p.add_argument("--name", default=NAME)
+    p.add_argument("--seed", type=int, default=0, help="csv layout: seed of the val split carved from train")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="csv layout: share of each class put in val")
+    args = p.parse_args(argv)
+    cli_errors(lambda a: write_food101(a.root, a.out, name=a.name, layout=a.layout, seed=a.seed,
+                                       val_fraction=a.val_fraction, skip_bad=a.skip_bad), args)
+
+
+if __name__ == "__main__":
+    main()

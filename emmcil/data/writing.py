@@ -1,0 +1,222 @@
+"""What the arrow writers share: raw samples, their validation, skip counts, caption files, seeded splits.
+
+Every bad input is either an error naming the sample and the file, or, with ``--skip-bad``, a printed count per
+reason (plus the first few sample names) and a ``{name}_skipped.json`` next to the arrow files. Nothing is dropped
+silently.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import zlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from .arrow import ArrowWriter, arrow_path
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+REASONS = {
+    "missing_file": "image listed but absent",
+    "corrupt_image": "image unreadable",
+    "missing_caption": "no caption for the image",
+    "empty_caption": "empty caption",
+    "unknown_class": "label outside the class index",
+}
+
+
+@dataclass
+class RawSample:
+    """One sample before validation. ``texts``/``label`` are None when the caption / class is not known."""
+    image_id: str
+    image_path: Path
+    texts: list[str] | None
+    label: int | None
+    split: str
+    source: str  # the file (or folder) that listed this sample, for error messages
+    class_name: str = ""
+
+
+class BadSampleError(ValueError):
+    def __init__(self, reason: str, sample: RawSample, detail: str = ""):
+        self.reason, self.sample = reason, sample
+        msg = (f"{REASONS[reason]} ({reason}): sample '{sample.image_id}' (image {sample.image_path}, "
+               f"listed in {sample.source})")
+        super().__init__(msg + (f": {detail}" if detail else ""))
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def validate(sample: RawSample, num_classes: int) -> dict:
+    """The arrow row of ``sample``, or BadSampleError. Decodes the image fully, since truncated JPEGs only fail then."""
+    if sample.label is None or not 0 <= sample.label < num_classes:
+        raise BadSampleError("unknown_class", sample,
+                             f"class {sample.class_name or sample.label!r} not among the {num_classes} classes")
+    if sample.texts is None:
+        raise BadSampleError("missing_caption", sample)
+    if not sample.texts or any(not t.strip() for t in sample.texts):
+        raise BadSampleError("empty_caption", sample, f"texts {sample.texts!r}")
+    try:
+        data = sample.image_path.read_bytes()
+    except FileNotFoundError:
+        raise BadSampleError("missing_file", sample) from None
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+    except Exception as e:  # PIL raises a zoo of types (OSError, SyntaxError, ValueError, DecompressionBombError)
+        raise BadSampleError("corrupt_image", sample, f"{type(e).__name__}: {e}") from None
+    return {"image": data, "text": [t.strip() for t in sample.texts], "label": int(sample.label),
+            "image_id": sample.image_id, "split": sample.split}
+
+
+@dataclass
+class SkipReport:
+    counts: Counter = field(default_factory=Counter)
+    samples: list[dict] = field(default_factory=list)
+
+    def add(self, err: BadSampleError) -> None:
+        self.counts[err.reason] += 1
+        self.samples.append({"reason": err.reason, "split": err.sample.split, "image_id": err.sample.image_id,
+                             "message": str(err)})
+
+    def __len__(self):
+        return sum(self.counts.values())
+
+    def summary(self, examples: int = 3) -> str:
+        if not self.counts:
+            return "skipped 0 samples"
+        lines = [f"skipped {len(self)} samples:"]
+        for reason, n in self.counts.most_common():
+            names = [s["image_id"] for s in self.samples if s["reason"] == reason][:examples]
+            lines.append(f"  {reason} ({REASONS[reason]}): {n}, e.g. {', '.join(names)}")
+        return "\n".join(lines)
+
+
+def write_split(samples: list[RawSample], out_dir: Path, name: str, split: str, num_classes: int,
+                skip_bad: bool, report: SkipReport) -> tuple[Path, int]:
+    """Validate and write ``samples`` to ``{out_dir}/{name}_{split}.arrow``; returns (path, rows written)."""
+    path = arrow_path(out_dir, name, split)
+    with ArrowWriter(path) as w:
+        for s in tqdm(samples, desc=f"{name}_{split}", unit="img", mininterval=1.0):
+            try:
+                w.write(validate(s, num_classes))
+            except BadSampleError as e:
+                if not skip_bad:
+                    raise
+                report.add(e)
+    if w.num_rows == 0:
+        path.unlink()
+        raise ValueError(f"{name}_{split}: no valid samples (of {len(samples)}); nothing written")
+    return path, w.num_rows
+
+
+def write_splits(splits: dict[str, list[RawSample]], out_dir, name: str, class_names: list[str],
+                 skip_bad: bool) -> dict[str, Path]:
+    """Write every split and ``{name}_classes.json`` (class names in label order), print a summary, and with
+    ``skip_bad`` list the skipped samples in ``{name}_skipped.json``."""
+    out_dir = Path(out_dir)
+    num_classes = len(class_names)
+    report = SkipReport()
+    paths = {}
+    for split, samples in splits.items():
+        paths[split], n = write_split(samples, out_dir, name, split, num_classes, skip_bad, report)
+        print(f"wrote {n} rows to {paths[split]}")
+    print(report.summary())
+    (out_dir / f"{name}_classes.json").write_text(json.dumps(list(class_names), indent=1))
+    if skip_bad:
+        log = out_dir / f"{name}_skipped.json"
+        log.write_text(json.dumps({"counts": dict(report.counts), "samples": report.samples}, indent=1))
+        if len(report):
+            print(f"list of skipped samples: {log}")
+    return paths
+
+
+def read_captions(path: str | Path) -> dict[str, list[str]]:
+    """Captions keyed by image path relative to the image root (posix, no leading './').
+
+    JSONL: one object a line with ``path`` (or ``image``/``file``) and ``caption`` (or ``text``/``captions``;
+    a string or a list). CSV/TSV: columns ``path`` and ``caption`` (or ``text``). A path that occurs several
+    times collects several captions.
+    """
+    path = Path(path)
+    caps: dict[str, list[str]] = defaultdict(list)
+
+    def add(key, value, where):
+        if key is None:
+            raise ValueError(f"{where}: no 'path' field")
+        values = value if isinstance(value, list) else [value]
+        caps[normalise_key(str(key))].extend("" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+                                             for v in values)
+
+    if path.suffix.lower() in {".jsonl", ".json"}:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from None
+                key = next((obj[k] for k in ("path", "image", "file") if k in obj), None)
+                value = next((obj[k] for k in ("caption", "text", "captions") if k in obj), None)
+                add(key, value, f"{path}:{lineno}")
+    else:
+        df = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False)
+        key_col = next((c for c in ("path", "image", "file") if c in df.columns), None)
+        val_col = next((c for c in ("caption", "text") if c in df.columns), None)
+        if key_col is None or val_col is None:
+            raise ValueError(f"{path}: needs columns 'path' and 'caption' (or 'text'); has {list(df.columns)}")
+        for key, value in zip(df[key_col], df[val_col]):
+            add(key, value, str(path))
+    return dict(caps)
+
+
+def normalise_key(key: str) -> str:
+    key = key.replace("\\", "/")
+    while key.startswith("./"):
+        key = key[2:]
+    return key
+
+
+def seeded_split(keys_by_group: dict[str, list[str]], fractions: dict[str, float], seed: int) -> dict[str, str]:
+    """{key: split}. Per group, a seeded permutation of its sorted keys gives ``round(f * n)`` keys to each split of
+    ``fractions`` in turn; the rest go to "train". A group's draw depends only on (seed, group name, its keys), so
+    adding or removing a class leaves the other classes' splits unchanged."""
+    assignment = {}
+    for group, keys in keys_by_group.items():
+        keys = sorted(keys)
+        order = np.random.default_rng([seed, zlib.crc32(group.encode())]).permutation(len(keys))
+        start = 0
+        for split, f in fractions.items():
+            n = int(round(f * len(keys)))
+            assignment.update((keys[i], split) for i in order[start:start + n])
+            start += n
+        assignment.update((keys[i], "train") for i in order[start:])
+    return assignment
+
+
+def base_parser(description: str, prog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--out", required=True, help="output directory for {name}_{split}.arrow")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip bad samples (counted per reason and listed in {name}_skipped.json) instead of failing")
+    return p
+
+
+def cli_errors(fn, args) -> None:
+    """Run ``fn(args)``; a bad sample ends the command with its message and a hint about --skip-bad."""
+    try:
+        fn(args)
+    except BadSampleError as e:
+        print(f"error: {e}\n(re-run with --skip-bad to skip and count such samples)", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -1,0 +1,87 @@
+"""Fixture builders for the data tests: real JPEG files in the raw layouts the writers read."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def make_jpeg(path: Path, size=(40, 30), seed: int = 0) -> Path:
+    """A real JPEG of ``size`` (W, H) with seeded random content."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    arr = rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(arr).save(path, format="JPEG", quality=85)
+    return path
+
+
+def corrupt(path: Path) -> Path:
+    """Truncate a JPEG to a third: the header parses, decoding fails."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    return path
+
+
+FOOD_CLASSES = {"frozen_yogurt": 0, "apple_pie": 1, "beef_tartare": 2}  # not alphabetical, as the real file
+
+
+def food101_json(root: Path, n_train=4, n_val=2, n_test=2) -> dict:
+    """missing_aware_prompts layout: class_idx.json, text.json, split.json, images/{train,test}/<cls>/<cls>_<k>.jpg."""
+    splits = {"train": [], "val": [], "test": []}
+    texts = {}
+    seed = 0
+    for cls in FOOD_CLASSES:
+        for split, n, start in (("train", n_train, 0), ("val", n_val, n_train), ("test", n_test, n_train + n_val)):
+            for k in range(start, start + n):
+                fname = f"{cls}_{k}.jpg"
+                folder = "test" if split == "test" else "train"
+                make_jpeg(root / "images" / folder / cls / fname, size=(36 + k, 30), seed=seed)
+                seed += 1
+                splits[split].append(fname)
+                texts[fname] = f"Best {cls.replace('_', ' ')} recipe number {k}"
+    (root / "class_idx.json").write_text(json.dumps(FOOD_CLASSES))
+    (root / "text.json").write_text(json.dumps(texts))
+    (root / "split.json").write_text(json.dumps(splits))
+    return {"splits": splits, "texts": texts}
+
+
+def food101_csv(root: Path, n_train=10, n_test=3, broken: str = "apple_pie_3.jpg") -> dict:
+    """Original layout: texts/{train,test}_titles.csv (no header) with one unclosed quote in train, like the
+    real ``breakfast_burrito_730.jpg`` row."""
+    rows = {"train": [], "test": []}
+    seed = 100
+    for split, n, start in (("train", n_train, 0), ("test", n_test, n_train)):
+        lines = []
+        for cls in sorted(FOOD_CLASSES):
+            for k in range(start, start + n):
+                fname = f"{cls}_{k}.jpg"
+                make_jpeg(root / "images" / split / cls / fname, seed=seed)
+                seed += 1
+                if fname == broken:
+                    title = f"{cls.title()} the best one ever"
+                    lines.append(f'{fname},"{title},{cls}')  # the quote never closes
+                else:
+                    title = f'{cls.replace("_", " ").title()} Recipe, from the "{k}" kitchen'
+                    lines.append(f'{fname},"{title.replace(chr(34), 2 * chr(34))}",{cls}')
+                rows[split].append((fname, title, cls))
+        (root / "texts").mkdir(parents=True, exist_ok=True)
+        (root / "texts" / f"{split}_titles.csv").write_text("\n".join(lines) + "\n")
+    return rows
+
+
+def image_folder(root: Path, classes: list[str], per_class: int, prefix: str = "img") -> list[str]:
+    """``root/<class>/<prefix>_<k>.jpg``; returns the relative paths."""
+    rels = []
+    for c, cls in enumerate(classes):
+        for k in range(per_class):
+            rel = f"{cls}/{prefix}_{k}.jpg"
+            make_jpeg(root / rel, size=(32 + 8 * (k % 3), 32), seed=1000 + 50 * c + k)
+            rels.append(rel)
+    return rels
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
