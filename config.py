@@ -1,0 +1,232 @@
+"""The sacred experiment: default config and composable named configs.
+
+    python run.py with demo                                   # embedded demo, tiny model, CPU, a few minutes
+    python run.py with mm_imagenet_r phases_10 replay data_root=/data/arrow load_path=vilt_200k_mlm_itm.ckpt
+    python run.py print_config with food101 phases_20 finetune   # resolve and show the config, no training
+
+Named configs compose (later ones win on the keys they share; ``key=value`` updates win over all of them):
+
+- datasets: ``demo``, ``food101``, ``mm_imagenet_r``  (set ``dataset``; the demo also means the tiny model,
+  ``tuning="full"`` since no pretrained weights exist offline, and one CPU thread);
+- protocols: ``phases_5``, ``phases_10``, ``phases_20``  (set ``num_phases``);
+- methods: ``finetune`` (lower bound), ``joint`` (upper bound), ``replay`` (herding, full exemplars), plus one per
+  method file in ``emmcil/methods/`` (set ``method``);
+- model sizes: ``vilt_b32``, ``tiny``  (set ``model_size``).
+
+Everything else is derived in :func:`config` from those four keys, through the ``DATASETS`` and ``MODEL_SIZES``
+tables, unless set explicitly. Unknown keys are sacred's own ``ConfigAddedError``. Key groups (each key has a
+comment below; ``print_config`` shows them): experiment (dataset, method, num_phases, model_size, seed,
+class_order_seed), data (data_root, splits, tokenizer, max_text_len), model (ViLT sizes, SSF, tuning, load_path),
+optimisation per phase (max_epoch, batch_size vs per_gpu_batchsize, lr 1e-2, weight_decay 2e-2, warmup 0.1),
+memory (memory_per_class = 5 full-exemplar equivalents, budget mode), hardware (accelerator, devices, num_nodes,
+strategy, precision, workers, threads), run directory (log_dir, exp_name, restart, keep_checkpoints,
+stop_after_phase), and the keys each method file declares (``Method.config``, e.g. ``emm``'s thresholds).
+"""
+from __future__ import annotations
+
+from sacred import SETTINGS, Experiment
+from sacred.config.config_dict import ConfigDict
+from sacred.utils import iterate_flattened
+
+from emmcil.methods import METHODS, get_method, method_config_defaults
+from emmcil.model import TINY, VILT_B32
+
+# Lightning draws its own progress bars; sacred's stdout capture would mangle them.
+SETTINGS.CAPTURE_MODE = "no"
+
+ex = Experiment("emmcil", save_git_info=False)
+
+# Per-dataset defaults. Arrow files are {data_root}/{dataset}_{split}.arrow (emmcil.data writers); the demo is
+# generated on first use (emmcil.data.demo) when data_root is "".
+DATASETS = {
+    # 10 synthetic classes, 30 train / 10 test images each, 96-128 px: for the tiny model on CPU
+    "demo": dict(num_classes=10, max_text_len=40, model_size="tiny", max_epoch=20, batch_size=32,
+                 per_gpu_batchsize=32, num_workers=0),
+    # UPMC Food-101: 101 classes, text = page title (short: ViLT's 40 positions suffice)
+    "food101": dict(num_classes=101, max_text_len=40, model_size="vilt_b32", max_epoch=20, batch_size=256,
+                    per_gpu_batchsize=32, num_workers=8),
+    # MM-ImageNet-R: 200 classes, InstructBLIP captions of ~50-90 words (paper Fig. 4), hence 128 positions
+    "mm_imagenet_r": dict(num_classes=200, max_text_len=128, model_size="vilt_b32", max_epoch=20, batch_size=256,
+                          per_gpu_batchsize=32, num_workers=8),
+}
+
+# Model sizes: the backbone's shape, and the timm ImageNet weights ViLT starts from when there is no load_path
+# (used only if already in the local cache; nothing is downloaded).
+MODEL_SIZES = {
+    "vilt_b32": dict(VILT_B32, timm_init="vit_base_patch32_384"),
+    "tiny": dict(TINY, timm_init=""),  # matches the demo: image_size 96, patch_size 16
+}
+
+
+def _pick(table: dict, name: str, key: str, what: str):
+    if name not in table:
+        raise ValueError(f"unknown {what} {name!r}; choose one of {sorted(table)}")
+    return table[name][key]
+
+
+def default_exp_name(dataset: str, method: str, num_phases: int, seed: int, memory_per_class,
+                     memory_budget_mode: str, memory_total) -> str:
+    """``{dataset}_{method}_{L}phases[_mem{m}|_memtotal{M}]_seed{seed}``: the run directory's name."""
+    name = f"{dataset}_{method}_{num_phases}phases"
+    if get_method(method).uses_memory:
+        name += f"_mem{memory_per_class:g}" if memory_budget_mode == "per_class" else f"_memtotal{memory_total:g}"
+    return f"{name}_seed{seed}"
+
+
+@ex.config
+def config():
+    # ---------------------------------------------------------------- experiment
+    dataset = "mm_imagenet_r"    # demo | food101 | mm_imagenet_r
+    method = "replay"            # a registered method: finetune | joint | replay | ... (emmcil/methods/)
+    num_phases = 5               # L: the classes are split into L equal phases (first ones +1 if uneven)
+    model_size = _pick(DATASETS, dataset, "model_size", "dataset")  # vilt_b32 | tiny
+    seed = 0                     # model init, and every phase's RNGs from (seed, phase): resume is exact
+    class_order_seed = 1993      # permutation of the classes (PyCIL/PILOT's 1993); None = identity order
+
+    # ---------------------------------------------------------------- data
+    data_root = ""               # folder of {dataset}_{split}.arrow; "" for the demo = $EMMCIL_DATA/demo or cache
+    train_splits = ["train"]     # arrow splits trained on (e.g. ["train", "val"])
+    test_split = "test"          # evaluated after every phase
+    num_classes = _pick(DATASETS, dataset, "num_classes", "dataset")
+    tokenizer = ""               # bert-base-uncased vocab.txt (file or folder); "" = found offline
+    max_text_len = _pick(DATASETS, dataset, "max_text_len", "dataset")
+    train_randaug = False        # RandAugment(2, 9) on training images (ViLT's pixelbert_randaug)
+
+    # ---------------------------------------------------------------- model
+    hidden_size = _pick(MODEL_SIZES, model_size, "hidden_size", "model_size")  # from MODEL_SIZES[model_size]
+    num_layers = _pick(MODEL_SIZES, model_size, "num_layers", "model_size")
+    num_heads = _pick(MODEL_SIZES, model_size, "num_heads", "model_size")
+    mlp_ratio = _pick(MODEL_SIZES, model_size, "mlp_ratio", "model_size")
+    patch_size = _pick(MODEL_SIZES, model_size, "patch_size", "model_size")
+    image_size = _pick(MODEL_SIZES, model_size, "image_size", "model_size")  # shorter side (pixelbert resize)
+    timm_init = _pick(MODEL_SIZES, model_size, "timm_init", "model_size")   # only when load_path is ""
+    vocab_size = 30522
+    max_image_len = -1           # patches per image in training; -1 = all (ViLT fine-tuning)
+    drop_rate = 0.1
+    attn_drop_rate = 0.0
+    drop_path_rate = 0.0
+    qkv_bias = True
+    ssf = True                   # SSF scale/shift after qkv, proj, fc1, fc2, norms, patch embedding
+    tuning = "ssf"               # ssf: SSF + pooler + classifier train | frozen: pooler + classifier | full
+    load_path = ""               # ViLT checkpoint (vilt_200k_mlm_itm.ckpt / HF folder); "" = random init
+    trust_checkpoint = False     # allow full unpickling of load_path (only for files you trust)
+
+    # ---------------------------------------------------------------- optimisation, per phase
+    max_epoch = _pick(DATASETS, dataset, "max_epoch", "dataset")  # epochs per phase
+    max_steps = -1               # optimiser steps per phase; -1 = max_epoch epochs
+    batch_size = _pick(DATASETS, dataset, "batch_size", "dataset")  # effective batch, reached by accumulation
+    per_gpu_batchsize = _pick(DATASETS, dataset, "per_gpu_batchsize", "dataset")  # per device and step
+    lr = 1e-2                    # AdamW; sister repo missing_aware_prompts
+    weight_decay = 2e-2          # not on 1-D parameters (biases, norms, SSF)
+    betas = [0.9, 0.98]
+    eps = 1e-8
+    warmup = 0.1                 # linear warmup: fraction of the phase's steps (< 1) or a step count; then -> 0
+    gradient_clip_val = None
+    limit_train_batches = 1.0    # Lightning's: a fraction or a number of batches per epoch (tests, smoke runs)
+
+    # ---------------------------------------------------------------- memory (methods with exemplars)
+    memory_per_class = 5         # budget per class in full-exemplar equivalents (bytes = m x mean full cost)
+    memory_budget_mode = "per_class"  # per_class | total (memory_total shared by the seen classes)
+    memory_total = 0             # total budget in full-exemplar equivalents, for memory_budget_mode="total"
+
+    # ---------------------------------------------------------------- hardware
+    accelerator = "auto"         # Lightning accelerator: auto | cpu | gpu
+    devices = 1                  # per node; effective batch = per_gpu_batchsize * devices * num_nodes * accumulation
+    num_nodes = 1
+    strategy = "auto"            # Lightning strategy ("ddp" for several GPUs)
+    precision = "32-true"        # Lightning precision; "16-mixed" / "bf16-mixed" on GPUs
+    deterministic = False        # Lightning's flag (True/"warn"): bitwise-reproducible GPU kernels, slower
+    num_workers = _pick(DATASETS, dataset, "num_workers", "dataset")  # DataLoader workers (0: in the main process)
+    num_threads = 0              # torch intra-op CPU threads; 0 = torch's default (results depend on it, bitwise)
+
+    # ---------------------------------------------------------------- run directory
+    log_dir = "runs"             # run directories live in {log_dir}/{exp_name}
+    exp_name = default_exp_name(dataset, method, num_phases, seed, memory_per_class, memory_budget_mode,
+                                memory_total)  # the run directory is {log_dir}/{exp_name}
+    restart = False              # True: delete an existing run directory and start over
+    keep_checkpoints = 0         # keep only the newest N phase checkpoints; 0 = keep all
+    stop_after_phase = -1        # stop after this phase (resume later by re-running); -1 = run all
+    progress_bar = True
+    log_every_n_steps = 10
+
+
+class _MethodKeys(ConfigDict):
+    """Method-specific keys, declared by each method file (``Method.config``), as one more config scope.
+
+    sacred's own ConfigDict reports no "added" keys, which would silence ConfigAddedError for every unknown key
+    on the command line; this one reports the keys it does not define, as config scopes do.
+    """
+
+    def __call__(self, fixed=None, preset=None, fallback=None):
+        summary = super().__call__(fixed, preset, fallback)
+        summary.added = {key for key, _ in iterate_flattened(fixed or {}) if key.split(".")[0] not in self._conf}
+        return summary
+
+
+ex.configurations.append(_MethodKeys(method_config_defaults()))
+
+
+# ---------------------------------------------------------------- datasets
+@ex.named_config
+def demo():
+    # The embedded synthetic demo set (10 classes) with the tiny model: runs on CPU in minutes.
+    dataset = "demo"  # noqa: F841 (sacred reads the local variables)
+    # No pretrained weights are available offline, so the randomly initialised tiny model is tuned entirely
+    # (SSF alone cannot adapt a random backbone); tuning=ssf on the command line restores the paper's setting.
+    tuning = "full"  # noqa: F841
+    # One CPU thread: a tiny model gains nothing from more, and spinning OpenMP threads on a busy machine make it
+    # several times slower; it also makes the demo's numbers the same on any machine.
+    num_threads = 1  # noqa: F841
+
+
+@ex.named_config
+def food101():
+    # UPMC Food-101 (101 classes); data_root must hold food101_{train,test}.arrow.
+    dataset = "food101"  # noqa: F841
+
+
+@ex.named_config
+def mm_imagenet_r():
+    # MM-ImageNet-R (200 classes, generated captions); data_root must hold mm_imagenet_r_{train,test}.arrow.
+    dataset = "mm_imagenet_r"  # noqa: F841
+
+
+# ---------------------------------------------------------------- protocols
+@ex.named_config
+def phases_5():
+    num_phases = 5  # noqa: F841
+
+
+@ex.named_config
+def phases_10():
+    num_phases = 10  # noqa: F841
+
+
+@ex.named_config
+def phases_20():
+    num_phases = 20  # noqa: F841
+
+
+# ---------------------------------------------------------------- model sizes
+@ex.named_config
+def vilt_b32():
+    # ViLT-B/32 (768 wide, 12 layers, 32 px patches, 384 px shorter side).
+    model_size = "vilt_b32"  # noqa: F841
+
+
+@ex.named_config
+def tiny():
+    # The tiny model of the tests and the demo (64 wide, 2 layers, 16 px patches, 96 px).
+    model_size = "tiny"  # noqa: F841
+
+
+# ---------------------------------------------------------------- methods: one named config per registered method
+for _name in METHODS:
+    ex.add_named_config(_name, {"method": _name})
+
+NAMED_CONFIGS = {
+    "dataset": ["demo", "food101", "mm_imagenet_r"],
+    "protocol": ["phases_5", "phases_10", "phases_20"],
+    "method": sorted(METHODS),
+    "model_size": ["vilt_b32", "tiny"],
+}

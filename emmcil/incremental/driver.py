@@ -1,0 +1,338 @@
+"""The phase loop of a class-incremental run, with per-phase checkpoints and exact resume.
+
+For each phase t (see :mod:`emmcil.methods.base` for the method hooks):
+
+1. seed every RNG from (seed, t); grow the classifier by t's classes; ``method.before_phase``;
+2. train (a fresh Lightning Trainer: optimiser and schedule are rebuilt) on t's data + ``method.replay_dataset``;
+3. evaluate on the test data of all classes seen so far (per-class counts -> accuracy matrix row);
+4. ``method.after_phase`` (e.g. fill the memory);
+5. checkpoint atomically, rewrite ``results.json`` / ``results.md``, print a summary line.
+
+A re-run of the same config loads the last complete checkpoint and continues with the next phase. Because
+each phase is seeded from (seed, t) and starts only from what the checkpoint holds, a resumed run computes the
+same numbers as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.utilities import rank_zero_only
+from torch.utils.data import DataLoader, Dataset
+
+from emmcil.methods import PhaseContext, get_method
+
+from . import rundir
+from .batch import KeepCollate
+from .data import build_data
+from .memory import mean_full_exemplar_nbytes
+from .module import IncrementalModule
+from .report import build_results, markdown_table, phase_table, results_markdown, summary_table
+
+
+# Lightning's per-Trainer chatter (devices, tips, "fit stopped"), repeated every phase: the driver prints its own
+# summary instead. Warnings stay visible, except these two harmless ones.
+logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+class ProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar without the logger version (``v_num``), which names the phase's log folder."""
+
+    def get_metrics(self, trainer, model):
+        items = super().get_metrics(trainer, model)
+        items.pop("v_num", None)
+        return items
+
+
+def phase_seed(seed: int, phase: int) -> int:
+    """A 32-bit seed for phase ``phase`` of run ``seed``; independent of how many phases ran in this process."""
+    return int(np.random.SeedSequence([int(seed), int(phase)]).generate_state(1)[0])
+
+
+def num_devices(devices) -> int:
+    """Devices per node as a count, from Lightning's ``devices`` (int, list of ids, "auto" or -1)."""
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    if isinstance(devices, str) and devices.isdigit():
+        return int(devices)
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    return max(1, torch.cuda.device_count())
+
+
+def accumulation_steps(cfg: Mapping) -> int:
+    """Gradient accumulation so that per_gpu_batchsize x devices x num_nodes x steps = batch_size."""
+    per_step = cfg["per_gpu_batchsize"] * num_devices(cfg["devices"]) * cfg["num_nodes"]
+    steps = max(1, cfg["batch_size"] // per_step)
+    if steps * per_step != cfg["batch_size"]:
+        print(f"note: batch_size={cfg['batch_size']} is not a multiple of per_gpu_batchsize x devices x num_nodes "
+              f"= {per_step}; the effective batch is {steps * per_step}")
+    return steps
+
+
+class _Positioned(Dataset):
+    """Adds ``position`` (the item's place in ``dataset``) so predictions can be put back in order."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        return {**self.dataset[i], "position": i}
+
+
+def gather_uneven(strategy, tensor: torch.Tensor, device) -> torch.Tensor:
+    """Concatenate every rank's ``tensor`` (N_r, ...) along dim 0: Lightning's predict sampler does not pad the
+    shards, so they are padded to the longest for ``all_gather`` and cut back afterwards. Result on CPU."""
+    count = strategy.all_gather(torch.tensor([tensor.shape[0]], device=device)).flatten().tolist()
+    is_bool = tensor.dtype == torch.bool  # not every backend gathers bool
+    local = tensor.to(torch.uint8) if is_bool else tensor
+    padded = torch.cat([local, local.new_zeros(max(count) - local.shape[0], *local.shape[1:])]).to(device)
+    gathered = strategy.all_gather(padded).cpu()  # (world, max(count), ...)
+    out = torch.cat([gathered[r, :n] for r, n in enumerate(count)])
+    return out.bool() if is_bool else out
+
+
+def _tensorboard_available() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        try:
+            import tensorboardX  # noqa: F401
+        except ImportError:
+            return False
+    return True
+
+
+class IncrementalRun:
+    """One class-incremental experiment, driven phase by phase from a resolved (sacred) config."""
+
+    def __init__(self, cfg: Mapping):
+        self.cfg = cfg = rundir.plain(cfg)
+        if cfg.get("num_threads", 0) > 0:
+            torch.set_num_threads(cfg["num_threads"])
+        self.is_main = rank_zero_only.rank == 0  # under DDP every rank runs this; only rank 0 writes
+        self.run_dir = rundir.RunDir(Path(cfg["log_dir"]) / cfg["exp_name"])
+        if self.is_main:
+            self.run_dir.open(cfg, restart=bool(cfg["restart"]))
+        self.data = build_data(cfg)
+        if self.is_main:
+            rundir.write_json(self.run_dir.path / "class_order.json", self.data.describe())
+        self.method = get_method(cfg["method"])(cfg)
+        pl.seed_everything(cfg["seed"], workers=True, verbose=False)  # the backbone's init (frozen weights)
+        self.module = IncrementalModule(cfg, self.method)
+        self.counts: list[tuple[list[int], list[int]]] = []  # per phase: per seen class (correct, total)
+        self.memory: list[dict | None] = []                   # per phase: the method's memory report
+        self.trainer: pl.Trainer | None = None
+        self._full_exemplar_bytes: float | None = None
+
+    # ------------------------------------------------------------------ pieces
+    def full_exemplar_bytes(self) -> float:
+        """Mean full-exemplar cost of the training set, cached in ``exemplar_cost.json``."""
+        if self._full_exemplar_bytes is None:
+            path = self.run_dir.path / "exemplar_cost.json"
+            keys = {"image_size": self.cfg["image_size"], "patch_size": self.cfg["patch_size"],
+                    "max_text_len": self.cfg["max_text_len"], "num_samples": len(self.data.train)}
+            cost = rundir.read_json(path) if path.is_file() else None
+            if cost is None or any(cost.get(k) != v for k, v in keys.items()):
+                cost = mean_full_exemplar_nbytes(self.data.train, self.data.tokenizer, self.cfg["image_size"],
+                                                 self.cfg["patch_size"], self.cfg["max_text_len"])
+                if self.is_main:
+                    rundir.write_json(path, cost)
+            self._full_exemplar_bytes = float(cost["mean_bytes"])
+        return self._full_exemplar_bytes
+
+    def context(self, phase: int) -> PhaseContext:
+        return PhaseContext(cfg=self.cfg, phase=phase, scenario=self.data.scenario,
+                            eval_scenario=self.data.eval_scenario, module=self.module, run_dir=self.run_dir.path,
+                            predict=self.predict, full_exemplar_bytes=self.full_exemplar_bytes,
+                            tokenizer=self.data.tokenizer, is_main=self.is_main)
+
+    def loader(self, dataset: Dataset, train: bool, seed: int = 0) -> DataLoader:
+        cfg = self.cfg
+        return DataLoader(dataset, batch_size=cfg["per_gpu_batchsize"], shuffle=train,
+                          num_workers=cfg["num_workers"], collate_fn=KeepCollate(cfg["patch_size"]),
+                          generator=torch.Generator().manual_seed(seed) if train else None,
+                          persistent_workers=train and cfg["num_workers"] > 0,  # not re-forked every epoch
+                          pin_memory=torch.cuda.is_available())
+
+    def make_trainer(self, phase: int) -> pl.Trainer:
+        cfg = self.cfg
+        logs = self.run_dir.log_dir()
+        if self.is_main and (logs / f"phase_{phase}").exists():
+            shutil.rmtree(logs / f"phase_{phase}")  # a phase that is re-run after an interruption
+        loggers = [CSVLogger(save_dir=str(logs), name="", version=f"phase_{phase}")]
+        if _tensorboard_available():
+            from pytorch_lightning.loggers import TensorBoardLogger
+            loggers.append(TensorBoardLogger(save_dir=str(logs), name="tensorboard", version=f"phase_{phase}"))
+        return pl.Trainer(
+            accelerator=cfg["accelerator"], devices=cfg["devices"], num_nodes=cfg["num_nodes"],
+            strategy=cfg["strategy"], precision=cfg["precision"], max_epochs=cfg["max_epoch"],
+            max_steps=cfg["max_steps"], accumulate_grad_batches=accumulation_steps(cfg),
+            gradient_clip_val=cfg["gradient_clip_val"], limit_train_batches=cfg["limit_train_batches"],
+            logger=loggers, enable_checkpointing=False, enable_progress_bar=cfg["progress_bar"],
+            callbacks=[ProgressBar()] if cfg["progress_bar"] else [],
+            enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=cfg["log_every_n_steps"],
+            deterministic=cfg["deterministic"], default_root_dir=str(self.run_dir.path))
+
+    @torch.no_grad()
+    def predict(self, dataset: Dataset, features: bool = False, step=None) -> dict[str, torch.Tensor]:
+        """Run the model over ``dataset`` (eval mode, the phase's Trainer), per-sample results in dataset order:
+        ``labels``, ``indices`` and ``preds`` (+ pooled ``features`` (N, C) with ``features``), or, with
+        ``step(backbone, batch) -> dict`` of per-sample tensors of fixed shapes, what ``step`` returns."""
+        if len(dataset) == 0:
+            raise ValueError("predict() got an empty dataset")
+        self.module.return_features, self.module.predict_fn = features, step
+        try:
+            outs = self.trainer.predict(self.module, dataloaders=self.loader(_Positioned(dataset), train=False),
+                                        return_predictions=True)
+        finally:
+            self.module.return_features, self.module.predict_fn = False, None
+        merged = {k: torch.cat([o[k].detach().cpu() for o in outs]) for k in outs[0]}
+        if self.trainer.world_size > 1:  # every rank predicted a shard: gather them all, on every rank
+            merged = {k: gather_uneven(self.trainer.strategy, v, self.module.device) for k, v in merged.items()}
+        pos = merged.pop("positions")
+        order = torch.argsort(pos, stable=True)
+        first = torch.ones(len(order), dtype=torch.bool)
+        first[1:] = pos[order][1:] != pos[order][:-1]
+        result = {k: v[order][first] for k, v in merged.items()}
+        if len(result["labels"]) != len(dataset):
+            raise RuntimeError(f"predict() returned {len(result['labels'])} samples for {len(dataset)}")
+        return result
+
+    def evaluate(self, phase: int) -> tuple[list[int], list[int]]:
+        """Per seen class (correct, total) on the test data of every class seen up to ``phase``."""
+        n_seen = len(self.data.scenario.classes_upto(phase))
+        out = self.predict(self.data.scenario.test_dataset(phase))
+        labels, hit = out["labels"], (out["preds"] == out["labels"]).long()
+        total = torch.bincount(labels, minlength=n_seen)[:n_seen]
+        correct = torch.bincount(labels, weights=hit.double(), minlength=n_seen)[:n_seen].round().long()
+        return correct.tolist(), total.tolist()
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_state(self, phase: int) -> dict:
+        return {"num_classes": self.module.classifier.num_classes,
+                "trainable": self.module.trainable_state_dict(),
+                "frozen_checksum": self.module.frozen_checksum(),
+                "method": self.method.state_dict(),
+                "counts": self.counts, "memory": self.memory,
+                "accuracy_matrix": self.results()["accuracy_matrix"],
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
+
+    def restore(self, state: dict) -> None:
+        self.module.classifier.grow_to(state["num_classes"])
+        self.module.apply_freeze_policy()
+        missing, unexpected = self.module.load_state_dict(state["trainable"], strict=False)
+        not_loaded = sorted(set(self.module.trainable_state_dict()) - set(state["trainable"]))
+        if unexpected or not_loaded:
+            raise RuntimeError(f"checkpoint of phase {state['phase']} does not match the model: "
+                               f"unexpected {unexpected[:5]}, trainable but absent {not_loaded[:5]}")
+        checksum = self.module.frozen_checksum()
+        if not math.isclose(checksum, state["frozen_checksum"], rel_tol=1e-6, abs_tol=1e-6):
+            raise RuntimeError(f"the frozen backbone differs from the one of the checkpoint (checksum {checksum} vs "
+                               f"{state['frozen_checksum']}): was load_path's file changed?")
+        self.method.load_state_dict(state["method"])
+        self.counts, self.memory = [tuple(c) for c in state["counts"]], list(state["memory"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+
+    # ------------------------------------------------------------------ results
+    def results(self) -> dict:
+        scenario = self.data.scenario
+        phases = [scenario.phase_classes(t) for t in range(scenario.num_phases)]
+        return build_results(self.cfg, self.data.order, phases, self.counts, self.memory)
+
+    def write_results(self) -> dict:
+        results = self.results()
+        if self.is_main:
+            rundir.write_json(self.run_dir.path / "results.json", results)
+            rundir.write_text(self.run_dir.path / "results.md", results_markdown(results))
+        return results
+
+    def summary_line(self, phase: int, n_train: int, n_replay: int, seconds: float) -> str:
+        row = self.results()["phases"][phase]
+        classes = self.data.scenario.phase_classes(phase)
+        acc = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        line = (f"[phase {phase} of {self.data.scenario.num_phases}] classes {classes[0]}-{classes[-1]} "
+                f"({len(classes)} new, {row['seen_classes']} seen) | train {n_train} new + {n_replay} replayed | "
+                f"acc {acc(row['accuracy'])} (new {acc(row['new_accuracy'])}, old {acc(row['old_accuracy'])})")
+        mem = self.memory[phase]
+        if mem:
+            line += (f" | memory {mem['exemplars']} exemplars, {mem['bytes'] / 2**20:.2f} MB "
+                     f"({mem['full_exemplar_equivalents']:.1f} full-exemplar equivalents)")
+        return line + f" | {seconds:.0f} s"
+
+    # ------------------------------------------------------------------ the loop
+    def run_phase(self, phase: int) -> None:
+        start = time.time()
+        cfg, scenario = self.cfg, self.data.scenario
+        seed = phase_seed(cfg["seed"], phase)
+        pl.seed_everything(seed, workers=True, verbose=False)
+        trainable = self.module.add_classes(len(scenario.phase_classes(phase)))
+        ctx = self.context(phase)
+        self.trainer = self.make_trainer(phase)
+        self.method.before_phase(ctx)
+        extra = self.method.replay_dataset(ctx)
+        train_set = scenario.train_dataset(phase, extra=extra)
+        n_replay = len(extra) if extra is not None else 0
+        t = self.trainer
+        print(f"phase {phase} of {scenario.num_phases}: {len(train_set) - n_replay} new-class samples + "
+              f"{n_replay} replayed, "
+              f"{self.module.classifier.num_classes} classes, {trainable:,} trainable parameters "
+              f"({cfg['tuning']}); {t.num_devices} {type(t.accelerator).__name__.replace('Accelerator', '')} "
+              f"device(s) x {t.num_nodes} node(s), precision {cfg['precision']}, "
+              f"accumulation {t.accumulate_grad_batches}, {cfg['max_epoch']} epochs")
+        self.trainer.fit(self.module, train_dataloaders=self.loader(train_set, train=True, seed=seed))
+        self.counts.append(self.evaluate(phase))
+        self.method.after_phase(ctx)
+        self.memory.append(self.method.memory_report())
+        if self.is_main:
+            self.run_dir.save_checkpoint(phase, self.checkpoint_state(phase))
+            self.run_dir.prune_checkpoints(cfg["keep_checkpoints"])
+        self.write_results()
+        print(self.summary_line(phase, len(train_set) - n_replay, n_replay, time.time() - start))
+
+    def run(self) -> Path:
+        cfg = self.cfg
+        L = self.data.scenario.num_phases
+        state = self.run_dir.latest_checkpoint()
+        first = 0 if state is None else state["phase"] + 1
+        self.method.setup(self.context(min(first, L - 1)))
+        if state is not None:
+            self.restore(state)
+            print(f"resuming {self.run_dir.path} after phase {state['phase']} ({first}/{L} phases done)")
+        print(f"{cfg['exp_name']}: {cfg['dataset']}, {cfg['method']}, {L} phases of "
+              f"{[len(self.data.scenario.phase_classes(t)) for t in range(L)]} classes; run directory "
+              f"{self.run_dir.path}")
+        for phase in range(first, L):
+            self.run_phase(phase)
+            if 0 <= cfg["stop_after_phase"] <= phase < L - 1:
+                print(f"stop_after_phase={cfg['stop_after_phase']}: stopping; re-run the same command to resume")
+                break
+        results = self.write_results()
+        if results["completed_phases"]:
+            print("\n" + markdown_table(phase_table(results)) + "\n\n" + markdown_table(summary_table(results)))
+        return self.run_dir.path
+
+
+def run_experiment(cfg: Mapping) -> Path:
+    """Run (or resume) the experiment of a resolved config; returns the run directory."""
+    return IncrementalRun(cfg).run()

@@ -1,0 +1,135 @@
+"""What a memory buffer stores per exemplar, counted in bytes (DESIGN §2 "storage unit").
+
+An :class:`Exemplar` keeps exactly what is needed to replay a (possibly masked) image-text pair:
+
+    pixels     uint8 (K, 3, p, p)   the kept image patches, raw pixel values
+    coords     uint8 (K, 2)         (row, col) of each kept patch on the image's patch grid
+    grid       int16 (2,)           (rows, cols) of the full image's grid
+    token_ids  uint16 (M,)          the kept token ids ([CLS], words, [SEP])
+    token_pos  uint16 (M,)          their positions in the original token sequence
+    label, orig_label, index, image_id   bookkeeping (remapped class, dataset class, dataset row, name)
+
+``nbytes`` counts pixels + coordinates + ids + positions, i.e. ``K * (3p² + 2) + 4M``. A full exemplar (every patch,
+every valid token) is an Exemplar like any other and is counted the same way; the constant grid/label overhead is
+not counted. A masked exemplar differs only in K and M, which is how exemplar masking fits more samples into the
+same byte budget.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from emmcil.data.tokenizer import PAD_ID
+from emmcil.data.transforms import denormalize_to_uint8, normalize_uint8
+
+COORD_DTYPE, TOKEN_DTYPE = torch.uint8, torch.uint16
+
+
+def full_exemplar_nbytes(rows: int, cols: int, num_tokens: int, patch_size: int) -> int:
+    """Bytes of a full exemplar of a ``rows x cols`` patch grid with ``num_tokens`` valid tokens."""
+    patch = 3 * patch_size * patch_size + 2 * COORD_DTYPE.itemsize
+    token = TOKEN_DTYPE.itemsize * 2  # id + position
+    return rows * cols * patch + num_tokens * token
+
+
+@dataclass
+class Exemplar:
+    pixels: torch.Tensor
+    coords: torch.Tensor
+    grid: torch.Tensor
+    token_ids: torch.Tensor
+    token_pos: torch.Tensor
+    label: int
+    orig_label: int = -1
+    index: int = -1
+    image_id: str = ""
+
+    @property
+    def patch_size(self) -> int:
+        return self.pixels.shape[-1]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.pixels, self.coords, self.token_ids, self.token_pos))
+
+    @property
+    def num_patches(self) -> int:
+        return self.pixels.shape[0]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.token_ids.shape[0]
+
+    @classmethod
+    def from_item(cls, item: dict, patch_size: int, patch_keep: torch.Tensor | None = None,
+                  token_keep: torch.Tensor | None = None) -> "Exemplar":
+        """Store a dataset item (``image`` normalised (3, H, W), ``text_ids``/``text_masks`` (T,), ``label``, ...).
+
+        patch_keep: (H//p, W//p) bool, the patches to keep (None: all); token_keep: (T,) bool, the tokens to keep
+        among the valid ones (None: all valid tokens).
+        """
+        image = item["image"]
+        p = patch_size
+        _, H, W = image.shape
+        if H % p or W % p:
+            raise ValueError(f"image of size {H}x{W} is not a multiple of the patch size {p}")
+        rows, cols = H // p, W // p
+        if max(rows, cols) > torch.iinfo(COORD_DTYPE).max:
+            raise ValueError(f"patch grid {rows}x{cols} does not fit {COORD_DTYPE} coordinates")
+        keep = torch.ones(rows, cols, dtype=torch.bool) if patch_keep is None else patch_keep.bool().cpu()
+        if keep.shape != (rows, cols):
+            raise ValueError(f"patch_keep has shape {tuple(keep.shape)}, expected the grid {(rows, cols)}")
+        # (3, H, W) -> (rows * cols, 3, p, p), row-major like ViLT's patch order
+        pix = denormalize_to_uint8(image.detach().cpu().float())
+        patches = pix.reshape(3, rows, p, cols, p).permute(1, 3, 0, 2, 4).reshape(rows * cols, 3, p, p)
+        coords = keep.nonzero()  # (K, 2) row-major
+        flat = coords[:, 0] * cols + coords[:, 1]
+
+        valid = item["text_masks"].bool().cpu()
+        if token_keep is not None:
+            valid = valid & token_keep.bool().cpu()
+        pos = valid.nonzero()[:, 0]
+        ids = item["text_ids"].cpu()[pos]
+        return cls(pixels=patches[flat].contiguous(), coords=coords.to(COORD_DTYPE),
+                   grid=torch.tensor([rows, cols], dtype=torch.int16),
+                   token_ids=ids.to(TOKEN_DTYPE), token_pos=pos.to(TOKEN_DTYPE), label=int(item["label"]),
+                   orig_label=int(item.get("orig_label", item["label"])), index=int(item.get("index", -1)),
+                   image_id=str(item.get("image_id", "")))
+
+    def to_item(self, max_text_len: int) -> dict:
+        """A model input in the dataset's item format, plus ``patch_keep``.
+
+        image (3, rows*p, cols*p): the kept patches in place on a canvas (the other pixels are 0 and are dropped by
+        patch_keep, never by their value); patch_keep (rows, cols) bool; text_ids / text_masks (max_text_len,):
+        kept tokens at their original positions, [PAD] and mask 0 elsewhere.
+        """
+        p = self.patch_size
+        rows, cols = (int(v) for v in self.grid)
+        coords = self.coords.long()
+        canvas = torch.zeros(rows, cols, 3, p, p)
+        canvas[coords[:, 0], coords[:, 1]] = normalize_uint8(self.pixels)
+        image = canvas.permute(2, 0, 3, 1, 4).reshape(3, rows * p, cols * p)
+        keep = torch.zeros(rows, cols, dtype=torch.bool)
+        keep[coords[:, 0], coords[:, 1]] = True
+
+        pos = self.token_pos.long()
+        if len(pos) and int(pos.max()) >= max_text_len:
+            raise ValueError(f"exemplar '{self.image_id}' keeps a token at position {int(pos.max())}, "
+                             f"beyond max_text_len={max_text_len}")
+        text_ids = torch.full((max_text_len,), PAD_ID, dtype=torch.long)
+        text_masks = torch.zeros(max_text_len, dtype=torch.long)
+        text_ids[pos] = self.token_ids.long()
+        text_masks[pos] = 1
+        return {"image": image, "patch_keep": keep, "text_ids": text_ids, "text_masks": text_masks,
+                "label": self.label, "orig_label": self.orig_label, "index": self.index,
+                "image_id": self.image_id, "raw_text": "", "missing_type": 0}
+
+    def state_dict(self) -> dict:
+        return {"pixels": self.pixels, "coords": self.coords, "grid": self.grid, "token_ids": self.token_ids,
+                "token_pos": self.token_pos, "label": self.label, "orig_label": self.orig_label,
+                "index": self.index, "image_id": self.image_id}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> "Exemplar":
+        return cls(**state)

@@ -1,0 +1,78 @@
+"""Class-incremental metrics, all derived from per-class test counts after each phase.
+
+Notation: L phases done, R[t][j] = accuracy (%) after phase t on the test samples of the classes phase j introduced
+(``None`` for j > t). Every evaluation is class-incremental: argmax over all classes seen so far, no task id.
+
+- ``accuracy_per_phase[t]``: accuracy on all seen classes after phase t, sample-weighted (PyCIL's top-1 curve);
+- ``avg_incremental_accuracy``: mean of ``accuracy_per_phase`` (PyCIL / PILOT "average accuracy");
+- ``last_accuracy``: ``accuracy_per_phase[L-1]``;
+- ``forgetting`` (max-based; PyCIL, FACIL, Mammoth, continuum): mean over j < L-1 of max_{j<=t<L-1} R[t][j] - R[L-1][j];
+- ``forgetting_first`` (first-based; RebQ, Avalanche): mean over j < L-1 of R[j][j] - R[L-1][j];
+- ``old_accuracy`` / ``new_accuracy``: after the last phase, accuracy on the classes of phases < L-1 (sample-weighted)
+  and on phase L-1's classes (= R[L-1][L-1]);
+- ``mean_last_row``: mean over j of R[L-1][j] (RebQ's "AP": phases weighted equally, not samples).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+Matrix = list[list[float | None]]
+
+
+def _pct(correct: int, total: int) -> float | None:
+    return 100.0 * correct / total if total else None
+
+
+def accuracy_row(correct: Sequence[int], total: Sequence[int], boundaries: Sequence[int], num_phases: int
+                 ) -> list[float | None]:
+    """One row of R from per-class counts over the seen classes.
+
+    correct, total: (n_seen,) per remapped class; boundaries: [0, n_0, n_0+n_1, ..., num_classes] (phase j owns
+    classes [b[j], b[j+1])). Phases not yet seen (b[j] >= n_seen) are None.
+    """
+    n_seen = len(total)
+    row: list[float | None] = []
+    for j in range(num_phases):
+        lo, hi = boundaries[j], boundaries[j + 1]
+        row.append(None if lo >= n_seen else _pct(sum(correct[lo:hi]), sum(total[lo:hi])))
+    return row
+
+
+def forgetting_max(R: Matrix) -> float | None:
+    """Mean over old phases j of (best accuracy on j before the last phase) - (accuracy on j after it)."""
+    L = len(R)
+    if L < 2:
+        return None
+    drops = [max(R[t][j] for t in range(j, L - 1)) - R[L - 1][j] for j in range(L - 1)]
+    return sum(drops) / len(drops)
+
+
+def forgetting_first(R: Matrix) -> float | None:
+    """Mean over old phases j of (accuracy on j right after learning it) - (accuracy on j after the last phase)."""
+    L = len(R)
+    if L < 2:
+        return None
+    drops = [R[j][j] - R[L - 1][j] for j in range(L - 1)]
+    return sum(drops) / len(drops)
+
+
+def summarize(counts: Sequence[tuple[Sequence[int], Sequence[int]]], boundaries: Sequence[int],
+              num_phases: int) -> dict:
+    """All metrics from ``counts[t] = (correct, total)`` per seen class after phase t (t = 0..L-1, L >= 1)."""
+    L = len(counts)
+    R = [accuracy_row(c, n, boundaries, num_phases) for c, n in counts]
+    per_phase = [_pct(sum(c), sum(n)) for c, n in counts]
+    correct, total = counts[-1]
+    split = boundaries[L - 1]  # first class of the last phase done
+    return {
+        "accuracy_matrix": R,
+        "accuracy_per_phase": per_phase,
+        "avg_incremental_accuracy": sum(per_phase) / L,
+        "last_accuracy": per_phase[-1],
+        "forgetting": forgetting_max(R),
+        "forgetting_first": forgetting_first(R),
+        "old_accuracy": _pct(sum(correct[:split]), sum(total[:split])) if L > 1 else None,
+        "new_accuracy": _pct(sum(correct[split:]), sum(total[split:])),
+        "mean_last_row": sum(R[-1][:L]) / L,
+        "per_class_accuracy": [_pct(c, n) for c, n in zip(correct, total)],
+    }

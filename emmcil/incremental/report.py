@@ -1,0 +1,104 @@
+"""``results.json`` and ``results.md`` of a run, and the tables printed at the end (pandas)."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import pandas as pd
+
+from .metrics import summarize
+
+# results.json holds no wall-clock times, so a resumed run writes the same file as an uninterrupted one.
+METRIC_NOTES = {
+    "accuracy_matrix": "R[t][j]: % accuracy after phase t on the test samples of phase j's classes (null: j > t)",
+    "accuracy_per_phase": "% accuracy on all seen classes after each phase (sample-weighted)",
+    "avg_incremental_accuracy": "mean of accuracy_per_phase",
+    "last_accuracy": "accuracy_per_phase after the last phase",
+    "forgetting": "max-based: mean over old phases j of max_{t<L-1} R[t][j] - R[L-1][j] (PyCIL, FACIL)",
+    "forgetting_first": "first-based: mean over old phases j of R[j][j] - R[L-1][j] (RebQ, Avalanche)",
+    "old_accuracy": "after the last phase, % accuracy on the classes of earlier phases",
+    "new_accuracy": "after the last phase, % accuracy on its own classes (= R[L-1][L-1])",
+    "mean_last_row": "mean over phases of R[L-1][j] (RebQ's 'AP')",
+}
+
+
+def build_results(cfg: Mapping, order: Sequence[int], phases: Sequence[Sequence[int]],
+                  counts: Sequence[tuple[list[int], list[int]]], memory: Sequence[dict | None]) -> dict:
+    """Everything ``results.json`` holds; ``counts[t]`` = per seen class (correct, total) after phase t,
+    ``memory[t]`` = the method's memory report after phase t (None without memory)."""
+    L = cfg["num_phases"]
+    boundaries = [0] + [p[-1] + 1 for p in phases]
+    done = len(counts)
+    results = {
+        "exp_name": cfg["exp_name"], "dataset": cfg["dataset"], "method": cfg["method"], "num_phases": L,
+        "seed": cfg["seed"], "completed_phases": done, "finished": done == L,
+        "class_order": list(order), "phase_classes": [[order[c] for c in p] for p in phases],
+    }
+    results.update(summarize(counts, boundaries, L) if done else {})
+    per_phase = []
+    for t in range(done):
+        s = summarize(counts[: t + 1], boundaries, L)
+        per_phase.append({"phase": t, "new_classes": len(phases[t]), "seen_classes": boundaries[t + 1],
+                          "accuracy": s["last_accuracy"], "new_accuracy": s["new_accuracy"],
+                          "old_accuracy": s["old_accuracy"], "forgetting": s["forgetting"],
+                          "memory_exemplars": memory[t]["exemplars"] if memory[t] else None,
+                          "memory_bytes": memory[t]["bytes"] if memory[t] else None})
+    results["phases"] = per_phase
+    results["memory"] = list(memory)
+    results["metric_definitions"] = METRIC_NOTES
+    return results
+
+
+def phase_table(results: Mapping) -> pd.DataFrame:
+    """One row per finished phase: classes, accuracies (%), memory."""
+    df = pd.DataFrame(results["phases"])
+    if df.empty:
+        return df
+    df = df.rename(columns={"phase": "phase", "new_classes": "new cls", "seen_classes": "seen cls",
+                            "accuracy": "acc (seen)", "new_accuracy": "acc new", "old_accuracy": "acc old",
+                            "forgetting": "forgetting", "memory_exemplars": "memory", "memory_bytes": "memory MB"})
+    df["memory MB"] = df["memory MB"].map(lambda b: None if b is None or pd.isna(b) else b / 2**20)
+    if df["memory"].isna().all():
+        df = df.drop(columns=["memory", "memory MB"])
+    return df
+
+
+def matrix_table(results: Mapping) -> pd.DataFrame:
+    R = results.get("accuracy_matrix", [])
+    done = results["completed_phases"]
+    return pd.DataFrame([row[:done] for row in R[:done]], index=[f"after {t}" for t in range(done)],
+                        columns=[f"phase {j}" for j in range(done)])
+
+
+def summary_table(results: Mapping) -> pd.DataFrame:
+    keys = ["avg_incremental_accuracy", "last_accuracy", "forgetting", "forgetting_first", "old_accuracy",
+            "new_accuracy", "mean_last_row"]
+    return pd.DataFrame({"metric": keys, "value": [results.get(k) for k in keys]})
+
+
+def _fmt(v, digits: int) -> str:
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def markdown_table(df: pd.DataFrame, digits: int = 2, index: bool = False) -> str:
+    """A GitHub markdown table (pandas' ``to_markdown`` needs the optional ``tabulate``)."""
+    cols = ([df.index.name or ""] if index else []) + [str(c) for c in df.columns]
+    rows = [([str(i)] if index else []) + [_fmt(v, digits) for v in row]
+            for i, row in zip(df.index, df.itertuples(index=False))]
+    widths = [max(len(c), *(len(r[k]) for r in rows)) if rows else len(c) for k, c in enumerate(cols)]
+    line = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(cols), "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"] + [line(r) for r in rows])
+
+
+def results_markdown(results: Mapping) -> str:
+    head = (f"# {results['exp_name']}\n\n{results['dataset']}, method {results['method']}, "
+            f"{results['completed_phases']}/{results['num_phases']} phases, seed {results['seed']}. "
+            f"Accuracies in %.\n")
+    if not results["completed_phases"]:
+        return head
+    return "\n".join([head, "## Per phase\n", markdown_table(phase_table(results)), "",
+                      "## Accuracy matrix R[t][j]\n", markdown_table(matrix_table(results), index=True), "",
+                      "## Summary\n", markdown_table(summary_table(results)), ""])

@@ -1,0 +1,117 @@
+"""The method contract: what a class-incremental method may change in the phase loop (Mammoth / Avalanche style).
+
+The driver (:mod:`emmcil.incremental.driver`) runs, for each phase t::
+
+    method.before_phase(ctx)
+    train on  scenario.train_dataset(t, extra=method.replay_dataset(ctx))   with loss method.training_loss
+    evaluate on the test data of every class seen so far
+    method.after_phase(ctx)                     # e.g. fill the memory buffer
+    checkpoint (method.state_dict() included)
+
+A method is one file in ``emmcil/methods/`` with a ``@register``-ed subclass of :class:`Method`; its ``name`` is
+what ``method=...`` (or a named config of ``config.py``) selects. Keys of its own go in ``config`` (name ->
+default); they join the sacred config, so they show in ``print_config`` and can be set on the command line.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+
+@dataclass
+class PhaseContext:
+    """What a method sees of the run during phase ``phase``.
+
+    scenario: the class-incremental split of the data, training transform (``emmcil.data.scenario``);
+    eval_scenario: the same split with the evaluation transform (no augmentation), for herding or masking;
+    module: the :class:`~emmcil.incremental.module.IncrementalModule` (backbone, ``classifier``);
+    predict(dataset, features=False, step=None) -> dict of per-sample tensors in dataset order: ``labels``,
+    ``indices`` (dataset rows), ``preds``, and ``features`` (N, C) pooled f(x) when asked; or, with
+    ``step(backbone, batch) -> dict`` of per-sample tensors of fixed shapes, what ``step`` returns (plus labels
+    and indices). Runs under the phase's Trainer (devices, precision), model in eval mode, no gradients;
+    full_exemplar_bytes(): the training set's mean full-exemplar cost in bytes (computed once, cached in the run
+    directory);
+    tokenizer: the run's bert-base-uncased tokenizer; is_main: False on the non-zero ranks of a multi-process
+    run, which must not write files.
+    """
+
+    cfg: Mapping[str, Any]
+    phase: int
+    scenario: Any
+    eval_scenario: Any
+    module: Any
+    run_dir: Path
+    predict: Callable[..., dict[str, torch.Tensor]]
+    full_exemplar_bytes: Callable[[], float]
+    tokenizer: Any = None
+    is_main: bool = True
+
+    @property
+    def num_phases(self) -> int:
+        return self.scenario.num_phases
+
+    @property
+    def new_classes(self) -> list[int]:
+        """Remapped ids of the classes phase ``phase`` introduces."""
+        return self.scenario.phase_classes(self.phase)
+
+    @property
+    def seen_classes(self) -> list[int]:
+        """Remapped ids of every class seen up to and including this phase."""
+        return self.scenario.classes_upto(self.phase)
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.cfg["patch_size"])
+
+    @property
+    def max_text_len(self) -> int:
+        return int(self.cfg["max_text_len"])
+
+
+class Method:
+    """Base class: plain fine-tuning on each phase's data, cross-entropy over the seen classes, no memory.
+
+    Subclasses override the hooks they need; every hook has a working default.
+    """
+
+    name: ClassVar[str] = ""
+    uses_memory: ClassVar[bool] = False   # keeps exemplars (exp_name then shows memory_per_class)
+    config: ClassVar[dict[str, Any]] = {}  # the method's own config keys -> defaults
+
+    def __init__(self, cfg: Mapping[str, Any]):
+        self.cfg = dict(cfg)
+
+    def setup(self, ctx: PhaseContext) -> None:
+        """Once per process, before the first phase it runs (also when resuming, before ``load_state_dict``)."""
+
+    def before_phase(self, ctx: PhaseContext) -> None:
+        """At the start of phase ``ctx.phase``, after the classifier has grown by the new classes."""
+
+    def replay_dataset(self, ctx: PhaseContext) -> Dataset | None:
+        """Extra training data for this phase (items in the dataset format, remapped labels, optional
+        ``patch_keep``), or None."""
+        return None
+
+    def training_loss(self, module, batch: dict, output, logits: torch.Tensor) -> torch.Tensor:
+        """Loss of one training batch. output: the backbone's ``ViLTOutput``; logits (B, num_seen_classes)."""
+        return F.cross_entropy(logits, batch["labels"])
+
+    def after_phase(self, ctx: PhaseContext) -> None:
+        """After training and evaluation of phase ``ctx.phase`` (e.g. update the memory buffer)."""
+
+    def memory_report(self) -> dict | None:
+        """JSON-able summary of what the method stores (exemplars, bytes), or None without memory."""
+        return None
+
+    def state_dict(self) -> dict:
+        """Everything the next phase needs besides the model weights (saved in the phase checkpoint)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

@@ -1,0 +1,183 @@
+"""The phase driver end to end on the demo set with a very small model: results, resume, interrupted writes."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from sacred.initialize import create_run
+
+import run  # noqa: F401  (registers the main command)
+from config import ex
+from emmcil.data import ensure_demo
+from emmcil.incremental import rundir
+from emmcil.incremental.driver import IncrementalRun, run_experiment
+from emmcil.incremental.rundir import ConfigMismatchError
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")  # inside Lightning, harmless
+
+# hidden 32, 1 layer, 64 px images (4x4 to 4x5 patches), 2 steps a phase: a 3-phase run takes a few seconds
+SMALL = dict(num_phases=3, max_epoch=1, limit_train_batches=2, batch_size=16, per_gpu_batchsize=16, hidden_size=32,
+             num_layers=1, num_heads=2, image_size=64, max_text_len=32, num_workers=0, progress_bar=False,
+             log_every_n_steps=1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's spinning threads
+    make them several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    return ensure_demo(tmp_path_factory.mktemp("demo"))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+def config(demo_root, log_dir, *named, **updates) -> dict:
+    """The config that ``run.py with demo <named> key=value`` resolves to."""
+    updates = dict(SMALL, data_root=str(demo_root), log_dir=str(log_dir), **updates)
+    return dict(create_run(ex, "main", config_updates=updates, named_configs=["demo", *named]).config)
+
+
+def results_text(run_dir: Path) -> str:
+    return (run_dir / "results.json").read_text()
+
+
+@pytest.fixture(scope="module")
+def reference(demo_root, runs):
+    """An uninterrupted 3-phase replay run."""
+    return run_experiment(config(demo_root, runs / "uninterrupted", "replay"))
+
+
+def test_run_directory_and_results(reference):
+    assert reference.name == "demo_replay_3phases_mem5_seed0"
+    res = json.loads(results_text(reference))
+    assert res["finished"] and res["completed_phases"] == 3 and res["num_phases"] == 3
+    R = res["accuracy_matrix"]
+    assert [[v is None for v in row] for row in R] == [[False, True, True], [False, False, True], [False] * 3]
+    assert len(res["accuracy_per_phase"]) == 3
+    assert res["avg_incremental_accuracy"] == pytest.approx(sum(res["accuracy_per_phase"]) / 3)
+    assert res["last_accuracy"] == res["accuracy_per_phase"][-1] and res["new_accuracy"] == R[2][2]
+    for key in ("forgetting", "forgetting_first", "old_accuracy"):
+        assert isinstance(res[key], float)
+    assert sorted(res["class_order"]) == list(range(10)) and [len(p) for p in res["phase_classes"]] == [4, 3, 3]
+    mem = res["memory"]
+    assert [len(m["exemplars_per_class"]) for m in mem] == [4, 7, 10]  # every seen class has exemplars
+    assert all(0 < m["bytes"] <= m["class_budget_bytes"] * len(m["exemplars_per_class"]) for m in mem)
+    assert [p["memory_exemplars"] for p in res["phases"]] == [m["exemplars"] for m in mem]
+
+    assert rundir.read_json(reference / "config.json")["method"] == "replay"
+    assert rundir.read_json(reference / "class_order.json")["class_order"] == res["class_order"]
+    assert rundir.read_json(reference / "exemplar_cost.json")["mean_bytes"] == mem[0]["full_exemplar_bytes"]
+    assert (reference / "logs" / "phase_0" / "metrics.csv").is_file()
+    md = (reference / "results.md").read_text()
+    assert "| phase |" in md and "Accuracy matrix" in md and "forgetting_first" in md
+
+    state = torch.load(reference / "checkpoints" / "phase_2.pt", weights_only=False)
+    assert state["phase"] == 2 and state["num_classes"] == 10 and state["accuracy_matrix"] == R
+    assert "classifier.weight" in state["trainable"] and state["trainable"]["classifier.weight"].shape[0] == 10
+    assert sum(len(v) for v in state["method"]["memory"]["classes"].values()) == mem[2]["exemplars"]
+    assert {"torch", "numpy", "python"} <= set(state["rng"])
+    # the demo tunes everything (tuning="full"): frozen part is empty, trainable holds the backbone too
+    assert any(k.startswith("backbone.transformer.blocks.0.attn.qkv") for k in state["trainable"])
+
+
+def test_stopped_and_resumed_run_equals_uninterrupted(demo_root, runs, reference, capsys):
+    log_dir = runs / "stopped"
+    first = run_experiment(config(demo_root, log_dir, "replay", stop_after_phase=0))
+    partial = json.loads(results_text(first))
+    assert partial["completed_phases"] == 1 and not partial["finished"]
+    assert partial["accuracy_matrix"][0] == json.loads(results_text(reference))["accuracy_matrix"][0]
+    again = run_experiment(config(demo_root, log_dir, "replay"))  # the same command: resumes
+    assert "resuming" in capsys.readouterr().out
+    assert again == first and results_text(again) == results_text(reference)
+
+
+def test_kill_during_checkpoint_write_leaves_a_resumable_run(demo_root, runs, reference, monkeypatch):
+    log_dir = runs / "killed"
+    real_save = torch.save
+
+    def dying_save(obj, f, *args, **kwargs):
+        if obj.get("phase") == 1:
+            f.write(b"PK\x03\x04 half a checkpoint")
+            raise KeyboardInterrupt("killed while writing the phase-1 checkpoint")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(rundir.torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(config(demo_root, log_dir, "replay"))
+    monkeypatch.setattr(rundir.torch, "save", real_save)
+    run_dir = log_dir / reference.name
+    assert rundir.RunDir(run_dir).finished_phases() == [0]
+    # a SIGKILL would also leave the temporary file behind
+    (run_dir / "checkpoints" / ".tmp-phase_1.pt.x1y2").write_bytes(b"PK\x03\x04 half a checkpoint")
+    resumed = run_experiment(config(demo_root, log_dir, "replay"))
+    assert results_text(resumed) == results_text(reference)
+    assert not list((run_dir / "checkpoints").glob(".tmp-*"))
+
+
+def test_changed_config_refuses_to_resume_unless_restarted(demo_root, runs):
+    log_dir = runs / "changed"
+    cfg = config(demo_root, log_dir, "finetune", num_phases=2, stop_after_phase=0)
+    run_dir = run_experiment(cfg)
+    with pytest.raises(ConfigMismatchError) as err:
+        run_experiment(config(demo_root, log_dir, "finetune", num_phases=2, lr=0.05, max_epoch=2))
+    assert "lr: 0.01 (saved) != 0.05 (now)" in str(err.value) and "max_epoch" in str(err.value)
+    assert "restart=True" in str(err.value)
+    restarted = run_experiment(config(demo_root, log_dir, "finetune", num_phases=2, lr=0.05, restart=True))
+    assert restarted == run_dir and json.loads(results_text(run_dir))["finished"]
+    assert rundir.read_json(run_dir / "config.json")["lr"] == 0.05
+
+
+@pytest.mark.parametrize("method", ["finetune", "joint"])
+def test_bounds_without_memory(demo_root, runs, method, capsys):
+    run_dir = run_experiment(config(demo_root, runs / method, method, num_phases=2))
+    res = json.loads(results_text(run_dir))
+    assert res["finished"] and res["memory"] == [None, None] and run_dir.name == f"demo_{method}_2phases_seed0"
+    out = capsys.readouterr().out
+    replayed = 150 if method == "joint" else 0  # joint replays all of phase 0's training data
+    assert f"phase 1 of 2: 150 new-class samples + {replayed} replayed" in out
+
+
+def test_demo_command_end_to_end(demo_root, tmp_path):
+    """``python run.py with demo`` (smaller): the last line printed is the run directory."""
+    args = [f"{k}={v}" for k, v in dict(SMALL, num_phases=2, data_root=demo_root, log_dir=tmp_path).items()]
+    proc = subprocess.run([sys.executable, "run.py", "with", "demo", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    run_dir = Path(lines[-1])
+    assert run_dir == tmp_path / "demo_replay_2phases_mem5_seed0"
+    assert json.loads(results_text(run_dir))["finished"]
+    assert any(line.startswith("| phase |") for line in lines)
+    assert any(line.startswith("[phase 1 of 2]") for line in lines)
+
+
+def test_predict_returns_dataset_order_and_custom_steps(demo_root, runs):
+    """ctx.predict: per-sample results in dataset order; a custom step (e.g. a masking pass) replaces preds."""
+    run_ = IncrementalRun(config(demo_root, runs / "predict", "finetune", num_phases=2, per_gpu_batchsize=7))
+    run_.module.add_classes(5)
+    run_.trainer = run_.make_trainer(0)
+    data = run_.data.scenario.test_dataset(1)
+    out = run_.predict(data, features=True)
+    assert out["labels"].tolist() == data.labels.tolist() and out["indices"].tolist() == data.indices.tolist()
+    assert out["features"].shape == (len(data), 32) and out["preds"].max() < 5
+
+    def step(backbone, batch):
+        return {"first_tokens": batch["text_ids"][:, :3], "grid": batch["images"].new_ones(len(batch["labels"]), 2, 2)}
+
+    out = run_.predict(data, step=step)
+    assert set(out) == {"first_tokens", "grid", "labels", "indices"}
+    assert torch.equal(out["first_tokens"][5], data[5]["text_ids"][:3]) and out["grid"].shape == (len(data), 2, 2)
