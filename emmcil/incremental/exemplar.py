@@ -33,6 +33,19 @@ def full_exemplar_nbytes(rows: int, cols: int, num_tokens: int, patch_size: int)
     return rows * cols * patch + num_tokens * token
 
 
+def place_tokens(token_ids: torch.Tensor, token_pos: torch.Tensor, max_text_len: int, image_id: str = ""):
+    """Stored tokens back at their positions: text_ids (T,) with [PAD] elsewhere, text_masks (T,) 1 on them."""
+    pos = token_pos.long()
+    if len(pos) and int(pos.max()) >= max_text_len:
+        raise ValueError(f"exemplar '{image_id}' keeps a token at position {int(pos.max())}, "
+                         f"beyond max_text_len={max_text_len}")
+    text_ids = torch.full((max_text_len,), PAD_ID, dtype=torch.long)
+    text_masks = torch.zeros(max_text_len, dtype=torch.long)
+    text_ids[pos] = token_ids.long()
+    text_masks[pos] = 1
+    return text_ids, text_masks
+
+
 @dataclass
 class Exemplar:
     pixels: torch.Tensor
@@ -113,14 +126,7 @@ class Exemplar:
         keep = torch.zeros(rows, cols, dtype=torch.bool)
         keep[coords[:, 0], coords[:, 1]] = True
 
-        pos = self.token_pos.long()
-        if len(pos) and int(pos.max()) >= max_text_len:
-            raise ValueError(f"exemplar '{self.image_id}' keeps a token at position {int(pos.max())}, "
-                             f"beyond max_text_len={max_text_len}")
-        text_ids = torch.full((max_text_len,), PAD_ID, dtype=torch.long)
-        text_masks = torch.zeros(max_text_len, dtype=torch.long)
-        text_ids[pos] = self.token_ids.long()
-        text_masks[pos] = 1
+        text_ids, text_masks = place_tokens(self.token_ids, self.token_pos, max_text_len, self.image_id)
         return {"image": image, "patch_keep": keep, "text_ids": text_ids, "text_masks": text_masks,
                 "label": self.label, "orig_label": self.orig_label, "index": self.index,
                 "image_id": self.image_id, "raw_text": "", "missing_type": 0}
@@ -133,3 +139,85 @@ class Exemplar:
     @classmethod
     def from_state_dict(cls, state: dict) -> "Exemplar":
         return cls(**state)
+
+
+@dataclass
+class JpegExemplar:
+    """A full exemplar whose image is stored JPEG-compressed (MRDC, Wang et al. ICLR'22).
+
+    jpeg: uint8 (L,) the JPEG file of the image as the model sees it (after the pixelbert resize); its bytes count
+    in ``nbytes`` with the token ids and positions, against the same byte budget as :class:`Exemplar`.
+    """
+
+    jpeg: torch.Tensor
+    token_ids: torch.Tensor
+    token_pos: torch.Tensor
+    label: int
+    orig_label: int = -1
+    index: int = -1
+    image_id: str = ""
+    patch_size: int = 32
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.jpeg, self.token_ids, self.token_pos))
+
+    @property
+    def num_tokens(self) -> int:
+        return self.token_ids.shape[0]
+
+    @property
+    def num_patches(self) -> int:
+        H, W = self._decode().shape[-2:]
+        return (H // self.patch_size) * (W // self.patch_size)
+
+    @classmethod
+    def from_item(cls, item: dict, patch_size: int, quality: int) -> "JpegExemplar":
+        import io
+
+        from PIL import Image
+
+        if not 1 <= quality <= 100:
+            raise ValueError(f"jpeg_quality={quality} must lie in [1, 100]")
+        full = Exemplar.from_item(item, patch_size)  # the tokens, stored as for any exemplar
+        pixels = denormalize_to_uint8(item["image"].detach().cpu().float()).permute(1, 2, 0).numpy()
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="JPEG", quality=int(quality))
+        jpeg = torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
+        return cls(jpeg=jpeg, token_ids=full.token_ids, token_pos=full.token_pos, label=full.label,
+                   orig_label=full.orig_label, index=full.index, image_id=full.image_id, patch_size=patch_size)
+
+    def _decode(self) -> torch.Tensor:
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        with Image.open(io.BytesIO(self.jpeg.numpy().tobytes())) as im:
+            return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
+
+    def to_item(self, max_text_len: int) -> dict:
+        """The decoded image (all patches kept) and the stored text, in the replay item format."""
+        image = normalize_uint8(self._decode())
+        rows, cols = image.shape[-2] // self.patch_size, image.shape[-1] // self.patch_size
+        text_ids, text_masks = place_tokens(self.token_ids, self.token_pos, max_text_len, self.image_id)
+        return {"image": image, "patch_keep": torch.ones(rows, cols, dtype=torch.bool), "text_ids": text_ids,
+                "text_masks": text_masks, "label": self.label, "orig_label": self.orig_label, "index": self.index,
+                "image_id": self.image_id, "raw_text": "", "missing_type": 0}
+
+    def state_dict(self) -> dict:
+        return {"kind": "jpeg", "jpeg": self.jpeg, "token_ids": self.token_ids, "token_pos": self.token_pos,
+                "label": self.label, "orig_label": self.orig_label, "index": self.index, "image_id": self.image_id,
+                "patch_size": self.patch_size}
+
+
+EXEMPLAR_KINDS = {"patches": Exemplar, "jpeg": JpegExemplar}
+
+
+def exemplar_from_state(state: dict):
+    """Rebuild an exemplar of any kind from its ``state_dict()`` (the kind defaults to patches)."""
+    state = dict(state)
+    kind = state.pop("kind", "patches")
+    if kind not in EXEMPLAR_KINDS:
+        raise ValueError(f"unknown exemplar kind {kind!r} in a memory checkpoint; known: {sorted(EXEMPLAR_KINDS)}")
+    return EXEMPLAR_KINDS[kind](**state)

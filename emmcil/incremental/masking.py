@@ -146,3 +146,44 @@ def compute_masks(out: ViLTOutput, text_ids: torch.Tensor, cfg: MaskingConfig,
         special |= text_ids == token
     text_keep |= text_valid & special
     return Masks(patch_keep=patch_keep, text_keep=text_keep, image_scores=image_scores, text_scores=text_scores)
+
+
+def score_grid(out: ViLTOutput, scores: torch.Tensor, grid_shape: tuple[int, int]) -> torch.Tensor:
+    """Per-slot patch values (B, P) placed on a (B, rows, cols) grid by ``out.patch_index`` (0 elsewhere)."""
+    B = scores.shape[0]
+    grid = torch.zeros(B, *grid_shape, dtype=scores.dtype, device=scores.device)
+    valid = out.patch_index[..., 0] >= 0
+    b, slot = valid.nonzero(as_tuple=True)
+    rc = out.patch_index[b, slot]
+    grid[b, rc[:, 0], rc[:, 1]] = scores[b, slot]
+    return grid
+
+
+@torch.no_grad()
+def masking_step(backbone, batch: dict, cfg: MaskingConfig, grid_shape: tuple[int, int],
+                 always_keep_ids: Sequence[int] = (101, 102)) -> dict[str, torch.Tensor]:
+    """Mask one collated batch and encode it twice (full and masked), with the backbone in eval mode.
+
+    Returns per-sample tensors of fixed shapes, so that batches concatenate: ``features`` (B, C) f(x),
+    ``masked_features`` (B, C) f(x~), ``patch_keep`` (B, R, C') bool and ``image_scores`` (B, R, C') float on a
+    ``grid_shape`` = (R, C') canvas at least as large as any image's patch grid, ``text_keep`` (B, T) bool.
+    """
+    layers = list(cfg.layers) if cfg.layers else True
+    ids, text_masks = batch["text_ids"], batch["text_masks"]
+    out = backbone(ids, text_masks, batch["images"], batch["pixel_masks"], patch_keep=batch.get("patch_keep"),
+                   return_attention=layers)
+    masks = compute_masks(out, ids, cfg, always_keep_ids)
+    Hg, Wg = batch["images"].shape[-2] // backbone.cfg.patch_size, batch["images"].shape[-1] // backbone.cfg.patch_size
+    if Hg > grid_shape[0] or Wg > grid_shape[1]:
+        raise ValueError(f"images of {Hg}x{Wg} patches do not fit the {grid_shape} mask canvas")
+    keep = masks.patch_grid(out, grid_shape)
+    masked = backbone(ids, masks.text_keep.long(), batch["images"], batch["pixel_masks"],
+                      patch_keep=keep[:, :Hg, :Wg])
+    return {"features": out.pooled.float(), "masked_features": masked.pooled.float(), "patch_keep": keep,
+            "image_scores": score_grid(out, masks.image_scores, grid_shape), "text_keep": masks.text_keep}
+
+
+def mask_canvas(image_size: int, patch_size: int) -> tuple[int, int]:
+    """The largest patch grid ``pixelbert_transform(image_size, patch_size)`` can produce, as (rows, cols)."""
+    longest = int(1333 / 800 * image_size) // patch_size
+    return longest, longest

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from emmcil.data.transforms import MinMaxResize
 
-from .exemplar import Exemplar, full_exemplar_nbytes
+from .exemplar import Exemplar, exemplar_from_state, full_exemplar_nbytes
 
 BUDGET_MODES = ("per_class", "total")
 
@@ -142,4 +142,4 @@ class MemoryBuffer:
         self.full_exemplar_bytes = float(state["full_exemplar_bytes"])
         self.memory_per_class, self.mode = state["memory_per_class"], state["mode"]
         self.memory_total = state["memory_total"]
-        self.classes = {int(c): [Exemplar.from_state_dict(e) for e in v] for c, v in state["classes"].items()}
+        self.classes = {int(c): [exemplar_from_state(e) for e in v] for c, v in state["classes"].items()}

@@ -14,6 +14,7 @@ from typing import Iterable, Iterator
 
 import torch
 
+from emmcil.incremental.augment import AugmentedReplay, replay_length
 from emmcil.incremental.exemplar import Exemplar
 from emmcil.incremental.herding import herding_order
 from emmcil.incremental.memory import MemoryBuffer
@@ -28,6 +29,10 @@ class Replay(Method):
 
     name = "replay"
     uses_memory = True
+    config = {
+        "replay_ratio": 0.0,  # 0: every exemplar once per epoch, shuffled with the new data; r in (0, 1): exemplars
+                              # repeated so that they make up about r of the phase's training items
+    }
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -38,8 +43,17 @@ class Replay(Method):
         self.memory = MemoryBuffer(ctx.full_exemplar_bytes(), memory_per_class=cfg["memory_per_class"],
                                    mode=cfg["memory_budget_mode"], memory_total=cfg["memory_total"])
 
+    def augmentation(self) -> tuple[float, float]:
+        """(p_text_swap, p_patch_merge) of :class:`~emmcil.incremental.augment.AugmentedReplay`; none here."""
+        return 0.0, 0.0
+
     def replay_dataset(self, ctx: PhaseContext):
-        return self.memory.as_dataset(ctx.max_text_len)
+        exemplars = self.memory.exemplars()
+        if not exemplars:
+            return None
+        n_new = len(ctx.scenario.train_dataset(ctx.phase))
+        length = replay_length(len(exemplars), n_new, float(self.cfg["replay_ratio"]))
+        return AugmentedReplay(exemplars, ctx.max_text_len, *self.augmentation(), length=length)
 
     # -- selection
     def rank(self, features: torch.Tensor) -> Iterator[int]:
