@@ -141,8 +141,9 @@ def config():
 
     # ---------------------------------------------------------------- run directory
     log_dir = "runs"             # run directories live in {log_dir}/{exp_name}
+    exp_tag = ""                 # appended to the default exp_name (ablation named configs set it)
     exp_name = default_exp_name(dataset, method, num_phases, seed, memory_per_class, memory_budget_mode,
-                                memory_total)  # the run directory is {log_dir}/{exp_name}
+                                memory_total) + (f"_{exp_tag}" if exp_tag else "")  # run dir {log_dir}/{exp_name}
     restart = False              # True: delete an existing run directory and start over
     keep_checkpoints = 0         # keep only the newest N phase checkpoints; 0 = keep all
     stop_after_phase = -1        # stop after this phase (resume later by re-running); -1 = run all
@@ -224,9 +225,20 @@ def tiny():
 for _name in METHODS:
     ex.add_named_config(_name, {"method": _name})
 
+
+# ---------------------------------------------------------------- ablations
+@ex.named_config
+def emm_no_aug():
+    # Exemplar masking without the multimodal augmentation (the paper's augmentation ablation).
+    method = "emm"  # noqa: F841
+    aug_text_swap = 0.0  # noqa: F841
+    aug_patch_merge = 0.0  # noqa: F841
+    exp_tag = "noaug"  # noqa: F841
+
 NAMED_CONFIGS = {
     "dataset": ["demo", "food101", "mm_imagenet_r"],
     "protocol": ["phases_5", "phases_10", "phases_20"],
     "method": sorted(METHODS),
     "model_size": ["vilt_b32", "tiny"],
+    "ablation": ["emm_no_aug"],
 }

@@ -126,3 +126,13 @@ def test_method_keys_scope_keeps_unknown_key_errors():
     assert run_.config["tau_image"] == 0.3 and run_.config["a"] == 1
     with pytest.raises(ConfigAddedError, match="tau_imgae"):
         create_run(toy, "main", config_updates={"tau_imgae": 0.3})
+
+
+def test_ablation_configs_resolve_with_their_own_run_directory():
+    for ablation in NAMED_CONFIGS["ablation"]:
+        for dataset in NAMED_CONFIGS["dataset"]:
+            cfg = resolve(dataset, "phases_10", ablation)
+            assert cfg["exp_name"].endswith(f"_seed0_{cfg['exp_tag']}") and cfg["exp_tag"]
+    cfg = resolve("demo", "emm_no_aug")
+    assert cfg["method"] == "emm" and cfg["aug_text_swap"] == 0 and cfg["aug_patch_merge"] == 0
+    assert resolve("demo", "emm")["aug_text_swap"] == 0.5
