@@ -167,18 +167,26 @@ def masking_step(backbone, batch: dict, cfg: MaskingConfig, grid_shape: tuple[in
     Returns per-sample tensors of fixed shapes, so that batches concatenate: ``features`` (B, C) f(x),
     ``masked_features`` (B, C) f(x~), ``patch_keep`` (B, R, C') bool and ``image_scores`` (B, R, C') float on a
     ``grid_shape`` = (R, C') canvas at least as large as any image's patch grid, ``text_keep`` (B, T) bool.
+    Runs in float32 even inside an autocast region, so masks do not depend on the training precision.
     """
+    # float32 throughout, whatever the surrounding autocast: masks compare attention with thresholds, and must not
+    # change with the training precision (the backbone's weights are float32 under Lightning's mixed precision)
+    with torch.autocast(device_type=batch["images"].device.type, enabled=False):
+        return _masking_step(backbone, batch, cfg, grid_shape, always_keep_ids)
+
+
+def _masking_step(backbone, batch, cfg, grid_shape, always_keep_ids):
     layers = list(cfg.layers) if cfg.layers else True
-    ids, text_masks = batch["text_ids"], batch["text_masks"]
-    out = backbone(ids, text_masks, batch["images"], batch["pixel_masks"], patch_keep=batch.get("patch_keep"),
+    ids, text_masks, images = batch["text_ids"], batch["text_masks"], batch["images"].float()
+    out = backbone(ids, text_masks, images, batch["pixel_masks"], patch_keep=batch.get("patch_keep"),
                    return_attention=layers)
     masks = compute_masks(out, ids, cfg, always_keep_ids)
-    Hg, Wg = batch["images"].shape[-2] // backbone.cfg.patch_size, batch["images"].shape[-1] // backbone.cfg.patch_size
+    p = backbone.cfg.patch_size
+    Hg, Wg = images.shape[-2] // p, images.shape[-1] // p
     if Hg > grid_shape[0] or Wg > grid_shape[1]:
         raise ValueError(f"images of {Hg}x{Wg} patches do not fit the {grid_shape} mask canvas")
     keep = masks.patch_grid(out, grid_shape)
-    masked = backbone(ids, masks.text_keep.long(), batch["images"], batch["pixel_masks"],
-                      patch_keep=keep[:, :Hg, :Wg])
+    masked = backbone(ids, masks.text_keep.long(), images, batch["pixel_masks"], patch_keep=keep[:, :Hg, :Wg])
     return {"features": out.pooled.float(), "masked_features": masked.pooled.float(), "patch_keep": keep,
             "image_scores": score_grid(out, masks.image_scores, grid_shape), "text_keep": masks.text_keep}
 
