@@ -141,3 +141,18 @@ def test_masks_need_the_configured_layers(tiny_cfg):
     with pytest.raises(ValueError, match="return_attention"):
         compute_masks(out, text_ids, MaskingConfig(layers=(-1,)))
     assert compute_masks(out, text_ids, MaskingConfig(layers=(0,))).patch_keep.shape == (3, 24)
+
+
+def test_masks_ignore_prompt_tokens_and_prefixes(tiny_cfg):
+    torch.manual_seed(0)
+    model = ViLT(tiny_cfg).eval()
+    text_ids, text_masks, images, pixel_masks = make_batch()
+    text_ids[:, 0] = CLS
+    g = torch.Generator().manual_seed(1)
+    prefixes = [None, (torch.randn(3, 3, 32, generator=g), torch.randn(3, 3, 32, generator=g))]
+    out = model(text_ids, text_masks, images, pixel_masks, return_attention=True,
+                extra_tokens=torch.randn(3, 2, 32, generator=g), prefixes=prefixes)
+    for cfg in (MaskingConfig(), MaskingConfig(layers=(0, 1), layer_reduce="rollout")):
+        m = compute_masks(out, text_ids, cfg)
+        assert m.patch_keep.shape == (3, 24) and m.text_keep.shape == (3, 12)
+        assert (m.patch_keep <= out.image_masks).all()

@@ -155,3 +155,48 @@ def test_attention_of_chosen_layers_only(model):
     assert torch.allclose(last.pooled, every.pooled, atol=1e-5)
     with pytest.raises(ValueError, match="out of range"):
         model(*batch, return_attention=[2])
+
+
+def test_prefix_keys_values_in_attention(model):
+    batch = make_batch(sizes=[(64, 96), (32, 64), (48, 32)])
+    g = torch.Generator().manual_seed(5)
+    prefixes = [None, (torch.randn(3, 4, 32, generator=g), torch.randn(3, 4, 32, generator=g))]
+    fused = model(*batch, prefixes=prefixes)
+    explicit = model(*batch, prefixes=prefixes, return_attention=True)
+    assert torch.allclose(fused.pooled, explicit.pooled, atol=1e-5)
+    N = explicit.hidden.shape[1]
+    a0, a1 = explicit.attentions
+    assert a0.shape[-1] == N and a1.shape[-1] == N + 4
+    assert torch.allclose(a1.sum(-1), torch.ones_like(a1[..., 0]), atol=1e-5)
+    assert (a1[..., N:] > 0).all()  # prefixes are attended to by every token
+    plain = model(*batch)
+    assert not torch.allclose(plain.pooled, fused.pooled, atol=1e-4)
+    with pytest.raises(ValueError, match="prefixes has 1 entries"):
+        model(*batch, prefixes=[None])
+
+
+def test_extra_tokens_are_appended_and_attended(model):
+    batch = make_batch(sizes=[(64, 96), (32, 64), (48, 32)])
+    extra = torch.randn(3, 5, 32, generator=torch.Generator().manual_seed(6))
+    plain = model(*batch, return_attention=True)
+    out = model(*batch, extra_tokens=extra, return_attention=True)
+    assert out.num_extra == 5 and out.hidden.shape[1] == plain.hidden.shape[1] + 5
+    assert torch.equal(out.image_masks, plain.image_masks) and out.masks[:, -5:].all()
+    assert torch.allclose(out.pooled, model(*batch, extra_tokens=extra).pooled, atol=1e-5)
+    assert not torch.allclose(out.pooled, plain.pooled, atol=1e-4)
+
+
+def test_parallel_adapters(model):
+    batch = make_batch()
+    zero = torch.nn.Linear(32, 32)
+    torch.nn.init.zeros_(zero.weight)
+    torch.nn.init.zeros_(zero.bias)
+    plain = model(*batch).pooled
+    assert torch.allclose(model(*batch, adapters=[zero, None]).pooled, plain, atol=1e-6)
+    adapter = torch.nn.Linear(32, 32)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    out = model(*batch, adapters=[None, adapter]).pooled
+    assert not torch.allclose(out, plain, atol=1e-4)
+    out.sum().backward()
+    assert adapter.weight.grad is not None and adapter.weight.grad.abs().sum() > 0

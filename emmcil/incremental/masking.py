@@ -82,10 +82,11 @@ def reduce_attention(attentions: Sequence[torch.Tensor], cfg: MaskingConfig) -> 
     heads = [a.float().amax(1) if cfg.head_reduce == "max" else a.float().mean(1) for a in picked]
     if cfg.layer_reduce == "mean":
         return torch.stack(heads).mean(0)
-    eye = torch.eye(heads[0].shape[-1], device=heads[0].device)
+    N = heads[0].shape[-2]
+    eye = torch.eye(N, device=heads[0].device)
     rollout = None
     for a in heads:
-        a = 0.5 * a + 0.5 * eye
+        a = 0.5 * a[..., :N] + 0.5 * eye  # token-to-token only: prefix keys (prompt methods) carry no identity
         a = a / a.sum(-1, keepdim=True)
         rollout = a if rollout is None else a @ rollout
     return rollout
@@ -127,17 +128,18 @@ def compute_masks(out: ViLTOutput, text_ids: torch.Tensor, cfg: MaskingConfig,
     """
     if out.attentions is None:
         raise ValueError("compute_masks needs the attention maps: call the model with return_attention=True")
-    T = out.text_len
-    attn = reduce_attention(out.attentions, cfg)                     # (B, N, N)
+    T, P = out.text_len, out.num_patches
+    attn = reduce_attention(out.attentions, cfg)                     # (B, N, N [+ prefix])
     text_valid = out.masks[:, :T]
-    patch_valid = out.masks[:, T + 1:]
+    patch_valid = out.image_masks
+    patches = slice(T + 1, T + 1 + P)
 
-    image_scores = normalise(attn[:, 0, T + 1:], patch_valid, cfg.norm)
+    image_scores = normalise(attn[:, 0, patches], patch_valid, cfg.norm)
     patch_keep = patch_valid & (image_scores >= cfg.tau_image)
 
     discarded = (patch_valid & ~patch_keep).float()                  # (B, P)
     n_discarded = discarded.sum(1, keepdim=True)
-    from_discarded = (discarded[:, :, None] * attn[:, T + 1:, :T]).sum(1) / n_discarded.clamp_min(1)
+    from_discarded = (discarded[:, :, None] * attn[:, patches, :T]).sum(1) / n_discarded.clamp_min(1)
     text_scores = normalise(from_discarded, text_valid, cfg.norm)
     text_keep = text_valid & (text_scores >= cfg.tau_text)
     text_keep |= text_valid & (n_discarded == 0)

@@ -68,7 +68,7 @@ class ViLTConfig:
 
 @dataclass
 class ViLTOutput:
-    """What :meth:`ViLT.forward` returns. N = T + 1 + P tokens."""
+    """What :meth:`ViLT.forward` returns. N = T + 1 + P tokens (+ E extra tokens when given)."""
 
     pooled: torch.Tensor                 # (B, C) tanh(pooler(hidden[:, 0]))
     hidden: torch.Tensor                 # (B, N, C) after the final norm (and its SSF)
@@ -77,11 +77,16 @@ class ViLTOutput:
     patch_index: torch.Tensor            # (B, P, 2) (row, col) of each image token on its grid; -1 for padding
     grid_sizes: torch.Tensor             # (B, 2) (rows, cols) of each image's patch grid
     attentions: tuple[torch.Tensor | None, ...] | None = None  # per layer (B, heads, N, N) float32; None if not asked
+    num_extra: int = 0                   # E extra tokens (input prompts) at the end: N = T + 1 + P + E
+
+    @property
+    def num_patches(self) -> int:
+        return self.patch_index.shape[1]
 
     @property
     def image_masks(self) -> torch.Tensor:
         """(B, P) bool: which image-patch tokens are real."""
-        return self.masks[:, self.text_len + 1:]
+        return self.masks[:, self.text_len + 1:self.text_len + 1 + self.num_patches]
 
 
 class Attention(nn.Module):
@@ -98,11 +103,22 @@ class Attention(nn.Module):
         self.ssf_proj = maybe_ssf(ssf, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, need_weights: bool = False):
-        """x (B, N, C), mask (B, N) bool over keys -> (B, N, C), attention (B, heads, N, N) float32 or None."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, need_weights: bool = False,
+                prefix: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """x (B, N, C), mask (B, N) bool over keys -> (B, N, C), attention (B, heads, N, N + Lp) float32 or None.
+
+        prefix: (keys, values), each (B, Lp, C), appended to this layer's keys and values after the projection
+        (prefix tuning, as DualPrompt / CODA-Prompt / RebQ); always attended to. They come *after* the N tokens,
+        so attention columns [:N] keep the token order.
+        """
         B, N, C = x.shape
-        qkv = self.ssf_qkv(self.qkv(x)).reshape(B, N, 3, self.num_heads, C // self.num_heads)
+        H = self.num_heads
+        qkv = self.ssf_qkv(self.qkv(x)).reshape(B, N, 3, H, C // H)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        if prefix is not None:
+            pk, pv = (t.to(k.dtype).reshape(B, -1, H, C // H).transpose(1, 2) for t in prefix)
+            k, v = torch.cat([k, pk], dim=2), torch.cat([v, pv], dim=2)
+            mask = torch.cat([mask, mask.new_ones(B, pk.shape[2])], dim=1)
         key_mask = mask[:, None, None, :]
         drop = self.attn_drop if self.training else 0.0
         attn = None
@@ -150,11 +166,16 @@ class Block(nn.Module):
         self.ssf_norm2 = maybe_ssf(cfg.ssf, dim)
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg.drop_rate, cfg.ssf)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, need_weights: bool = False):
-        y, attn = self.attn(self.ssf_norm1(self.norm1(x)), mask, need_weights)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, need_weights: bool = False, prefix=None,
+                adapter: nn.Module | None = None):
+        """adapter: a module run in parallel to the MLP on the same normed input (AdaptFormer / EASE style)."""
+        y, attn = self.attn(self.ssf_norm1(self.norm1(x)), mask, need_weights, prefix)
         x = x + self.drop_path(y)
-        x = x + self.drop_path(self.mlp(self.ssf_norm2(self.norm2(x))))
-        return x, attn
+        h = self.ssf_norm2(self.norm2(x))
+        y = self.mlp(h)
+        if adapter is not None:
+            y = y + adapter(h)
+        return x + self.drop_path(y), attn
 
 
 class PatchEmbed(nn.Module):
@@ -331,7 +352,8 @@ class ViLT(nn.Module):
                 pixel_masks: torch.Tensor | None = None, patch_keep: torch.Tensor | None = None, *,
                 patches: torch.Tensor | None = None, patch_index: torch.Tensor | None = None,
                 grid_sizes: torch.Tensor | None = None, patch_masks: torch.Tensor | None = None,
-                return_attention: bool | Sequence[int] = False) -> ViLTOutput:
+                return_attention: bool | Sequence[int] = False, extra_tokens: torch.Tensor | None = None,
+                prefixes: Sequence | None = None, adapters: Sequence | None = None) -> ViLTOutput:
         """Encode a batch of image-text pairs.
 
         text_ids, text_masks: (B, T); a 0 in text_masks removes that token (padding or a masked-out word).
@@ -343,6 +365,10 @@ class ViLT(nn.Module):
         ``return_attention``: also return every layer's attention (B, heads, N, N), or, given layer indices, only
         those layers' (None elsewhere, so a masking pass holds no more than it needs); the other layers use the
         fused SDPA kernel.
+        Hooks for prompt and adapter methods (all optional): ``extra_tokens`` (B, E, C) appended after the image
+        tokens as they are (input prompts, L2P-style; ``hidden[:, -E:]`` are their outputs); ``prefixes``, one entry
+        per layer, None or (keys, values) each (B, Lp, C) appended to that layer's attention (prefix tuning);
+        ``adapters``, one entry per layer, None or a module added in parallel to that layer's MLP.
         """
         vt = self.transformer
         if (images is None) == (patches is None):
@@ -358,9 +384,15 @@ class ViLT(nn.Module):
         image_x = image_x + self.token_type_embeddings.weight[IMAGE_TYPE].to(image_x.dtype)
 
         text_x = self.embed_text(text_ids)
-        x = torch.cat([text_x, image_x.to(text_x.dtype)], dim=1)
-        masks = torch.cat([text_masks.bool(), image_masks], dim=1)
+        parts, part_masks = [text_x, image_x.to(text_x.dtype)], [text_masks.bool(), image_masks]
+        if extra_tokens is not None:
+            parts.append(extra_tokens.to(text_x.dtype))
+            part_masks.append(image_masks.new_ones(extra_tokens.shape[:2]))
+        x, masks = torch.cat(parts, dim=1), torch.cat(part_masks, dim=1)
         n = len(vt.blocks)
+        for name, per_layer in (("prefixes", prefixes), ("adapters", adapters)):
+            if per_layer is not None and len(per_layer) != n:
+                raise ValueError(f"{name} has {len(per_layer)} entries for {n} layers")
         if isinstance(return_attention, bool):
             wanted = set(range(n)) if return_attention else set()
         else:
@@ -369,12 +401,14 @@ class ViLT(nn.Module):
             wanted = {i % n for i in return_attention}
         attentions = []
         for i, blk in enumerate(vt.blocks):
-            x, attn = blk(x, masks, i in wanted)
+            x, attn = blk(x, masks, i in wanted, prefixes[i] if prefixes is not None else None,
+                          adapters[i] if adapters is not None else None)
             attentions.append(attn)
         hidden = vt.ssf_norm(vt.norm(x))
         return ViLTOutput(pooled=self.pooler(hidden), hidden=hidden, masks=masks, text_len=text_ids.shape[1],
                           patch_index=index, grid_sizes=grid_sizes,
-                          attentions=tuple(attentions) if wanted else None)
+                          attentions=tuple(attentions) if wanted else None,
+                          num_extra=0 if extra_tokens is None else extra_tokens.shape[1])
 
 
 def _init_vilt_weights(module: nn.Module) -> None:
