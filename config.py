@@ -223,7 +223,7 @@ def tiny():
 
 # ---------------------------------------------------------------- methods: one named config per registered method
 for _name in METHODS:
-    ex.add_named_config(_name, {"method": _name})
+    ex.add_named_config(_name, {"method": _name, **get_method(_name).named_config})
 
 
 # ---------------------------------------------------------------- ablations

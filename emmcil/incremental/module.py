@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from emmcil.model import ViLTOutput, apply_freeze_policy, build_backbone
+from emmcil.model.ssf import is_tunable
 from emmcil.model.heads import IncrementalClassifier
 
 
@@ -41,6 +42,10 @@ class IncrementalModule(pl.LightningModule):
         self.backbone = build_backbone(self.cfg)
         self.classifier = IncrementalClassifier(self.backbone.cfg.hidden_size)
         self.method = method
+        # the method's own parameters (prompts, adapters, ...), built up front so that checkpoints always match
+        net = method.build_net(self.backbone.cfg) if method is not None else None
+        if net is not None:
+            self.method_net = net
         self.return_features = False
         self.predict_fn = None
 
@@ -50,20 +55,35 @@ class IncrementalModule(pl.LightningModule):
         self.classifier.add_classes(n)
         return self.apply_freeze_policy()
 
+    TUNABLE = ("pooler.", "classifier.", "method_net.")
+
     def apply_freeze_policy(self) -> int:
-        return apply_freeze_policy(self, self.cfg.get("tuning", "ssf"))
+        """The tuning mode's policy (SSF / pooler / classifier / the method's own parameters train), then the
+        method's refinement (e.g. freezing an earlier task's prompts); returns the trainable count."""
+        apply_freeze_policy(self, self.cfg.get("tuning", "ssf"), self.TUNABLE)
+        if self.method is not None:
+            self.method.set_trainable(self)
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def _tuned(self, name: str) -> bool:
+        return is_tunable(name, self.cfg.get("tuning", "ssf"), self.TUNABLE)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """The parameters that train (SSF, pooler, classifier for tuning="ssf"), detached on CPU."""
-        return {n: p.detach().cpu().clone() for n, p in self.named_parameters() if p.requires_grad}
+        """Every parameter the tuning mode may train (SSF, pooler, classifier, method_net for tuning="ssf"),
+        trainable right now or frozen by the method, detached on CPU: what a checkpoint must hold."""
+        return {n: p.detach().cpu().clone() for n, p in self.named_parameters() if self._tuned(n)}
 
     @torch.no_grad()
     def frozen_checksum(self) -> float:
         """A fingerprint of the frozen weights, to check that a resumed run rebuilt the same backbone."""
-        return float(sum(p.double().sum() + p.double().abs().sum() for p in self.parameters() if not p.requires_grad))
+        return float(sum(p.double().sum() + p.double().abs().sum() for n, p in self.named_parameters()
+                         if not self._tuned(n)))
 
     # -- forward
     def encode(self, batch: dict, return_attention: bool = False) -> ViLTOutput:
+        """The backbone on a batch; a method may change how (prompts, adapters: ``Method.encode``)."""
+        if self.method is not None:
+            return self.method.encode(self, batch, return_attention)
         return self.backbone(batch["text_ids"], batch["text_masks"], batch["images"], batch["pixel_masks"],
                              patch_keep=batch.get("patch_keep"), return_attention=return_attention)
 

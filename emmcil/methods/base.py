@@ -83,9 +83,27 @@ class Method:
     name: ClassVar[str] = ""
     uses_memory: ClassVar[bool] = False   # keeps exemplars (exp_name then shows memory_per_class)
     config: ClassVar[dict[str, Any]] = {}  # the method's own config keys -> defaults
+    named_config: ClassVar[dict[str, Any]] = {}  # other keys its named config sets (e.g. {"tuning": "frozen"})
 
     def __init__(self, cfg: Mapping[str, Any]):
         self.cfg = dict(cfg)
+
+    def build_net(self, backbone_cfg) -> torch.nn.Module | None:
+        """The method's own parameters (prompts, adapters, ...) as a module, or None. Called once, when the
+        Lightning module is built; it becomes ``module.method_net``, is tuned under every tuning mode but "full"
+        alike, and is saved in every phase checkpoint. Allocate it whole (e.g. every task's prompts) so that a
+        checkpoint of any phase fits it."""
+        return None
+
+    def set_trainable(self, module) -> None:
+        """After the freeze policy: adjust ``requires_grad`` (e.g. freeze earlier tasks' prompts). Frozen
+        method parameters are still checkpointed."""
+
+    def encode(self, module, batch: dict, return_attention=False):
+        """The backbone's ``ViLTOutput`` for a batch. Override to add prompts (``extra_tokens``, ``prefixes``)
+        or adapters (``adapters``) through :meth:`emmcil.model.ViLT.forward`'s hooks."""
+        return module.backbone(batch["text_ids"], batch["text_masks"], batch["images"], batch["pixel_masks"],
+                               patch_keep=batch.get("patch_keep"), return_attention=return_attention)
 
     def setup(self, ctx: PhaseContext) -> None:
         """Once per process, before the first phase it runs (also when resuming, before ``load_state_dict``)."""

@@ -74,6 +74,15 @@ def has_ssf(model: nn.Module) -> bool:
 TUNING_MODES = ("ssf", "frozen", "full")
 
 
+def is_tunable(name: str, tuning: str = "ssf", trainable_prefixes: tuple[str, ...] = ("pooler.", "classifier.")) -> bool:
+    """Whether parameter ``name`` may train under ``tuning`` (see :func:`apply_freeze_policy`)."""
+    if tuning == "full":
+        return True
+    dotted = "." + name  # match prefixes at any depth: "pooler." also finds "backbone.pooler."
+    is_ssf = tuning == "ssf" and ".ssf" in dotted
+    return is_ssf or any("." + prefix in dotted for prefix in trainable_prefixes)
+
+
 def apply_freeze_policy(model: nn.Module, tuning: str = "ssf",
                         trainable_prefixes: tuple[str, ...] = ("pooler.", "classifier.")) -> int:
     """Set ``requires_grad`` by the tuning mode and return the number of trainable parameters.
@@ -88,12 +97,7 @@ def apply_freeze_policy(model: nn.Module, tuning: str = "ssf",
     if tuning == "ssf" and not has_ssf(model):
         raise ValueError("tuning='ssf' but the model was built without SSF (config key ssf=False)")
     for name, p in model.named_parameters():
-        if tuning == "full":
-            p.requires_grad_(True)
-        else:
-            dotted = "." + name  # match prefixes at any depth: "pooler." also finds "backbone.pooler."
-            is_ssf = tuning == "ssf" and ".ssf" in dotted
-            p.requires_grad_(is_ssf or any("." + prefix in dotted for prefix in trainable_prefixes))
+        p.requires_grad_(is_tunable(name, tuning, trainable_prefixes))
     return count_parameters(model, trainable_only=True)
 
 
