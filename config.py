@@ -11,12 +11,16 @@ Named configs compose (later ones win on the keys they share; ``key=value`` upda
 - protocols: ``phases_5``, ``phases_10``, ``phases_20``  (set ``num_phases``);
 - methods: ``finetune`` (lower bound), ``joint`` (upper bound), ``replay`` (herding, full exemplars), plus one per
   method file in ``emmcil/methods/`` (set ``method``);
-- model sizes: ``vilt_b32``, ``tiny``  (set ``model_size``).
+- model sizes: ``vilt_b32``, ``tiny``  (set ``model_size``);
+- missing modalities (continual missing-modality learning, RebQ's CMML): ``missing_text_70``, ``missing_image_70``,
+  ``missing_both_70`` (set only the ``missing_*`` keys), and ``cmml_food101`` (RebQ's setting: Food-101, 10 phases,
+  both missing at 70 %), to compose with any method (``rebq``, ``finetune``, ``replay``, ``emm``, ...).
 
 Everything else is derived in :func:`config` from those four keys, through the ``DATASETS`` and ``MODEL_SIZES``
 tables, unless set explicitly. Unknown keys are sacred's own ``ConfigAddedError``. Key groups (each key has a
 comment below; ``print_config`` shows them): experiment (dataset, method, num_phases, model_size, seed,
-class_order_seed), data (data_root, splits, tokenizer, max_text_len), model (ViLT sizes, SSF, tuning, load_path),
+class_order_seed), data (data_root, splits, tokenizer, max_text_len), missing modalities (missing_type,
+missing_ratio, missing_both_ratio, missing_seed), model (ViLT sizes, SSF, tuning, load_path),
 optimisation per phase (max_epoch, batch_size vs per_gpu_batchsize, lr 1e-2, weight_decay 2e-2, warmup 0.1),
 memory (memory_per_class = 5 full-exemplar equivalents, budget mode), hardware (accelerator, devices, num_nodes,
 strategy, precision, workers, threads), run directory (log_dir, exp_name, restart, keep_checkpoints,
@@ -64,12 +68,26 @@ def _pick(table: dict, name: str, key: str, what: str):
     return table[name][key]
 
 
+def missing_suffix(missing_type: str, missing_ratio: float, missing_both_ratio: float = 0.5,
+                   missing_seed: int = 0) -> str:
+    """``_miss{type}{ratio}`` (+ ``b{both_ratio}`` / ``ms{missing_seed}`` when not 0.5 / 0); "" for "none"."""
+    if missing_type == "none":
+        return ""
+    name = f"_miss{missing_type}{missing_ratio:g}"
+    if missing_type == "both" and missing_both_ratio != 0.5:
+        name += f"b{missing_both_ratio:g}"
+    return name + (f"ms{missing_seed}" if missing_seed else "")
+
+
 def default_exp_name(dataset: str, method: str, num_phases: int, seed: int, memory_per_class,
-                     memory_budget_mode: str, memory_total) -> str:
-    """``{dataset}_{method}_{L}phases[_mem{m}|_memtotal{M}]_seed{seed}``: the run directory's name."""
+                     memory_budget_mode: str, memory_total, missing_type: str = "none", missing_ratio: float = 0.7,
+                     missing_both_ratio: float = 0.5, missing_seed: int = 0) -> str:
+    """``{dataset}_{method}_{L}phases[_mem{m}|_memtotal{M}][_miss{type}{ratio}]_seed{seed}``: the run directory's
+    name (see :func:`missing_suffix`)."""
     name = f"{dataset}_{method}_{num_phases}phases"
     if get_method(method).uses_memory:
         name += f"_mem{memory_per_class:g}" if memory_budget_mode == "per_class" else f"_memtotal{memory_total:g}"
+    name += missing_suffix(missing_type, missing_ratio, missing_both_ratio, missing_seed)
     return f"{name}_seed{seed}"
 
 
@@ -91,6 +109,12 @@ def config():
     tokenizer = ""               # bert-base-uncased vocab.txt (file or folder); "" = found offline
     max_text_len = _pick(DATASETS, dataset, "max_text_len", "dataset")
     train_randaug = False        # RandAugment(2, 9) on training images (ViLT's pixelbert_randaug)
+
+    # ---------------------------------------------------------------- missing modalities (CMML, RebQ's protocol)
+    missing_type = "none"        # none | text | image | both: which modality samples of every split miss
+    missing_ratio = 0.7          # share of each split's samples that miss a modality (RebQ's 70 %)
+    missing_both_ratio = 0.5     # for "both": share of the missing samples that miss the image (the rest the text)
+    missing_seed = 0             # seeds each split's table (a different one per split); independent of `seed`
 
     # ---------------------------------------------------------------- model
     hidden_size = _pick(MODEL_SIZES, model_size, "hidden_size", "model_size")  # from MODEL_SIZES[model_size]
@@ -128,6 +152,7 @@ def config():
     memory_per_class = 5         # budget per class in full-exemplar equivalents (bytes = m x mean full cost)
     memory_budget_mode = "per_class"  # per_class | total (memory_total shared by the seen classes)
     memory_total = 0             # total budget in full-exemplar equivalents, for memory_budget_mode="total"
+    memory_fill = "skip"         # skip: pass over an exemplar that does not fit and try the next | stop: end there
 
     # ---------------------------------------------------------------- hardware
     accelerator = "auto"         # Lightning accelerator: auto | cpu | gpu
@@ -143,7 +168,8 @@ def config():
     log_dir = "runs"             # run directories live in {log_dir}/{exp_name}
     exp_tag = ""                 # appended to the default exp_name (ablation named configs set it)
     exp_name = default_exp_name(dataset, method, num_phases, seed, memory_per_class, memory_budget_mode,
-                                memory_total) + (f"_{exp_tag}" if exp_tag else "")  # run dir {log_dir}/{exp_name}
+                                memory_total, missing_type, missing_ratio, missing_both_ratio,
+                                missing_seed) + (f"_{exp_tag}" if exp_tag else "")  # run dir {log_dir}/{exp_name}
     restart = False              # True: delete an existing run directory and start over
     keep_checkpoints = 0         # keep only the newest N phase checkpoints; 0 = keep all
     stop_after_phase = -1        # stop after this phase (resume later by re-running); -1 = run all
@@ -226,6 +252,40 @@ for _name in METHODS:
     ex.add_named_config(_name, {"method": _name, **get_method(_name).named_config})
 
 
+# ---------------------------------------------------------------- missing modalities (CMML)
+@ex.named_config
+def missing_text_70():
+    # 70 % of every split's samples lose their text ("" -> [CLS] [SEP]).
+    missing_type = "text"  # noqa: F841
+    missing_ratio = 0.7  # noqa: F841
+
+
+@ex.named_config
+def missing_image_70():
+    # 70 % of every split's samples lose their image (a white image of the same size).
+    missing_type = "image"  # noqa: F841
+    missing_ratio = 0.7  # noqa: F841
+
+
+@ex.named_config
+def missing_both_70():
+    # 70 % of every split's samples lose a modality: half of them the image, half the text (35 % + 35 %).
+    missing_type = "both"  # noqa: F841
+    missing_ratio = 0.7  # noqa: F841
+    missing_both_ratio = 0.5  # noqa: F841
+
+
+@ex.named_config
+def cmml_food101():
+    # RebQ's released setting (scripts/food101_both_0.7.sh): UPMC Food-101, 10 tasks, both modalities missing at
+    # 70 %. Compose with a method: `with cmml_food101 rebq`, `with cmml_food101 emm`, ...
+    dataset = "food101"  # noqa: F841
+    num_phases = 10  # noqa: F841
+    missing_type = "both"  # noqa: F841
+    missing_ratio = 0.7  # noqa: F841
+    missing_both_ratio = 0.5  # noqa: F841
+
+
 # ---------------------------------------------------------------- ablations
 @ex.named_config
 def emm_no_aug():
@@ -241,4 +301,6 @@ NAMED_CONFIGS = {
     "method": sorted(METHODS),
     "model_size": ["vilt_b32", "tiny"],
     "ablation": ["emm_no_aug"],
+    "missing": ["missing_text_70", "missing_image_70", "missing_both_70"],
+    "cmml": ["cmml_food101"],
 }

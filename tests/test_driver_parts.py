@@ -178,7 +178,7 @@ def fake_exemplar(nbytes_patches: int, label=0, index=0):
 
 
 def test_memory_fills_in_rank_order_within_the_byte_budget():
-    mem = MemoryBuffer(full_exemplar_bytes=140, memory_per_class=2)  # 280 bytes a class
+    mem = MemoryBuffer(full_exemplar_bytes=140, memory_per_class=2, fill="stop")  # 280 bytes a class
     assert mem.class_budget(5) == 280
     consumed = []
 
@@ -194,6 +194,9 @@ def test_memory_fills_in_rank_order_within_the_byte_budget():
     rep = mem.report()
     assert rep["exemplars_per_class"] == {"3": 2} and rep["bytes"] == 210
     assert rep["full_exemplar_equivalents"] == pytest.approx(1.5)
+    # the default policy passes over #2 and still takes the small #3 and #4: 238 bytes
+    skip = MemoryBuffer(full_exemplar_bytes=140, memory_per_class=2)
+    assert [e.index for e in skip.fill(3, ranked(), 280)] == [0, 1, 3, 4] and skip.nbytes == 238
 
 
 def test_total_budget_trims_old_classes_to_a_prefix():
@@ -301,3 +304,14 @@ def test_latest_checkpoint_skips_unreadable_files(tmp_path):
     run.save_checkpoint(2, {"x": 3})
     run.prune_checkpoints(1)
     assert run.finished_phases() == [2]
+
+
+def test_keys_added_by_newer_code_with_their_default_do_not_block_resume(tmp_path):
+    run = rundir.RunDir(tmp_path / "r").open({"lr": 0.1})
+    run.save_checkpoint(0, {})
+    defaults = {"l2p_pull": 0.1}  # a method added after the run started
+    run.open({"lr": 0.1, "l2p_pull": 0.1}, new_key_defaults=defaults)
+    with pytest.raises(rundir.ConfigMismatchError, match="l2p_pull"):
+        run.open({"lr": 0.1, "l2p_pull": 0.5}, new_key_defaults=defaults)  # not the default: a real change
+    with pytest.raises(rundir.ConfigMismatchError, match="other_key"):
+        run.open({"lr": 0.1, "other_key": 1}, new_key_defaults=defaults)  # unknown to the defaults

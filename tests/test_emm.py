@@ -66,19 +66,38 @@ def _exemplar_of_size(nbytes_patches: int, label: int = 0) -> Exemplar:
 @given(sizes=st.lists(st.lists(st.integers(1, 40), min_size=0, max_size=12), min_size=1, max_size=6),
        full=st.floats(20, 600), per_class=st.floats(0.5, 10), total=st.floats(1, 40))
 def test_budget_is_never_exceeded(sizes, full, per_class, total):
-    for mode in ("per_class", "total"):
-        mem = MemoryBuffer(full, memory_per_class=per_class, mode=mode, memory_total=total)
+    for mode, fill in [("per_class", "skip"), ("per_class", "stop"), ("total", "skip"), ("total", "stop")]:
+        mem = MemoryBuffer(full, memory_per_class=per_class, mode=mode, memory_total=total, fill=fill)
         for c, class_sizes in enumerate(sizes):
             budget = mem.class_budget(c + 1)
             if mode == "total":
                 mem.reduce(budget)
             ranked = [_exemplar_of_size(s, c) for s in class_sizes]
             kept = mem.fill(c, iter(ranked), budget)
-            assert kept == ranked[:len(kept)]  # a prefix of the ranking
+            if fill == "stop":
+                assert kept == ranked[:len(kept)]  # a prefix of the ranking
+            else:  # in rank order, and every exemplar passed over did not fit at its turn
+                positions = [next(i for i, r in enumerate(ranked) if r is k) for k in kept]
+                assert positions == sorted(positions)
+                used = 0
+                for i, ex in enumerate(ranked):
+                    if i in positions:
+                        used += ex.nbytes
+                    else:
+                        assert used + ex.nbytes > budget
             for label, exemplars in mem.classes.items():
                 assert sum(e.nbytes for e in exemplars) <= budget
         if mode == "total":
             assert mem.nbytes <= total * full + 1e-6
+
+
+def test_skip_policy_does_not_leave_a_class_empty_behind_a_large_exemplar():
+    big, small = _exemplar_of_size(30), _exemplar_of_size(5)
+    budget = big.nbytes - 1
+    assert MemoryBuffer(1.0, fill="stop").fill(0, [big, small], budget) == []
+    assert MemoryBuffer(1.0, fill="skip").fill(0, [big, small], budget) == [small]
+    with pytest.raises(ValueError, match="memory_fill"):
+        MemoryBuffer(1.0, fill="greedy")
 
 
 def test_buffer_round_trip_with_masked_and_jpeg_exemplars(tmp_path):

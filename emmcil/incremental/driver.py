@@ -3,7 +3,8 @@
 For each phase t (see :mod:`emmcil.methods.base` for the method hooks):
 
 1. seed every RNG from (seed, t); grow the classifier by t's classes; ``method.before_phase``;
-2. train (a fresh Lightning Trainer: optimiser and schedule are rebuilt) on t's data + ``method.replay_dataset``;
+2. train (a fresh Lightning Trainer: optimiser and schedule are rebuilt) on t's data + ``method.replay_dataset``,
+   then ``method.after_training`` (e.g. EASE's prototype classifier);
 3. evaluate on the test data of all classes seen so far (per-class counts -> accuracy matrix row);
 4. ``method.after_phase`` (e.g. fill the memory);
 5. checkpoint atomically, rewrite ``results.json`` / ``results.md``, print a summary line.
@@ -31,7 +32,7 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
-from emmcil.methods import PhaseContext, get_method
+from emmcil.methods import PhaseContext, get_method, method_config_defaults
 
 from . import rundir
 from .batch import KeepCollate
@@ -129,10 +130,11 @@ class IncrementalRun:
         self.is_main = rank_zero_only.rank == 0  # under DDP every rank runs this; only rank 0 writes
         self.run_dir = rundir.RunDir(Path(cfg["log_dir"]) / cfg["exp_name"])
         if self.is_main:
-            self.run_dir.open(cfg, restart=bool(cfg["restart"]))
+            self.run_dir.open(cfg, restart=bool(cfg["restart"]), new_key_defaults=method_config_defaults())
         self.data = build_data(cfg)
         if self.is_main:
             rundir.write_json(self.run_dir.path / "class_order.json", self.data.describe())
+            self.data.save_missing_tables(self.run_dir.path / "missing_tables")  # CMML runs only
         self.method = get_method(cfg["method"])(cfg)
         pl.seed_everything(cfg["seed"], workers=True, verbose=False)  # the backbone's init (frozen weights)
         self.module = IncrementalModule(cfg, self.method)
@@ -301,6 +303,7 @@ class IncrementalRun:
               f"device(s) x {t.num_nodes} node(s), precision {cfg['precision']}, "
               f"accumulation {t.accumulate_grad_batches}, {cfg['max_epoch']} epochs")
         self.trainer.fit(self.module, train_dataloaders=self.loader(train_set, train=True, seed=seed))
+        self.method.after_training(ctx)
         self.counts.append(self.evaluate(phase))
         self.method.after_phase(ctx)
         self.memory.append(self.method.memory_report())

@@ -221,3 +221,115 @@ def exemplar_from_state(state: dict):
     if kind not in EXEMPLAR_KINDS:
         raise ValueError(f"unknown exemplar kind {kind!r} in a memory checkpoint; known: {sorted(EXEMPLAR_KINDS)}")
     return EXEMPLAR_KINDS[kind](**state)
+
+
+@dataclass
+class CimExemplar:
+    """A full exemplar whose non-discriminative patches are stored downsampled (CIM, Luo et al. CVPR'23).
+
+    fg_pixels  uint8 (K, 3, p, p)      the discriminative patches at full resolution
+    fg_coords  uint8 (K, 2)            their (row, col) on the patch grid
+    bg_pixels  uint8 (R*C - K, 3, q, q) every other patch, area-downsampled by ``downsample`` per side
+                                       (q = p / downsample), in row-major order of the cells not in fg_coords
+    grid       int16 (2,)              (rows, cols) of the image's patch grid
+    token_ids, token_pos  uint16 (M,)  the whole text, as :class:`Exemplar` stores it
+
+    ``nbytes`` = ``K (3p² + 2) + (R*C - K) 3q² + 4M``: full-resolution foreground patches with their coordinates,
+    the downsampled background (its cells follow from the foreground's, so no coordinates) and the tokens, in the
+    same bytes as :class:`Exemplar`, against the same budget. At replay (:meth:`to_item`) the low-resolution image
+    (background patches plus the downsampled foreground) is upsampled bilinearly to full size and the full-resolution
+    foreground patches are pasted back; every patch is then fed to the model.
+    """
+
+    fg_pixels: torch.Tensor
+    fg_coords: torch.Tensor
+    bg_pixels: torch.Tensor
+    grid: torch.Tensor
+    token_ids: torch.Tensor
+    token_pos: torch.Tensor
+    label: int
+    orig_label: int = -1
+    index: int = -1
+    image_id: str = ""
+    downsample: int = 4
+
+    @property
+    def patch_size(self) -> int:
+        return self.fg_pixels.shape[-1]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size()
+                   for t in (self.fg_pixels, self.fg_coords, self.bg_pixels, self.token_ids, self.token_pos))
+
+    @property
+    def num_patches(self) -> int:
+        """Image tokens at replay: every cell of the grid (the background upsampled)."""
+        return int(self.grid[0]) * int(self.grid[1])
+
+    @property
+    def num_full_res_patches(self) -> int:
+        return self.fg_pixels.shape[0]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.token_ids.shape[0]
+
+    @classmethod
+    def from_item(cls, item: dict, patch_size: int, fg_keep: torch.Tensor, downsample: int = 4) -> "CimExemplar":
+        """Compress a dataset item; ``fg_keep`` (H//p, W//p) bool marks the discriminative patches."""
+        import torch.nn.functional as F
+
+        p, r = patch_size, int(downsample)
+        if r < 1 or p % r:
+            raise ValueError(f"cim downsample={r} must be a positive divisor of the patch size {p}")
+        full = Exemplar.from_item(item, p)  # all patches (row-major) and all valid tokens
+        rows, cols = (int(v) for v in full.grid)
+        keep = fg_keep.bool().cpu()
+        if keep.shape != (rows, cols):
+            raise ValueError(f"fg_keep has shape {tuple(keep.shape)}, expected the grid {(rows, cols)}")
+        flat = keep.flatten()
+        low = F.avg_pool2d(full.pixels[~flat].float(), r).round().clamp(0, 255).to(torch.uint8)
+        return cls(fg_pixels=full.pixels[flat].contiguous(), fg_coords=full.coords[flat].contiguous(),
+                   bg_pixels=low.contiguous(), grid=full.grid, token_ids=full.token_ids, token_pos=full.token_pos,
+                   label=full.label, orig_label=full.orig_label, index=full.index, image_id=full.image_id,
+                   downsample=r)
+
+    def image_uint8(self) -> torch.Tensor:
+        """The replayed image, float (3, rows*p, cols*p) on the uint8 scale: the upsampled low-resolution image with
+        the foreground patches pasted back at full resolution."""
+        import torch.nn.functional as F
+
+        p, r = self.patch_size, self.downsample
+        q = p // r
+        rows, cols = (int(v) for v in self.grid)
+        fg = torch.zeros(rows * cols, dtype=torch.bool)
+        coords = self.fg_coords.long()
+        fg[coords[:, 0] * cols + coords[:, 1]] = True
+        low = torch.zeros(rows * cols, 3, q, q)
+        low[~fg] = self.bg_pixels.float()
+        if len(coords):
+            low[fg] = F.avg_pool2d(self.fg_pixels.float(), r)
+        low_image = low.reshape(rows, cols, 3, q, q).permute(2, 0, 3, 1, 4).reshape(3, rows * q, cols * q)
+        image = F.interpolate(low_image[None], scale_factor=r, mode="bilinear", align_corners=False)[0]
+        patches = image.reshape(3, rows, p, cols, p).permute(1, 3, 0, 2, 4).reshape(rows * cols, 3, p, p).clone()
+        patches[fg] = self.fg_pixels.float()
+        return patches.reshape(rows, cols, 3, p, p).permute(2, 0, 3, 1, 4).reshape(3, rows * p, cols * p)
+
+    def to_item(self, max_text_len: int) -> dict:
+        """The restored image (every patch kept) and the stored text, in the replay item format."""
+        image = normalize_uint8(self.image_uint8().round().clamp(0, 255))
+        rows, cols = (int(v) for v in self.grid)
+        text_ids, text_masks = place_tokens(self.token_ids, self.token_pos, max_text_len, self.image_id)
+        return {"image": image, "patch_keep": torch.ones(rows, cols, dtype=torch.bool), "text_ids": text_ids,
+                "text_masks": text_masks, "label": self.label, "orig_label": self.orig_label, "index": self.index,
+                "image_id": self.image_id, "raw_text": "", "missing_type": 0}
+
+    def state_dict(self) -> dict:
+        return {"kind": "cim", "fg_pixels": self.fg_pixels, "fg_coords": self.fg_coords, "bg_pixels": self.bg_pixels,
+                "grid": self.grid, "token_ids": self.token_ids, "token_pos": self.token_pos, "label": self.label,
+                "orig_label": self.orig_label, "index": self.index, "image_id": self.image_id,
+                "downsample": self.downsample}
+
+
+EXEMPLAR_KINDS["cim"] = CimExemplar

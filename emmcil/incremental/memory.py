@@ -6,8 +6,8 @@ to bytes with the training set's mean full-exemplar cost (:func:`mean_full_exemp
 the classes seen so far (PyCIL's fixed memory), and old classes are trimmed as new ones arrive.
 
 Each class holds a *ranked* list (e.g. herding order). Exemplars are taken in rank order while they fit in the
-class's byte budget; the first one that does not fit ends the class's list, so the budget is never exceeded and a
-trimmed list is still a prefix of the ranking.
+class's byte budget, passing over one that does not fit (``memory_fill="skip"``, default) or stopping at it
+(``"stop"``); the budget is never exceeded and a (trimmed) list keeps the ranking's order.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from emmcil.data.transforms import MinMaxResize
 from .exemplar import Exemplar, exemplar_from_state, full_exemplar_nbytes
 
 BUDGET_MODES = ("per_class", "total")
+FILL_POLICIES = ("skip", "stop")
 
 
 def mean_full_exemplar_nbytes(dataset, tokenizer, image_size: int, patch_size: int, max_text_len: int) -> dict:
@@ -69,13 +70,16 @@ class MemoryBuffer:
     """
 
     def __init__(self, full_exemplar_bytes: float, memory_per_class: float = 5, mode: str = "per_class",
-                 memory_total: float = 0):
+                 memory_total: float = 0, fill: str = "skip"):
+        if fill not in FILL_POLICIES:
+            raise ValueError(f"memory_fill={fill!r}: expected one of {FILL_POLICIES}")
         if mode not in BUDGET_MODES:
             raise ValueError(f"memory_budget_mode={mode!r}: expected one of {BUDGET_MODES}")
         if mode == "total" and memory_total <= 0:
             raise ValueError("memory_budget_mode='total' needs memory_total > 0 (full-exemplar equivalents)")
         self.full_exemplar_bytes = float(full_exemplar_bytes)
         self.memory_per_class, self.mode, self.memory_total = memory_per_class, mode, memory_total
+        self.fill_policy = fill
         self.classes: dict[int, list[Exemplar]] = {}
 
     # -- budget
@@ -85,14 +89,19 @@ class MemoryBuffer:
         return int(units * self.full_exemplar_bytes)
 
     def fill(self, label: int, ranked: Iterable[Exemplar], budget: int) -> list[Exemplar]:
-        """Replace class ``label``'s list by the longest prefix of ``ranked`` that fits in ``budget`` bytes.
+        """Replace class ``label``'s list by exemplars of ``ranked``, in rank order, within ``budget`` bytes.
 
-        ``ranked`` may be a lazy iterator: it is consumed only up to the first exemplar that does not fit.
+        ``fill_policy`` "skip" (default): an exemplar that does not fit in what is left is passed over and the next
+        ones are tried, so a large top-ranked image cannot leave the class empty; "stop": the first exemplar that
+        does not fit ends the list (the longest fitting prefix; ``ranked``, possibly lazy, is read no further).
+        Either way the list keeps the ranking's order and never exceeds the budget.
         """
         kept, used = [], 0
         for ex in ranked:
             if used + ex.nbytes > budget:
-                break
+                if self.fill_policy == "stop":
+                    break
+                continue
             kept.append(ex)
             used += ex.nbytes
         self.classes[int(label)] = kept
@@ -135,11 +144,12 @@ class MemoryBuffer:
     # -- checkpointing
     def state_dict(self) -> dict:
         return {"full_exemplar_bytes": self.full_exemplar_bytes, "memory_per_class": self.memory_per_class,
-                "mode": self.mode, "memory_total": self.memory_total,
+                "mode": self.mode, "memory_total": self.memory_total, "fill": self.fill_policy,
                 "classes": {c: [e.state_dict() for e in v] for c, v in self.classes.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         self.full_exemplar_bytes = float(state["full_exemplar_bytes"])
         self.memory_per_class, self.mode = state["memory_per_class"], state["mode"]
+        self.fill_policy = state.get("fill", "skip")
         self.memory_total = state["memory_total"]
         self.classes = {int(c): [exemplar_from_state(e) for e in v] for c, v in state["classes"].items()}

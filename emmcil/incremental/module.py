@@ -87,14 +87,20 @@ class IncrementalModule(pl.LightningModule):
         return self.backbone(batch["text_ids"], batch["text_masks"], batch["images"], batch["pixel_masks"],
                              patch_keep=batch.get("patch_keep"), return_attention=return_attention)
 
+    def logits(self, output: ViLTOutput) -> torch.Tensor:
+        """Logits (B, num_seen_classes) of an encoded batch; a method may change how (``Method.logits``)."""
+        if self.method is not None:
+            return self.method.logits(self, output)
+        return self.classifier(output.pooled)
+
     def forward(self, batch: dict) -> torch.Tensor:
         """Logits (B, num_seen_classes)."""
-        return self.classifier(self.encode(batch).pooled)
+        return self.logits(self.encode(batch))
 
     # -- Lightning hooks
     def training_step(self, batch: dict, batch_idx: int):
         output = self.encode(batch)
-        logits = self.classifier(output.pooled)
+        logits = self.logits(output)
         loss_fn = self.method.training_loss if self.method is not None else cross_entropy_loss
         loss = loss_fn(self, batch, output, logits)
         bs = logits.shape[0]
@@ -107,7 +113,7 @@ class IncrementalModule(pl.LightningModule):
             out = dict(self.predict_fn(self.backbone, batch))
         else:
             output = self.encode(batch)
-            out = {"preds": self.classifier(output.pooled).argmax(1)}
+            out = {"preds": self.logits(output).argmax(1)}
             if self.return_features:
                 out["features"] = output.pooled.float()
         out.update(labels=batch["labels"], indices=batch["indices"], positions=batch["position"])

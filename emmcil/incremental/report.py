@@ -18,6 +18,8 @@ METRIC_NOTES = {
     "old_accuracy": "after the last phase, % accuracy on the classes of earlier phases",
     "new_accuracy": "after the last phase, % accuracy on its own classes (= R[L-1][L-1])",
     "mean_last_row": "mean over phases of R[L-1][j] (RebQ's 'AP')",
+    "rebq_metrics": "RebQ's compute_cl_metric on R: AP = mean_last_row, forgetting = forgetting_first, "
+                    "last = R[L-1][L-1] (its 'Last'); accuracies in %, class-incremental as ours",
 }
 
 
@@ -34,6 +36,8 @@ def build_results(cfg: Mapping, order: Sequence[int], phases: Sequence[Sequence[
         "class_order": list(order), "phase_classes": [[order[c] for c in p] for p in phases],
     }
     results.update(summarize(counts, boundaries, L) if done else {})
+    if done:
+        results["rebq_metrics"] = rebq_metrics(results["accuracy_matrix"][:done])
     per_phase = []
     for t in range(done):
         s = summarize(counts[: t + 1], boundaries, L)
@@ -46,6 +50,16 @@ def build_results(cfg: Mapping, order: Sequence[int], phases: Sequence[Sequence[
     results["memory"] = list(memory)
     results["metric_definitions"] = METRIC_NOTES
     return results
+
+
+def rebq_metrics(R: Sequence[Sequence[float | None]]) -> dict:
+    """RebQ's metrics (``src/engine/evaluator.py::compute_cl_metric``) of the matrix R of the phases done:
+    ``AP`` = mean of the last row, ``forgetting`` = mean over j < L-1 of R[j][j] - R[L-1][j] (None for L = 1),
+    ``last`` = R[L-1][L-1]."""
+    L = len(R)
+    last_row = [R[L - 1][j] for j in range(L)]
+    forgetting = (sum(R[j][j] - last_row[j] for j in range(L - 1)) / (L - 1)) if L > 1 else None
+    return {"AP": sum(last_row) / L, "forgetting": forgetting, "last": last_row[-1]}
 
 
 def phase_table(results: Mapping) -> pd.DataFrame:
@@ -72,7 +86,9 @@ def matrix_table(results: Mapping) -> pd.DataFrame:
 def summary_table(results: Mapping) -> pd.DataFrame:
     keys = ["avg_incremental_accuracy", "last_accuracy", "forgetting", "forgetting_first", "old_accuracy",
             "new_accuracy", "mean_last_row"]
-    return pd.DataFrame({"metric": keys, "value": [results.get(k) for k in keys]})
+    rebq = results.get("rebq_metrics") or {}
+    return pd.DataFrame({"metric": keys + [f"RebQ {k}" for k in ("AP", "forgetting", "last")],
+                         "value": [results.get(k) for k in keys] + [rebq.get(k) for k in ("AP", "forgetting", "last")]})
 
 
 def _fmt(v, digits: int) -> str:

@@ -5,6 +5,7 @@ Layout of ``{log_dir}/{exp_name}/``::
     config.json             the resolved config (what a re-run is compared against)
     class_order.json        class order (original ids) and the remapped classes of each phase
     exemplar_cost.json      mean bytes of a full exemplar of the training set (cache; memory methods only)
+    missing_tables/         the missing-modality table of each split, .npz (missing_type != "none" only)
     checkpoints/phase_{t}.pt    after phase t: trainable weights, classifier, method state (memory buffer),
                             RNG states, evaluation counts and accuracy matrix so far
     logs/phase_{t}/         Lightning's CSV (and TensorBoard) logs
@@ -105,10 +106,18 @@ def plain(obj: Any) -> Any:
     return obj
 
 
-def config_diff(old: Mapping, new: Mapping, ignore=NON_IDENTITY_KEYS) -> dict[str, tuple[Any, Any]]:
-    """{key: (old, new)} for top-level keys that differ, ignoring ``ignore``; a missing key reads as <absent>."""
+def config_diff(old: Mapping, new: Mapping, ignore=NON_IDENTITY_KEYS,
+                new_key_defaults: Mapping | None = None) -> dict[str, tuple[Any, Any]]:
+    """{key: (old, new)} for top-level keys that differ, ignoring ``ignore``; a missing key reads as <absent>.
+
+    ``new_key_defaults``: keys that a newer version of the code added with these defaults (e.g. another method's
+    config keys); a saved config without such a key matches when the new value is that default, so adding a method
+    to the codebase does not stop older runs from resuming.
+    """
     absent = "<absent>"
+    defaults = new_key_defaults or {}
     keys = (set(old) | set(new)) - set(ignore)
+    keys = {k for k in keys if not (k not in old and k in defaults and plain(new.get(k)) == plain(defaults[k]))}
     return {k: (old.get(k, absent), new.get(k, absent)) for k in sorted(keys)
             if plain(old.get(k, absent)) != plain(new.get(k, absent))}
 
@@ -135,7 +144,7 @@ class RunDir:
         return self.path / "logs"
 
     # -- lifecycle
-    def open(self, config: Mapping, restart: bool = False) -> "RunDir":
+    def open(self, config: Mapping, restart: bool = False, new_key_defaults: Mapping | None = None) -> "RunDir":
         """Create the directory and write ``config.json``; on a run with checkpoints, refuse a changed config.
 
         ``restart=True`` deletes an existing run directory first (its checkpoints and results are lost).
@@ -146,7 +155,7 @@ class RunDir:
             shutil.rmtree(self.path)
         if self.config_path.is_file() and self.finished_phases():  # without checkpoints there is nothing to keep
             old = read_json(self.config_path)
-            diff = config_diff(old, config)
+            diff = config_diff(old, config, new_key_defaults=new_key_defaults)
             if diff:
                 lines = "\n".join(f"  {k}: {a!r} (saved) != {b!r} (now)" for k, (a, b) in diff.items())
                 raise ConfigMismatchError(

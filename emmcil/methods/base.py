@@ -4,7 +4,8 @@ The driver (:mod:`emmcil.incremental.driver`) runs, for each phase t::
 
     method.before_phase(ctx)
     train on  scenario.train_dataset(t, extra=method.replay_dataset(ctx))   with loss method.training_loss
-    evaluate on the test data of every class seen so far
+    method.after_training(ctx)                  # e.g. a prototype classifier (EASE)
+    evaluate on the test data of every class seen so far (predictions: method.logits)
     method.after_phase(ctx)                     # e.g. fill the memory buffer
     checkpoint (method.state_dict() included)
 
@@ -116,9 +117,19 @@ class Method:
         ``patch_keep``), or None."""
         return None
 
+    def logits(self, module, output) -> torch.Tensor:
+        """Logits (B, num_seen_classes) of an encoded batch (``output``: what :meth:`encode` returned), in training
+        and evaluation alike. Override for another head (e.g. EASE's prototype classifier over several subspaces,
+        or masking old classes' logits in training)."""
+        return module.classifier(output.pooled)
+
     def training_loss(self, module, batch: dict, output, logits: torch.Tensor) -> torch.Tensor:
         """Loss of one training batch. output: the backbone's ``ViLTOutput``; logits (B, num_seen_classes)."""
         return F.cross_entropy(logits, batch["labels"])
+
+    def after_training(self, ctx: PhaseContext) -> None:
+        """After training, before the evaluation of phase ``ctx.phase`` (e.g. build a prototype classifier with
+        ``ctx.predict``)."""
 
     def after_phase(self, ctx: PhaseContext) -> None:
         """After training and evaluation of phase ``ctx.phase`` (e.g. update the memory buffer)."""

@@ -41,7 +41,8 @@ class Replay(Method):
     def setup(self, ctx: PhaseContext) -> None:
         cfg = self.cfg
         self.memory = MemoryBuffer(ctx.full_exemplar_bytes(), memory_per_class=cfg["memory_per_class"],
-                                   mode=cfg["memory_budget_mode"], memory_total=cfg["memory_total"])
+                                   mode=cfg["memory_budget_mode"], memory_total=cfg["memory_total"],
+                                   fill=cfg["memory_fill"])
 
     def augmentation(self) -> tuple[float, float]:
         """(p_text_swap, p_patch_merge) of :class:`~emmcil.incremental.augment.AugmentedReplay`; none here."""

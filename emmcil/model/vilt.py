@@ -353,7 +353,8 @@ class ViLT(nn.Module):
                 patches: torch.Tensor | None = None, patch_index: torch.Tensor | None = None,
                 grid_sizes: torch.Tensor | None = None, patch_masks: torch.Tensor | None = None,
                 return_attention: bool | Sequence[int] = False, extra_tokens: torch.Tensor | None = None,
-                prefixes: Sequence | None = None, adapters: Sequence | None = None) -> ViLTOutput:
+                prefixes: Sequence | None = None, adapters: Sequence | None = None,
+                deep_tokens: Sequence | None = None) -> ViLTOutput:
         """Encode a batch of image-text pairs.
 
         text_ids, text_masks: (B, T); a 0 in text_masks removes that token (padding or a masked-out word).
@@ -368,7 +369,10 @@ class ViLT(nn.Module):
         Hooks for prompt and adapter methods (all optional): ``extra_tokens`` (B, E, C) appended after the image
         tokens as they are (input prompts, L2P-style; ``hidden[:, -E:]`` are their outputs); ``prefixes``, one entry
         per layer, None or (keys, values) each (B, Lp, C) appended to that layer's attention (prefix tuning);
-        ``adapters``, one entry per layer, None or a module added in parallel to that layer's MLP.
+        ``adapters``, one entry per layer, None or a module added in parallel to that layer's MLP;
+        ``deep_tokens`` (instead of ``extra_tokens``), one entry per layer: entry 0 (B, E, C) is the extra tokens'
+        input, and a later entry (B, E, C) replaces their states before that layer, None leaving them as the layer
+        below made them (deep prompts: VPT-deep, RebQ's memory prompts).
         """
         vt = self.transformer
         if (images is None) == (patches is None):
@@ -384,13 +388,17 @@ class ViLT(nn.Module):
         image_x = image_x + self.token_type_embeddings.weight[IMAGE_TYPE].to(image_x.dtype)
 
         text_x = self.embed_text(text_ids)
+        if deep_tokens is not None:
+            if extra_tokens is not None or deep_tokens[0] is None:
+                raise ValueError("deep_tokens needs its layer-0 entry and replaces extra_tokens: give one of them")
+            extra_tokens = deep_tokens[0]
         parts, part_masks = [text_x, image_x.to(text_x.dtype)], [text_masks.bool(), image_masks]
         if extra_tokens is not None:
             parts.append(extra_tokens.to(text_x.dtype))
             part_masks.append(image_masks.new_ones(extra_tokens.shape[:2]))
         x, masks = torch.cat(parts, dim=1), torch.cat(part_masks, dim=1)
         n = len(vt.blocks)
-        for name, per_layer in (("prefixes", prefixes), ("adapters", adapters)):
+        for name, per_layer in (("prefixes", prefixes), ("adapters", adapters), ("deep_tokens", deep_tokens)):
             if per_layer is not None and len(per_layer) != n:
                 raise ValueError(f"{name} has {len(per_layer)} entries for {n} layers")
         if isinstance(return_attention, bool):
@@ -401,6 +409,11 @@ class ViLT(nn.Module):
             wanted = {i % n for i in return_attention}
         attentions = []
         for i, blk in enumerate(vt.blocks):
+            if deep_tokens is not None and i > 0 and deep_tokens[i] is not None:
+                E = extra_tokens.shape[1]
+                if deep_tokens[i].shape[1] != E:
+                    raise ValueError(f"deep_tokens[{i}] has {deep_tokens[i].shape[1]} tokens, layer 0 had {E}")
+                x = torch.cat([x[:, :-E], deep_tokens[i].to(x.dtype)], dim=1)
             x, attn = blk(x, masks, i in wanted, prefixes[i] if prefixes is not None else None,
                           adapters[i] if adapters is not None else None)
             attentions.append(attn)

@@ -1,0 +1,132 @@
+"""DualPrompt (Wang et al., ECCV'22) on a frozen ViLT; exemplar-free (``method=dualprompt``).
+
+- **G-prompt** (general, shared by all phases): one prompt per layer of ``dualprompt_g_layers`` (PILOT: 0, 1),
+  ``dualprompt_g_length`` tokens, trained in every phase.
+- **E-prompts** (expert, one per phase): one prompt per layer of ``dualprompt_e_layers`` (PILOT: 2, 3, 4),
+  ``dualprompt_e_length`` tokens, each with a learnable key.
+- **Prefix tuning** (PILOT ``use_prefix_tune_for_{g,e}_prompt``): a prompt holds a key part and a value part
+  (``(2, length, C)``, PILOT's ``(2, length, heads, head_dim)``), appended to that layer's attention keys and
+  values through the backbone's ``prefixes`` hook.
+- **Selection**: in training, phase t uses E-prompt t (PILOT ``use_prompt_mask``), and the pull constraint
+  (``dualprompt_pull`` x mean cosine of the query and key t) draws key t to the phase's queries; at test time the
+  E-prompt whose key is most cosine-similar to the query (top-1; batch-wise majority with
+  ``dualprompt_batchwise``, PILOT ``batchwise_prompt``). The query is the frozen backbone's text [CLS] state
+  without prompts (:mod:`~emmcil.methods.exemplar_free`).
+- **Freezing**: in phase t only E-prompt t and key t train (:meth:`DualPrompt.set_trainable`); earlier ones are
+  frozen, so they receive no gradient. With ``dualprompt_shared_pool`` (PILOT ``shared_prompt_pool``) E-prompt t
+  starts as a copy of E-prompt t-1; keys are not copied (``shared_prompt_key`` false).
+- **Head**: ViLT's pooled text [CLS] (PILOT ``head_type: token``; the pretrained pooler frozen) and the classifier;
+  cross-entropy over the current phase's classes (earlier classes' logits at -inf, PILOT's learner).
+
+Defaults: PILOT ``exps/dualprompt_inr.json`` (ImageNet-R): G length 5 at layers [0, 1], E length 5 at layers
+[2, 3, 4], top_k 1, uniform(-1, 1) init of prompts and keys, pull constraint 0.1, ``drop`` 0, frozen backbone.
+PILOT's pool ``size`` 10 is one E-prompt per task for its 10 ImageNet-R tasks; ours defaults to one per phase
+(``dualprompt_pool_size=0``), so 20 phases work too. Deviation: at test time only the keys of phases seen so far
+compete (PILOT allocates the whole pool up front, as we do, but also lets still untrained keys be chosen).
+Optimiser: the project's (AdamW, warmup + linear decay) with ``weight_decay=0`` (PILOT: Adam lr 0.001, no decay).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import register
+from .exemplar_free import FROZEN_BACKBONE, ExemplarFreeMethod, backbone_inputs, pull_constraint, select_by_keys
+
+
+@register
+class DualPrompt(ExemplarFreeMethod):
+    name = "dualprompt"
+    config = {
+        "dualprompt_g_layers": [0, 1],     # layers of the G-prompt (PILOT "g_prompt_layer_idx")
+        "dualprompt_g_length": 5,          # G-prompt tokens per layer ("g_prompt_length")
+        "dualprompt_e_layers": [2, 3, 4],  # layers of the E-prompts ("e_prompt_layer_idx")
+        "dualprompt_e_length": 5,          # E-prompt tokens per layer ("length")
+        "dualprompt_pool_size": 0,         # E-prompts allocated; 0 = one per phase (PILOT "size" 10 = its 10 tasks)
+        "dualprompt_pull": 0.1,            # weight of the pull constraint ("pull_constraint_coeff")
+        "dualprompt_batchwise": True,      # test-time E-prompt by the batch's majority ("batchwise_prompt")
+        "dualprompt_shared_pool": True,    # E-prompt t starts from E-prompt t-1 ("shared_prompt_pool")
+    }
+    named_config = {**FROZEN_BACKBONE, "weight_decay": 0.0}
+
+    def pool_size(self) -> int:
+        size = int(self.cfg["dualprompt_pool_size"]) or int(self.cfg["num_phases"])
+        if size < int(self.cfg["num_phases"]):
+            raise ValueError(f"dualprompt_pool_size={size} is smaller than num_phases={self.cfg['num_phases']}: "
+                             f"DualPrompt needs one E-prompt per phase (0 allocates exactly that)")
+        return size
+
+    def layers(self, num_layers: int) -> tuple[list[int], list[int]]:
+        g, e = list(self.cfg["dualprompt_g_layers"]), list(self.cfg["dualprompt_e_layers"])
+        bad = [i for i in g + e if not 0 <= i < num_layers]
+        if bad:
+            raise ValueError(f"DualPrompt layers {bad} do not exist in a {num_layers}-layer model: set "
+                             f"dualprompt_g_layers / dualprompt_e_layers (e.g. [0] and [1] for the 2-layer demo "
+                             f"model)")
+        if not e:
+            raise ValueError("dualprompt_e_layers is empty: DualPrompt needs E-prompts")
+        return g, e
+
+    def build_net(self, backbone_cfg) -> nn.Module:
+        C = backbone_cfg.hidden_size
+        g, e = self.layers(backbone_cfg.num_layers)
+        net = nn.Module()
+        net.g_prompts = nn.Parameter(torch.empty(len(g), 2, int(self.cfg["dualprompt_g_length"]), C).uniform_(-1, 1))
+        e_shape = (len(e), 2, int(self.cfg["dualprompt_e_length"]), C)
+        net.e_prompts = nn.ParameterList([nn.Parameter(torch.empty(e_shape).uniform_(-1, 1))
+                                          for _ in range(self.pool_size())])
+        net.e_keys = nn.ParameterList([nn.Parameter(torch.empty(C).uniform_(-1, 1)) for _ in range(self.pool_size())])
+        return net
+
+    def set_trainable(self, module) -> None:
+        super().set_trainable(module)
+        net, t = module.method_net, self.current_phase(module)
+        for j, (prompt, key) in enumerate(zip(net.e_prompts, net.e_keys)):
+            prompt.requires_grad_(j == t)
+            key.requires_grad_(j == t)
+
+    def before_phase(self, ctx) -> None:
+        t = ctx.phase
+        if t > 0 and self.cfg["dualprompt_shared_pool"]:
+            net = ctx.module.method_net
+            with torch.no_grad():
+                net.e_prompts[t].copy_(net.e_prompts[t - 1])
+
+    def select(self, module, query: torch.Tensor) -> torch.Tensor:
+        """(B,) the E-prompt of each sample: the current phase's in training, else top-1 by key."""
+        t = self.current_phase(module)
+        if module.training:
+            return torch.full((query.shape[0],), t, dtype=torch.long, device=query.device)
+        keys = torch.stack(list(module.method_net.e_keys)[:t + 1])
+        return select_by_keys(query, keys, 1, bool(self.cfg["dualprompt_batchwise"]))[:, 0]
+
+    def encode(self, module, batch: dict, return_attention=False):
+        net, backbone = module.method_net, module.backbone
+        query = self.query(module, batch)
+        idx = self.select(module, query)
+        B = query.shape[0]
+        g_layers, e_layers = self.layers(backbone.num_layers)
+        prefixes: list = [None] * backbone.num_layers
+
+        def add(layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+            old = prefixes[layer]
+            prefixes[layer] = (keys, values) if old is None else (torch.cat([old[0], keys], 1),
+                                                                  torch.cat([old[1], values], 1))
+
+        for i, layer in enumerate(g_layers):
+            add(layer, net.g_prompts[i, 0].expand(B, -1, -1), net.g_prompts[i, 1].expand(B, -1, -1))
+        chosen = torch.stack(list(net.e_prompts))[idx]                               # (B, n_e, 2, length, C)
+        for i, layer in enumerate(e_layers):
+            add(layer, chosen[:, i, 0], chosen[:, i, 1])
+        args, kwargs = backbone_inputs(batch)
+        out = backbone(*args, **kwargs, prefixes=prefixes, return_attention=return_attention)
+        out.prompt_idx = idx
+        out.pull = pull_constraint(query, torch.stack(list(net.e_keys)), idx[:, None])
+        return out
+
+    def logits(self, module, output) -> torch.Tensor:
+        return self.mask_old_classes(module, module.classifier(output.pooled))
+
+    def training_loss(self, module, batch: dict, output, logits: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, batch["labels"]) - float(self.cfg["dualprompt_pull"]) * output.pull

@@ -1,0 +1,207 @@
+"""EASE, Expandable Subspace Ensemble (Zhou et al., CVPR'24) on a frozen ViLT; exemplar-free (``method=ease``).
+
+- **One adapter set per phase** (a subspace): an AdaptFormer bottleneck in every layer, ``up(dropout(relu(
+  down(h)))) * ease_scale``, run in parallel to the MLP (the backbone's ``adapters`` hook), ``down`` with
+  nn.Linear's Kaiming-uniform init and ``up`` zero ("lora" init), so a new adapter starts as the identity. Phase t
+  trains adapter set t only (earlier ones frozen), with a cosine **proxy head** over t's classes (PILOT's
+  ``proxy_fc``: cosine logits times a learnt scale), cross-entropy over t's classes only.
+- **Feature of subspace j**: the text [CLS] state after the final norm, ``hidden[:, 0]``, of a pass with adapter
+  set j (PILOT: the image [CLS] after the norm). At evaluation every subspace 0..t is computed (one backbone pass
+  per adapter set, batched ``ease_adapters_per_pass`` at a time by stacking the batch) and concatenated.
+- **Prototype classifier** (:meth:`EASE.after_training`, before evaluation): class c's row in subspace j is the
+  mean feature of its training samples (eval transform) with adapter set j; for the new classes, in every
+  subspace 0..t. Old classes have no data left, so their prototypes in a newer subspace d are **synthesised**
+  (PILOT ``solve_sim_reset``, redone every phase): with the classes that do have real prototypes in d (those of
+  phases >= d), old class i's prototype is ``sum_k softmax_k(cos(P_i^old, P_k^old)) P_k^d``, the similarity being
+  measured in the old class's own subspace.
+- **Inference** (PILOT ``forward_reweight``): logit_c = sum_j w_cj cos(f_j, P_cj) with w_cj = 1 in class c's own
+  subspace and ``ease_alpha`` / t elsewhere (t = the current phase, t >= 1).
+
+Defaults: PILOT ``exps/ease_inr.json`` (ImageNet-R): ``ffn_num`` 64, adapter scalar 0.1, adapter dropout 0.1,
+``alpha`` 0.1, ``beta`` 0 with ``use_init_ptm`` false (no un-adapted subspace), ``recalc_sim`` and
+``use_reweight`` true, no exemplars. Simplifications, honestly: the adapter reads the MLP's normed input (our
+backbone hook) where AdaptFormer/PILOT feed it the un-normed residual stream; the optimiser is the project's
+(AdamW, warmup + linear decay; PILOT: SGD lr 0.05, momentum 0.9, weight decay 0.005, cosine, 20 epochs); ViLT's
+pooler and the usual classifier are unused and frozen; the cosine proxy head's scale starts at 1 in every phase.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from emmcil.model import ViLTOutput
+
+from . import register
+from .exemplar_free import ExemplarFreeMethod, backbone_inputs
+
+
+class Adapter(nn.Module):
+    """AdaptFormer's parallel bottleneck (PILOT ``vit_ease.Adapter`` with ``init_option="lora"``, no layer norm)."""
+
+    def __init__(self, dim: int, bottleneck: int, scale: float, dropout: float):
+        super().__init__()
+        self.down = nn.Linear(dim, bottleneck)
+        self.up = nn.Linear(bottleneck, dim)
+        self.scale, self.dropout = scale, dropout
+        with torch.no_grad():
+            nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
+            nn.init.zeros_(self.down.bias)
+            nn.init.zeros_(self.up.weight)
+            nn.init.zeros_(self.up.bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        x = F.dropout(F.relu(self.down(h)), self.dropout, self.training)
+        return self.up(x) * self.scale
+
+
+class _Grouped:
+    """Adapter k applied to the k-th block of ``block`` rows of a batch stacked k times (one pass, k subspaces)."""
+
+    def __init__(self, adapters: list[nn.Module], block: int):
+        self.adapters, self.block = adapters, block
+
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.cat([a(h[k * self.block:(k + 1) * self.block]) for k, a in enumerate(self.adapters)])
+
+
+@register
+class EASE(ExemplarFreeMethod):
+    name = "ease"
+    config = {
+        "ease_bottleneck": 64,         # adapter width (PILOT ease_inr.json "ffn_num")
+        "ease_scale": 0.1,             # adapter output scale (PILOT "ffn_adapter_scalar")
+        "ease_adapter_dropout": 0.1,   # dropout inside the adapter (PILOT get_new_adapter)
+        "ease_alpha": 0.1,             # weight of the other subspaces at inference, divided by t ("alpha")
+        "ease_adapters_per_pass": 0,   # evaluation: adapter sets batched into one backbone pass (0 = all)
+    }
+
+    def build_net(self, backbone_cfg) -> nn.Module:
+        C, n_layers = backbone_cfg.hidden_size, backbone_cfg.num_layers
+        L, n_classes = int(self.cfg["num_phases"]), int(self.cfg["num_classes"])
+        make = partial(Adapter, C, int(self.cfg["ease_bottleneck"]), float(self.cfg["ease_scale"]),
+                       float(self.cfg["ease_adapter_dropout"]))
+        net = nn.Module()
+        net.adapters = nn.ModuleList([nn.ModuleList([make() for _ in range(n_layers)]) for _ in range(L)])
+        bound = 1.0 / math.sqrt(C)  # PILOT CosineLinear.reset_parameters
+        net.proxy_weight = nn.Parameter(torch.empty(n_classes, C).uniform_(-bound, bound))
+        net.proxy_sigma = nn.Parameter(torch.ones(L))
+        # class prototypes per subspace, filled by after_training (checkpointed, never trained)
+        net.prototypes = nn.Parameter(torch.zeros(n_classes, L, C), requires_grad=False)
+        return net
+
+    def set_trainable(self, module) -> None:
+        super().set_trainable(module)
+        module.classifier.requires_grad_(False)  # the prototype classifier replaces it
+        net, t = module.method_net, self.current_phase(module)
+        for j, adapters in enumerate(net.adapters):
+            adapters.requires_grad_(j == t)
+        net.prototypes.requires_grad_(False)
+
+    # -- features
+    def subspace_features(self, module, batch: dict, subspaces: list[int], return_attention=False):
+        """(B, len(subspaces), C) text [CLS] states, one backbone pass per adapter set (stacked in groups of
+        ``ease_adapters_per_pass``), and the backbone output of the first subspace's pass (batch rows [:B])."""
+        backbone, net = module.backbone, module.method_net
+        args, kwargs = backbone_inputs(batch)
+        B = args[0].shape[0]
+        per_pass = int(self.cfg["ease_adapters_per_pass"]) or len(subspaces)
+        feats, first = [], None
+        for start in range(0, len(subspaces), per_pass):
+            group = subspaces[start:start + per_pass]
+            G = len(group)
+            rep_args = [_repeat(a, G) for a in args]
+            rep_kwargs = {k: _repeat(v, G) for k, v in kwargs.items()}
+            adapters = [_Grouped([net.adapters[j][layer] for j in group], B) for layer in range(backbone.num_layers)]
+            out = backbone(*rep_args, **rep_kwargs, adapters=adapters,
+                           return_attention=return_attention if first is None else False)
+            feats.append(out.hidden[:, 0].reshape(G, B, -1).transpose(0, 1))
+            if first is None:
+                first = _first_rows(out, B)
+        return torch.cat(feats, dim=1), first
+
+    def encode(self, module, batch: dict, return_attention=False):
+        t = self.current_phase(module)
+        if module.training:
+            args, kwargs = backbone_inputs(batch)
+            out = module.backbone(*args, **kwargs, adapters=list(module.method_net.adapters[t]),
+                                  return_attention=return_attention)
+            return replace(out, pooled=out.hidden[:, 0])
+        # evaluation: every subspace 0..t, concatenated; the other fields are those of subspace 0's pass
+        feats, first = self.subspace_features(module, batch, list(range(t + 1)), return_attention)
+        return replace(first, pooled=feats.flatten(1))
+
+    # -- heads
+    def logits(self, module, output) -> torch.Tensor:
+        net, t = module.method_net, self.current_phase(module)
+        n_seen, known = module.classifier.num_classes, self.known_classes(module)
+        if module.training:  # the proxy head over the current phase's classes
+            f = F.normalize(output.pooled.float(), dim=-1)
+            w = F.normalize(net.proxy_weight[known:n_seen].float(), dim=-1)
+            new = net.proxy_sigma[t] * (f @ w.t())
+            return torch.cat([new.new_full((new.shape[0], known), float("-inf")), new], dim=1)
+        B = output.pooled.shape[0]
+        feats = F.normalize(output.pooled.float().reshape(B, t + 1, -1), dim=-1)
+        protos = F.normalize(net.prototypes[:n_seen, :t + 1].float(), dim=-1)
+        cos = torch.einsum("bjc,njc->bnj", feats, protos)
+        return (cos * self.subspace_weights(n_seen, t).to(cos.device)).sum(-1)
+
+    def subspace_weights(self, n_seen: int, t: int) -> torch.Tensor:
+        """(n_seen, t + 1): 1 in each class's own subspace, ``ease_alpha`` / t in the others (PILOT reweighting)."""
+        own = self.class_phases(n_seen)
+        w = torch.full((n_seen, t + 1), float(self.cfg["ease_alpha"]) / max(t, 1))
+        w[torch.arange(n_seen), own] = 1.0
+        return w
+
+    def training_loss(self, module, batch: dict, output, logits: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, batch["labels"])
+
+    # -- prototypes
+    def after_training(self, ctx) -> None:
+        module, t = ctx.module, ctx.phase
+        data = ctx.eval_scenario.train_dataset(t)
+        step = partial(_prototype_step, method=self, module=module, subspaces=list(range(t + 1)))
+        out = ctx.predict(data, step=step)
+        protos = module.method_net.prototypes
+        with torch.no_grad():
+            for c in ctx.new_classes:
+                members = out["labels"] == c
+                if members.any():
+                    protos[c, :t + 1] = out["subspace_features"][members].mean(0).to(protos)
+            self.synthesise_old_prototypes(protos, t)
+
+    @torch.no_grad()
+    def synthesise_old_prototypes(self, protos: torch.Tensor, t: int) -> None:
+        """Old classes' prototypes in the newer subspaces, from the semantic similarity of old and new classes
+        (PILOT ``solve_sim_reset``): for every earlier phase i and subspace d in i+1..t, with the classes K of
+        phases d..t (which have real prototypes in d and in i): P[I, d] = softmax(cos(P[I, i], P[K, i])) @ P[K, d].
+        """
+        ends = self.phase_ends()
+        starts = [0] + ends[:-1]
+        for i in range(t):
+            old = slice(starts[i], ends[i])
+            for d in range(i + 1, t + 1):
+                known = slice(starts[d], ends[t])
+                sim = F.cosine_similarity(protos[old, i][:, None].float(), protos[known, i][None].float(), dim=-1)
+                protos[old, d] = (sim.softmax(dim=1) @ protos[known, d].float()).to(protos)
+
+
+def _repeat(x: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    """The batch stacked ``n`` times along dim 0."""
+    return None if x is None else x.repeat(n, *([1] * (x.dim() - 1)))
+
+
+def _first_rows(out: ViLTOutput, B: int) -> ViLTOutput:
+    """A stacked pass's output restricted to its first ``B`` rows."""
+    attentions = None if out.attentions is None else tuple(None if a is None else a[:B] for a in out.attentions)
+    return replace(out, pooled=out.pooled[:B], hidden=out.hidden[:B], masks=out.masks[:B],
+                   patch_index=out.patch_index[:B], grid_sizes=out.grid_sizes[:B], attentions=attentions)
+
+
+def _prototype_step(backbone, batch: dict, method: EASE, module, subspaces: list[int]) -> dict:
+    """Predict step: per sample, its text [CLS] state in each subspace (B, len(subspaces), C), float32."""
+    return {"subspace_features": method.subspace_features(module, batch, subspaces)[0].float()}

@@ -1,0 +1,126 @@
+"""What the exemplar-free baselines on a frozen ViLT share (L2P, DualPrompt, EASE: PILOT's pre-trained-model CIL).
+
+- **Frozen backbone** (:data:`FROZEN_BACKBONE`, their named configs): ``tuning="frozen"`` with no SSF modules, so
+  only the method's own parameters (``method_net``: prompts, keys, adapters) and its head train; ``drop_rate=0``
+  as PILOT's configs (``"drop": 0.0``). ViLT's pooler is pretrained (ITM) and stays frozen here
+  (:meth:`ExemplarFreeMethod.set_trainable`): PILOT freezes every backbone part but the prompts/adapters and the
+  head, and a drifting pooler would move old classes' features, which no exemplar can correct.
+- **The query** of prompt selection (:meth:`ExemplarFreeMethod.query`): the text [CLS] hidden state after the final
+  norm, ``hidden[:, 0]``, from a pass of the frozen backbone without prompts, in eval mode and without gradient.
+  It is the ViLT counterpart of L2P/DualPrompt's ``cls_features = original_backbone(x)["pre_logits"]`` (the
+  image [CLS] after the norm); it precedes the pooler, which is the only place a tuned layer could make keys and
+  queries drift apart.
+- **Training mask**: the logits of classes of earlier phases are set to -inf in training (PILOT's learners:
+  ``logits[:, :self._known_classes] = float('-inf')``), since no exemplar of them is replayed.
+- **Current phase**: read off the classifier's size (the driver grows it at the start of every phase, and a resumed
+  run grows it to the checkpoint's size before :meth:`set_trainable`), so it needs no state of its own.
+"""
+from __future__ import annotations
+
+import bisect
+from typing import Any, ClassVar
+
+import torch
+
+from emmcil.data.scenario import split_phases
+
+from .base import Method
+
+# The named-config keys of every exemplar-free method: frozen backbone, no SSF, no dropout (PILOT: drop 0.0).
+FROZEN_BACKBONE: dict[str, Any] = {"tuning": "frozen", "ssf": False, "drop_rate": 0.0}
+
+
+def backbone_inputs(batch: dict) -> tuple[tuple, dict]:
+    """Positional and keyword arguments of :meth:`emmcil.model.ViLT.forward` for a collated batch."""
+    return ((batch["text_ids"], batch["text_masks"], batch["images"], batch["pixel_masks"]),
+            {"patch_keep": batch.get("patch_keep")})
+
+
+class ExemplarFreeMethod(Method):
+    """Base of L2P, DualPrompt and EASE (not registered itself)."""
+
+    named_config: ClassVar[dict[str, Any]] = dict(FROZEN_BACKBONE)
+    train_mask: ClassVar[bool] = True  # old classes' logits at -inf in training
+
+    # -- phases
+    def phase_sizes(self) -> list[int]:
+        return [len(p) for p in split_phases(int(self.cfg["num_classes"]), int(self.cfg["num_phases"]))]
+
+    def phase_ends(self) -> list[int]:
+        """[n_0, n_0 + n_1, ...]: phase t's classes are [ends[t-1], ends[t])."""
+        ends, total = [], 0
+        for n in self.phase_sizes():
+            total += n
+            ends.append(total)
+        return ends
+
+    def current_phase(self, module) -> int:
+        """The phase whose classes the classifier has just grown by (0 before any)."""
+        ends = self.phase_ends()
+        return min(bisect.bisect_left(ends, module.classifier.num_classes), len(ends) - 1)
+
+    def known_classes(self, module) -> int:
+        """Classes of the phases before the current one."""
+        t = self.current_phase(module)
+        return self.phase_ends()[t - 1] if t > 0 else 0
+
+    def class_phases(self, num_classes: int) -> torch.Tensor:
+        """(num_classes,) long: the phase that introduces each remapped class."""
+        return torch.repeat_interleave(torch.arange(len(self.phase_sizes())),
+                                       torch.tensor(self.phase_sizes()))[:num_classes]
+
+    # -- model
+    def set_trainable(self, module) -> None:
+        module.backbone.pooler.requires_grad_(False)
+
+    @torch.no_grad()
+    def query(self, module, batch: dict) -> torch.Tensor:
+        """(B, C) the frozen backbone's text [CLS] state ``hidden[:, 0]`` without prompts (eval mode, no grad)."""
+        backbone = module.backbone
+        was_training = backbone.training
+        backbone.train(False)
+        try:
+            args, kwargs = backbone_inputs(batch)
+            return backbone(*args, **kwargs).hidden[:, 0].float()
+        finally:
+            backbone.train(was_training)
+
+    def mask_old_classes(self, module, logits: torch.Tensor) -> torch.Tensor:
+        """In training (and with ``train_mask``), -inf on the logits of earlier phases' classes."""
+        if not (module.training and self.train_mask):
+            return logits
+        known = self.known_classes(module)
+        if known == 0:
+            return logits
+        mask = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
+        mask[:known] = True
+        return logits.masked_fill(mask, float("-inf"))
+
+
+def select_by_keys(query: torch.Tensor, keys: torch.Tensor, top_k: int, batchwise: bool) -> torch.Tensor:
+    """Indices (B, top_k) of the keys most cosine-similar to each query (L2P / DualPrompt prompt selection).
+
+    ``batchwise`` (PILOT ``batchwise_prompt``): every sample gets the ``top_k`` keys chosen most often over the
+    batch (ties to the lower index), as the original L2P code does in training and at test time.
+    """
+    if not 1 <= top_k <= keys.shape[0]:
+        raise ValueError(f"top_k={top_k} must lie in [1, {keys.shape[0]}] (the number of keys)")
+    sim = l2_normalize(query) @ l2_normalize(keys).t()          # (B, pool)
+    idx = sim.topk(top_k, dim=1).indices                         # (B, top_k)
+    if batchwise:
+        counts = torch.bincount(idx.flatten(), minlength=keys.shape[0])
+        # stable: among equal counts the lower index wins (a small index bonus below one count)
+        order = (counts.double() - torch.arange(len(counts), device=counts.device) / (2 * len(counts)))
+        idx = order.topk(top_k).indices.sort().values.expand(query.shape[0], -1)
+    return idx
+
+
+def pull_constraint(query: torch.Tensor, keys: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """L2P's surrogate ``reduce_sim``: sum over the batch and the chosen keys of cos(query, key), divided by B.
+    Maximised (subtracted from the loss with a coefficient); gradients reach the keys only (the query is frozen)."""
+    return (l2_normalize(keys)[idx] * l2_normalize(query)[:, None]).sum() / query.shape[0]
+
+
+def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """x / max(||x||, sqrt(eps)) over the last axis (as L2P's ``l2_normalize``)."""
+    return x * torch.rsqrt((x.float() ** 2).sum(-1, keepdim=True).clamp_min(eps)).to(x.dtype)

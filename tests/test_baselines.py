@@ -1,0 +1,247 @@
+"""The paper's other baselines on ViLT: L2P, DualPrompt, EASE (exemplar-free) and SSF + CIM (compressed exemplars)."""
+import json
+
+import pytest
+import torch
+from sacred.initialize import create_run
+
+import run  # noqa: F401
+from config import ex
+from conftest import TINY_CFG, make_batch
+from emmcil.data import ensure_demo
+from emmcil.data.transforms import normalize_uint8
+from emmcil.incremental.driver import run_experiment
+from emmcil.incremental.exemplar import CimExemplar, Exemplar, exemplar_from_state
+from emmcil.incremental.module import IncrementalModule
+from emmcil.methods import get_method, method_config_defaults
+from emmcil.methods.exemplar_free import select_by_keys
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
+SMALL = dict(num_phases=2, max_epoch=1, limit_train_batches=2, batch_size=16, per_gpu_batchsize=16, hidden_size=32,
+             num_layers=1, num_heads=2, image_size=64, max_text_len=32, num_workers=0, progress_bar=False,
+             log_every_n_steps=1)
+# the 1-layer SMALL model has no room for DualPrompt's G- and E-layers: two layers, G at 0 and E at 1
+EXTRA = {"dualprompt": dict(num_layers=2, dualprompt_g_layers=[0], dualprompt_e_layers=[1])}
+METHODS = ("l2p", "dualprompt", "ease", "cim", "replay")
+
+
+def demo_config(root, logs, method, **updates) -> dict:
+    return dict(create_run(ex, "main", config_updates=dict(SMALL, data_root=str(root), log_dir=str(logs),
+                                                           **EXTRA.get(method, {}), **updates),
+                           named_configs=["demo", method]).config)
+
+
+@pytest.fixture(scope="module")
+def demo_runs(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = ensure_demo(tmp_path_factory.mktemp("demo"))
+    logs = tmp_path_factory.mktemp("runs")
+    try:
+        yield {m: run_experiment(demo_config(root, logs, m)) for m in METHODS}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def results(run_dir) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def test_every_baseline_runs_two_phases_to_a_results_file(demo_runs):
+    for method in ("l2p", "dualprompt", "ease", "cim"):
+        res = results(demo_runs[method])
+        assert res["finished"] and len(res["accuracy_per_phase"]) == 2, method
+        cfg = json.loads((demo_runs[method] / "config.json").read_text())
+        if method == "cim":
+            assert res["memory"][-1]["exemplars"] > 0  # tuning: the demo's "full" (random backbone), else SSF
+        else:  # exemplar-free: frozen backbone without SSF modules, nothing stored
+            assert (cfg["tuning"], cfg["ssf"], cfg["drop_rate"]) == ("frozen", False, 0.0), method
+            assert res["memory"] == [None, None], method
+
+
+def test_cim_stays_within_the_byte_budget_and_stores_more_than_replay(demo_runs):
+    cim, replay = results(demo_runs["cim"])["memory"][-1], results(demo_runs["replay"])["memory"][-1]
+    assert cim["class_budget_bytes"] == replay["class_budget_bytes"]
+    for phase_memory in results(demo_runs["cim"])["memory"]:
+        for c, n in phase_memory["bytes_per_class"].items():
+            assert n <= phase_memory["class_budget_bytes"], c
+    assert cim["exemplars"] > replay["exemplars"]
+    state = torch.load(demo_runs["cim"] / "checkpoints" / "phase_1.pt", weights_only=False)
+    stored = [exemplar_from_state(e) for v in state["method"]["memory"]["classes"].values() for e in v]
+    assert stored and all(isinstance(e, CimExemplar) for e in stored)
+    assert sum(e.nbytes for e in stored) == cim["bytes"]
+    # each keeps some patches at full resolution and the rest downsampled
+    assert all(0 < e.num_full_res_patches < e.num_patches for e in stored)
+
+
+def test_ease_builds_prototypes_for_old_classes_in_new_subspaces(demo_runs):
+    state = torch.load(demo_runs["ease"] / "checkpoints" / "phase_1.pt", weights_only=False)
+    protos = state["trainable"]["method_net.prototypes"]          # (classes, phases, C)
+    assert protos.shape[:2] == (10, 2)
+    assert (protos.norm(dim=-1) > 0).all()                        # classes 0-4 in subspace 1 were synthesised
+    assert not torch.equal(protos[:5, 1], protos[:5, 0])
+
+
+def test_ease_resumes_to_the_same_numbers(demo_runs, tmp_path_factory):
+    root = ensure_demo(tmp_path_factory.mktemp("demo2"))
+    logs = tmp_path_factory.mktemp("runs2")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_dir = run_experiment(demo_config(root, logs, "ease", stop_after_phase=0))
+        assert results(run_dir)["completed_phases"] == 1
+        run_experiment(demo_config(root, logs, "ease"))
+    finally:
+        torch.set_num_threads(threads)
+    assert results(run_dir)["accuracy_matrix"] == results(demo_runs["ease"])["accuracy_matrix"]
+
+
+# ---------------------------------------------------------------- parameters, selection, freezing (no driver)
+def method_module(name: str, **updates):
+    cls = get_method(name)
+    cfg = dict(method_config_defaults(), **TINY_CFG, num_classes=6, num_phases=3, tuning="ssf", ssf=True)
+    cfg.update(EXTRA.get(name, {}))
+    cfg.update(cls.named_config)
+    cfg.update(updates)
+    torch.manual_seed(0)
+    method = cls(cfg)
+    return IncrementalModule(cfg, method), method
+
+
+def batch(labels=(0, 1, 1)):
+    text_ids, text_masks, images, pixel_masks = make_batch()
+    return {"text_ids": text_ids, "text_masks": text_masks, "images": images, "pixel_masks": pixel_masks,
+            "labels": torch.tensor(labels)}
+
+
+def trainable(module) -> set[str]:
+    return {n for n, p in module.named_parameters() if p.requires_grad}
+
+
+def test_trainable_parameters_are_the_methods_own_and_the_head():
+    module, _ = method_module("l2p")
+    module.add_classes(2)
+    assert trainable(module) == {"method_net.prompts", "method_net.keys", "classifier.weight", "classifier.bias"}
+
+    module, _ = method_module("dualprompt")
+    module.add_classes(2)
+    head = {"classifier.weight", "classifier.bias"}
+    assert trainable(module) == {"method_net.g_prompts", "method_net.e_prompts.0", "method_net.e_keys.0"} | head
+    module.add_classes(2)
+    assert trainable(module) == {"method_net.g_prompts", "method_net.e_prompts.1", "method_net.e_keys.1"} | head
+
+    module, _ = method_module("ease")
+    module.add_classes(2)
+    module.add_classes(2)
+    names = trainable(module)
+    assert {"method_net.proxy_weight", "method_net.proxy_sigma"} <= names
+    adapters = names - {"method_net.proxy_weight", "method_net.proxy_sigma"}
+    assert adapters and all(n.startswith("method_net.adapters.1.") for n in adapters)
+    assert len(adapters) == TINY_CFG["num_layers"] * 4                 # down/up weight and bias per layer
+
+    module, _ = method_module("cim")                                    # SSF + CIM: SSF, pooler and classifier
+    module.add_classes(2)
+    assert all(".ssf" in n or n.startswith(("backbone.pooler.", "classifier.")) for n in trainable(module))
+    assert not hasattr(module, "method_net")
+
+
+def test_key_query_selection_picks_the_matching_prompts():
+    keys = torch.randn(10, 16)
+    query = torch.stack([keys[3], keys[7] * 2.0, keys[7] + 0.01 * torch.randn(16)])  # cosine: scale-free
+    assert select_by_keys(query, keys, 1, batchwise=False)[:, 0].tolist() == [3, 7, 7]
+    assert select_by_keys(query, keys, 1, batchwise=True)[:, 0].tolist() == [7, 7, 7]  # the batch's majority
+    query2 = torch.stack([keys[2] + keys[5], keys[5] + keys[2] * 0.9])
+    assert [sorted(r) for r in select_by_keys(query2, keys, 2, batchwise=False).tolist()] == [[2, 5], [2, 5]]
+
+
+def test_l2p_prompts_the_batch_with_the_keys_that_match_its_query():
+    module, method = method_module("l2p", l2p_top_k=2, l2p_batchwise=False)
+    module.add_classes(2)
+    b = batch()
+    query = method.query(module, b)
+    with torch.no_grad():  # keys 4 and 8 become the queries of samples 0 and 2 (and close to their neighbours')
+        module.method_net.keys.normal_()
+        module.method_net.keys[4] = query[0] * 3
+        module.method_net.keys[8] = query[2]
+    out = module.encode(b)
+    assert out.prompt_idx[0, 0] == 4 and out.prompt_idx[2, 0] == 8
+    assert out.num_extra == 2 * method.cfg["l2p_length"]
+    # the prompted pass really used those prompts: zeroing prompt 4 changes sample 0's feature
+    with torch.no_grad():
+        module.method_net.prompts[4] = 0
+    assert not torch.allclose(module.encode(b).pooled[0], out.pooled[0])
+    # training: old classes masked, loss includes the pull constraint on the chosen keys
+    module.add_classes(2)
+    module.train()
+    out = module.encode(b := batch(labels=(2, 3, 3)))
+    logits = module.logits(out)
+    assert torch.isinf(logits[:, :2]).all() and torch.isfinite(logits[:, 2:]).all()
+    method.training_loss(module, b, out, logits).backward()
+    assert module.method_net.keys.grad[out.prompt_idx.unique()].abs().sum() > 0
+    assert module.backbone.pooler.dense.weight.grad is None
+
+
+def test_dualprompt_earlier_expert_prompts_get_no_gradient_later():
+    module, method = method_module("dualprompt")
+    module.add_classes(2)
+    module.add_classes(2)                                              # phase 1
+    module.train()
+    out = module.encode(b := batch(labels=(2, 3, 3)))
+    assert out.prompt_idx.tolist() == [1, 1, 1]                        # the current phase's E-prompt in training
+    method.training_loss(module, b, out, module.logits(out)).backward()
+    net = module.method_net
+    assert net.e_prompts[0].grad is None and net.e_keys[0].grad is None
+    assert net.e_prompts[1].grad.abs().sum() > 0 and net.e_keys[1].grad.abs().sum() > 0
+    assert net.g_prompts.grad.abs().sum() > 0
+    # at test time only the keys of seen phases compete, chosen by the query
+    module.eval()
+    query = method.query(module, b)
+    with torch.no_grad():
+        net.e_keys[0].copy_(query[0])
+        net.e_keys[2].copy_(query[0] * 5)                             # a later phase's key: not a candidate yet
+    assert module.encode(b).prompt_idx.tolist() == [0, 0, 0]
+
+
+def test_ease_logits_follow_the_reweighted_prototype_classifier():
+    module, method = method_module("ease")
+    module.add_classes(2)
+    module.add_classes(2)                                              # phase 1: subspaces 0 and 1
+    torch.manual_seed(1)
+    with torch.no_grad():
+        module.method_net.prototypes.normal_()
+    module.eval()
+    b = batch()
+    feats = method.subspace_features(module, b, [0, 1])[0]
+    per_pass = get_method("ease")(dict(method.cfg, ease_adapters_per_pass=1))
+    assert torch.allclose(per_pass.subspace_features(module, b, [0, 1])[0], feats, atol=1e-5)
+    logits = module.logits(module.encode(b))
+    cos = torch.nn.functional.cosine_similarity(feats[:, None], module.method_net.prototypes[None, :4, :2], dim=-1)
+    alpha = method.cfg["ease_alpha"]
+    expected = torch.stack([cos[:, :2, 0] + alpha * cos[:, :2, 1], cos[:, 2:, 1] + alpha * cos[:, 2:, 0]], 1)
+    assert torch.allclose(logits, expected.flatten(1), atol=1e-5)
+
+
+def test_cim_exemplar_counts_full_and_downsampled_bytes_and_restores_the_image():
+    p, r = 16, 4
+    g = torch.Generator().manual_seed(0)
+    smooth = torch.linspace(0, 255, 4 * p)[None, :, None].expand(3, -1, 5 * p).round().to(torch.uint8)
+    noisy = torch.randint(0, 256, (3, 4 * p, 5 * p), generator=g, dtype=torch.uint8)
+    keep = torch.zeros(4, 5, dtype=torch.bool)
+    keep[1:3, 2:4] = True
+    item = {"image": normalize_uint8(torch.where(keep.repeat_interleave(p, 0).repeat_interleave(p, 1), noisy,
+                                                 smooth)),
+            "text_ids": torch.tensor([101, 11, 12, 102, 0, 0]), "text_masks": torch.tensor([1, 1, 1, 1, 0, 0]),
+            "label": 3, "index": 7, "image_id": "x"}
+    ex_ = CimExemplar.from_item(item, p, keep, r)
+    assert ex_.num_full_res_patches == 4 and ex_.num_patches == 20
+    assert ex_.nbytes == 4 * (3 * p * p + 2) + 16 * 3 * (p // r) ** 2 + 4 * 4
+    assert ex_.nbytes < Exemplar.from_item(item, p).nbytes / 3
+    back = ex_.to_item(6)
+    assert back["patch_keep"].all() and torch.equal(back["text_ids"], item["text_ids"]) and back["label"] == 3
+    fg = keep.repeat_interleave(p, 0).repeat_interleave(p, 1)
+    assert torch.allclose(back["image"][:, fg], item["image"][:, fg], atol=1e-5)        # foreground exact
+    assert (back["image"][:, ~fg] - item["image"][:, ~fg]).abs().mean() < 0.05           # smooth background close
+    again = exemplar_from_state(ex_.state_dict())
+    assert isinstance(again, CimExemplar) and torch.equal(again.to_item(6)["image"], back["image"])
+    with pytest.raises(ValueError, match="downsample"):
+        CimExemplar.from_item(item, p, keep, 3)
