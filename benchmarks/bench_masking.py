@@ -51,6 +51,8 @@ from emmcil.incremental.memory import MemoryBuffer, mean_full_exemplar_nbytes
 from emmcil.incremental.report import markdown_table
 from emmcil.model import TINY, VILT_B32, build_backbone
 
+from machine_load import OtherLoad  # benchmarks/machine_load.py (scripts run from this folder)
+
 MAX_TEXT_LEN = 40      # ViLT's
 MEMORY_PER_CLASS = 5   # full-exemplar equivalents per class (DESIGN §2)
 JPEG_QUALITY = 50      # mrdc's default
@@ -58,37 +60,6 @@ B32_SIZES = [(384, 384), (384, 576)]  # (H, W): 12x12 and 12x18 patches
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-class OtherLoad:
-    """Share of the machine's CPU time used by other processes since ``start()`` (Linux /proc/stat; else None)."""
-
-    def __init__(self):
-        self.start()
-
-    @staticmethod
-    def _busy() -> float | None:
-        try:
-            with open("/proc/stat") as f:
-                v = [int(x) for x in f.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
-
-    @staticmethod
-    def _own() -> float:
-        t = os.times()
-        return t.user + t.system + t.children_user + t.children_system
-
-    def start(self) -> None:
-        self.t, self.busy, self.own = time.perf_counter(), self._busy(), self._own()
-
-    def __str__(self) -> str:
-        busy = self._busy()
-        if busy is None or self.busy is None:
-            return "other processes' CPU share unknown"
-        other = max(0.0, (busy - self.busy) - (self._own() - self.own))
-        return f"other processes used {other / ((time.perf_counter() - self.t) * (os.cpu_count() or 1)):.0%} of the CPU"
-
-
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()

@@ -623,8 +623,8 @@ def build_report(patterns: Sequence[str], out: Path, metric: str = "last_accurac
                 text = f"{metric} (%) after L phases; {n_note}. {variants}\n"
             else:
                 paper = (f" `paper L=…`: the published numbers, from {PAPER_TABLE_SOURCE} (its metric is not "
-                         f"stated)." if dataset in PAPER_TABLE else " The paper's numbers for this dataset are not "
-                         f"known.")
+                         "stated)." if dataset in PAPER_TABLE else " The paper's numbers for this dataset are not "
+                         "known.")
                 title = f"## {dataset}: methods x phases L\n"
                 text = (f"{metric} (%) after L phases; {n_note}.{paper} Paper row: our method as the paper names it "
                         f"(replay = SSF with conventional replay, mrdc = SSF + MRDC, emm = SSF + Ours). "

@@ -1,6 +1,5 @@
 """Checkpoint loading: the original ViLT Lightning format, Hugging Face ViltModel, timm ViT; resizing; errors."""
 import collections
-import pickle
 
 import pytest
 import torch

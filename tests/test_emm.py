@@ -80,11 +80,11 @@ def test_budget_is_never_exceeded(sizes, full, per_class, total):
                 positions = [next(i for i, r in enumerate(ranked) if r is k) for k in kept]
                 assert positions == sorted(positions)
                 used = 0
-                for i, ex in enumerate(ranked):
+                for i, candidate in enumerate(ranked):
                     if i in positions:
-                        used += ex.nbytes
+                        used += candidate.nbytes
                     else:
-                        assert used + ex.nbytes > budget
+                        assert used + candidate.nbytes > budget
             for label, exemplars in mem.classes.items():
                 assert sum(e.nbytes for e in exemplars) <= budget
         if mode == "total":

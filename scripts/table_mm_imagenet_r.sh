@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The paper's main table on MM-ImageNet-R: every method at L = 5, 10 and 20 phases, one run per seed.
+#
+#   paper row        here (method=)   what it is
+#   SSF              replay           SSF + conventional replay: herding, full exemplars, 5 per class
+#   SSF + MRDC       mrdc             SSF + full exemplars stored as JPEG (quality 50) under the same byte budget
+#   SSF + Ours       emm              SSF + exemplar masking + multimodal augmentation (the paper's method)
+#   (lower bound)    finetune         SSF, no memory
+#   (upper bound)    joint            SSF trained on all data seen so far
+#   SSF + CIM        cim              SSF + CIM-compressed exemplars (CAM foreground full-size, background 4x smaller)
+#   L2P              l2p              prompt pool with key-query selection, frozen ViLT, no exemplars
+#   DualPrompt       dualprompt       general + per-task expert prefix prompts, frozen ViLT, no exemplars
+#   EASE             ease             one adapter subspace per phase, prototype classifier, no exemplars
+#
+# Runs are $LOG_DIR/table_mm_imagenet_r_L<L>_<method>_seed<s>; the report (tables with the paper's numbers beside
+# ours, accuracy-per-phase figure) goes to $REPORT_DIR. Compute: see README.md ("Reproducing the paper").
+#
+# Usage:   DATA_ROOT=data/arrow CKPT=checkpoints/vilt_200k_mlm_itm.ckpt GPUS=4 scripts/table_mm_imagenet_r.sh
+#          DRY_RUN=1 SEEDS=0 scripts/table_mm_imagenet_r.sh     # resolve every config, print the commands
+#          METHODS="replay emm" PHASES=10 EXTRA="per_gpu_batchsize=64" scripts/table_mm_imagenet_r.sh
+# Variables shared by all scripts (DATA_ROOT, CKPT, GPUS, PRECISION, SEEDS, LOG_DIR, EXTRA, TAG, DRY_RUN,
+# KEEP_GOING, REPORT, REPORT_DIR, VERBOSE, PYTHON): see scripts/common.sh.
+set -euo pipefail
+
+METHODS=${METHODS:-finetune joint l2p dualprompt ease replay mrdc cim emm}   # named configs of methods (config.py); one word per method
+PHASES=${PHASES:-5 10 20}                            # L: phases_<L> named configs
+DATASET=mm_imagenet_r
+
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+require_data "$DATASET"
+for L in $PHASES; do
+    for method in $METHODS; do
+        add_runs "table_${DATASET}_L${L}_${method}" "$DATASET" "phases_$L" "$method"
+    done
+done
+run_all "table_${DATASET}_*"

@@ -1,0 +1,165 @@
+"""scripts/table_*.sh, ablation_*.sh, demo_figures.sh: every dry run resolves its configs (sacred print_config) and
+prints the right commands; a bad key fails; the run directories of all scripts are distinct.
+
+The dry runs start Python (torch, Lightning, sacred) once each, so they run side by side in one fixture."""
+import fnmatch
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+VARIABLES = {"DATA_ROOT", "CKPT", "GPUS", "PRECISION", "SEEDS", "LOG_DIR", "EXTRA", "TAG", "DRY_RUN", "KEEP_GOING",
+             "REPORT", "REPORT_DIR", "VERBOSE", "METHODS", "PHASES", "MEMORY_SIZES", "DATASET", "TAU_IMAGE",
+             "TAU_TEXT", "METHOD", "VARIANTS", "SWEEP_METHODS", "SWEEP_SIZES", "DEMO_EPOCHS"}
+
+CASES = {
+    "table_mm": ("table_mm_imagenet_r.sh", {"SEEDS": "0 1"}),
+    "table_food": ("table_food101.sh", {"SEEDS": "0", "TAG": "lr3", "EXTRA": "lr=0.001 per_gpu_batchsize=16"}),
+    "memory": ("ablation_memory.sh", {"SEEDS": "0 1"}),
+    "thresholds": ("ablation_thresholds.sh", {"SEEDS": "0"}),
+    "augmentation": ("ablation_augmentation.sh", {"SEEDS": "0 1", "GPUS": "4"}),
+    "demo": ("demo_figures.sh", {}),
+    "bad_key": ("table_food101.sh", {"SEEDS": "0", "METHODS": "replay", "PHASES": "5", "EXTRA": "no_such_key=1"}),
+}
+
+
+def script_env(**env) -> dict:
+    base = {k: v for k, v in os.environ.items() if k not in VARIABLES}
+    return {**base, "PYTHON": sys.executable, **env}
+
+
+@pytest.fixture(scope="module")
+def dry_runs(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("cwd")  # not the repository: run.py is then named by its absolute path
+    procs = {name: subprocess.Popen(["bash", str(SCRIPTS / script)], cwd=cwd, text=True, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, env=script_env(DRY_RUN="1", **env))
+             for name, (script, env) in CASES.items()}
+    done = {}
+    for name, p in procs.items():
+        out, err = p.communicate(timeout=240)
+        done[name] = subprocess.CompletedProcess(p.args, p.returncode, out, err)
+    return done
+
+
+def commands(out: str) -> list[list[str]]:
+    """The argv of every printed command (dry-run stdout: one shell-quoted command a line, comments start with #)."""
+    return [shlex.split(line) for line in out.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def runs_and_report(result) -> tuple[list[dict], list[str]]:
+    """(one dict per run command: named configs, key=value updates; the report command's argv)."""
+    assert result.returncode == 0, result.stderr
+    *runs, report = commands(result.stdout)
+    parsed = []
+    for argv in runs:
+        assert Path(argv[1]).name == "run.py" and argv[2] == "with", argv
+        named = [a for a in argv[3:] if "=" not in a]
+        updates = dict(a.split("=", 1) for a in argv[3:] if "=" in a)
+        parsed.append({"named": named, **updates})
+    assert report[1:3] == ["-m", "emmcil.report"] and "--out" in report, report
+    n_resolved = sum(line.startswith("# resolved ") for line in result.stdout.splitlines())
+    assert n_resolved == len(parsed), result.stdout  # every command's config was resolved by sacred
+    return parsed, report
+
+
+def test_table_mm_imagenet_r(dry_runs):
+    runs, report = runs_and_report(dry_runs["table_mm"])
+    methods = ("finetune", "joint", "l2p", "dualprompt", "ease", "replay", "mrdc", "cim", "emm")
+    assert len(runs) == len(methods) * 3 * 2  # methods x L x seeds
+    expected = {(m, L, s) for m in methods for L in (5, 10, 20) for s in (0, 1)}
+    assert {(r["named"][2], int(r["named"][1].split("_")[1]), int(r["seed"])) for r in runs} == expected
+    for r in runs:
+        method, L = r["named"][2], r["named"][1].split("_")[1]
+        assert r["named"][0] == "mm_imagenet_r" and r["named"][1] == f"phases_{L}"
+        assert r["exp_name"] == f"table_mm_imagenet_r_L{L}_{method}_seed{r['seed']}"
+        assert "exp_tag" not in r  # the main table's runs are untagged
+        assert r["data_root"] == "data/arrow" and r["load_path"] == "checkpoints/vilt_200k_mlm_itm.ckpt"
+        assert (r["accelerator"], r["devices"], r["precision"], r["log_dir"]) == ("gpu", "1", "16-mixed", "runs")
+        assert "strategy" not in r
+    assert report[3:] == ["runs/table_mm_imagenet_r_*", "--out", "reports/table_mm_imagenet_r"]
+    assert all(fnmatch.fnmatch(r["exp_name"], "table_mm_imagenet_r_*") for r in runs)
+    assert "not found (fine for a dry run)" in dry_runs["table_mm"].stderr
+
+
+def test_table_food101_with_tag_and_extra(dry_runs):
+    runs, report = runs_and_report(dry_runs["table_food"])
+    assert len(runs) == 9 * 3
+    for r in runs:
+        assert r["named"][0] == "food101"
+        assert r["exp_name"].startswith("table_food101_L") and r["exp_name"].endswith("_seed0_lr3")
+        assert r["exp_tag"] == "lr3" and r["lr"] == "0.001" and r["per_gpu_batchsize"] == "16"
+    assert "# resolved runs/table_food101_L20_emm_seed0_lr3:" in dry_runs["table_food"].stdout
+
+
+def test_ablation_memory(dry_runs):
+    runs, report = runs_and_report(dry_runs["memory"])
+    assert len(runs) == 3 * 5 * 2
+    got = {(r["named"][2], int(r["memory_per_class"]), int(r["seed"])) for r in runs}
+    assert got == {(m, k, s) for m in ("replay", "cim", "emm") for k in (1, 3, 5, 7, 10) for s in (0, 1)}
+    for r in runs:
+        assert r["named"][:2] == ["mm_imagenet_r", "phases_10"] and r["exp_tag"] == "abl_mem"
+        assert r["exp_name"] == f"abl_mem_mm_imagenet_r_L10_{r['named'][2]}_m{r['memory_per_class']}_seed{r['seed']}"
+    assert report[3] == "runs/abl_mem_mm_imagenet_r_*"
+
+
+def test_ablation_thresholds(dry_runs):
+    runs, _ = runs_and_report(dry_runs["thresholds"])
+    grid = {(float(r["tau_image"]), float(r["tau_text"])) for r in runs}
+    assert grid == {(a, b) for a in (0.3, 0.5, 0.7) for b in (0.3, 0.5, 0.7)} and len(runs) == 9
+    for r in runs:
+        assert r["named"] == ["mm_imagenet_r", "phases_10", "emm"] and r["exp_tag"] == "abl_tau"
+        assert r["exp_name"] == f"abl_tau_mm_imagenet_r_L10_emm_tauI{r['tau_image']}_tauT{r['tau_text']}_seed0"
+
+
+def test_ablation_augmentation_on_four_gpus(dry_runs):
+    runs, _ = runs_and_report(dry_runs["augmentation"])
+    assert sorted((r["named"][2], r["seed"]) for r in runs) == [("emm", "0"), ("emm", "1"), ("emm_no_aug", "0"),
+                                                               ("emm_no_aug", "1")]
+    for r in runs:
+        assert r["exp_tag"] == "abl_aug"
+        assert r["exp_name"] == f"abl_aug_mm_imagenet_r_L10_{r['named'][2]}_seed{r['seed']}"
+        assert (r["devices"], r["strategy"]) == ("4", "ddp")
+    # the resolved config shows what the named config did
+    assert "method=emm num_phases=10 seed=0 memory_per_class=5 tau_image=0.5 tau_text=0.5 aug_text_swap=0.0" in \
+        dry_runs["augmentation"].stdout
+
+
+def test_demo_figures(dry_runs):
+    runs, report = runs_and_report(dry_runs["demo"])
+    assert [(r["named"], r.get("memory_per_class")) for r in runs] == [
+        (["demo", m], None) for m in ("finetune", "replay", "mrdc", "cim", "emm")] + [
+        (["demo", m], k) for m in ("replay", "cim", "emm") for k in ("1", "3")]
+    for r in runs:
+        assert (r["accelerator"], r["max_epoch"], r["seed"]) == ("cpu", "10", "0")
+        assert "data_root" not in r and "load_path" not in r  # the embedded demo set, no checkpoint
+    assert report[3].endswith("/demo_*") and report[4:6] == ["--out", "fig"]
+    assert report[6] == "--note" and "10 epochs a phase instead of 20" in report[7]
+    assert len({r["exp_name"] for r in runs}) == len(runs)
+
+
+def test_bad_key_fails_the_dry_run(dry_runs):
+    result = dry_runs["bad_key"]
+    assert result.returncode == 1
+    assert "no_such_key" in result.stderr and "does not resolve" in result.stderr
+    assert not commands(result.stdout)  # nothing printed to run
+
+
+def test_no_two_runs_share_a_run_directory(dry_runs):
+    names = [r["exp_name"] for case in ("table_mm", "memory", "thresholds", "augmentation")
+             for r in runs_and_report(dry_runs[case])[0]]
+    assert len(names) == len(set(names))
+
+
+def test_a_real_run_stops_before_training_without_data(tmp_path):
+    result = subprocess.run(["bash", str(SCRIPTS / "ablation_augmentation.sh")], cwd=tmp_path, text=True,
+                            capture_output=True, env=script_env(DATA_ROOT=str(tmp_path / "none"), SEEDS="0"),
+                            timeout=60)
+    assert result.returncode == 1
+    assert "error: not found:" in result.stderr and "mm_imagenet_r_train.arrow" in result.stderr
+    assert not (tmp_path / "runs").exists()
