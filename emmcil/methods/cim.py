@@ -110,9 +110,7 @@ class CIM(Replay):
             raise ValueError(f"cim_downsample={r} must be a positive divisor of patch_size={ctx.patch_size}")
 
     def after_phase(self, ctx) -> None:
-        budget = self.memory.class_budget(len(ctx.seen_classes))
-        if self.memory.mode == "total":
-            self.memory.reduce(budget)
+        budget = self.make_room(ctx)
         data = ctx.eval_scenario.train_dataset(ctx.phase)
         canvas = mask_canvas(int(ctx.cfg["image_size"]), ctx.patch_size)
         cams = ctx.predict(data, step=partial(cam_step, classifier=ctx.module.classifier,

@@ -60,9 +60,7 @@ class ExemplarMasking(Replay):
             raise ValueError(f"class_mean_from={self.cfg['class_mean_from']!r}: expected 'full' or 'masked'")
 
     def after_phase(self, ctx) -> None:
-        budget = self.memory.class_budget(len(ctx.seen_classes))
-        if self.memory.mode == "total":
-            self.memory.reduce(budget)
+        budget = self.make_room(ctx)
         data = ctx.eval_scenario.train_dataset(ctx.phase)
         canvas = mask_canvas(int(ctx.cfg["image_size"]), ctx.patch_size)
         out = ctx.predict(data, step=partial(masking_step, cfg=self.masking_config(), grid_shape=canvas))

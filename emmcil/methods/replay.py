@@ -66,10 +66,15 @@ class Replay(Method):
         for i in positions:
             yield Exemplar.from_item(dataset[int(i)], ctx.patch_size)
 
-    def after_phase(self, ctx: PhaseContext) -> None:
+    def make_room(self, ctx: PhaseContext) -> int:
+        """The byte budget of one class this phase; with a fixed total memory, old classes give up space first."""
         budget = self.memory.class_budget(len(ctx.seen_classes))
         if self.memory.mode == "total":
-            self.memory.reduce(budget)  # old classes give up space to the new ones
+            self.memory.reduce(budget)
+        return budget
+
+    def after_phase(self, ctx: PhaseContext) -> None:
+        budget = self.make_room(ctx)
         data = ctx.eval_scenario.train_dataset(ctx.phase)
         out = ctx.predict(data, features=True)
         for c in ctx.new_classes:
