@@ -239,3 +239,12 @@ def test_imagenet_r_foreign_folder_is_unknown_class(tmp_path):
     with pytest.raises(BadSampleError, match="n99999999/img_0.jpg") as e:
         WIR.write_imagenet_r(root, caps, tmp_path / "o")
     assert e.value.reason == "unknown_class" and str(root) in str(e.value)
+
+
+def test_command_line_errors_are_messages_not_tracebacks(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        WF.main(["--root", str(tmp_path / "absent"), "--captions", str(tmp_path / "c.jsonl"),
+                 "--out", str(tmp_path / "out"), "--name", "x"])
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "absent" in err and "Traceback" not in err

@@ -214,9 +214,13 @@ def base_parser(description: str, prog: str | None = None) -> argparse.ArgumentP
 
 
 def cli_errors(fn, args) -> None:
-    """Run ``fn(args)``; a bad sample ends the command with its message and a hint about --skip-bad."""
+    """Run ``fn(args)``; bad input (a bad sample, an empty split, a missing file) ends the command with its message,
+    and a bad sample with a hint about --skip-bad, instead of a traceback."""
     try:
         fn(args)
     except BadSampleError as e:
         print(f"error: {e}\n(re-run with --skip-bad to skip and count such samples)", file=sys.stderr)
+        raise SystemExit(1) from None
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
