@@ -46,6 +46,32 @@ def place_tokens(token_ids: torch.Tensor, token_pos: torch.Tensor, max_text_len:
     return text_ids, text_masks
 
 
+def patchify(image: torch.Tensor, p: int) -> torch.Tensor:
+    """(C, rows*p, cols*p) -> (rows*cols, C, p, p), row-major like ViLT's patch order."""
+    C, H, W = image.shape
+    rows, cols = H // p, W // p
+    return image.reshape(C, rows, p, cols, p).permute(1, 3, 0, 2, 4).reshape(rows * cols, C, p, p)
+
+
+def unpatchify(patches: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """(rows*cols, C, q, q) row-major -> (C, rows*q, cols*q), the inverse of :func:`patchify`."""
+    C, q = patches.shape[1], patches.shape[-1]
+    return patches.reshape(rows, cols, C, q, q).permute(2, 0, 3, 1, 4).reshape(C, rows * q, cols * q)
+
+
+def tensor_nbytes(*tensors: torch.Tensor) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def replay_item(exemplar, image: torch.Tensor, patch_keep: torch.Tensor, max_text_len: int) -> dict:
+    """The dataset item format (plus ``patch_keep``) of any exemplar kind, from its replayed (normalised) image and
+    its stored tokens (``token_ids``/``token_pos``) put back at their positions."""
+    text_ids, text_masks = place_tokens(exemplar.token_ids, exemplar.token_pos, max_text_len, exemplar.image_id)
+    return {"image": image, "patch_keep": patch_keep, "text_ids": text_ids, "text_masks": text_masks,
+            "label": exemplar.label, "orig_label": exemplar.orig_label, "index": exemplar.index,
+            "image_id": exemplar.image_id, "raw_text": "", "missing_type": 0}
+
+
 @dataclass
 class Exemplar:
     pixels: torch.Tensor
@@ -64,7 +90,7 @@ class Exemplar:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.pixels, self.coords, self.token_ids, self.token_pos))
+        return tensor_nbytes(self.pixels, self.coords, self.token_ids, self.token_pos)
 
     @property
     def num_patches(self) -> int:
@@ -93,9 +119,7 @@ class Exemplar:
         keep = torch.ones(rows, cols, dtype=torch.bool) if patch_keep is None else patch_keep.bool().cpu()
         if keep.shape != (rows, cols):
             raise ValueError(f"patch_keep has shape {tuple(keep.shape)}, expected the grid {(rows, cols)}")
-        # (3, H, W) -> (rows * cols, 3, p, p), row-major like ViLT's patch order
-        pix = denormalize_to_uint8(image.detach().cpu().float())
-        patches = pix.reshape(3, rows, p, cols, p).permute(1, 3, 0, 2, 4).reshape(rows * cols, 3, p, p)
+        patches = patchify(denormalize_to_uint8(image.detach().cpu().float()), p)
         coords = keep.nonzero()  # (K, 2) row-major
         flat = coords[:, 0] * cols + coords[:, 1]
 
@@ -120,16 +144,11 @@ class Exemplar:
         p = self.patch_size
         rows, cols = (int(v) for v in self.grid)
         coords = self.coords.long()
-        canvas = torch.zeros(rows, cols, 3, p, p)
-        canvas[coords[:, 0], coords[:, 1]] = normalize_uint8(self.pixels)
-        image = canvas.permute(2, 0, 3, 1, 4).reshape(3, rows * p, cols * p)
         keep = torch.zeros(rows, cols, dtype=torch.bool)
         keep[coords[:, 0], coords[:, 1]] = True
-
-        text_ids, text_masks = place_tokens(self.token_ids, self.token_pos, max_text_len, self.image_id)
-        return {"image": image, "patch_keep": keep, "text_ids": text_ids, "text_masks": text_masks,
-                "label": self.label, "orig_label": self.orig_label, "index": self.index,
-                "image_id": self.image_id, "raw_text": "", "missing_type": 0}
+        canvas = torch.zeros(rows * cols, 3, p, p)
+        canvas[keep.flatten()] = normalize_uint8(self.pixels)  # coords are row-major, as keep.flatten()
+        return replay_item(self, unpatchify(canvas, rows, cols), keep, max_text_len)
 
     def state_dict(self) -> dict:
         return {"pixels": self.pixels, "coords": self.coords, "grid": self.grid, "token_ids": self.token_ids,
@@ -160,7 +179,7 @@ class JpegExemplar:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.jpeg, self.token_ids, self.token_pos))
+        return tensor_nbytes(self.jpeg, self.token_ids, self.token_pos)
 
     @property
     def num_tokens(self) -> int:
@@ -168,7 +187,12 @@ class JpegExemplar:
 
     @property
     def num_patches(self) -> int:
-        H, W = self._decode().shape[-2:]
+        import io
+
+        from PIL import Image
+
+        with Image.open(io.BytesIO(self.jpeg.numpy().tobytes())) as im:  # the header only: no decoding
+            W, H = im.size
         return (H // self.patch_size) * (W // self.patch_size)
 
     @classmethod
@@ -200,10 +224,7 @@ class JpegExemplar:
         """The decoded image (all patches kept) and the stored text, in the replay item format."""
         image = normalize_uint8(self._decode())
         rows, cols = image.shape[-2] // self.patch_size, image.shape[-1] // self.patch_size
-        text_ids, text_masks = place_tokens(self.token_ids, self.token_pos, max_text_len, self.image_id)
-        return {"image": image, "patch_keep": torch.ones(rows, cols, dtype=torch.bool), "text_ids": text_ids,
-                "text_masks": text_masks, "label": self.label, "orig_label": self.orig_label, "index": self.index,
-                "image_id": self.image_id, "raw_text": "", "missing_type": 0}
+        return replay_item(self, image, torch.ones(rows, cols, dtype=torch.bool), max_text_len)
 
     def state_dict(self) -> dict:
         return {"kind": "jpeg", "jpeg": self.jpeg, "token_ids": self.token_ids, "token_pos": self.token_pos,
@@ -259,8 +280,7 @@ class CimExemplar:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size()
-                   for t in (self.fg_pixels, self.fg_coords, self.bg_pixels, self.token_ids, self.token_pos))
+        return tensor_nbytes(self.fg_pixels, self.fg_coords, self.bg_pixels, self.token_ids, self.token_pos)
 
     @property
     def num_patches(self) -> int:
@@ -310,20 +330,17 @@ class CimExemplar:
         low[~fg] = self.bg_pixels.float()
         if len(coords):
             low[fg] = F.avg_pool2d(self.fg_pixels.float(), r)
-        low_image = low.reshape(rows, cols, 3, q, q).permute(2, 0, 3, 1, 4).reshape(3, rows * q, cols * q)
-        image = F.interpolate(low_image[None], scale_factor=r, mode="bilinear", align_corners=False)[0]
-        patches = image.reshape(3, rows, p, cols, p).permute(1, 3, 0, 2, 4).reshape(rows * cols, 3, p, p).clone()
+        image = F.interpolate(unpatchify(low, rows, cols)[None], scale_factor=r, mode="bilinear",
+                              align_corners=False)[0]
+        patches = patchify(image, p).clone()
         patches[fg] = self.fg_pixels.float()
-        return patches.reshape(rows, cols, 3, p, p).permute(2, 0, 3, 1, 4).reshape(3, rows * p, cols * p)
+        return unpatchify(patches, rows, cols)
 
     def to_item(self, max_text_len: int) -> dict:
         """The restored image (every patch kept) and the stored text, in the replay item format."""
         image = normalize_uint8(self.image_uint8().round().clamp(0, 255))
         rows, cols = (int(v) for v in self.grid)
-        text_ids, text_masks = place_tokens(self.token_ids, self.token_pos, max_text_len, self.image_id)
-        return {"image": image, "patch_keep": torch.ones(rows, cols, dtype=torch.bool), "text_ids": text_ids,
-                "text_masks": text_masks, "label": self.label, "orig_label": self.orig_label, "index": self.index,
-                "image_id": self.image_id, "raw_text": "", "missing_type": 0}
+        return replay_item(self, image, torch.ones(rows, cols, dtype=torch.bool), max_text_len)
 
     def state_dict(self) -> dict:
         return {"kind": "cim", "fg_pixels": self.fg_pixels, "fg_coords": self.fg_coords, "bg_pixels": self.bg_pixels,
