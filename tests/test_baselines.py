@@ -3,10 +3,6 @@ import json
 
 import pytest
 import torch
-from sacred.initialize import create_run
-
-import run  # noqa: F401
-from config import ex
 from conftest import TINY_CFG, make_batch
 from emmcil.data import ensure_demo
 from emmcil.data.transforms import normalize_uint8
@@ -15,32 +11,25 @@ from emmcil.incremental.exemplar import CimExemplar, Exemplar, exemplar_from_sta
 from emmcil.incremental.module import IncrementalModule
 from emmcil.methods import get_method, method_config_defaults
 from emmcil.methods.exemplar_free import select_by_keys
+from run_helpers import one_thread
+from run_helpers import demo_config as run_config
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
-SMALL = dict(num_phases=2, max_epoch=1, limit_train_batches=2, batch_size=16, per_gpu_batchsize=16, hidden_size=32,
-             num_layers=1, num_heads=2, image_size=64, max_text_len=32, num_workers=0, progress_bar=False,
-             log_every_n_steps=1)
 # the 1-layer SMALL model has no room for DualPrompt's G- and E-layers: two layers, G at 0 and E at 1
 EXTRA = {"dualprompt": dict(num_layers=2, dualprompt_g_layers=[0], dualprompt_e_layers=[1])}
 METHODS = ("l2p", "dualprompt", "ease", "cim", "replay")
 
 
 def demo_config(root, logs, method, **updates) -> dict:
-    return dict(create_run(ex, "main", config_updates=dict(SMALL, data_root=str(root), log_dir=str(logs),
-                                                           **EXTRA.get(method, {}), **updates),
-                           named_configs=["demo", method]).config)
+    return run_config(root, logs, method, **{**EXTRA.get(method, {}), **updates})
 
 
 @pytest.fixture(scope="module")
 def demo_runs(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     root = ensure_demo(tmp_path_factory.mktemp("demo"))
     logs = tmp_path_factory.mktemp("runs")
-    try:
+    with one_thread():
         yield {m: run_experiment(demo_config(root, logs, m)) for m in METHODS}
-    finally:
-        torch.set_num_threads(threads)
 
 
 def results(run_dir) -> dict:
@@ -85,14 +74,10 @@ def test_ease_builds_prototypes_for_old_classes_in_new_subspaces(demo_runs):
 def test_ease_resumes_to_the_same_numbers(demo_runs, tmp_path_factory):
     root = ensure_demo(tmp_path_factory.mktemp("demo2"))
     logs = tmp_path_factory.mktemp("runs2")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         run_dir = run_experiment(demo_config(root, logs, "ease", stop_after_phase=0))
         assert results(run_dir)["completed_phases"] == 1
         run_experiment(demo_config(root, logs, "ease"))
-    finally:
-        torch.set_num_threads(threads)
     assert results(run_dir)["accuracy_matrix"] == results(demo_runs["ease"])["accuracy_matrix"]
 
 

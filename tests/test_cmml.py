@@ -11,39 +11,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sacred.initialize import create_run
-
-import run  # noqa: F401  (registers the main command)
-from config import NAMED_CONFIGS, ex
+from config import NAMED_CONFIGS
 from emmcil.data import ensure_demo
 from emmcil.data.missing import IMAGE_MISSING, NONE, TEXT_MISSING, MissingTable
 from emmcil.data.tokenizer import CLS_ID, SEP_ID
 from emmcil.incremental.batch import KeepCollate
 from emmcil.incremental.data import build_data, split_seed
 from emmcil.incremental.driver import run_experiment
+from run_helpers import SMALL, one_thread, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
-SMALL = dict(num_phases=2, max_epoch=1, limit_train_batches=2, batch_size=16, per_gpu_batchsize=16, hidden_size=32,
-             num_layers=1, num_heads=2, image_size=64, max_text_len=32, num_workers=0, progress_bar=False,
-             log_every_n_steps=1)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def single_thread():
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
 def demo_root(tmp_path_factory):
     return ensure_demo(tmp_path_factory.mktemp("demo"))
-
-
-def resolve(*named, **updates) -> dict:
-    return dict(create_run(ex, "main", config_updates=updates, named_configs=list(named)).config)
 
 
 def data(demo_root, *named, **updates):

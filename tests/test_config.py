@@ -5,15 +5,10 @@ import pytest
 from sacred.initialize import create_run
 from sacred.utils import ConfigAddedError, NamedConfigNotFoundError
 
-import run  # noqa: F401  (registers the main command; importable without running)
-from config import DATASETS, NAMED_CONFIGS, default_exp_name, ex
+from config import DATASETS, NAMED_CONFIGS, default_exp_name
 from emmcil.methods import METHODS, Method, get_method, method_config_defaults, register
 from emmcil.model import TINY, VILT_B32
-
-
-def resolve(*named, **updates) -> dict:
-    """The resolved config, as sacred builds it for ``run.py with <named> key=value``; nothing runs."""
-    return dict(create_run(ex, "main", config_updates=updates, named_configs=list(named)).config)
+from run_helpers import resolve
 
 
 COMBOS = list(itertools.product(NAMED_CONFIGS["dataset"], NAMED_CONFIGS["protocol"], NAMED_CONFIGS["method"],

@@ -7,32 +7,22 @@ from pathlib import Path
 
 import pytest
 import torch
-from sacred.initialize import create_run
-
-import run  # noqa: F401  (registers the main command)
-from config import ex
 from emmcil.data import ensure_demo
 from emmcil.incremental import rundir
 from emmcil.incremental.driver import IncrementalRun, run_experiment
 from emmcil.incremental.rundir import ConfigMismatchError
+from run_helpers import SMALL, demo_config, one_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")  # inside Lightning, harmless
 
 # hidden 32, 1 layer, 64 px images (4x4 to 4x5 patches), 2 steps a phase: a 3-phase run takes a few seconds
-SMALL = dict(num_phases=3, max_epoch=1, limit_train_batches=2, batch_size=16, per_gpu_batchsize=16, hidden_size=32,
-             num_layers=1, num_heads=2, image_size=64, max_text_len=32, num_workers=0, progress_bar=False,
-             log_every_n_steps=1)
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's spinning threads
-    make them several times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def single_thread():
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +36,8 @@ def runs(tmp_path_factory):
 
 
 def config(demo_root, log_dir, *named, **updates) -> dict:
-    """The config that ``run.py with demo <named> key=value`` resolves to."""
-    updates = dict(SMALL, data_root=str(demo_root), log_dir=str(log_dir), **updates)
-    return dict(create_run(ex, "main", config_updates=updates, named_configs=["demo", *named]).config)
+    """``run.py with demo <named> key=value`` at the SMALL size, 3 phases unless told otherwise."""
+    return demo_config(demo_root, log_dir, *named, **{"num_phases": 3, **updates})
 
 
 def results_text(run_dir: Path) -> str:
@@ -153,7 +142,7 @@ def test_bounds_without_memory(demo_root, runs, method, capsys):
 
 def test_demo_command_end_to_end(demo_root, tmp_path):
     """``python run.py with demo`` (smaller): the last line printed is the run directory."""
-    args = [f"{k}={v}" for k, v in dict(SMALL, num_phases=2, data_root=demo_root, log_dir=tmp_path).items()]
+    args = [f"{k}={v}" for k, v in dict(SMALL, data_root=demo_root, log_dir=tmp_path).items()]
     proc = subprocess.run([sys.executable, "run.py", "with", "demo", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -5,21 +5,15 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sacred.initialize import create_run
-
-import run  # noqa: F401
-from config import ex
 from emmcil.data import ensure_demo
 from emmcil.data.transforms import normalize_uint8
 from emmcil.incremental.driver import run_experiment
 from emmcil.incremental.exemplar import Exemplar, JpegExemplar, exemplar_from_state
 from emmcil.incremental.memory import MemoryBuffer
 from emmcil.model import ViLT
+from run_helpers import demo_config, one_thread
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
-SMALL = dict(num_phases=2, max_epoch=1, limit_train_batches=2, batch_size=16, per_gpu_batchsize=16, hidden_size=32,
-             num_layers=1, num_heads=2, image_size=64, max_text_len=32, num_workers=0, progress_bar=False,
-             log_every_n_steps=1)
 
 
 def make_item(h=4, w=5, p=16, T=12, label=0, seed=0):
@@ -132,17 +126,10 @@ def test_jpeg_exemplar_counts_jpeg_bytes_and_decodes_close():
 
 @pytest.fixture(scope="module")
 def demo_runs(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     root = ensure_demo(tmp_path_factory.mktemp("demo"))
     logs = tmp_path_factory.mktemp("runs")
-    out = {}
-    for method in ("replay", "mrdc", "emm"):
-        cfg = create_run(ex, "main", config_updates=dict(SMALL, data_root=str(root), log_dir=str(logs)),
-                         named_configs=["demo", method]).config
-        out[method] = run_experiment(dict(cfg))
-    yield out
-    torch.set_num_threads(threads)
+    with one_thread():
+        yield {method: run_experiment(demo_config(root, logs, method)) for method in ("replay", "mrdc", "emm")}
 
 
 def test_emm_stores_more_exemplars_than_replay_at_equal_budget(demo_runs):
@@ -169,17 +156,11 @@ def test_emm_writes_figure_four(demo_runs):
 def test_emm_resumes_with_its_masked_memory(demo_runs, tmp_path_factory):
     root = ensure_demo(tmp_path_factory.mktemp("demo2"))
     logs = tmp_path_factory.mktemp("runs2")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cfg = dict(create_run(ex, "main", config_updates=dict(SMALL, data_root=str(root), log_dir=str(logs),
-                                                              stop_after_phase=0),
-                              named_configs=["demo", "emm"]).config)
+    with one_thread():
+        cfg = demo_config(root, logs, "emm", stop_after_phase=0)
         run_dir = run_experiment(cfg)
         assert json.loads((run_dir / "results.json").read_text())["completed_phases"] == 1
         run_experiment(dict(cfg, stop_after_phase=-1))
-    finally:
-        torch.set_num_threads(threads)
     resumed = json.loads((run_dir / "results.json").read_text())
     straight = json.loads((demo_runs["emm"] / "results.json").read_text())
     for key in ("accuracy_matrix", "memory", "avg_incremental_accuracy"):

@@ -9,16 +9,15 @@ from emmcil.data.tokenizer import CLS_ID, SEP_ID
 from emmcil.incremental.module import IncrementalModule
 from emmcil.methods.rebq import RebQ, PromptPool, drop_image, drop_text, orthonormal_rows, reconstruction_loss
 from emmcil.model import ViLT
+from run_helpers import one_thread
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def single_thread():
+    with one_thread():
+        yield
 
 
 def rebq_module(reinit=True, phases=2, classes=4, **updates):

@@ -1,0 +1,35 @@
+"""Tiny experiments through the sacred config, shared by the driver, method and protocol tests."""
+import contextlib
+
+import torch
+from sacred.initialize import create_run
+
+import run  # noqa: F401  (registers the main command)
+from config import ex
+
+# hidden 32, 1 layer, 64 px images (4x4 to 4x5 patches), 2 steps a phase: a 2-phase run takes a few seconds
+SMALL = dict(num_phases=2, max_epoch=1, limit_train_batches=2, batch_size=16, per_gpu_batchsize=16, hidden_size=32,
+             num_layers=1, num_heads=2, image_size=64, max_text_len=32, num_workers=0, progress_bar=False,
+             log_every_n_steps=1)
+
+
+def resolve(*named, **updates) -> dict:
+    """The resolved config, as sacred builds it for ``run.py with <named> key=value``; nothing runs."""
+    return dict(create_run(ex, "main", config_updates=updates, named_configs=list(named)).config)
+
+
+def demo_config(demo_root, log_dir, *named, **updates) -> dict:
+    """``run.py with demo <named> key=value`` at the SMALL size, on the demo set in ``demo_root``."""
+    return resolve("demo", *named, **{**SMALL, "data_root": str(demo_root), "log_dir": str(log_dir), **updates})
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's spinning threads make
+    them several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
