@@ -2,7 +2,7 @@
 # Ablation of exemplar masking's thresholds: tau_I (tau_image: which image patches an exemplar keeps, on the
 # min-max normalised A_{CLS->I}) and tau_T (tau_text: which words it keeps, on the min-max normalised attention of
 # the discarded patches to the text), every pair of the two grids, for `emm` on MM-ImageNet-R, L = 10. The
-# paper's values and ablation could not be read (README.md ("Reproducing the paper")); 0.5 / 0.5 is our default. A higher tau
+# paper's values and ablation could not be read (README, "Reproducing the paper"); 0.5 / 0.5 is our default. A higher tau
 # keeps fewer tokens, so more (smaller) exemplars fit the same budget: the report's memory columns show how many.
 #
 # Runs are $LOG_DIR/abl_tau_<dataset>_L<L>_emm_tauI<tI>_tauT<tT>_seed<s>, with exp_tag=abl_tau.

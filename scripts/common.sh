@@ -155,3 +155,16 @@ run_all() {
         exit 1
     fi
 }
+
+# A main table (scripts/table_*.sh): every method of $METHODS at every L of $PHASES on one dataset, one run per
+# seed, named table_<dataset>_L<L>_<method>_seed<s>; then the report.
+run_table() {
+    local dataset=$1 L method
+    require_data "$dataset"
+    for L in $PHASES; do
+        for method in $METHODS; do
+            add_runs "table_${dataset}_L${L}_${method}" "$dataset" "phases_$L" "$method"
+        done
+    done
+    run_all "table_${dataset}_*"
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main table on UPMC Food-101: every method at L = 5, 10 and 20 phases, one run per seed. The paper reports
-# Food-101 results too, but their numbers could not be read (README.md ("Reproducing the paper")), so the report shows ours only.
+# Food-101 results too, but their numbers could not be read (README, "Reproducing the paper"), so the report shows ours only.
 #
 #   paper row        here (method=)   what it is
 #   SSF              replay           SSF + conventional replay: herding, full exemplars, 5 per class
@@ -14,7 +14,7 @@
 #   EASE             ease             one adapter subspace per phase, prototype classifier, no exemplars
 #
 # Runs are $LOG_DIR/table_food101_L<L>_<method>_seed<s>; the report (table, accuracy-per-phase
-# figure) goes to $REPORT_DIR. Compute: see README.md ("Reproducing the paper").
+# figure) goes to $REPORT_DIR. Compute: see the README, "Reproducing the paper".
 #
 # Usage:   DATA_ROOT=data/arrow CKPT=checkpoints/vilt_200k_mlm_itm.ckpt GPUS=4 scripts/table_food101.sh
 #          DRY_RUN=1 SEEDS=0 scripts/table_food101.sh     # resolve every config, print the commands
@@ -28,10 +28,4 @@ PHASES=${PHASES:-5 10 20}                            # L: phases_<L> named confi
 DATASET=food101
 
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-require_data "$DATASET"
-for L in $PHASES; do
-    for method in $METHODS; do
-        add_runs "table_${DATASET}_L${L}_${method}" "$DATASET" "phases_$L" "$method"
-    done
-done
-run_all "table_${DATASET}_*"
+run_table "$DATASET"
