@@ -169,15 +169,15 @@ def load_run(path: Path, metric: str = "last_accuracy") -> dict:
     """One run's record: identity, variant, the metrics, the accuracy curve and the memory at the last phase."""
     path = Path(path)
     try:
-        results = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: JSONDecodeError, or bytes that are not UTF-8
         raise ReportError(f"{path}: cannot read it as JSON ({e})") from e
     for key in REQUIRED:
         _require(results, key, path)
     if metric not in REQUIRED:
         _require(results, metric, path, f" (the --metric {metric})")
     config_path = path.parent / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
     done = int(results["completed_phases"])
     curve = [_number(v) for v in results["accuracy_per_phase"]]
     if len(curve) != done:

@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     import run  # noqa: F401  (registers run.py's main command on the experiment)
     from config import ex
 
-    lines = [ln for ln in opts.commands.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    from emmcil.data.textfiles import read_lines
+
+    lines = [ln for ln in read_lines(opts.commands) if not ln.startswith("#")]
     failed: list[str] = []
     run_dirs: dict[tuple[str, str], str] = {}
     for line in lines:

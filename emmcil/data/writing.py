@@ -7,7 +7,6 @@ silently.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import zlib
@@ -16,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-from PIL import Image
 from tqdm import tqdm
 
 from .arrow import ArrowWriter, arrow_path
+from .images import ImageDecodeError, decode_image
+from .textfiles import TextFile, read_csv, read_jsonl
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -58,7 +57,8 @@ def is_image_file(path: Path) -> bool:
 
 
 def validate(sample: RawSample, num_classes: int) -> dict:
-    """The arrow row of ``sample``, or BadSampleError. Decodes the image fully, since truncated JPEGs only fail then."""
+    """The arrow row of ``sample``, or BadSampleError. The image is decoded in full with ``images.decode_image``
+    (a truncated JPEG only fails then); the row keeps the file's bytes as they are."""
     if sample.label is None or not 0 <= sample.label < num_classes:
         raise BadSampleError("unknown_class", sample,
                              f"class {sample.class_name or sample.label!r} not among the {num_classes} classes")
@@ -71,10 +71,9 @@ def validate(sample: RawSample, num_classes: int) -> dict:
     except FileNotFoundError:
         raise BadSampleError("missing_file", sample) from None
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-    except Exception as e:  # PIL raises a zoo of types (OSError, SyntaxError, ValueError, DecompressionBombError)
-        raise BadSampleError("corrupt_image", sample, f"{type(e).__name__}: {e}") from None
+        decode_image(data, str(sample.image_path))  # what ArrowDataset will do with the stored bytes
+    except ImageDecodeError as e:
+        raise BadSampleError("corrupt_image", sample, e.reason) from None
     return {"image": data, "text": [t.strip() for t in sample.texts], "label": int(sample.label),
             "image_id": sample.image_id, "split": sample.split}
 
@@ -132,10 +131,11 @@ def write_splits(splits: dict[str, list[RawSample]], out_dir, name: str, class_n
         paths[split], n = write_split(samples, out_dir, name, split, num_classes, skip_bad, report)
         print(f"wrote {n} rows to {paths[split]}")
     print(report.summary())
-    (out_dir / f"{name}_classes.json").write_text(json.dumps(list(class_names), indent=1))
+    (out_dir / f"{name}_classes.json").write_text(json.dumps(list(class_names), indent=1), encoding="utf-8")
     if skip_bad:
         log = out_dir / f"{name}_skipped.json"
-        log.write_text(json.dumps({"counts": dict(report.counts), "samples": report.samples}, indent=1))
+        log.write_text(json.dumps({"counts": dict(report.counts), "samples": report.samples}, indent=1),
+                       encoding="utf-8")
         if len(report):
             print(f"list of skipped samples: {log}")
     return paths
@@ -144,41 +144,52 @@ def write_splits(splits: dict[str, list[RawSample]], out_dir, name: str, class_n
 def read_captions(path: str | Path) -> dict[str, list[str]]:
     """Captions keyed by image path relative to the image root (posix, no leading './').
 
-    JSONL: one object a line with ``path`` (or ``image``/``file``) and ``caption`` (or ``text``/``captions``;
-    a string or a list). CSV/TSV: columns ``path`` and ``caption`` (or ``text``). A path that occurs several
-    times collects several captions.
+    JSONL (``.jsonl``/``.json``): one object a line with ``path`` (or ``image``/``file``) and ``caption`` (or
+    ``text``/``captions``; a string or a list). CSV/TSV: a header row with columns ``path`` and ``caption`` (or
+    ``text``). A path that occurs several times collects several captions. Read with ``textfiles`` (UTF-8 with or
+    without BOM; quoted CSV fields may hold newlines); bytes that are not UTF-8 become U+FFFD and each such line
+    is reported. A malformed line is a ValueError naming the file and the line.
     """
     path = Path(path)
     caps: dict[str, list[str]] = defaultdict(list)
 
     def add(key, value, where):
-        if key is None:
-            raise ValueError(f"{where}: no 'path' field")
+        if key is None or key == "":
+            raise ValueError(f"{where}: no image path")
         values = value if isinstance(value, list) else [value]
-        caps[normalise_key(str(key))].extend("" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
-                                             for v in values)
+        caps[normalise_key(str(key))].extend("" if v is None else str(v) for v in values)
 
     if path.suffix.lower() in {".jsonl", ".json"}:
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from None
-                key = next((obj[k] for k in ("path", "image", "file") if k in obj), None)
-                value = next((obj[k] for k in ("caption", "text", "captions") if k in obj), None)
-                add(key, value, f"{path}:{lineno}")
+        records, tf = read_jsonl(path, errors="replace")
+        for lineno, obj in records:
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            key = next((obj[k] for k in ("path", "image", "file") if k in obj), None)
+            value = next((obj[k] for k in ("caption", "text", "captions") if k in obj), None)
+            add(key, value, f"{path}:{lineno}")
     else:
-        df = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False)
-        key_col = next((c for c in ("path", "image", "file") if c in df.columns), None)
-        val_col = next((c for c in ("caption", "text") if c in df.columns), None)
+        rows, tf = read_csv(path, delimiter="\t" if path.suffix.lower() == ".tsv" else ",", errors="replace")
+        header = [c.strip() for c in rows[0][1]] if rows else []
+        key_col = next((header.index(c) for c in ("path", "image", "file") if c in header), None)
+        val_col = next((header.index(c) for c in ("caption", "text") if c in header), None)
         if key_col is None or val_col is None:
-            raise ValueError(f"{path}: needs columns 'path' and 'caption' (or 'text'); has {list(df.columns)}")
-        for key, value in zip(df[key_col], df[val_col]):
-            add(key, value, str(path))
+            raise ValueError(f"{path}: needs a header with columns 'path' and 'caption' (or 'text'); has {header}")
+        for lineno, fields in rows[1:]:
+            if len(fields) != len(header):
+                raise ValueError(f"{path}:{lineno}: {len(fields)} fields where the header has {len(header)} "
+                                 f"(quote a caption that holds the delimiter)")
+            add(fields[key_col], fields[val_col], f"{path}:{lineno}")
+    report_not_utf8(tf)
     return dict(caps)
+
+
+def report_not_utf8(tf: TextFile, examples: int = 3) -> None:
+    """Print how many runs of bytes that are not UTF-8 ``tf`` had (now U+FFFD), on how many lines, and the first
+    few with their line and context (the writers' repair report)."""
+    if tf.not_utf8:
+        lines = len({r.line for r in tf.not_utf8})
+        print(f"{tf.path}: repaired {len(tf.not_utf8)} runs of bytes that are not UTF-8 on {lines} lines "
+              f"(replaced by U+FFFD), e.g. {'; '.join(tf.repair_notes()[:examples])}")
 
 
 def normalise_key(key: str) -> str:

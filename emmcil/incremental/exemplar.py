@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from emmcil.data.images import decode_image, image_size
 from emmcil.data.tokenizer import PAD_ID
 from emmcil.data.transforms import denormalize_to_uint8, normalize_uint8
 
@@ -187,12 +188,7 @@ class JpegExemplar:
 
     @property
     def num_patches(self) -> int:
-        import io
-
-        from PIL import Image
-
-        with Image.open(io.BytesIO(self.jpeg.numpy().tobytes())) as im:  # the header only: no decoding
-            W, H = im.size
+        W, H = image_size(self.jpeg.numpy().tobytes(), self.image_id)  # the header only: no decoding
         return (H // self.patch_size) * (W // self.patch_size)
 
     @classmethod
@@ -212,13 +208,10 @@ class JpegExemplar:
                    orig_label=full.orig_label, index=full.index, image_id=full.image_id, patch_size=patch_size)
 
     def _decode(self) -> torch.Tensor:
-        import io
-
         import numpy as np
-        from PIL import Image
 
-        with Image.open(io.BytesIO(self.jpeg.numpy().tobytes())) as im:
-            return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
+        image = decode_image(self.jpeg.numpy().tobytes(), self.image_id)
+        return torch.from_numpy(np.array(image)).permute(2, 0, 1)
 
     def to_item(self, max_text_len: int) -> dict:
         """The decoded image (all patches kept) and the stored text, in the replay item format."""

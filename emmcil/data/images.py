@@ -1,0 +1,109 @@
+"""The one image decoder: encoded bytes (any file Pillow reads) -> 8-bit RGB picture, as a viewer shows it.
+
+Every place that turns image bytes into pixels goes through :func:`decode_image` (the arrow writers' validation,
+``ArrowDataset`` and so the loader benchmark and the figures, the InstructBLIP captioner, the JPEG exemplars), so
+they all agree on what a file holds; :func:`image_size` gives the size it will have from the header alone.
+
+Choices, for files as they come from the wild:
+
+* **EXIF orientation is applied** (``PIL.ImageOps.exif_transpose``): a phone photo stored sideways with
+  ``Orientation=6`` comes out upright, as every viewer and ``torchvision.io.decode_image(apply_exif_orientation=
+  True)`` show it. The original ViLT code (``Image.open(...).convert("RGB")`` in ``vilt/datasets/base_dataset.py``,
+  ``get_raw_image``) did not apply it.
+* **Transparency is composited on white** (:data:`BACKGROUND`): alpha channels (LA, RGBA, PA, premultiplied La,
+  RGBa) and transparent palette entries or colours (``transparency`` of P, L, RGB, 1 files). White is what a page
+  shows behind a transparent PNG and what a missing image becomes (``dataset``); dropping the alpha instead, as
+  ``convert("RGB")`` does, shows whatever colour the file keeps under transparent pixels (often black).
+* **More than 8 bits are scaled, not clipped**: 16-bit integer images (``I;16``, ``I;16B``, ``I;16L``, ``I;16N``,
+  and ``I``, which Pillow gives for 16-bit PGM and 32-bit integer TIFF) map 0..65535 to 0..255
+  (``round(v / 257)``; values outside clip). Pillow's ``convert`` clips them at 255 instead, so a 16-bit picture
+  came out nearly white. 32-bit float images (``F``) carry no white point; they are read on Pillow's own 0..255
+  scale (as ``convert`` and torchvision's ``to_tensor`` do), rounded and clipped. 16-bit RGB/RGBA/LA PNGs are
+  reduced to 8 bits by Pillow itself (the high byte; at most one level from ``round(v / 257)``).
+* Other modes (1, L, P, CMYK, YCbCr, LAB, HSV, RGBX) use Pillow's ``convert("RGB")``. Embedded ICC colour profiles
+  are not applied (as ViLT and torchvision). Multi-frame files (GIF, APNG, TIFF) give their first frame.
+* A file that does not decode in full (truncated, corrupt, unknown format, larger than Pillow's decompression-bomb
+  limit) raises :class:`ImageDecodeError` naming the file; the writers turn it into a ``corrupt_image`` bad sample
+  (an error, or counted and listed with ``--skip-bad``).
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import ExifTags, Image, ImageOps
+
+BACKGROUND = (255, 255, 255)  # what transparent pixels become
+
+_SIXTEEN_BIT = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+_ALPHA = {"LA", "RGBA", "PA", "La", "RGBa"}
+_PREMULTIPLIED = {"La": "LA", "RGBa": "RGBA"}  # Pillow converts these to RGB only through their plain twin
+_SWAPS_SIDES = {5, 6, 7, 8}  # EXIF orientations that turn the picture by 90 degrees
+
+
+class ImageDecodeError(ValueError):
+    """Bytes that do not decode to an image; the message names the file (``name``) and Pillow's ``reason``."""
+
+    def __init__(self, message: str, name: str = "", reason: str = ""):
+        super().__init__(message)  # one argument, so that the error pickles (DataLoader workers)
+        self.name, self.reason = name, reason or message
+
+
+def decode_image(data: bytes | str | os.PathLike, name: str | None = None) -> Image.Image:
+    """Decode an image file (its bytes, or a path) into an 8-bit RGB PIL image of size (W, H) as displayed.
+
+    ``name`` (default: the path, or ``"<bytes>"``) is the file named in errors. Applies the EXIF orientation and
+    converts any mode with :func:`to_rgb` (see the module docstring for the choices). Raises ImageDecodeError when
+    the data is not a fully decodable image, FileNotFoundError when a path does not exist.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        name = name or str(data)
+        data = Path(data).read_bytes()
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()  # decodes every pixel: a truncated file fails here, not later in a data loader
+            ImageOps.exif_transpose(im, in_place=True)
+            return to_rgb(im)
+    except Exception as e:  # Pillow raises a zoo of types (OSError, SyntaxError, ValueError, DecompressionBombError)
+        name, reason = name or "<bytes>", f"{type(e).__name__}: {e}"
+        raise ImageDecodeError(f"cannot decode image {name}: {reason}", name, reason) from None
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow mode -> mode RGB, 8 bits: 16-bit scaled, transparency on :data:`BACKGROUND` (module docstring).
+
+    Returns ``im`` itself when it is RGB without a transparent colour. Raises ValueError for a mode Pillow cannot
+    convert.
+    """
+    mode = im.mode
+    if mode == "RGB" and "transparency" not in im.info:  # a PNG may mark one RGB colour transparent
+        return im
+    if mode in _SIXTEEN_BIT or mode == "F":
+        values = np.asarray(im)  # uint16 (of either byte order), int32 or float32, (H, W)
+        if mode == "F":
+            grey = np.rint(np.nan_to_num(values, nan=0.0, posinf=255.0, neginf=0.0))
+        else:
+            grey = (values.astype(np.int64) + 128) // 257  # = round(v / 257) for v >= 0 (257 is odd: no ties)
+        return Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if mode in _ALPHA or "transparency" in im.info:
+        rgba = (im.convert(_PREMULTIPLIED[mode]) if mode in _PREMULTIPLIED else im).convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", im.size, BACKGROUND + (255,)), rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def image_size(data: bytes, name: str | None = None) -> tuple[int, int]:
+    """(W, H) of the picture :func:`decode_image` gives, read from the header without decoding the pixels.
+
+    EXIF orientations 5-8 swap the stored sides. (JPEG, WebP and TIFF keep EXIF in the header; for a PNG whose
+    ``eXIf`` chunk may follow the pixel data Pillow decodes the file to find it.) Raises ImageDecodeError.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception as e:
+        name, reason = name or "<bytes>", f"{type(e).__name__}: {e}"
+        raise ImageDecodeError(f"cannot read the image header of {name}: {reason}", name, reason) from None
+    return (h, w) if orientation in _SWAPS_SIDES else (w, h)
