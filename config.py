@@ -17,11 +17,12 @@ Named configs compose (later ones win on the keys they share; ``key=value`` upda
   both missing at 70 %), to compose with any method (``rebq``, ``finetune``, ``replay``, ``emm``, ...).
 
 Everything else is derived in :func:`config` from those four keys, through the ``DATASETS`` and ``MODEL_SIZES``
-tables, unless set explicitly. Unknown keys are sacred's own ``ConfigAddedError``. Key groups (each key has a
+tables and the method's training recipe (``emmcil/incremental/recipes.py``), unless set explicitly. Unknown keys are sacred's own ``ConfigAddedError``. Key groups (each key has a
 comment below; ``print_config`` shows them): experiment (dataset, method, num_phases, model_size, seed,
 class_order_seed), data (data_root, splits, tokenizer, max_text_len), missing modalities (missing_type,
 missing_ratio, missing_both_ratio, missing_seed), model (ViLT sizes, SSF, tuning, load_path),
-optimisation per phase (max_epoch, batch_size vs per_gpu_batchsize, lr 1e-2, weight_decay 2e-2, warmup 0.1),
+optimisation per phase (the method's recipe: optimizer, lr, weight decay, schedule, max_epoch, batch_size vs
+per_gpu_batchsize),
 memory (memory_per_class = 5 full-exemplar equivalents, budget mode), hardware (accelerator, devices, num_nodes,
 strategy, precision, workers, threads), run directory (log_dir, exp_name, restart, keep_checkpoints,
 stop_after_phase), and the keys each method file declares (``Method.config``, e.g. ``emm``'s thresholds).
@@ -32,6 +33,7 @@ from sacred import SETTINGS, Experiment
 from sacred.config.config_dict import ConfigDict
 from sacred.utils import iterate_flattened
 
+from emmcil.incremental.recipes import recipe
 from emmcil.methods import METHODS, get_method, method_config_defaults
 from emmcil.model import TINY, VILT_B32
 
@@ -40,18 +42,16 @@ SETTINGS.CAPTURE_MODE = "no"
 
 ex = Experiment("emmcil", save_git_info=False)
 
-# Per-dataset defaults. Arrow files are {data_root}/{dataset}_{split}.arrow (emmcil.data writers); the demo is
+# Per-dataset defaults (per_gpu_batchsize: the most a device takes per step; the recipe sets the batch). Arrow files are {data_root}/{dataset}_{split}.arrow (emmcil.data writers); the demo is
 # generated on first use (emmcil.data.demo) when data_root is "".
 DATASETS = {
     # 10 synthetic classes, 30 train / 10 test images each, 96-128 px: for the tiny model on CPU
-    "demo": dict(num_classes=10, max_text_len=40, model_size="tiny", max_epoch=20, batch_size=32,
-                 per_gpu_batchsize=32, num_workers=0),
+    "demo": dict(num_classes=10, max_text_len=40, model_size="tiny", per_gpu_batchsize=32, num_workers=0),
     # UPMC Food-101: 101 classes, text = page title (short: ViLT's 40 positions suffice)
-    "food101": dict(num_classes=101, max_text_len=40, model_size="vilt_b32", max_epoch=20, batch_size=256,
-                    per_gpu_batchsize=32, num_workers=8),
+    "food101": dict(num_classes=101, max_text_len=40, model_size="vilt_b32", per_gpu_batchsize=32, num_workers=8),
     # MM-ImageNet-R: 200 classes, InstructBLIP captions of ~50-90 words (paper Fig. 4), hence 128 positions
-    "mm_imagenet_r": dict(num_classes=200, max_text_len=128, model_size="vilt_b32", max_epoch=20, batch_size=256,
-                          per_gpu_batchsize=32, num_workers=8),
+    "mm_imagenet_r": dict(num_classes=200, max_text_len=128, model_size="vilt_b32", per_gpu_batchsize=32,
+                          num_workers=8),
 }
 
 # Model sizes: the backbone's shape, and the timm ImageNet weights ViLT starts from when there is no load_path
@@ -136,15 +136,21 @@ def config():
     trust_checkpoint = False     # allow full unpickling of load_path (only for files you trust)
 
     # ---------------------------------------------------------------- optimisation, per phase
-    max_epoch = _pick(DATASETS, dataset, "max_epoch", "dataset")  # epochs per phase
+    # Defaults: the method's recipe on this dataset (emmcil/incremental/recipes.py, each value with its source).
+    optimizer = recipe(method, dataset, "optimizer")        # adamw | adam | sgd
+    lr = recipe(method, dataset, "lr")                      # peak learning rate
+    weight_decay = recipe(method, dataset, "weight_decay")
+    weight_decay_1d = recipe(method, dataset, "weight_decay_1d")  # also decay biases, norms, SSF (1-D parameters)
+    betas = recipe(method, dataset, "betas")                # adam / adamw
+    eps = recipe(method, dataset, "eps")                    # adam / adamw
+    momentum = recipe(method, dataset, "momentum")          # sgd
+    lr_schedule = recipe(method, dataset, "lr_schedule")    # linear | cosine (-> 0 after the warmup) | constant
+    warmup = recipe(method, dataset, "warmup")              # linear warmup from 0: fraction (< 1) or count of intervals
+    schedule_interval = recipe(method, dataset, "schedule_interval")  # step | epoch: when the schedule advances
+    max_epoch = recipe(method, dataset, "max_epoch")        # epochs per phase
     max_steps = -1               # optimiser steps per phase; -1 = max_epoch epochs
-    batch_size = _pick(DATASETS, dataset, "batch_size", "dataset")  # effective batch, reached by accumulation
-    per_gpu_batchsize = _pick(DATASETS, dataset, "per_gpu_batchsize", "dataset")  # per device and step
-    lr = 1e-2                    # AdamW; sister repo missing_aware_prompts
-    weight_decay = 2e-2          # not on 1-D parameters (biases, norms, SSF)
-    betas = [0.9, 0.98]
-    eps = 1e-8
-    warmup = 0.1                 # linear warmup: fraction of the phase's steps (< 1) or a step count; then -> 0
+    batch_size = recipe(method, dataset, "batch_size")      # effective batch, reached by accumulation
+    per_gpu_batchsize = min(batch_size, _pick(DATASETS, dataset, "per_gpu_batchsize", "dataset"))  # per device+step
     gradient_clip_val = None
     limit_train_batches = 1.0    # Lightning's: a fraction or a number of batches per epoch (tests, smoke runs)
 

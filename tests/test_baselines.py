@@ -11,6 +11,7 @@ from emmcil.incremental.exemplar import CimExemplar, Exemplar, exemplar_from_sta
 from emmcil.incremental.module import IncrementalModule
 from emmcil.methods import get_method, method_config_defaults
 from emmcil.methods.exemplar_free import select_by_keys
+from emmcil.methods.l2p import image_cls_position
 from run_helpers import one_thread
 from run_helpers import demo_config as run_config
 
@@ -119,8 +120,9 @@ def test_trainable_parameters_are_the_methods_own_and_the_head():
     module.add_classes(2)
     module.add_classes(2)
     names = trainable(module)
-    assert {"method_net.proxy_weight", "method_net.proxy_sigma"} <= names
-    adapters = names - {"method_net.proxy_weight", "method_net.proxy_sigma"}
+    proxy = {"method_net.proxy_weights.1", "method_net.proxy_sigmas.1"}  # phase 1's own proxy head only
+    assert proxy <= names
+    adapters = names - proxy
     assert adapters and all(n.startswith("method_net.adapters.1.") for n in adapters)
     assert len(adapters) == TINY_CFG["num_layers"] * 4                 # down/up weight and bias per layer
 
@@ -166,6 +168,41 @@ def test_l2p_prompts_the_batch_with_the_keys_that_match_its_query():
     assert module.backbone.pooler.dense.weight.grad is None
 
 
+def test_l2p_head_and_prompt_positions_follow_pilot():
+    module, method = method_module("l2p", l2p_batchwise=False)
+    module.add_classes(2)
+    module.eval()
+    b = batch()
+    out = module.encode(b)
+    E = out.num_extra
+    # PILOT head_type "prompt": the mean of the prompt tokens' final-normed outputs, no pooler in between
+    assert torch.allclose(out.pooled, out.hidden[:, -E:].mean(1), atol=1e-6)
+    pooler = get_method("l2p")(dict(method.cfg, l2p_head="pooler"))
+    module.method = pooler
+    assert torch.allclose(module.encode(b).pooled, module.backbone.pooler(out.hidden), atol=1e-6)
+    # PILOT gives the prompt slots the [CLS]'s position embedding: what ViLT adds to its image [CLS] token
+    backbone, C = module.backbone, out.hidden.shape[-1]
+    cls_input = backbone.transformer.prepend_cls(torch.zeros(1, 0, C), torch.zeros(1, 0, dtype=torch.bool))[0][0, 0]
+    cls_input = cls_input + backbone.token_type_embeddings.weight[1]
+    assert torch.allclose(backbone.transformer.cls_token[0, 0] + image_cls_position(backbone), cls_input)
+    # ... added to every prompt token: "none" with the prompts shifted by it gives the same pass
+    module.method = get_method("l2p")(dict(method.cfg, l2p_prompt_position="none"))
+    assert not torch.allclose(module.encode(b).hidden, out.hidden, atol=1e-4)
+    with torch.no_grad():
+        module.method_net.prompts += image_cls_position(backbone)
+    assert torch.allclose(module.encode(b).hidden, out.hidden, atol=1e-5)
+
+
+def test_dualprompt_head_reads_the_final_normed_text_cls():
+    module, method = method_module("dualprompt")
+    module.add_classes(2)
+    module.eval()
+    out = module.encode(batch())
+    assert torch.allclose(out.pooled, out.hidden[:, 0])                  # PILOT head_type "token"
+    module.method = get_method("dualprompt")(dict(method.cfg, dualprompt_head="pooler"))
+    assert torch.allclose(module.encode(batch()).pooled, module.backbone.pooler(out.hidden), atol=1e-6)
+
+
 def test_dualprompt_earlier_expert_prompts_get_no_gradient_later():
     module, method = method_module("dualprompt")
     module.add_classes(2)
@@ -178,12 +215,16 @@ def test_dualprompt_earlier_expert_prompts_get_no_gradient_later():
     assert net.e_prompts[0].grad is None and net.e_keys[0].grad is None
     assert net.e_prompts[1].grad.abs().sum() > 0 and net.e_keys[1].grad.abs().sum() > 0
     assert net.g_prompts.grad.abs().sum() > 0
-    # at test time only the keys of seen phases compete, chosen by the query
+    # at test time the query picks among every key of the pool (PILOT), or only the seen phases' keys
     module.eval()
     query = method.query(module, b)
-    with torch.no_grad():
-        net.e_keys[0].copy_(query[0])
-        net.e_keys[2].copy_(query[0] * 5)                             # a later phase's key: not a candidate yet
+    with torch.no_grad():                                             # cosine with the queries: key 0 about 0,
+        net.e_keys[0].normal_()                                       # key 1 -1, key 2 (an unseen phase's) 1
+        net.e_keys[1].copy_(-query[0])
+        net.e_keys[2].copy_(query[0])
+    assert module.encode(b).prompt_idx.tolist() == [2, 2, 2]
+    seen = get_method("dualprompt")(dict(method.cfg, dualprompt_test_keys="seen"))
+    module.method = seen
     assert module.encode(b).prompt_idx.tolist() == [0, 0, 0]
 
 

@@ -11,7 +11,8 @@ from emmcil.incremental.driver import accumulation_steps, gather_uneven, phase_s
 from emmcil.incremental.exemplar import Exemplar, full_exemplar_nbytes
 from emmcil.incremental.herding import herding_order
 from emmcil.incremental.memory import MemoryBuffer, mean_full_exemplar_nbytes
-from emmcil.incremental.module import IncrementalModule, linear_warmup_decay
+from emmcil.incremental.module import IncrementalModule
+from emmcil.incremental.recipes import PROJECT
 from emmcil.model import build_backbone
 from emmcil.model.heads import IncrementalClassifier
 
@@ -53,7 +54,7 @@ def test_classifier_growth_keeps_old_rows():
 
 
 def test_module_freeze_policy_and_optimizer_groups(tiny_cfg):
-    cfg = dict(tiny_cfg, load_path="", lr=1e-2, weight_decay=2e-2, warmup=0.1, tuning="ssf")
+    cfg = dict(tiny_cfg, **PROJECT.values("food101"), load_path="", tuning="ssf")
     module = IncrementalModule(cfg)
     n1 = module.add_classes(3)
     n2 = module.add_classes(2)
@@ -72,11 +73,6 @@ def test_module_freeze_policy_and_optimizer_groups(tiny_cfg):
     assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
     assert optimizer.defaults["betas"] == (0.9, 0.98) and optimizer.defaults["eps"] == 1e-8
     assert sched.get_last_lr()[0] == 0.0  # warmup starts at 0
-
-
-def test_linear_warmup_then_linear_decay():
-    f = linear_warmup_decay(total_steps=100, warmup_steps=10)
-    assert [f(0), f(5), f(10), f(55), f(100), f(120)] == [0.0, 0.5, 1.0, 0.5, 0.0, 0.0]
 
 
 def test_accumulation_reaches_the_effective_batch():

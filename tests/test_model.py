@@ -186,6 +186,22 @@ def test_extra_tokens_are_appended_and_attended(model):
     assert not torch.allclose(out.pooled, plain.pooled, atol=1e-4)
 
 
+def test_adapter_reads_the_residual_stream_before_norm2(model):
+    """PILOT's EASE (backbone/vit_ease.py Block.forward): adapt(x) on the stream after attention, not on norm2(x)."""
+    seen = {}
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen["adapter"] = x.detach()
+            return torch.zeros_like(x)
+
+    hook = model.transformer.blocks[1].norm2.register_forward_pre_hook(
+        lambda module, args: seen.__setitem__("norm2", args[0].detach()))
+    model(*make_batch(), adapters=[None, Probe()])
+    hook.remove()
+    assert torch.equal(seen["adapter"], seen["norm2"])
+
+
 def test_parallel_adapters(model):
     batch = make_batch()
     zero = torch.nn.Linear(32, 32)

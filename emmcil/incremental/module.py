@@ -11,20 +11,12 @@ from emmcil.model import ViLTOutput, apply_freeze_policy, build_backbone
 from emmcil.model.ssf import is_tunable
 from emmcil.model.heads import IncrementalClassifier
 
+from .recipes import build_optimizer, build_scheduler, schedule_interval
+
 
 def cross_entropy_loss(module: "IncrementalModule", batch: dict, output: ViLTOutput, logits: torch.Tensor):
     """Cross-entropy over all classes seen so far (the classifier has exactly those rows)."""
     return F.cross_entropy(logits, batch["labels"])
-
-
-def linear_warmup_decay(total_steps: int, warmup_steps: int):
-    """LR factor of ``get_polynomial_decay_schedule_with_warmup`` (power 1, end 0), as ViLT / missing_aware_prompts:
-    0 -> 1 linearly over ``warmup_steps``, then 1 -> 0 linearly at ``total_steps``."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return step / max(1, warmup_steps)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-    return factor
 
 
 class IncrementalModule(pl.LightningModule):
@@ -120,20 +112,13 @@ class IncrementalModule(pl.LightningModule):
         return out
 
     def configure_optimizers(self):
-        """AdamW (betas 0.9/0.98, eps 1e-8), no weight decay on 1-D parameters (biases, norms, SSF scales and
-        shifts); linear warmup over ``warmup`` (a fraction of the steps if < 1, else a step count), then linear
-        decay to 0, stepped every optimiser step. Rebuilt by every phase's Trainer."""
+        """The method's recipe (:mod:`emmcil.incremental.recipes`; keys ``optimizer``, ``lr``, ``weight_decay``,
+        ``weight_decay_1d``, ``betas``, ``eps``, ``momentum``, ``lr_schedule``, ``warmup``, ``schedule_interval``)
+        over the trainable parameters; the schedule spans the phase's optimiser steps (or epochs). Rebuilt by every
+        phase's Trainer, so every phase starts afresh (PILOT's ``reinit_optimizer``, RebQ's ``reset_optimizer``)."""
         cfg = self.cfg
-        decay, no_decay = [], []
-        for _, p in self.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim <= 1 else decay).append(p)
-        groups = [{"params": decay, "weight_decay": cfg["weight_decay"]},
-                  {"params": no_decay, "weight_decay": 0.0}]
-        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg["lr"],
-                                      betas=tuple(cfg.get("betas", (0.9, 0.98))), eps=cfg.get("eps", 1e-8))
-        total = int(self.trainer.estimated_stepping_batches)
-        warmup = cfg["warmup"]
-        warmup_steps = int(warmup * total) if warmup < 1 else int(warmup)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(total, warmup_steps))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        optimizer = build_optimizer(self.named_parameters(), cfg)
+        interval = schedule_interval(cfg)
+        total = self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
+        scheduler = build_scheduler(optimizer, cfg, int(total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}

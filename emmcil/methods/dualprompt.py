@@ -11,28 +11,39 @@
   (``dualprompt_pull`` x mean cosine of the query and key t) draws key t to the phase's queries; at test time the
   E-prompt whose key is most cosine-similar to the query (top-1; batch-wise majority with
   ``dualprompt_batchwise``, PILOT ``batchwise_prompt``). The query is the frozen backbone's text [CLS] state
-  without prompts (:mod:`~emmcil.methods.exemplar_free`).
+  without prompts (:mod:`~emmcil.methods.exemplar_free`). Test-time candidates (``dualprompt_test_keys``):
+  ``"pool"`` = every key of the pool, trained or not, as PILOT (``backbone/vit_dualprompt.py`` passes no
+  ``prompt_mask`` outside training, so ``backbone/prompt.py`` ``EPrompt`` ranks all ``pool_size`` keys);
+  ``"seen"`` = only the keys of the phases seen so far (our earlier choice: a key not trained yet is still its
+  uniform(-1, 1) initialisation and can only pick an E-prompt that never trained).
 - **Freezing**: in phase t only E-prompt t and key t train (:meth:`DualPrompt.set_trainable`); earlier ones are
   frozen, so they receive no gradient. With ``dualprompt_shared_pool`` (PILOT ``shared_prompt_pool``) E-prompt t
   starts as a copy of E-prompt t-1; keys are not copied (``shared_prompt_key`` false).
-- **Head**: ViLT's pooled text [CLS] (PILOT ``head_type: token``; the pretrained pooler frozen) and the classifier;
-  cross-entropy over the current phase's classes (earlier classes' logits at -inf, PILOT's learner).
+- **Head** (``dualprompt_head``): ``"token"`` = the text [CLS] state after the final norm, straight into the
+  classifier (PILOT ``head_type: token``: ``VisionTransformer.forward_head`` reads ``x[:, 0]`` after ``norm``;
+  with prefix tuning ``total_prompt_len`` is 0); ``"pooler"`` = ViLT's usual pooled text [CLS] (the pretrained,
+  frozen dense + tanh pooler), as ViLT's own fine-tuning heads read it. Cross-entropy over the current phase's
+  classes (earlier classes' logits at -inf, PILOT's ``models/dualprompt.py``).
 
 Defaults: PILOT ``exps/dualprompt_inr.json`` (ImageNet-R): G length 5 at layers [0, 1], E length 5 at layers
 [2, 3, 4], top_k 1, uniform(-1, 1) init of prompts and keys, pull constraint 0.1, ``drop`` 0, frozen backbone.
 PILOT's pool ``size`` 10 is one E-prompt per task for its 10 ImageNet-R tasks; ours defaults to one per phase
-(``dualprompt_pool_size=0``), so 20 phases work too. Deviation: at test time only the keys of phases seen so far
-compete (PILOT allocates the whole pool up front, as we do, but also lets still untrained keys be chosen).
-Optimiser: the project's (AdamW, warmup + linear decay) with ``weight_decay=0`` (PILOT: Adam lr 0.001, no decay).
+(``dualprompt_pool_size=0``), so 20 phases work too. The optimiser is PILOT's too (the ``dualprompt`` recipe of
+:mod:`emmcil.incremental.recipes`: Adam lr 1e-3, no weight decay, constant, 10 epochs, batch 24).
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import register
-from .exemplar_free import FROZEN_BACKBONE, ExemplarFreeMethod, backbone_inputs, pull_constraint, select_by_keys
+from .exemplar_free import ExemplarFreeMethod, backbone_inputs, pull_constraint, select_by_keys
+
+TEST_KEYS = ("pool", "seen")
+HEADS = ("token", "pooler")
 
 
 @register
@@ -46,9 +57,16 @@ class DualPrompt(ExemplarFreeMethod):
         "dualprompt_pool_size": 0,         # E-prompts allocated; 0 = one per phase (PILOT "size" 10 = its 10 tasks)
         "dualprompt_pull": 0.1,            # weight of the pull constraint ("pull_constraint_coeff")
         "dualprompt_batchwise": True,      # test-time E-prompt by the batch's majority ("batchwise_prompt")
+        "dualprompt_test_keys": "pool",    # test-time candidates: "pool" (every key, PILOT) | "seen" (seen phases')
+        "dualprompt_head": "token",        # "token": final-normed text [CLS] (PILOT "head_type"); "pooler": ViLT's
         "dualprompt_shared_pool": True,    # E-prompt t starts from E-prompt t-1 ("shared_prompt_pool")
     }
-    named_config = {**FROZEN_BACKBONE, "weight_decay": 0.0}
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        for key, allowed in (("dualprompt_test_keys", TEST_KEYS), ("dualprompt_head", HEADS)):
+            if self.cfg[key] not in allowed:
+                raise ValueError(f"{key}={self.cfg[key]!r}: expected one of {allowed}")
 
     def pool_size(self) -> int:
         size = int(self.cfg["dualprompt_pool_size"]) or int(self.cfg["num_phases"])
@@ -94,11 +112,13 @@ class DualPrompt(ExemplarFreeMethod):
                 net.e_prompts[t].copy_(net.e_prompts[t - 1])
 
     def select(self, module, query: torch.Tensor) -> torch.Tensor:
-        """(B,) the E-prompt of each sample: the current phase's in training, else top-1 by key."""
+        """(B,) the E-prompt of each sample: the current phase's in training, else top-1 by key among the whole
+        pool or the seen phases' keys (``dualprompt_test_keys``)."""
         t = self.current_phase(module)
         if module.training:
             return torch.full((query.shape[0],), t, dtype=torch.long, device=query.device)
-        keys = torch.stack(list(module.method_net.e_keys)[:t + 1])
+        keys = list(module.method_net.e_keys)
+        keys = torch.stack(keys if self.cfg["dualprompt_test_keys"] == "pool" else keys[:t + 1])
         return select_by_keys(query, keys, 1, bool(self.cfg["dualprompt_batchwise"]))[:, 0]
 
     def encode(self, module, batch: dict, return_attention=False):
@@ -121,6 +141,8 @@ class DualPrompt(ExemplarFreeMethod):
             add(layer, chosen[:, i, 0], chosen[:, i, 1])
         args, kwargs = backbone_inputs(batch)
         out = backbone(*args, **kwargs, prefixes=prefixes, return_attention=return_attention)
+        if self.cfg["dualprompt_head"] == "token":
+            out = replace(out, pooled=out.hidden[:, 0])
         out.prompt_idx = idx
         out.pull = pull_constraint(query, torch.stack(list(net.e_keys)), idx[:, None])
         return out

@@ -1,10 +1,13 @@
 """EASE, Expandable Subspace Ensemble (Zhou et al., CVPR'24) on a frozen ViLT; exemplar-free (``method=ease``).
 
 - **One adapter set per phase** (a subspace): an AdaptFormer bottleneck in every layer, ``up(dropout(relu(
-  down(h)))) * ease_scale``, run in parallel to the MLP (the backbone's ``adapters`` hook), ``down`` with
+  down(x)))) * ease_scale``, run in parallel to the MLP on the un-normed residual stream ``x`` before ``norm2``
+  (the backbone's ``adapters`` hook; PILOT ``backbone/vit_ease.py`` ``Block.forward``), ``down`` with
   nn.Linear's Kaiming-uniform init and ``up`` zero ("lora" init), so a new adapter starts as the identity. Phase t
-  trains adapter set t only (earlier ones frozen), with a cosine **proxy head** over t's classes (PILOT's
-  ``proxy_fc``: cosine logits times a learnt scale), cross-entropy over t's classes only.
+  trains adapter set t only (earlier ones frozen), with its own cosine **proxy head** over t's classes (PILOT's
+  ``proxy_fc``, a new one every task: cosine logits times a learnt scale), cross-entropy over t's classes only.
+  Every phase's adapters and proxy head are separate parameters, so the recipe's weight decay (applied to every
+  trainable parameter, as PILOT's SGD) never touches another phase's.
 - **Feature of subspace j**: the text [CLS] state after the final norm, ``hidden[:, 0]``, of a pass with adapter
   set j (PILOT: the image [CLS] after the norm). At evaluation every subspace 0..t is computed (one backbone pass
   per adapter set, batched ``ease_adapters_per_pass`` at a time by stacking the batch) and concatenated.
@@ -19,10 +22,10 @@
 
 Defaults: PILOT ``exps/ease_inr.json`` (ImageNet-R): ``ffn_num`` 64, adapter scalar 0.1, adapter dropout 0.1,
 ``alpha`` 0.1, ``beta`` 0 with ``use_init_ptm`` false (no un-adapted subspace), ``recalc_sim`` and
-``use_reweight`` true, no exemplars. Simplifications, honestly: the adapter reads the MLP's normed input (our
-backbone hook) where AdaptFormer/PILOT feed it the un-normed residual stream; the optimiser is the project's
-(AdamW, warmup + linear decay; PILOT: SGD lr 0.05, momentum 0.9, weight decay 0.005, cosine, 20 epochs); ViLT's
-pooler and the usual classifier are unused and frozen; the cosine proxy head's scale starts at 1 in every phase.
+``use_reweight`` true, no exemplars. The optimiser is PILOT's too (the ``ease`` recipe of
+:mod:`emmcil.incremental.recipes`: SGD lr 0.05, momentum 0.9, weight decay 5e-3 on every trainable parameter, cosine
+to 0 stepped per epoch, 20 epochs, batch 16). ViLT's pooler and the usual classifier are unused and frozen; the
+cosine proxy head's scale starts at 1 in every phase, as PILOT's new ``proxy_fc`` of every task.
 """
 from __future__ import annotations
 
@@ -88,8 +91,9 @@ class EASE(ExemplarFreeMethod):
         net = nn.Module()
         net.adapters = nn.ModuleList([nn.ModuleList([make() for _ in range(n_layers)]) for _ in range(L)])
         bound = 1.0 / math.sqrt(C)  # PILOT CosineLinear.reset_parameters
-        net.proxy_weight = nn.Parameter(torch.empty(n_classes, C).uniform_(-bound, bound))
-        net.proxy_sigma = nn.Parameter(torch.ones(L))
+        net.proxy_weights = nn.ParameterList([nn.Parameter(torch.empty(n, C).uniform_(-bound, bound))
+                                              for n in self.phase_sizes()])
+        net.proxy_sigmas = nn.ParameterList([nn.Parameter(torch.ones(())) for _ in range(L)])
         # class prototypes per subspace, filled by after_training (checkpointed, never trained)
         net.prototypes = nn.Parameter(torch.zeros(n_classes, L, C), requires_grad=False)
         return net
@@ -98,8 +102,9 @@ class EASE(ExemplarFreeMethod):
         super().set_trainable(module)
         module.classifier.requires_grad_(False)  # the prototype classifier replaces it
         net, t = module.method_net, self.current_phase(module)
-        for j, adapters in enumerate(net.adapters):
-            adapters.requires_grad_(j == t)
+        for j, (adapters, weight, sigma) in enumerate(zip(net.adapters, net.proxy_weights, net.proxy_sigmas)):
+            for part in (adapters, weight, sigma):
+                part.requires_grad_(j == t)
         net.prototypes.requires_grad_(False)
 
     # -- features
@@ -141,8 +146,8 @@ class EASE(ExemplarFreeMethod):
         n_seen, known = module.classifier.num_classes, self.known_classes(module)
         if module.training:  # the proxy head over the current phase's classes
             f = F.normalize(output.pooled.float(), dim=-1)
-            w = F.normalize(net.proxy_weight[known:n_seen].float(), dim=-1)
-            new = net.proxy_sigma[t] * (f @ w.t())
+            w = F.normalize(net.proxy_weights[t].float(), dim=-1)
+            new = net.proxy_sigmas[t] * (f @ w.t())
             return torch.cat([new.new_full((new.shape[0], known), float("-inf")), new], dim=1)
         B = output.pooled.shape[0]
         feats = F.normalize(output.pooled.float().reshape(B, t + 1, -1), dim=-1)

@@ -6,21 +6,25 @@ A pool of ``l2p_pool_size`` prompts (each ``l2p_length`` tokens) with one learna
 2. **selection**: the ``l2p_top_k`` keys most cosine-similar to the query; with ``l2p_batchwise`` (the original's
    ``batchwise_prompt``, in training and at test time alike) the whole batch uses the keys chosen most often over
    it;
-3. **prompted pass**: the chosen prompts (top_k x length tokens) enter the sequence as extra input tokens (our hook
-   appends them after the image tokens; L2P prepends them to the patch tokens: without position embeddings on the
-   prompts, attention does not see the difference);
-4. **head** (``l2p_head``): ``"prompt"`` (PILOT's ``head_type: prompt``) = the mean of the prompt tokens' outputs,
-   through ViLT's (frozen) pooler, then the classifier; ``"cls"`` = ViLT's usual pooled text [CLS];
-5. **loss**: cross-entropy over the current phase's classes (earlier classes' logits at -inf, PILOT's learner)
-   minus ``l2p_pull`` x the pull constraint (mean over the batch of the summed cosine between the query and the
-   chosen keys), which draws the chosen keys towards the queries.
+3. **prompted pass**: the chosen prompts (top_k x length tokens) enter the sequence as extra input tokens. PILOT
+   (``backbone/vit_l2p.py``) prepends them to the patch tokens and extends the position table to them, each prompt
+   slot getting the [CLS]'s position embedding (``resize_pos_embed``: "expand cls's pos embedding for prompt
+   tokens"; the table is frozen). ``l2p_prompt_position="image_cls"`` does the same here: every prompt token gets
+   the image [CLS]'s position embedding and the image token type, i.e. sits where the image [CLS] sits. Our hook
+   appends the tokens after the image tokens; with explicit position embeddings attention does not see the order.
+   ``"none"`` (our earlier choice) adds nothing to the prompts;
+4. **head** (``l2p_head``): ``"prompt"`` (PILOT ``head_type: prompt``, ``VisionTransformer.forward_head``) = the
+   mean of the prompt tokens' outputs after the final norm, straight into the classifier; ``"pooler"`` = ViLT's
+   usual pooled text [CLS] (the pretrained, frozen dense + tanh pooler), as ViLT's own fine-tuning heads read it;
+5. **loss**: cross-entropy over the current phase's classes (earlier classes' logits at -inf, PILOT's
+   ``models/l2p.py``) minus ``l2p_pull`` x the pull constraint (mean over the batch of the summed cosine between
+   the query and the chosen keys), which draws the chosen keys towards the queries.
 The pool is shared by all phases (no freezing); the classifier grows by phase.
 
 Defaults: PILOT ``exps/l2p_inr.json`` (ImageNet-R): size 10, length 5, top_k 5, ``prompt_init``/``prompt_key_init``
-uniform(-1, 1), ``batchwise_prompt`` true, ``pull_constraint_coeff`` 0.1, ``drop`` 0, frozen backbone. The paper
-says nothing else about its L2P. The optimiser is the project's (AdamW, 10 % warmup then linear decay, per phase;
-PILOT: Adam lr 0.001875, constant, 10 epochs) with ``weight_decay=0`` (PILOT's value): with old logits masked, any
-decay would only shrink old classes' classifier rows.
+uniform(-1, 1), ``batchwise_prompt`` true, ``head_type`` prompt, ``pull_constraint_coeff`` 0.1, ``drop`` 0, frozen
+backbone. The paper says nothing else about its L2P. The optimiser is PILOT's too (the ``l2p`` recipe of
+:mod:`emmcil.incremental.recipes`: Adam lr 1.875e-3, no weight decay, constant, 10 epochs, batch 32).
 """
 from __future__ import annotations
 
@@ -30,10 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import register
-from .exemplar_free import FROZEN_BACKBONE, ExemplarFreeMethod, backbone_inputs, pull_constraint, select_by_keys
+from emmcil.model.vilt import IMAGE_TYPE
 
-HEADS = ("prompt", "cls")
+from . import register
+from .exemplar_free import ExemplarFreeMethod, backbone_inputs, pull_constraint, select_by_keys
+
+HEADS = ("prompt", "pooler")
+PROMPT_POSITIONS = ("image_cls", "none")
 
 
 @register
@@ -45,14 +52,15 @@ class L2P(ExemplarFreeMethod):
         "l2p_top_k": 5,           # prompts chosen per sample ("top_k")
         "l2p_pull": 0.1,          # weight of the pull constraint ("pull_constraint_coeff")
         "l2p_batchwise": True,    # the batch's most chosen prompts for every sample ("batchwise_prompt")
-        "l2p_head": "prompt",     # "prompt": mean of the prompt outputs (PILOT "head_type"); "cls": pooled [CLS]
+        "l2p_head": "prompt",     # "prompt": mean of the prompt outputs (PILOT "head_type"); "pooler": ViLT's pooled
+        "l2p_prompt_position": "image_cls",  # prompts get the image [CLS]'s position embedding (PILOT); "none"
     }
-    named_config = {**FROZEN_BACKBONE, "weight_decay": 0.0}
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        if self.cfg["l2p_head"] not in HEADS:
-            raise ValueError(f"l2p_head={self.cfg['l2p_head']!r}: expected one of {HEADS}")
+        for key, allowed in (("l2p_head", HEADS), ("l2p_prompt_position", PROMPT_POSITIONS)):
+            if self.cfg[key] not in allowed:
+                raise ValueError(f"{key}={self.cfg[key]!r}: expected one of {allowed}")
         if not 1 <= int(self.cfg["l2p_top_k"]) <= int(self.cfg["l2p_pool_size"]):
             raise ValueError(f"l2p_top_k={self.cfg['l2p_top_k']} must lie in [1, l2p_pool_size="
                              f"{self.cfg['l2p_pool_size']}]")
@@ -69,11 +77,12 @@ class L2P(ExemplarFreeMethod):
         query = self.query(module, batch)
         idx = select_by_keys(query, net.keys, int(self.cfg["l2p_top_k"]), bool(self.cfg["l2p_batchwise"]))
         prompts = net.prompts[idx].flatten(1, 2)                                   # (B, top_k * length, C)
+        if self.cfg["l2p_prompt_position"] == "image_cls":
+            prompts = prompts + image_cls_position(backbone)
         args, kwargs = backbone_inputs(batch)
         out = backbone(*args, **kwargs, extra_tokens=prompts, return_attention=return_attention)
         if self.cfg["l2p_head"] == "prompt":
-            mean = out.hidden[:, -prompts.shape[1]:].mean(1, keepdim=True)
-            out = replace(out, pooled=backbone.pooler(mean))
+            out = replace(out, pooled=out.hidden[:, -prompts.shape[1]:].mean(1))
         out.prompt_idx = idx
         out.pull = pull_constraint(query, net.keys, idx)
         return out
@@ -83,3 +92,9 @@ class L2P(ExemplarFreeMethod):
 
     def training_loss(self, module, batch: dict, output, logits: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, batch["labels"]) - float(self.cfg["l2p_pull"]) * output.pull
+
+
+def image_cls_position(backbone) -> torch.Tensor:
+    """(C,) what ViLT adds to the image [CLS] token besides the token itself: its position embedding and the image
+    token-type embedding (frozen here), for prompts placed at the [CLS]'s position as PILOT places them."""
+    return backbone.transformer.pos_embed[0, 0] + backbone.token_type_embeddings.weight[IMAGE_TYPE]

@@ -48,8 +48,9 @@ of the sequence instead of after the text [CLS], and the prefixes after all keys
 components are their own parameters (frozen ones get no gradient and no weight decay; the released code detaches
 rows of one tensor, and AdamW still decays them by lr x wd a step); the reconstruction pass runs only on the samples
 that need it (missing modality, or complete in training) and the copies only in training; text keeps ViLT's 40
-positions (the released code interpolates them to 512, frozen). The released optimiser (AdamW lr 1e-4, wd 0.01,
-10 epochs, batch 4) is the named config's; its cosine schedule is our linear one.
+positions (the released code interpolates them to 512, frozen). The released optimiser and schedule (AdamW lr 1e-4,
+weight decay 0.01 on every trainable parameter, 10 % warmup then cosine, 10 epochs, batch 4) are the ``rebq``
+recipe of :mod:`emmcil.incremental.recipes`; the released fp16 autocast is ``precision=16-mixed``.
 """
 from __future__ import annotations
 
@@ -218,10 +219,9 @@ class RebQ(Method):
         "rebq_reinit": False,      # init task t's components at phase t (CODA-P); False = released REINIT (see docs)
         "rebq_pooler": False,      # classify tanh(pooler(text CLS)) instead of the final-normed text CLS (RebQ: no)
     }
-    # the released code: frozen Hugging Face ViLT (dropout 0), AdamW lr 1e-4 with torch's default weight decay 0.01,
-    # 10 epochs a task, batch 4 (configs/train/default.yaml, src/optim/optimizer.py)
-    named_config = {"tuning": "frozen", "ssf": False, "drop_rate": 0.0, "lr": 1e-4, "weight_decay": 0.01,
-                    "max_epoch": 10, "batch_size": 4, "per_gpu_batchsize": 4}
+    # the released code's frozen Hugging Face ViLT (dropout 0); its optimiser is the `rebq` recipe
+    # (emmcil/incremental/recipes.py)
+    named_config = {"tuning": "frozen", "ssf": False, "drop_rate": 0.0}
 
     def __init__(self, cfg):
         super().__init__(cfg)

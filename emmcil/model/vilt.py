@@ -168,14 +168,15 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, need_weights: bool = False, prefix=None,
                 adapter: nn.Module | None = None):
-        """adapter: a module run in parallel to the MLP on the same normed input (AdaptFormer / EASE style)."""
+        """adapter: a module run in parallel to the MLP on the residual stream before ``norm2`` (the MLP's input
+        before its norm), its output added outside drop-path: AdaptFormer's parallel adapter as PILOT's EASE runs
+        it (``backbone/vit_ease.py`` ``Block.forward``: ``adapt(x, add_residual=False)`` on that ``x``)."""
         y, attn = self.attn(self.ssf_norm1(self.norm1(x)), mask, need_weights, prefix)
         x = x + self.drop_path(y)
-        h = self.ssf_norm2(self.norm2(x))
-        y = self.mlp(h)
+        out = x + self.drop_path(self.mlp(self.ssf_norm2(self.norm2(x))))
         if adapter is not None:
-            y = y + adapter(h)
-        return x + self.drop_path(y), attn
+            out = out + adapter(x)
+        return out, attn
 
 
 class PatchEmbed(nn.Module):
@@ -369,7 +370,8 @@ class ViLT(nn.Module):
         Hooks for prompt and adapter methods (all optional): ``extra_tokens`` (B, E, C) appended after the image
         tokens as they are (input prompts, L2P-style; ``hidden[:, -E:]`` are their outputs); ``prefixes``, one entry
         per layer, None or (keys, values) each (B, Lp, C) appended to that layer's attention (prefix tuning);
-        ``adapters``, one entry per layer, None or a module added in parallel to that layer's MLP;
+        ``adapters``, one entry per layer, None or a module run in parallel to that layer's MLP (on the residual
+        stream before ``norm2``, see :class:`Block`);
         ``deep_tokens`` (instead of ``extra_tokens``), one entry per layer: entry 0 (B, E, C) is the extra tokens'
         input, and a later entry (B, E, C) replaces their states before that layer, None leaving them as the layer
         below made them (deep prompts: VPT-deep, RebQ's memory prompts).
