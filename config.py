@@ -10,7 +10,7 @@ Named configs compose (later ones win on the keys they share; ``key=value`` upda
   ``tuning="full"`` since no pretrained weights exist offline, and one CPU thread);
 - protocols: ``phases_5``, ``phases_10``, ``phases_20``  (set ``num_phases``);
 - methods: ``finetune`` (lower bound), ``joint`` (upper bound), ``replay`` (herding, full exemplars), plus one per
-  method file in ``emmcil/methods/`` (set ``method``);
+  method file in ``emmcil/methods/`` (set ``method``, and so the method's training recipe);
 - model sizes: ``vilt_b32``, ``tiny``  (set ``model_size``);
 - missing modalities (continual missing-modality learning, RebQ's CMML): ``missing_text_70``, ``missing_image_70``,
   ``missing_both_70`` (set only the ``missing_*`` keys), and ``cmml_food101`` (RebQ's setting: Food-101, 10 phases,

@@ -194,7 +194,8 @@ def recipe_table(methods: Iterable[str], datasets: Iterable[str]) -> str:
             opt = {"adamw": f"AdamW {tuple(v['betas'])}", "adam": f"Adam {tuple(v['betas'])}",
                    "sgd": f"SGD momentum {v['momentum']:g}"}[v["optimizer"]]
             wd = f"{v['weight_decay']:g}" + ("" if v["weight_decay_1d"] or not v["weight_decay"] else " (not 1-D)")
-            warm = f"{v['warmup']:g} warmup, " if v["warmup"] else ""
+            w = v["warmup"]
+            warm = "" if not w else f"{w * 100:g} % warmup, " if w < 1 else f"{w:g} warmup steps, "
             sched = f"{warm}{v['lr_schedule']}" + (", per epoch" if v["schedule_interval"] == "epoch" else "")
             rows.append(f"| {m} | {d} | {opt} | {v['lr']:g} | {wd} | {sched} | {v['max_epoch']} | "
                         f"{v['batch_size']} | {method_recipe(m).source} |")
