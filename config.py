@@ -17,15 +17,15 @@ Named configs compose (later ones win on the keys they share; ``key=value`` upda
   both missing at 70 %), to compose with any method (``rebq``, ``finetune``, ``replay``, ``emm``, ...).
 
 Everything else is derived in :func:`config` from those four keys, through the ``DATASETS`` and ``MODEL_SIZES``
-tables and the method's training recipe (``emmcil/incremental/recipes.py``), unless set explicitly. Unknown keys are sacred's own ``ConfigAddedError``. Key groups (each key has a
-comment below; ``print_config`` shows them): experiment (dataset, method, num_phases, model_size, seed,
-class_order_seed), data (data_root, splits, tokenizer, max_text_len), missing modalities (missing_type,
-missing_ratio, missing_both_ratio, missing_seed), model (ViLT sizes, SSF, tuning, load_path),
-optimisation per phase (the method's recipe: optimizer, lr, weight decay, schedule, max_epoch, batch_size vs
-per_gpu_batchsize),
-memory (memory_per_class = 5 full-exemplar equivalents, budget mode), hardware (accelerator, devices, num_nodes,
-strategy, precision, workers, threads), run directory (log_dir, exp_name, restart, keep_checkpoints,
-stop_after_phase), and the keys each method file declares (``Method.config``, e.g. ``emm``'s thresholds).
+tables and the method's training recipe (``emmcil/incremental/recipes.py``), unless set explicitly. Unknown keys are
+sacred's own ``ConfigAddedError``. Key groups (each key has a comment below; ``print_config`` shows them):
+experiment (dataset, method, num_phases, model_size, seed, class_order_seed), data (data_root, splits, tokenizer,
+max_text_len), missing modalities (missing_type, missing_ratio, missing_both_ratio, missing_seed), model (ViLT
+sizes, SSF, tuning, load_path), optimisation per phase (the method's recipe: optimizer, lr, weight decay, schedule,
+max_epoch, batch_size vs per_gpu_batchsize), memory (memory_per_class = 5 full-exemplar equivalents, budget mode),
+hardware (accelerator, devices, num_nodes, strategy, precision, workers, threads), run directory (log_dir, exp_name,
+restart, keep_checkpoints, stop_after_phase), and the keys each method file declares (``Method.config``, e.g.
+``emm``'s thresholds).
 """
 from __future__ import annotations
 
@@ -42,8 +42,9 @@ SETTINGS.CAPTURE_MODE = "no"
 
 ex = Experiment("emmcil", save_git_info=False)
 
-# Per-dataset defaults (per_gpu_batchsize: the most a device takes per step; the recipe sets the batch). Arrow files are {data_root}/{dataset}_{split}.arrow (emmcil.data writers); the demo is
-# generated on first use (emmcil.data.demo) when data_root is "".
+# Per-dataset defaults (per_gpu_batchsize: the most a device takes per step; the method's recipe sets the batch).
+# Arrow files are {data_root}/{dataset}_{split}.arrow (emmcil.data writers); the demo is generated on first use
+# (emmcil.data.demo) when data_root is "".
 DATASETS = {
     # 10 synthetic classes, 30 train / 10 test images each, 96-128 px: for the tiny model on CPU
     "demo": dict(num_classes=10, max_text_len=40, model_size="tiny", per_gpu_batchsize=32, num_workers=0),

@@ -8,8 +8,8 @@ SSF training (``finetune``, ``joint``, ``replay``, ``mrdc``, ``cim``, ``emm``) s
 recipe         optimiser  lr        wd      wd on               schedule                  epochs  batch
 =============  =========  ========  ======  ==================  ========================  ======  =====
 project (SSF)  AdamW      1e-2      2e-2    not 1-D parameters  10 % warmup, linear -> 0  20      256
-l2p            Adam       1.875e-3  0       (all)               constant                  10      32
-dualprompt     Adam       1e-3      0       (all)               constant                  10      24
+l2p            Adam       1.875e-3  0       all                 constant                  10      32
+dualprompt     Adam       1e-3      0       all                 constant                  10      24
 ease           SGD m 0.9  0.05      5e-3    all                 cosine -> 0, per epoch    20      16
 rebq           AdamW      1e-4      1e-2    all                 10 % warmup, cosine -> 0  10      4
 =============  =========  ========  ======  ==================  ========================  ======  =====
