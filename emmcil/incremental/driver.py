@@ -301,7 +301,8 @@ class IncrementalRun:
               f"{self.module.classifier.num_classes} classes, {trainable:,} trainable parameters "
               f"({cfg['tuning']}); {t.num_devices} {type(t.accelerator).__name__.replace('Accelerator', '')} "
               f"device(s) x {t.num_nodes} node(s), precision {cfg['precision']}, "
-              f"accumulation {t.accumulate_grad_batches}, {cfg['max_epoch']} epochs")
+              f"accumulation {t.accumulate_grad_batches}, {cfg['max_epoch']} epochs, {cfg['optimizer']} lr "
+              f"{cfg['lr']:g} {cfg['lr_schedule']}")
         self.trainer.fit(self.module, train_dataloaders=self.loader(train_set, train=True, seed=seed))
         self.method.after_training(ctx)
         self.counts.append(self.evaluate(phase))
