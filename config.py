@@ -7,7 +7,8 @@
 Named configs compose (later ones win on the keys they share; ``key=value`` updates win over all of them):
 
 - datasets: ``demo``, ``food101``, ``mm_imagenet_r``  (set ``dataset``; the demo also means the tiny model,
-  ``tuning="full"`` since no pretrained weights exist offline, and one CPU thread);
+  ``tuning="full"`` since no pretrained weights exist offline, and one CPU thread); any other dataset runs by name,
+  ``dataset=NAME data_root=DIR`` for the ``DIR/NAME_{split}.arrow`` files our writers make (``OTHER_DATASET``);
 - protocols: ``phases_5``, ``phases_10``, ``phases_20``  (set ``num_phases``);
 - methods: ``finetune`` (lower bound), ``joint`` (upper bound), ``replay`` (herding, full exemplars), plus one per
   method file in ``emmcil/methods/`` (set ``method``, and so the method's training recipe);
@@ -18,23 +19,31 @@ Named configs compose (later ones win on the keys they share; ``key=value`` upda
 
 Everything else is derived in :func:`config` from those four keys, through the ``DATASETS`` and ``MODEL_SIZES``
 tables and the method's training recipe (``emmcil/incremental/recipes.py``), unless set explicitly. Unknown keys are
-sacred's own ``ConfigAddedError``. Key groups (each key has a comment below; ``print_config`` shows them):
-experiment (dataset, method, num_phases, model_size, seed, class_order_seed), data (data_root, splits, tokenizer,
-max_text_len), missing modalities (missing_type, missing_ratio, missing_both_ratio, missing_seed), model (ViLT
-sizes, SSF, tuning, load_path), optimisation per phase (the method's recipe: optimizer, lr, weight decay, schedule,
-max_epoch, batch_size vs per_gpu_batchsize), memory (memory_per_class = 5 full-exemplar equivalents, budget mode),
-hardware (accelerator, devices, num_nodes, strategy, precision, workers, threads), run directory (log_dir, exp_name,
-restart, keep_checkpoints, stop_after_phase), and the keys each method file declares (``Method.config``, e.g.
-``emm``'s thresholds).
+sacred's own ``ConfigAddedError``; a key of another method than the chosen one is an error naming the methods that
+read it (:class:`MethodKeys`). The run directory is ``{log_dir}/{exp_name}``, and ``exp_name`` is derived from every
+key that changes results and differs from the defaults of the dataset and method (:func:`name_the_run`), unless set.
+Key groups (each key has a comment below; ``print_config`` shows them): experiment (dataset, method, num_phases,
+model_size, seed, class_order_seed), data (data_root, splits, tokenizer, max_text_len), missing modalities
+(missing_type, missing_ratio, missing_both_ratio, missing_seed), model (ViLT sizes, SSF, tuning, load_path),
+optimisation per phase (the method's recipe: optimizer, lr, weight decay, schedule, max_epoch, batch_size vs
+per_gpu_batchsize), memory (memory_per_class = 5 full-exemplar equivalents, budget mode), hardware (accelerator,
+devices, num_nodes, strategy, precision, workers, threads), run directory (log_dir, exp_name, restart,
+keep_checkpoints, stop_after_phase), logging (Weights & Biases), and the chosen method's own keys (``Method.config``
+of its file, e.g. ``emm``'s thresholds).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from sacred import SETTINGS, Experiment
 from sacred.config.config_dict import ConfigDict
-from sacred.utils import iterate_flattened
+from sacred.initialize import create_run
+from sacred.utils import ConfigError, iterate_flattened
 
+from emmcil.data import dataset_classes
 from emmcil.incremental.recipes import recipe
-from emmcil.methods import METHODS, get_method, method_config_defaults
+from emmcil.incremental.rundir import run_name
+from emmcil.methods import METHODS, get_method, method_key_docs, methods_reading
 from emmcil.model import TINY, VILT_B32
 
 # Lightning draws its own progress bars; sacred's stdout capture would mangle them.
@@ -63,42 +72,51 @@ MODEL_SIZES = {
 }
 
 
-def _pick(table: dict, name: str, key: str, what: str):
-    if name not in table:
-        raise ValueError(f"unknown {what} {name!r}; choose one of {sorted(table)}")
-    return table[name][key]
+# Any other dataset, run by name (dataset=NAME data_root=DIR): ViLT-B/32 with ViLT's 40 text positions, as for
+# Food-101, and the method's default recipe (epochs, batch, optimiser). Its class count comes from
+# DIR/NAME_classes.json (the writers write it) or the largest arrow label. Every one of these is an ordinary key:
+# model_size=tiny max_text_len=64 max_epoch=5 ... on the command line.
+OTHER_DATASET = dict(model_size="vilt_b32", max_text_len=40, per_gpu_batchsize=32, num_workers=8)
 
 
-def missing_suffix(missing_type: str, missing_ratio: float, missing_both_ratio: float = 0.5,
-                   missing_seed: int = 0) -> str:
-    """``_miss{type}{ratio}`` (+ ``b{both_ratio}`` / ``ms{missing_seed}`` when not 0.5 / 0); "" for "none"."""
-    if missing_type == "none":
-        return ""
-    name = f"_miss{missing_type}{missing_ratio:g}"
-    if missing_type == "both" and missing_both_ratio != 0.5:
-        name += f"b{missing_both_ratio:g}"
-    return name + (f"ms{missing_seed}" if missing_seed else "")
+def config_error(message: str) -> ConfigError:
+    """A config error that sacred prints as its message alone (no traceback)."""
+    return ConfigError(message, print_traceback=False, print_conflicting_configs=False)
 
 
-def default_exp_name(dataset: str, method: str, num_phases: int, seed: int, memory_per_class,
-                     memory_budget_mode: str, memory_total, missing_type: str = "none", missing_ratio: float = 0.7,
-                     missing_both_ratio: float = 0.5, missing_seed: int = 0) -> str:
-    """``{dataset}_{method}_{L}phases[_mem{m}|_memtotal{M}][_miss{type}{ratio}]_seed{seed}``: the run directory's
-    name (see :func:`missing_suffix`)."""
-    name = f"{dataset}_{method}_{num_phases}phases"
-    if get_method(method).uses_memory:
-        name += f"_mem{memory_per_class:g}" if memory_budget_mode == "per_class" else f"_memtotal{memory_total:g}"
-    name += missing_suffix(missing_type, missing_ratio, missing_both_ratio, missing_seed)
-    return f"{name}_seed{seed}"
+def dataset_default(dataset: str, key: str):
+    """``key``'s default for ``dataset``: its row of ``DATASETS``, or ``OTHER_DATASET`` for a dataset by name."""
+    return DATASETS.get(dataset, OTHER_DATASET)[key]
+
+
+def model_size_default(model_size: str, key: str):
+    if model_size not in MODEL_SIZES:
+        raise config_error(f"unknown model_size {model_size!r}; choose one of {sorted(MODEL_SIZES)}")
+    return MODEL_SIZES[model_size][key]
+
+
+def dataset_num_classes(dataset: str, data_root: str, splits) -> int:
+    """The class count: ``DATASETS``' for the named datasets, else from the files of ``data_root`` (see
+    :func:`emmcil.data.dataset_classes`); a config error names what is missing."""
+    if dataset in DATASETS:
+        return DATASETS[dataset]["num_classes"]
+    if not data_root:
+        raise config_error(f"dataset={dataset!r} is none of the named datasets {sorted(DATASETS)}, so it needs "
+                           f"data_root=DIR, the folder of its {dataset}_{{train,test}}.arrow files (written by "
+                           f"`python -m emmcil.data.write_folder ... --name {dataset}`)")
+    try:
+        return dataset_classes(Path(data_root).expanduser(), dataset, splits)[0]
+    except (OSError, ValueError) as e:
+        raise config_error(str(e)) from None
 
 
 @ex.config
 def config():
     # ---------------------------------------------------------------- experiment
-    dataset = "mm_imagenet_r"    # demo | food101 | mm_imagenet_r
+    dataset = "mm_imagenet_r"    # demo | food101 | mm_imagenet_r, or any NAME of data_root/NAME_{split}.arrow files
     method = "replay"            # a registered method: finetune | joint | replay | ... (emmcil/methods/)
     num_phases = 5               # L: the classes are split into L equal phases (first ones +1 if uneven)
-    model_size = _pick(DATASETS, dataset, "model_size", "dataset")  # vilt_b32 | tiny
+    model_size = dataset_default(dataset, "model_size")  # vilt_b32 | tiny
     seed = 0                     # model init, and every phase's RNGs from (seed, phase): resume is exact
     class_order_seed = 1993      # permutation of the classes (PyCIL/PILOT's 1993); None = identity order
 
@@ -106,9 +124,9 @@ def config():
     data_root = ""               # folder of {dataset}_{split}.arrow; "" for the demo = $EMMCIL_DATA/demo or cache
     train_splits = ["train"]     # arrow splits trained on (e.g. ["train", "val"])
     test_split = "test"          # evaluated after every phase
-    num_classes = _pick(DATASETS, dataset, "num_classes", "dataset")
+    num_classes = dataset_num_classes(dataset, data_root, list(train_splits) + [test_split])  # or NAME_classes.json
     tokenizer = ""               # bert-base-uncased vocab.txt (file or folder); "" = found offline
-    max_text_len = _pick(DATASETS, dataset, "max_text_len", "dataset")
+    max_text_len = dataset_default(dataset, "max_text_len")  # text tokens kept per sample (ViLT: 40)
     train_randaug = False        # RandAugment(2, 9) on training images (ViLT's pixelbert_randaug)
 
     # ---------------------------------------------------------------- missing modalities (CMML, RebQ's protocol)
@@ -118,19 +136,19 @@ def config():
     missing_seed = 0             # seeds each split's table (a different one per split); independent of `seed`
 
     # ---------------------------------------------------------------- model
-    hidden_size = _pick(MODEL_SIZES, model_size, "hidden_size", "model_size")  # from MODEL_SIZES[model_size]
-    num_layers = _pick(MODEL_SIZES, model_size, "num_layers", "model_size")
-    num_heads = _pick(MODEL_SIZES, model_size, "num_heads", "model_size")
-    mlp_ratio = _pick(MODEL_SIZES, model_size, "mlp_ratio", "model_size")
-    patch_size = _pick(MODEL_SIZES, model_size, "patch_size", "model_size")
-    image_size = _pick(MODEL_SIZES, model_size, "image_size", "model_size")  # shorter side (pixelbert resize)
-    timm_init = _pick(MODEL_SIZES, model_size, "timm_init", "model_size")   # only when load_path is ""
-    vocab_size = 30522
+    hidden_size = model_size_default(model_size, "hidden_size")  # from MODEL_SIZES[model_size]
+    num_layers = model_size_default(model_size, "num_layers")  # transformer blocks
+    num_heads = model_size_default(model_size, "num_heads")  # attention heads per block
+    mlp_ratio = model_size_default(model_size, "mlp_ratio")  # MLP width / hidden_size
+    patch_size = model_size_default(model_size, "patch_size")  # image patch side, pixels
+    image_size = model_size_default(model_size, "image_size")  # shorter side (pixelbert resize)
+    timm_init = model_size_default(model_size, "timm_init")   # only when load_path is ""
+    vocab_size = 30522           # bert-base-uncased word pieces
     max_image_len = -1           # patches per image in training; -1 = all (ViLT fine-tuning)
-    drop_rate = 0.1
-    attn_drop_rate = 0.0
-    drop_path_rate = 0.0
-    qkv_bias = True
+    drop_rate = 0.1              # dropout after attention / MLP outputs and embeddings (ViLT: 0.1)
+    attn_drop_rate = 0.0         # dropout on attention weights
+    drop_path_rate = 0.0         # stochastic depth
+    qkv_bias = True              # bias in the query/key/value projection (ViT, ViLT)
     ssf = True                   # SSF scale/shift after qkv, proj, fc1, fc2, norms, patch embedding
     tuning = "ssf"               # ssf: SSF + pooler + classifier train | frozen: pooler + classifier | full
     load_path = ""               # ViLT checkpoint (vilt_200k_mlm_itm.ckpt / HF folder); "" = random init
@@ -151,8 +169,8 @@ def config():
     max_epoch = recipe(method, dataset, "max_epoch")        # epochs per phase
     max_steps = -1               # optimiser steps per phase; -1 = max_epoch epochs
     batch_size = recipe(method, dataset, "batch_size")      # effective batch, reached by accumulation
-    per_gpu_batchsize = min(batch_size, _pick(DATASETS, dataset, "per_gpu_batchsize", "dataset"))  # per device+step
-    gradient_clip_val = None
+    per_gpu_batchsize = min(batch_size, dataset_default(dataset, "per_gpu_batchsize"))  # per device+step
+    gradient_clip_val = None     # clip the gradient norm to this; None = no clipping
     limit_train_batches = 1.0    # Lightning's: a fraction or a number of batches per epoch (tests, smoke runs)
 
     # ---------------------------------------------------------------- memory (methods with exemplars)
@@ -164,40 +182,88 @@ def config():
     # ---------------------------------------------------------------- hardware
     accelerator = "auto"         # Lightning accelerator: auto | cpu | gpu
     devices = 1                  # per node; effective batch = per_gpu_batchsize * devices * num_nodes * accumulation
-    num_nodes = 1
+    num_nodes = 1                # machines (Lightning)
     strategy = "auto"            # Lightning strategy ("ddp" for several GPUs)
     precision = "32-true"        # Lightning precision; "16-mixed" / "bf16-mixed" on GPUs
     deterministic = False        # Lightning's flag (True/"warn"): bitwise-reproducible GPU kernels, slower
-    num_workers = _pick(DATASETS, dataset, "num_workers", "dataset")  # DataLoader workers (0: in the main process)
+    num_workers = dataset_default(dataset, "num_workers")  # DataLoader workers (0: in the main process)
     num_threads = 0              # torch intra-op CPU threads; 0 = torch's default (results depend on it, bitwise)
 
     # ---------------------------------------------------------------- run directory
     log_dir = "runs"             # run directories live in {log_dir}/{exp_name}
-    exp_tag = ""                 # appended to the default exp_name (ablation named configs set it)
-    exp_name = default_exp_name(dataset, method, num_phases, seed, memory_per_class, memory_budget_mode,
-                                memory_total, missing_type, missing_ratio, missing_both_ratio,
-                                missing_seed) + (f"_{exp_tag}" if exp_tag else "")  # run dir {log_dir}/{exp_name}
+    exp_tag = ""                 # appended to the derived exp_name (ablation named configs set it)
+    exp_name = ""                # run directory {log_dir}/{exp_name}; "" = derived from the config (name_the_run)
     restart = False              # True: delete an existing run directory and start over
     keep_checkpoints = 0         # keep only the newest N phase checkpoints; 0 = keep all
     stop_after_phase = -1        # stop after this phase (resume later by re-running); -1 = run all
-    progress_bar = True
-    log_every_n_steps = 10
+    progress_bar = True          # Lightning's progress bar during training
+    log_every_n_steps = 10       # training metrics (loss, accuracy, learning rate) every N steps
+
+    # ---------------------------------------------------------------- logging: CSV and TensorBoard always (logs/)
+    wandb = False                # also log to Weights & Biases (needs `pip install wandb` and `wandb login`)
+    wandb_project = "emmcil"     # W&B project
+    wandb_entity = ""            # W&B team or user; "" = your default entity
+    wandb_mode = "online"        # online | offline (files in logs/wandb/, upload later with `wandb sync`)
 
 
-class _MethodKeys(ConfigDict):
-    """Method-specific keys, declared by each method file (``Method.config``), as one more config scope.
+class MethodKeys:
+    """The chosen method's own keys (``Method.config`` of its file) as one more config scope.
 
-    sacred's own ConfigDict reports no "added" keys, which would silence ConfigAddedError for every unknown key
-    on the command line; this one reports the keys it does not define, as config scopes do.
+    Only the keys of the config's ``method`` join the config, each with the comment it has in its method file (so
+    ``print_config`` shows the general keys and these). A key that other methods declare but the chosen one does not
+    is an error naming the methods that read it: ``with demo replay tau_image=0.3`` would otherwise be accepted
+    and change nothing. A key that no method and no scope declares stays sacred's ``ConfigAddedError`` (a typo).
     """
 
     def __call__(self, fixed=None, preset=None, fallback=None):
-        summary = super().__call__(fixed, preset, fallback)
-        summary.added = {key for key, _ in iterate_flattened(fixed or {}) if key.split(".")[0] not in self._conf}
+        fixed, preset = fixed or {}, preset or {}
+        method = preset.get("method", fixed.get("method"))
+        own = get_method(method).config  # KeyError naming the registered methods
+        foreign = sorted(k for k in fixed if k not in own and methods_reading(k))
+        if foreign:
+            lines = "\n".join(f"  {k}: a key of {', '.join(methods_reading(k))}" for k in foreign)
+            raise config_error(f"method={method!r} does not read {', '.join(foreign)}:\n{lines}\n"
+                               f"Choose that method (e.g. `with {methods_reading(foreign[0])[0]}`), or drop the key; "
+                               f"`python run.py print_config with {method}` lists the keys {method!r} reads.")
+        summary = ConfigDict(dict(own))(fixed, preset, fallback)
+        # sacred's ConfigDict reports no "added" keys, which would silence ConfigAddedError for every unknown key;
+        # this scope reports the keys it does not define, as config scopes do
+        summary.added = {key for key, _ in iterate_flattened(fixed) if key.split(".")[0] not in own}
+        docs = method_key_docs()
+        summary.docs = {k: f"{method}: {docs.get(k, '')}" for k in own}
         return summary
 
 
-ex.configurations.append(_MethodKeys(method_config_defaults()))
+ex.configurations.append(MethodKeys())
+
+
+def resolve_config(named_configs=(), **updates) -> dict:
+    """The config of ``run.py with <named_configs> key=value...`` as sacred resolves it; nothing runs."""
+    return dict(create_run(ex, "print_config", config_updates=updates, named_configs=list(named_configs)).config)
+
+
+def reference_config(cfg) -> dict:
+    """The config that ``cfg``'s dataset and method get by default: ``with <dataset> <method>`` (their named configs
+    where they have one, e.g. the demo's tuning, a method's recipe), with ``cfg``'s data_root (a dataset by name
+    takes its class count from its files) and num_phases. When ``cfg`` changes model_size, the backbone keys the
+    size derives are those of ``cfg``'s size, so that the name shows ``model_size=...`` and not every derived key."""
+    named = [n for n in (cfg["dataset"], cfg["method"]) if n in ex.named_configs]
+    fixed = {"dataset": cfg["dataset"], "method": cfg["method"], "data_root": cfg["data_root"],
+             "num_phases": cfg["num_phases"], "exp_name": "reference"}  # a set exp_name: no name_the_run inside
+    ref = resolve_config(named, **fixed)
+    if ref["model_size"] != cfg["model_size"]:  # the size differs from the default, the keys it derives do not
+        ref = {**resolve_config(named, **fixed, model_size=cfg["model_size"]), "model_size": ref["model_size"]}
+    return ref
+
+
+@ex.config_hook
+def name_the_run(config, command_name, logger):
+    """exp_name="" -> the run's name (:func:`emmcil.incremental.rundir.run_name`): dataset, method, L, memory,
+    missing modalities, every other key that changes results and differs from :func:`reference_config`, the seed
+    and exp_tag. A set exp_name is kept."""
+    if config["exp_name"]:
+        return {}
+    return {"exp_name": run_name(config, reference_config(config))}
 
 
 # ---------------------------------------------------------------- datasets

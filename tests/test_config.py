@@ -1,12 +1,15 @@
-"""The sacred config: every named-config combination resolves (no training), composition rules, errors."""
+"""The sacred config: every named-config combination resolves (no training), composition rules, errors, method keys
+and run names."""
 import itertools
+import re
 
 import pytest
-from sacred.initialize import create_run
-from sacred.utils import ConfigAddedError, NamedConfigNotFoundError
+from sacred.utils import ConfigAddedError, ConfigError, NamedConfigNotFoundError
 
-from config import DATASETS, NAMED_CONFIGS, default_exp_name
-from emmcil.methods import METHODS, Method, get_method, method_config_defaults, register
+from config import DATASETS, NAMED_CONFIGS, OTHER_DATASET, ex
+from emmcil.data import write_arrow
+from emmcil.incremental.rundir import NON_RESULT_KEYS, run_name
+from emmcil.methods import METHODS, Method, get_method, method_config_defaults, method_key_docs, register
 from emmcil.model import TINY, VILT_B32
 from run_helpers import resolve
 
@@ -27,6 +30,8 @@ def test_every_named_config_combination_resolves():
         assert cfg["exp_name"].startswith(f"{dataset}_{method}_{cfg['num_phases']}phases")
         assert cfg["exp_name"].endswith("_seed0")
         assert "__doc__" not in cfg
+        own = set(get_method(method).config)
+        assert own <= set(cfg) and not (set(method_config_defaults()) - own) & set(cfg)  # only its own keys
 
 
 def test_defaults_follow_design():
@@ -63,15 +68,12 @@ def test_sacred_errors_stay_visible():
         resolve("demo", no_such_key=1)
     with pytest.raises(NamedConfigNotFoundError, match="phases_7"):
         resolve("phases_7")
-    with pytest.raises(ValueError, match="unknown dataset 'cifar'"):
+    with pytest.raises(ConfigError, match="dataset='cifar' is none of the named datasets .* needs data_root="):
         resolve(dataset="cifar")
     with pytest.raises(KeyError, match="unknown method 'nope'"):
         resolve(method="nope")
-
-
-def test_default_exp_name():
-    assert default_exp_name("food101", "replay", 10, 1, 5, "per_class", 0) == "food101_replay_10phases_mem5_seed1"
-    assert default_exp_name("food101", "joint", 10, 1, 5, "per_class", 0) == "food101_joint_10phases_seed1"
+    with pytest.raises(ConfigError, match="unknown model_size 'huge'"):
+        resolve(model_size="huge")
 
 
 def test_method_registry():
@@ -100,27 +102,87 @@ def test_method_config_keys_must_agree(monkeypatch):
         method_config_defaults()
 
 
-def test_method_keys_scope_keeps_unknown_key_errors():
-    from sacred import Experiment
-
-    from config import _MethodKeys
-
-    toy = Experiment("toy", save_git_info=False)
-
-    @toy.config
-    def cfg():
-        a = 1  # noqa: F841
-
-    toy.configurations.append(_MethodKeys({"tau_image": 0.5}))
-
-    @toy.main
-    def main(_config):
-        pass
-
-    run_ = create_run(toy, "main", config_updates={"tau_image": 0.3})
-    assert run_.config["tau_image"] == 0.3 and run_.config["a"] == 1
+def test_a_key_of_another_method_is_an_error_naming_it():
+    """`with demo replay tau_image=0.3` changed nothing and later blocked resuming; now it names emm."""
+    with pytest.raises(ConfigError, match=r"method='replay' does not read tau_image:\n  tau_image: a key of emm"):
+        resolve("demo", "replay", tau_image=0.3)
+    with pytest.raises(ConfigError, match="replay_ratio: a key of cim, emm, mrdc, replay"):
+        resolve("demo", "finetune", replay_ratio=0.5)
+    with pytest.raises(ConfigError, match="does not read aug_patch_merge, aug_text_swap"):
+        resolve("demo", "emm_no_aug", "replay")  # the ablation's keys, then another method
     with pytest.raises(ConfigAddedError, match="tau_imgae"):
-        create_run(toy, "main", config_updates={"tau_imgae": 0.3})
+        resolve("demo", "emm", tau_imgae=0.3)  # a typo stays sacred's error
+    assert resolve("demo", "emm", tau_image=0.3)["tau_image"] == 0.3
+    # general keys are accepted by every method (scripts pass them to all), memory keys included
+    assert resolve("demo", "finetune", memory_per_class=3, lr=0.1)["memory_per_class"] == 3
+
+
+def test_print_config_shows_the_general_keys_and_the_chosen_methods_with_comments():
+    run_ = ex._create_run("print_config", config_updates={}, named_configs=["demo", "emm"])
+    docs, cfg = run_.config_modifications.docs, run_.config
+    assert "tau_image" in cfg and "l2p_pool_size" not in cfg and "rebq_alpha" not in cfg
+    assert docs["tau_image"].startswith("emm: ") and docs["replay_ratio"].startswith("emm: 0: every exemplar")
+    general = [k for k in cfg if k not in get_method("emm").config]
+    assert [k for k in general if not docs.get(k)] == []  # every general key has its comment
+    # every method key of every method file has one too (print_config shows it); none shadows a general key
+    assert [k for k in method_config_defaults() if not method_key_docs().get(k)] == []
+    assert not set(method_config_defaults()) & set(resolve("demo", "finetune"))
+
+
+def test_run_names_follow_every_key_that_changes_results():
+    base = resolve("demo", "emm")["exp_name"]
+    assert base == "demo_emm_5phases_mem5_seed0"
+    variant = resolve("demo", "emm", tau_image=0.3)["exp_name"]
+    assert variant == "demo_emm_5phases_mem5_tau_image=0.3_seed0"  # its own directory, not the default's
+    assert resolve("demo", "emm", tau_image=0.3)["exp_name"] == variant  # the same command: the same run
+    assert resolve("demo", "emm", lr=0.05, tau_text=0.25)["exp_name"] == \
+        "demo_emm_5phases_mem5_tau_text=0.25_lr=0.05_seed0"  # the method's keys first
+    # keys that do not change results leave the name alone
+    same = dict(num_workers=3, progress_bar=False, devices=1, keep_checkpoints=2, log_every_n_steps=1, mask_figure=0)
+    assert set(same) <= NON_RESULT_KEYS and resolve("demo", "emm", **same)["exp_name"] == base
+    # a model size shows as itself, not as the backbone keys it derives
+    assert resolve("food101", "replay", "tiny")["exp_name"] == "food101_replay_5phases_mem5_model_size=tiny_seed0"
+    # a method's recipe (its named config) is its default; a value beside it is a variant
+    assert resolve("demo", "rebq")["exp_name"] == resolve("demo", "rebq", lr=1e-4)["exp_name"] == \
+        "demo_rebq_5phases_seed0"
+    assert resolve("demo", "rebq", lr=0.01)["exp_name"] == "demo_rebq_5phases_lr=0.01_seed0"
+    # finetune keeps no memory: the memory keys change nothing for it
+    assert resolve("demo", "finetune", memory_per_class=9)["exp_name"] == "demo_finetune_5phases_seed0"
+    # long values go into a hash, so two different ones never share a name
+    a = resolve("demo", "emm", load_path="/ckpt/a/vilt_200k_mlm_itm.ckpt")["exp_name"]
+    b = resolve("demo", "emm", load_path="/ckpt/b/vilt_200k_mlm_itm.ckpt")["exp_name"]
+    assert re.fullmatch(r"demo_emm_5phases_mem5_h[0-9a-f]{8}_seed0", a) and a != b
+    assert resolve("demo", exp_name="mine", tau_image=0.3, method="emm")["exp_name"] == "mine"  # a set name stays
+
+
+def test_run_name_has_a_readable_part_and_a_hash_of_the_rest():
+    cfg = resolve("demo", "emm")
+    many = {**cfg, **{k: 0.125 for k in ("tau_image", "tau_text", "aug_text_swap", "aug_patch_merge")}, "lr": 0.5,
+            "max_epoch": 3, "batch_size": 64}
+    name = run_name(many, cfg)
+    readable = name[len("demo_emm_5phases_mem5_"):name.index("_h")]
+    assert len(readable) <= 64 and readable.startswith("aug_patch_merge=0.125_aug_text_swap=0.125")
+    assert re.search(r"_h[0-9a-f]{8}_seed0$", name)
+    assert run_name({**many, "batch_size": 65}, cfg) != name  # a change in a hashed key changes the hash
+    assert run_name({**many, "precision": "16-mixed"}, cfg) != name
+
+
+def test_a_dataset_by_name_takes_its_classes_from_its_files(tmp_path):
+    rows = lambda labels: [{"image": b"", "text": ["x"], "label": k, "image_id": str(i), "split": "train"}  # noqa
+                           for i, k in enumerate(labels)]
+    write_arrow(rows([0, 1, 6]), tmp_path / "mine_train.arrow")
+    write_arrow(rows([2, 3]), tmp_path / "mine_test.arrow")
+    cfg = resolve(dataset="mine", data_root=str(tmp_path))
+    assert cfg["num_classes"] == 7  # the largest label + 1, without a classes file
+    assert {k: cfg[k] for k in OTHER_DATASET} == OTHER_DATASET and cfg["exp_name"] == "mine_replay_5phases_mem5_seed0"
+    (tmp_path / "mine_classes.json").write_text('["a", "b", "c", "d", "e", "f", "g", "h"]')
+    assert resolve(dataset="mine", data_root=str(tmp_path), model_size="tiny")["num_classes"] == 8
+    with pytest.raises(ConfigError, match=r"dataset 'other' not found in .*: no other_classes.json and no "
+                                          r"other_train.arrow / other_test.arrow \(write them with"):
+        resolve(dataset="other", data_root=str(tmp_path))
+    (tmp_path / "mine_classes.json").write_text('{"a": 0}')
+    with pytest.raises(ConfigError, match="mine_classes.json: expected a non-empty JSON list"):
+        resolve(dataset="mine", data_root=str(tmp_path))
 
 
 def test_ablation_configs_resolve_with_their_own_run_directory():
@@ -128,6 +190,7 @@ def test_ablation_configs_resolve_with_their_own_run_directory():
         for dataset in NAMED_CONFIGS["dataset"]:
             cfg = resolve(dataset, "phases_10", ablation)
             assert cfg["exp_name"].endswith(f"_seed0_{cfg['exp_tag']}") and cfg["exp_tag"]
+            assert cfg["exp_name"] != resolve(dataset, "phases_10", cfg["method"])["exp_name"]
     cfg = resolve("demo", "emm_no_aug")
     assert cfg["method"] == "emm" and cfg["aug_text_swap"] == 0 and cfg["aug_patch_merge"] == 0
     assert resolve("demo", "emm")["aug_text_swap"] == 0.5

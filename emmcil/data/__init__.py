@@ -4,7 +4,7 @@ image decoder (``images``) and the one text-file reader (``textfiles``).
 Writers and the captioner are commands: ``python -m emmcil.data.write_food101 | write_imagenet_r | write_folder |
 captions --help``.
 """
-from .arrow import REQUIRED_COLUMNS, ArrowFormatError, arrow_path, read_arrow, write_arrow
+from .arrow import REQUIRED_COLUMNS, ArrowFormatError, arrow_path, dataset_classes, read_arrow, write_arrow
 from .collate import collate, pad_images
 from .dataset import ArrowDataset, CorruptImageError
 from .demo import DEMO_CLASSES, DEMO_NUM_CLASSES, ensure_demo
@@ -16,9 +16,9 @@ from .tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_IDS, UNK_ID, VOC
 from .transforms import denormalize_to_uint8, normalize_uint8, pixelbert_transform
 
 __all__ = [
-    "REQUIRED_COLUMNS", "ArrowFormatError", "arrow_path", "read_arrow", "write_arrow", "collate", "pad_images",
-    "ArrowDataset", "CorruptImageError", "DEMO_CLASSES", "DEMO_NUM_CLASSES", "ensure_demo", "ImageDecodeError",
-    "decode_image", "image_size", "to_rgb", "IMAGE_MISSING", "NONE",
+    "REQUIRED_COLUMNS", "ArrowFormatError", "arrow_path", "dataset_classes", "read_arrow", "write_arrow", "collate",
+    "pad_images", "ArrowDataset", "CorruptImageError", "DEMO_CLASSES", "DEMO_NUM_CLASSES", "ensure_demo",
+    "ImageDecodeError", "decode_image", "image_size", "to_rgb", "IMAGE_MISSING", "NONE",
     "TEXT_MISSING", "MissingTable", "DEFAULT_CLASS_ORDER_SEED", "IncrementalScenario", "class_order", "split_phases",
     "CLS_ID", "MASK_ID", "PAD_ID", "SEP_ID", "SPECIAL_IDS", "UNK_ID", "VOCAB_SIZE", "get_tokenizer",
     "denormalize_to_uint8", "normalize_uint8", "pixelbert_transform", "TextDecodeError", "read_text",

@@ -2,16 +2,19 @@
 
 Columns (``SCHEMA``): ``image`` encoded image bytes (JPEG/PNG as found on disk), ``text`` list of captions,
 ``label`` original class id, ``image_id`` sample name (file name or relative path), ``split``.
-Files are written in record batches (bounded memory for 90k-image datasets) to a temporary file that is renamed
-into place, so an interrupted writer never leaves a truncated ``.arrow`` behind.
+Files are written in record batches (bounded memory for 90k-image datasets) through :func:`emmcil.atomic.atomic_open`
+(a temporary file renamed into place), so an interrupted writer never leaves a truncated ``.arrow`` behind.
 """
 from __future__ import annotations
 
+import json
 import os
-import tempfile
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
+
+from emmcil.atomic import atomic_open
 
 REQUIRED_COLUMNS = ("image", "text", "label", "image_id", "split")
 SCHEMA = pa.schema([
@@ -49,10 +52,8 @@ class ArrowWriter:
         self._rows: dict[str, list] = {k: [] for k in self.columns}
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        self._sink = os.fdopen(fd, "wb")
-        self._writer = pa.RecordBatchFileWriter(self._sink, self.schema)
+        self._file = atomic_open(self.path)  # renamed into place only when every row is written
+        self._writer = pa.RecordBatchFileWriter(self._file.__enter__(), self.schema)
         return self
 
     def write(self, row: dict) -> None:
@@ -73,15 +74,10 @@ class ArrowWriter:
             if exc_type is None:
                 self._flush()
             self._writer.close()
-        finally:
-            self._sink.close()
-            if exc_type is None:
-                umask = os.umask(0)
-                os.umask(umask)
-                os.chmod(self._tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-                os.replace(self._tmp, self.path)
-            else:
-                os.unlink(self._tmp)
+        except BaseException as e:
+            self._file.__exit__(type(e), e, e.__traceback__)
+            raise
+        self._file.__exit__(exc_type, exc, tb)
         return False
 
 
@@ -117,3 +113,34 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The schema metadata of an arrow file, without reading its rows."""
     schema = pa.ipc.open_file(pa.memory_map(str(path), "r")).schema
     return {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
+
+
+def classes_path(root: str | os.PathLike, name: str) -> Path:
+    """``{root}/{name}_classes.json``: the class names in label order, as the writers write them."""
+    return Path(root) / f"{name}_classes.json"
+
+
+def dataset_classes(root: str | os.PathLike, name: str, splits=("train", "test")) -> tuple[int, list[str] | None]:
+    """(number of classes, class names or None) of the arrow dataset ``name`` in ``root``: from
+    ``{name}_classes.json`` when it exists (a JSON list of names, label order), else the largest label of the
+    ``splits``' arrow files + 1 (no names).
+
+    Raises FileNotFoundError naming the files looked for, ArrowFormatError / ValueError for unreadable ones.
+    """
+    path = classes_path(root, name)
+    if path.is_file():
+        try:
+            names = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise ValueError(f"{path}: not JSON ({e})") from None
+        if not isinstance(names, list) or not names:
+            raise ValueError(f"{path}: expected a non-empty JSON list of class names (label order)")
+        return len(names), [str(n) for n in names]
+    files = [arrow_path(root, name, s) for s in splits]
+    if not all(f.is_file() for f in files):
+        raise FileNotFoundError(
+            f"dataset {name!r} not found in {Path(root)}: no {path.name} and no "
+            f"{' / '.join(f.name for f in files if not f.is_file())} (write them with "
+            f"`python -m emmcil.data.write_folder --root IMAGES --captions FILE --out {root} --name {name}`)")
+    top = max(pa.compute.max(read_arrow(f, ("label",)).column("label")).as_py() for f in files)
+    return int(top) + 1, None

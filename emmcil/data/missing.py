@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from emmcil.atomic import atomic_write
+
 NONE, TEXT_MISSING, IMAGE_MISSING = 0, 1, 2
 MISSING_TYPES = ("text", "image", "both")
 
@@ -58,11 +60,9 @@ class MissingTable:
 
     def save(self, directory: str | Path, name: str) -> Path:
         path = Path(directory) / self.filename(name, self.missing_type, self.ratio, self.seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"missing_type": self.missing_type, "ratio": self.ratio, "seed": self.seed,
                 "both_ratio": self.both_ratio}
-        np.savez(path, codes=self.codes, meta=np.array(json.dumps(meta)))
-        return path
+        return atomic_write(path, lambda f: np.savez(f, codes=self.codes, meta=np.array(json.dumps(meta))))
 
     @classmethod
     def load(cls, path: str | Path) -> "MissingTable":

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from emmcil.atomic import write_text
+
 from .arrow import ArrowWriter, arrow_path
 from .images import ImageDecodeError, decode_image
 from .textfiles import TextFile, read_csv, read_jsonl
@@ -131,11 +133,10 @@ def write_splits(splits: dict[str, list[RawSample]], out_dir, name: str, class_n
         paths[split], n = write_split(samples, out_dir, name, split, num_classes, skip_bad, report)
         print(f"wrote {n} rows to {paths[split]}")
     print(report.summary())
-    (out_dir / f"{name}_classes.json").write_text(json.dumps(list(class_names), indent=1), encoding="utf-8")
+    write_text(out_dir / f"{name}_classes.json", json.dumps(list(class_names), indent=1))
     if skip_bad:
         log = out_dir / f"{name}_skipped.json"
-        log.write_text(json.dumps({"counts": dict(report.counts), "samples": report.samples}, indent=1),
-                       encoding="utf-8")
+        write_text(log, json.dumps({"counts": dict(report.counts), "samples": report.samples}, indent=1))
         if len(report):
             print(f"list of skipped samples: {log}")
     return paths

@@ -7,14 +7,17 @@ For each phase t (see :mod:`emmcil.methods.base` for the method hooks):
    then ``method.after_training`` (e.g. EASE's prototype classifier);
 3. evaluate on the test data of all classes seen so far (per-class counts -> accuracy matrix row);
 4. ``method.after_phase`` (e.g. fill the memory);
-5. checkpoint atomically, rewrite ``results.json`` / ``results.md``, print a summary line.
+5. checkpoint atomically, rewrite ``results.json`` / ``results.md``, log the phase's evaluation
+   (:mod:`emmcil.incremental.tracking`), print a summary line.
 
 A re-run of the same config loads the last complete checkpoint and continues with the next phase. Because
 each phase is seeded from (seed, t) and starts only from what the checkpoint holds, a resumed run computes the
-same numbers as an uninterrupted one.
+same numbers as an uninterrupted one. While a process runs a run, it holds the run directory's lock
+(:func:`emmcil.incremental.rundir.locked`): a second process on the same directory is refused.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -22,24 +25,26 @@ import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
-from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
-from emmcil.methods import PhaseContext, get_method, method_config_defaults
+from emmcil.methods import PhaseContext, get_method
+from emmcil.provenance import provenance
 
 from . import rundir
 from .batch import KeepCollate
 from .data import build_data
 from .memory import mean_full_exemplar_nbytes
 from .module import IncrementalModule
-from .report import build_results, markdown_table, phase_table, results_markdown, summary_table
+from .report import (build_results, markdown_table, phase_metrics, phase_table, results_markdown,
+                     summary_table)
+from .tracking import RunTracker
 
 
 # Lightning's per-Trainer chatter (devices, tips, "fit stopped"), repeated every phase: the driver prints its own
@@ -109,30 +114,31 @@ def gather_uneven(strategy, tensor: torch.Tensor, device) -> torch.Tensor:
     return out.bool() if is_bool else out
 
 
-def _tensorboard_available() -> bool:
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        try:
-            import tensorboardX  # noqa: F401
-        except ImportError:
-            return False
-    return True
-
-
 class IncrementalRun:
-    """One class-incremental experiment, driven phase by phase from a resolved (sacred) config."""
+    """One class-incremental experiment, driven phase by phase from a resolved (sacred) config.
 
-    def __init__(self, cfg: Mapping):
+    ``sacred_run``: sacred's ``_run`` when started by ``run.py`` (metrics, artifacts and provenance go to its
+    observers). ``read_only=True`` (:mod:`emmcil.evaluate`): an existing run, to evaluate its checkpoints; nothing is
+    written and nothing is logged.
+    """
+
+    def __init__(self, cfg: Mapping, sacred_run=None, read_only: bool = False):
         self.cfg = cfg = rundir.plain(cfg)
+        if not cfg.get("exp_name"):
+            raise ValueError("exp_name is empty: leave it unset (the run is then named after its config) or name it")
         if cfg.get("num_threads", 0) > 0:
             torch.set_num_threads(cfg["num_threads"])
         self.is_main = rank_zero_only.rank == 0  # under DDP every rank runs this; only rank 0 writes
+        self.writes = self.is_main and not read_only
         self.run_dir = rundir.RunDir(Path(cfg["log_dir"]) / cfg["exp_name"])
-        if self.is_main:
-            self.run_dir.open(cfg, restart=bool(cfg["restart"]), new_key_defaults=method_config_defaults())
+        self.tracker = RunTracker(cfg, self.run_dir.log_dir(), sacred_run, enabled=not read_only)
+        if self.writes:
+            record = provenance()
+            self.run_dir.open(cfg, restart=bool(cfg["restart"]), new_key_defaults=get_method(cfg["method"]).config,
+                              provenance=record)
+            self.tracker.record_info("provenance", record)
         self.data = build_data(cfg)
-        if self.is_main:
+        if self.writes:
             rundir.write_json(self.run_dir.path / "class_order.json", self.data.describe())
             self.data.save_missing_tables(self.run_dir.path / "missing_tables")  # CMML runs only
         self.method = get_method(cfg["method"])(cfg)
@@ -154,7 +160,7 @@ class IncrementalRun:
             if cost is None or any(cost.get(k) != v for k, v in keys.items()):
                 cost = mean_full_exemplar_nbytes(self.data.train, self.data.tokenizer, self.cfg["image_size"],
                                                  self.cfg["patch_size"], self.cfg["max_text_len"])
-                if self.is_main:
+                if self.writes:
                     rundir.write_json(path, cost)
             self._full_exemplar_bytes = float(cost["mean_bytes"])
         return self._full_exemplar_bytes
@@ -163,7 +169,7 @@ class IncrementalRun:
         return PhaseContext(cfg=self.cfg, phase=phase, scenario=self.data.scenario,
                             eval_scenario=self.data.eval_scenario, module=self.module, run_dir=self.run_dir.path,
                             predict=self.predict, full_exemplar_bytes=self.full_exemplar_bytes,
-                            tokenizer=self.data.tokenizer, is_main=self.is_main)
+                            tokenizer=self.data.tokenizer, is_main=self.writes)
 
     def loader(self, dataset: Dataset, train: bool, seed: int = 0) -> DataLoader:
         cfg = self.cfg
@@ -174,21 +180,21 @@ class IncrementalRun:
                           pin_memory=torch.cuda.is_available())
 
     def make_trainer(self, phase: int) -> pl.Trainer:
+        """Phase ``phase``'s Trainer, with the tracker's loggers and learning-rate monitor."""
         cfg = self.cfg
         logs = self.run_dir.log_dir()
-        if self.is_main and (logs / f"phase_{phase}").exists():
-            shutil.rmtree(logs / f"phase_{phase}")  # a phase that is re-run after an interruption
-        loggers = [CSVLogger(save_dir=str(logs), name="", version=f"phase_{phase}")]
-        if _tensorboard_available():
-            from pytorch_lightning.loggers import TensorBoardLogger
-            loggers.append(TensorBoardLogger(save_dir=str(logs), name="tensorboard", version=f"phase_{phase}"))
+        if self.writes:  # a phase that is re-run after an interruption starts its logs afresh
+            for folder in (logs / f"phase_{phase}", logs / "tensorboard" / f"phase_{phase}"):
+                if folder.exists():
+                    shutil.rmtree(folder)
+        callbacks = self.tracker.callbacks() + ([ProgressBar()] if cfg["progress_bar"] else [])
         return pl.Trainer(
             accelerator=cfg["accelerator"], devices=cfg["devices"], num_nodes=cfg["num_nodes"],
             strategy=cfg["strategy"], precision=cfg["precision"], max_epochs=cfg["max_epoch"],
             max_steps=cfg["max_steps"], accumulate_grad_batches=accumulation_steps(cfg),
             gradient_clip_val=cfg["gradient_clip_val"], limit_train_batches=cfg["limit_train_batches"],
-            logger=loggers, enable_checkpointing=False, enable_progress_bar=cfg["progress_bar"],
-            callbacks=[ProgressBar()] if cfg["progress_bar"] else [],
+            logger=self.tracker.phase_loggers(phase), enable_checkpointing=False,
+            enable_progress_bar=cfg["progress_bar"], callbacks=callbacks,
             enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=cfg["log_every_n_steps"],
             deterministic=cfg["deterministic"], default_root_dir=str(self.run_dir.path))
 
@@ -264,7 +270,7 @@ class IncrementalRun:
 
     def write_results(self) -> dict:
         results = self.results()
-        if self.is_main:
+        if self.writes:
             rundir.write_json(self.run_dir.path / "results.json", results)
             rundir.write_text(self.run_dir.path / "results.md", results_markdown(results))
         return results
@@ -308,13 +314,15 @@ class IncrementalRun:
         self.counts.append(self.evaluate(phase))
         self.method.after_phase(ctx)
         self.memory.append(self.method.memory_report())
-        if self.is_main:
+        if self.writes:
             self.run_dir.save_checkpoint(phase, self.checkpoint_state(phase))
             self.run_dir.prune_checkpoints(cfg["keep_checkpoints"])
-        self.write_results()
+        results = self.write_results()
+        self.tracker.log_phase(phase, phase_metrics(results, phase))
         print(self.summary_line(phase, len(train_set) - n_replay, n_replay, time.time() - start))
 
     def run(self) -> Path:
+        """Run (or resume) every phase not done yet; returns the run directory (``self.result``: the summary)."""
         cfg = self.cfg
         L = self.data.scenario.num_phases
         state = self.run_dir.latest_checkpoint()
@@ -323,6 +331,9 @@ class IncrementalRun:
         if state is not None:
             self.restore(state)
             print(f"resuming {self.run_dir.path} after phase {state['phase']} ({first}/{L} phases done)")
+            done = self.results()
+            for phase in range(first):
+                self.tracker.log_phase(phase, phase_metrics(done, phase), replay=True)
         print(f"{cfg['exp_name']}: {cfg['dataset']}, {cfg['method']}, {L} phases of "
               f"{[len(self.data.scenario.phase_classes(t)) for t in range(L)]} classes; run directory "
               f"{self.run_dir.path}")
@@ -334,9 +345,21 @@ class IncrementalRun:
         results = self.write_results()
         if results["completed_phases"]:
             print("\n" + markdown_table(phase_table(results)) + "\n\n" + markdown_table(summary_table(results)))
+        self.result = self.tracker.finish(self.run_dir.path, results)
         return self.run_dir.path
 
 
-def run_experiment(cfg: Mapping) -> Path:
-    """Run (or resume) the experiment of a resolved config; returns the run directory."""
-    return IncrementalRun(cfg).run()
+def run_experiment(cfg: Mapping, sacred_run=None) -> Path:
+    """Run (or resume) the experiment of a resolved config, holding its run directory's lock; returns the run
+    directory. ``sacred_run``: sacred's ``_run`` (its observers get the metrics, files, provenance and result)."""
+    return run_and_summarize(cfg, sacred_run)[0]
+
+
+def run_and_summarize(cfg: Mapping, sacred_run=None) -> tuple[Path, dict[str, Any]]:
+    """:func:`run_experiment`, and the run's summary (sacred's result: run directory, phases done, metrics).
+
+    Raises :class:`~emmcil.incremental.rundir.RunInUseError` when another process runs this run directory."""
+    path = Path(cfg["log_dir"]) / cfg["exp_name"]
+    with rundir.locked(path) if rank_zero_only.rank == 0 else contextlib.nullcontext():
+        run = IncrementalRun(cfg, sacred_run)
+        return run.run(), run.result

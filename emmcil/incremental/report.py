@@ -1,7 +1,7 @@
 """``results.json`` and ``results.md`` of a run, and the tables printed at the end (pandas)."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
@@ -118,3 +118,19 @@ def results_markdown(results: Mapping) -> str:
     return "\n".join([head, "## Per phase\n", markdown_table(phase_table(results)), "",
                       "## Accuracy matrix R[t][j]\n", markdown_table(matrix_table(results), index=True), "",
                       "## Summary\n", markdown_table(summary_table(results)), ""])
+
+
+def phase_metrics(results: Mapping, phase: int) -> dict[str, float]:
+    """The evaluation after ``phase`` as flat metrics for loggers (accuracies in %, memory in exemplars / bytes):
+    ``eval/accuracy`` (seen classes), ``eval/new_accuracy``, ``eval/old_accuracy``, ``eval/forgetting``,
+    ``eval/task_{j}_accuracy`` (R[phase][j], j <= phase), ``memory/exemplars``, ``memory/bytes``,
+    ``memory/full_exemplar_equivalents``; entries that do not exist yet (e.g. old accuracy after phase 0) are left
+    out."""
+    row = results["phases"][phase]
+    out: dict[str, Any] = {f"eval/{k}": row[k] for k in ("accuracy", "new_accuracy", "old_accuracy", "forgetting",
+                                                           "seen_classes")}
+    out.update({f"eval/task_{j}_accuracy": v for j, v in enumerate(results["accuracy_matrix"][phase][:phase + 1])})
+    memory = results["memory"][phase]
+    if memory:
+        out.update({f"memory/{k}": memory.get(k) for k in ("exemplars", "bytes", "full_exemplar_equivalents")})
+    return {k: float(v) for k, v in out.items() if v is not None}

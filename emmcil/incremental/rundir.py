@@ -1,80 +1,86 @@
-"""The run directory: atomic writes, per-phase checkpoints and the resume rule.
+"""The run directory: its name, its lock, per-phase checkpoints and the resume rule.
 
 Layout of ``{log_dir}/{exp_name}/``::
 
-    config.json             the resolved config (what a re-run is compared against)
-    class_order.json        class order (original ids) and the remapped classes of each phase
+    config.json             the resolved config (what a re-run is compared against), plus ``provenance``: one entry
+                            per process that ran this run (git commit, package versions, host, command line)
+    class_order.json        class order (original ids), class names, and the remapped classes of each phase
     exemplar_cost.json      mean bytes of a full exemplar of the training set (cache; memory methods only)
     missing_tables/         the missing-modality table of each split, .npz (missing_type != "none" only)
     checkpoints/phase_{t}.pt    after phase t: trainable weights, classifier, method state (memory buffer),
                             RNG states, evaluation counts and accuracy matrix so far
-    logs/phase_{t}/         Lightning's CSV (and TensorBoard) logs
+    logs/phase_{t}/         Lightning's CSV log of phase t's training (loss, accuracy, learning rate)
+    logs/phases/            the evaluation after every phase (accuracy per phase and task, memory), CSV
+    logs/tensorboard/       the same, for TensorBoard (phase_{t}/ and phases/)
+    logs/wandb/             Weights & Biases files (wandb=True)
     results.json, results.md
+    .lock, .lock.json       held by the process running the run, and who that is
 
-Every file is written atomically (temporary file in the same directory, fsync, ``os.replace``), so a kill during a
-write leaves the previous version intact; stale temporary files are ignored and removed.
+Every file is written atomically (:mod:`emmcil.atomic`), so a kill during a write leaves the previous version intact;
+stale temporary files are removed when the run is opened again.
+
+Which keys make a run: :data:`NON_RESULT_KEYS` is the one list of config keys that do not change what a run computes;
+:func:`results_config` applies it (and drops the keys the run's method does not read). The resume check
+(:func:`config_diff`), the run name (:func:`run_name`) and the report's grouping (``emmcil.report``) all use it.
 """
 from __future__ import annotations
 
-import io
+import contextlib
+import getpass
+import hashlib
 import json
 import os
+import re
+import shlex
 import shutil
-import tempfile
+import socket
+import sys
+import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Iterator, Mapping
 
 import torch
+from filelock import FileLock, Timeout
 
-# Keys that do not change what a run computes, so a resumed run may differ in them.
-NON_IDENTITY_KEYS = frozenset({
-    "restart", "log_dir", "exp_name", "num_workers", "data_root", "tokenizer", "keep_checkpoints",
-    "stop_after_phase", "progress_bar",
+from emmcil.atomic import atomic_write, remove_stale, write_text
+
+__all__ = ["NON_RESULT_KEYS", "results_config", "config_diff", "run_name", "locked", "RunDir", "RunInUseError",
+           "ConfigMismatchError", "atomic_write", "write_text", "write_json", "read_json", "plain", "to_json"]
+
+# The one list of config keys that do not change what a run computes (or change it only by floating-point rounding):
+# a run resumes despite a change in them, they are not part of the run's name, and the report averages runs that
+# differ only in them.
+NON_RESULT_KEYS = frozenset({
+    # the run directory and its bookkeeping
+    "exp_name", "exp_tag", "log_dir", "restart", "keep_checkpoints", "stop_after_phase",
+    # where the inputs are, and whether to trust them (their content is named by other keys)
+    "data_root", "tokenizer", "trust_checkpoint",
+    # how fast and on what: the same numbers up to rounding (the effective batch is batch_size, by accumulation)
+    "accelerator", "devices", "num_nodes", "strategy", "per_gpu_batchsize", "num_workers", "num_threads",
+    "deterministic",
+    # what is shown and where it is logged
+    "progress_bar", "log_every_n_steps", "mask_figure", "wandb", "wandb_project", "wandb_entity", "wandb_mode",
 })
+PROVENANCE = "provenance"  # config.json's entry that is not a config key
+# Keys the run name shows in its fixed part ({dataset}_{method}_{L}phases[_mem..][_miss..]_seed{s}[_{exp_tag}]).
+NAME_KEYS = frozenset({"dataset", "method", "num_phases", "seed", "memory_per_class", "memory_budget_mode",
+                       "memory_total", "missing_type", "missing_ratio", "missing_both_ratio", "missing_seed"})
+MISSING_PARAMETERS = ("missing_ratio", "missing_both_ratio", "missing_seed")
+VARIANT_READABLE_CHARS = 64  # key=value pieces shown in a run name, at most; the rest goes into its hash
 
-TMP_PREFIX = ".tmp-"
+LOCK_NAME, HOLDER_NAME = ".lock", ".lock.json"
 
 
 class ConfigMismatchError(RuntimeError):
     """The run directory holds a run with a different config."""
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some platforms cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+class RunInUseError(RuntimeError):
+    """Another process is running the run of this directory."""
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], Any]) -> Path:
-    """Call ``write(f)`` on a temporary file next to ``path``, fsync it and rename it onto ``path``.
-
-    If ``write`` raises (or the process dies) ``path`` keeps its previous content.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return write_text(path, to_json(obj) + "\n")
 
 
 def to_json(obj: Any, indent: int = 1, _level: int = 0) -> str:
@@ -86,10 +92,6 @@ def to_json(obj: Any, indent: int = 1, _level: int = 0) -> str:
     if isinstance(obj, (list, tuple)) and any(isinstance(v, (Mapping, list, tuple)) for v in obj):
         return "[\n" + ",\n".join(inner + to_json(v, indent, _level + 1) for v in obj) + "\n" + pad + "]"
     return json.dumps(plain(obj))
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return write_text(path, to_json(obj) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -106,20 +108,154 @@ def plain(obj: Any) -> Any:
     return obj
 
 
-def config_diff(old: Mapping, new: Mapping, ignore=NON_IDENTITY_KEYS,
-                new_key_defaults: Mapping | None = None) -> dict[str, tuple[Any, Any]]:
-    """{key: (old, new)} for top-level keys that differ, ignoring ``ignore``; a missing key reads as <absent>.
+# ---------------------------------------------------------------------------------------------- run identity
+def results_config(cfg: Mapping) -> dict[str, Any]:
+    """The entries of ``cfg`` that change what the run computes: every key but :data:`NON_RESULT_KEYS` and
+    ``provenance``, less the keys the run's method does not read: other methods' own keys, ``memory_*`` for a
+    method without memory, ``memory_total`` under a per-class budget, and the missing-modality parameters when
+    ``missing_type`` is "none". A config without a (registered) ``method`` keeps all its keys."""
+    from emmcil.methods import METHODS
 
-    ``new_key_defaults``: keys that a newer version of the code added with these defaults (e.g. another method's
-    config keys); a saved config without such a key matches when the new value is that default, so adding a method
-    to the codebase does not stop older runs from resuming.
+    method = METHODS.get(cfg.get("method"))
+    others = {k for m in METHODS.values() for k in m.config} - set(method.config) if method else set()
+    out = {}
+    for k, v in cfg.items():
+        if k in NON_RESULT_KEYS or k == PROVENANCE or k in others:
+            continue
+        if method is not None and k.startswith("memory_") and not method.uses_memory:
+            continue
+        if k == "memory_total" and cfg.get("memory_budget_mode", "per_class") == "per_class":
+            continue
+        if k in MISSING_PARAMETERS and cfg.get("missing_type", "none") == "none":
+            continue
+        out[k] = plain(v)
+    return out
+
+
+def config_diff(old: Mapping, new: Mapping, new_key_defaults: Mapping | None = None) -> dict[str, tuple[Any, Any]]:
+    """{key: (old, new)} for the :func:`results_config` entries that differ; a missing key reads as <absent>.
+
+    A key of ``old`` that ``new`` does not have at all (a key the code no longer has, or another method's key that
+    older versions stored for every method) is left out. ``new_key_defaults``: keys that newer code added with
+    these defaults; a saved config without such a key matches when the new value is that default, so adding a key
+    does not stop older runs from resuming.
     """
     absent = "<absent>"
+    a, b = results_config(old), results_config(new)
     defaults = new_key_defaults or {}
-    keys = (set(old) | set(new)) - set(ignore)
-    keys = {k for k in keys if not (k not in old and k in defaults and plain(new.get(k)) == plain(defaults[k]))}
-    return {k: (old.get(k, absent), new.get(k, absent)) for k in sorted(keys)
-            if plain(old.get(k, absent)) != plain(new.get(k, absent))}
+    keys = (set(a) & set(new)) | set(b)
+    keys = {k for k in keys if not (k not in a and k in defaults and b.get(k) == plain(defaults[k]))}
+    return {k: (a.get(k, absent), b.get(k, absent)) for k in sorted(keys) if a.get(k, absent) != b.get(k, absent)}
+
+
+def missing_suffix(missing_type: str, missing_ratio: float, missing_both_ratio: float = 0.5,
+                   missing_seed: int = 0) -> str:
+    """``_miss{type}{ratio}`` (+ ``b{both_ratio}`` / ``ms{missing_seed}`` when not 0.5 / 0); "" for "none"."""
+    if missing_type == "none":
+        return ""
+    name = f"_miss{missing_type}{missing_ratio:g}"
+    if missing_type == "both" and missing_both_ratio != 0.5:
+        name += f"b{missing_both_ratio:g}"
+    return name + (f"ms{missing_seed}" if missing_seed else "")
+
+
+def _readable(value: Any) -> str | None:
+    """``value`` as it reads in a run name, or None if it is too long or has characters a file name should not."""
+    if isinstance(value, float):
+        text = repr(value)  # shortest round-trip form: two different floats never read the same
+    elif isinstance(value, (bool, int, str)):
+        text = str(value)
+    else:
+        return None
+    return text if re.fullmatch(r"[A-Za-z0-9_.+-]{1,24}", text) else None
+
+
+def run_variant(cfg: Mapping, reference: Mapping) -> dict[str, Any]:
+    """The :func:`results_config` entries of ``cfg`` that differ from ``reference`` (the config the same dataset
+    and method get by default), except those the fixed part of the run name shows (:data:`NAME_KEYS`)."""
+    ref = results_config(reference)
+    return {k: v for k, v in sorted(results_config(cfg).items())
+            if k not in NAME_KEYS and (k not in ref or ref[k] != v)}
+
+
+def run_name(cfg: Mapping, reference: Mapping | None = None) -> str:
+    """The run directory's name: ``{dataset}_{method}_{L}phases[_mem{m}|_memtotal{M}][_miss...]{variant}
+    _seed{seed}[_{exp_tag}]``.
+
+    ``variant``: every key that changes results (:func:`results_config`) and differs from ``reference`` (the
+    defaults of the same dataset and method, e.g. ``run.py print_config with <dataset> <method>``): the method's
+    own keys first, then the others, alphabetically, as ``_key=value`` while short (at most
+    :data:`VARIANT_READABLE_CHARS` characters in all), and the rest as ``_h`` + 8 hex digits of their hash. Two
+    configs that differ in a key that changes results therefore never share a name, and the same config always
+    gets the same one. Without a reference, the name has no variant part.
+    """
+    from emmcil.methods import get_method
+
+    method = get_method(cfg["method"])
+    name = f"{cfg['dataset']}_{cfg['method']}_{cfg['num_phases']}phases"
+    if method.uses_memory:
+        name += (f"_mem{cfg['memory_per_class']:g}" if cfg["memory_budget_mode"] == "per_class"
+                 else f"_memtotal{cfg['memory_total']:g}")
+    name += missing_suffix(cfg.get("missing_type", "none"), cfg.get("missing_ratio", 0.7),
+                           cfg.get("missing_both_ratio", 0.5), cfg.get("missing_seed", 0))
+    variant = run_variant(cfg, reference) if reference is not None else {}
+    ordered = sorted(variant, key=lambda k: (k not in method.config, k))
+    shown, hashed, used = [], {}, 0
+    for k in ordered:
+        text = _readable(variant[k])
+        piece = f"{k}={text}"
+        if text is not None and used + len(piece) + 1 <= VARIANT_READABLE_CHARS:
+            shown.append(piece)
+            used += len(piece) + 1
+        else:
+            hashed[k] = variant[k]
+    name += "".join("_" + piece for piece in shown)
+    if hashed:
+        name += "_h" + hashlib.sha1(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:8]
+    name += f"_seed{cfg['seed']}"
+    return name + (f"_{cfg['exp_tag']}" if cfg.get("exp_tag") else "")
+
+
+# ---------------------------------------------------------------------------------------------- the lock
+def holder_info() -> dict[str, Any]:
+    """Who holds a run directory: host, process id, user, command line, since when."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        user = ""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "user": user, "command": shlex.join(sys.argv),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold the lock of run directory ``path`` (created if needed) while the block runs.
+
+    The lock is ``filelock``'s (an OS lock on ``path/.lock``: ``flock`` on POSIX), so the OS releases it when the
+    holder exits or dies, even by SIGKILL; ``.lock.json`` says who holds it. A second process on the same directory
+    gets :class:`RunInUseError` naming the holder, instead of training the same run a second time alongside.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path / LOCK_NAME))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        try:
+            who = read_json(path / HOLDER_NAME)
+            holder = (f"process {who['pid']} of {who.get('user') or 'an unknown user'} on {who['host']}, since "
+                      f"{who['since']}: {who['command']}")
+        except (OSError, ValueError, KeyError):
+            holder = "a process that is just starting (or one that left no .lock.json)"
+        raise RunInUseError(f"{path} is in use by {holder}\nWait for it to end (or stop it) before running this "
+                            f"config again; to run it a second time alongside, give it another exp_name=... or "
+                            f"log_dir=...") from None
+    try:
+        write_json(path / HOLDER_NAME, holder_info())
+        yield path
+    finally:
+        (path / HOLDER_NAME).unlink(missing_ok=True)
+        lock.release()
 
 
 class RunDir:
@@ -144,17 +280,21 @@ class RunDir:
         return self.path / "logs"
 
     # -- lifecycle
-    def open(self, config: Mapping, restart: bool = False, new_key_defaults: Mapping | None = None) -> "RunDir":
-        """Create the directory and write ``config.json``; on a run with checkpoints, refuse a changed config.
+    def open(self, config: Mapping, restart: bool = False, new_key_defaults: Mapping | None = None,
+             provenance: Mapping | None = None) -> "RunDir":
+        """Create the directory and write ``config.json``; on a run with checkpoints, refuse a changed config
+        (:func:`config_diff`).
 
-        ``restart=True`` deletes an existing run directory first (its checkpoints and results are lost).
+        ``restart=True`` deletes what an existing run directory holds first (its checkpoints and results are lost).
+        ``provenance`` (:func:`emmcil.provenance.provenance`) is appended to the ``provenance`` list of
+        ``config.json``: one entry per process that ran (or resumed) the run.
         """
         config = plain(config)
         if restart and self.path.exists():
             print(f"restart=True: deleting the previous run in {self.path}")
-            shutil.rmtree(self.path)
-        if self.config_path.is_file() and self.finished_phases():  # without checkpoints there is nothing to keep
-            old = read_json(self.config_path)
+            self.clear()
+        old = read_json(self.config_path) if self.config_path.is_file() else None
+        if old is not None and self.finished_phases():  # without checkpoints there is nothing to keep
             diff = config_diff(old, config, new_key_defaults=new_key_defaults)
             if diff:
                 lines = "\n".join(f"  {k}: {a!r} (saved) != {b!r} (now)" for k, (a, b) in diff.items())
@@ -166,14 +306,23 @@ class RunDir:
             raise ConfigMismatchError(f"{self.path} holds checkpoints but no config.json; pass restart=True "
                                       f"to start over")
         self.path.mkdir(parents=True, exist_ok=True)
-        self.remove_stale_tmp()
-        write_json(self.config_path, config)
+        remove_stale(self.path)  # temporary files of writes that were killed
+        sessions = list(old.get(PROVENANCE, [])) if old is not None and self.finished_phases() else []
+        if provenance is not None:
+            sessions.append(dict(provenance))
+        write_json(self.config_path, {**config, **({PROVENANCE: sessions} if sessions else {})})
         return self
 
-    def remove_stale_tmp(self) -> None:
-        """Delete temporary files left by a write that was killed."""
-        for tmp in self.path.rglob(TMP_PREFIX + "*"):
-            tmp.unlink(missing_ok=True)
+    def clear(self) -> None:
+        """Delete everything the directory holds but its lock (which the caller may hold)."""
+        for p in self.path.iterdir():
+            if p.name in (LOCK_NAME, HOLDER_NAME):
+                continue
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+    def config(self) -> dict[str, Any]:
+        """The saved config (``config.json`` without its ``provenance``)."""
+        return {k: v for k, v in read_json(self.config_path).items() if k != PROVENANCE}
 
     # -- checkpoints
     def save_checkpoint(self, phase: int, state: dict) -> Path:

@@ -38,7 +38,7 @@ class PhaseContext:
     full_exemplar_bytes(): the training set's mean full-exemplar cost in bytes (computed once, cached in the run
     directory);
     tokenizer: the run's bert-base-uncased tokenizer; is_main: False on the non-zero ranks of a multi-process
-    run, which must not write files.
+    run, and when re-evaluating a finished run (``python -m emmcil.evaluate``): then no file may be written.
     """
 
     cfg: Mapping[str, Any]

@@ -18,7 +18,10 @@ from .replay import Replay
 @register
 class MRDC(Replay):
     name = "mrdc"
-    config = {**Replay.config, "jpeg_quality": 50}
+    config = {
+        **Replay.config,
+        "jpeg_quality": 50,  # JPEG quality 1-100 of the stored images (MRDC tunes it per dataset; 50 is our choice)
+    }
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
