@@ -1,3 +1,5 @@
+import importlib
+import os
 import warnings
 
 import pytest
@@ -32,3 +34,12 @@ def make_batch(B=3, T=12, H=64, W=96, vocab=120, seed=0, sizes=None):
         text_masks[b, n:] = 0
         text_ids[b, n:] = 0
     return text_ids, text_masks, images, pixel_masks
+
+
+def require(module: str):
+    """A package requirements.txt lists for a feature that stays optional at run time (TensorBoard's writer, W&B).
+    Under CI (``CI`` set) it must be installed, so its test runs there and fails if it is missing; in a development
+    environment without it, the test is skipped with the command that installs it."""
+    if os.environ.get("CI"):
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=f"{module} is not installed here: pip install -r requirements.txt")

@@ -85,3 +85,24 @@ def image_folder(root: Path, classes: list[str], per_class: int, prefix: str = "
 def write_jsonl(path: Path, records: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return path
+
+
+def mixed_image_folder(root: Path, classes: list[str], per_class: int) -> list[dict]:
+    """A user's folder as it comes: ``root/<class>/`` holding JPEGs and PNGs of mixed sizes and modes (RGB,
+    greyscale, RGBA with transparency, palette, CMYK), with a caption each; returns the JSONL caption records."""
+    kinds = [("RGB", "jpg", (97, 61)), ("L", "jpg", (40, 133)), ("RGBA", "png", (150, 150)), ("P", "png", (71, 45)),
+             ("CMYK", "jpg", (64, 200)), ("RGB", "png", (256, 80))]
+    records = []
+    for c, cls in enumerate(classes):
+        for k in range(per_class):
+            mode, ext, size = kinds[(c + k) % len(kinds)]
+            rng = np.random.default_rng(10 * c + k)
+            base = np.zeros((size[1], size[0], 3), dtype=np.uint8)
+            base[..., c % 3] = 200  # each class has its colour, so even a tiny model learns something
+            base += rng.integers(0, 50, size=base.shape, dtype=np.uint8)
+            image = Image.fromarray(base).convert(mode)
+            rel = f"{cls}/photo {k}.{ext}"  # a space in the name, as users' files have
+            (root / cls).mkdir(parents=True, exist_ok=True)
+            image.save(root / rel)
+            records.append({"path": rel, "caption": f"a {mode} photo of a {cls.replace('_', ' ')}, number {k}"})
+    return records

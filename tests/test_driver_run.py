@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from emmcil.data import ensure_demo
@@ -51,7 +52,7 @@ def reference(demo_root, runs):
 
 
 def test_run_directory_and_results(reference):
-    assert reference.name == "demo_replay_3phases_mem5_seed0"
+    assert reference.name.startswith("demo_replay_3phases_mem5_") and reference.name.endswith("_seed0")
     res = json.loads(results_text(reference))
     assert res["finished"] and res["completed_phases"] == 3 and res["num_phases"] == 3
     R = res["accuracy_matrix"]
@@ -67,10 +68,20 @@ def test_run_directory_and_results(reference):
     assert all(0 < m["bytes"] <= m["class_budget_bytes"] * len(m["exemplars_per_class"]) for m in mem)
     assert [p["memory_exemplars"] for p in res["phases"]] == [m["exemplars"] for m in mem]
 
-    assert rundir.read_json(reference / "config.json")["method"] == "replay"
+    saved = rundir.read_json(reference / "config.json")
+    assert saved["method"] == "replay" and "tau_image" not in saved  # the keys of replay only
+    (record,) = saved["provenance"]  # one process ran it
+    assert {"git_commit", "git_dirty", "host", "command", "versions"} <= set(record)
+    assert {"python", "torch", "cuda", "transformers", "pytorch-lightning"} <= set(record["versions"])
     assert rundir.read_json(reference / "class_order.json")["class_order"] == res["class_order"]
     assert rundir.read_json(reference / "exemplar_cost.json")["mean_bytes"] == mem[0]["full_exemplar_bytes"]
-    assert (reference / "logs" / "phase_0" / "metrics.csv").is_file()
+    train_log = (reference / "logs" / "phase_0" / "metrics.csv").read_text().splitlines()
+    assert {"train/loss", "lr-AdamW/pg1"} <= set(train_log[0].split(","))  # loss and the learning-rate monitor
+    evals = pd.read_csv(reference / "logs" / "phases" / "metrics.csv")
+    assert evals["step"].tolist() == [0, 1, 2]
+    assert evals["eval/accuracy"].tolist() == pytest.approx(res["accuracy_per_phase"], abs=1e-9)
+    assert evals["eval/task_0_accuracy"].tolist() == pytest.approx([row[0] for row in R], abs=1e-9)
+    assert evals["memory/exemplars"].tolist() == [m["exemplars"] for m in mem]
     md = (reference / "results.md").read_text()
     assert "| phase |" in md and "Accuracy matrix" in md and "forgetting_first" in md
 
@@ -92,6 +103,9 @@ def test_stopped_and_resumed_run_equals_uninterrupted(demo_root, runs, reference
     again = run_experiment(config(demo_root, log_dir, "replay"))  # the same command: resumes
     assert "resuming" in capsys.readouterr().out
     assert again == first and results_text(again) == results_text(reference)
+    # the evaluation log holds every phase, the ones before the interruption too; config.json both processes
+    assert pd.read_csv(again / "logs" / "phases" / "metrics.csv")["step"].tolist() == [0, 1, 2]
+    assert len(rundir.read_json(again / "config.json")["provenance"]) == 2
 
 
 def test_kill_during_checkpoint_write_leaves_a_resumable_run(demo_root, runs, reference, monkeypatch):
@@ -117,15 +131,18 @@ def test_kill_during_checkpoint_write_leaves_a_resumable_run(demo_root, runs, re
     assert not list((run_dir / "checkpoints").glob(".tmp-*"))
 
 
-def test_changed_config_refuses_to_resume_unless_restarted(demo_root, runs):
+def test_a_changed_config_is_another_run_or_refused_under_a_set_name(demo_root, runs):
     log_dir = runs / "changed"
-    cfg = config(demo_root, log_dir, "finetune", num_phases=2, stop_after_phase=0)
-    run_dir = run_experiment(cfg)
+    run_dir = run_experiment(config(demo_root, log_dir, "finetune", num_phases=2, stop_after_phase=0))
+    other = config(demo_root, log_dir, "finetune", num_phases=2, lr=0.05)
+    assert other["exp_name"] != run_dir.name and "_lr=0.05_" in other["exp_name"]  # a new run directory
+    # under one explicit name, a changed config cannot resume the run
+    named = dict(num_phases=2, exp_name=run_dir.name)
     with pytest.raises(ConfigMismatchError) as err:
-        run_experiment(config(demo_root, log_dir, "finetune", num_phases=2, lr=0.05, max_epoch=2))
+        run_experiment(config(demo_root, log_dir, "finetune", lr=0.05, max_epoch=2, **named))
     assert "lr: 0.01 (saved) != 0.05 (now)" in str(err.value) and "max_epoch" in str(err.value)
     assert "restart=True" in str(err.value)
-    restarted = run_experiment(config(demo_root, log_dir, "finetune", num_phases=2, lr=0.05, restart=True))
+    restarted = run_experiment(config(demo_root, log_dir, "finetune", lr=0.05, restart=True, **named))
     assert restarted == run_dir and json.loads(results_text(run_dir))["finished"]
     assert rundir.read_json(run_dir / "config.json")["lr"] == 0.05
 
@@ -134,24 +151,42 @@ def test_changed_config_refuses_to_resume_unless_restarted(demo_root, runs):
 def test_bounds_without_memory(demo_root, runs, method, capsys):
     run_dir = run_experiment(config(demo_root, runs / method, method, num_phases=2))
     res = json.loads(results_text(run_dir))
-    assert res["finished"] and res["memory"] == [None, None] and run_dir.name == f"demo_{method}_2phases_seed0"
+    assert res["finished"] and res["memory"] == [None, None] and run_dir.name.startswith(f"demo_{method}_2phases_")
     out = capsys.readouterr().out
     replayed = 150 if method == "joint" else 0  # joint replays all of phase 0's training data
     assert f"phase 1 of 2: 150 new-class samples + {replayed} replayed" in out
 
 
-def test_demo_command_end_to_end(demo_root, tmp_path):
-    """``python run.py with demo`` (smaller): the last line printed is the run directory."""
-    args = [f"{k}={v}" for k, v in dict(SMALL, data_root=demo_root, log_dir=tmp_path).items()]
-    proc = subprocess.run([sys.executable, "run.py", "with", "demo", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+def test_demo_command_end_to_end_with_a_sacred_observer(demo_root, tmp_path):
+    """``python run.py -F DIR with demo`` (smaller): the last line printed is the run directory; sacred's file
+    observer gets the config, the provenance, every phase's metrics, the run's files and its result."""
+    args = [f"{k}={v}" for k, v in dict(SMALL, data_root=demo_root, log_dir=tmp_path / "runs").items()]
+    proc = subprocess.run([sys.executable, "run.py", "-F", str(tmp_path / "sacred"), "with", "demo", "emm", *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     run_dir = Path(lines[-1])
-    assert run_dir == tmp_path / "demo_replay_2phases_mem5_seed0"
-    assert json.loads(results_text(run_dir))["finished"]
+    assert run_dir.parent == tmp_path / "runs" and run_dir.name.startswith("demo_emm_2phases_mem5_")
+    results = json.loads(results_text(run_dir))
+    assert results["finished"]
     assert any(line.startswith("| phase |") for line in lines)
     assert any(line.startswith("[phase 1 of 2]") for line in lines)
+
+    observed = tmp_path / "sacred" / "1"
+    record = json.loads((observed / "run.json").read_text())
+    assert record["status"] == "COMPLETED"
+    assert record["result"]["run_dir"] == str(run_dir)
+    assert record["result"]["last_accuracy"] == pytest.approx(results["last_accuracy"], abs=1e-9)
+    assert {"results.json", "results.md", "class_order.json", "fig4_phase0.png"} <= set(record["artifacts"])
+    assert json.loads((observed / "results.json").read_text()) == results
+    metrics = json.loads((observed / "metrics.json").read_text())
+    assert metrics["eval/accuracy"]["steps"] == [0, 1]
+    assert metrics["eval/accuracy"]["values"] == pytest.approx(results["accuracy_per_phase"], abs=1e-9)
+    assert metrics["memory/exemplars"]["values"] == [m["exemplars"] for m in results["memory"]]
+    info = json.loads((observed / "info.json").read_text())
+    assert info["provenance"]["versions"]["torch"] and "run.py" in info["provenance"]["command"]
+    assert json.loads((observed / "config.json").read_text())["exp_name"] == run_dir.name
 
 
 def test_predict_returns_dataset_order_and_custom_steps(demo_root, runs):

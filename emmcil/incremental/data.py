@@ -18,8 +18,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from emmcil.data import (ArrowDataset, IncrementalScenario, MissingTable, arrow_path, class_order, ensure_demo,
-                         get_tokenizer, pixelbert_transform, read_arrow)
+from emmcil.data import (ArrowDataset, IncrementalScenario, MissingTable, arrow_path, class_order, dataset_classes,
+                         ensure_demo, get_tokenizer, pixelbert_transform, read_arrow)
+from emmcil.data.arrow import classes_path
 from emmcil.data.missing import IMAGE_MISSING, MISSING_TYPES, TEXT_MISSING
 
 
@@ -37,11 +38,12 @@ class RunData:
     eval_scenario: IncrementalScenario  # over train_eval
     dataset_name: str = ""
     missing: dict[str, MissingTable] = field(default_factory=dict)  # split -> its table (empty: nothing missing)
+    class_names: list[str] | None = None  # by original label, from {dataset}_classes.json when there is one
 
     def describe(self) -> dict:
         """JSON-able class order and phases, and the missing-modality tables' parameters (class_order.json)."""
         phases = [self.scenario.phase_classes(t) for t in range(self.scenario.num_phases)]
-        return {"class_order": self.order, "num_phases": self.scenario.num_phases,
+        return {"class_order": self.order, "class_names": self.class_names, "num_phases": self.scenario.num_phases,
                 "phase_classes": [[self.order[c] for c in p] for p in phases],
                 "phase_positions": phases, "root": str(self.root),
                 "train_files": [str(p) for p in self.train.paths], "test_files": [str(p) for p in self.test.paths],
@@ -122,8 +124,14 @@ def build_data(cfg: Mapping) -> RunData:
     found = int(max(train.labels.max(), test.labels.max())) + 1
     if found > num_classes:
         raise ValueError(f"{train_files[0]} has labels up to {found - 1} but num_classes={num_classes}")
+    names = None
+    if classes_path(root, cfg["dataset"]).is_file():
+        names = dataset_classes(root, cfg["dataset"])[1]
+        if len(names) != num_classes:
+            raise ValueError(f"{classes_path(root, cfg['dataset'])} names {len(names)} classes but "
+                             f"num_classes={num_classes}")
     order = class_order(num_classes, cfg["class_order_seed"])
     return RunData(root=root, tokenizer=tokenizer, train=train, train_eval=train_eval, test=test, order=order,
                    scenario=IncrementalScenario(train, test, order, cfg["num_phases"]),
                    eval_scenario=IncrementalScenario(train_eval, test, order, cfg["num_phases"]),
-                   dataset_name=cfg["dataset"], missing=missing)
+                   dataset_name=cfg["dataset"], missing=missing, class_names=names)

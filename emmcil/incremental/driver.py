@@ -52,6 +52,8 @@ from .tracking import RunTracker
 logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+# a resumed run's evaluation log (logs/phases/) starts afresh and gets the earlier phases again (RunTracker.log_phase)
+warnings.filterwarnings("ignore", message=r".*Previous log files in this directory will be deleted.*")
 
 
 class ProgressBar(TQDMProgressBar):

@@ -1,0 +1,153 @@
+"""A user's own data and experiments, as a newcomer runs them: a folder of images + captions written with our
+writer, run by name, re-scored with ``evaluate``, summed up by the report; the run's files, lock and loggers."""
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import require
+from data_helpers import mixed_image_folder, write_jsonl
+from emmcil.data.write_folder import write_folder
+from emmcil.evaluate import evaluate_run, main as evaluate_main
+from emmcil.incremental import rundir
+from emmcil.incremental.driver import run_experiment
+from emmcil.incremental.tracking import tensorboard_available
+from emmcil.report import build_report
+from run_helpers import SMALL, one_thread, resolve
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
+CLASSES = ["acoustic_guitar", "cello", "harp", "zither"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def mydata(tmp_path_factory):
+    """``python -m emmcil.data.write_folder --root photos --captions captions.jsonl --out arrow --name mydata``."""
+    base = tmp_path_factory.mktemp("user")
+    records = mixed_image_folder(base / "photos", CLASSES, per_class=8)
+    write_jsonl(base / "captions.jsonl", records)
+    write_folder(base / "photos", base / "captions.jsonl", base / "arrow", "mydata", test_fraction=0.25)
+    return base / "arrow"
+
+
+def user_config(data_root, log_dir, *named, **updates) -> dict:
+    """``run.py with tiny dataset=mydata data_root=DIR`` at the tests' SMALL size."""
+    return resolve("tiny", *named, **{**SMALL, "dataset": "mydata", "data_root": str(data_root),
+                                      "log_dir": str(log_dir), "tuning": "full", **updates})
+
+
+@pytest.fixture(scope="module")
+def user_run(mydata, tmp_path_factory):
+    """A 2-phase replay run of the folder dataset, made under umask 022."""
+    old = os.umask(0o022)
+    try:
+        return run_experiment(user_config(mydata, tmp_path_factory.mktemp("runs")))
+    finally:
+        os.umask(old)
+
+
+def test_a_folder_dataset_runs_by_name_without_code_edits(mydata, user_run):
+    cfg = rundir.read_json(user_run / "config.json")
+    assert cfg["dataset"] == "mydata" and cfg["num_classes"] == 4  # from mydata_classes.json
+    assert user_run.name.startswith("mydata_replay_2phases_mem5_")
+    results = json.loads((user_run / "results.json").read_text())
+    assert results["finished"] and [len(p) for p in results["phase_classes"]] == [2, 2]
+    described = rundir.read_json(user_run / "class_order.json")
+    assert described["class_names"] == CLASSES  # names in label order, from the writer
+    assert sum(m["exemplars"] > 0 for m in results["memory"]) == 2
+
+
+def test_evaluate_reproduces_the_recorded_accuracy_of_every_checkpoint(user_run, capsys):
+    results = json.loads((user_run / "results.json").read_text())
+    for phase in (0, 1):
+        state = rundir.RunDir(user_run).load_checkpoint(phase)
+        out = evaluate_run(user_run, phase=phase)
+        # the same model on the same data in the same batches: the very counts the run recorded
+        assert (out["correct"], out["total"]) == tuple(state["counts"][phase])
+        assert [t["accuracy"] for t in out["tasks"]] == pytest.approx(results["accuracy_matrix"][phase][:phase + 1],
+                                                                      abs=1e-9)
+        assert out["accuracy"] == pytest.approx(results["accuracy_per_phase"][phase], abs=1e-9)
+        assert out["recorded"]["accuracy"] == pytest.approx(out["accuracy"], abs=1e-9)
+    assert evaluate_main([str(user_run), "--phase", "0"]) == 0
+    table = capsys.readouterr().out
+    assert "| recorded |" in table and any(name in table for name in CLASSES)  # the class names
+
+
+def test_evaluate_under_missing_modalities_and_bad_input(user_run, tmp_path, capsys):
+    out = evaluate_run(user_run, missing={"missing_type": "text", "missing_ratio": 1.0})
+    assert out["recorded"] is None and out["missing"]["missing_type"] == "text" and sum(out["total"]) == 8
+    assert not list(user_run.rglob("missing_tables"))  # nothing written into the run directory
+    assert evaluate_main([str(user_run), "--phase", "5"]) == 1
+    assert "phase_5.pt not found; checkpoints of phases [0, 1] exist" in capsys.readouterr().err
+    assert evaluate_main([str(tmp_path)]) == 1
+    assert "config.json not found" in capsys.readouterr().err
+
+
+def test_the_report_of_the_folder_run(user_run, tmp_path):
+    written = build_report([str(user_run)], tmp_path / "report", log=lambda m: None)
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## mydata: methods x phases L" in text and (tmp_path / "report" / "table_mydata.csv") in written["csv"]
+
+
+def test_run_files_follow_the_umask(user_run):
+    """0644 files and 0755 folders under umask 022, checkpoints included (mkstemp would make them 0600)."""
+    modes = {p.relative_to(user_run).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in user_run.rglob("*")}
+    files = {p: m for p, m in modes.items() if (user_run / p).is_file()}
+    assert "checkpoints/phase_1.pt" in files and "config.json" in files and "logs/phases/metrics.csv" in files
+    assert {p: oct(m) for p, m in files.items() if m != 0o644} == {}
+    assert {p: oct(m) for p, m in modes.items() if p not in files and m != 0o755} == {}
+
+
+def test_a_second_process_on_a_run_in_use_is_refused_naming_the_holder(mydata, tmp_path):
+    cfg = user_config(mydata, tmp_path, num_phases=2)
+    path = tmp_path / cfg["exp_name"]
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom emmcil.incremental.rundir import locked\n"
+                               f"with locked({str(path)!r}):\n    print('held', flush=True)\n    time.sleep(120)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(rundir.RunInUseError, match=rf"is in use by process {holder.pid} of .* on "):
+            run_experiment(cfg)
+    finally:
+        holder.send_signal(signal.SIGKILL)  # a crash: the OS releases the lock
+        holder.wait()
+    with rundir.locked(path):  # free again
+        assert not (path / "checkpoints").exists()  # the refused process changed nothing
+
+
+def test_tensorboard_gets_the_training_and_evaluation_logs(user_run):
+    require("tensorboardX")
+    assert tensorboard_available()
+    for version in ("phase_0", "phase_1", "phases"):
+        assert list((user_run / "logs" / "tensorboard" / version).glob("events.out.tfevents.*")), version
+
+
+def test_weights_and_biases_offline(mydata, tmp_path, monkeypatch):
+    wandb = require("wandb")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logged = []  # what reached W&B's own Run.log, which the offline run writes to its .wandb file
+    real_log = wandb.Run.log
+    monkeypatch.setattr(wandb.Run, "log", lambda self, data, *a, **kw: (logged.append(dict(data)),
+                                                                          real_log(self, data, *a, **kw))[1])
+    run_dir = run_experiment(user_config(mydata, tmp_path, "finetune", wandb=True, wandb_mode="offline"))
+    results = json.loads((run_dir / "results.json").read_text())
+    evals = [d for d in logged if "eval/accuracy" in d]
+    assert [d["phase"] for d in evals] == [0, 1]
+    assert [d["eval/accuracy"] for d in evals] == pytest.approx(results["accuracy_per_phase"], abs=1e-9)
+    assert evals[1]["eval/task_0_accuracy"] == pytest.approx(results["accuracy_matrix"][1][0], abs=1e-9)
+    assert any("train/loss" in d for d in logged) and any("lr-AdamW/pg1" in d for d in logged)
+    # one offline W&B run, named by the id the run directory keeps (a resumed run continues it)
+    run_id = (run_dir / "logs" / "wandb_id").read_text().strip()
+    (offline,) = (run_dir / "logs" / "wandb").glob(f"offline-run-*-{run_id}")
+    records = (offline / f"run-{run_id}.wandb").read_bytes()
+    assert b"eval/task_0_accuracy" in records and b"train/loss" in records
