@@ -3,9 +3,13 @@
 Each argument is a run directory (``{log_dir}/{exp_name}``), a ``results.json``, a folder of run directories (a
 ``log_dir``), or a glob of any of these (quoted, so the shell leaves it alone). The runs are grouped by dataset,
 method, number of phases L and their *variant*: the config keys of the method that differ from the defaults
-(``memory_per_class``, ``tau_image``, ``tau_text``, ``aug_*``, ``jpeg_quality``, ...) and ``exp_tag`` (the
-ablation scripts tag their runs, so an ablation's run never joins the main table's group). A group's seeds give
-mean ± sample std (ddof = 1). The per-run report, ``results.md``, is :mod:`emmcil.incremental.report`'s.
+(``memory_per_class``, ``tau_image``, ``tau_text``, ``aug_*``, ``jpeg_quality``, ...), ``exp_tag`` (the
+ablation scripts tag their runs, so an ablation's run never joins the main table's group), and any other key that
+changes results (all but ``rundir.NON_RESULT_KEYS``, the list the run names use too) whose value differs between
+runs of the same dataset, method and L (e.g. ``lr``): runs in different run directories are never averaged
+together, only seeds. A group's seeds give mean ± sample std (ddof = 1). The report warns (and says in
+``report.md``) when the runs of one table were made with different package versions (``config.json``'s
+``provenance``). The per-run report, ``results.md``, is :mod:`emmcil.incremental.report`'s.
 
 Written to ``--out``:
 
@@ -40,6 +44,8 @@ import numpy as np
 import pandas as pd
 
 from emmcil.incremental.report import METRIC_NOTES, markdown_table
+from emmcil.incremental.rundir import PROVENANCE, results_config
+from emmcil.provenance import COMPARED
 
 # ---------------------------------------------------------------------------------------------- the paper's numbers
 # Our method names -> the rows of the paper's table (paper.md §4.1). finetune / joint are our lower / upper bounds.
@@ -86,12 +92,6 @@ MEMORY_KEYS = ("memory_per_class", "memory_budget_mode", "memory_total")
 MISSING_DEFAULTS = {"missing_type": "none", "missing_ratio": 0.7, "missing_both_ratio": 0.5, "missing_seed": 0}
 SHORT = {"memory_per_class": "m", "tau_image": "τ_I", "tau_text": "τ_T", "aug_text_swap": "p_swap",
          "aug_patch_merge": "p_merge", "memory_total": "M", "missing_type": "missing", "missing_ratio": "ratio"}
-# Keys that do not change what a run computes (beyond the run directory, hardware and bookkeeping): ignored when
-# checking that the seeds of one group share their config.
-IGNORED = {"seed", "exp_name", "log_dir", "data_root", "load_path", "tokenizer", "restart", "keep_checkpoints",
-           "stop_after_phase", "progress_bar", "log_every_n_steps", "num_workers", "num_threads", "accelerator",
-           "devices", "num_nodes", "strategy", "per_gpu_batchsize", "trust_checkpoint", "deterministic",
-           "mask_figure"}
 # Settings a caption names when they are the same for every run of a table (the demo's short schedule, say).
 CAPTION_SETTINGS = ("model_size", "tuning", "max_epoch", "batch_size", "lr", "precision")
 
@@ -208,7 +208,8 @@ def load_run(path: Path, metric: str = "last_accuracy") -> dict:
         defaults.update({k: GENERAL_DEFAULTS[k] for k in MEMORY_KEYS})
     if config.get("missing_type", "none") != "none":
         defaults.update({k: v for k, v in MISSING_DEFAULTS.items() if k in config})
-    settings = {k: config[k] for k in defaults if k in config and k not in IGNORED}
+    kept = results_config(config)  # the keys that change results (what the run name is made of too)
+    settings = {k: config[k] for k in defaults if k in config and (k in kept or k == "exp_tag")}
     if uses_memory and "memory_per_class" not in settings and budget_m is not None:
         settings["memory_per_class"] = budget_m  # no config.json: the budget the memory report shows
     variant = tuple(sorted((k, _hashable(v)) for k, v in settings.items() if _hashable(v) != _hashable(defaults[k])))
@@ -259,7 +260,7 @@ def collect(patterns: Iterable[str], metric: str = "last_accuracy", include_unfi
     if not records:
         raise ReportError("no finished run among the results given")
     kept: dict[tuple, dict] = {}
-    for r in records:
+    for r in split_by_differing_keys(records):
         key = tuple(r[k] for k in GROUP_KEYS) + (r["seed"],)
         if key in kept:
             log(f"warning: {r['path']} repeats seed {r['seed']} of {kept[key]['path']} (same dataset, method, L "
@@ -268,21 +269,52 @@ def collect(patterns: Iterable[str], metric: str = "last_accuracy", include_unfi
         kept[key] = r
     runs = pd.DataFrame(list(kept.values()))
     runs["label"] = [variant_label(m, v) for m, v in zip(runs["method"], runs["variant"])]
-    _check_groups(runs, log)
     return runs
 
 
-def _check_groups(runs: pd.DataFrame, log) -> None:
-    """Warn when the seeds averaged together differ in a config key that changes what a run computes."""
-    for key, g in runs.groupby(GROUP_KEYS, sort=False):
-        configs = [c for c in g["config"] if c]
+def split_by_differing_keys(records: list[dict]) -> list[dict]:
+    """Add to each run's variant the keys that change results (:func:`~emmcil.incremental.rundir.results_config`)
+    and differ between the runs of its dataset, method and L, beyond those the variant already compares with their
+    defaults: e.g. two runs with different ``lr`` become ``replay [lr=0.01]`` and ``replay [lr=0.001]``, so runs
+    that sit in different run directories (their names differ in those keys) are not averaged together."""
+    buckets: dict[tuple, list[dict]] = {}
+    for r in records:
+        buckets.setdefault((r["dataset"], r["num_phases"], r["method"]), []).append(r)
+    for group in buckets.values():
+        configs = [results_config(r["config"]) for r in group if r["config"]]
         if len(configs) < 2:
             continue
-        keys = sorted({k for c in configs for k in c} - IGNORED)
-        differ = [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
-        if differ:
-            log(f"warning: the runs of {g['label'].iloc[0]} ({key[0]}, L={key[1]}) differ in {differ} but are "
-                f"averaged together; give them different exp_tag= to keep them apart")
+        shown = {k for r in group for k, _ in r["variant"]}
+        keys = sorted({k for c in configs for k in c} - shown - {"seed"})
+        # a key some configs lack (older code, or one the method does not read there) is compared where it exists
+        differ = [k for k in keys if len({json.dumps(c[k], sort_keys=True) for c in configs if k in c}) > 1]
+        for r in group:
+            mine = results_config(r["config"])
+            extra = tuple((k, _hashable(mine[k])) for k in differ if k in mine)
+            r["variant"] = tuple(sorted(r["variant"] + extra))
+    return records
+
+
+def version_notes(runs: pd.DataFrame) -> list[str]:
+    """A sentence per dataset (one table) whose runs were made with different versions of a package that can
+    change results (``provenance.COMPARED``: Python, torch, CUDA, Lightning, transformers, timm, emmcil), or of the
+    code (git commit, or a tree with changes): which versions, and how many runs had each. Runs without a recorded
+    provenance are counted as "unknown"."""
+    notes = []
+    for dataset, g in runs.groupby("dataset", sort=True):
+        parts = []
+        for key in COMPARED + ("git_commit", "git_dirty"):
+            seen: dict[str, int] = {}
+            for config in g["config"]:
+                sessions = (config or {}).get(PROVENANCE) or []
+                values = {str(s.get("versions", {}).get(key) if key in COMPARED else s.get(key)) for s in sessions}
+                for v in values or {"unknown"}:
+                    seen[v] = seen.get(v, 0) + 1
+            if len(seen) > 1:
+                parts.append(f"{key} " + ", ".join(f"{v} ({n} run{'s' * (n > 1)})" for v, n in sorted(seen.items())))
+        if parts:
+            notes.append(f"the runs of table {dataset} were made with different versions: " + "; ".join(parts))
+    return notes
 
 
 def _std(x: pd.Series) -> float:
@@ -603,6 +635,9 @@ def build_report(patterns: Sequence[str], out: Path, metric: str = "last_accurac
     common = " ".join(s for s in [metric_caption(metric), "Mean ± sample std (ddof = 1) over seeds.",
                                   f"Every run: {settings}." if settings else "", note] if s)
     sections = [f"# Results of {len(runs)} runs\n", common + "\n"]
+    for note_ in version_notes(runs):
+        log(f"warning: {note_}")
+        sections.append(f"**Warning**: {note_} (each run's config.json lists its versions under `provenance`).\n")
 
     variants = ("[tag, keys] name a variant: its exp_tag and its non-default keys (m = memory_per_class, "
                 "τ_I = tau_image, τ_T = tau_text, p_swap / p_merge = the augmentation's probabilities).")

@@ -148,10 +148,14 @@ def test_run_names_follow_every_key_that_changes_results():
     assert resolve("demo", "rebq", lr=0.01)["exp_name"] == "demo_rebq_5phases_lr=0.01_seed0"
     # finetune keeps no memory: the memory keys change nothing for it
     assert resolve("demo", "finetune", memory_per_class=9)["exp_name"] == "demo_finetune_5phases_seed0"
-    # long values go into a hash, so two different ones never share a name
-    a = resolve("demo", "emm", load_path="/ckpt/a/vilt_200k_mlm_itm.ckpt")["exp_name"]
-    b = resolve("demo", "emm", load_path="/ckpt/b/vilt_200k_mlm_itm.ckpt")["exp_name"]
+    # values that do not read well go into a hash, so two different ones never share a name
+    a = resolve("demo", "emm", mask_layers=[0, 1])["exp_name"]
+    b = resolve("demo", "emm", mask_layers=[1])["exp_name"]
     assert re.fullmatch(r"demo_emm_5phases_mem5_h[0-9a-f]{8}_seed0", a) and a != b
+    # a checkpoint counts by its file name (the same file on another machine or in another folder: the same run)
+    a = resolve("demo", "emm", load_path="/ckpt/a/vilt_200k_mlm_itm.ckpt")["exp_name"]
+    assert a == resolve("demo", "emm", load_path="/data/b/vilt_200k_mlm_itm.ckpt")["exp_name"]
+    assert a == "demo_emm_5phases_mem5_load_path=vilt_200k_mlm_itm.ckpt_seed0"
     assert resolve("demo", exp_name="mine", tau_image=0.3, method="emm")["exp_name"] == "mine"  # a set name stays
 
 

@@ -1,4 +1,7 @@
 """Pieces of the incremental driver: growing head, exemplars and memory, herding, batching, schedule, run dir."""
+import os
+import stat
+
 import numpy as np
 import pytest
 import torch
@@ -274,6 +277,34 @@ def test_atomic_write_keeps_the_previous_file_on_failure(tmp_path):
         rundir.atomic_write(path, broken)
     assert rundir.read_json(path) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]
+
+
+def test_atomic_writes_follow_the_umask(tmp_path):
+    """Every writer goes through emmcil.atomic: files get 0666 less the umask, as any other tool's."""
+    from emmcil.data import write_arrow
+
+    old = os.umask(0o027)
+    try:
+        rundir.write_json(tmp_path / "a.json", {"a": 1})
+        write_arrow([], tmp_path / "d_train.arrow")
+        rundir.RunDir(tmp_path / "r").open({"lr": 0.1}).save_checkpoint(0, {})
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "a.json", tmp_path / "d_train.arrow", tmp_path / "r" / "checkpoints" / "phase_0.pt"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640, path
+
+
+def test_results_config_keeps_what_changes_results_for_the_method():
+    cfg = {"method": "finetune", "lr": 0.1, "num_workers": 4, "tau_image": 0.5, "memory_per_class": 5,
+           "missing_type": "none", "missing_ratio": 0.7, "load_path": "/a/b/vilt.ckpt", "provenance": [{}]}
+    assert rundir.results_config(cfg) == {"method": "finetune", "lr": 0.1, "missing_type": "none",
+                                          "load_path": "vilt.ckpt"}
+    emm = {**cfg, "method": "emm", "memory_budget_mode": "per_class", "memory_total": 0}
+    assert set(rundir.results_config(emm)) == {"method", "lr", "tau_image", "memory_per_class", "memory_budget_mode",
+                                               "missing_type", "load_path"}
+    # a config saved by older code held every method's keys: they do not block resuming
+    assert rundir.config_diff({**cfg, "l2p_pull": 0.1}, cfg) == {}
+    assert rundir.config_diff(cfg, {**cfg, "lr": 0.2}) == {"lr": (0.1, 0.2)}
 
 
 def test_config_diff_and_mismatch(tmp_path):

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from emmcil.incremental.report import build_results
+from emmcil.methods import method_config_defaults
 from emmcil.report import (GENERAL_DEFAULTS, MISSING_DEFAULTS, PAPER_MEMORY, PAPER_TABLE, ReportError, build_report,
                            collect, find_results, main, summarize_groups)
 
@@ -75,10 +76,11 @@ def test_general_defaults_match_config_py():
     assert {k: cfg[k] for k in GENERAL_DEFAULTS} == GENERAL_DEFAULTS
     if "missing_type" in cfg:  # the missing-modality protocol's keys
         assert {k: cfg[k] for k in MISSING_DEFAULTS} == MISSING_DEFAULTS
+    defaults = {**cfg, **method_config_defaults()}  # a run's config holds its own method's keys
     for key, value in BASE_CONFIG.items():
         if key not in ("model_size", "tuning", "max_epoch", "batch_size", "lr", "precision", "log_dir", "devices",
                        "strategy"):
-            assert cfg[key] == value, key
+            assert defaults[key] == value, key
 
 
 @pytest.fixture(scope="module")
@@ -213,12 +215,32 @@ def test_a_repeated_seed_is_dropped_with_a_warning(tmp_path):
     assert any("repeats seed 0" in m for m in logs)
 
 
-def test_runs_averaged_despite_a_differing_key_are_flagged(tmp_path):
-    write_run(tmp_path, "a", last=50, config=dict(lr=0.01))
+def test_runs_differing_in_a_key_that_changes_results_are_kept_apart(tmp_path):
+    """Their run names differ in that key, and so do their rows; keys that do not change results do not split."""
+    write_run(tmp_path, "a", last=50, config=dict(lr=0.01, num_workers=2, devices=1))
+    write_run(tmp_path, "a1", seed=1, last=52, config=dict(lr=0.01, num_workers=8, devices=4))
     write_run(tmp_path, "b", seed=1, last=60, config=dict(lr=0.001))
+    groups = summarize_groups(collect([str(tmp_path / "*")], log=lambda m: None))
+    assert dict(zip(groups["label"], groups["n"])) == {"replay [lr=0.001]": 1, "replay [lr=0.01]": 2}
+
+
+def test_runs_of_one_table_made_with_different_versions_are_flagged(tmp_path):
+    def made_with(torch, commit):
+        return {"provenance": [{"git_commit": commit, "git_dirty": False,
+                                "versions": {"python": "3.11.7", "torch": torch, "cuda": None}}]}
+
+    write_run(tmp_path, "a", last=50, config=made_with("2.4.0", "abc"))
+    write_run(tmp_path, "b", seed=1, last=60, config=made_with("2.4.0", "abc"))
+    write_run(tmp_path, "other", dataset="food101", last=60, config=made_with("2.5.1", "abc"))
     logs = []
-    groups = summarize_groups(collect([str(tmp_path / "*")], log=logs.append))
-    assert len(groups) == 1 and any("differ in ['lr']" in m for m in logs)
+    build_report([str(tmp_path / "*")], tmp_path / "out", log=logs.append)
+    assert not [m for m in logs if "versions" in m]  # food101's table has one torch, MM-ImageNet-R's another
+    write_run(tmp_path, "c", seed=2, last=55, config=made_with("2.5.1", "def"))
+    build_report([str(tmp_path / "*")], tmp_path / "out", log=logs.append)
+    (warning,) = [m for m in logs if "versions" in m]
+    assert warning == ("warning: the runs of table mm_imagenet_r were made with different versions: torch 2.4.0 (2 "
+                       "runs), 2.5.1 (1 run); git_commit abc (2 runs), def (1 run)")
+    assert "**Warning**: the runs of table mm_imagenet_r" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_without_config_json_memory_per_class_comes_from_the_budget(tmp_path):

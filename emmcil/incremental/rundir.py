@@ -113,7 +113,10 @@ def results_config(cfg: Mapping) -> dict[str, Any]:
     """The entries of ``cfg`` that change what the run computes: every key but :data:`NON_RESULT_KEYS` and
     ``provenance``, less the keys the run's method does not read: other methods' own keys, ``memory_*`` for a
     method without memory, ``memory_total`` under a per-class budget, and the missing-modality parameters when
-    ``missing_type`` is "none". A config without a (registered) ``method`` keeps all its keys."""
+    ``missing_type`` is "none". A config without a (registered) ``method`` keeps all its keys.
+
+    ``load_path`` counts by its file name: the same checkpoint in another folder (another machine, a moved copy) is
+    the same run; that its content is the same is checked when a run resumes (the frozen weights' checksum)."""
     from emmcil.methods import METHODS
 
     method = METHODS.get(cfg.get("method"))
@@ -128,7 +131,7 @@ def results_config(cfg: Mapping) -> dict[str, Any]:
             continue
         if k in MISSING_PARAMETERS and cfg.get("missing_type", "none") == "none":
             continue
-        out[k] = plain(v)
+        out[k] = Path(v).name if k == "load_path" and v else plain(v)
     return out
 
 
