@@ -9,7 +9,8 @@ setup(
     python_requires=">=3.9",
     install_requires=[
         "torch>=2.4", "torchvision", "pytorch-lightning>=2.2", "transformers>=4.40", "timm>=1.0",
-        "sacred>=0.8.4", "setuptools<81", "einops", "pyarrow>=14", "pandas", "pillow", "tqdm",
-        "matplotlib", "safetensors",
+        "sacred>=0.8.4", "setuptools<81", "filelock>=3.0", "tensorboardX", "einops", "pyarrow>=14", "pandas",
+        "pillow", "tqdm", "matplotlib", "safetensors",
     ],
+    extras_require={"wandb": ["wandb"]},  # wandb=True logs to Weights & Biases
 )
