@@ -16,6 +16,8 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from emmcil.atomic import atomic_open
 
+from .textfiles import read_text
+
 REQUIRED_COLUMNS = ("image", "text", "label", "image_id", "split")
 SCHEMA = pa.schema([
     ("image", pa.binary()),
@@ -130,9 +132,9 @@ def dataset_classes(root: str | os.PathLike, name: str, splits=("train", "test")
     path = classes_path(root, name)
     if path.is_file():
         try:
-            names = json.loads(path.read_text(encoding="utf-8"))
+            names = json.loads(read_text(path).text)
         except ValueError as e:
-            raise ValueError(f"{path}: not JSON ({e})") from None
+            raise ValueError(f"{path}: cannot read it as JSON ({e})") from None
         if not isinstance(names, list) or not names:
             raise ValueError(f"{path}: expected a non-empty JSON list of class names (label order)")
         return len(names), [str(n) for n in names]
