@@ -116,6 +116,13 @@ def gather_uneven(strategy, tensor: torch.Tensor, device) -> torch.Tensor:
     return out.bool() if is_bool else out
 
 
+def run_path(cfg: Mapping) -> Path:
+    """The run directory ``{log_dir}/{exp_name}``; ValueError for an empty exp_name."""
+    if not cfg.get("exp_name"):
+        raise ValueError("exp_name is empty: leave it unset (the run is then named after its config) or name it")
+    return Path(cfg["log_dir"]) / cfg["exp_name"]
+
+
 class IncrementalRun:
     """One class-incremental experiment, driven phase by phase from a resolved (sacred) config.
 
@@ -126,14 +133,13 @@ class IncrementalRun:
 
     def __init__(self, cfg: Mapping, sacred_run=None, read_only: bool = False):
         self.cfg = cfg = rundir.plain(cfg)
-        if not cfg.get("exp_name"):
-            raise ValueError("exp_name is empty: leave it unset (the run is then named after its config) or name it")
         if cfg.get("num_threads", 0) > 0:
             torch.set_num_threads(cfg["num_threads"])
         self.is_main = rank_zero_only.rank == 0  # under DDP every rank runs this; only rank 0 writes
         self.writes = self.is_main and not read_only
-        self.run_dir = rundir.RunDir(Path(cfg["log_dir"]) / cfg["exp_name"])
-        self.tracker = RunTracker(cfg, self.run_dir.log_dir(), sacred_run, enabled=not read_only)
+        self.run_dir = rundir.RunDir(run_path(cfg))
+        self.result: dict[str, Any] | None = None  # the run's summary, once run() has finished
+        self.tracker = RunTracker(cfg, self.run_dir.log_dir(), sacred_run, enabled=not read_only, main=self.is_main)
         if self.writes:
             record = provenance()
             self.run_dir.open(cfg, restart=bool(cfg["restart"]), new_key_defaults=get_method(cfg["method"]).config,
@@ -361,7 +367,6 @@ def run_and_summarize(cfg: Mapping, sacred_run=None) -> tuple[Path, dict[str, An
     """:func:`run_experiment`, and the run's summary (sacred's result: run directory, phases done, metrics).
 
     Raises :class:`~emmcil.incremental.rundir.RunInUseError` when another process runs this run directory."""
-    path = Path(cfg["log_dir"]) / cfg["exp_name"]
-    with rundir.locked(path) if rank_zero_only.rank == 0 else contextlib.nullcontext():
+    with rundir.locked(run_path(cfg)) if rank_zero_only.rank == 0 else contextlib.nullcontext():
         run = IncrementalRun(cfg, sacred_run)
         return run.run(), run.result

@@ -37,11 +37,15 @@ def tensorboard_available() -> bool:
 class RunTracker:
     """The loggers of one run (``log_dir``: the run's ``logs/``) and, when run through ``run.py``, its sacred run.
 
-    ``sacred_run``: sacred's ``_run`` (or None); ``enabled=False`` (non-zero DDP ranks, ``evaluate``) logs nothing.
+    ``sacred_run``: sacred's ``_run`` (or None); ``enabled=False`` (``evaluate``) logs nothing. Under DDP every rank
+    makes the same loggers (Lightning's log only on rank 0); ``main=False`` (the other ranks) writes no file of its
+    own and leaves sacred alone.
     """
 
-    def __init__(self, cfg: Mapping[str, Any], log_dir: Path, sacred_run=None, enabled: bool = True):
-        self.cfg, self.log_dir, self.sacred_run, self.enabled = cfg, Path(log_dir), sacred_run, enabled
+    def __init__(self, cfg: Mapping[str, Any], log_dir: Path, sacred_run=None, enabled: bool = True,
+                 main: bool = True):
+        self.cfg, self.log_dir, self.enabled, self.main = cfg, Path(log_dir), enabled, main
+        self.sacred_run = sacred_run if main else None
         self.tensorboard = tensorboard_available()
         self._wandb = self._make_wandb() if enabled and cfg.get("wandb") else None
         self._phases: list[Logger] = []
@@ -57,7 +61,8 @@ class RunTracker:
 
         id_file = self.log_dir / "wandb_id"
         run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
-        write_text(id_file, run_id + "\n")
+        if self.main:
+            write_text(id_file, run_id + "\n")
         return WandbLogger(name=self.cfg["exp_name"], project=self.cfg.get("wandb_project") or "emmcil",
                            entity=self.cfg.get("wandb_entity") or None, save_dir=str(self.log_dir), id=run_id,
                            resume="allow", offline=self.cfg.get("wandb_mode") == "offline", config=dict(self.cfg))
@@ -123,9 +128,9 @@ class RunTracker:
         summary.update({k: results.get(k) for k in ("last_accuracy", "avg_incremental_accuracy", "forgetting")})
         if not self.enabled:
             return summary
-        for logger in self._phases:
+        for logger in self._phases:  # (Lightning's loggers act on rank 0 only)
             logger.finalize("success")
-        if self._wandb is not None:
+        if self._wandb is not None and self.main:
             self._wandb.experiment.summary.update({k: v for k, v in summary.items() if k != "run_dir"})
             self._wandb.experiment.finish()
         if self.sacred_run is not None:
