@@ -158,7 +158,7 @@ def config():
     # Defaults: the method's recipe on this dataset (emmcil/incremental/recipes.py, each value with its source).
     optimizer = recipe(method, dataset, "optimizer")        # adamw | adam | sgd
     lr = recipe(method, dataset, "lr")                      # peak learning rate
-    weight_decay = recipe(method, dataset, "weight_decay")
+    weight_decay = recipe(method, dataset, "weight_decay")  # decoupled (adamw) or L2 (adam, sgd) weight decay
     weight_decay_1d = recipe(method, dataset, "weight_decay_1d")  # also decay biases, norms, SSF (1-D parameters)
     betas = recipe(method, dataset, "betas")                # adam / adamw
     eps = recipe(method, dataset, "eps")                    # adam / adamw
