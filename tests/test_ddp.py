@@ -43,6 +43,10 @@ def test_two_process_ddp_equals_single_process_and_resumes(tmp_path, demo_root):
     ddp = run(tmp_path, demo_root, "devices=2", "strategy=ddp", "exp_name=ddp")  # resumes after phase 0
     a, b = (json.loads((d / "results.json").read_text()) for d in (single, ddp))
     a.pop("exp_name"), b.pop("exp_name")
+    # Exact, though the two runs compute in different processes and batches: results.json and the memory hold only
+    # discrete outcomes (per-class counts, chosen exemplars, masks, uint8 pixels) of float decisions that sit far
+    # from a tie here. Measured on this run: a sample's logits move by < 1e-8 between a batch of 1 and its batch,
+    # against a smallest top-2 logit margin of 6e-3 and a smallest |patch score - tau_I| of 7e-4.
     assert a == b
     assert a["memory"][-1]["exemplars"] > 0
     ma, mb = memory_of(single, 1), memory_of(ddp, 1)

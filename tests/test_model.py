@@ -106,7 +106,7 @@ def test_no_patch_sampling_at_eval_random_subset_in_training(tiny_cfg):
     model = ViLT(cfg).eval()
     batch = make_batch(B=2)
     a, b = model(*batch), model(*batch)
-    assert a.image_masks.shape[1] == 24 and torch.equal(a.pooled, b.pooled)
+    assert a.image_masks.shape[1] == 24 and torch.equal(a.pooled, b.pooled)  # the same forward replayed: bitwise
     model.train()
     torch.manual_seed(1)
     t1 = model(*batch)

@@ -86,6 +86,7 @@ def test_deep_tokens_hook():
     E = torch.randn(2, 3, 32)
     shallow = model(text_ids, text_masks, images, pixel_masks, extra_tokens=E)
     same = model(text_ids, text_masks, images, pixel_masks, deep_tokens=[E, None])
+    # bitwise: deep_tokens[0] takes the extra_tokens path itself (same ops, same shapes); layer 1 has no entry
     assert torch.equal(shallow.hidden, same.hidden) and same.num_extra == 3
     deep = model(text_ids, text_masks, images, pixel_masks, deep_tokens=[E, torch.randn(2, 3, 32)])
     assert not torch.allclose(deep.hidden[:, 0], shallow.hidden[:, 0])
