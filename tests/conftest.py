@@ -7,6 +7,19 @@ import torch
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
+
+def pytest_addoption(parser):
+    parser.addoption("--environment-report", action="store_true",
+                     help="print Python, torch and its build, the CPU and every installed version before the tests "
+                          "(emmcil.environment; .ci/run sets it)")
+
+
+def pytest_sessionstart(session):
+    # printed even under -q, which hides pytest's own header: CI output must say what the tests ran on
+    if session.config.getoption("--environment-report"):
+        from emmcil.environment import report
+        session.config.get_terminal_writer().line(report(with_freeze=True))
+
 TINY_CFG = dict(hidden_size=32, num_layers=2, num_heads=4, mlp_ratio=2.0, patch_size=16, image_size=64,
                 max_text_len=12, vocab_size=120, drop_rate=0.0)
 
