@@ -11,8 +11,8 @@ the next), and prints their output under headings as it comes:
 
 and ends with a table of the key ratios read from their outputs (a benchmark that fails is reported as such and the
 others still run). ``--device`` and ``--threads`` are passed to every benchmark (when not given, each keeps its own
-default: torch's default threads, except ``bench_masking.py``'s 1). About 1 min 5 s on a 2-core CPU when nothing
-else runs there; ``--full`` drops the small settings (each script's defaults, the ViLT-B/32 rows of
+default: torch's default threads, except ``bench_masking.py``'s 1). Its time is in the README's Quick start
+(``bench_commands.py`` measures it); ``--full`` drops the small settings (each script's defaults, the ViLT-B/32 rows of
 ``bench_masking.py`` and ``bench_loader.py`` included: a few minutes more).
 
     python benchmarks/bench_all.py

@@ -6,8 +6,8 @@
 # Demo numbers show that the pipeline works end to end; they are NOT the paper's setting and say nothing about
 # its results.
 #
-# About 5 minutes on 2 (busy) CPU cores. The runs go to a temporary LOG_DIR (removed at the end unless LOG_DIR
-# is set).
+# Time: see the README's Quick start (measured by benchmarks/bench_commands.py). The runs go to a temporary LOG_DIR
+# (removed at the end unless LOG_DIR is set).
 #
 # Usage:   scripts/demo_figures.sh                       # -> fig/report.md, fig/*.png, fig/*.md
 #          DRY_RUN=1 scripts/demo_figures.sh             # resolve the configs, print the commands
