@@ -12,8 +12,8 @@ the next), and prints their output under headings as it comes:
 and ends with a table of the key ratios read from their outputs (a benchmark that fails is reported as such and the
 others still run). ``--device`` and ``--threads`` are passed to every benchmark (when not given, each keeps its own
 default: torch's default threads, except ``bench_masking.py``'s 1). Its time is in the README's Quick start
-(``bench_commands.py`` measures it); ``--full`` drops the small settings (each script's defaults, the ViLT-B/32 rows of
-``bench_masking.py`` and ``bench_loader.py`` included: a few minutes more).
+(``bench_commands.py`` measures it); ``--full`` drops the small settings (each script's defaults, the ViLT-B/32
+rows of ``bench_masking.py`` and ``bench_loader.py`` included: a few minutes more).
 
     python benchmarks/bench_all.py
     python benchmarks/bench_all.py --threads 1            # on a shared 2-core machine (see README)

@@ -20,6 +20,7 @@ def pytest_sessionstart(session):
         from emmcil.environment import report
         session.config.get_terminal_writer().line(report(with_freeze=True))
 
+
 TINY_CFG = dict(hidden_size=32, num_layers=2, num_heads=4, mlp_ratio=2.0, patch_size=16, image_size=64,
                 max_text_len=12, vocab_size=120, drop_rate=0.0)
 
