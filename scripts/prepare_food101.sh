@@ -12,8 +12,9 @@
 #
 # Out, in $OUT: food101_train.arrow, food101_val.arrow, food101_test.arrow (columns image, text, label, image_id,
 # split), food101_classes.json (class names in label order), and with SKIP_BAD=1 food101_skipped.json (every
-# skipped sample and why). The arrow files hold the JPEG bytes as found on disk (about the size of images/); the
-# writer decodes every image once to check it, so expect minutes to an hour for the ~90k images.
+# skipped sample and why). The arrow files hold the JPEG bytes as found on disk (about the size of images/), or
+# with RESIZE=384 the images already resized as ViLT-B/32's transform resizes them (a faster loader; see
+# emmcil/data/resize.py); the writer decodes every image once, so expect minutes to an hour for the ~90k images.
 #
 # Usage:   RAW=/data/food101 OUT=data/arrow scripts/prepare_food101.sh
 #          DRY_RUN=1 scripts/prepare_food101.sh          # print the commands, run nothing
@@ -25,6 +26,7 @@ LAYOUT=${LAYOUT:-auto}              # auto | json | csv (auto: json when split.j
 SEED=${SEED:-0}                     # csv layout only: seed of the val split carved from train
 VAL_FRACTION=${VAL_FRACTION:-0.1}   # csv layout only: share of each class that goes to val
 SKIP_BAD=${SKIP_BAD:-0}             # 1: skip (count, list) bad samples instead of stopping at the first one
+RESIZE=${RESIZE:-}                  # e.g. 384: store images resized for pixelbert_transform(384, 32) (--resize)
 NAME=${NAME:-food101}               # file prefix: $OUT/${NAME}_{split}.arrow
 PYTHON=${PYTHON:-python}            # the interpreter that has emmcil's requirements
 DRY_RUN=${DRY_RUN:-0}               # 1: print the commands instead of running them
@@ -48,6 +50,7 @@ fi
 
 args=(--root "$RAW" --out "$OUT" --name "$NAME" --layout "$LAYOUT" --seed "$SEED" --val-fraction "$VAL_FRACTION")
 if [[ $SKIP_BAD == 1 ]]; then args+=(--skip-bad); fi
+if [[ -n $RESIZE ]]; then args+=(--resize "$RESIZE"); fi
 
 if ! run "$PYTHON" -m emmcil.data.write_food101 "${args[@]}"; then
     [[ $SKIP_BAD == 1 ]] || echo "hint: SKIP_BAD=1 skips bad samples and lists them in $OUT/${NAME}_skipped.json" >&2

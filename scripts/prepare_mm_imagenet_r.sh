@@ -15,7 +15,8 @@
 #             Resumable: re-running continues where it stopped (captioned paths are skipped). Needs a GPU in
 #             practice: ~30k images x up to MAX_NEW_TOKENS tokens of a 7B model with NUM_BEAMS beams.
 #   arrow     python -m emmcil.data.write_imagenet_r: per class, round(TEST_FRACTION * n) images drawn with SEED
-#             go to test (about 24,000 / 6,000).
+#             go to test (about 24,000 / 6,000). RESIZE=384 stores the images already resized as ViLT-B/32's
+#             transform resizes them (a faster loader; emmcil/data/resize.py).
 #
 # Out: $CAPTIONS, and in $OUT mm_imagenet_r_train.arrow, mm_imagenet_r_test.arrow, mm_imagenet_r_classes.json
 # (the 200 class names in label order), with SKIP_BAD=1 also mm_imagenet_r_skipped.json.
@@ -39,6 +40,7 @@ NUM_BEAMS=${NUM_BEAMS:-5}                                        # captioning be
 MAX_NEW_TOKENS=${MAX_NEW_TOKENS:-256}                            # captioning length cap
 PROMPT=${PROMPT:-}                                               # captioning prompt (empty: the module's default)
 SKIP_BAD=${SKIP_BAD:-0}                                          # 1: skip (count, list) bad images instead of stopping
+RESIZE=${RESIZE:-}                                               # e.g. 384: store images resized for the transform
 STEPS=${STEPS:-extract,captions,arrow}                           # which steps to run
 PYTHON=${PYTHON:-python}                                         # the interpreter that has emmcil's requirements
 DRY_RUN=${DRY_RUN:-0}                                            # 1: print the commands instead of running them
@@ -64,6 +66,8 @@ for s in ${STEPS//,/ }; do
 done
 skip=()
 if [[ $SKIP_BAD == 1 ]]; then skip=(--skip-bad); fi
+resize=()
+if [[ -n $RESIZE ]]; then resize=(--resize "$RESIZE"); fi
 
 if step extract; then
     if [[ -d $IMAGES ]] && [[ -n $(ls -A "$IMAGES") ]]; then
@@ -88,7 +92,7 @@ fi
 
 if step arrow; then
     if ! run "$PYTHON" -m emmcil.data.write_imagenet_r --root "$IMAGES" --captions "$CAPTIONS" --out "$OUT" \
-            --seed "$SEED" --test-fraction "$TEST_FRACTION" "${skip[@]}"; then
+            --seed "$SEED" --test-fraction "$TEST_FRACTION" "${skip[@]}" "${resize[@]}"; then
         [[ $SKIP_BAD == 1 ]] || echo "hint: SKIP_BAD=1 skips bad samples and lists them in" \
             "$OUT/mm_imagenet_r_skipped.json" >&2
         exit 1

@@ -106,3 +106,18 @@ def mixed_image_folder(root: Path, classes: list[str], per_class: int) -> list[d
             image.save(root / rel)
             records.append({"path": rel, "caption": f"a {mode} photo of a {cls.replace('_', ' ')}, number {k}"})
     return records
+
+
+def photo(size=(500, 375), seed: int = 0) -> Image.Image:
+    """A photo-like RGB picture of ``size`` (W, H): smooth colour fields, a few sharp-edged blobs, fine grain."""
+    from PIL import ImageDraw, ImageFilter
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    img = Image.fromarray(rng.integers(0, 256, size=(4, 5, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
+    draw = ImageDraw.Draw(img)
+    for _ in range(6):
+        x, y, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.05, 0.25) * min(w, h)
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+    arr = np.asarray(img.filter(ImageFilter.GaussianBlur(1.5)), dtype=np.float32) + rng.normal(0, 4, (h, w, 1))
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))

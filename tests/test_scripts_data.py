@@ -22,7 +22,7 @@ def run_script(name: str, cwd: Path, **env) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if k not in {
         "RAW", "OUT", "LAYOUT", "SEED", "VAL_FRACTION", "SKIP_BAD", "NAME", "DRY_RUN", "TAR", "IMAGES", "CAPTIONS",
         "INSTRUCTBLIP", "TEST_FRACTION", "DEVICE", "DTYPE", "BATCH_SIZE", "NUM_BEAMS", "MAX_NEW_TOKENS", "PROMPT",
-        "STEPS"}}
+        "STEPS", "RESIZE"}}
     base["PYTHON"] = sys.executable
     return subprocess.run(["bash", str(SCRIPTS / name)], cwd=cwd, env={**base, **env}, capture_output=True,
                           text=True, timeout=60)
@@ -55,7 +55,7 @@ def module_of(argv: list[str]) -> str:
 def test_food101_dry_run_prints_the_writer_command_and_runs_nothing(tmp_path):
     out = tmp_path / "arrow dir"  # a space: the printed command must quote it
     p = run_script("prepare_food101.sh", tmp_path, DRY_RUN="1", RAW=str(tmp_path / "no_such_raw"), OUT=str(out),
-                   SEED="7", SKIP_BAD="1")
+                   SEED="7", SKIP_BAD="1", RESIZE="384")
     assert p.returncode == 0, p.stderr
     (argv,) = commands(p.stdout)
     assert argv[0] == sys.executable and module_of(argv) == "emmcil.data.write_food101"
@@ -63,7 +63,7 @@ def test_food101_dry_run_prints_the_writer_command_and_runs_nothing(tmp_path):
     assert opts["--root"] == str(tmp_path / "no_such_raw")
     assert opts["--out"] == str(out)
     assert opts["--seed"] == "7" and opts["--layout"] == "auto" and opts["--name"] == "food101"
-    assert opts["--skip-bad"] is True
+    assert opts["--skip-bad"] is True and opts["--resize"] == "384"
     assert "not found" in p.stderr  # the missing raw folder is only a note in a dry run
     assert not out.exists()
 
@@ -75,6 +75,7 @@ def test_food101_dry_run_defaults(tmp_path):
     opts = options(argv)
     assert opts["--root"] == "data/raw/food101" and opts["--out"] == "data/arrow"
     assert "--skip-bad" not in opts  # SKIP_BAD defaults to 0: stop at the first bad sample
+    assert "--resize" not in opts  # images stored as found unless RESIZE is set
     assert not (tmp_path / "data").exists()
 
 
@@ -96,7 +97,7 @@ def test_a_failing_writer_fails_the_script_with_a_skip_bad_hint(tmp_path):
 def test_imagenet_r_dry_run_prints_extract_captions_and_writer(tmp_path):
     env = dict(TAR=str(tmp_path / "imagenet-r.tar"), IMAGES=str(tmp_path / "imagenet-r"),
                CAPTIONS=str(tmp_path / "caps.jsonl"), INSTRUCTBLIP=str(tmp_path / "instructblip-vicuna-7b"),
-               OUT=str(tmp_path / "arrow"), SEED="3", SKIP_BAD="1", NUM_BEAMS="1")
+               OUT=str(tmp_path / "arrow"), SEED="3", SKIP_BAD="1", NUM_BEAMS="1", RESIZE="384")
     p = run_script("prepare_mm_imagenet_r.sh", tmp_path, DRY_RUN="1", **env)
     assert p.returncode == 0, p.stderr
     mkdir, tar, caps, write = commands(p.stdout)
@@ -113,6 +114,7 @@ def test_imagenet_r_dry_run_prints_extract_captions_and_writer(tmp_path):
     o = options(write)
     assert o["--root"] == env["IMAGES"] and o["--captions"] == env["CAPTIONS"] and o["--out"] == env["OUT"]
     assert o["--seed"] == "3" and o["--test-fraction"] == "0.2" and o["--skip-bad"] is True
+    assert o["--resize"] == "384" and "--resize" not in options(caps)
     assert "instructblip" in p.stderr.lower()  # the missing model directory is noted, not fatal, in a dry run
     assert not (tmp_path / "arrow").exists() and not (tmp_path / "imagenet-r").exists()
 

@@ -1,5 +1,5 @@
 """Data layer: arrow files, datasets and batches, transforms, tokenizer, incremental scenarios, demo set, the one
-image decoder (``images``) and the one text-file reader (``textfiles``).
+image decoder (``images``), the one text-file reader (``textfiles``) and images stored resized (``resize``).
 
 Writers and the captioner are commands: ``python -m emmcil.data.write_food101 | write_imagenet_r | write_folder |
 captions --help``.
@@ -10,10 +10,11 @@ from .dataset import ArrowDataset, CorruptImageError
 from .demo import DEMO_CLASSES, DEMO_NUM_CLASSES, ensure_demo
 from .images import ImageDecodeError, decode_image, image_size, to_rgb
 from .missing import IMAGE_MISSING, NONE, TEXT_MISSING, MissingTable
+from .resize import StoredResize, stored_resize
 from .scenario import DEFAULT_CLASS_ORDER_SEED, IncrementalScenario, class_order, split_phases
 from .textfiles import TextDecodeError, read_text
 from .tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_IDS, UNK_ID, VOCAB_SIZE, get_tokenizer
-from .transforms import denormalize_to_uint8, normalize_uint8, pixelbert_transform
+from .transforms import denormalize_to_uint8, normalize_uint8, pixelbert_resize, pixelbert_transform
 
 __all__ = [
     "REQUIRED_COLUMNS", "ArrowFormatError", "arrow_path", "dataset_classes", "read_arrow", "write_arrow", "collate",
@@ -21,5 +22,6 @@ __all__ = [
     "ImageDecodeError", "decode_image", "image_size", "to_rgb", "IMAGE_MISSING", "NONE",
     "TEXT_MISSING", "MissingTable", "DEFAULT_CLASS_ORDER_SEED", "IncrementalScenario", "class_order", "split_phases",
     "CLS_ID", "MASK_ID", "PAD_ID", "SEP_ID", "SPECIAL_IDS", "UNK_ID", "VOCAB_SIZE", "get_tokenizer",
-    "denormalize_to_uint8", "normalize_uint8", "pixelbert_transform", "TextDecodeError", "read_text",
+    "denormalize_to_uint8", "normalize_uint8", "pixelbert_resize", "pixelbert_transform", "TextDecodeError",
+    "read_text", "StoredResize", "stored_resize",
 ]

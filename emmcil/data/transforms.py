@@ -41,13 +41,19 @@ class MinMaxResize:
         return f"MinMaxResize(shorter={self.shorter}, longer={self.longer}, size_divisor={self.size_divisor})"
 
 
+def pixelbert_resize(size: int = 384, size_divisor: int = 32) -> MinMaxResize:
+    """The resize step of ``pixelbert_transform(size, size_divisor)``: shorter side ``size``, longer side at most
+    ``int(1333 / 800 * size)`` (ViLT's 800/1333 ratio: 639 for 384), multiples of ``size_divisor``."""
+    return MinMaxResize(size, int(1333 / 800 * size), size_divisor)
+
+
 def pixelbert_transform(size: int = 384, size_divisor: int = 32, randaug: bool = False):
     """PIL RGB image -> float tensor (3, H, W) in [-1, 1], H and W multiples of ``size_divisor``.
 
     ``randaug``: prepend RandAugment(2, 9) (ViLT's ``pixelbert_randaug``), for training only.
     """
     steps = [T.RandAugment(num_ops=2, magnitude=9)] if randaug else []
-    steps += [MinMaxResize(size, int(1333 / 800 * size), size_divisor), T.ToTensor(), T.Normalize(MEAN, STD)]
+    steps += [pixelbert_resize(size, size_divisor), T.ToTensor(), T.Normalize(MEAN, STD)]
     return T.Compose(steps)
 
 

@@ -1,7 +1,7 @@
 """Generic "one folder per class + captions file" -> ``{name}_{split}.arrow``.
 
     python -m emmcil.data.write_folder --root DIR --captions FILE --out DIR --name NAME
-        [--classes FILE] [--test-fraction 0.2] [--val-fraction 0] [--seed 0] [--skip-bad]
+        [--classes FILE] [--test-fraction 0.2] [--val-fraction 0] [--seed 0] [--skip-bad] [--resize [384]]
 
 ``DIR/<class>/<image>`` (images directly in the class folder). Labels are the sorted class folder names, or the
 order of the names in ``--classes`` (one class name a line, UTF-8). If ``DIR`` holds only ``train/``, ``val/``,
@@ -11,14 +11,17 @@ order of the names in ``--classes`` (one class name a line, UTF-8). If ``DIR`` h
 to ``DIR``. Every image on disk and every captioned path becomes a sample, so an image without caption and a
 caption without image are both reported. Images are stored as the files' bytes and decoded by
 ``images.decode_image`` (EXIF orientation applied, transparency on white, 16-bit scaled). ``{name}_classes.json``
-lists the class names in label order.
+lists the class names in label order. ``--resize`` stores the images already resized for the pixelbert transform
+(``emmcil.data.resize``).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from .textfiles import read_lines
-from .writing import (RawSample, base_parser, cli_errors, is_image_file, read_captions, seeded_split, write_splits)
+from .resize import StoredResize
+from .writing import (RawSample, base_parser, cli_errors, is_image_file, read_captions, resize_option, seeded_split,
+                      write_splits)
 
 SPLITS = ("train", "val", "test")
 
@@ -86,8 +89,10 @@ def class_folders(root: Path) -> list[str]:
 
 
 def write_folder(root, captions, out, name: str, *, classes: str | None = None, test_fraction: float = 0.2,
-                 val_fraction: float = 0.0, seed: int = 0, skip_bad: bool = False) -> dict[str, Path]:
-    """Write ``{name}_{split}.arrow`` for a class-folder tree; returns {split: path}."""
+                 val_fraction: float = 0.0, seed: int = 0, skip_bad: bool = False,
+                 resize: StoredResize | None = None) -> dict[str, Path]:
+    """Write ``{name}_{split}.arrow`` for a class-folder tree; returns {split: path}. ``resize``: store the images
+    resized for the pixelbert transform."""
     root = Path(root)
     names = read_lines(classes) if classes else class_folders(root)
     if len(set(names)) != len(names):
@@ -97,7 +102,7 @@ def write_folder(root, captions, out, name: str, *, classes: str | None = None, 
     splits = folder_samples(root, read_captions(captions), class_index, captions_file=str(captions),
                             fractions=fractions, seed=seed)
     print(f"{len(names)} classes, " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
-    return write_splits(splits, out, name, names, skip_bad)
+    return write_splits(splits, out, name, names, skip_bad, resize)
 
 
 def main(argv=None):
@@ -112,7 +117,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     cli_errors(lambda a: write_folder(a.root, a.captions, a.out, a.name, classes=a.classes,
                                       test_fraction=a.test_fraction, val_fraction=a.val_fraction, seed=a.seed,
-                                      skip_bad=a.skip_bad), args)
+                                      skip_bad=a.skip_bad, resize=resize_option(a)), args)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """UPMC Food-101 -> ``food101_{train,val,test}.arrow``.
 
     python -m emmcil.data.write_food101 --root RAW --out DIR [--layout auto|json|csv] [--seed 0] [--skip-bad]
+        [--resize [384]]
 
 Two raw layouts (101 classes, text = the web page title):
 
@@ -24,7 +25,8 @@ import csv
 from pathlib import Path
 
 from .textfiles import read_json, read_text
-from .writing import (RawSample, base_parser, cli_errors, is_image_file, report_not_utf8, seeded_split,
+from .resize import StoredResize
+from .writing import (RawSample, base_parser, cli_errors, is_image_file, report_not_utf8, resize_option, seeded_split,
                       write_splits)
 
 NAME = "food101"
@@ -186,15 +188,16 @@ def detect_layout(root: Path) -> str:
 
 
 def write_food101(root, out, *, name: str = NAME, layout: str = "auto", seed: int = 0, val_fraction: float = 0.1,
-                  skip_bad: bool = False) -> dict[str, Path]:
-    """Write ``{name}_{train,val,test}.arrow`` into ``out``; returns {split: path}."""
+                  skip_bad: bool = False, resize: StoredResize | None = None) -> dict[str, Path]:
+    """Write ``{name}_{train,val,test}.arrow`` into ``out``; returns {split: path}. ``resize``: store the images
+    resized for the pixelbert transform (``emmcil.data.resize``)."""
     root = Path(root)
     layout = detect_layout(root) if layout == "auto" else layout
     splits, class_idx = samples_json(root) if layout == "json" else samples_csv(root, seed, val_fraction)
     print(f"layout {layout}: {len(class_idx)} classes, " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
     if len(class_idx) != NUM_CLASSES:
         print(f"note: {len(class_idx)} classes found, UPMC Food-101 has {NUM_CLASSES}")
-    return write_splits(splits, out, name, sorted(class_idx, key=class_idx.get), skip_bad)
+    return write_splits(splits, out, name, sorted(class_idx, key=class_idx.get), skip_bad, resize)
 
 
 def main(argv=None):
@@ -206,7 +209,8 @@ def main(argv=None):
     p.add_argument("--val-fraction", type=float, default=0.1, help="csv layout: share of each class put in val")
     args = p.parse_args(argv)
     cli_errors(lambda a: write_food101(a.root, a.out, name=a.name, layout=a.layout, seed=a.seed,
-                                       val_fraction=a.val_fraction, skip_bad=a.skip_bad), args)
+                                       val_fraction=a.val_fraction, skip_bad=a.skip_bad,
+                                       resize=resize_option(a)), args)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """MM-ImageNet-R (ImageNet-R images + InstructBLIP captions) -> ``mm_imagenet_r_{train,test}.arrow``.
 
     python -m emmcil.data.write_imagenet_r --root IMAGENET_R --captions captions.jsonl --out DIR --seed 0
-        [--test-fraction 0.2] [--skip-bad]
+        [--test-fraction 0.2] [--skip-bad] [--resize [384]]
 
 ``IMAGENET_R/<wnid>/<file>.jpg`` (the 200 wnids of ``imagenet_r_classes``; label = position of the wnid in that
 sorted table, whichever subset of folders is present). Captions: JSONL keyed by relative path,
@@ -14,21 +14,23 @@ from pathlib import Path
 
 from .imagenet_r_classes import IMAGENET_R_CLASSES, WNID_TO_LABEL
 from .write_folder import folder_samples
-from .writing import base_parser, cli_errors, read_captions, write_splits
+from .resize import StoredResize
+from .writing import base_parser, cli_errors, read_captions, resize_option, write_splits
 
 NAME = "mm_imagenet_r"
 
 
 def write_imagenet_r(root, captions, out, *, seed: int = 0, test_fraction: float = 0.2, name: str = NAME,
-                     skip_bad: bool = False) -> dict[str, Path]:
+                     skip_bad: bool = False, resize: StoredResize | None = None) -> dict[str, Path]:
     """Write ``{name}_train.arrow`` and ``{name}_test.arrow``; returns {split: path}. A folder that is not one of
-    the 200 ImageNet-R wnids is a bad sample (unknown_class) for each of its images."""
+    the 200 ImageNet-R wnids is a bad sample (unknown_class) for each of its images. ``resize``: store the images
+    resized for the pixelbert transform (``emmcil.data.resize``)."""
     root = Path(root)
     splits = folder_samples(root, read_captions(captions), WNID_TO_LABEL, captions_file=str(captions),
                             fractions={"test": test_fraction}, seed=seed)
     print(f"{len({s.class_name for v in splits.values() for s in v})} class folders, "
           + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
-    return write_splits(splits, out, name, IMAGENET_R_CLASSES, skip_bad)
+    return write_splits(splits, out, name, IMAGENET_R_CLASSES, skip_bad, resize)
 
 
 def main(argv=None):
@@ -40,7 +42,7 @@ def main(argv=None):
     p.add_argument("--name", default=NAME)
     args = p.parse_args(argv)
     cli_errors(lambda a: write_imagenet_r(a.root, a.captions, a.out, seed=a.seed, test_fraction=a.test_fraction,
-                                          name=a.name, skip_bad=a.skip_bad), args)
+                                          name=a.name, skip_bad=a.skip_bad, resize=resize_option(a)), args)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from emmcil.data import (ArrowDataset, IncrementalScenario, MissingTable, arrow_
                          ensure_demo, get_tokenizer, pixelbert_transform, read_arrow)
 from emmcil.data.arrow import classes_path
 from emmcil.data.missing import IMAGE_MISSING, MISSING_TYPES, TEXT_MISSING
+from emmcil.data.resize import check_stored_resize
 
 
 @dataclass
@@ -120,6 +121,7 @@ def build_data(cfg: Mapping) -> RunData:
     train = (ArrowDataset(train_files, tokenizer, pixelbert_transform(size, p, randaug=True), T, missing=train_missing)
              if cfg["train_randaug"] else train_eval)
     test = ArrowDataset(test_files, tokenizer, eval_tf, T, missing=test_missing)
+    check_stored_resize(train_files + test_files, size, p)  # images written with --resize: for this transform?
     num_classes = int(cfg["num_classes"])
     found = int(max(train.labels.max(), test.labels.max())) + 1
     if found > num_classes:
