@@ -14,8 +14,11 @@
 # Variables every script takes (defaults in brackets):
 #   DATA_ROOT   [data/arrow]  folder of the {dataset}_{split}.arrow files (scripts/prepare_*.sh); "" = the demo set
 #   CKPT        [checkpoints/vilt_200k_mlm_itm.ckpt]  pretrained ViLT (load_path); "" = random initialisation
-#   GPUS        [1]   GPUs per run and node (devices=); > 1 adds strategy=ddp; 0 = CPU (accelerator=cpu);
-#                     several nodes: EXTRA="num_nodes=N" under your cluster's launcher
+#   GPUS        [1]   GPUs per run and node (devices=); > 1 adds strategy=ddp; 0 = CPU (accelerator=cpu)
+#   NODES       [1]   nodes per run (num_nodes=); > 1 adds strategy=ddp and needs a LAUNCHER that starts
+#                     GPUS x NODES processes: scripts/slurm/table.sbatch sets both under SLURM
+#   LAUNCHER    []    a command put before every run, e.g. "srun --kill-on-bad-exit=1" (scripts/slurm/table.sbatch);
+#                     config resolution and the report run without it
 #   PRECISION   [16-mixed]  Lightning precision on GPUs (the authors' ViLT code trains in fp16); 32-true for fp32
 #   SEEDS       [0 1 2]  one run per seed (seed=); the report shows mean ± std over them
 #   LOG_DIR     [runs]  run directories go to $LOG_DIR/<exp_name>
@@ -31,6 +34,8 @@
 DATA_ROOT=${DATA_ROOT-data/arrow}
 CKPT=${CKPT-checkpoints/vilt_200k_mlm_itm.ckpt}
 GPUS=${GPUS:-1}
+NODES=${NODES:-1}
+LAUNCHER=${LAUNCHER:-}
 PRECISION=${PRECISION:-16-mixed}
 SEEDS=${SEEDS:-0 1 2}
 LOG_DIR=${LOG_DIR:-runs}
@@ -51,6 +56,7 @@ export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"   # emmcil importable witho
 if [[ $PWD == "$REPO" ]]; then RUN_PY=run.py; else RUN_PY=$REPO/run.py; fi
 
 if ! [[ $GPUS =~ ^[0-9]+$ ]]; then echo "error: GPUS=$GPUS must be a number of GPUs (0 = CPU)" >&2; exit 1; fi
+if ! [[ $NODES =~ ^[1-9][0-9]*$ ]]; then echo "error: NODES=$NODES must be a number of nodes (>= 1)" >&2; exit 1; fi
 if [[ -z ${SEEDS// /} ]]; then echo "error: SEEDS is empty" >&2; exit 1; fi
 
 CMDS=()          # one shell-quoted command a run
@@ -67,8 +73,9 @@ common_args() {
         args+=(accelerator=cpu devices=1)
     else
         args+=(accelerator=gpu "devices=$GPUS" "precision=$PRECISION")
-        (( GPUS > 1 )) && args+=(strategy=ddp)
     fi
+    (( NODES > 1 )) && args+=("num_nodes=$NODES")
+    (( (GPUS > 1 ? GPUS : 1) * NODES > 1 )) && args+=(strategy=ddp)
     args+=("log_dir=$LOG_DIR")
     printf '%s\n' "${args[@]}"
 }
@@ -85,11 +92,12 @@ add_runs() {
     if [[ -n $TAG ]]; then tag=${tag:+${tag}_}$TAG; fi
     local common
     mapfile -t common < <(common_args)
-    local extra=()
+    local extra=() launcher=()
     read -r -a extra <<< "$EXTRA"
+    read -r -a launcher <<< "$LAUNCHER"
     for s in $SEEDS; do
         local name="${prefix}_seed${s}${TAG:+_$TAG}"
-        local cmd=("$PYTHON" "$RUN_PY" with "${args[@]}" "seed=$s" "exp_name=$name")
+        local cmd=("${launcher[@]}" "$PYTHON" "$RUN_PY" with "${args[@]}" "seed=$s" "exp_name=$name")
         [[ -n $tag ]] && cmd+=("exp_tag=$tag")
         cmd+=("${common[@]}" "${extra[@]}")
         CMDS+=("$(quote "${cmd[@]}")")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHOWN = ("dataset", "method", "num_phases", "seed", "memory_per_class", "tau_image", "tau_text", "aug_text_swap",
-         "aug_patch_merge", "exp_tag", "devices", "strategy", "precision")
+         "aug_patch_merge", "exp_tag", "devices", "num_nodes", "strategy", "precision")
 
 
 def with_args(line: str) -> list[str]:

@@ -79,7 +79,8 @@ def written(tmp_path_factory):
     WF.main(args + ["--out", str(root / "found"), "--name", "set"])
     WF.main(args + ["--out", str(root / "resized"), "--name", "set", "--resize"])
     tf = pixelbert_transform(384, 32)
-    data = {kind: ArrowDataset(root / kind / "set_train.arrow", get_tokenizer(), tf, 40) for kind in ("found", "resized")}
+    data = {kind: ArrowDataset(root / kind / "set_train.arrow", get_tokenizer(), tf, 40)
+            for kind in ("found", "resized")}
     return files, data
 
 

@@ -8,9 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from pytorch_lightning.plugins.environments import SLURMEnvironment
+
 from emmcil.data import ensure_demo
 from emmcil.incremental import rundir
-from emmcil.incremental.driver import IncrementalRun, run_experiment
+from emmcil.incremental.driver import IncrementalRun, cluster_plugins, run_experiment
 from emmcil.incremental.rundir import ConfigMismatchError
 from run_helpers import SMALL, demo_config, one_thread
 
@@ -129,6 +131,28 @@ def test_kill_during_checkpoint_write_leaves_a_resumable_run(demo_root, runs, re
     resumed = run_experiment(config(demo_root, log_dir, "replay"))
     assert results_text(resumed) == results_text(reference)
     assert not list((run_dir / "checkpoints").glob(".tmp-*"))
+
+
+ONE_TASK_SLURM_JOB = {"SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_NNODES": "1", "SLURM_PROCID": "0",
+                      "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "emmcil",
+                      "SLURM_NODELIST": "localhost"}
+
+
+def test_a_run_under_slurm_uses_lightnings_environment_without_auto_requeue(demo_root, runs, reference, monkeypatch):
+    """Inside an `srun` task Lightning's SLURMEnvironment sets the run up (here one task), with its auto-requeue off
+    (no mid-phase hpc checkpoint for the next phase's Trainer to restore): the same numbers as outside SLURM."""
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    assert cluster_plugins() == []  # outside SLURM: Lightning's own choice
+    for key, value in ONE_TASK_SLURM_JOB.items():
+        monkeypatch.setenv(key, value)
+    (plugin,) = cluster_plugins()
+    assert isinstance(plugin, SLURMEnvironment) and not plugin.auto_requeue
+    run_ = IncrementalRun(config(demo_root, runs / "slurm", "replay"))
+    run_.run()
+    environment = run_.trainer._accelerator_connector.cluster_environment
+    assert isinstance(environment, SLURMEnvironment) and not environment.auto_requeue
+    assert results_text(run_.run_dir.path) == results_text(reference)
+    assert not list(run_.run_dir.path.rglob("hpc_ckpt*"))
 
 
 def test_a_changed_config_is_another_run_or_refused_under_a_set_name(demo_root, runs):

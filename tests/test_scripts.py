@@ -1,13 +1,16 @@
-"""scripts/table_*.sh, ablation_*.sh, demo_figures.sh: every dry run resolves its configs (sacred print_config) and
-prints the right commands; a bad key fails; the run directories of all scripts are distinct.
+"""scripts/table_*.sh, ablation_*.sh, demo_figures.sh, slurm/table.sbatch: every dry run resolves its configs (sacred
+print_config) and prints the right commands; a bad key fails; the run directories of all scripts are distinct; the
+SLURM wrapper maps the allocation onto devices / num_nodes / srun and requeues the job on its signal.
 
 The dry runs start Python (torch, Lightning, sacred) once each, so they run side by side in one fixture."""
 import fnmatch
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +19,8 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 VARIABLES = {"DATA_ROOT", "CKPT", "GPUS", "PRECISION", "SEEDS", "LOG_DIR", "EXTRA", "TAG", "DRY_RUN", "KEEP_GOING",
              "REPORT", "REPORT_DIR", "VERBOSE", "METHODS", "PHASES", "MEMORY_SIZES", "DATASET", "TAU_IMAGE",
-             "TAU_TEXT", "METHOD", "VARIANTS", "SWEEP_METHODS", "SWEEP_SIZES", "DEMO_EPOCHS"}
+             "TAU_TEXT", "METHOD", "VARIANTS", "SWEEP_METHODS", "SWEEP_SIZES", "DEMO_EPOCHS", "NODES", "LAUNCHER"}
+SLURM = {"SLURM_JOB_NUM_NODES": "2", "SLURM_NTASKS_PER_NODE": "4", "SLURM_GPUS_PER_NODE": "h100:4"}
 
 CASES = {
     "table_mm": ("table_mm_imagenet_r.sh", {"SEEDS": "0 1"}),
@@ -26,19 +30,22 @@ CASES = {
     "augmentation": ("ablation_augmentation.sh", {"SEEDS": "0 1", "GPUS": "4"}),
     "demo": ("demo_figures.sh", {}),
     "bad_key": ("table_food101.sh", {"SEEDS": "0", "METHODS": "replay", "PHASES": "5", "EXTRA": "no_such_key=1"}),
+    # the SLURM wrapper around a table script: 2 nodes x 4 GPUs
+    "slurm": ("slurm/table.sbatch", {"SEEDS": "0", "METHODS": "replay emm", "PHASES": "10", **SLURM}),
 }
+ARGS = {"slurm": [str(SCRIPTS / "table_mm_imagenet_r.sh")]}
 
 
 def script_env(**env) -> dict:
-    base = {k: v for k, v in os.environ.items() if k not in VARIABLES}
+    base = {k: v for k, v in os.environ.items() if k not in VARIABLES and not k.startswith("SLURM_")}
     return {**base, "PYTHON": sys.executable, **env}
 
 
 @pytest.fixture(scope="module")
 def dry_runs(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("cwd")  # not the repository: run.py is then named by its absolute path
-    procs = {name: subprocess.Popen(["bash", str(SCRIPTS / script)], cwd=cwd, text=True, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, env=script_env(DRY_RUN="1", **env))
+    procs = {name: subprocess.Popen(["bash", str(SCRIPTS / script), *ARGS.get(name, [])], cwd=cwd, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=script_env(DRY_RUN="1", **env))
              for name, (script, env) in CASES.items()}
     done = {}
     for name, p in procs.items():
@@ -52,12 +59,15 @@ def commands(out: str) -> list[list[str]]:
     return [shlex.split(line) for line in out.splitlines() if line.strip() and not line.startswith("#")]
 
 
-def runs_and_report(result) -> tuple[list[dict], list[str]]:
-    """(one dict per run command: named configs, key=value updates; the report command's argv)."""
+def runs_and_report(result, launcher: tuple[str, ...] = ()) -> tuple[list[dict], list[str]]:
+    """(one dict per run command: named configs, key=value updates; the report command's argv). Every run command
+    must start with ``launcher`` (LAUNCHER), then ``python run.py with``."""
     assert result.returncode == 0, result.stderr
     *runs, report = commands(result.stdout)
     parsed = []
     for argv in runs:
+        assert tuple(argv[:len(launcher)]) == launcher, argv
+        argv = argv[len(launcher):]
         assert Path(argv[1]).name == "run.py" and argv[2] == "with", argv
         named = [a for a in argv[3:] if "=" not in a]
         updates = dict(a.split("=", 1) for a in argv[3:] if "=" in a)
@@ -163,3 +173,61 @@ def test_a_real_run_stops_before_training_without_data(tmp_path):
     assert result.returncode == 1
     assert "error: not found:" in result.stderr and "mm_imagenet_r_train.arrow" in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------- SLURM (scripts/slurm/table.sbatch)
+def test_slurm_runs_each_table_run_on_all_nodes_through_srun(dry_runs):
+    result = dry_runs["slurm"]
+    runs, report = runs_and_report(result, launcher=("srun", "--kill-on-bad-exit=1"))
+    assert sorted((r["named"][2], r["seed"]) for r in runs) == [("emm", "0"), ("replay", "0")]
+    for r in runs:  # G = --ntasks-per-node GPUs per node, N = the job's nodes: Lightning's devices / num_nodes
+        assert (r["devices"], r["num_nodes"], r["strategy"], r["accelerator"]) == ("4", "2", "ddp", "gpu")
+        assert r["named"][:2] == ["mm_imagenet_r", "phases_10"]
+        assert r["exp_name"] == f"table_mm_imagenet_r_L10_{r['named'][2]}_seed0"  # the table's own run directories
+    assert report[:3] == [sys.executable, "-m", "emmcil.report"]  # resolution and report: once, without srun
+    assert "on 2 node(s) x 4 GPU(s)" in result.stdout and "num_nodes=2" in result.stdout
+
+
+@pytest.mark.parametrize("env,message", [
+    ({}, "not inside a SLURM job"),
+    ({"SLURM_JOB_NUM_NODES": "1"}, "no --ntasks-per-node"),
+    ({**SLURM, "SLURM_GPUS_PER_NODE": "8"}, "--ntasks-per-node=4 but --gpus-per-node=8: one task per GPU"),
+])
+def test_slurm_refuses_an_allocation_without_one_task_per_gpu(tmp_path, env, message):
+    result = subprocess.run(["bash", str(SCRIPTS / "slurm" / "table.sbatch"), str(SCRIPTS / "table_food101.sh")],
+                            cwd=tmp_path, text=True, capture_output=True, env=script_env(DRY_RUN="1", **env),
+                            timeout=60)
+    assert result.returncode == 2 and message in result.stderr
+    assert not commands(result.stdout)
+
+
+def test_slurm_requeues_the_job_on_its_signal_and_keeps_waiting(tmp_path):
+    """USR1 (--signal=B:USR1@300) makes the batch shell call `scontrol requeue <job>` while the experiment script
+    runs on; SLURM then stops the job and starts it again, and the runs resume (run.py's run directories)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    experiment = tmp_path / "experiment.sh"  # stands in for a table script: records what the wrapper set, then runs
+    experiment.write_text('echo "GPUS=$GPUS NODES=$NODES LAUNCHER=$LAUNCHER SRUN_CPUS_PER_TASK=$SRUN_CPUS_PER_TASK"\n'
+                          'echo started > started\nsleep 60\n')
+    env = script_env(**SLURM, SLURM_JOB_ID="4242", SLURM_CPUS_PER_TASK="10", PATH=f"{bin_dir}:{os.environ['PATH']}")
+    proc = subprocess.Popen(["bash", str(SCRIPTS / "slurm" / "table.sbatch"), str(experiment)], cwd=tmp_path,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (tmp_path / "started").exists()
+        proc.send_signal(signal.SIGUSR1)
+        while not (tmp_path / "scontrol.log").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert (tmp_path / "scontrol.log").read_text() == "requeue 4242\n"
+        assert proc.poll() is None  # still waiting for the experiment script: SLURM, not the trap, ends the job
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert "GPUS=4 NODES=2 LAUNCHER=srun --kill-on-bad-exit=1 SRUN_CPUS_PER_TASK=10" in out
+    assert "requeueing job 4242" in err

@@ -10,14 +10,14 @@ model's resolution; a 1600x1200 JPEG costs several times a 512x384 one (``benchm
 Why the model input stays the same: that resize is idempotent (``output_size`` of an output size is itself, see
 ``tests/test_data_resize.py``), so the transform leaves a stored image's size alone and only ToTensor/normalise
 run; what remains is the JPEG re-encoding. On photo-like JPEGs of 500x375 to 1600x1200 at quality 95, 4:4:4, the
-normalised model input differs from the original's by about 1.3/255 per pixel on average (at most ~17/255 at sharp
-edges), about what one more JPEG save of a photo costs. ``--resize-quality 100`` brings the mean to ~0.3/255 at about 2.5x
-the bytes. An image that already has the transform's size keeps its file's bytes untouched (no re-encoding).
+normalised model input differs from the original's by about 1.3/255 per pixel on average (at most ~20/255 at sharp
+edges), about what one more JPEG save of a photo costs. ``--resize-quality 100`` brings the mean to ~0.3/255 at
+about 2.5x the bytes. An image that already has the transform's size keeps its file's bytes untouched (no re-encoding).
 
 Decoding goes through :func:`~emmcil.data.images.decode_image` before the resize, so EXIF orientation, transparency
 (on white) and 16-bit scaling are applied once, as the dataset would apply them to the original; the stored JPEG is
 plain upright 8-bit RGB. RandAugment (``train_randaug``, off by default) then runs on the stored image instead of
-the original; its operations are relative to the image size, so it draws from the same distribution.
+the original; its operations are relative to the image size, so it draws from nearly the same distribution.
 
 The choice is recorded in the arrow file's schema metadata (:data:`METADATA_KEY`), and :func:`check_stored_resize`
 refuses a run whose ``image_size``/``patch_size`` differ from the stored ones (it would resize a resized copy,

@@ -242,7 +242,7 @@ def base_parser(description: str, prog: str | None = None) -> argparse.ArgumentP
     p.add_argument("--resize-divisor", type=int, default=32, metavar="P",
                    help="with --resize: sides are multiples of P, the run's patch_size (default 32)")
     p.add_argument("--resize-quality", type=int, default=DEFAULT_QUALITY, metavar="Q",
-                   help=f"with --resize: JPEG quality, 4:4:4 chroma (default {DEFAULT_QUALITY}; see emmcil.data.resize)")
+                   help=f"with --resize: JPEG quality, 4:4:4 chroma (default {DEFAULT_QUALITY}; emmcil.data.resize)")
     return p
 
 

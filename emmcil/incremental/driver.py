@@ -31,6 +31,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
+from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
@@ -123,6 +124,15 @@ def run_path(cfg: Mapping) -> Path:
     return Path(cfg["log_dir"]) / cfg["exp_name"]
 
 
+def cluster_plugins() -> list:
+    """Under SLURM (processes started by ``srun``, one per GPU: ``scripts/slurm/table.sbatch``), Lightning's own
+    ``SLURMEnvironment`` (ranks, master address and port from SLURM's variables), with its auto-requeue off: on the
+    requeue signal it would save a mid-phase ``hpc_ckpt_*.ckpt`` into the run directory, which the Trainer of every
+    later phase would then restore. Requeueing is the batch script's job, and resuming ours (phase checkpoints,
+    exact). Elsewhere: no plugin (Lightning's own choice)."""
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
 class IncrementalRun:
     """One class-incremental experiment, driven phase by phase from a resolved (sacred) config.
 
@@ -198,7 +208,8 @@ class IncrementalRun:
         callbacks = self.tracker.callbacks() + ([ProgressBar()] if cfg["progress_bar"] else [])
         return pl.Trainer(
             accelerator=cfg["accelerator"], devices=cfg["devices"], num_nodes=cfg["num_nodes"],
-            strategy=cfg["strategy"], precision=cfg["precision"], max_epochs=cfg["max_epoch"],
+            strategy=cfg["strategy"], precision=cfg["precision"], plugins=cluster_plugins(),
+            max_epochs=cfg["max_epoch"],
             max_steps=cfg["max_steps"], accumulate_grad_batches=accumulation_steps(cfg),
             gradient_clip_val=cfg["gradient_clip_val"], limit_train_batches=cfg["limit_train_batches"],
             logger=self.tracker.phase_loggers(phase), enable_checkpointing=False,
