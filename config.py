@@ -172,6 +172,11 @@ def config():
     per_gpu_batchsize = min(batch_size, dataset_default(dataset, "per_gpu_batchsize"))  # per device+step
     gradient_clip_val = None     # clip the gradient norm to this; None = no clipping
     limit_train_batches = 1.0    # Lightning's: a fraction or a number of batches per epoch (tests, smoke runs)
+    # 0: uniformly random training batches (ViLT). k > 0: batches of similar sequence length, drawn from sorted
+    # windows of k batches (transformers' LengthGroupedSampler uses 50), so that a batch of masked exemplars costs
+    # what they keep instead of being padded to a full image (emmcil/incremental/grouping.py). Off by default: it
+    # changes which samples share a batch, and so the results.
+    length_group_window = 0
 
     # ---------------------------------------------------------------- memory (methods with exemplars)
     memory_per_class = 5         # budget per class in full-exemplar equivalents (bytes = m x mean full cost)

@@ -29,7 +29,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .arrow import read_arrow
-from .images import ImageDecodeError, decode_image
+from .images import ImageDecodeError, decode_image, image_size
 from .missing import IMAGE_MISSING, TEXT_MISSING, MissingTable
 
 
@@ -52,6 +52,7 @@ class ArrowDataset(Dataset):
         self.image_ids: list[str] = [x for t in tables for x in t.column("image_id").to_pylist()]
         self.texts: list[list[str]] = [x for t in tables for x in t.column("text").to_pylist()]
         self._tables = tables
+        self._image_sizes: np.ndarray | None = None  # image_sizes(), on first use
         if missing is not None and len(missing) != len(self):
             raise ValueError(f"missing table has {len(missing)} codes for {len(self)} samples of {self.paths}")
 
@@ -99,6 +100,21 @@ class ArrowDataset(Dataset):
         except ImageDecodeError as e:
             raise CorruptImageError(f"cannot decode image '{self.image_ids[index]}' (index {index}) "
                                     f"in {self.file_of(index)}: {e.reason}") from None
+
+    def image_sizes(self) -> np.ndarray:
+        """(N, 2) int64: (W, H) of every picture as :meth:`load_image` gives it (EXIF orientation applied), read
+        from the image headers without decoding (``images.image_size``); computed once. CorruptImageError names a
+        sample whose header does not parse."""
+        if self._image_sizes is None:
+            sizes = np.empty((len(self), 2), dtype=np.int64)
+            for i in range(len(self)):
+                try:
+                    sizes[i] = image_size(self.image_bytes(i), self.image_ids[i])
+                except ImageDecodeError as e:
+                    raise CorruptImageError(f"cannot read the image header of '{self.image_ids[i]}' (index {i}) "
+                                            f"in {self.file_of(i)}: {e.reason}") from None
+            self._image_sizes = sizes
+        return self._image_sizes
 
     def caption(self, index: int) -> str:
         texts = self.texts[index]

@@ -33,7 +33,7 @@ import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_only
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from emmcil.methods import PhaseContext, get_method
 from emmcil.provenance import provenance
@@ -41,6 +41,7 @@ from emmcil.provenance import provenance
 from . import rundir
 from .batch import KeepCollate
 from .data import build_data
+from .grouping import LengthGroupedBatchSampler, sequence_lengths
 from .memory import mean_full_exemplar_nbytes
 from .module import IncrementalModule
 from .report import (build_results, markdown_table, phase_metrics, phase_table, results_markdown,
@@ -55,6 +56,11 @@ warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 # a resumed run's evaluation log (logs/phases/) starts afresh and gets the earlier phases again (RunTracker.log_phase)
 warnings.filterwarnings("ignore", message=r".*Previous log files in this directory will be deleted.*")
+
+
+# General config keys added after runs were made: a run directory saved without one resumes when the key is at its
+# default (it computes what that run computed).
+ADDED_KEY_DEFAULTS = {"length_group_window": 0}
 
 
 class ProgressBar(TQDMProgressBar):
@@ -105,6 +111,19 @@ class _Positioned(Dataset):
         return {**self.dataset[i], "position": i}
 
 
+class PhaseData(pl.LightningDataModule):
+    """A phase's training loader, handed to ``Trainer.fit`` through Lightning's ``train_dataloader`` hook: under DDP
+    Lightning then re-creates it with a ``DistributedSampler``, also inside a custom batch sampler (it records the
+    constructor arguments of a ``BatchSampler`` subclass only while its hooks run)."""
+
+    def __init__(self, make_loader):
+        super().__init__()
+        self.make_loader = make_loader
+
+    def train_dataloader(self) -> DataLoader:
+        return self.make_loader()
+
+
 def gather_uneven(strategy, tensor: torch.Tensor, device) -> torch.Tensor:
     """Concatenate every rank's ``tensor`` (N_r, ...) along dim 0: Lightning's predict sampler does not pad the
     shards, so they are padded to the longest for ``all_gather`` and cut back afterwards. Result on CPU."""
@@ -152,8 +171,8 @@ class IncrementalRun:
         self.tracker = RunTracker(cfg, self.run_dir.log_dir(), sacred_run, enabled=not read_only, main=self.is_main)
         if self.writes:
             record = provenance()
-            self.run_dir.open(cfg, restart=bool(cfg["restart"]), new_key_defaults=get_method(cfg["method"]).config,
-                              provenance=record)
+            self.run_dir.open(cfg, restart=bool(cfg["restart"]), provenance=record,
+                              new_key_defaults={**get_method(cfg["method"]).config, **ADDED_KEY_DEFAULTS})
             self.tracker.record_info("provenance", record)
         self.data = build_data(cfg)
         if self.writes:
@@ -190,12 +209,20 @@ class IncrementalRun:
                             tokenizer=self.data.tokenizer, is_main=self.writes)
 
     def loader(self, dataset: Dataset, train: bool, seed: int = 0) -> DataLoader:
+        """Batches of ``per_gpu_batchsize``; for training shuffled with ``seed``, and with ``length_group_window``
+        > 0 grouped by sequence length (:mod:`emmcil.incremental.grouping`)."""
         cfg = self.cfg
-        return DataLoader(dataset, batch_size=cfg["per_gpu_batchsize"], shuffle=train,
-                          num_workers=cfg["num_workers"], collate_fn=KeepCollate(cfg["patch_size"]),
-                          generator=torch.Generator().manual_seed(seed) if train else None,
-                          persistent_workers=train and cfg["num_workers"] > 0,  # not re-forked every epoch
-                          pin_memory=torch.cuda.is_available())
+        generator = torch.Generator().manual_seed(seed) if train else None
+        common = dict(num_workers=cfg["num_workers"], collate_fn=KeepCollate(cfg["patch_size"]), generator=generator,
+                      persistent_workers=train and cfg["num_workers"] > 0,  # not re-forked every epoch
+                      pin_memory=torch.cuda.is_available())
+        window = int(cfg.get("length_group_window", 0))
+        if not (train and window > 0):
+            return DataLoader(dataset, batch_size=cfg["per_gpu_batchsize"], shuffle=train, **common)
+        lengths = sequence_lengths(dataset, cfg["image_size"], cfg["patch_size"], cfg["max_text_len"])
+        batches = LengthGroupedBatchSampler(RandomSampler(dataset, generator=generator), cfg["per_gpu_batchsize"],
+                                            lengths=lengths, window=window, seed=seed)
+        return DataLoader(dataset, batch_sampler=batches, **common)
 
     def make_trainer(self, phase: int) -> pl.Trainer:
         """Phase ``phase``'s Trainer, with the tracker's loggers and learning-rate monitor."""
@@ -328,7 +355,7 @@ class IncrementalRun:
               f"device(s) x {t.num_nodes} node(s), precision {cfg['precision']}, "
               f"accumulation {t.accumulate_grad_batches}, {cfg['max_epoch']} epochs, {cfg['optimizer']} lr "
               f"{cfg['lr']:g} {cfg['lr_schedule']}")
-        self.trainer.fit(self.module, train_dataloaders=self.loader(train_set, train=True, seed=seed))
+        self.trainer.fit(self.module, datamodule=PhaseData(lambda: self.loader(train_set, train=True, seed=seed)))
         self.method.after_training(ctx)
         self.counts.append(self.evaluate(phase))
         self.method.after_phase(ctx)

@@ -1,0 +1,142 @@
+"""Length-grouped batches (length_group_window): every sample once per epoch, deterministic per (seed, epoch), less
+padding than random batches, the real token counts of dataset samples and masked exemplars, DDP shards, and an exact
+resume of a grouped run."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import ConcatDataset, DistributedSampler, RandomSampler, TensorDataset
+
+from emmcil.data import ensure_demo
+from emmcil.incremental.driver import IncrementalRun, run_experiment
+from emmcil.incremental.exemplar import Exemplar
+from emmcil.incremental.grouping import LengthGroupedBatchSampler, image_tokens, padded_tokens, sequence_lengths
+from emmcil.incremental.memory import ExemplarDataset
+from run_helpers import demo_config, one_thread
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
+
+
+def replay_mix(n_new=60, n_masked=240, seed=0) -> np.ndarray:
+    """Sequence lengths of an emm phase: full new samples (40 text + 1 + 192 patches, as ViLT-B/32 at 384x512) and
+    masked exemplars keeping 20-35 % of their patches."""
+    rng = np.random.default_rng(seed)
+    new = np.full(n_new, 41 + 192)
+    masked = 41 + rng.integers(38, 68, size=n_masked)
+    return rng.permutation(np.concatenate([new, masked]))
+
+
+def epoch(sampler) -> list[list[int]]:
+    return [list(b) for b in sampler]
+
+
+@pytest.mark.parametrize("n,batch,window", [(300, 32, 50), (300, 32, 3), (37, 8, 2), (5, 8, 1), (64, 8, 8)])
+def test_every_sample_exactly_once_per_epoch(n, batch, window):
+    lengths = replay_mix()[:n]
+    sampler = LengthGroupedBatchSampler(RandomSampler(range(n), generator=torch.Generator().manual_seed(0)), batch,
+                                        lengths=lengths, window=window, seed=1)
+    for _ in range(3):
+        batches = epoch(sampler)
+        assert len(batches) == len(sampler) == -(-n // batch)
+        assert sorted(i for b in batches for i in b) == list(range(n))
+        assert sum(len(b) < batch for b in batches) == (n % batch != 0)  # at most one short batch
+    dropping = LengthGroupedBatchSampler(RandomSampler(range(n)), batch, drop_last=True, lengths=lengths,
+                                         window=window)
+    kept = epoch(dropping)
+    assert len(kept) == len(dropping) == n // batch and all(len(b) == batch for b in kept)
+
+
+def test_deterministic_per_seed_and_epoch():
+    lengths = replay_mix()
+
+    def make(seed):
+        return LengthGroupedBatchSampler(RandomSampler(range(300), generator=torch.Generator().manual_seed(seed)), 32,
+                                         lengths=lengths, window=4, seed=seed)
+
+    a, b, c = make(7), make(7), make(8)
+    first, second = epoch(a), epoch(a)
+    assert first == epoch(b) and second == epoch(b)  # same (seed, epoch): the same batches, so resume is exact
+    assert first != second and first != epoch(c)  # a new order every epoch and every seed
+
+
+def test_grouping_cuts_the_padding_of_mixed_batches():
+    """With masked exemplars among full samples nearly every random batch is padded to a full image; grouped batches
+    are padded to their own longest, close to the tokens the samples really have."""
+    lengths = replay_mix()
+    real = int(lengths.sum())
+    g = torch.Generator().manual_seed(0)
+    random_batches = [b.tolist() for b in torch.randperm(len(lengths), generator=g).split(32)]
+    grouped = epoch(LengthGroupedBatchSampler(RandomSampler(range(len(lengths)), generator=g), 32, lengths=lengths,
+                                              window=50))
+    random_cost, grouped_cost = padded_tokens(random_batches, lengths), padded_tokens(grouped, lengths)
+    assert random_cost > 1.8 * real  # 60 full + 240 masked: random batches cost 1.9x the real tokens
+    assert grouped_cost < 1.1 * real and grouped_cost < 0.6 * random_cost  # grouped: 1.07x
+    # a small window groups less: still better than random, worse than the whole epoch
+    small = epoch(LengthGroupedBatchSampler(RandomSampler(range(len(lengths)), generator=g), 32, lengths=lengths,
+                                            window=2))
+    assert grouped_cost <= padded_tokens(small, lengths) < random_cost
+
+
+def test_ddp_ranks_group_their_own_shards():
+    """What Lightning does under DDP: the sampler inside is a DistributedSampler; both ranks get as many batches and
+    together cover every sample."""
+    lengths = replay_mix(n_new=50, n_masked=251)  # 301 samples: the shards are padded to 151 each
+    shards = []
+    for rank in range(2):
+        inner = DistributedSampler(range(301), num_replicas=2, rank=rank, shuffle=True, seed=3)
+        shards.append(epoch(LengthGroupedBatchSampler(inner, 16, lengths=lengths, window=5, seed=3)))
+    assert len(shards[0]) == len(shards[1]) == 10
+    assert set(i for s in shards for b in s for i in b) == set(range(301))
+
+
+def test_bad_window_and_unknown_dataset_are_errors():
+    with pytest.raises(ValueError, match="length_group_window=0"):
+        LengthGroupedBatchSampler(RandomSampler(range(4)), 2, lengths=[1] * 4, window=0)
+    with pytest.raises(TypeError, match="TensorDataset"):
+        image_tokens(TensorDataset(torch.zeros(3)), 64, 16)
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    return ensure_demo(tmp_path_factory.mktemp("demo"))
+
+
+def test_token_counts_are_what_the_backbone_gets(demo_root, tmp_path):
+    """image_tokens of a phase's training set (new samples + masked exemplars) equals the patches the collated items
+    really feed the model: the resized image's grid for a sample, the kept patches for an exemplar."""
+    run_ = IncrementalRun(demo_config(demo_root, tmp_path, "replay", image_size=64))
+    new = run_.data.scenario.train_dataset(0)
+    rng = np.random.default_rng(0)
+    exemplars = []
+    for i in range(6):
+        item = new[i]
+        rows, cols = item["image"].shape[-2] // 16, item["image"].shape[-1] // 16
+        keep = torch.from_numpy(rng.random((rows, cols)) < 0.3)
+        exemplars.append(Exemplar.from_item(item, 16, patch_keep=keep))
+    mixed = ConcatDataset([new, ExemplarDataset(exemplars, 32)])
+    counts = image_tokens(mixed, 64, 16)
+    assert len(counts) == len(mixed)
+    for i in list(range(5)) + list(range(len(new), len(mixed))):
+        item = mixed[i]
+        h, w = item["image"].shape[-2:]
+        expected = int(item["patch_keep"].sum()) if "patch_keep" in item else (h // 16) * (w // 16)
+        assert counts[i] == expected, i
+    assert counts[len(new):].max() < counts[:len(new)].min()  # the masked exemplars are the short ones
+    assert (sequence_lengths(mixed, 64, 16, 32) == counts + 33).all()
+
+
+def test_grouped_run_resumes_exactly(demo_root, tmp_path, capsys):
+    """emm with length_group_window: a run stopped after phase 0 and resumed equals an uninterrupted one; the run
+    name says the batches were grouped."""
+    with one_thread():
+        whole = run_experiment(demo_config(demo_root, tmp_path / "whole", "emm", length_group_window=2,
+                                           mask_figure=0))
+        stopped = demo_config(demo_root, tmp_path / "stopped", "emm", length_group_window=2, mask_figure=0,
+                                   stop_after_phase=0)
+        run_experiment(stopped)
+        resumed = run_experiment({**stopped, "stop_after_phase": -1})
+    assert whole.name == resumed.name == "demo_emm_2phases_mem5_lg2_seed0"
+    assert "resuming" in capsys.readouterr().out
+    a, b = (json.loads((d / "results.json").read_text()) for d in (whole, resumed))
+    assert a == b and a["finished"] and a["memory"][0]["exemplars"] > 0
