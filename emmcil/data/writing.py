@@ -130,7 +130,7 @@ def write_split(samples: list[RawSample], out_dir: Path, name: str, split: str, 
         raise ValueError(f"{name}_{split}: no valid samples (of {len(samples)}); nothing written")
     if resize:
         print(f"{name}_{split}: images resized for pixelbert_transform({resize.size}, {resize.size_divisor}), "
-              f"JPEG quality {resize.quality}: {stored / 1e6:.1f} MB stored for {found / 1e6:.1f} MB as found")
+              f"JPEG quality {resize.quality}: {stored / 1e6:.3g} MB stored for {found / 1e6:.3g} MB as found")
     return path, w.num_rows
 
 
