@@ -38,10 +38,9 @@ import pytorch_lightning as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: config.py, emmcil
-from config import ex  # noqa: E402
+from config import resolve_config  # noqa: E402
 from emmcil.incremental.driver import IncrementalRun  # noqa: E402
 from emmcil.incremental.report import markdown_table  # noqa: E402
-from sacred.initialize import create_run  # noqa: E402
 
 from machine_load import OtherLoad  # noqa: E402  (benchmarks/machine_load.py)
 
@@ -121,8 +120,7 @@ def main(argv=None) -> None:
                            batch_size=args.batch, per_gpu_batchsize=args.batch, length_group_window=window,
                            log_dir=tmp, progress_bar=False, mask_figure=0, num_threads=args.threads)
             updates.update(more)
-            run = TimedRun(dict(create_run(ex, "print_config", config_updates=updates,
-                                           named_configs=["demo", args.method]).config))
+            run = TimedRun(resolve_config(["demo", args.method], **updates))
             run.method.setup(run.context(0))
             return run
 
