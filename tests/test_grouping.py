@@ -1,6 +1,6 @@
 """Length-grouped batches (length_group_window): every sample once per epoch, deterministic per (seed, epoch), less
-padding than random batches, the real token counts of dataset samples and masked exemplars, DDP shards, and an exact
-resume of a grouped run."""
+padding than random batches, the real token counts of dataset samples and masked exemplars, DDP shards, an exact
+resume of a grouped run, and the resume of a run saved before the key existed."""
 import json
 
 import numpy as np
@@ -140,3 +140,15 @@ def test_grouped_run_resumes_exactly(demo_root, tmp_path, capsys):
     assert "resuming" in capsys.readouterr().out
     a, b = (json.loads((d / "results.json").read_text()) for d in (whole, resumed))
     assert a == b and a["finished"] and a["memory"][0]["exemplars"] > 0
+
+
+def test_a_run_saved_before_the_key_existed_resumes(demo_root, tmp_path):
+    """config.json of a run made before length_group_window existed lacks it: at its default the run resumes."""
+    cfg = demo_config(demo_root, tmp_path, "finetune", stop_after_phase=0)
+    with one_thread():
+        run_dir = run_experiment(cfg)
+        saved = json.loads((run_dir / "config.json").read_text())
+        del saved["length_group_window"]
+        (run_dir / "config.json").write_text(json.dumps(saved))
+        assert run_experiment({**cfg, "stop_after_phase": -1}) == run_dir
+    assert json.loads((run_dir / "results.json").read_text())["finished"]

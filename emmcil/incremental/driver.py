@@ -236,8 +236,7 @@ class IncrementalRun:
         return pl.Trainer(
             accelerator=cfg["accelerator"], devices=cfg["devices"], num_nodes=cfg["num_nodes"],
             strategy=cfg["strategy"], precision=cfg["precision"], plugins=cluster_plugins(),
-            max_epochs=cfg["max_epoch"],
-            max_steps=cfg["max_steps"], accumulate_grad_batches=accumulation_steps(cfg),
+            max_epochs=cfg["max_epoch"], max_steps=cfg["max_steps"], accumulate_grad_batches=accumulation_steps(cfg),
             gradient_clip_val=cfg["gradient_clip_val"], limit_train_batches=cfg["limit_train_batches"],
             logger=self.tracker.phase_loggers(phase), enable_checkpointing=False,
             enable_progress_bar=cfg["progress_bar"], callbacks=callbacks,
