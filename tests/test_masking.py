@@ -3,28 +3,31 @@ import pytest
 import torch
 
 from conftest import make_batch
-from emmcil.incremental.masking import MaskingConfig, compute_masks, normalise, reduce_attention
+from emmcil.incremental.masking import MaskingConfig, compute_masks, normalise, reduce_attention, select
 from emmcil.model import ViLT
 from emmcil.model.vilt import ViLTOutput
 
 CLS, SEP = 101, 102
 
 
-def hand_output(rows: dict[int, list[float]], heads=2, T=5, P=4):
-    """One sample, one layer: text [CLS w1 w2 SEP PAD] | image CLS | 4 patches; ``rows`` sets attention rows
-    (query -> keys), split unevenly over two heads so that only their mean is the given row."""
+def hand_output(rows: dict[int, list[float]], heads=2, text=(CLS, 2000, 2001, SEP, 0), P=4):
+    """One sample, one layer: ``text`` ([CLS w1 w2 SEP PAD] by default; 0 = padding) | image CLS | P patches on a
+    2-row grid; ``rows`` sets attention rows (query -> keys), split unevenly over two heads so that only their mean
+    is the given row."""
+    T = len(text)
     N = T + 1 + P
     attn = torch.full((1, heads, N, N), 1.0 / N)
     for q, row in rows.items():
         row = torch.tensor(row)
         attn[0, 0, q] = row * 1.5
         attn[0, 1, q] = row * 0.5
+    text_ids = torch.tensor([list(text)])
     masks = torch.ones(1, N, dtype=torch.bool)
-    masks[0, 4] = False  # text padding
+    masks[0, :T] = text_ids[0] != 0  # text padding
+    cols = (P + 1) // 2
     out = ViLTOutput(pooled=torch.zeros(1, 8), hidden=torch.zeros(1, N, 8), masks=masks, text_len=T,
-                     patch_index=torch.tensor([[[0, 0], [0, 1], [1, 0], [1, 1]]]),
-                     grid_sizes=torch.tensor([[2, 2]]), attentions=(attn,))
-    text_ids = torch.tensor([[CLS, 2000, 2001, SEP, 0]])
+                     patch_index=torch.tensor([[[k // cols, k % cols] for k in range(P)]]),
+                     grid_sizes=torch.tensor([[2, cols]]), attentions=(attn,))
     return out, text_ids
 
 
@@ -39,23 +42,51 @@ ROWS = {
 }
 
 
+MINMAX = dict(norm="minmax", tau_image=0.5, tau_text=0.5)
+
+
 def test_hand_set_attention_gives_expected_patches_and_words():
     out, ids = hand_output(ROWS)
-    m = compute_masks(out, ids, MaskingConfig(tau_image=0.5, tau_text=0.5))
+    m = compute_masks(out, ids, MaskingConfig(**MINMAX))
     assert m.patch_keep.tolist() == [[True, False, False, True]]
     assert torch.allclose(m.image_scores, torch.tensor([[1.0, 0.25, 0.0, 0.75]]))
-    # mean over discarded patches: [0, .2, .5, 0] -> minmax [0, .4, 1, 0]; [CLS], [SEP] always kept, PAD never
-    assert torch.allclose(m.text_scores, torch.tensor([[0.0, 0.4, 1.0, 0.0, 0.0]]))
+    # mean over discarded patches: words w1, w2 [.2, .5] -> minmax [0, 1]; [CLS], [SEP] always kept and outside the
+    # normalisation (score 0), PAD never
+    assert torch.allclose(m.text_scores, torch.tensor([[0.0, 0.0, 1.0, 0.0, 0.0]]))
     assert m.text_keep.tolist() == [[True, False, True, True, False]]
     assert m.patch_grid(out, (2, 2)).tolist() == [[[True, False], [False, True]]]
 
 
+def test_an_attention_sink_on_sep_does_not_squash_the_words():
+    # the discarded patches look mostly at [SEP] (a ViT attention sink); normalised with [SEP], w2's 0.5 would be
+    # 0.5 / 5.0 = 0.1 < tau_T and every word dropped; without it w2 is the top word
+    sink = {0: ROWS[0], 7: [0.0, 0.1, 0.5, 5.0, 0.0] + [0.0] * 5, 8: [0.0, 0.3, 0.5, 5.0, 0.0] + [0.0] * 5}
+    for norm in ("minmax", "mass", "ratio"):
+        m = compute_masks(*hand_output(sink), MaskingConfig(norm=norm, tau_image=0.5, tau_text=0.5))
+        assert m.text_keep.tolist() == [[True, False, True, True, False]], norm
+
+
 def test_thresholds_move_the_masks():
     out, ids = hand_output(ROWS)
-    m = compute_masks(out, ids, MaskingConfig(tau_image=0.8, tau_text=0.3))
+    m = compute_masks(out, ids, MaskingConfig(norm="minmax", tau_image=0.8, tau_text=0.3))
     assert m.patch_keep.tolist() == [[True, False, False, False]]
-    # discarded now 1, 2, 3 (row 9 uniform 0.1 over text); the word w1 passes tau_T = 0.3
+    # discarded now 1, 2, 3 (row 9 uniform 1/N over all keys): words w1 .17, w2 .37 -> minmax 0, 1
+    assert m.text_keep[0, :4].tolist() == [True, False, True, True]
+    m = compute_masks(out, ids, MaskingConfig(norm="minmax", tau_image=0.8, tau_text=0.0))
     assert m.text_keep[0, :4].tolist() == [True, True, True, True]
+
+
+def test_ratio_keeps_exactly_the_top_share_plus_cls_and_sep():
+    # 10 words between [CLS] and [SEP] and 2 pads; 4 patches, of which tau_I = 0.5 keeps the top 2 (0 and 3)
+    text = (CLS, *range(2000, 2010), SEP, 0, 0)
+    word_scores = [0.3, 0.9, 0.1, 0.5, 0.8, 0.2, 0.7, 0.4, 0.6, 0.05]  # words 1, 4, 6, 8, 3 are the top five
+    discarded = [0.0] + word_scores + [3.0, 0.0, 0.0] + [0.0] * 5  # [SEP] an attention sink; pads ignored
+    rows = {0: [0.0] * 15 + [0.4, 0.1, 0.0, 0.3], 16: discarded, 17: discarded}
+    m = compute_masks(*hand_output(rows, text=text), MaskingConfig(norm="ratio", tau_image=0.5, tau_text=0.5))
+    assert m.patch_keep.tolist() == [[True, False, False, True]]
+    kept = m.text_keep[0].nonzero()[:, 0].tolist()
+    assert kept == [0, 2, 4, 5, 7, 9, 11]  # [CLS], the five top words (positions 1 + word index), [SEP]
+    assert len(kept) == 5 + 2
 
 
 def test_tau_zero_keeps_everything():
@@ -73,9 +104,11 @@ def test_no_discarded_patch_keeps_the_whole_text():
 
 def test_special_tokens_kept_even_with_highest_threshold():
     out, ids = hand_output(ROWS)
-    m = compute_masks(out, ids, MaskingConfig(tau_image=1.0, tau_text=1.0))
-    assert m.patch_keep.tolist() == [[True, False, False, False]]
-    assert m.text_keep[0, 0] and m.text_keep[0, 3]
+    m = compute_masks(out, ids, MaskingConfig(norm="minmax", tau_image=1.0, tau_text=1.0))
+    assert m.patch_keep.tolist() == [[True, False, False, False]]  # min-max: the maximum always passes
+    assert m.text_keep[0].tolist() == [True, False, True, True, False]
+    m = compute_masks(out, ids, MaskingConfig(norm="ratio", tau_image=1.0, tau_text=1.0))
+    assert not m.patch_keep.any() and m.text_keep[0].tolist() == [True, False, False, True, False]
 
 
 def test_head_max_and_layer_choice():
@@ -107,6 +140,28 @@ def test_normalisations():
     ratio = normalise(s, valid, "ratio")
     assert torch.allclose(ratio, torch.tensor([[1.0, 2 / 3, 1 / 3, 0.0]]))
     assert normalise(torch.ones(1, 3), torch.ones(1, 3, dtype=torch.bool), "minmax").eq(1).all()
+
+
+def _kept(scores, norm, tau, valid=None):
+    scores = torch.as_tensor(scores, dtype=torch.float)[None]
+    valid = torch.ones_like(scores, dtype=torch.bool) if valid is None else torch.tensor([valid])
+    keep, _ = select(scores, valid, norm, tau)
+    return keep[0].tolist()
+
+
+def test_ratio_and_mass_keep_the_fewest_top_entries_that_reach_the_share():
+    ten = torch.randperm(10, generator=torch.Generator().manual_seed(0)).float()
+    for tau, count in ((0.5, 5), (0.7, 3), (0.9, 1), (0.1, 9), (0.0, 10), (1.0, 0)):
+        keep = _kept(ten, "ratio", tau)
+        assert sum(keep) == count, tau
+        assert all(ten[i] > ten[j] for i in range(10) for j in range(10) if keep[i] and not keep[j])
+    assert sum(_kept(torch.rand(144), "ratio", 0.74)) == 38  # ceil(0.26 * 144): the default keeps 26.4 %
+    assert _kept([0.25, 0.25, 0.25, 0.25], "mass", 0.5) == [True, True, False, False]  # exactly half the mass
+    assert _kept([0.5, 0.3, 0.2], "mass", 0.5) == [True, False, False]
+    assert _kept([0.2, 0.5, 0.3], "mass", 0.3) == [False, True, True]  # .5 + .3 reach .7
+    assert _kept([0.2, 0.5, 0.3], "mass", 0.1) == [True, True, True]  # .9 needs the third
+    assert _kept([0.6, 0.4, 0.0], "mass", 0.0) == [True, True, True]  # tau = 0 keeps even a zero-attention entry
+    assert _kept([0.3, 0.9, 0.1, 0.5], "ratio", 0.5, valid=[True, False, True, True]) == [True, False, False, True]
 
 
 def test_config_errors():

@@ -8,9 +8,13 @@ What the paper leaves open is a config key here (defaults from DESIGN §2):
 - ``layers``: which layers' attention (default the last, ``(-1,)``); ``layer_reduce``: ``mean`` over them or
   ``rollout`` (Abnar & Zuidema: residual-corrected attention multiplied from the first listed layer to the last);
 - ``head_reduce``: ``mean`` (default) or ``max`` over heads;
-- ``norm``: how scores become comparable to tau, per sample over its valid tokens: ``minmax`` (default; tau in
-  [0, 1]), ``mass`` (keep the highest-scoring tokens until they hold 1 - tau of the attention mass), ``ratio``
-  (keep the top (1 - tau) share of tokens). With every norm, tau = 0 keeps all tokens.
+- ``norm``: how tau selects, per sample over its candidate tokens (:func:`select`): ``ratio`` (default: the top
+  ceil((1 - tau) n) of the n candidates), ``minmax`` (min-max normalised score >= tau), ``mass`` (the fewest
+  top-scoring tokens that hold at least 1 - tau of the attention mass). With every norm, tau = 0 keeps all tokens.
+- defaults ``ratio`` with tau_I = 0.74, tau_T = 0.5: the top 26 % of the patches and half of the words, calibrated to
+  the 22-30 % of patches and 40-60 % of words of the paper's Fig. 4, since its tau and normalisation are unpublished.
+The candidate text tokens are the valid tokens other than [CLS] and [SEP]: those two are always kept, so they take
+no part in the normalisation (an attention sink on [SEP] would otherwise squash every word below tau_T).
 """
 from __future__ import annotations
 
@@ -27,12 +31,12 @@ NORMS = ("minmax", "mass", "ratio")
 
 @dataclass
 class MaskingConfig:
-    tau_image: float = 0.5
+    tau_image: float = 0.74
     tau_text: float = 0.5
     layers: Sequence[int] = (-1,)
     layer_reduce: str = "mean"
     head_reduce: str = "mean"
-    norm: str = "minmax"
+    norm: str = "ratio"
 
     def __post_init__(self):
         if self.layer_reduce not in ("mean", "rollout"):
@@ -58,7 +62,7 @@ class Masks:
     patch_keep: torch.Tensor     # (B, P) bool, kept image patches (False on padding slots)
     text_keep: torch.Tensor      # (B, T) bool, kept text tokens (False on padding)
     image_scores: torch.Tensor   # (B, P) normalised A_{CLS->I} (0 on padding), the map of Fig. 4
-    text_scores: torch.Tensor    # (B, T) normalised A_{I->T} from the discarded patches (0 on padding)
+    text_scores: torch.Tensor    # (B, T) normalised A_{I->T} from the discarded patches (0 on [CLS], [SEP], padding)
 
     def patch_grid(self, out: ViLTOutput, grid_shape: tuple[int, int]) -> torch.Tensor:
         """Kept patches as a (B, rows, cols) bool grid, the ``patch_keep`` input of :class:`ViLT`."""
@@ -92,11 +96,28 @@ def reduce_attention(attentions: Sequence[torch.Tensor], cfg: MaskingConfig) -> 
     return rollout
 
 
+def _descending(scores: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(order, rank), both (B, n) long: entries by decreasing score, valid ones first, ties in index order; rank[b, i]
+    = the place of entry i in that order."""
+    order = scores.masked_fill(~valid, -math.inf).argsort(dim=1, descending=True, stable=True)
+    places = torch.arange(scores.shape[1], device=scores.device).expand_as(order)
+    return order, torch.empty_like(order).scatter_(1, order, places)
+
+
+def _mass_above(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(B, n) float64: the share of a row's valid mass held by the entries ranked strictly above each entry."""
+    s = scores.double().masked_fill(~valid, 0.0)
+    order, _ = _descending(s, valid)
+    ranked = s.gather(1, order)
+    above = (ranked.cumsum(1) - ranked) / ranked.sum(1, keepdim=True).clamp_min(1e-300)
+    return torch.empty_like(above).scatter_(1, order, above)
+
+
 def normalise(scores: torch.Tensor, valid: torch.Tensor, norm: str) -> torch.Tensor:
-    """Make (B, n) scores comparable to a threshold in [0, 1] over each row's valid entries; 0 on invalid ones.
+    """(B, n) scores -> values in [0, 1] over each row's valid entries, 0 on invalid ones (the map of Fig. 4).
 
     ``minmax``: (s - min) / (max - min) (all 1 when the row is constant); ``mass``: 1 - (share of the mass held
-    by entries ranked above); ``ratio``: 1 - rank / n. Thresholding with ``>= tau`` keeps the top entries.
+    by entries ranked above); ``ratio``: 1 - rank / n. The top entry gets 1.
     """
     s = scores.float().masked_fill(~valid, 0.0)
     if norm == "minmax":
@@ -104,27 +125,45 @@ def normalise(scores: torch.Tensor, valid: torch.Tensor, norm: str) -> torch.Ten
         hi = s.masked_fill(~valid, -math.inf).amax(1, keepdim=True)
         span = (hi - lo)
         out = torch.where(span > 0, (s - lo) / span.clamp_min(1e-12), torch.ones_like(s))
+    elif norm == "mass":
+        out = 1.0 - _mass_above(s, valid).float()
     else:
-        order = s.masked_fill(~valid, -math.inf).argsort(1, descending=True)
-        ranked = s.gather(1, order)
-        if norm == "mass":
-            total = ranked.sum(1, keepdim=True).clamp_min(1e-12)
-            above = (ranked.cumsum(1) - ranked) / total        # mass strictly above each entry
-            value = 1.0 - above
-        else:
-            n = valid.sum(1, keepdim=True).clamp_min(1)
-            value = 1.0 - torch.arange(s.shape[1], device=s.device)[None] / n
-        out = torch.empty_like(s).scatter_(1, order, value)
+        _, rank = _descending(s, valid)
+        out = 1.0 - rank.float() / valid.sum(1, keepdim=True).clamp_min(1)
     return out.masked_fill(~valid, 0.0)
+
+
+def select(scores: torch.Tensor, valid: torch.Tensor, norm: str, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which of each row's valid entries tau keeps, and the normalised scores: ``(keep (B, n) bool, normalise(...))``.
+
+    ``minmax``: normalised score >= tau. ``ratio``: the top ceil((1 - tau) n) of the row's n valid entries (10 words
+    at tau = 0.5 keep exactly 5). ``mass``: the fewest top entries holding at least 1 - tau of the row's mass, i.e.
+    an entry is kept iff the entries ranked above it hold less than 1 - tau. tau = 0 keeps every valid entry.
+    Counts and shares are compared with a small tolerance (1e-9 of a count, 1e-6 of the mass), so that float
+    rounding does not add an entry: (1 - 0.7) * 10 = 3.0000000000000004 keeps 3, not 4.
+    """
+    shown = normalise(scores, valid, norm)
+    if tau <= 0:
+        keep = valid.clone()
+    elif norm == "minmax":
+        keep = valid & (shown >= tau)
+    elif norm == "ratio":
+        _, rank = _descending(scores.float(), valid)
+        count = torch.ceil((1.0 - tau) * valid.sum(1, keepdim=True).double() - 1e-9)
+        keep = valid & (rank < count)
+    else:
+        keep = valid & (_mass_above(scores, valid) < (1.0 - tau) - 1e-6)  # float32 attention: 1e-6 of the mass
+    return keep, shown
 
 
 def compute_masks(out: ViLTOutput, text_ids: torch.Tensor, cfg: MaskingConfig,
                   always_keep_ids: Sequence[int] = (101, 102)) -> Masks:
     """Image and text masks of a batch from ``out = model(..., return_attention=True)`` (eval mode).
 
-    M_I: patches whose normalised A_{CLS->I} is >= tau_I. M_T: text tokens whose normalised mean attention from the
-    discarded patches (over those patches and heads) is >= tau_T, plus ``always_keep_ids`` ([CLS], [SEP]). A sample
-    with no discarded patch keeps its whole text (no image context was lost).
+    M_I: the patches that tau_I selects (:func:`select`) by A_{CLS->I}. M_T: the words (valid text tokens other than
+    ``always_keep_ids``, [CLS] and [SEP]) that tau_T selects by their mean attention from the discarded patches
+    (over those patches and heads), plus the ``always_keep_ids`` tokens, which take no part in the normalisation.
+    A sample with no discarded patch keeps its whole text (no image context was lost).
     """
     if out.attentions is None:
         raise ValueError("compute_masks needs the attention maps: call the model with return_attention=True")
@@ -134,19 +173,16 @@ def compute_masks(out: ViLTOutput, text_ids: torch.Tensor, cfg: MaskingConfig,
     patch_valid = out.image_masks
     patches = slice(T + 1, T + 1 + P)
 
-    image_scores = normalise(attn[:, 0, patches], patch_valid, cfg.norm)
-    patch_keep = patch_valid & (image_scores >= cfg.tau_image)
+    patch_keep, image_scores = select(attn[:, 0, patches], patch_valid, cfg.norm, cfg.tau_image)
 
     discarded = (patch_valid & ~patch_keep).float()                  # (B, P)
     n_discarded = discarded.sum(1, keepdim=True)
     from_discarded = (discarded[:, :, None] * attn[:, patches, :T]).sum(1) / n_discarded.clamp_min(1)
-    text_scores = normalise(from_discarded, text_valid, cfg.norm)
-    text_keep = text_valid & (text_scores >= cfg.tau_text)
-    text_keep |= text_valid & (n_discarded == 0)
-    special = torch.zeros_like(text_keep)
-    for token in always_keep_ids:
-        special |= text_ids == token
-    text_keep |= text_valid & special
+    special = text_valid & torch.isin(text_ids, torch.tensor(list(always_keep_ids), device=text_ids.device))
+    words = text_valid & ~special
+    text_keep, text_scores = select(from_discarded, words, cfg.norm, cfg.tau_text)
+    text_keep |= words & (n_discarded == 0)
+    text_keep |= special
     return Masks(patch_keep=patch_keep, text_keep=text_keep, image_scores=image_scores, text_scores=text_scores)
 
 
