@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emmcil.incremental.metrics import accuracy_row, forgetting_first, forgetting_max, summarize
+from emmcil.incremental.metrics import accuracy_row, forgetting_first, forgetting_max, forgetting_pycil, summarize
 
 N = None
 
@@ -30,6 +30,15 @@ def test_forgetting_can_be_negative_and_ignores_the_last_phase():
     R = [[10, N],
          [30, 99]]
     assert forgetting_max(R) == forgetting_first(R) == pytest.approx(-20)  # backward transfer
+    assert forgetting_pycil(R) == 0.0  # PyCIL / PILOT: the max includes the last phase, so never negative
+
+
+def test_pycil_forgetting_takes_the_max_over_every_phase_the_last_included():
+    R = [[60, N, N],
+         [80, 70, N],
+         [90, 40, 85]]  # phase 0 peaks at the end, phase 1 after phase 1
+    assert forgetting_max(R) == pytest.approx(((80 - 90) + (70 - 40)) / 2)  # FACIL: 10
+    assert forgetting_pycil(R) == pytest.approx(((90 - 90) + (70 - 40)) / 2)  # PyCIL: 15
 
 
 def test_one_phase_has_no_forgetting():
@@ -53,7 +62,7 @@ def test_summarize_from_counts():
     assert s["accuracy_per_phase"] == [pytest.approx(80.0), pytest.approx(100 * 26 / 50)]  # sample-weighted
     assert s["avg_incremental_accuracy"] == pytest.approx((80.0 + 52.0) / 2)
     assert s["last_accuracy"] == pytest.approx(52.0)
-    assert s["forgetting"] == pytest.approx(40.0) and s["forgetting_first"] == pytest.approx(40.0)
+    assert s["forgetting"] == s["forgetting_pycil"] == pytest.approx(40.0) and s["forgetting_first"] == 40.0
     assert s["old_accuracy"] == pytest.approx(40.0) and s["new_accuracy"] == pytest.approx(60.0)
     assert s["mean_last_row"] == pytest.approx(50.0)  # phases weighted equally (RebQ's AP)
     assert s["per_class_accuracy"] == [50.0, 30.0, 100.0, 40.0]
@@ -74,7 +83,9 @@ def lower_triangular(draw):
 
 @settings(max_examples=60, deadline=None)
 @given(lower_triangular())
-def test_max_based_forgetting_bounds_first_based(R):
+def test_forgetting_definitions_order_each_other(R):
     fmax, ffirst = forgetting_max(R), forgetting_first(R)
     assert fmax >= ffirst - 1e-9
     assert math.isfinite(fmax) and -100 <= ffirst <= fmax <= 100
+    fpycil = forgetting_pycil(R)
+    assert 0 <= fpycil <= 100 and fpycil >= fmax - 1e-9

@@ -6,7 +6,10 @@ Notation: L phases done, R[t][j] = accuracy (%) after phase t on the test sample
 - ``accuracy_per_phase[t]``: accuracy on all seen classes after phase t, sample-weighted (PyCIL's top-1 curve);
 - ``avg_incremental_accuracy``: mean of ``accuracy_per_phase`` (PyCIL / PILOT "average accuracy");
 - ``last_accuracy``: ``accuracy_per_phase[L-1]``;
-- ``forgetting`` (max-based; PyCIL, FACIL, Mammoth, continuum): mean over j < L-1 of max_{j<=t<L-1} R[t][j] - R[L-1][j];
+- ``forgetting`` (FACIL / Chaudhry et al. ECCV'18, also Mammoth and continuum): mean over j < L-1 of
+  max_{j<=t<L-1} R[t][j] - R[L-1][j], the best accuracy *before* the last phase; negative under backward transfer;
+- ``forgetting_pycil`` (PyCIL / PILOT ``trainer.py``: ``np.max(acctable, axis=1) - acctable[:, task]``): the same
+  with the max taken *including* the last phase, max_{j<=t<=L-1} R[t][j] - R[L-1][j], so never negative;
 - ``forgetting_first`` (first-based; RebQ, Avalanche): mean over j < L-1 of R[j][j] - R[L-1][j];
 - ``old_accuracy`` / ``new_accuracy``: after the last phase, accuracy on the classes of phases < L-1 (sample-weighted)
   and on phase L-1's classes (= R[L-1][L-1]);
@@ -39,11 +42,23 @@ def accuracy_row(correct: Sequence[int], total: Sequence[int], boundaries: Seque
 
 
 def forgetting_max(R: Matrix) -> float | None:
-    """Mean over old phases j of (best accuracy on j before the last phase) - (accuracy on j after it)."""
+    """Mean over old phases j of (best accuracy on j before the last phase) - (accuracy on j after it): FACIL's
+    (``src/main_incremental.py``: ``acc[:t, u].max(0) - acc[t, u]``) and Chaudhry et al.'s; negative when accuracy
+    on a phase rises at the end."""
     L = len(R)
     if L < 2:
         return None
     drops = [max(R[t][j] for t in range(j, L - 1)) - R[L - 1][j] for j in range(L - 1)]
+    return sum(drops) / len(drops)
+
+
+def forgetting_pycil(R: Matrix) -> float | None:
+    """Mean over old phases j of (best accuracy on j at any phase, the last included) - (accuracy on j after the
+    last phase): PyCIL's and PILOT's ``trainer.py``, >= 0 (their zero-filled table never raises the max)."""
+    L = len(R)
+    if L < 2:
+        return None
+    drops = [max(R[t][j] for t in range(j, L)) - R[L - 1][j] for j in range(L - 1)]
     return sum(drops) / len(drops)
 
 
@@ -70,6 +85,7 @@ def summarize(counts: Sequence[tuple[Sequence[int], Sequence[int]]], boundaries:
         "avg_incremental_accuracy": sum(per_phase) / L,
         "last_accuracy": per_phase[-1],
         "forgetting": forgetting_max(R),
+        "forgetting_pycil": forgetting_pycil(R),
         "forgetting_first": forgetting_first(R),
         "old_accuracy": _pct(sum(correct[:split]), sum(total[:split])) if L > 1 else None,
         "new_accuracy": _pct(sum(correct[split:]), sum(total[split:])),
