@@ -26,7 +26,7 @@ Key groups (each key has a comment below; ``print_config`` shows them): experime
 model_size, seed, class_order_seed), data (data_root, splits, tokenizer, max_text_len), missing modalities
 (missing_type, missing_ratio, missing_both_ratio, missing_seed), model (ViLT sizes, SSF, tuning, load_path),
 optimisation per phase (the method's recipe: optimizer, lr, weight decay, schedule, max_epoch, batch_size vs
-per_gpu_batchsize), memory (memory_per_class = 5 full-exemplar equivalents, budget mode), hardware (accelerator,
+per_gpu_batchsize), memory (memory_per_class = 5 full exemplars, memory_unit, budget mode), hardware (accelerator,
 devices, num_nodes, strategy, precision, workers, threads), run directory (log_dir, exp_name, restart,
 keep_checkpoints, stop_after_phase), logging (Weights & Biases), and the chosen method's own keys (``Method.config``
 of its file, e.g. ``emm``'s thresholds).
@@ -179,10 +179,14 @@ def config():
     length_group_window = 0
 
     # ---------------------------------------------------------------- memory (methods with exemplars)
-    memory_per_class = 5         # budget per class in full-exemplar equivalents (bytes = m x mean full cost)
+    memory_per_class = 5         # budget per class, in full exemplars (the paper's "samples/class"; 5 its default)
+    memory_unit = "exemplar"     # exemplar: each exemplar costs its size relative to the same sample stored in full
+                                 # (a full one 1.0, so m full exemplars a class) | bytes: stored bytes against
+                                 # m x the training set's mean full-exemplar bytes
     memory_budget_mode = "per_class"  # per_class | total (memory_total shared by the seen classes)
-    memory_total = 0             # total budget in full-exemplar equivalents, for memory_budget_mode="total"
+    memory_total = 0             # total budget in full exemplars, for memory_budget_mode="total"
     memory_fill = "skip"         # skip: pass over an exemplar that does not fit and try the next | stop: end there
+                                 # (CIM-CIL's loop); the same when every exemplar costs 1.0 (replay, unit exemplar)
 
     # ---------------------------------------------------------------- hardware
     accelerator = "auto"         # Lightning accelerator: auto | cpu | gpu
@@ -373,12 +377,23 @@ def emm_no_aug():
     aug_patch_merge = 0.0  # noqa: F841
     exp_tag = "noaug"  # noqa: F841
 
+
+@ex.named_config
+def emm_minmax():
+    # Exemplar masking with min-max thresholds (tau = 0.5 on the min-max normalised attention) instead of the
+    # default top shares calibrated to Fig. 4: the kept share then follows how peaked the attention is.
+    method = "emm"  # noqa: F841
+    mask_norm = "minmax"  # noqa: F841
+    tau_image = 0.5  # noqa: F841
+    tau_text = 0.5  # noqa: F841
+    exp_tag = "minmax"  # noqa: F841
+
 NAMED_CONFIGS = {
     "dataset": ["demo", "food101", "mm_imagenet_r"],
     "protocol": ["phases_5", "phases_10", "phases_20"],
     "method": sorted(METHODS),
     "model_size": ["vilt_b32", "tiny"],
-    "ablation": ["emm_no_aug"],
+    "ablation": ["emm_no_aug", "emm_minmax"],
     "missing": ["missing_text_70", "missing_image_70", "missing_both_70"],
     "cmml": ["cmml_food101"],
 }

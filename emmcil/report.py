@@ -86,11 +86,12 @@ METHOD_COLOURS = {"replay": "#7f7f7f", "cim": "#1f77b4", "emm": "#e377c2", "mrdc
 
 # ---------------------------------------------------------------------------------------------- config knowledge
 # Defaults of the general keys that make a variant (config.py's; tests/test_report.py checks they agree).
-GENERAL_DEFAULTS = {"memory_per_class": 5, "memory_budget_mode": "per_class", "memory_total": 0, "exp_tag": ""}
-MEMORY_KEYS = ("memory_per_class", "memory_budget_mode", "memory_total")
+GENERAL_DEFAULTS = {"memory_per_class": 5, "memory_unit": "exemplar", "memory_budget_mode": "per_class",
+                    "memory_total": 0, "exp_tag": ""}
+MEMORY_KEYS = ("memory_per_class", "memory_unit", "memory_budget_mode", "memory_total")
 # The missing-modality protocol's keys (RebQ's CMML), variant keys of every method when the run's config has them.
 MISSING_DEFAULTS = {"missing_type": "none", "missing_ratio": 0.7, "missing_both_ratio": 0.5, "missing_seed": 0}
-SHORT = {"memory_per_class": "m", "tau_image": "τ_I", "tau_text": "τ_T", "aug_text_swap": "p_swap",
+SHORT = {"memory_per_class": "m", "memory_unit": "unit", "tau_image": "τ_I", "tau_text": "τ_T", "aug_text_swap": "p_swap",
          "aug_patch_merge": "p_merge", "memory_total": "M", "missing_type": "missing", "missing_ratio": "ratio"}
 # Settings a caption names when they are the same for every run of a table (the demo's short schedule, say).
 CAPTION_SETTINGS = ("model_size", "tuning", "max_epoch", "batch_size", "lr", "precision")
@@ -98,7 +99,7 @@ CAPTION_SETTINGS = ("model_size", "tuning", "max_epoch", "batch_size", "lr", "pr
 REQUIRED = ("dataset", "method", "num_phases", "seed", "completed_phases", "finished", "accuracy_per_phase",
             "last_accuracy", "avg_incremental_accuracy", "memory")
 METRICS = ("last_accuracy", "avg_incremental_accuracy", "mean_last_row", "old_accuracy", "new_accuracy",
-           "forgetting", "forgetting_first")
+           "forgetting", "forgetting_pycil", "forgetting_first")
 SUMMARY_METRICS = ("last_accuracy", "avg_incremental_accuracy", "forgetting", "exemplars_per_class")
 
 
@@ -195,11 +196,13 @@ def load_run(path: Path, metric: str = "last_accuracy") -> dict:
             phases = _require(results, "phases", path)
             seen = _require(phases[done - 1], "seen_classes", path, f" in 'phases'[{done - 1}]")
             exemplars_per_class = _require(last_memory, "exemplars", path, where) / seen
-        mean_patches = float(last_memory.get("mean_patches", float("nan")))
-        if "full_exemplar_equivalents" in last_memory and results.get("phases"):
-            equivalents = last_memory["full_exemplar_equivalents"] / results["phases"][done - 1]["seen_classes"]
-        if last_memory.get("class_budget_bytes") and last_memory.get("full_exemplar_bytes"):
-            budget_m = round(last_memory["class_budget_bytes"] / last_memory["full_exemplar_bytes"], 2)
+        mean_patches = _number(last_memory.get("mean_patches"))
+        if last_memory.get("cost") is not None and results.get("phases"):
+            equivalents = last_memory["cost"] / results["phases"][done - 1]["seen_classes"]
+        if last_memory.get("class_budget"):  # in full exemplars, or in bytes of m x the mean full exemplar
+            budget = last_memory["class_budget"]
+            full = last_memory.get("full_exemplar_bytes") if last_memory.get("unit") == "bytes" else 1.0
+            budget_m = round(budget / full, 2) if full else None
 
     method = str(results["method"])
     own, uses_memory = method_keys(method, bool(last_memory))
@@ -676,8 +679,10 @@ def build_report(patterns: Sequence[str], out: Path, metric: str = "last_accurac
         written["csv"].append(paths[1])
         ref = (f" Paper: {PAPER_MEMORY_SOURCE}." if (dataset, L) in PAPER_MEMORY else "")
         sections += [f"## {dataset}, L = {L}: memory size\n",
-                     f"Memory budget in full-exemplar equivalents per class (`memory_per_class`); exemplars/class: "
-                     f"exemplars stored per seen class after the last phase (masked ones are smaller, so more fit); "
+                     f"Memory budget per class in full exemplars (`memory_per_class`, in the run's `memory_unit`: "
+                     f"by default each exemplar costs its size relative to the same sample stored in full, so "
+                     f"`replay` holds exactly m a class, as the paper's x-axis counts samples/class); exemplars/class: "
+                     f"exemplars stored per seen class after the last phase (masked ones cost less, so more fit); "
                      f"accuracy: {metric} (%).{ref}\n", markdown_table(md_df), ""]
     if memory:
         fig = plot_memory(memory, out / "memory.png", metric)

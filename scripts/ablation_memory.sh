@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The paper's memory-size ablation ("Ablation study on memory buffer size"; MM-ImageNet-R, L = 10): memory of
-# 1, 3, 5, 7 and 10 full-exemplar equivalents per class (memory_per_class=) for conventional replay ("SSF") and
-# exemplar masking ("SSF + Ours"), one run per seed. The report draws the plot: exemplars stored per class (bars)
-# and accuracy (lines) against the memory size, with the paper's digitised curves dashed beside ours.
-# SSF + CIM (`cim`) is the plot's third method.
+# 1, 3, 5, 7 and 10 full exemplars per class (memory_per_class=, in the default memory_unit=exemplar: a full
+# exemplar costs 1.0, a compressed one its size relative to the same sample in full) for conventional replay ("SSF"),
+# SSF + CIM (`cim`), exemplar masking ("SSF + Ours", `emm`) and SSF + MRDC (`mrdc`, not in the paper's plot), one run
+# per seed. The report draws the plot: exemplars stored per class (bars) and accuracy (lines) against the memory
+# size, with the paper's digitised curves dashed beside ours.
 #
 # Runs are $LOG_DIR/abl_mem_<dataset>_L<L>_<method>_m<m>_seed<s>, with exp_tag=abl_mem, so they never share a run
 # directory (or a report group) with the main table's runs, even at m = 5.
@@ -14,8 +15,8 @@
 # KEEP_GOING, REPORT, REPORT_DIR, VERBOSE, PYTHON): see scripts/common.sh.
 set -euo pipefail
 
-METHODS=${METHODS:-replay cim emm}            # methods with a memory (named configs of config.py)
-MEMORY_SIZES=${MEMORY_SIZES:-1 3 5 7 10}  # memory_per_class: budget per class in full-exemplar equivalents
+METHODS=${METHODS:-replay mrdc cim emm}   # methods with a memory (named configs of config.py)
+MEMORY_SIZES=${MEMORY_SIZES:-1 3 5 7 10}  # memory_per_class: budget per class in full exemplars
 DATASET=${DATASET:-mm_imagenet_r}         # the paper's plot: MM-ImageNet-R
 PHASES=${PHASES:-10}                      # the paper's plot: L = 10
 

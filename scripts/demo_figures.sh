@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The README's figures, from the embedded demo set (10 synthetic classes, tiny model, CPU, no download):
-# finetune, replay, mrdc, cim and emm at the default memory (5 full-exemplar equivalents per class), plus replay, cim and emm at 1 and 3
-# per class (with the runs at 5, a memory sweep), 5 phases, one seed, a short schedule (DEMO_EPOCHS epochs per
-# phase instead of the demo's 20). Then `python -m emmcil.report` writes the tables and the PNGs to $REPORT_DIR.
+# finetune, replay, mrdc, cim and emm at the default memory (5 full exemplars per class: replay keeps 5 of a class's
+# 30 training samples, and the compressed methods fewer than 30, so every one of them is under memory pressure),
+# plus replay, mrdc, cim and emm at 1 and 3 per class (with the runs at 5, a memory sweep), 5 phases, one seed, a
+# short schedule (DEMO_EPOCHS epochs per phase instead of the demo's 20). Then `python -m emmcil.report` writes the
+# tables and the PNGs to $REPORT_DIR.
 # Demo numbers show that the pipeline works end to end; they are NOT the paper's setting and say nothing about
 # its results.
 #
@@ -16,7 +18,7 @@
 set -euo pipefail
 
 METHODS=${METHODS:-finetune replay mrdc cim emm}   # at the default memory
-SWEEP_METHODS=${SWEEP_METHODS:-replay cim emm}
+SWEEP_METHODS=${SWEEP_METHODS:-replay mrdc cim emm}
 SWEEP_SIZES=${SWEEP_SIZES:-1 3}           # memory_per_class besides the default 5
 DEMO_EPOCHS=${DEMO_EPOCHS:-10}            # max_epoch per phase (the demo's default is 20)
 DATA_ROOT=${DATA_ROOT-}

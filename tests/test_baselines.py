@@ -5,9 +5,8 @@ import pytest
 import torch
 from conftest import TINY_CFG, make_batch
 from emmcil.data import ensure_demo
-from emmcil.data.transforms import normalize_uint8
 from emmcil.incremental.driver import run_experiment
-from emmcil.incremental.exemplar import CimExemplar, Exemplar, exemplar_from_state
+from emmcil.incremental.exemplar import CimExemplar, exemplar_from_state
 from emmcil.incremental.module import IncrementalModule
 from emmcil.methods import get_method, method_config_defaults
 from emmcil.methods.exemplar_free import select_by_keys
@@ -49,19 +48,25 @@ def test_every_baseline_runs_two_phases_to_a_results_file(demo_runs):
             assert res["memory"] == [None, None], method
 
 
-def test_cim_stays_within_the_byte_budget_and_stores_more_than_replay(demo_runs):
+def test_cim_stays_within_the_budget_and_stores_more_than_replay(demo_runs):
     cim, replay = results(demo_runs["cim"])["memory"][-1], results(demo_runs["replay"])["memory"][-1]
-    assert cim["class_budget_bytes"] == replay["class_budget_bytes"]
+    assert cim["class_budget"] == replay["class_budget"] == 5.0
     for phase_memory in results(demo_runs["cim"])["memory"]:
-        for c, n in phase_memory["bytes_per_class"].items():
-            assert n <= phase_memory["class_budget_bytes"], c
+        for c, cost in phase_memory["cost_per_class"].items():
+            assert cost <= 5.0, c
     assert cim["exemplars"] > replay["exemplars"]
     state = torch.load(demo_runs["cim"] / "checkpoints" / "phase_1.pt", weights_only=False)
     stored = [exemplar_from_state(e) for v in state["method"]["memory"]["classes"].values() for e in v]
     assert stored and all(isinstance(e, CimExemplar) for e in stored)
-    assert sum(e.nbytes for e in stored) == cim["bytes"]
-    # each keeps some patches at full resolution and the rest downsampled
-    assert all(0 < e.num_full_res_patches < e.num_patches for e in stored)
+    assert sum(e.nbytes for e in stored) == cim["bytes"] and sum(e.cost for e in stored) == pytest.approx(cim["cost"])
+    # each keeps a box of patches at full resolution, the rest at a quarter of its area (CIM-CIL's ratio 4)
+    for e in stored:
+        assert 0 < e.num_full_res_patches <= e.num_patches and e.compress_ratio == 4.0
+        rows = sorted({int(r) for r, _ in e.fg_coords})
+        cols = sorted({int(c) for _, c in e.fg_coords})
+        assert e.num_full_res_patches == len(rows) * len(cols)  # a rectangle
+        assert e.cost == pytest.approx(e.patch_share + (1 - e.patch_share) / 4, abs=0.01)
+    assert cim["kept_patch_share"] < 1 and replay["kept_patch_share"] == 1.0
 
 
 def test_ease_builds_prototypes_for_old_classes_in_new_subspaces(demo_runs):
@@ -245,29 +250,3 @@ def test_ease_logits_follow_the_reweighted_prototype_classifier():
     alpha = method.cfg["ease_alpha"]
     expected = torch.stack([cos[:, :2, 0] + alpha * cos[:, :2, 1], cos[:, 2:, 1] + alpha * cos[:, 2:, 0]], 1)
     assert torch.allclose(logits, expected.flatten(1), atol=1e-5)
-
-
-def test_cim_exemplar_counts_full_and_downsampled_bytes_and_restores_the_image():
-    p, r = 16, 4
-    g = torch.Generator().manual_seed(0)
-    smooth = torch.linspace(0, 255, 4 * p)[None, :, None].expand(3, -1, 5 * p).round().to(torch.uint8)
-    noisy = torch.randint(0, 256, (3, 4 * p, 5 * p), generator=g, dtype=torch.uint8)
-    keep = torch.zeros(4, 5, dtype=torch.bool)
-    keep[1:3, 2:4] = True
-    item = {"image": normalize_uint8(torch.where(keep.repeat_interleave(p, 0).repeat_interleave(p, 1), noisy,
-                                                 smooth)),
-            "text_ids": torch.tensor([101, 11, 12, 102, 0, 0]), "text_masks": torch.tensor([1, 1, 1, 1, 0, 0]),
-            "label": 3, "index": 7, "image_id": "x"}
-    ex_ = CimExemplar.from_item(item, p, keep, r)
-    assert ex_.num_full_res_patches == 4 and ex_.num_patches == 20
-    assert ex_.nbytes == 4 * (3 * p * p + 2) + 16 * 3 * (p // r) ** 2 + 4 * 4
-    assert ex_.nbytes < Exemplar.from_item(item, p).nbytes / 3
-    back = ex_.to_item(6)
-    assert back["patch_keep"].all() and torch.equal(back["text_ids"], item["text_ids"]) and back["label"] == 3
-    fg = keep.repeat_interleave(p, 0).repeat_interleave(p, 1)
-    assert torch.allclose(back["image"][:, fg], item["image"][:, fg], atol=1e-5)        # foreground exact
-    assert (back["image"][:, ~fg] - item["image"][:, ~fg]).abs().mean() < 0.05           # smooth background close
-    again = exemplar_from_state(ex_.state_dict())
-    assert isinstance(again, CimExemplar) and torch.equal(again.to_item(6)["image"], back["image"])
-    with pytest.raises(ValueError, match="downsample"):
-        CimExemplar.from_item(item, p, keep, 3)

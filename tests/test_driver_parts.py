@@ -11,9 +11,9 @@ from emmcil.data.transforms import normalize_uint8
 from emmcil.incremental import rundir
 from emmcil.incremental.batch import KeepCollate
 from emmcil.incremental.driver import accumulation_steps, gather_uneven, phase_seed
-from emmcil.incremental.exemplar import Exemplar, full_exemplar_nbytes
+from emmcil.incremental.exemplar import Exemplar, exemplar_from_state, full_exemplar_nbytes
 from emmcil.incremental.herding import herding_order
-from emmcil.incremental.memory import MemoryBuffer, mean_full_exemplar_nbytes
+from emmcil.incremental.memory import mean_full_exemplar_nbytes
 from emmcil.incremental.module import IncrementalModule
 from emmcil.incremental.recipes import PROJECT
 from emmcil.model import build_backbone
@@ -121,7 +121,7 @@ def test_full_exemplar_round_trip_and_bytes():
     assert torch.equal(back["image"], item["image"]) and back["patch_keep"].all()
     assert torch.equal(back["text_ids"], item["text_ids"]) and torch.equal(back["text_masks"], item["text_masks"])
     assert (back["label"], back["orig_label"], back["index"]) == (1, 11, 5)
-    ex2 = Exemplar.from_state_dict(ex.state_dict())
+    ex2 = exemplar_from_state(ex.state_dict())
     assert ex2.nbytes == ex.nbytes and torch.equal(ex2.pixels, ex.pixels)
 
 
@@ -171,60 +171,7 @@ def test_keep_collate_mixes_data_items_and_exemplars():
     assert batch["labels"].tolist() == [1, 1] and "patch_keep" not in KeepCollate(P)([data_item])
 
 
-# ---------------------------------------------------------------- memory
-def fake_exemplar(nbytes_patches: int, label=0, index=0):
-    """An exemplar of ``nbytes_patches`` patches of 2x2 pixels (14 bytes each with coordinates), no tokens."""
-    return Exemplar(pixels=torch.zeros(nbytes_patches, 3, 2, 2, dtype=torch.uint8),
-                    coords=torch.zeros(nbytes_patches, 2, dtype=torch.uint8), grid=torch.tensor([9, 9]),
-                    token_ids=torch.zeros(0, dtype=torch.uint16), token_pos=torch.zeros(0, dtype=torch.uint16),
-                    label=label, index=index)
-
-
-def test_memory_fills_in_rank_order_within_the_byte_budget():
-    mem = MemoryBuffer(full_exemplar_bytes=140, memory_per_class=2, fill="stop")  # 280 bytes a class
-    assert mem.class_budget(5) == 280
-    consumed = []
-
-    def ranked():
-        for k, n in enumerate([10, 5, 6, 1, 1]):  # 140, 70, 84, 14, 14 bytes
-            consumed.append(k)
-            yield fake_exemplar(n, index=k)
-
-    kept = mem.fill(3, ranked(), mem.class_budget(1))
-    assert [e.index for e in kept] == [0, 1]          # 210 bytes; #2 (84) would exceed 280: stop there
-    assert consumed == [0, 1, 2]                      # lazily: nothing after the first misfit
-    assert mem.nbytes == 210 <= 280 and len(mem) == 2
-    rep = mem.report()
-    assert rep["exemplars_per_class"] == {"3": 2} and rep["bytes"] == 210
-    assert rep["full_exemplar_equivalents"] == pytest.approx(1.5)
-    # the default policy passes over #2 and still takes the small #3 and #4: 238 bytes
-    skip = MemoryBuffer(full_exemplar_bytes=140, memory_per_class=2)
-    assert [e.index for e in skip.fill(3, ranked(), 280)] == [0, 1, 3, 4] and skip.nbytes == 238
-
-
-def test_total_budget_trims_old_classes_to_a_prefix():
-    mem = MemoryBuffer(full_exemplar_bytes=14, mode="total", memory_total=8)
-    mem.fill(0, [fake_exemplar(1, index=k) for k in range(10)], mem.class_budget(1))
-    assert len(mem.classes[0]) == 8
-    mem.reduce(mem.class_budget(2))
-    assert [e.index for e in mem.classes[0]] == [0, 1, 2, 3]
-    with pytest.raises(ValueError):
-        MemoryBuffer(14, mode="total", memory_total=0)
-
-
-def test_memory_state_and_replay_dataset():
-    mem = MemoryBuffer(full_exemplar_bytes=10_000, memory_per_class=5)
-    for c in (0, 1):
-        mem.fill(c, [Exemplar.from_item(make_item(label=c, seed=c * 10 + k), P) for k in range(3)], 40_000)
-    other = MemoryBuffer(1.0)
-    other.load_state_dict(mem.state_dict())
-    assert other.report() == mem.report()
-    ds = other.as_dataset(12)
-    assert len(ds) == len(mem) and ds.labels.tolist() == [e.label for e in mem.exemplars()]
-    assert set(ds[0]) >= {"image", "patch_keep", "text_ids", "text_masks", "label", "orig_label", "index"}
-    assert MemoryBuffer(1.0).as_dataset(12) is None
-
-
+# ---------------------------------------------------------------- memory (more in test_memory.py)
 class _Rows:
     """Some rows of an ArrowDataset, with the accessors mean_full_exemplar_nbytes uses."""
 

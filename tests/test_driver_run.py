@@ -62,12 +62,13 @@ def test_run_directory_and_results(reference):
     assert len(res["accuracy_per_phase"]) == 3
     assert res["avg_incremental_accuracy"] == pytest.approx(sum(res["accuracy_per_phase"]) / 3)
     assert res["last_accuracy"] == res["accuracy_per_phase"][-1] and res["new_accuracy"] == R[2][2]
-    for key in ("forgetting", "forgetting_first", "old_accuracy"):
+    for key in ("forgetting", "forgetting_pycil", "forgetting_first", "old_accuracy"):
         assert isinstance(res[key], float)
     assert sorted(res["class_order"]) == list(range(10)) and [len(p) for p in res["phase_classes"]] == [4, 3, 3]
     mem = res["memory"]
     assert [len(m["exemplars_per_class"]) for m in mem] == [4, 7, 10]  # every seen class has exemplars
-    assert all(0 < m["bytes"] <= m["class_budget_bytes"] * len(m["exemplars_per_class"]) for m in mem)
+    assert all(m["class_budget"] == 5.0 and set(m["cost_per_class"].values()) == {5.0} for m in mem)
+    assert [p["memory_exemplars_per_class"] for p in res["phases"]] == [5.0, 5.0, 5.0]
     assert [p["memory_exemplars"] for p in res["phases"]] == [m["exemplars"] for m in mem]
 
     saved = rundir.read_json(reference / "config.json")
@@ -76,7 +77,7 @@ def test_run_directory_and_results(reference):
     assert {"git_commit", "git_dirty", "host", "command", "versions"} <= set(record)
     assert {"python", "torch", "cuda", "transformers", "pytorch-lightning"} <= set(record["versions"])
     assert rundir.read_json(reference / "class_order.json")["class_order"] == res["class_order"]
-    assert rundir.read_json(reference / "exemplar_cost.json")["mean_bytes"] == mem[0]["full_exemplar_bytes"]
+    assert not (reference / "exemplar_cost.json").exists()  # the mean full-exemplar bytes: memory_unit=bytes only
     train_log = (reference / "logs" / "phase_0" / "metrics.csv").read_text().splitlines()
     assert {"train/loss", "lr-AdamW/pg1"} <= set(train_log[0].split(","))  # loss and the learning-rate monitor
     evals = pd.read_csv(reference / "logs" / "phases" / "metrics.csv")

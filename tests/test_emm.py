@@ -3,13 +3,10 @@ import json
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from emmcil.data import ensure_demo
 from emmcil.data.transforms import normalize_uint8
 from emmcil.incremental.driver import run_experiment
-from emmcil.incremental.exemplar import Exemplar, JpegExemplar, exemplar_from_state
-from emmcil.incremental.memory import MemoryBuffer
+from emmcil.incremental.exemplar import Exemplar, exemplar_from_state
 from emmcil.model import ViLT
 from run_helpers import demo_config, one_thread
 
@@ -49,81 +46,6 @@ def test_masked_exemplar_replayed_through_keep_masks_equals_only_those_tokens(ti
     assert torch.allclose(direct.pooled, via_masks.pooled, atol=1e-2)  # uint8 rounding of the pixels only
 
 
-def _exemplar_of_size(nbytes_patches: int, label: int = 0) -> Exemplar:
-    return Exemplar(pixels=torch.zeros(nbytes_patches, 3, 2, 2, dtype=torch.uint8),
-                    coords=torch.zeros(nbytes_patches, 2, dtype=torch.uint8), grid=torch.tensor([8, 8]),
-                    token_ids=torch.zeros(1, dtype=torch.int16), token_pos=torch.zeros(1, dtype=torch.int16),
-                    label=label)
-
-
-@settings(max_examples=60, deadline=None)
-@given(sizes=st.lists(st.lists(st.integers(1, 40), min_size=0, max_size=12), min_size=1, max_size=6),
-       full=st.floats(20, 600), per_class=st.floats(0.5, 10), total=st.floats(1, 40))
-def test_budget_is_never_exceeded(sizes, full, per_class, total):
-    for mode, fill in [("per_class", "skip"), ("per_class", "stop"), ("total", "skip"), ("total", "stop")]:
-        mem = MemoryBuffer(full, memory_per_class=per_class, mode=mode, memory_total=total, fill=fill)
-        for c, class_sizes in enumerate(sizes):
-            budget = mem.class_budget(c + 1)
-            if mode == "total":
-                mem.reduce(budget)
-            ranked = [_exemplar_of_size(s, c) for s in class_sizes]
-            kept = mem.fill(c, iter(ranked), budget)
-            if fill == "stop":
-                assert kept == ranked[:len(kept)]  # a prefix of the ranking
-            else:  # in rank order, and every exemplar passed over did not fit at its turn
-                positions = [next(i for i, r in enumerate(ranked) if r is k) for k in kept]
-                assert positions == sorted(positions)
-                used = 0
-                for i, candidate in enumerate(ranked):
-                    if i in positions:
-                        used += candidate.nbytes
-                    else:
-                        assert used + candidate.nbytes > budget
-            for label, exemplars in mem.classes.items():
-                assert sum(e.nbytes for e in exemplars) <= budget
-        if mode == "total":
-            assert mem.nbytes <= total * full + 1e-6
-
-
-def test_skip_policy_does_not_leave_a_class_empty_behind_a_large_exemplar():
-    big, small = _exemplar_of_size(30), _exemplar_of_size(5)
-    budget = big.nbytes - 1
-    assert MemoryBuffer(1.0, fill="stop").fill(0, [big, small], budget) == []
-    assert MemoryBuffer(1.0, fill="skip").fill(0, [big, small], budget) == [small]
-    with pytest.raises(ValueError, match="memory_fill"):
-        MemoryBuffer(1.0, fill="greedy")
-
-
-def test_buffer_round_trip_with_masked_and_jpeg_exemplars(tmp_path):
-    mem = MemoryBuffer(full_exemplar_bytes=20_000, memory_per_class=5)
-    keep = torch.rand(4, 5, generator=torch.Generator().manual_seed(0)) > 0.5
-    mem.fill(0, [Exemplar.from_item(make_item(seed=k), 16, patch_keep=keep) for k in range(3)], 100_000)
-    mem.fill(1, [JpegExemplar.from_item(make_item(label=1, seed=9), 16, quality=50)], 100_000)
-    torch.save(mem.state_dict(), tmp_path / "mem.pt")
-    other = MemoryBuffer(1.0)
-    other.load_state_dict(torch.load(tmp_path / "mem.pt", weights_only=True))
-    assert other.report() == mem.report()
-    for a, b in zip(mem.exemplars(), other.exemplars()):
-        ia, ib = a.to_item(12), b.to_item(12)
-        assert torch.equal(ia["image"], ib["image"]) and torch.equal(ia["patch_keep"], ib["patch_keep"])
-        assert torch.equal(ia["text_ids"], ib["text_ids"]) and ia["label"] == ib["label"]
-    with pytest.raises(ValueError, match="unknown exemplar kind"):
-        exemplar_from_state({"kind": "png"})
-
-
-def test_jpeg_exemplar_counts_jpeg_bytes_and_decodes_close():
-    item = make_item()
-    item["image"] = torch.zeros_like(item["image"])  # smooth image: JPEG compresses it well
-    ex = JpegExemplar.from_item(item, 16, quality=50)
-    assert ex.nbytes == ex.jpeg.numel() + 8 * 4 and ex.nbytes < Exemplar.from_item(item, 16).nbytes / 10
-    back = ex.to_item(12)
-    assert back["image"].shape == item["image"].shape and back["patch_keep"].all()
-    assert (back["image"] - item["image"]).abs().max() < 0.05
-    assert torch.equal(back["text_ids"], item["text_ids"])
-    with pytest.raises(ValueError, match="jpeg_quality"):
-        JpegExemplar.from_item(item, 16, quality=0)
-
-
 @pytest.fixture(scope="module")
 def demo_runs(tmp_path_factory):
     root = ensure_demo(tmp_path_factory.mktemp("demo"))
@@ -132,19 +54,33 @@ def demo_runs(tmp_path_factory):
         yield {method: run_experiment(demo_config(root, logs, method)) for method in ("replay", "mrdc", "emm")}
 
 
-def test_emm_stores_more_exemplars_than_replay_at_equal_budget(demo_runs):
+def test_at_equal_budget_replay_holds_m_a_class_and_the_compressed_methods_more(demo_runs):
     res = {m: json.loads((d / "results.json").read_text()) for m, d in demo_runs.items()}
     last = {m: r["memory"][-1] for m, r in res.items()}
-    assert last["emm"]["class_budget_bytes"] == last["replay"]["class_budget_bytes"]
+    assert set(last["replay"]["exemplars_per_class"].values()) == {5}  # the default: 5 full exemplars a class
     for m in ("emm", "mrdc"):
+        assert last[m]["unit"] == "exemplar" and last[m]["class_budget"] == 5.0
         assert last[m]["exemplars"] > last["replay"]["exemplars"], m
+        # under memory pressure: fewer than the 30 training samples of a demo class
+        assert max(last[m]["exemplars_per_class"].values()) < 30, m
     for m, mem in last.items():
-        for c, n in mem["bytes_per_class"].items():
-            assert n <= mem["class_budget_bytes"], (m, c)
-    # masked exemplars keep fewer patches and tokens than the full ones
+        for c, cost in mem["cost_per_class"].items():
+            assert cost <= 5.0, (m, c)
+    # the default masks keep the top 26 % of the patches and half of the words (Fig. 4's shares)
+    for phase in res["emm"]["phases"]:
+        assert 0.26 <= phase["kept_patch_share"] < 0.35 and 0.45 <= phase["kept_word_share"] <= 0.6
     assert last["emm"]["mean_patches"] < last["replay"]["mean_patches"]
     assert last["emm"]["mean_tokens"] < last["replay"]["mean_tokens"]
     assert res["emm"]["finished"] and len(res["emm"]["accuracy_per_phase"]) == 2
+
+
+def test_emm_costs_equal_the_kept_byte_share(demo_runs):
+    state = torch.load(demo_runs["emm"] / "checkpoints" / "phase_1.pt", weights_only=False)
+    stored = [exemplar_from_state(e) for v in state["method"]["memory"]["classes"].values() for e in v]
+    assert stored and all(0 < e.cost < 1 and e.cost == e.nbytes / e.full_nbytes for e in stored)
+    full = max(stored, key=lambda e: e.full_nbytes)
+    rows, cols = (int(v) for v in full.grid)
+    assert full.full_nbytes == rows * cols * (3 * 16 * 16 + 2) + 4 * (full.text_words + 2)
 
 
 def test_emm_writes_figure_four(demo_runs):

@@ -15,9 +15,10 @@ from emmcil.report import (GENERAL_DEFAULTS, MISSING_DEFAULTS, PAPER_MEMORY, PAP
 CLASSES_PER_PHASE, TEST_PER_CLASS = 2, 10
 
 # config.json keys a run directory holds (the subset the report reads, with config.py's defaults)
-BASE_CONFIG = dict(memory_per_class=5, memory_budget_mode="per_class", memory_total=0, exp_tag="", replay_ratio=0.0,
-                   tau_image=0.5, tau_text=0.5, aug_text_swap=0.5, aug_patch_merge=0.5, jpeg_quality=50,
-                   mask_layers=[-1], mask_layer_reduce="mean", mask_head_reduce="mean", mask_norm="minmax",
+BASE_CONFIG = dict(memory_per_class=5, memory_unit="exemplar", memory_budget_mode="per_class", memory_total=0,
+                   exp_tag="", replay_ratio=0.0, tau_image=0.74, tau_text=0.5, aug_text_swap=0.5,
+                   aug_patch_merge=0.5, jpeg_quality=50, mask_layers=[-1], mask_layer_reduce="mean",
+                   mask_head_reduce="mean", mask_norm="ratio",
                    exemplar_selection="class_mean", class_mean_from="full", mask_figure=4, model_size="vilt_b32",
                    tuning="ssf", max_epoch=20, batch_size=256, lr=0.01, precision="16-mixed", log_dir="runs",
                    devices=1, strategy="auto")
@@ -54,10 +55,12 @@ def write_run(root: Path, name: str, *, dataset="mm_imagenet_r", method="replay"
             memory.append(None)
             continue
         seen = (t + 1) * CLASSES_PER_PHASE
-        memory.append({"exemplars": exemplars_per_class * seen, "bytes": 1000 * seen, "full_exemplar_bytes": 400.0,
-                       "full_exemplar_equivalents": 2.5 * seen, "class_budget_bytes": cfg["memory_per_class"] * 400,
-                       "mean_patches": 10.0, "mean_tokens": 5.0,
+        memory.append({"unit": "exemplar", "class_budget": float(cfg["memory_per_class"]),
+                       "exemplars": exemplars_per_class * seen, "cost": 2.5 * seen, "bytes": 1000 * seen,
+                       "mean_exemplars_per_class": float(exemplars_per_class), "full_exemplar_bytes": None,
+                       "kept_patch_share": 0.3, "kept_word_share": 0.5, "mean_patches": 10.0, "mean_tokens": 5.0,
                        "exemplars_per_class": {str(c): exemplars_per_class for c in range(seen)},
+                       "cost_per_class": {str(c): 2.5 for c in range(seen)},
                        "bytes_per_class": {str(c): 1000 for c in range(seen)}})
     results = build_results(cfg, order, phases, counts, memory)
     run = root / name

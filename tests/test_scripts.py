@@ -109,9 +109,9 @@ def test_table_food101_with_tag_and_extra(dry_runs):
 
 def test_ablation_memory(dry_runs):
     runs, report = runs_and_report(dry_runs["memory"])
-    assert len(runs) == 3 * 5 * 2
+    assert len(runs) == 4 * 5 * 2
     got = {(r["named"][2], int(r["memory_per_class"]), int(r["seed"])) for r in runs}
-    assert got == {(m, k, s) for m in ("replay", "cim", "emm") for k in (1, 3, 5, 7, 10) for s in (0, 1)}
+    assert got == {(m, k, s) for m in ("replay", "mrdc", "cim", "emm") for k in (1, 3, 5, 7, 10) for s in (0, 1)}
     for r in runs:
         assert r["named"][:2] == ["mm_imagenet_r", "phases_10"] and r["exp_tag"] == "abl_mem"
         assert r["exp_name"] == f"abl_mem_mm_imagenet_r_L10_{r['named'][2]}_m{r['memory_per_class']}_seed{r['seed']}"
@@ -121,7 +121,7 @@ def test_ablation_memory(dry_runs):
 def test_ablation_thresholds(dry_runs):
     runs, _ = runs_and_report(dry_runs["thresholds"])
     grid = {(float(r["tau_image"]), float(r["tau_text"])) for r in runs}
-    assert grid == {(a, b) for a in (0.3, 0.5, 0.7) for b in (0.3, 0.5, 0.7)} and len(runs) == 9
+    assert grid == {(a, b) for a in (0.64, 0.74, 0.84) for b in (0.3, 0.5, 0.7)} and len(runs) == 9
     for r in runs:
         assert r["named"] == ["mm_imagenet_r", "phases_10", "emm"] and r["exp_tag"] == "abl_tau"
         assert r["exp_name"] == f"abl_tau_mm_imagenet_r_L10_emm_tauI{r['tau_image']}_tauT{r['tau_text']}_seed0"
@@ -136,7 +136,7 @@ def test_ablation_augmentation_on_four_gpus(dry_runs):
         assert r["exp_name"] == f"abl_aug_mm_imagenet_r_L10_{r['named'][2]}_seed{r['seed']}"
         assert (r["devices"], r["strategy"]) == ("4", "ddp")
     # the resolved config shows what the named config did
-    assert "method=emm num_phases=10 seed=0 memory_per_class=5 tau_image=0.5 tau_text=0.5 aug_text_swap=0.0" in \
+    assert "method=emm num_phases=10 seed=0 memory_per_class=5 tau_image=0.74 tau_text=0.5 aug_text_swap=0.0" in \
         dry_runs["augmentation"].stdout
 
 
@@ -144,7 +144,7 @@ def test_demo_figures(dry_runs):
     runs, report = runs_and_report(dry_runs["demo"])
     assert [(r["named"], r.get("memory_per_class")) for r in runs] == [
         (["demo", m], None) for m in ("finetune", "replay", "mrdc", "cim", "emm")] + [
-        (["demo", m], k) for m in ("replay", "cim", "emm") for k in ("1", "3")]
+        (["demo", m], k) for m in ("replay", "mrdc", "cim", "emm") for k in ("1", "3")]
     for r in runs:
         assert (r["accelerator"], r["max_epoch"], r["seed"]) == ("cpu", "10", "0")
         assert "data_root" not in r and "load_path" not in r  # the embedded demo set, no checkpoint

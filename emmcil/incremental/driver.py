@@ -329,8 +329,12 @@ class IncrementalRun:
                 f"acc {acc(row['accuracy'])} (new {acc(row['new_accuracy'])}, old {acc(row['old_accuracy'])})")
         mem = self.memory[phase]
         if mem:
-            line += (f" | memory {mem['exemplars']} exemplars, {mem['bytes'] / 2**20:.2f} MB "
-                     f"({mem['full_exemplar_equivalents']:.1f} full-exemplar equivalents)")
+            line += (f" | memory {mem['exemplars']} exemplars ({mem['mean_exemplars_per_class']:.1f} a class), "
+                     f"{mem['cost']:.1f} full-exemplar units, {mem['bytes'] / 2**20:.2f} MB")
+            if mem["kept_patch_share"] is not None and mem["kept_patch_share"] < 1:
+                words = mem["kept_word_share"]
+                line += (f"; kept {100 * mem['kept_patch_share']:.0f} % of patches"
+                         + ("" if words is None else f", {100 * words:.0f} % of words"))
         return line + f" | {seconds:.0f} s"
 
     # ------------------------------------------------------------------ the loop

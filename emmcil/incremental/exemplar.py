@@ -1,27 +1,39 @@
-"""What a memory buffer stores per exemplar, counted in bytes (DESIGN §2 "storage unit").
+"""What a memory buffer stores per exemplar, and what each exemplar costs (DESIGN §2 "storage" and "cost unit").
 
-An :class:`Exemplar` keeps exactly what is needed to replay a (possibly masked) image-text pair:
+Three kinds of exemplar, one per way of storing a sample; each exposes
 
-    pixels     uint8 (K, 3, p, p)   the kept image patches, raw pixel values
-    coords     uint8 (K, 2)         (row, col) of each kept patch on the image's patch grid
-    grid       int16 (2,)           (rows, cols) of the full image's grid
-    token_ids  uint16 (M,)          the kept token ids ([CLS], words, [SEP])
-    token_pos  uint16 (M,)          their positions in the original token sequence
-    label, orig_label, index, image_id   bookkeeping (remapped class, dataset class, dataset row, name)
+    nbytes       int    bytes of what is stored (the ``memory_unit="bytes"`` accounting)
+    full_nbytes  int    bytes of *the same sample* stored in full in this kind's own representation
+    cost         float  what it costs in the default unit (``memory_unit="exemplar"``): relative to the same sample
+                        in full, so a full exemplar costs exactly 1.0 and a class budget of m holds m of them, as the
+                        paper's memory plot counts its x-axis in samples per class
+    patch_share  float  share of the image's patches stored at full resolution
+    word_share   float | None   share of the words (text tokens other than [CLS]/[SEP]) stored; None without words
+    to_item(max_text_len)   the replay item (dataset item format plus ``patch_keep``)
+    state_dict()            what a checkpoint keeps (:func:`exemplar_from_state` rebuilds any kind)
 
-``nbytes`` counts pixels + coordinates + ids + positions, i.e. ``K * (3p² + 2) + 4M``. A full exemplar (every patch,
-every valid token) is an Exemplar like any other and is counted the same way; the constant grid/label overhead is
-not counted. A masked exemplar differs only in K and M, which is how exemplar masking fits more samples into the
-same byte budget.
+- :class:`Exemplar` (``replay``, ``emm``): kept patches as raw uint8 pixels with their grid cells, kept tokens as
+  uint16 ids with their positions, so ``nbytes = K (3p² + 2) + 4M``; its cost is its byte share of the full sample
+  (all patches, all valid tokens, stored the same way). A masked exemplar differs from a full one only in K and M.
+- :class:`JpegExemplar` (``mrdc``): the sample's image JPEG-compressed; cost = (JPEG bytes + token bytes) /
+  (the image's encoded bytes as the dataset stores them + token bytes), MRDC's measure of what compression saves.
+- :class:`CimExemplar` (``cim``): full-resolution foreground patches + the whole image downsampled (CIM-CIL's
+  ``BbxBlur``); cost = CIM-CIL's ``compress_rate`` of the image (foreground share + background share /
+  compress_ratio) with the whole text added by bytes.
+The constant bookkeeping (grid size, label, ids) is not counted.
 """
 from __future__ import annotations
 
+import io
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from PIL import Image
 
-from emmcil.data.images import decode_image, image_size
-from emmcil.data.tokenizer import PAD_ID
+from emmcil.data.images import decode_image
+from emmcil.data.tokenizer import CLS_ID, PAD_ID, SEP_ID
 from emmcil.data.transforms import denormalize_to_uint8, normalize_uint8
 
 COORD_DTYPE, TOKEN_DTYPE = torch.uint8, torch.uint16
@@ -73,13 +85,52 @@ def replay_item(exemplar, image: torch.Tensor, patch_keep: torch.Tensor, max_tex
             "image_id": exemplar.image_id, "raw_text": "", "missing_type": 0}
 
 
+def token_nbytes(token_ids: torch.Tensor, token_pos: torch.Tensor) -> int:
+    """Bytes of stored tokens: uint16 ids + uint16 positions."""
+    return tensor_nbytes(token_ids, token_pos)
+
+
+def count_words(token_ids: torch.Tensor) -> int:
+    """Tokens other than [CLS] and [SEP] (the always-kept ones): the words a text mask chooses among."""
+    return int(((token_ids.long() != CLS_ID) & (token_ids.long() != SEP_ID)).sum())
+
+
+def whole_text_word_share(token_ids: torch.Tensor) -> float | None:
+    """word_share of an exemplar that stores its whole text: 1.0, or None when the text has no word."""
+    return 1.0 if count_words(token_ids) else None
+
+
+def to_pil(pixels: torch.Tensor) -> Image.Image:
+    """uint8 (3, H, W) -> RGB PIL image."""
+    return Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy())
+
+
+def from_pil(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> uint8 (3, H, W)."""
+    return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
+
+
 @dataclass
 class Exemplar:
+    """Kept patches and tokens of a (possibly masked) sample:
+
+    pixels     uint8 (K, 3, p, p)   the kept image patches, raw pixel values
+    coords     uint8 (K, 2)         (row, col) of each kept patch on the image's patch grid
+    grid       int16 (2,)           (rows, cols) of the full image's grid
+    token_ids  uint16 (M,)          the kept token ids ([CLS], words, [SEP])
+    token_pos  uint16 (M,)          their positions in the original token sequence
+    full_nbytes  int                bytes of the same sample with every patch and every valid token
+    text_words   int                words (tokens other than [CLS]/[SEP]) of the full sample's text
+    label, orig_label, index, image_id   bookkeeping (remapped class, dataset class, dataset row, name)
+    """
+
     pixels: torch.Tensor
     coords: torch.Tensor
     grid: torch.Tensor
     token_ids: torch.Tensor
     token_pos: torch.Tensor
+    full_nbytes: int
+    text_words: int
     label: int
     orig_label: int = -1
     index: int = -1
@@ -91,7 +142,12 @@ class Exemplar:
 
     @property
     def nbytes(self) -> int:
-        return tensor_nbytes(self.pixels, self.coords, self.token_ids, self.token_pos)
+        return tensor_nbytes(self.pixels, self.coords) + token_nbytes(self.token_ids, self.token_pos)
+
+    @property
+    def cost(self) -> float:
+        """nbytes / full_nbytes: 1.0 for a full exemplar, the kept byte share for a masked one."""
+        return self.nbytes / self.full_nbytes
 
     @property
     def num_patches(self) -> int:
@@ -101,13 +157,22 @@ class Exemplar:
     def num_tokens(self) -> int:
         return self.token_ids.shape[0]
 
+    @property
+    def patch_share(self) -> float:
+        return self.num_patches / (int(self.grid[0]) * int(self.grid[1]))
+
+    @property
+    def word_share(self) -> float | None:
+        return count_words(self.token_ids) / self.text_words if self.text_words else None
+
     @classmethod
     def from_item(cls, item: dict, patch_size: int, patch_keep: torch.Tensor | None = None,
                   token_keep: torch.Tensor | None = None) -> "Exemplar":
         """Store a dataset item (``image`` normalised (3, H, W), ``text_ids``/``text_masks`` (T,), ``label``, ...).
 
         patch_keep: (H//p, W//p) bool, the patches to keep (None: all); token_keep: (T,) bool, the tokens to keep
-        among the valid ones (None: all valid tokens).
+        among the valid ones (None: all valid tokens). Raises ValueError for an image that is not a multiple of the
+        patch size, a grid too large for uint8 coordinates, or a patch_keep of another shape.
         """
         image = item["image"]
         p = patch_size
@@ -125,15 +190,18 @@ class Exemplar:
         flat = coords[:, 0] * cols + coords[:, 1]
 
         valid = item["text_masks"].bool().cpu()
+        text_ids = item["text_ids"].cpu()
+        full_tokens = int(valid.sum())
+        text_words = count_words(text_ids[valid])
         if token_keep is not None:
             valid = valid & token_keep.bool().cpu()
         pos = valid.nonzero()[:, 0]
-        ids = item["text_ids"].cpu()[pos]
         return cls(pixels=patches[flat].contiguous(), coords=coords.to(COORD_DTYPE),
                    grid=torch.tensor([rows, cols], dtype=torch.int16),
-                   token_ids=ids.to(TOKEN_DTYPE), token_pos=pos.to(TOKEN_DTYPE), label=int(item["label"]),
-                   orig_label=int(item.get("orig_label", item["label"])), index=int(item.get("index", -1)),
-                   image_id=str(item.get("image_id", "")))
+                   token_ids=text_ids[pos].to(TOKEN_DTYPE), token_pos=pos.to(TOKEN_DTYPE),
+                   full_nbytes=full_exemplar_nbytes(rows, cols, full_tokens, p), text_words=text_words,
+                   label=int(item["label"]), orig_label=int(item.get("orig_label", item["label"])),
+                   index=int(item.get("index", -1)), image_id=str(item.get("image_id", "")))
 
     def to_item(self, max_text_len: int) -> dict:
         """A model input in the dataset's item format, plus ``patch_keep``.
@@ -153,34 +221,46 @@ class Exemplar:
 
     def state_dict(self) -> dict:
         return {"pixels": self.pixels, "coords": self.coords, "grid": self.grid, "token_ids": self.token_ids,
-                "token_pos": self.token_pos, "label": self.label, "orig_label": self.orig_label,
-                "index": self.index, "image_id": self.image_id}
-
-    @classmethod
-    def from_state_dict(cls, state: dict) -> "Exemplar":
-        return cls(**state)
+                "token_pos": self.token_pos, "full_nbytes": self.full_nbytes, "text_words": self.text_words,
+                "label": self.label, "orig_label": self.orig_label, "index": self.index, "image_id": self.image_id}
 
 
 @dataclass
 class JpegExemplar:
     """A full exemplar whose image is stored JPEG-compressed (MRDC, Wang et al. ICLR'22).
 
-    jpeg: uint8 (L,) the JPEG file of the image as the model sees it (after the pixelbert resize); its bytes count
-    in ``nbytes`` with the token ids and positions, against the same byte budget as :class:`Exemplar`.
+    jpeg       uint8 (L,)   a JPEG file (quality ``quality``) of the sample's image at the resolution the dataset
+                            stores it, as MRDC compresses its training images (``1_Data_Compression/
+                            skimage_save_jpeg.py``: read the stored image, save it again at quality q)
+    size       int16 (2,)   (H, W) the model sees the image at (the evaluation transform's resize): at replay the JPEG
+                            is decoded and resized to it (bicubic, as ``pixelbert_transform``), so a replayed exemplar
+                            goes through the same steps as a dataset item, from the compressed file
+    token_ids, token_pos  uint16 (M,)   the whole text, as :class:`Exemplar` stores it
+    full_nbytes  int        the image's encoded bytes *as the dataset stores them* + the token bytes
+
+    ``nbytes`` = JPEG bytes + token bytes, so ``cost`` = nbytes / full_nbytes is MRDC's compression rate (its
+    ``imagenet_jpeg.sh`` step 3 compares the compressed folder's size with the original's) with the text added.
     """
 
     jpeg: torch.Tensor
+    size: torch.Tensor
     token_ids: torch.Tensor
     token_pos: torch.Tensor
+    full_nbytes: int
     label: int
     orig_label: int = -1
     index: int = -1
     image_id: str = ""
+    quality: int = 50
     patch_size: int = 32
 
     @property
     def nbytes(self) -> int:
-        return tensor_nbytes(self.jpeg, self.token_ids, self.token_pos)
+        return tensor_nbytes(self.jpeg) + token_nbytes(self.token_ids, self.token_pos)
+
+    @property
+    def cost(self) -> float:
+        return self.nbytes / self.full_nbytes
 
     @property
     def num_tokens(self) -> int:
@@ -188,84 +268,100 @@ class JpegExemplar:
 
     @property
     def num_patches(self) -> int:
-        W, H = image_size(self.jpeg.numpy().tobytes(), self.image_id)  # the header only: no decoding
-        return (H // self.patch_size) * (W // self.patch_size)
+        return (int(self.size[0]) // self.patch_size) * (int(self.size[1]) // self.patch_size)
+
+    patch_share = 1.0  # every patch, at full resolution (JPEG-degraded)
+
+    @property
+    def word_share(self) -> float | None:
+        return whole_text_word_share(self.token_ids)
 
     @classmethod
-    def from_item(cls, item: dict, patch_size: int, quality: int) -> "JpegExemplar":
-        import io
-
-        from PIL import Image
-
+    def from_image(cls, item: dict, image: Image.Image, encoded_nbytes: int, patch_size: int,
+                   quality: int) -> "JpegExemplar":
+        """Compress ``image`` (the sample's image as stored, any PIL mode) to a JPEG of ``quality``; ``item`` gives
+        the tokens, the label and the size the model sees; ``encoded_nbytes``: the bytes the dataset stores the image
+        in (the reference of ``cost``). Raises ValueError for a quality outside [1, 100] or encoded_nbytes < 1."""
         if not 1 <= quality <= 100:
             raise ValueError(f"jpeg_quality={quality} must lie in [1, 100]")
-        full = Exemplar.from_item(item, patch_size)  # the tokens, stored as for any exemplar
-        pixels = denormalize_to_uint8(item["image"].detach().cpu().float()).permute(1, 2, 0).numpy()
+        if encoded_nbytes < 1:
+            raise ValueError(f"encoded_nbytes={encoded_nbytes}: the stored image's size in bytes must be positive")
         buf = io.BytesIO()
-        Image.fromarray(pixels).save(buf, format="JPEG", quality=int(quality))
+        image.convert("RGB").save(buf, format="JPEG", quality=int(quality))
         jpeg = torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
-        return cls(jpeg=jpeg, token_ids=full.token_ids, token_pos=full.token_pos, label=full.label,
-                   orig_label=full.orig_label, index=full.index, image_id=full.image_id, patch_size=patch_size)
+        valid = item["text_masks"].bool().cpu()
+        pos = valid.nonzero()[:, 0]
+        token_ids, token_pos = item["text_ids"].cpu()[pos].to(TOKEN_DTYPE), pos.to(TOKEN_DTYPE)
+        return cls(jpeg=jpeg, size=torch.tensor(item["image"].shape[-2:], dtype=torch.int16), token_ids=token_ids,
+                   token_pos=token_pos, full_nbytes=int(encoded_nbytes) + token_nbytes(token_ids, token_pos),
+                   label=int(item["label"]), orig_label=int(item.get("orig_label", item["label"])),
+                   index=int(item.get("index", -1)), image_id=str(item.get("image_id", "")), quality=int(quality),
+                   patch_size=patch_size)
 
-    def _decode(self) -> torch.Tensor:
-        import numpy as np
-
+    def image_uint8(self) -> torch.Tensor:
+        """The decoded JPEG resized to ``size``: uint8 (3, H, W)."""
+        H, W = (int(v) for v in self.size)
         image = decode_image(self.jpeg.numpy().tobytes(), self.image_id)
-        return torch.from_numpy(np.array(image)).permute(2, 0, 1)
+        return from_pil(image if image.size == (W, H) else image.resize((W, H), resample=Image.BICUBIC))
 
     def to_item(self, max_text_len: int) -> dict:
         """The decoded image (all patches kept) and the stored text, in the replay item format."""
-        image = normalize_uint8(self._decode())
-        rows, cols = image.shape[-2] // self.patch_size, image.shape[-1] // self.patch_size
-        return replay_item(self, image, torch.ones(rows, cols, dtype=torch.bool), max_text_len)
+        H, W = (int(v) for v in self.size)
+        keep = torch.ones(H // self.patch_size, W // self.patch_size, dtype=torch.bool)
+        return replay_item(self, normalize_uint8(self.image_uint8()), keep, max_text_len)
 
     def state_dict(self) -> dict:
-        return {"kind": "jpeg", "jpeg": self.jpeg, "token_ids": self.token_ids, "token_pos": self.token_pos,
-                "label": self.label, "orig_label": self.orig_label, "index": self.index, "image_id": self.image_id,
-                "patch_size": self.patch_size}
+        return {"kind": "jpeg", "jpeg": self.jpeg, "size": self.size, "token_ids": self.token_ids,
+                "token_pos": self.token_pos, "full_nbytes": self.full_nbytes, "label": self.label,
+                "orig_label": self.orig_label, "index": self.index, "image_id": self.image_id,
+                "quality": self.quality, "patch_size": self.patch_size}
 
 
-EXEMPLAR_KINDS = {"patches": Exemplar, "jpeg": JpegExemplar}
+def cim_rate(foreground_share: float, compress_ratio: float) -> float:
+    """CIM-CIL's ``compress_rate`` (``utils/transform.py::BbxBlur``): the foreground (its bounding box there) at full
+    resolution, the rest at 1 / ``compress_ratio`` of its area: ``share + (1 - share) / compress_ratio``."""
+    return foreground_share + (1.0 - foreground_share) / compress_ratio
 
 
-def exemplar_from_state(state: dict):
-    """Rebuild an exemplar of any kind from its ``state_dict()`` (the kind defaults to patches)."""
-    state = dict(state)
-    kind = state.pop("kind", "patches")
-    if kind not in EXEMPLAR_KINDS:
-        raise ValueError(f"unknown exemplar kind {kind!r} in a memory checkpoint; known: {sorted(EXEMPLAR_KINDS)}")
-    return EXEMPLAR_KINDS[kind](**state)
+def downsampled_size(width: int, height: int, compress_ratio: float) -> tuple[int, int]:
+    """(width, height) of CIM-CIL's background: each side divided by sqrt(compress_ratio), truncated (at least 1)."""
+    side = math.sqrt(compress_ratio)
+    return max(1, int(width / side)), max(1, int(height / side))
 
 
 @dataclass
 class CimExemplar:
-    """A full exemplar whose non-discriminative patches are stored downsampled (CIM, Luo et al. CVPR'23).
+    """A full exemplar whose background is stored downsampled (CIM, Luo et al. CVPR'23; CIM-CIL's ``BbxBlur``).
 
-    fg_pixels  uint8 (K, 3, p, p)      the discriminative patches at full resolution
-    fg_coords  uint8 (K, 2)            their (row, col) on the patch grid
-    bg_pixels  uint8 (R*C - K, 3, q, q) every other patch, area-downsampled by ``downsample`` per side
-                                       (q = p / downsample), in row-major order of the cells not in fg_coords
-    grid       int16 (2,)              (rows, cols) of the image's patch grid
-    token_ids, token_pos  uint16 (M,)  the whole text, as :class:`Exemplar` stores it
+    fg_pixels  uint8 (K, 3, p, p)  the foreground patches at full resolution (the patch-aligned bounding box of the
+                                   thresholded CAM, or the thresholded patches themselves)
+    fg_coords  uint8 (K, 2)        their (row, col) on the patch grid
+    low        uint8 (3, h, w)     the whole image resized with nearest neighbours to (int(W / sqrt(r)),
+                                   int(H / sqrt(r))), r = ``compress_ratio``, an *area* ratio as in CIM-CIL
+    grid       int16 (2,)          (rows, cols) of the image's patch grid
+    token_ids, token_pos  uint16 (M,)   the whole text, as :class:`Exemplar` stores it
+    full_nbytes  int               bytes of the same sample as a full :class:`Exemplar`
 
-    ``nbytes`` = ``K (3p² + 2) + (R*C - K) 3q² + 4M``: full-resolution foreground patches with their coordinates,
-    the downsampled background (its cells follow from the foreground's, so no coordinates) and the tokens, in the
-    same bytes as :class:`Exemplar`, against the same budget. At replay (:meth:`to_item`) the low-resolution image
-    (background patches plus the downsampled foreground) is upsampled bilinearly to full size and the full-resolution
-    foreground patches are pasted back; every patch is then fed to the model.
+    ``cost`` = (``image_rate`` x the full image's bytes + token bytes) / full_nbytes, where ``image_rate`` is
+    CIM-CIL's ``compress_rate`` = foreground share + (1 - foreground share) / r: a 25 % box at r = 4 gives 0.4375.
+    ``nbytes`` counts what is stored, which also holds the low-resolution copy of the foreground (CIM-CIL's formula
+    leaves it out; it is at most 1/r of the foreground). At replay (:meth:`to_item`) the low-resolution image is
+    resized back with nearest neighbours and the foreground patches pasted in, as ``BbxBlur`` does; every patch is
+    then fed to the model.
     """
 
     fg_pixels: torch.Tensor
     fg_coords: torch.Tensor
-    bg_pixels: torch.Tensor
+    low: torch.Tensor
     grid: torch.Tensor
     token_ids: torch.Tensor
     token_pos: torch.Tensor
+    full_nbytes: int
     label: int
     orig_label: int = -1
     index: int = -1
     image_id: str = ""
-    downsample: int = 4
+    compress_ratio: float = 4.0
 
     @property
     def patch_size(self) -> int:
@@ -273,11 +369,11 @@ class CimExemplar:
 
     @property
     def nbytes(self) -> int:
-        return tensor_nbytes(self.fg_pixels, self.fg_coords, self.bg_pixels, self.token_ids, self.token_pos)
+        return tensor_nbytes(self.fg_pixels, self.fg_coords, self.low) + token_nbytes(self.token_ids, self.token_pos)
 
     @property
     def num_patches(self) -> int:
-        """Image tokens at replay: every cell of the grid (the background upsampled)."""
+        """Image tokens at replay: every cell of the grid (the background restored)."""
         return int(self.grid[0]) * int(self.grid[1])
 
     @property
@@ -288,58 +384,75 @@ class CimExemplar:
     def num_tokens(self) -> int:
         return self.token_ids.shape[0]
 
-    @classmethod
-    def from_item(cls, item: dict, patch_size: int, fg_keep: torch.Tensor, downsample: int = 4) -> "CimExemplar":
-        """Compress a dataset item; ``fg_keep`` (H//p, W//p) bool marks the discriminative patches."""
-        import torch.nn.functional as F
+    @property
+    def patch_share(self) -> float:
+        return self.num_full_res_patches / self.num_patches
 
-        p, r = patch_size, int(downsample)
-        if r < 1 or p % r:
-            raise ValueError(f"cim downsample={r} must be a positive divisor of the patch size {p}")
+    @property
+    def image_rate(self) -> float:
+        """CIM-CIL's compress_rate of the stored image (:func:`cim_rate`)."""
+        return cim_rate(self.patch_share, self.compress_ratio)
+
+    @property
+    def cost(self) -> float:
+        text = token_nbytes(self.token_ids, self.token_pos)
+        return (self.image_rate * (self.full_nbytes - text) + text) / self.full_nbytes
+
+    @property
+    def word_share(self) -> float | None:
+        return whole_text_word_share(self.token_ids)
+
+    @classmethod
+    def from_item(cls, item: dict, patch_size: int, fg_keep: torch.Tensor, compress_ratio: float = 4.0
+                  ) -> "CimExemplar":
+        """Compress a dataset item; ``fg_keep`` (H//p, W//p) bool marks the foreground patches. Raises ValueError
+        for a compress_ratio below 1 or a fg_keep of another shape."""
+        if not compress_ratio >= 1.0:
+            raise ValueError(f"cim_compress_ratio={compress_ratio} must be >= 1 (an area ratio)")
+        p = patch_size
         full = Exemplar.from_item(item, p)  # all patches (row-major) and all valid tokens
         rows, cols = (int(v) for v in full.grid)
         keep = fg_keep.bool().cpu()
         if keep.shape != (rows, cols):
             raise ValueError(f"fg_keep has shape {tuple(keep.shape)}, expected the grid {(rows, cols)}")
         flat = keep.flatten()
-        low = F.avg_pool2d(full.pixels[~flat].float(), r).round().clamp(0, 255).to(torch.uint8)
+        image = to_pil(unpatchify(full.pixels, rows, cols))
+        low = from_pil(image.resize(downsampled_size(*image.size, compress_ratio), resample=Image.NEAREST))
         return cls(fg_pixels=full.pixels[flat].contiguous(), fg_coords=full.coords[flat].contiguous(),
-                   bg_pixels=low.contiguous(), grid=full.grid, token_ids=full.token_ids, token_pos=full.token_pos,
-                   label=full.label, orig_label=full.orig_label, index=full.index, image_id=full.image_id,
-                   downsample=r)
+                   low=low.contiguous(), grid=full.grid, token_ids=full.token_ids, token_pos=full.token_pos,
+                   full_nbytes=full.full_nbytes, label=full.label, orig_label=full.orig_label, index=full.index,
+                   image_id=full.image_id, compress_ratio=float(compress_ratio))
 
     def image_uint8(self) -> torch.Tensor:
-        """The replayed image, float (3, rows*p, cols*p) on the uint8 scale: the upsampled low-resolution image with
-        the foreground patches pasted back at full resolution."""
-        import torch.nn.functional as F
-
-        p, r = self.patch_size, self.downsample
-        q = p // r
+        """The replayed image, uint8 (3, rows*p, cols*p): the low-resolution image resized back with nearest
+        neighbours, the foreground patches pasted back at full resolution."""
+        p = self.patch_size
         rows, cols = (int(v) for v in self.grid)
-        fg = torch.zeros(rows * cols, dtype=torch.bool)
+        patches = patchify(from_pil(to_pil(self.low).resize((cols * p, rows * p), resample=Image.NEAREST)), p)
         coords = self.fg_coords.long()
-        fg[coords[:, 0] * cols + coords[:, 1]] = True
-        low = torch.zeros(rows * cols, 3, q, q)
-        low[~fg] = self.bg_pixels.float()
-        if len(coords):
-            low[fg] = F.avg_pool2d(self.fg_pixels.float(), r)
-        image = F.interpolate(unpatchify(low, rows, cols)[None], scale_factor=r, mode="bilinear",
-                              align_corners=False)[0]
-        patches = patchify(image, p).clone()
-        patches[fg] = self.fg_pixels.float()
+        patches[coords[:, 0] * cols + coords[:, 1]] = self.fg_pixels
         return unpatchify(patches, rows, cols)
 
     def to_item(self, max_text_len: int) -> dict:
         """The restored image (every patch kept) and the stored text, in the replay item format."""
-        image = normalize_uint8(self.image_uint8().round().clamp(0, 255))
         rows, cols = (int(v) for v in self.grid)
-        return replay_item(self, image, torch.ones(rows, cols, dtype=torch.bool), max_text_len)
+        return replay_item(self, normalize_uint8(self.image_uint8()), torch.ones(rows, cols, dtype=torch.bool),
+                           max_text_len)
 
     def state_dict(self) -> dict:
-        return {"kind": "cim", "fg_pixels": self.fg_pixels, "fg_coords": self.fg_coords, "bg_pixels": self.bg_pixels,
-                "grid": self.grid, "token_ids": self.token_ids, "token_pos": self.token_pos, "label": self.label,
-                "orig_label": self.orig_label, "index": self.index, "image_id": self.image_id,
-                "downsample": self.downsample}
+        return {"kind": "cim", "fg_pixels": self.fg_pixels, "fg_coords": self.fg_coords, "low": self.low,
+                "grid": self.grid, "token_ids": self.token_ids, "token_pos": self.token_pos,
+                "full_nbytes": self.full_nbytes, "label": self.label, "orig_label": self.orig_label,
+                "index": self.index, "image_id": self.image_id, "compress_ratio": self.compress_ratio}
 
 
-EXEMPLAR_KINDS["cim"] = CimExemplar
+EXEMPLAR_KINDS = {"patches": Exemplar, "jpeg": JpegExemplar, "cim": CimExemplar}
+
+
+def exemplar_from_state(state: dict):
+    """Rebuild an exemplar of any kind from its ``state_dict()`` (the kind defaults to patches)."""
+    state = dict(state)
+    kind = state.pop("kind", "patches")
+    if kind not in EXEMPLAR_KINDS:
+        raise ValueError(f"unknown exemplar kind {kind!r} in a memory checkpoint; known: {sorted(EXEMPLAR_KINDS)}")
+    return EXEMPLAR_KINDS[kind](**state)

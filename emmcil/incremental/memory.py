@@ -1,13 +1,22 @@
-"""A byte-budgeted, class-balanced memory buffer of :class:`~emmcil.incremental.exemplar.Exemplar` records.
+"""A class-balanced memory buffer of exemplars (``emmcil.incremental.exemplar``) under a budget.
 
-Budget (DESIGN §2): per class, in *full-exemplar equivalents* ``memory_per_class`` (m = 5 by default), converted
-to bytes with the training set's mean full-exemplar cost (:func:`mean_full_exemplar_nbytes`). With
-``memory_budget_mode="total"`` a fixed total of ``memory_total`` full-exemplar equivalents is shared equally by
-the classes seen so far (PyCIL's fixed memory), and old classes are trimmed as new ones arrive.
+**Unit** (``memory_unit``, DESIGN §2 "cost unit"): ``"exemplar"`` (default) counts each exemplar at its ``cost``,
+relative to the same sample stored in full in its method's own representation (a full exemplar costs 1.0, a masked
+one its kept byte share, a CIM one CIM-CIL's compress rate, an MRDC one its JPEG bytes over the stored image's). A
+class budget of ``memory_per_class`` = m then holds exactly m full exemplars, as the paper's memory plot counts
+"samples per class". ``"bytes"`` counts each exemplar's stored bytes against m x the training set's mean
+full-exemplar bytes (:func:`mean_full_exemplar_nbytes`), so small images take less room than large ones.
 
-Each class holds a *ranked* list (e.g. herding order). Exemplars are taken in rank order while they fit in the
-class's byte budget, passing over one that does not fit (``memory_fill="skip"``, default) or stopping at it
-(``"stop"``); the budget is never exceeded and a (trimmed) list keeps the ranking's order.
+**Budget**: per class, ``memory_per_class`` (``memory_budget_mode="per_class"``), or a fixed total of
+``memory_total`` shared equally by the classes seen so far (``"total"``, PyCIL's fixed memory: m = total / seen
+classes), in which case old classes are trimmed as new ones arrive.
+
+**Filling** (:meth:`MemoryBuffer.fill`): each class holds a *ranked* list (herding order, say); exemplars are taken in
+rank order while they fit, passing over one that does not fit and trying the next (``memory_fill="skip"``, default)
+or ending at it (``"stop"``, CIM-CIL's loop). When every exemplar costs 1.0 (``replay`` in the default unit) the two
+are the same: the class keeps the first floor(m) of its ranking. **Trimming** (:meth:`MemoryBuffer.reduce`) always
+keeps the longest prefix of a class's list that fits, as PyCIL's and CIM-CIL's ``_reduce_exemplar`` do. Either way
+a class never exceeds its budget and its list stays in rank order.
 """
 from __future__ import annotations
 
@@ -20,10 +29,11 @@ from torch.utils.data import Dataset
 
 from emmcil.data.transforms import MinMaxResize
 
-from .exemplar import Exemplar, exemplar_from_state, full_exemplar_nbytes
+from .exemplar import exemplar_from_state, full_exemplar_nbytes
 
 BUDGET_MODES = ("per_class", "total")
 FILL_POLICIES = ("skip", "stop")
+UNITS = ("exemplar", "bytes")
 
 
 def mean_full_exemplar_nbytes(dataset, tokenizer, image_size: int, patch_size: int, max_text_len: int) -> dict:
@@ -51,7 +61,7 @@ def mean_full_exemplar_nbytes(dataset, tokenizer, image_size: int, patch_size: i
 class ExemplarDataset(Dataset):
     """Replay items (dataset item format plus ``patch_keep``) of a list of exemplars."""
 
-    def __init__(self, exemplars: list[Exemplar], max_text_len: int):
+    def __init__(self, exemplars: list, max_text_len: int):
         self.exemplars, self.max_text_len = exemplars, max_text_len
         self.labels = np.array([e.label for e in exemplars], dtype=np.int64)
 
@@ -63,57 +73,74 @@ class ExemplarDataset(Dataset):
 
 
 class MemoryBuffer:
-    """Per-class ranked exemplar lists under a byte budget.
+    """Per-class ranked exemplar lists under a budget in ``unit`` (see the module docstring).
 
-    full_exemplar_bytes: the dataset's mean full-exemplar cost; memory_per_class / memory_total: budgets in
-    full-exemplar equivalents (``mode`` "per_class" / "total").
+    memory_per_class / memory_total: budgets in full exemplars (``mode`` "per_class" / "total");
+    full_exemplar_bytes: the training set's mean full-exemplar bytes, the size of one full exemplar when
+    ``unit="bytes"`` (required then; reported otherwise when given). Raises ValueError for an unknown unit, mode or
+    fill policy, or a "total" mode without a positive memory_total.
     """
 
-    def __init__(self, full_exemplar_bytes: float, memory_per_class: float = 5, mode: str = "per_class",
-                 memory_total: float = 0, fill: str = "skip"):
+    def __init__(self, memory_per_class: float = 5, mode: str = "per_class", memory_total: float = 0,
+                 fill: str = "skip", unit: str = "exemplar", full_exemplar_bytes: float | None = None):
+        if unit not in UNITS:
+            raise ValueError(f"memory_unit={unit!r}: expected one of {UNITS}")
         if fill not in FILL_POLICIES:
             raise ValueError(f"memory_fill={fill!r}: expected one of {FILL_POLICIES}")
         if mode not in BUDGET_MODES:
             raise ValueError(f"memory_budget_mode={mode!r}: expected one of {BUDGET_MODES}")
         if mode == "total" and memory_total <= 0:
-            raise ValueError("memory_budget_mode='total' needs memory_total > 0 (full-exemplar equivalents)")
-        self.full_exemplar_bytes = float(full_exemplar_bytes)
+            raise ValueError("memory_budget_mode='total' needs memory_total > 0 (full exemplars)")
+        if unit == "bytes" and not full_exemplar_bytes:
+            raise ValueError("memory_unit='bytes' needs the mean full-exemplar bytes of the training set")
+        self.unit, self.fill_policy = unit, fill
         self.memory_per_class, self.mode, self.memory_total = memory_per_class, mode, memory_total
-        self.fill_policy = fill
-        self.classes: dict[int, list[Exemplar]] = {}
+        self.full_exemplar_bytes = None if full_exemplar_bytes is None else float(full_exemplar_bytes)
+        self.classes: dict[int, list] = {}
 
     # -- budget
-    def class_budget(self, num_seen_classes: int) -> int:
-        """Bytes one class may use when ``num_seen_classes`` classes share the memory."""
+    def size(self, exemplar) -> float:
+        """What ``exemplar`` takes of a budget: its cost (unit "exemplar") or its bytes (unit "bytes")."""
+        return exemplar.cost if self.unit == "exemplar" else exemplar.nbytes
+
+    def class_budget(self, num_seen_classes: int) -> float:
+        """What one class may hold when ``num_seen_classes`` classes share the memory, in the buffer's unit."""
         units = self.memory_per_class if self.mode == "per_class" else self.memory_total / max(1, num_seen_classes)
-        return int(units * self.full_exemplar_bytes)
+        return float(units) if self.unit == "exemplar" else float(int(units * self.full_exemplar_bytes))
 
-    def fill(self, label: int, ranked: Iterable[Exemplar], budget: int) -> list[Exemplar]:
-        """Replace class ``label``'s list by exemplars of ``ranked``, in rank order, within ``budget`` bytes.
-
-        ``fill_policy`` "skip" (default): an exemplar that does not fit in what is left is passed over and the next
-        ones are tried, so a large top-ranked image cannot leave the class empty; "stop": the first exemplar that
-        does not fit ends the list (the longest fitting prefix; ``ranked``, possibly lazy, is read no further).
-        Either way the list keeps the ranking's order and never exceeds the budget.
-        """
-        kept, used = [], 0
+    def _take(self, ranked: Iterable, budget: float, policy: str) -> list:
+        kept, used = [], 0.0
         for ex in ranked:
-            if used + ex.nbytes > budget:
-                if self.fill_policy == "stop":
+            size = self.size(ex)
+            if used + size > budget:
+                if policy == "stop":
                     break
                 continue
             kept.append(ex)
-            used += ex.nbytes
+            used += size
+            if used >= budget:  # full: nothing more can fit (every exemplar costs something)
+                break
+        return kept
+
+    def fill(self, label: int, ranked: Iterable, budget: float) -> list:
+        """Replace class ``label``'s list by exemplars of ``ranked``, in rank order, within ``budget``.
+
+        ``fill_policy`` "skip" (default): an exemplar that does not fit in what is left is passed over and the next
+        ones are tried, so a costly top-ranked exemplar cannot leave the class empty; "stop": the first exemplar that
+        does not fit ends the list (the longest fitting prefix; ``ranked``, possibly lazy, is read no further).
+        Either policy stops reading ``ranked`` once the budget is used up exactly (m full exemplars).
+        """
+        kept = self._take(ranked, budget, self.fill_policy)
         self.classes[int(label)] = kept
         return kept
 
-    def reduce(self, budget: int) -> None:
-        """Trim every class to the prefix of its ranking that fits in ``budget`` bytes (fixed total memory)."""
+    def reduce(self, budget: float) -> None:
+        """Trim every class to the longest prefix of its ranking that fits in ``budget`` (fixed total memory)."""
         for label, exemplars in list(self.classes.items()):
-            self.fill(label, list(exemplars), budget)
+            self.classes[label] = self._take(exemplars, budget, "stop")
 
     # -- views
-    def exemplars(self) -> list[Exemplar]:
+    def exemplars(self) -> list:
         """All exemplars, by class then rank."""
         return [e for label in sorted(self.classes) for e in self.classes[label]]
 
@@ -124,32 +151,40 @@ class MemoryBuffer:
     def nbytes(self) -> int:
         return sum(e.nbytes for e in self.exemplars())
 
+    @property
+    def cost(self) -> float:
+        return sum(e.cost for e in self.exemplars())
+
     def as_dataset(self, max_text_len: int) -> ExemplarDataset | None:
         """A torch Dataset of the replay items, or None when the buffer is empty."""
         return ExemplarDataset(self.exemplars(), max_text_len) if len(self) else None
 
     def report(self) -> dict:
-        """JSON-able summary: exemplars and bytes in all and per class, the budget, the mean patch/token shares."""
-        per_class = {str(c): len(v) for c, v in sorted(self.classes.items())}
-        bytes_per_class = {str(c): sum(e.nbytes for e in v) for c, v in sorted(self.classes.items())}
+        """JSON-able summary: the unit and class budget; exemplars, cost (full exemplars) and bytes, in all and per
+        class; the mean kept shares of patches and of words over the stored exemplars (``None`` when no exemplar
+        has words), and their mean stored patches and tokens."""
+        ordered = sorted(self.classes.items())
         ex = self.exemplars()
-        return {"exemplars": len(ex), "bytes": sum(bytes_per_class.values()),
+        words = [w for w in (e.word_share for e in ex) if w is not None]
+        mean = lambda xs: float(np.mean(xs)) if len(xs) else None  # noqa: E731
+        return {"unit": self.unit, "class_budget": self.class_budget(len(self.classes)),
+                "exemplars": len(ex), "cost": sum(e.cost for e in ex), "bytes": sum(e.nbytes for e in ex),
+                "mean_exemplars_per_class": len(ex) / len(ordered) if ordered else 0.0,
+                "exemplars_per_class": {str(c): len(v) for c, v in ordered},
+                "cost_per_class": {str(c): sum(e.cost for e in v) for c, v in ordered},
+                "bytes_per_class": {str(c): sum(e.nbytes for e in v) for c, v in ordered},
                 "full_exemplar_bytes": self.full_exemplar_bytes,
-                "full_exemplar_equivalents": sum(bytes_per_class.values()) / self.full_exemplar_bytes,
-                "class_budget_bytes": self.class_budget(len(self.classes)),
-                "mean_patches": float(np.mean([e.num_patches for e in ex])) if ex else 0.0,
-                "mean_tokens": float(np.mean([e.num_tokens for e in ex])) if ex else 0.0,
-                "exemplars_per_class": per_class, "bytes_per_class": bytes_per_class}
+                "kept_patch_share": mean([e.patch_share for e in ex]), "kept_word_share": mean(words),
+                "mean_patches": mean([e.num_patches for e in ex]), "mean_tokens": mean([e.num_tokens for e in ex])}
 
     # -- checkpointing
     def state_dict(self) -> dict:
-        return {"full_exemplar_bytes": self.full_exemplar_bytes, "memory_per_class": self.memory_per_class,
-                "mode": self.mode, "memory_total": self.memory_total, "fill": self.fill_policy,
-                "classes": {c: [e.state_dict() for e in v] for c, v in self.classes.items()}}
+        return {"unit": self.unit, "full_exemplar_bytes": self.full_exemplar_bytes,
+                "memory_per_class": self.memory_per_class, "mode": self.mode, "memory_total": self.memory_total,
+                "fill": self.fill_policy, "classes": {c: [e.state_dict() for e in v] for c, v in self.classes.items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        self.full_exemplar_bytes = float(state["full_exemplar_bytes"])
+        self.unit, self.full_exemplar_bytes = state["unit"], state["full_exemplar_bytes"]
         self.memory_per_class, self.mode = state["memory_per_class"], state["mode"]
-        self.fill_policy = state.get("fill", "skip")
-        self.memory_total = state["memory_total"]
+        self.memory_total, self.fill_policy = state["memory_total"], state["fill"]
         self.classes = {int(c): [exemplar_from_state(e) for e in v] for c, v in state["classes"].items()}

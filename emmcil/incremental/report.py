@@ -13,11 +13,19 @@ METRIC_NOTES = {
     "accuracy_per_phase": "% accuracy on all seen classes after each phase (sample-weighted)",
     "avg_incremental_accuracy": "mean of accuracy_per_phase",
     "last_accuracy": "accuracy_per_phase after the last phase",
-    "forgetting": "max-based: mean over old phases j of max_{t<L-1} R[t][j] - R[L-1][j] (PyCIL, FACIL)",
+    "forgetting": "FACIL / Chaudhry et al.: mean over old phases j of max_{j<=t<L-1} R[t][j] - R[L-1][j] (the best "
+                  "accuracy before the last phase; negative under backward transfer)",
+    "forgetting_pycil": "PyCIL / PILOT trainer.py: mean over old phases j of max_{j<=t<=L-1} R[t][j] - R[L-1][j] "
+                        "(the last phase included, so never negative)",
     "forgetting_first": "first-based: mean over old phases j of R[j][j] - R[L-1][j] (RebQ, Avalanche)",
     "old_accuracy": "after the last phase, % accuracy on the classes of earlier phases",
     "new_accuracy": "after the last phase, % accuracy on its own classes (= R[L-1][L-1])",
     "mean_last_row": "mean over phases of R[L-1][j] (RebQ's 'AP')",
+    "memory": "per phase, the method's memory after it: unit ('exemplar': each exemplar costs its size relative to the "
+              "same sample stored in full, so a full one costs 1.0; 'bytes'), class_budget in that unit, exemplars, "
+              "cost (in full exemplars) and bytes in all and per class, kept_patch_share / kept_word_share (mean "
+              "share of the patches at full resolution / of the words other than [CLS], [SEP] that the stored "
+              "exemplars keep)",
     "rebq_metrics": "RebQ's compute_cl_metric on R: AP = mean_last_row, forgetting = forgetting_first, "
                     "last = R[L-1][L-1] (its 'Last'); accuracies in %, class-incremental as ours",
 }
@@ -41,11 +49,15 @@ def build_results(cfg: Mapping, order: Sequence[int], phases: Sequence[Sequence[
     per_phase = []
     for t in range(done):
         s = summarize(counts[: t + 1], boundaries, L)
+        mem = memory[t] or {}
         per_phase.append({"phase": t, "new_classes": len(phases[t]), "seen_classes": boundaries[t + 1],
                           "accuracy": s["last_accuracy"], "new_accuracy": s["new_accuracy"],
                           "old_accuracy": s["old_accuracy"], "forgetting": s["forgetting"],
-                          "memory_exemplars": memory[t]["exemplars"] if memory[t] else None,
-                          "memory_bytes": memory[t]["bytes"] if memory[t] else None})
+                          "memory_exemplars": mem.get("exemplars"),
+                          "memory_exemplars_per_class": mem.get("mean_exemplars_per_class"),
+                          "memory_cost": mem.get("cost"), "memory_bytes": mem.get("bytes"),
+                          "kept_patch_share": mem.get("kept_patch_share"),
+                          "kept_word_share": mem.get("kept_word_share")})
     results["phases"] = per_phase
     results["memory"] = list(memory)
     results["metric_definitions"] = METRIC_NOTES
@@ -69,10 +81,16 @@ def phase_table(results: Mapping) -> pd.DataFrame:
         return df
     df = df.rename(columns={"phase": "phase", "new_classes": "new cls", "seen_classes": "seen cls",
                             "accuracy": "acc (seen)", "new_accuracy": "acc new", "old_accuracy": "acc old",
-                            "forgetting": "forgetting", "memory_exemplars": "memory", "memory_bytes": "memory MB"})
+                            "forgetting": "forgetting", "memory_exemplars": "memory",
+                            "memory_exemplars_per_class": "per class", "memory_cost": "cost (full ex.)",
+                            "memory_bytes": "memory MB", "kept_patch_share": "patches kept %",
+                            "kept_word_share": "words kept %"})
+    memory_cols = ["memory", "per class", "cost (full ex.)", "memory MB", "patches kept %", "words kept %"]
     df["memory MB"] = df["memory MB"].map(lambda b: None if b is None or pd.isna(b) else b / 2**20)
+    for col in ("patches kept %", "words kept %"):
+        df[col] = df[col].map(lambda v: None if v is None or pd.isna(v) else 100 * v)
     if df["memory"].isna().all():
-        df = df.drop(columns=["memory", "memory MB"])
+        df = df.drop(columns=memory_cols)
     return df
 
 
@@ -84,8 +102,8 @@ def matrix_table(results: Mapping) -> pd.DataFrame:
 
 
 def summary_table(results: Mapping) -> pd.DataFrame:
-    keys = ["avg_incremental_accuracy", "last_accuracy", "forgetting", "forgetting_first", "old_accuracy",
-            "new_accuracy", "mean_last_row"]
+    keys = ["avg_incremental_accuracy", "last_accuracy", "forgetting", "forgetting_pycil", "forgetting_first",
+            "old_accuracy", "new_accuracy", "mean_last_row"]
     rebq = results.get("rebq_metrics") or {}
     return pd.DataFrame({"metric": keys + [f"RebQ {k}" for k in ("AP", "forgetting", "last")],
                          "value": [results.get(k) for k in keys] + [rebq.get(k) for k in ("AP", "forgetting", "last")]})
@@ -123,14 +141,15 @@ def results_markdown(results: Mapping) -> str:
 def phase_metrics(results: Mapping, phase: int) -> dict[str, float]:
     """The evaluation after ``phase`` as flat metrics for loggers (accuracies in %, memory in exemplars / bytes):
     ``eval/accuracy`` (seen classes), ``eval/new_accuracy``, ``eval/old_accuracy``, ``eval/forgetting``,
-    ``eval/task_{j}_accuracy`` (R[phase][j], j <= phase), ``memory/exemplars``, ``memory/bytes``,
-    ``memory/full_exemplar_equivalents``; entries that do not exist yet (e.g. old accuracy after phase 0) are left
-    out."""
+    ``eval/task_{j}_accuracy`` (R[phase][j], j <= phase), ``memory/exemplars``, ``memory/mean_exemplars_per_class``,
+    ``memory/cost`` (in full exemplars), ``memory/bytes``, ``memory/kept_patch_share``, ``memory/kept_word_share``;
+    entries that do not exist yet (e.g. old accuracy after phase 0) are left out."""
     row = results["phases"][phase]
     out: dict[str, Any] = {f"eval/{k}": row[k] for k in ("accuracy", "new_accuracy", "old_accuracy", "forgetting",
                                                            "seen_classes")}
     out.update({f"eval/task_{j}_accuracy": v for j, v in enumerate(results["accuracy_matrix"][phase][:phase + 1])})
     memory = results["memory"][phase]
     if memory:
-        out.update({f"memory/{k}": memory.get(k) for k in ("exemplars", "bytes", "full_exemplar_equivalents")})
+        out.update({f"memory/{k}": memory.get(k) for k in ("exemplars", "mean_exemplars_per_class", "cost", "bytes",
+                                                             "kept_patch_share", "kept_word_share")})
     return {k: float(v) for k, v in out.items() if v is not None}

@@ -5,7 +5,7 @@ Layout of ``{log_dir}/{exp_name}/``::
     config.json             the resolved config (what a re-run is compared against), plus ``provenance``: one entry
                             per process that ran this run (git commit, package versions, host, command line)
     class_order.json        class order (original ids), class names, and the remapped classes of each phase
-    exemplar_cost.json      mean bytes of a full exemplar of the training set (cache; memory methods only)
+    exemplar_cost.json      mean bytes of a full exemplar of the training set (cache; memory_unit=bytes only)
     missing_tables/         the missing-modality table of each split, .npz (missing_type != "none" only)
     checkpoints/phase_{t}.pt    after phase t: trainable weights, classifier, method state (memory buffer),
                             RNG states, evaluation counts and accuracy matrix so far

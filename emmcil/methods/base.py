@@ -36,7 +36,7 @@ class PhaseContext:
     ``step(backbone, batch) -> dict`` of per-sample tensors of fixed shapes, what ``step`` returns (plus labels
     and indices). Runs under the phase's Trainer (devices, precision), model in eval mode, no gradients;
     full_exemplar_bytes(): the training set's mean full-exemplar cost in bytes (computed once, cached in the run
-    directory);
+    directory; the size of one full exemplar under ``memory_unit="bytes"``);
     tokenizer: the run's bert-base-uncased tokenizer; is_main: False on the non-zero ranks of a multi-process
     run, and when re-evaluating a finished run (``python -m emmcil.evaluate``): then no file may be written.
     """

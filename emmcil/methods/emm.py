@@ -2,12 +2,18 @@
 
 After phase t, for the new classes' training samples (eval transform, the phase's final model in eval mode):
 1. **masking** (:func:`~emmcil.incremental.masking.masking_step`): A_{CLS->I} with tau_I gives the kept patches,
-   the attention of the discarded patches to the text with tau_T the kept words; [CLS]/[SEP] always kept;
+   the attention of the discarded patches to the text with tau_T the kept words; [CLS]/[SEP] always kept. The
+   default (``mask_norm="ratio"``, tau_I = 0.74, tau_T = 0.5) keeps the top 26 % of each image's patches and the top
+   half of its words, calibrated to the 22-30 % of patches and 40-60 % of words of the paper's Fig. 4 (its tau
+   values and normalisation are not published); ``mask_norm="minmax"`` with tau = 0.5 (named config
+   ``emm_minmax``) thresholds the min-max normalised attention instead, which keeps a share that depends on how
+   peaked the attention is;
 2. **selection**: the masked sample's feature f(x~) is compared with the class mean mu_c by cosine similarity
    (``exemplar_selection``: ``class_mean`` as the paper, or ``herding`` / ``random``), mu_c being the mean of the
    un-masked features f(x) (``class_mean_from="full"``, DESIGN §2) or of the masked ones (``"masked"``);
 3. **storage**: masked exemplars (kept patches as uint8 pixels + grid cells, kept token ids + positions) enter the
-   class's list in rank order while its byte budget lasts, so ~1/(kept fraction) more fit than full exemplars.
+   class's list in rank order while its budget lasts; each costs its kept byte share of the full sample, so about
+   1/(kept share) more fit than full exemplars (the paper's memory plot: 14 a class at 5).
 At replay, exemplars go through the explicit keep masks (never zero pixels) with the multimodal augmentation of
 :mod:`~emmcil.incremental.augment`. A Figure-4 PNG of a few new exemplars is written to the run directory after
 every phase (``mask_figure`` exemplars; 0 turns it off).
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import numpy as np
 import torch
 
 from emmcil.incremental.exemplar import Exemplar
@@ -31,12 +38,12 @@ class ExemplarMasking(Replay):
     name = "emm"
     config = {
         **Replay.config,
-        "tau_image": 0.5,             # tau_I on min-max normalised A_{CLS->I}
-        "tau_text": 0.5,              # tau_T on min-max normalised A_{I->T} from the discarded patches
+        "tau_image": 0.74,            # tau_I: with mask_norm "ratio", keep the top 1 - 0.74 = 26 % of the patches
+        "tau_text": 0.5,              # tau_T: ... and the top half of the words, by A_{I->T} from the discarded patches
         "mask_layers": [-1],          # attention layers to use (empty: all)
         "mask_layer_reduce": "mean",  # "mean" over mask_layers or "rollout"
         "mask_head_reduce": "mean",   # "mean" or "max" over heads
-        "mask_norm": "minmax",        # "minmax", "mass" or "ratio"
+        "mask_norm": "ratio",         # "ratio" (top share, calibrated to Fig. 4), "minmax" or "mass"
         "exemplar_selection": "class_mean",  # "class_mean" (paper), "herding", "random"
         "class_mean_from": "full",    # mu_c from un-masked ("full") or masked ("masked") features
         "mask_figure": 4,             # exemplars drawn in fig4_phase{t}.png (0: none)
@@ -59,25 +66,21 @@ class ExemplarMasking(Replay):
         if self.cfg["class_mean_from"] not in ("full", "masked"):
             raise ValueError(f"class_mean_from={self.cfg['class_mean_from']!r}: expected 'full' or 'masked'")
 
-    def after_phase(self, ctx) -> None:
-        budget = self.make_room(ctx)
-        data = ctx.eval_scenario.train_dataset(ctx.phase)
+    def candidates(self, ctx, data) -> dict:
+        """The masking pass: f(x), f(x~), the kept patches and tokens of every sample (masking_step)."""
         canvas = mask_canvas(int(ctx.cfg["image_size"]), ctx.patch_size)
-        out = ctx.predict(data, step=partial(masking_step, cfg=self.masking_config(), grid_shape=canvas))
-        generator = torch.Generator().manual_seed(int(ctx.cfg["seed"]) * 1000 + ctx.phase)
-        key = "features" if self.cfg["class_mean_from"] == "full" else "masked_features"
-        for c in ctx.new_classes:
-            members = (out["labels"] == c).nonzero()[:, 0]
-            if len(members) == 0:
-                continue
-            mean = out[key][members].mean(0)
-            order = selection_order(self.cfg["exemplar_selection"], out["masked_features"][members], mean, generator)
-            ranked = (int(members[k]) for k in order)
-            self.memory.fill(c, self.masked_exemplars(ctx, data, out, ranked), budget)
-        if self.cfg["mask_figure"] > 0:
-            self.draw_figure(ctx, data, out)
+        return ctx.predict(data, step=partial(masking_step, cfg=self.masking_config(), grid_shape=canvas))
 
-    def masked_exemplars(self, ctx, data, out: dict, positions):
+    def rank(self, ctx, out: dict, members: torch.Tensor):
+        """Masked samples by cosine similarity of f(x~) to mu_c (``exemplar_selection``); ``random`` is seeded by
+        (seed, phase, class)."""
+        key = "features" if self.cfg["class_mean_from"] == "full" else "masked_features"
+        c = int(out["labels"][members[0]])
+        seed = np.random.SeedSequence([int(ctx.cfg["seed"]), ctx.phase, c]).generate_state(1)[0]
+        return selection_order(self.cfg["exemplar_selection"], out["masked_features"][members],
+                               out[key][members].mean(0), torch.Generator().manual_seed(int(seed)))
+
+    def make_exemplars(self, ctx, data, out: dict, positions):
         """Masked exemplars of ``data`` items at ``positions`` (lazily, in rank order)."""
         p = ctx.patch_size
         for i in positions:
@@ -85,6 +88,10 @@ class ExemplarMasking(Replay):
             rows, cols = item["image"].shape[-2] // p, item["image"].shape[-1] // p
             yield Exemplar.from_item(item, p, patch_keep=out["patch_keep"][i, :rows, :cols],
                                      token_keep=out["text_keep"][i])
+
+    def after_fill(self, ctx, data, out: dict) -> None:
+        if self.cfg["mask_figure"] > 0:
+            self.draw_figure(ctx, data, out)
 
     def draw_figure(self, ctx, data, out: dict) -> None:
         """fig4_phase{t}.png: the top-ranked stored exemplar of up to ``mask_figure`` new classes."""

@@ -1,12 +1,22 @@
-"""Conventional replay (iCaRL-style memory, CE training): full exemplars ranked by herding, under the byte budget.
+"""Conventional replay (iCaRL-style memory, CE training), the paper's "SSF" row: full exemplars ranked by herding.
 
 After phase t, for each new class c: the pooled features f(x) of c's training samples (current model, eval mode,
-no augmentation) are ranked by herding; exemplars are stored in that order while the class's byte budget holds
-(``memory_per_class`` full-exemplar equivalents at the dataset's mean full-exemplar cost). The next phases train
-on their new data plus every stored exemplar.
+no augmentation) are ranked by herding, and exemplars enter the class's list in that order while its budget holds.
+In the default unit (``memory_unit="exemplar"``) a full exemplar costs exactly 1.0, so every class keeps the first
+``memory_per_class`` = m of its herding order (all of it if it has fewer), whatever the sizes of its images, as the
+paper's memory plot counts "samples per class". The next phases train on their new data plus every stored exemplar.
 
-Subclasses change what is stored by overriding :meth:`Replay.rank` (the order) and :meth:`Replay.make_exemplars`
-(e.g. masked exemplars), and what is replayed by overriding :meth:`Replay.replay_dataset` (e.g. augmentation).
+The memory loop (:meth:`Replay.after_phase`) is shared by every method that stores exemplars:
+
+    budget = make_room(ctx)                       # this phase's class budget; fixed total memory: trim old classes
+    out = candidates(ctx, data)                   # one pass over the new classes' training samples
+    for each new class c:
+        order = rank(ctx, out, members of c)      # e.g. herding on out["features"]
+        memory.fill(c, make_exemplars(ctx, data, out, ranked positions), budget)   # lazily, in rank order
+    after_fill(ctx, data, out)                    # e.g. emm's Figure-4 PNG
+
+Subclasses override ``candidates`` (what the pass computes), ``rank`` (the order), ``make_exemplars`` (what is
+stored: masked, JPEG or CIM exemplars) and ``replay_dataset`` (what is replayed, e.g. with augmentation).
 """
 from __future__ import annotations
 
@@ -25,7 +35,7 @@ from .base import Method, PhaseContext
 
 @register
 class Replay(Method):
-    """Herding-selected full exemplars in a byte-budgeted, class-balanced memory."""
+    """Herding-selected full exemplars in a class-balanced memory."""
 
     name = "replay"
     uses_memory = True
@@ -40,9 +50,10 @@ class Replay(Method):
 
     def setup(self, ctx: PhaseContext) -> None:
         cfg = self.cfg
-        self.memory = MemoryBuffer(ctx.full_exemplar_bytes(), memory_per_class=cfg["memory_per_class"],
-                                   mode=cfg["memory_budget_mode"], memory_total=cfg["memory_total"],
-                                   fill=cfg["memory_fill"])
+        unit = cfg["memory_unit"]
+        self.memory = MemoryBuffer(memory_per_class=cfg["memory_per_class"], mode=cfg["memory_budget_mode"],
+                                   memory_total=cfg["memory_total"], fill=cfg["memory_fill"], unit=unit,
+                                   full_exemplar_bytes=ctx.full_exemplar_bytes() if unit == "bytes" else None)
 
     def augmentation(self) -> tuple[float, float]:
         """(p_text_swap, p_patch_merge) of :class:`~emmcil.incremental.augment.AugmentedReplay`; none here."""
@@ -56,18 +67,28 @@ class Replay(Method):
         length = replay_length(len(exemplars), n_new, float(self.cfg["replay_ratio"]))
         return AugmentedReplay(exemplars, ctx.max_text_len, *self.augmentation(), length=length)
 
-    # -- selection
-    def rank(self, features: torch.Tensor) -> Iterator[int]:
-        """Order in which a class's samples enter the memory. features (N, C) -> lazy iterator of row indices."""
-        return herding_order(features)
+    # -- the memory loop and its hooks
+    def candidates(self, ctx: PhaseContext, data) -> dict:
+        """One pass over ``data`` (the phase's new-class training samples, eval transform): per-sample ``labels``
+        and whatever :meth:`rank` and :meth:`make_exemplars` need; here the pooled features f(x) (N, C)."""
+        return ctx.predict(data, features=True)
 
-    def make_exemplars(self, ctx: PhaseContext, dataset, positions: Iterable[int]) -> Iterator[Exemplar]:
-        """Exemplars of ``dataset`` items at ``positions`` (ranked), built lazily: full image and text."""
+    def rank(self, ctx: PhaseContext, out: dict, members: torch.Tensor) -> Iterable[int]:
+        """Order in which one class's samples enter the memory: positions into ``members`` (its rows of ``out``),
+        lazily. Herding (PyCIL's ``_construct_exemplar``) on their features."""
+        return herding_order(out["features"][members])
+
+    def make_exemplars(self, ctx: PhaseContext, data, out: dict, positions: Iterable[int]) -> Iterator:
+        """Exemplars of ``data`` items at ``positions`` (ranked), built lazily: full image and text."""
         for i in positions:
-            yield Exemplar.from_item(dataset[int(i)], ctx.patch_size)
+            yield Exemplar.from_item(data[int(i)], ctx.patch_size)
 
-    def make_room(self, ctx: PhaseContext) -> int:
-        """The byte budget of one class this phase; with a fixed total memory, old classes give up space first."""
+    def after_fill(self, ctx: PhaseContext, data, out: dict) -> None:
+        """After the new classes' lists are filled (e.g. a figure of the stored exemplars)."""
+
+    def make_room(self, ctx: PhaseContext) -> float:
+        """The budget of one class this phase; with a fixed total memory, old classes give up space first (each
+        keeps the longest prefix of its ranking that fits)."""
         budget = self.memory.class_budget(len(ctx.seen_classes))
         if self.memory.mode == "total":
             self.memory.reduce(budget)
@@ -76,13 +97,14 @@ class Replay(Method):
     def after_phase(self, ctx: PhaseContext) -> None:
         budget = self.make_room(ctx)
         data = ctx.eval_scenario.train_dataset(ctx.phase)
-        out = ctx.predict(data, features=True)
+        out = self.candidates(ctx, data)
         for c in ctx.new_classes:
             members = (out["labels"] == c).nonzero()[:, 0]
             if len(members) == 0:
                 continue
-            ranked = (int(members[k]) for k in self.rank(out["features"][members]))
-            self.memory.fill(c, self.make_exemplars(ctx, data, ranked), budget)
+            ranked = (int(members[k]) for k in self.rank(ctx, out, members))
+            self.memory.fill(c, self.make_exemplars(ctx, data, out, ranked), budget)
+        self.after_fill(ctx, data, out)
 
     # -- bookkeeping
     def memory_report(self) -> dict | None:

@@ -1,0 +1,307 @@
+"""The memory protocol: cost units of every exemplar kind, budgets in both units and modes, fill and trim policies,
+and replay holding exactly m a class on images of mixed sizes."""
+import io
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from emmcil.data import ArrowDataset, get_tokenizer, pixelbert_transform
+from emmcil.data.transforms import normalize_uint8
+from emmcil.data.write_folder import write_folder
+from emmcil.incremental.driver import run_experiment
+from emmcil.incremental.exemplar import CimExemplar, Exemplar, JpegExemplar, exemplar_from_state
+from emmcil.incremental.memory import BUDGET_MODES, FILL_POLICIES, UNITS, MemoryBuffer
+from emmcil.methods.cim import bounding_box
+from emmcil.methods.mrdc import MRDC, JpegView
+from run_helpers import one_thread, resolve, SMALL
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
+P = 16
+
+
+@dataclass(frozen=True)
+class Fake:
+    """What MemoryBuffer reads of an exemplar: its cost (unit "exemplar") and bytes (unit "bytes")."""
+    cost: float
+    nbytes: int
+    index: int = 0
+
+
+def make_item(h=4, w=5, T=12, label=0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    image = normalize_uint8(torch.randint(0, 256, (3, h * P, w * P), generator=g, dtype=torch.uint8))
+    ids = torch.zeros(T, dtype=torch.long)
+    ids[:8] = torch.tensor([101, 11, 12, 13, 14, 15, 16, 102])  # [CLS], 6 words, [SEP]
+    return {"image": image, "text_ids": ids, "text_masks": (ids > 0).long(), "label": label, "index": seed,
+            "image_id": f"s{seed}"}
+
+
+# ---------------------------------------------------------------------------------------------- budgets
+@settings(max_examples=80, deadline=None)
+@given(classes=st.lists(st.lists(st.tuples(st.floats(0.05, 2.0), st.integers(1, 5000)), max_size=15),
+                        min_size=1, max_size=6),
+       unit=st.sampled_from(UNITS), mode=st.sampled_from(BUDGET_MODES), fill=st.sampled_from(FILL_POLICIES),
+       per_class=st.floats(0.5, 10), total=st.floats(1, 40), full=st.floats(20, 3000))
+def test_the_budget_is_never_exceeded_and_lists_keep_their_ranking(classes, unit, mode, fill, per_class, total, full):
+    mem = MemoryBuffer(per_class, mode, total, fill, unit, full)
+    for c, sizes in enumerate(classes):
+        budget = mem.class_budget(c + 1)
+        before = {k: list(v) for k, v in mem.classes.items()}
+        if mode == "total":
+            mem.reduce(budget)
+        for k, old in before.items():  # trimming keeps a prefix of each class's ranking
+            assert mem.classes[k] == old[:len(mem.classes[k])]
+        ranked = [Fake(cost, nbytes, i) for i, (cost, nbytes) in enumerate(sizes)]
+        kept = mem.fill(c, iter(ranked), budget)
+        positions = [e.index for e in kept]
+        assert positions == sorted(positions)  # in rank order
+        if fill == "stop":
+            assert kept == ranked[:len(kept)]
+        else:  # every exemplar passed over did not fit at its turn (or came after the budget was used up)
+            used = 0.0
+            for e in ranked:
+                if e.index in positions:
+                    used += mem.size(e)
+                elif used < budget:
+                    assert used + mem.size(e) > budget
+        for exemplars in mem.classes.values():
+            assert sum(mem.size(e) for e in exemplars) <= budget
+    limit = total if unit == "exemplar" else total * full
+    if mode == "total":
+        assert sum(mem.size(e) for e in mem.exemplars()) <= limit * (1 + 1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 20), m=st.floats(0.5, 12), fill=st.sampled_from(FILL_POLICIES),
+       nbytes=st.lists(st.integers(1, 10**6), min_size=20, max_size=20))
+def test_full_exemplars_fill_the_first_floor_m_of_the_ranking_whatever_their_bytes(n, m, fill, nbytes):
+    mem = MemoryBuffer(memory_per_class=m, fill=fill)
+    ranked = [Fake(1.0, nbytes[i], i) for i in range(n)]
+    assert mem.fill(0, ranked, mem.class_budget(1)) == ranked[:min(math.floor(m), n)]
+
+
+def test_skip_passes_over_a_costly_exemplar_stop_ends_there_and_both_read_lazily():
+    consumed = []
+
+    def ranked():
+        for k, cost in enumerate([1.0, 0.3, 0.9, 0.2, 0.5, 0.1]):
+            consumed.append(k)
+            yield Fake(cost, 100, k)
+
+    stop = MemoryBuffer(memory_per_class=2, fill="stop")
+    assert [e.index for e in stop.fill(0, ranked(), 2.0)] == [0, 1] and consumed == [0, 1, 2]
+    consumed.clear()
+    skip = MemoryBuffer(memory_per_class=2, fill="skip")
+    assert [e.index for e in skip.fill(0, ranked(), 2.0)] == [0, 1, 3, 4]  # 2.0 exactly: nothing more is read
+    assert consumed == [0, 1, 2, 3, 4]
+
+
+def test_units_modes_and_bad_keys():
+    assert MemoryBuffer(memory_per_class=5).class_budget(3) == 5.0
+    assert MemoryBuffer(memory_per_class=5, unit="bytes", full_exemplar_bytes=100.5).class_budget(3) == 502
+    assert MemoryBuffer(mode="total", memory_total=20).class_budget(3) == pytest.approx(20 / 3)
+    mem = MemoryBuffer(mode="total", memory_total=8, unit="bytes", full_exemplar_bytes=10)
+    mem.fill(0, [Fake(9.0, 10, k) for k in range(10)], mem.class_budget(1))   # bytes unit: the cost is ignored
+    assert len(mem.classes[0]) == 8
+    mem.reduce(mem.class_budget(2))
+    assert [e.index for e in mem.classes[0]] == [0, 1, 2, 3]
+    for kwargs, key in ((dict(unit="tokens"), "memory_unit"), (dict(fill="greedy"), "memory_fill"),
+                        (dict(mode="fixed"), "memory_budget_mode"), (dict(mode="total"), "memory_total"),
+                        (dict(unit="bytes"), "memory_unit='bytes'")):
+        with pytest.raises(ValueError, match=key):
+            MemoryBuffer(**kwargs)
+
+
+def test_report_and_state_round_trip():
+    mem = MemoryBuffer(memory_per_class=5)
+    keep = torch.zeros(4, 5, dtype=torch.bool)
+    keep[:2] = True
+    mem.fill(0, [Exemplar.from_item(make_item(seed=k), P, patch_keep=keep) for k in range(3)], 5.0)
+    mem.fill(1, [Exemplar.from_item(make_item(label=1, seed=9), P)], 5.0)
+    rep = mem.report()
+    assert rep["unit"] == "exemplar" and rep["class_budget"] == 5.0
+    assert rep["exemplars_per_class"] == {"0": 3, "1": 1} and rep["mean_exemplars_per_class"] == 2.0
+    assert rep["cost_per_class"]["1"] == 1.0 and rep["cost"] == pytest.approx(3 * mem.classes[0][0].cost + 1)
+    assert rep["bytes"] == sum(e.nbytes for e in mem.exemplars())
+    assert rep["kept_patch_share"] == pytest.approx((3 * 0.5 + 1) / 4) and rep["kept_word_share"] == 1.0
+    other = MemoryBuffer(memory_per_class=1, unit="bytes", full_exemplar_bytes=1.0)
+    other.load_state_dict(mem.state_dict())
+    assert other.report() == rep
+    ds = other.as_dataset(12)
+    assert len(ds) == 4 and ds.labels.tolist() == [0, 0, 0, 1] and ds[0]["patch_keep"].sum() == 10
+    assert MemoryBuffer().as_dataset(12) is None
+
+
+# ---------------------------------------------------------------------------------------------- cost units
+def test_a_full_exemplar_costs_one_and_a_masked_one_its_kept_byte_share():
+    item = make_item()
+    full = Exemplar.from_item(item, P)
+    assert full.cost == 1.0 and full.nbytes == full.full_nbytes == 20 * (3 * P * P + 2) + 8 * 4
+    assert full.patch_share == 1.0 and full.word_share == 1.0
+    keep = torch.zeros(4, 5, dtype=torch.bool)
+    keep[1:3, 1:4] = True
+    keep[0, 0] = True
+    token_keep = torch.tensor([1, 0, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0], dtype=torch.bool)  # [CLS], 3 of 6 words, [SEP]
+    masked = Exemplar.from_item(item, P, patch_keep=keep, token_keep=token_keep)
+    assert masked.nbytes == 7 * (3 * P * P + 2) + 5 * 4 and masked.full_nbytes == full.nbytes
+    assert masked.cost == masked.nbytes / full.nbytes
+    assert masked.patch_share == 7 / 20 and masked.word_share == 0.5
+    assert exemplar_from_state(masked.state_dict()).cost == masked.cost
+
+
+def test_cim_a_25_percent_box_costs_cim_cils_0_4375_and_replays_as_bbxblur():
+    item = make_item(h=4, w=4)
+    box = torch.zeros(4, 4, dtype=torch.bool)
+    box[1:3, 1:3] = True                                              # 4 of 16 patches
+    ex = CimExemplar.from_item(item, P, box, compress_ratio=4.0)
+    assert ex.image_rate == 0.4375                                    # 0.25 + 0.75 / 4 (CIM-CIL's compress_rate)
+    image_bytes, text_bytes = 16 * (3 * P * P + 2), 8 * 4
+    assert ex.cost == pytest.approx((0.4375 * image_bytes + text_bytes) / (image_bytes + text_bytes), rel=1e-12)
+    assert ex.low.shape == (3, 32, 32)                                # each side / sqrt(4)
+    assert ex.nbytes == 4 * (3 * P * P + 2) + 3 * 32 * 32 + text_bytes
+    # replay: CIM-CIL's BbxBlur on the uint8 image (nearest down, nearest up, the box pasted back)
+    pixels = ((item["image"] * 0.5 + 0.5) * 255).round().to(torch.uint8)
+    pil = Image.fromarray(pixels.permute(1, 2, 0).numpy())
+    expected = pil.resize((32, 32), Image.NEAREST).resize((64, 64), Image.NEAREST)
+    expected.paste(pil.crop((16, 16, 48, 48)), (16, 16, 48, 48))
+    assert torch.equal(ex.image_uint8(), torch.from_numpy(np.array(expected)).permute(2, 0, 1))
+    back = ex.to_item(12)
+    assert back["patch_keep"].all() and torch.equal(back["text_ids"], item["text_ids"])
+    again = exemplar_from_state(ex.state_dict())
+    assert isinstance(again, CimExemplar) and torch.equal(again.to_item(12)["image"], back["image"])
+    assert CimExemplar.from_item(item, P, torch.ones(4, 4, dtype=torch.bool)).cost == 1.0
+    with pytest.raises(ValueError, match="cim_compress_ratio"):
+        CimExemplar.from_item(item, P, box, compress_ratio=0.5)
+
+
+def test_bounding_box_of_scattered_patches():
+    keep = torch.zeros(2, 4, 5, dtype=torch.bool)
+    keep[0, 1, 3] = keep[0, 2, 1] = True                              # -> rows 1-2, cols 1-3
+    box = bounding_box(keep)
+    assert box[0].nonzero().tolist() == [[r, c] for r in (1, 2) for c in (1, 2, 3)]
+    assert not box[1].any()
+
+
+def test_jpeg_exemplar_costs_its_jpeg_over_the_stored_image_bytes():
+    rng = np.random.default_rng(0)
+    smooth = np.clip(np.linspace(0, 255, 100)[None, :, None] + rng.normal(0, 3, (75, 100, 3)), 0, 255)
+    stored = Image.fromarray(smooth.astype(np.uint8))
+    buf = io.BytesIO()
+    stored.save(buf, format="PNG")
+    encoded = len(buf.getvalue())
+    transform = pixelbert_transform(64, P)
+    item = {**make_item(), "image": transform(stored)}                # 64 x 80: what the model sees
+    ex = JpegExemplar.from_image(item, stored, encoded, P, quality=50)
+    assert ex.nbytes == ex.jpeg.numel() + 8 * 4 and ex.full_nbytes == encoded + 8 * 4
+    assert ex.cost == ex.nbytes / ex.full_nbytes < 0.5                 # q50 JPEG vs the PNG as stored
+    with Image.open(io.BytesIO(ex.jpeg.numpy().tobytes())) as im:
+        assert im.size == (100, 75)                                    # compressed at the stored resolution
+    back = ex.to_item(12)
+    assert back["image"].shape == item["image"].shape and back["patch_keep"].all()
+    assert (back["image"] - item["image"]).abs().mean() < 0.05
+    assert ex.num_patches == 4 * 5 and ex.word_share == 1.0
+    assert torch.equal(exemplar_from_state(ex.state_dict()).to_item(12)["image"], back["image"])
+    with pytest.raises(ValueError, match="jpeg_quality"):
+        JpegExemplar.from_image(item, stored, encoded, P, quality=0)
+
+
+# ---------------------------------------------------------------------------------------------- folder data
+def mixed_folder(root, classes=4, per_class=6):
+    """Class folders of images of very different sizes and modes (RGB JPEG, grey PNG, RGBA PNG) and captions."""
+    sizes, records = [(40, 30), (200, 60), (60, 200), (130, 97), (33, 33), (300, 140)], []
+    for c in range(classes):
+        for k in range(per_class):
+            rng = np.random.default_rng(100 * c + k)
+            w, h = sizes[k % len(sizes)]
+            base = np.clip(np.linspace(40 * c, 255, w)[None, :, None] + rng.normal(0, 20, (h, w, 3)), 0, 255)
+            image = Image.fromarray(base.astype(np.uint8))
+            rel = f"class{c}/img{k}." + ("jpg" if k % 3 == 0 else "png")
+            (root / f"class{c}").mkdir(parents=True, exist_ok=True)
+            if k % 3 == 0:
+                image.save(root / rel, quality=90)
+            else:
+                (image.convert("L") if k % 3 == 1 else image.convert("RGBA")).save(root / rel)
+            records.append({"path": rel, "caption": f"a picture of class {c}, number {k}, with a gradient"})
+    (root / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return root / "captions.jsonl"
+
+
+@pytest.fixture(scope="module")
+def folder_runs(tmp_path_factory):
+    raw = tmp_path_factory.mktemp("raw")
+    captions = mixed_folder(raw)
+    data = tmp_path_factory.mktemp("arrow")
+    write_folder(raw, captions, data, "food101", test_fraction=1 / 3)
+    logs = tmp_path_factory.mktemp("runs")
+    updates = dict(SMALL, model_size="tiny", tuning="full", num_classes=4, data_root=str(data), log_dir=str(logs),
+                   memory_per_class=3)
+    with one_thread():
+        runs = {m: run_experiment(resolve("food101", m, **updates)) for m in ("replay", "mrdc")}
+        runs["replay bytes"] = run_experiment(resolve("food101", "replay", **updates, memory_unit="bytes"))
+        yield runs, data
+
+
+def test_replay_stores_exactly_m_a_class_on_images_of_mixed_sizes(folder_runs):
+    runs, _ = folder_runs
+    res = json.loads((runs["replay"] / "results.json").read_text())
+    for t, mem in enumerate(res["memory"]):
+        assert mem["unit"] == "exemplar" and mem["class_budget"] == 3.0
+        assert set(mem["exemplars_per_class"].values()) == {3}, t      # 4 training images a class, m = 3
+        assert set(mem["cost_per_class"].values()) == {3.0}
+        assert len(set(mem["bytes_per_class"].values())) > 1           # the classes' images differ in size
+        assert res["phases"][t]["memory_exemplars_per_class"] == 3.0
+        assert res["phases"][t]["kept_patch_share"] == 1.0
+
+
+def test_in_bytes_replay_stores_what_fits_in_m_mean_full_exemplars(folder_runs):
+    runs, _ = folder_runs
+    run = runs["replay bytes"]
+    assert run.name == "food101_replay_2phases_mem3bytes_seed0"
+    mean = json.loads((run / "exemplar_cost.json").read_text())["mean_bytes"]
+    for mem in json.loads((run / "results.json").read_text())["memory"]:
+        assert mem["unit"] == "bytes" and mem["class_budget"] == int(3 * mean) and mem["full_exemplar_bytes"] == mean
+        assert all(b <= mem["class_budget"] for b in mem["bytes_per_class"].values())
+        assert all(c == n for c, n in zip(mem["cost_per_class"].values(), mem["exemplars_per_class"].values()))
+
+
+def test_mrdc_compresses_the_stored_images_and_pays_by_their_encoded_bytes(folder_runs):
+    runs, data = folder_runs
+    res = json.loads((runs["mrdc"] / "results.json").read_text())
+    state = torch.load(runs["mrdc"] / "checkpoints" / "phase_1.pt", weights_only=False)
+    stored = [exemplar_from_state(e) for v in state["method"]["memory"]["classes"].values() for e in v]
+    train = ArrowDataset(data / "food101_train.arrow", get_tokenizer(), pixelbert_transform(64, P), 32)
+    for ex in stored:
+        assert isinstance(ex, JpegExemplar)
+        assert ex.full_nbytes == len(train.image_bytes(ex.index)) + 4 * ex.num_tokens
+        with Image.open(io.BytesIO(ex.jpeg.numpy().tobytes())) as im:
+            assert im.size == train.load_image(ex.index).size
+    last = res["memory"][-1]
+    assert last["cost"] == pytest.approx(sum(e.cost for e in stored))
+    for c, cost in last["cost_per_class"].items():
+        assert cost <= 3.0, c
+
+
+def test_mrdc_herds_on_the_features_of_the_compressed_samples(folder_runs):
+    _, data = folder_runs
+    train = ArrowDataset(data / "food101_train.arrow", get_tokenizer(), pixelbert_transform(64, P), 32)
+    seen = []
+
+    def predict(dataset, features=False):
+        seen.append(dataset)
+        feats = torch.stack([dataset[i]["image"].mean((1, 2)) for i in range(len(dataset))])
+        return {"labels": torch.tensor([dataset[i]["label"] for i in range(len(dataset))]), "features": feats}
+
+    ctx = type("Ctx", (), {"predict": staticmethod(predict), "patch_size": P, "max_text_len": 32})()
+    mrdc = MRDC(dict(jpeg_quality=10))
+    out = mrdc.candidates(ctx, train)
+    assert isinstance(seen[0], JpegView) and seen[0].dataset is train
+    jpeg_means = torch.stack([out["view"].exemplar(i).to_item(32)["image"].mean((1, 2)) for i in range(3)])
+    assert torch.allclose(out["features"][:3], jpeg_means)
+    assert not torch.allclose(out["features"][:3], torch.stack([train[i]["image"].mean((1, 2)) for i in range(3)]))
