@@ -6,7 +6,8 @@ the next), and prints their output under headings as it comes:
 1. ``bench_backbone.py --batch 2 --iters 3``: forward, ours vs transformers' ``ViltModel`` (ViLT-B/32);
 2. ``bench_train.py`` (its defaults: batch 2, 384x384, 3 steps): training step, ours with SSF / frozen vs
    ``ViltModel`` frozen;
-3. ``bench_masking.py --skip-b32``: masking pass vs evaluation pass, storage and masks (demo set, tiny model);
+3. ``bench_masking.py --skip-b32``: masking pass vs evaluation pass, exemplars per class at m = 1..10 and masks
+   (demo set, tiny model);
 4. ``bench_loader.py --skip-b32``: loader vs training step (demo set, tiny model).
 
 and ends with a table of the key ratios read from their outputs (a benchmark that fails is reported as such and the
@@ -102,6 +103,16 @@ def summary(outputs: dict[str, tuple[str, int, float]]) -> pd.DataFrame:
             float(r["masking / eval"]), "time, x an evaluation pass")
     if cost is None:
         add("bench_masking.py", "masking / eval pass", None, "time, x an evaluation pass")
+    storage = table_with(text, "cost / exemplar")
+    rows = [] if storage is None else [r for _, r in storage.iterrows()
+                                       if r["setting"] == "demo" and r["weights"].startswith("trained")]
+    paper = {"replay": 5, "cim": 10, "emm": 14}
+    for r in rows:
+        add("bench_masking.py", f"exemplars per class at m = 5, {r['method']} (demo, trained model)",
+            float(r["m=5"].split()[0]), f"full exemplars: 5; paper: {paper[r['method']]}" if r["method"] in paper
+            else "full exemplars: 5")
+    if not rows:
+        add("bench_masking.py", "exemplars per class at m = 5", None, "full exemplars: 5")
     text = outputs.get("bench_loader.py", ("",))[0]
     loader = table_with(text, "loader samples/s")
     for _, r in (loader.iterrows() if loader is not None else []):

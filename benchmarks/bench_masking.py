@@ -8,13 +8,17 @@ Prints, side by side from one run (markdown tables):
    second forward on the masked sample) over the same pre-collated batches, eval mode, ``torch.inference_mode()``.
    Batches are timed interleaved (eval, eval+map, masking on batch 1, then batch 2, ...), ``--repeats`` times; each
    batch counts with its median. Peak memory only on CUDA (``torch.cuda.max_memory_allocated``).
-2. **storage**: exemplars per class at the budget of DESIGN §2 (5 full-exemplar equivalents per class x the
-   set's mean full-exemplar bytes) for ``replay`` (full ``Exemplar``), ``mrdc`` (``JpegExemplar``, quality 50) and
-   ``emm`` (masked ``Exemplar``, tau_I = tau_T = 0.5, min-max). Each class's ``MemoryBuffer`` is filled in dataset
-   order (the same fixed ranking for every method). A class has only so many samples (30 in the demo), so the
-   stored count is capped; ``budget / mean bytes`` gives the uncapped count.
-3. **masks**: kept fractions of patches and tokens (emm), their spread, and on the demo set whether the kept
-   patches lie on the class's shape and the kept words are its colour/shape words.
+2. **storage**: exemplars per class at memory m = 1, 3, 5, 7, 10 (the paper's memory plot) in the default unit
+   (``memory_unit="exemplar"``: each exemplar costs its size relative to the same sample stored in full) for
+   ``replay`` (full ``Exemplar``), ``mrdc`` (``JpegExemplar`` of the stored image, quality 50), ``cim``
+   (``CimExemplar``: bounding box of the CAM thresholded at 0.6, the image at 1/4 of its area) and ``emm`` (masked
+   ``Exemplar``) with the default masks (``ratio``, tau_I = 0.74, tau_T = 0.5) and with min-max thresholds (0.5 /
+   0.5, named config ``emm_minmax``), beside the paper's digitised bars; and at m = 5 in ``memory_unit="bytes"``.
+   Each class's ``MemoryBuffer`` is filled in dataset order (the same fixed ranking for every method). A class has
+   only so many samples (30 in the demo), so each cell gives the stored count and, in brackets, the count when the
+   class's exemplars are offered again and again (as if the class had as many samples of the same kind).
+3. **masks**: kept fractions of patches and tokens (emm, both normalisations), their spread, and on the demo set
+   whether the kept patches lie on the class's shape and the kept words are its colour/shape words.
 
 Settings: (a) the embedded demo set (300 train images, ``pixelbert_transform(96, 16)``) with the tiny model
 (``TINY``, ``max_text_len=40``), both random and after a short full fine-tuning on the demo train set (AdamW, linear
@@ -30,6 +34,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import io
+import itertools
 import os
 import platform
 import tempfile
@@ -45,17 +51,22 @@ from torch import nn
 from emmcil.data import (CLS_ID, SEP_ID, ArrowDataset, collate, ensure_demo, get_tokenizer, normalize_uint8,
                          pixelbert_transform)
 from emmcil.data.demo import DEMO_NUM_CLASSES, DEMO_SPECS
-from emmcil.incremental.exemplar import Exemplar, JpegExemplar
+from emmcil.incremental.exemplar import CimExemplar, Exemplar, JpegExemplar
 from emmcil.incremental.masking import MaskingConfig, mask_canvas, masking_step
 from emmcil.incremental.memory import MemoryBuffer, mean_full_exemplar_nbytes
 from emmcil.incremental.report import markdown_table
+from emmcil.methods.cim import cam_step
 from emmcil.model import TINY, VILT_B32, build_backbone
+from emmcil.report import PAPER_MEMORY, PAPER_NAMES
 
 from machine_load import OtherLoad  # benchmarks/machine_load.py (scripts run from this folder)
 
 MAX_TEXT_LEN = 40      # ViLT's
-MEMORY_PER_CLASS = 5   # full-exemplar equivalents per class (DESIGN §2)
+MEMORY_SIZES = (1, 3, 5, 7, 10)  # the paper's memory plot (samples per class); 5 is the default
 JPEG_QUALITY = 50      # mrdc's default
+CIM_THRESHOLD, CIM_RATIO = 0.6, 4.0  # cim's defaults (CIM-CIL's mask_threshold and compress_ratio)
+MASKS = {"emm": MaskingConfig(), "emm minmax": MaskingConfig(norm="minmax", tau_image=0.5, tau_text=0.5)}
+PAPER_MEMORY_L10 = PAPER_MEMORY[("mm_imagenet_r", 10)]
 B32_SIZES = [(384, 384), (384, 576)]  # (H, W): 12x12 and 12x18 patches
 
 
@@ -129,40 +140,74 @@ def cost_row(setting: str, model: str, weights: str, data: str, batch: int, n: i
 
 
 # ---------------------------------------------------------------------------------------------------- 2. storage
-def storage_rows(setting: str, weights: str, items: list[dict], masks: dict, patch_size: int,
-                 full_bytes: float) -> list[dict]:
-    """Fill one MemoryBuffer per method, class by class in dataset order, at 5 full-exemplar equivalents/class."""
-    p = patch_size
-    full, jpeg, masked = [], [], []
-    for i, item in enumerate(items):
-        rows, cols = item["image"].shape[-2] // p, item["image"].shape[-1] // p
-        full.append(Exemplar.from_item(item, p))
-        jpeg.append(JpegExemplar.from_item(item, p, JPEG_QUALITY))
-        masked.append(Exemplar.from_item(item, p, patch_keep=masks["patch_keep"][i, :rows, :cols],
-                                         token_keep=masks["text_keep"][i]))
-    labels = np.array([int(it["label"]) for it in items])
+def run_passes(step, batches: list[dict]) -> dict:
+    """A predict step over pre-collated batches, concatenated on the CPU."""
+    with torch.inference_mode():
+        outs = [{k: v.cpu() for k, v in step(b).items()} for b in batches]
+    return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
+
+
+def exemplar_kinds(items: list[dict], stored: list[tuple[Image.Image, int]], masks: dict[str, dict], cams: dict,
+                   p: int) -> dict[str, list]:
+    """Every method's exemplar of every item: replay (full), mrdc (JPEG of the stored image), cim (box + low-res
+    image), and one masked exemplar per masking variant of ``masks``."""
+    grids = [(it["image"].shape[-2] // p, it["image"].shape[-1] // p) for it in items]
+    kinds = {"replay": [Exemplar.from_item(it, p) for it in items],
+             "mrdc": [JpegExemplar.from_image(it, img, n, p, JPEG_QUALITY) for it, (img, n) in zip(items, stored)],
+             "cim": [CimExemplar.from_item(it, p, cams["patch_keep"][i, :r, :c], CIM_RATIO)
+                     for i, (it, (r, c)) in enumerate(zip(items, grids))]}
+    for name, m in masks.items():
+        kinds[name] = [Exemplar.from_item(it, p, patch_keep=m["patch_keep"][i, :r, :c], token_keep=m["text_keep"][i])
+                       for i, (it, (r, c)) in enumerate(zip(items, grids))]
+    return kinds
+
+
+def stored_per_class(exemplars: list, labels: np.ndarray, m: float, unit: str = "exemplar",
+                     full_bytes: float | None = None, again: bool = False) -> float:
+    """Mean exemplars per class when each class's MemoryBuffer (budget m) is filled in dataset order; ``again``:
+    the class's exemplars offered over and over (2000 offers), i.e. without the cap of its sample count."""
+    memory = MemoryBuffer(memory_per_class=m, unit=unit, full_exemplar_bytes=full_bytes)
     classes = sorted(set(labels.tolist()))
-    cap = float(np.mean([(labels == c).sum() for c in classes]))
+    for c in classes:
+        pool = [exemplars[i] for i in np.flatnonzero(labels == c)]
+        memory.fill(c, itertools.islice(itertools.cycle(pool), 2000) if again else pool, memory.class_budget(1))
+    return len(memory) / len(classes)
+
+
+def storage_rows(setting: str, weights: str, items: list[dict], kinds: dict[str, list], full_bytes: float
+                 ) -> list[dict]:
+    """Per method: mean cost, kept shares, exemplars per class at every m (capped, then uncapped in brackets) and
+    at m = 5 in bytes."""
+    labels = np.array([int(it["label"]) for it in items])
     out = []
-    for method, exemplars in (("replay", full), ("mrdc", jpeg), ("emm", masked)):
-        memory = MemoryBuffer(full_bytes, memory_per_class=MEMORY_PER_CLASS)
-        budget = memory.class_budget(len(classes))
-        for c in classes:
-            memory.fill(c, (exemplars[i] for i in np.flatnonzero(labels == c)), budget)
-        stored = len(memory) / len(classes)
-        mean_bytes = float(np.mean([e.nbytes for e in exemplars]))
-        out.append({"setting": setting, "weights": weights, "method": method, "bytes/exemplar": mean_bytes,
-                    "vs full": mean_bytes / full_bytes, "budget/class B": budget,
-                    "stored/class": stored, "samples/class": cap, "budget / bytes (uncapped)": budget / mean_bytes})
-    ref = out[0]
-    for row in out:
-        row["stored vs replay"] = row["stored/class"] / ref["stored/class"]
-        row["uncapped vs replay"] = row["budget / bytes (uncapped)"] / ref["budget / bytes (uncapped)"]
+    for method, exemplars in kinds.items():
+        words = [w for w in (e.word_share for e in exemplars) if w is not None]
+        row = {"setting": setting, "weights": weights, "method": method,
+               "cost / exemplar": float(np.mean([e.cost for e in exemplars])),
+               "bytes vs mean full": float(np.mean([e.nbytes for e in exemplars])) / full_bytes,
+               "patches kept %": 100 * float(np.mean([e.patch_share for e in exemplars])),
+               "words kept %": 100 * float(np.mean(words)) if words else float("nan")}
+        for m in MEMORY_SIZES:
+            row[f"m={m}"] = (f"{stored_per_class(exemplars, labels, m):.1f} "
+                             f"({stored_per_class(exemplars, labels, m, again=True):.1f})")
+        row["m=5, bytes"] = f"{stored_per_class(exemplars, labels, 5, 'bytes', full_bytes):.1f}"
+        out.append(row)
     return out
 
 
+def paper_rows() -> list[dict]:
+    """The paper's memory plot (MM-ImageNet-R, L = 10): exemplars per class of SSF, SSF + CIM, SSF + Ours."""
+    rows = []
+    for method, points in PAPER_MEMORY_L10.items():
+        row = {"setting": "paper (MM-ImageNet-R, L=10)", "weights": "ViLT-B/32 pretrained", "method":
+               f"{method} ({PAPER_NAMES[method]})", "cost / exemplar": 5 / points[5][0]}
+        row.update({f"m={m}": f"{points[m][0]:g}" for m in MEMORY_SIZES})
+        rows.append(row)
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------------- 3. masks
-def mask_row(setting: str, weights: str, items: list[dict], masks: dict, patch_size: int,
+def mask_row(setting: str, weights: str, variant: str, items: list[dict], masks: dict, patch_size: int,
              boxes: list | None = None, class_word_ids: dict | None = None) -> dict:
     p = patch_size
     patch_frac, tok_frac, word_frac, on_box, box_share, cls_kept, other_kept = [], [], [], [], [], [], []
@@ -196,7 +241,7 @@ def mask_row(setting: str, weights: str, items: list[dict], masks: dict, patch_s
             if other.any():
                 other_kept.append(float((tkeep & other).sum() / other.sum()))
     q = np.percentile(patch_frac, [10, 50, 90]) * 100
-    row = {"setting": setting, "weights": weights, "patches kept %": 100 * np.mean(patch_frac),
+    row = {"setting": setting, "weights": weights, "masks": variant, "patches kept %": 100 * np.mean(patch_frac),
            "p10/p50/p90 %": f"{q[0]:.0f}/{q[1]:.0f}/{q[2]:.0f}",
            "all patches kept (% samples)": 100 * n_all / len(items), "<=1 patch kept (% samples)": 100 * n_one / len(items),
            "tokens kept % (of valid)": 100 * np.mean(tok_frac), "words kept % (no CLS/SEP)": 100 * np.mean(word_frac)}
@@ -275,16 +320,23 @@ def photo_like(rng: np.random.Generator, h: int, w: int) -> torch.Tensor:
     return torch.from_numpy(np.clip(arr, 0, 255).astype(np.uint8)).permute(2, 0, 1)
 
 
-def synthetic_items(n: int, size: tuple[int, int], label: int, seed: int) -> list[dict]:
+def synthetic_items(n: int, size: tuple[int, int], label: int, seed: int
+                    ) -> tuple[list[dict], list[tuple[Image.Image, int]]]:
+    """n items of photo-like images of ``size`` and 40 random word pieces, and each image as a dataset would store
+    it: (the image, its bytes as a quality-90 JPEG, as photo datasets such as ImageNet ship them)."""
     rng = np.random.default_rng(seed)
-    items = []
+    items, stored = [], []
     for k in range(n):
         ids = torch.from_numpy(rng.integers(1996, 29612, MAX_TEXT_LEN)).long()  # word-piece range of the vocabulary
         ids[0], ids[-1] = CLS_ID, SEP_ID
-        items.append({"image": normalize_uint8(photo_like(rng, *size)), "text_ids": ids,
+        pixels = photo_like(rng, *size)
+        items.append({"image": normalize_uint8(pixels), "text_ids": ids,
                       "text_masks": torch.ones(MAX_TEXT_LEN, dtype=torch.long), "label": label, "index": k,
                       "image_id": f"synthetic_{size[0]}x{size[1]}_{k}", "raw_text": "", "missing_type": 0})
-    return items
+        image, buf = Image.fromarray(pixels.permute(1, 2, 0).numpy()), io.BytesIO()
+        image.save(buf, format="JPEG", quality=90)
+        stored.append((image, len(buf.getvalue())))
+    return items, stored
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -324,6 +376,7 @@ def main(argv=None) -> None:
         test_items = [test[i] for i in range(len(test))]
         boxes = train.column("box")
         full = mean_full_exemplar_nbytes(train, tokenizer, size, p, MAX_TEXT_LEN)
+        stored = [(train.load_image(i), len(train.image_bytes(i))) for i in range(len(train))]  # JPEG q92
     class_word_ids = {c: torch.tensor(tokenizer(f"{colour} {shape}", add_special_tokens=False)["input_ids"])
                       for c, (colour, shape) in enumerate(DEMO_SPECS)}
     print(f"demo set: {len(items)} train / {len(test_items)} test samples, mean full exemplar "
@@ -351,12 +404,20 @@ def main(argv=None) -> None:
 
     canvas = mask_canvas(size, p)
     demo_data = f"demo train, 96-128 px, pixelbert({size}, {p})"
-    for weights, backbone in (("random", random_tiny), (f"trained {args.epochs} ep", model.backbone)):
+    torch.manual_seed(args.seed)
+    random_head = nn.Linear(TINY["hidden_size"], DEMO_NUM_CLASSES).to(dev)  # the random model's CAM classifier
+    for weights, backbone, head in (("random", random_tiny, random_head),
+                                    (f"trained {args.epochs} ep", model.backbone, model.head)):
         t0 = time.perf_counter()
         seconds, peaks, masks = time_passes(backbone, demo_batches, canvas, args.repeats, dev)
         cost.append(cost_row("demo", "tiny", weights, demo_data, args.batch, len(items), seconds, peaks))
-        storage += storage_rows("demo", weights, items, masks, p, full["mean_bytes"])
-        mask_stats.append(mask_row("demo", weights, items, masks, p, boxes, class_word_ids))
+        variants = {"emm": masks, "emm minmax": run_passes(
+            lambda b: masking_step(backbone, b, MASKS["emm minmax"], canvas), demo_batches)}
+        cams = run_passes(lambda b: cam_step(backbone, b, head, CIM_THRESHOLD, canvas), demo_batches)
+        storage += storage_rows("demo", weights, items, exemplar_kinds(items, stored, variants, cams, p),
+                                full["mean_bytes"])
+        mask_stats += [mask_row("demo", weights, name, items, m, p, boxes, class_word_ids)
+                       for name, m in variants.items()]
         print(f"  demo, {weights} weights: {time.perf_counter() - t0:.0f} s", flush=True)
 
     # ------------------------------------------------------------------ (b) ViLT-B/32, random weights, synthetic
@@ -367,20 +428,27 @@ def main(argv=None) -> None:
         bp = VILT_B32["patch_size"]
         b32_canvas = mask_canvas(VILT_B32["image_size"], bp)
         n = args.b32_batch * args.b32_batches
-        all_items, all_masks = [], []
+        b32_head = nn.Linear(VILT_B32["hidden_size"], len(B32_SIZES)).to(dev)
+        all_items, all_stored, all_masks, all_minmax, all_cams = [], [], [], [], []
         for label, (H, W) in enumerate(B32_SIZES):
-            syn = synthetic_items(n, (H, W), label, args.seed + label)
-            seconds, peaks, masks = time_passes(b32, batches_of(syn, args.b32_batch, dev), b32_canvas,
-                                                args.b32_repeats, dev)
+            syn, syn_stored = synthetic_items(n, (H, W), label, args.seed + label)
+            syn_batches = batches_of(syn, args.b32_batch, dev)
+            seconds, peaks, masks = time_passes(b32, syn_batches, b32_canvas, args.b32_repeats, dev)
             cost.append(cost_row(f"B/32 {H}x{W}", "ViLT-B/32", "random", f"synthetic {H}x{W} "
                                  f"({(H // bp) * (W // bp)} patches), 40 tokens", args.b32_batch, n, seconds,
                                  peaks))
             all_items += syn
+            all_stored += syn_stored
             all_masks.append(masks)
-        masks = {k: torch.cat([m[k] for m in all_masks]) for k in all_masks[0]}
+            all_minmax.append(run_passes(lambda b: masking_step(b32, b, MASKS["emm minmax"], b32_canvas),
+                                         syn_batches))
+            all_cams.append(run_passes(lambda b: cam_step(b32, b, b32_head, CIM_THRESHOLD, b32_canvas), syn_batches))
+        cat = lambda parts: {k: torch.cat([m[k] for m in parts]) for k in parts[0]}  # noqa: E731
+        variants = {"emm": cat(all_masks), "emm minmax": cat(all_minmax)}
         b32_full = float(np.mean([Exemplar.from_item(it, bp).nbytes for it in all_items]))
-        storage += storage_rows("B/32 synthetic", "random", all_items, masks, bp, b32_full)
-        mask_stats.append(mask_row("B/32 synthetic", "random", all_items, masks, bp))
+        storage += storage_rows("B/32 synthetic", "random", all_items,
+                                exemplar_kinds(all_items, all_stored, variants, cat(all_cams), bp), b32_full)
+        mask_stats += [mask_row("B/32 synthetic", "random", name, all_items, m, bp) for name, m in variants.items()]
         print(f"  ViLT-B/32: {time.perf_counter() - t0:.0f} s", flush=True)
 
     # ------------------------------------------------------------------ report
@@ -406,16 +474,24 @@ def main(argv=None) -> None:
     if not args.skip_b32:
         sets += (f"; B/32: ViLT-B/32 with random weights, {n} synthetic samples per image size "
                  f"({' and '.join(f'{h}x{w}' for h, w in B32_SIZES)}), batch {args.b32_batch}")
-    print(f"\n### 2. Exemplars per class at equal budget ({MEMORY_PER_CLASS} full-exemplar equivalents per class)\n\n"
-          f"{sets}; {env}. Budget/class = {MEMORY_PER_CLASS} x mean full-exemplar bytes (demo: "
-          f"mean_full_exemplar_nbytes over the 300 train samples; B/32: mean over the synthetic samples, one class "
-          f"per image size). Each class's MemoryBuffer is filled in dataset order, the same ranking for every "
-          f"method; stored/class is capped by the class's samples, `budget / bytes (uncapped)` is budget / mean "
-          f"exemplar bytes over all samples. replay = full Exemplar, mrdc = JpegExemplar quality {JPEG_QUALITY}, "
-          f"emm = masked Exemplar with MaskingConfig() (tau_I = tau_T = 0.5, min-max, last layer, mean over "
-          f"heads).\n")
-    print(markdown_table(pd.DataFrame(storage), digits=2))
-    print(f"\n### 3. emm masks (MaskingConfig() defaults), per sample, over all samples of the set\n\n"
+    print(f"\n### 2. Exemplars per class at memory m = {', '.join(map(str, MEMORY_SIZES))} (full exemplars per "
+          f"class, memory_unit=exemplar)\n\n"
+          f"{sets}; {env}. Each class's MemoryBuffer (budget m, memory_fill=skip) is filled in dataset order, the "
+          f"same ranking for every method (demo: 30 samples a class"
+          + ("" if args.skip_b32 else f"; B/32: {n} a class, one class per image size") + "). "
+          f"Cells: exemplars stored per class (in brackets: with the class's exemplars offered over and over, i.e. "
+          f"not capped by its sample count). cost / exemplar: mean cost in full exemplars; bytes vs mean full: "
+          f"mean stored bytes / the set's mean full-exemplar bytes; m=5, bytes: stored per class in "
+          f"memory_unit=bytes (budget 5 x the mean full-exemplar bytes). replay = full Exemplar; mrdc = "
+          f"JpegExemplar of the image as stored (demo: JPEG q92 files; B/32: JPEG q90), quality {JPEG_QUALITY}; "
+          f"cim = CimExemplar, bounding box of the CAM (tscam) > {CIM_THRESHOLD} at full resolution + the image at "
+          f"1/{CIM_RATIO:g} of its area (demo random / B/32: a random linear classifier; demo trained: its head); "
+          f"emm = masked Exemplar with MaskingConfig() (ratio, tau_I = 0.74, tau_T = 0.5); emm minmax = min-max, "
+          f"tau 0.5 / 0.5. Paper rows: the bars of its memory plot (MM-ImageNet-R, L = 10; 'cost' = 5 / bar at "
+          f"m = 5).\n")
+    print(markdown_table(pd.DataFrame(storage + paper_rows()), digits=2))
+    print(f"\n### 3. emm masks (ratio 0.74 / 0.5, the default, and min-max 0.5 / 0.5), per sample, over all samples "
+          f"of the set\n\n"
           f"{sets}; {env}. patches kept = kept / real patches; tokens = kept / valid tokens incl. [CLS]/[SEP] "
           f"(always kept); words = the same without [CLS]/[SEP] (punctuation counts as words). Demo only: share of "
           f"the kept patches that overlap the shape's bounding box vs the share of all patches that do (chance), "
