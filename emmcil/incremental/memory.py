@@ -147,14 +147,6 @@ class MemoryBuffer:
     def __len__(self) -> int:
         return sum(len(v) for v in self.classes.values())
 
-    @property
-    def nbytes(self) -> int:
-        return sum(e.nbytes for e in self.exemplars())
-
-    @property
-    def cost(self) -> float:
-        return sum(e.cost for e in self.exemplars())
-
     def as_dataset(self, max_text_len: int) -> ExemplarDataset | None:
         """A torch Dataset of the replay items, or None when the buffer is empty."""
         return ExemplarDataset(self.exemplars(), max_text_len) if len(self) else None
