@@ -91,8 +91,9 @@ GENERAL_DEFAULTS = {"memory_per_class": 5, "memory_unit": "exemplar", "memory_bu
 MEMORY_KEYS = ("memory_per_class", "memory_unit", "memory_budget_mode", "memory_total")
 # The missing-modality protocol's keys (RebQ's CMML), variant keys of every method when the run's config has them.
 MISSING_DEFAULTS = {"missing_type": "none", "missing_ratio": 0.7, "missing_both_ratio": 0.5, "missing_seed": 0}
-SHORT = {"memory_per_class": "m", "memory_unit": "unit", "tau_image": "τ_I", "tau_text": "τ_T", "aug_text_swap": "p_swap",
-         "aug_patch_merge": "p_merge", "memory_total": "M", "missing_type": "missing", "missing_ratio": "ratio"}
+SHORT = {"memory_per_class": "m", "memory_unit": "unit", "tau_image": "τ_I", "tau_text": "τ_T",
+         "aug_text_swap": "p_swap", "aug_patch_merge": "p_merge", "memory_total": "M", "missing_type": "missing",
+         "missing_ratio": "ratio"}
 # Settings a caption names when they are the same for every run of a table (the demo's short schedule, say).
 CAPTION_SETTINGS = ("model_size", "tuning", "max_epoch", "batch_size", "lr", "precision")
 
