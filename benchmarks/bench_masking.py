@@ -11,7 +11,7 @@ Prints, side by side from one run (markdown tables):
 2. **storage**: exemplars per class at memory m = 1, 3, 5, 7, 10 (the paper's memory plot) in the default unit
    (``memory_unit="exemplar"``: each exemplar costs its size relative to the same sample stored in full) for
    ``replay`` (full ``Exemplar``), ``mrdc`` (``JpegExemplar`` of the stored image, quality 50), ``cim``
-   (``CimExemplar``: bounding box of the CAM thresholded at 0.6, the image at 1/4 of its area) and ``emm`` (masked
+   (``CimExemplar``: bounding box of the CAM thresholded at 0.6, the rest at 1/4 of its area) and ``emm`` (masked
    ``Exemplar``) with the default masks (``ratio``, tau_I = 0.74, tau_T = 0.5) and with min-max thresholds (0.5 /
    0.5, named config ``emm_minmax``), beside the paper's digitised bars; and at m = 5 in ``memory_unit="bytes"``.
    Each class's ``MemoryBuffer`` is filled in dataset order (the same fixed ranking for every method). A class has
@@ -150,7 +150,7 @@ def run_passes(step, batches: list[dict]) -> dict:
 def exemplar_kinds(items: list[dict], stored: list[tuple[Image.Image, int]], masks: dict[str, dict], cams: dict,
                    p: int) -> dict[str, list]:
     """Every method's exemplar of every item: replay (full), mrdc (JPEG of the stored image), cim (box + low-res
-    image), and one masked exemplar per masking variant of ``masks``."""
+    background), and one masked exemplar per masking variant of ``masks``."""
     grids = [(it["image"].shape[-2] // p, it["image"].shape[-1] // p) for it in items]
     kinds = {"replay": [Exemplar.from_item(it, p) for it in items],
              "mrdc": [JpegExemplar.from_image(it, img, n, p, JPEG_QUALITY) for it, (img, n) in zip(items, stored)],
@@ -484,7 +484,7 @@ def main(argv=None) -> None:
           f"mean stored bytes / the set's mean full-exemplar bytes; m=5, bytes: stored per class in "
           f"memory_unit=bytes (budget 5 x the mean full-exemplar bytes). replay = full Exemplar; mrdc = "
           f"JpegExemplar of the image as stored (demo: JPEG q92 files; B/32: JPEG q90), quality {JPEG_QUALITY}; "
-          f"cim = CimExemplar, bounding box of the CAM (tscam) > {CIM_THRESHOLD} at full resolution + the image at "
+          f"cim = CimExemplar, bounding box of the CAM (tscam) > {CIM_THRESHOLD} at full resolution + the rest at "
           f"1/{CIM_RATIO:g} of its area (demo random / B/32: a random linear classifier; demo trained: its head); "
           f"emm = masked Exemplar with MaskingConfig() (ratio, tau_I = 0.74, tau_T = 0.5); emm minmax = min-max, "
           f"tau 0.5 / 0.5. Paper rows: the bars of its memory plot (MM-ImageNet-R, L = 10; 'cost' = 5 / bar at "

@@ -8,7 +8,7 @@
 #   SSF + Ours       emm              SSF + exemplar masking + multimodal augmentation (the paper's method)
 #   (lower bound)    finetune         SSF, no memory
 #   (upper bound)    joint            SSF trained on all data seen so far
-#   SSF + CIM        cim              SSF + CIM-compressed exemplars (CAM box full-size, image at 1/4 of its area)
+#   SSF + CIM        cim              SSF + CIM-compressed exemplars (CAM box full-size, rest at 1/4 of its area)
 #   L2P              l2p              prompt pool with key-query selection, frozen ViLT, no exemplars
 #   DualPrompt       dualprompt       general + per-task expert prefix prompts, frozen ViLT, no exemplars
 #   EASE             ease             one adapter subspace per phase, prototype classifier, no exemplars

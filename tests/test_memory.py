@@ -164,8 +164,8 @@ def test_cim_a_25_percent_box_costs_cim_cils_0_4375_and_replays_as_bbxblur():
     assert ex.image_rate == 0.4375                                    # 0.25 + 0.75 / 4 (CIM-CIL's compress_rate)
     image_bytes, text_bytes = 16 * (3 * P * P + 2), 8 * 4
     assert ex.cost == pytest.approx((0.4375 * image_bytes + text_bytes) / (image_bytes + text_bytes), rel=1e-12)
-    assert ex.low.shape == (3, 32, 32)                                # each side / sqrt(4)
-    assert ex.nbytes == 4 * (3 * P * P + 2) + 3 * 32 * 32 + text_bytes
+    assert ex.bg_pixels.shape == (12, 3, 8, 8)                        # each side / sqrt(4)
+    assert ex.nbytes == 4 * (3 * P * P + 2) + 12 * 3 * 8 * 8 + text_bytes
     # replay: CIM-CIL's BbxBlur on the uint8 image (nearest down, nearest up, the box pasted back)
     pixels = ((item["image"] * 0.5 + 0.5) * 255).round().to(torch.uint8)
     pil = Image.fromarray(pixels.permute(1, 2, 0).numpy())
@@ -177,6 +177,9 @@ def test_cim_a_25_percent_box_costs_cim_cils_0_4375_and_replays_as_bbxblur():
     again = exemplar_from_state(ex.state_dict())
     assert isinstance(again, CimExemplar) and torch.equal(again.to_item(12)["image"], back["image"])
     assert CimExemplar.from_item(item, P, torch.ones(4, 4, dtype=torch.bool)).cost == 1.0
+    half = CimExemplar.from_item(item, P, box, compress_ratio=2.0)   # sides / 1.41: 11 px, as int(16 / sqrt(2))
+    assert half.image_rate == 0.625 and half.bg_pixels.shape == (12, 3, 11, 11)
+    assert half.nbytes < CimExemplar.from_item(item, P, torch.ones(4, 4, dtype=torch.bool)).nbytes
     with pytest.raises(ValueError, match="cim_compress_ratio"):
         CimExemplar.from_item(item, P, box, compress_ratio=0.5)
 

@@ -17,7 +17,7 @@ Three kinds of exemplar, one per way of storing a sample; each exposes
   (all patches, all valid tokens, stored the same way). A masked exemplar differs from a full one only in K and M.
 - :class:`JpegExemplar` (``mrdc``): the sample's image JPEG-compressed; cost = (JPEG bytes + token bytes) /
   (the image's encoded bytes as the dataset stores them + token bytes), MRDC's measure of what compression saves.
-- :class:`CimExemplar` (``cim``): full-resolution foreground patches + the whole image downsampled (CIM-CIL's
+- :class:`CimExemplar` (``cim``): full-resolution foreground patches + the background downsampled (CIM-CIL's
   ``BbxBlur``); cost = CIM-CIL's ``compress_rate`` of the image (foreground share + background share /
   compress_ratio) with the whole text added by bytes.
 The constant bookkeeping (grid size, label, ids) is not counted.
@@ -98,11 +98,6 @@ def count_words(token_ids: torch.Tensor) -> int:
 def whole_text_word_share(token_ids: torch.Tensor) -> float | None:
     """word_share of an exemplar that stores its whole text: 1.0, or None when the text has no word."""
     return 1.0 if count_words(token_ids) else None
-
-
-def to_pil(pixels: torch.Tensor) -> Image.Image:
-    """uint8 (3, H, W) -> RGB PIL image."""
-    return Image.fromarray(pixels.permute(1, 2, 0).contiguous().numpy())
 
 
 def from_pil(image: Image.Image) -> torch.Tensor:
@@ -323,36 +318,44 @@ def cim_rate(foreground_share: float, compress_ratio: float) -> float:
     return foreground_share + (1.0 - foreground_share) / compress_ratio
 
 
-def downsampled_size(width: int, height: int, compress_ratio: float) -> tuple[int, int]:
-    """(width, height) of CIM-CIL's background: each side divided by sqrt(compress_ratio), truncated (at least 1)."""
-    side = math.sqrt(compress_ratio)
-    return max(1, int(width / side)), max(1, int(height / side))
+def nearest_indices(size_in: int, size_out: int) -> torch.Tensor:
+    """Source index of each output pixel when resizing ``size_in`` -> ``size_out`` pixels with nearest neighbours,
+    as Pillow's ``Image.NEAREST`` samples: floor((i + 0.5) * size_in / size_out)."""
+    return ((torch.arange(size_out, dtype=torch.float64) + 0.5) * size_in / size_out).floor().long()
+
+
+def nearest_patches(patches: torch.Tensor, size_out: int) -> torch.Tensor:
+    """(N, C, q, q) -> (N, C, size_out, size_out), each patch resized with nearest neighbours."""
+    idx = nearest_indices(patches.shape[-1], size_out)
+    return patches[:, :, idx][:, :, :, idx]
 
 
 @dataclass
 class CimExemplar:
     """A full exemplar whose background is stored downsampled (CIM, Luo et al. CVPR'23; CIM-CIL's ``BbxBlur``).
 
-    fg_pixels  uint8 (K, 3, p, p)  the foreground patches at full resolution (the patch-aligned bounding box of the
-                                   thresholded CAM, or the thresholded patches themselves)
-    fg_coords  uint8 (K, 2)        their (row, col) on the patch grid
-    low        uint8 (3, h, w)     the whole image resized with nearest neighbours to (int(W / sqrt(r)),
-                                   int(H / sqrt(r))), r = ``compress_ratio``, an *area* ratio as in CIM-CIL
-    grid       int16 (2,)          (rows, cols) of the image's patch grid
+    fg_pixels  uint8 (K, 3, p, p)       the foreground patches at full resolution (the patch-aligned bounding box of
+                                        the thresholded CAM, or the thresholded patches themselves)
+    fg_coords  uint8 (K, 2)             their (row, col) on the patch grid
+    bg_pixels  uint8 (R*C - K, 3, q, q) every other patch resized with nearest neighbours to q = int(p / sqrt(r)) per
+                                        side, r = ``compress_ratio`` an *area* ratio as in CIM-CIL, in row-major
+                                        order of the cells not in fg_coords (no coordinates needed)
+    grid       int16 (2,)               (rows, cols) of the image's patch grid
     token_ids, token_pos  uint16 (M,)   the whole text, as :class:`Exemplar` stores it
-    full_nbytes  int               bytes of the same sample as a full :class:`Exemplar`
+    full_nbytes  int                    bytes of the same sample as a full :class:`Exemplar`
 
     ``cost`` = (``image_rate`` x the full image's bytes + token bytes) / full_nbytes, where ``image_rate`` is
     CIM-CIL's ``compress_rate`` = foreground share + (1 - foreground share) / r: a 25 % box at r = 4 gives 0.4375.
-    ``nbytes`` counts what is stored, which also holds the low-resolution copy of the foreground (CIM-CIL's formula
-    leaves it out; it is at most 1/r of the foreground). At replay (:meth:`to_item`) the low-resolution image is
-    resized back with nearest neighbours and the foreground patches pasted in, as ``BbxBlur`` does; every patch is
-    then fed to the model.
+    At replay (:meth:`to_item`) the background patches are resized back with nearest neighbours and the foreground
+    patches put in place; every patch is then fed to the model. When sqrt(r) divides p (r = 4: 32 -> 16 px), the
+    replayed image is exactly CIM-CIL's ``BbxBlur`` (the whole image resized down and up with ``Image.NEAREST``, the
+    box pasted back) and ``nbytes`` is exactly the formula's share of the pixels (plus grid cells and tokens); for
+    other ratios q truncates as CIM-CIL's sizes do, and the background is resized patch by patch.
     """
 
     fg_pixels: torch.Tensor
     fg_coords: torch.Tensor
-    low: torch.Tensor
+    bg_pixels: torch.Tensor
     grid: torch.Tensor
     token_ids: torch.Tensor
     token_pos: torch.Tensor
@@ -369,7 +372,8 @@ class CimExemplar:
 
     @property
     def nbytes(self) -> int:
-        return tensor_nbytes(self.fg_pixels, self.fg_coords, self.low) + token_nbytes(self.token_ids, self.token_pos)
+        return (tensor_nbytes(self.fg_pixels, self.fg_coords, self.bg_pixels)
+                + token_nbytes(self.token_ids, self.token_pos))
 
     @property
     def num_patches(self) -> int:
@@ -416,21 +420,24 @@ class CimExemplar:
         if keep.shape != (rows, cols):
             raise ValueError(f"fg_keep has shape {tuple(keep.shape)}, expected the grid {(rows, cols)}")
         flat = keep.flatten()
-        image = to_pil(unpatchify(full.pixels, rows, cols))
-        low = from_pil(image.resize(downsampled_size(*image.size, compress_ratio), resample=Image.NEAREST))
+        q = max(1, int(p / math.sqrt(compress_ratio)))
         return cls(fg_pixels=full.pixels[flat].contiguous(), fg_coords=full.coords[flat].contiguous(),
-                   low=low.contiguous(), grid=full.grid, token_ids=full.token_ids, token_pos=full.token_pos,
-                   full_nbytes=full.full_nbytes, label=full.label, orig_label=full.orig_label, index=full.index,
-                   image_id=full.image_id, compress_ratio=float(compress_ratio))
+                   bg_pixels=nearest_patches(full.pixels[~flat], q).contiguous(), grid=full.grid,
+                   token_ids=full.token_ids, token_pos=full.token_pos, full_nbytes=full.full_nbytes,
+                   label=full.label, orig_label=full.orig_label, index=full.index, image_id=full.image_id,
+                   compress_ratio=float(compress_ratio))
 
     def image_uint8(self) -> torch.Tensor:
-        """The replayed image, uint8 (3, rows*p, cols*p): the low-resolution image resized back with nearest
-        neighbours, the foreground patches pasted back at full resolution."""
+        """The replayed image, uint8 (3, rows*p, cols*p): the background patches resized back with nearest
+        neighbours, the foreground patches at full resolution."""
         p = self.patch_size
         rows, cols = (int(v) for v in self.grid)
-        patches = patchify(from_pil(to_pil(self.low).resize((cols * p, rows * p), resample=Image.NEAREST)), p)
+        fg = torch.zeros(rows * cols, dtype=torch.bool)
         coords = self.fg_coords.long()
-        patches[coords[:, 0] * cols + coords[:, 1]] = self.fg_pixels
+        fg[coords[:, 0] * cols + coords[:, 1]] = True
+        patches = torch.empty(rows * cols, 3, p, p, dtype=torch.uint8)
+        patches[fg] = self.fg_pixels
+        patches[~fg] = nearest_patches(self.bg_pixels, p)
         return unpatchify(patches, rows, cols)
 
     def to_item(self, max_text_len: int) -> dict:
@@ -440,7 +447,7 @@ class CimExemplar:
                            max_text_len)
 
     def state_dict(self) -> dict:
-        return {"kind": "cim", "fg_pixels": self.fg_pixels, "fg_coords": self.fg_coords, "low": self.low,
+        return {"kind": "cim", "fg_pixels": self.fg_pixels, "fg_coords": self.fg_coords, "bg_pixels": self.bg_pixels,
                 "grid": self.grid, "token_ids": self.token_ids, "token_pos": self.token_pos,
                 "full_nbytes": self.full_nbytes, "label": self.label, "orig_label": self.orig_label,
                 "index": self.index, "image_id": self.image_id, "compress_ratio": self.compress_ratio}

@@ -16,7 +16,7 @@ After phase t, for the new classes' training samples (eval transform, the phase'
    (``pycocotools.mask.toBbox`` of the thresholded map), at patch granularity; ``"patches"`` keeps the scattered
    thresholded patches themselves;
 3. **compression** (:class:`~emmcil.incremental.exemplar.CimExemplar`, CIM-CIL's ``utils/transform.py::BbxBlur``):
-   the whole image resized with nearest neighbours by 1/sqrt(``cim_compress_ratio``) per side -- an *area* ratio,
+   the background resized with nearest neighbours by 1/sqrt(``cim_compress_ratio``) per side -- an *area* ratio,
    4.0 in CIM-CIL's ImageNet-100 and Food-101 configs -- and the foreground kept at full resolution; an exemplar
    costs CIM-CIL's ``compress_rate`` = foreground share + (1 - foreground share) / ratio (a 25 % box: 0.4375),
    its whole text added by bytes;
