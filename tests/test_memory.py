@@ -266,7 +266,7 @@ def test_replay_stores_exactly_m_a_class_on_images_of_mixed_sizes(folder_runs):
 def test_in_bytes_replay_stores_what_fits_in_m_mean_full_exemplars(folder_runs):
     runs, _ = folder_runs
     run = runs["replay bytes"]
-    assert run.name == "food101_replay_2phases_mem3bytes_seed0"
+    assert run != runs["replay"]  # memory_unit changes results, so it changes the run's name
     mean = json.loads((run / "exemplar_cost.json").read_text())["mean_bytes"]
     for mem in json.loads((run / "results.json").read_text())["memory"]:
         assert mem["unit"] == "bytes" and mem["class_budget"] == int(3 * mean) and mem["full_exemplar_bytes"] == mean
