@@ -120,15 +120,19 @@ def test_no_patch_sampling_at_eval_random_subset_in_training(tiny_cfg):
 
 
 def test_position_embeddings_interpolated_to_each_grid(model):
+    """pos_embed_at is ViLT's F.interpolate(bilinear, align_corners=True) of the table, for every grid at once."""
     vt = model.transformer
-    g = vt.cfg.grid
-    same = vt.grid_pos_embed(g, g)
-    assert torch.allclose(same.flatten(1).T, vt.pos_embed[0, 1:], atol=1e-6)
-    small = vt.grid_pos_embed(2, 3)
-    assert small.shape == (32, 2, 3)
-    # align_corners: the corners of the grid are the original corners
-    assert torch.allclose(small[:, 0, 0], same[:, 0, 0], atol=1e-6)
-    assert torch.allclose(small[:, -1, -1], same[:, -1, -1], atol=1e-6)
+    g, C = vt.cfg.grid, vt.pos_embed.shape[-1]
+    spatial = vt.pos_embed[0, 1:].T.reshape(1, C, g, g)
+    grids = [(g, g), (2, 3), (1, 5), (7, 6), (3, 1)]
+    R, Cc = max(r for r, _ in grids), max(c for _, c in grids)
+    rows, cols = torch.meshgrid(torch.arange(R), torch.arange(Cc), indexing="ij")
+    cells = torch.stack([rows, cols], -1).reshape(1, R * Cc, 2).expand(len(grids), -1, -1)
+    got = vt.pos_embed_at(cells, torch.tensor(grids))
+    for b, (r, c) in enumerate(grids):
+        ref = torch.nn.functional.interpolate(spatial, size=(r, c), mode="bilinear", align_corners=True)[0]
+        inside = ((cells[b, :, 0] < r) & (cells[b, :, 1] < c))
+        assert torch.allclose(got[b, inside], ref.flatten(1).T, atol=1e-6), (r, c)
 
 
 def test_bad_inputs_have_clear_errors(model):

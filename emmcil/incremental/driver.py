@@ -245,15 +245,17 @@ class IncrementalRun:
 
     @torch.no_grad()
     def predict(self, dataset: Dataset, features: bool = False, step=None) -> dict[str, torch.Tensor]:
-        """Run the model over ``dataset`` (eval mode, the phase's Trainer), per-sample results in dataset order:
+        """Run the model over ``dataset`` (eval mode, the phase's Trainer, SSF merged into the weights:
+        :meth:`IncrementalModule.ssf_merged`), per-sample results in dataset order:
         ``labels``, ``indices`` and ``preds`` (+ pooled ``features`` (N, C) with ``features``), or, with
         ``step(backbone, batch) -> dict`` of per-sample tensors of fixed shapes, what ``step`` returns."""
         if len(dataset) == 0:
             raise ValueError("predict() got an empty dataset")
         self.module.return_features, self.module.predict_fn = features, step
         try:
-            outs = self.trainer.predict(self.module, dataloaders=self.loader(_Positioned(dataset), train=False),
-                                        return_predictions=True)
+            with self.module.ssf_merged():  # no gradients here: SSF folded into the weights, plain-ViT cost
+                outs = self.trainer.predict(self.module, dataloaders=self.loader(_Positioned(dataset), train=False),
+                                            return_predictions=True)
         finally:
             self.module.return_features, self.module.predict_fn = False, None
         merged = {k: torch.cat([o[k].detach().cpu() for o in outs]) for k in outs[0]}

@@ -200,7 +200,8 @@ def score_grid(out: ViLTOutput, scores: torch.Tensor, grid_shape: tuple[int, int
 @torch.no_grad()
 def masking_step(backbone, batch: dict, cfg: MaskingConfig, grid_shape: tuple[int, int],
                  always_keep_ids: Sequence[int] = (101, 102)) -> dict[str, torch.Tensor]:
-    """Mask one collated batch and encode it twice (full and masked), with the backbone in eval mode.
+    """Mask one collated batch and encode it twice, with the backbone in eval mode: the full sample returning the
+    attention of ``cfg.layers`` only, then the masked sample over its kept tokens only (``pack``).
 
     Returns per-sample tensors of fixed shapes, so that batches concatenate: ``features`` (B, C) f(x),
     ``masked_features`` (B, C) f(x~), ``patch_keep`` (B, R, C') bool and ``image_scores`` (B, R, C') float on a
@@ -224,7 +225,12 @@ def _masking_step(backbone, batch, cfg, grid_shape, always_keep_ids):
     if Hg > grid_shape[0] or Wg > grid_shape[1]:
         raise ValueError(f"images of {Hg}x{Wg} patches do not fit the {grid_shape} mask canvas")
     keep = masks.patch_grid(out, grid_shape)
-    masked = backbone(ids, masks.text_keep.long(), images, batch["pixel_masks"], patch_keep=keep[:, :Hg, :Wg])
+    # the masked sample's forward runs its kept tokens only (dropped words and patches take no slot), packed into
+    # rows about as long as the unmasked sequence: its cost follows the kept fraction, not the batch's longest
+    kept = masks.text_keep.sum(1) + masks.patch_keep.sum(1) + 1
+    per_row = max(1, out.masks.shape[1] // int(kept.max()))
+    masked = backbone(ids, masks.text_keep.long(), images, batch["pixel_masks"], patch_keep=keep[:, :Hg, :Wg],
+                      pack=per_row)
     return {"features": out.pooled.float(), "masked_features": masked.pooled.float(), "patch_keep": keep,
             "image_scores": score_grid(out, masks.image_scores, grid_shape), "text_keep": masks.text_keep}
 

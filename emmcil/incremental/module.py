@@ -1,14 +1,16 @@
 """The Lightning module: ViLT backbone (with SSF) + growing classifier, trained one phase at a time."""
 from __future__ import annotations
 
+import contextlib
+import copy
 from typing import Mapping
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from emmcil.model import ViLTOutput, apply_freeze_policy, build_backbone
-from emmcil.model.ssf import is_tunable
+from emmcil.model import ViLT, ViLTOutput, apply_freeze_policy, build_backbone, merge_ssf
+from emmcil.model.ssf import has_ssf, is_tunable, merged_state_dict
 from emmcil.model.heads import IncrementalClassifier
 
 from .recipes import build_optimizer, build_scheduler, schedule_interval
@@ -21,6 +23,9 @@ def cross_entropy_loss(module: "IncrementalModule", batch: dict, output: ViLTOut
 
 class IncrementalModule(pl.LightningModule):
     """Backbone + ``classifier``; ``tuning`` ("ssf", "frozen", "full") decides what trains.
+
+    Passes without gradients (evaluation, prediction, the masking and CAM passes) run inside
+    :meth:`ssf_merged`, on a copy of the backbone with SSF folded into its weights: SSF costs nothing there.
 
     The training loss is ``method.training_loss`` when a method is attached (default: cross-entropy).
     ``predict_step`` returns per-sample ``preds``, ``labels``, ``indices``, ``positions`` and, when
@@ -70,6 +75,34 @@ class IncrementalModule(pl.LightningModule):
         """A fingerprint of the frozen weights, to check that a resumed run rebuilt the same backbone."""
         return float(sum(p.double().sum() + p.double().abs().sum() for n, p in self.named_parameters()
                          if not self._tuned(n)))
+
+    # -- SSF folded for inference
+    def merged_backbone(self) -> ViLT:
+        """The backbone with every SSF folded into the layer before it (:func:`~emmcil.model.merge_ssf`): the same
+        function at a plain ViLT's cost, for passes without gradients. A copy, built once and refreshed from the
+        current weights at every call; it is not a submodule, so it is never trained, checkpointed or counted."""
+        merged = self.__dict__.get("_merged_backbone")
+        if merged is None:
+            merged = merge_ssf(copy.deepcopy(self.backbone)).requires_grad_(False)
+            self.__dict__["_merged_backbone"] = merged  # bypasses nn.Module.__setattr__: not registered
+        else:
+            merged.load_state_dict(merged_state_dict(self.backbone))
+        return merged
+
+    @contextlib.contextmanager
+    def ssf_merged(self):
+        """Within the block ``self.backbone`` is :meth:`merged_backbone` (when the backbone has SSF), so that every
+        caller (methods' ``encode``, predict steps) runs the merged weights; the trained backbone is put back on
+        exit, exceptions included. Only for passes without gradients."""
+        trained = self.backbone
+        if not has_ssf(trained):
+            yield
+            return
+        self.backbone = self.merged_backbone()
+        try:
+            yield
+        finally:
+            self.backbone = trained
 
     # -- forward
     def encode(self, batch: dict, return_attention: bool = False) -> ViLTOutput:

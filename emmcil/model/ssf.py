@@ -42,29 +42,57 @@ def maybe_ssf(enabled: bool, dim: int) -> nn.Module:
 
 
 @torch.no_grad()
-def fold_ssf_into(layer: nn.Module, ssf: SSF) -> None:
-    """Fold ``ssf`` into the Linear, Conv2d or LayerNorm ``layer`` that feeds it (rows of the weight are scaled)."""
-    s, t = ssf.scale, ssf.shift
+def folded(layer: nn.Module, ssf: SSF) -> tuple[torch.Tensor, torch.Tensor]:
+    """New (weight, bias) of the Linear, Conv2d or LayerNorm ``layer`` that feeds ``ssf``, with ``ssf`` folded in:
+    weight rows times scale, bias times scale plus shift (a missing bias counts as 0). Computed in float32 and
+    returned in the layer's dtype; the layer itself is not changed."""
+    s, t = ssf.scale.float(), ssf.shift.float()
     weight = layer.weight
-    weight.mul_(s.view(-1, *([1] * (weight.dim() - 1))))
-    if layer.bias is None:
-        layer.bias = nn.Parameter(torch.zeros_like(s), requires_grad=weight.requires_grad)
-    layer.bias.mul_(s).add_(t)
+    w = weight.float() * s.view(-1, *([1] * (weight.dim() - 1)))
+    b = (layer.bias.float() if layer.bias is not None else torch.zeros_like(s)) * s + t
+    return w.to(weight.dtype), b.to(weight.dtype)
 
 
+def _ssf_pairs(model: nn.Module):
+    """(name of the owning module, owner, layer attribute, SSF) for every SSF of ``model``."""
+    for name, module in model.named_modules():
+        for layer_name, ssf_name in getattr(module, "ssf_pairs", ()):
+            ssf = getattr(module, ssf_name)
+            if isinstance(ssf, SSF):
+                yield name, module, layer_name, ssf_name, ssf
+
+
+@torch.no_grad()
 def merge_ssf(model: nn.Module) -> nn.Module:
     """Fold every SSF of ``model`` into its preceding layer and replace it by ``nn.Identity`` (in place).
 
     Modules that own SSFs declare ``ssf_pairs = (("qkv", "ssf_qkv"), ...)``: (preceding layer, SSF) attribute names.
     The merged model computes the same function (to float rounding) with the plain backbone's cost.
     """
-    for module in list(model.modules()):
-        for layer_name, ssf_name in getattr(module, "ssf_pairs", ()):
-            ssf = getattr(module, ssf_name)
-            if isinstance(ssf, SSF):
-                fold_ssf_into(getattr(module, layer_name), ssf)
-                setattr(module, ssf_name, nn.Identity())
+    for _, module, layer_name, ssf_name, ssf in list(_ssf_pairs(model)):
+        layer = getattr(module, layer_name)
+        weight, bias = folded(layer, ssf)
+        layer.weight.copy_(weight)
+        if layer.bias is None:
+            layer.bias = nn.Parameter(bias, requires_grad=layer.weight.requires_grad)
+        else:
+            layer.bias.copy_(bias)
+        setattr(module, ssf_name, nn.Identity())
     return model
+
+
+@torch.no_grad()
+def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model``'s state dict as :func:`merge_ssf` would leave it, computed without changing ``model``: the SSF
+    entries dropped, the layers before them folded. Loads into a merged copy of ``model`` (refreshing its weights
+    in place, e.g. after more training)."""
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+    for name, module, layer_name, ssf_name, ssf in _ssf_pairs(model):
+        prefix = f"{name}." if name else ""
+        state[f"{prefix}{layer_name}.weight"], state[f"{prefix}{layer_name}.bias"] = folded(
+            getattr(module, layer_name), ssf)
+        del state[f"{prefix}{ssf_name}.scale"], state[f"{prefix}{ssf_name}.shift"]
+    return state
 
 
 def has_ssf(model: nn.Module) -> bool:

@@ -18,6 +18,8 @@ Differences from the original, all deliberate:
 """
 from __future__ import annotations
 
+import functools
+import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import Mapping, Sequence
 
@@ -51,6 +53,7 @@ class ViLTConfig:
     drop_path_rate: float = 0.0
     qkv_bias: bool = True
     ssf: bool = True
+    compile: bool = False          # run forward as one torch.compile graph (compiled_forward); same outputs
 
     @classmethod
     def from_dict(cls, cfg: Mapping) -> "ViLTConfig":
@@ -105,7 +108,8 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, need_weights: bool = False,
                 prefix: tuple[torch.Tensor, torch.Tensor] | None = None):
-        """x (B, N, C), mask (B, N) bool over keys -> (B, N, C), attention (B, heads, N, N + Lp) float32 or None.
+        """x (B, N, C), mask bool (B, 1, 1, N) over keys or (B, 1, N, N) per query, True = attended -> (B, N, C),
+        attention (B, heads, N, N + Lp) float32 or None.
 
         prefix: (keys, values), each (B, Lp, C), appended to this layer's keys and values after the projection
         (prefix tuning, as DualPrompt / CODA-Prompt / RebQ); always attended to. They come *after* the N tokens,
@@ -118,17 +122,16 @@ class Attention(nn.Module):
         if prefix is not None:
             pk, pv = (t.to(k.dtype).reshape(B, -1, H, C // H).transpose(1, 2) for t in prefix)
             k, v = torch.cat([k, pk], dim=2), torch.cat([v, pv], dim=2)
-            mask = torch.cat([mask, mask.new_ones(B, pk.shape[2])], dim=1)
-        key_mask = mask[:, None, None, :]
+            mask = torch.cat([mask, mask.new_ones(*mask.shape[:-1], pk.shape[2])], dim=-1)
         drop = self.attn_drop if self.training else 0.0
         attn = None
         if need_weights:
             # float32 softmax: the maps feed thresholds, so they must not depend on the autocast dtype
             scores = (q.float() * self.scale) @ k.float().transpose(-2, -1)
-            attn = scores.masked_fill(~key_mask, float("-inf")).softmax(dim=-1)
+            attn = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
             x = F.dropout(attn, drop, self.training).to(v.dtype) @ v
         else:
-            x = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=drop)
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
         x = x.transpose(1, 2).reshape(B, N, C)
         return self.proj_drop(self.ssf_proj(self.proj(x))), attn
 
@@ -213,18 +216,34 @@ class VisionTransformer(nn.Module):
         trunc_normal_(self.pos_embed, std=0.02)
         trunc_normal_(self.cls_token, std=0.02)
 
-    def grid_pos_embed(self, rows: int, cols: int) -> torch.Tensor:
-        """Patch position embeddings bilinearly resized (align_corners, as ViLT) to a rows x cols grid: (C, rows, cols)."""
-        g, C = self.cfg.grid, self.pos_embed.shape[-1]
-        spatial = self.pos_embed[0, 1:].transpose(0, 1).reshape(1, C, g, g)
-        return F.interpolate(spatial, size=(rows, cols), mode="bilinear", align_corners=True)[0]
+    def pos_embed_at(self, patch_index: torch.Tensor, grid_sizes: torch.Tensor) -> torch.Tensor:
+        """Position embeddings of patch tokens: (B, K, C) for cells ``patch_index`` (B, K, 2) long (row, col) on
+        image grids ``grid_sizes`` (B, 2) (rows, cols).
 
-    def _pos_for_grids(self, grid_sizes: torch.Tensor) -> dict[tuple[int, int], torch.Tensor]:
-        return {(r, c): self.grid_pos_embed(r, c) for r, c in {tuple(s) for s in grid_sizes.tolist()}}
+        ViLT resizes the g x g table (g = image_size / patch_size) to each image's grid with
+        ``F.interpolate(mode="bilinear", align_corners=True)``; this is that interpolation written out and evaluated
+        only at the given cells, for every grid of the batch at once: no loop over grid sizes and no host sync, so
+        it traces into one compiled graph. Cells outside [0, grid) (padding slots, -1) read a clamped dummy.
+        """
+        g = self.cfg.grid
+        table = self.pos_embed[0, 1:]                                          # (g * g, C), row-major
+        cells = patch_index.clamp_min(0)
+        # F.interpolate's source coordinate for align_corners=True: dst * (in - 1) / (out - 1), 0 when out == 1
+        scale = (g - 1) / (grid_sizes - 1).clamp_min(1).to(table.dtype)        # (B, 2)
+        src = cells.to(table.dtype) * scale[:, None, :]                        # (B, K, 2)
+        lo = src.long().clamp(max=g - 1)
+        hi = (lo + 1).clamp(max=g - 1)
+        w1 = (src - lo)[..., None]                                             # (B, K, 2, 1) weight of hi
+        w0 = 1 - w1
+        at = lambda r, c: table[r * g + c]  # noqa: E731
+        (r0, c0), (r1, c1) = lo.unbind(-1), hi.unbind(-1)
+        (wr0, wc0), (wr1, wc1) = w0.unbind(-2), w1.unbind(-2)
+        return wr0 * (wc0 * at(r0, c0) + wc1 * at(r0, c1)) + wr1 * (wc0 * at(r1, c0) + wc1 * at(r1, c1))
 
     def embed_images(self, images: torch.Tensor, pixel_masks: torch.Tensor | None = None,
                      patch_keep: torch.Tensor | None = None):
-        """Padded images -> patch tokens with position embeddings, before selection.
+        """Padded images -> patch tokens before selection, without position embeddings (added to the selected
+        tokens only, :meth:`pos_embed_at`).
 
         images (B, 3, H, W); pixel_masks (B, H, W) bool, True = real pixel (None: all real);
         patch_keep (B, H//p, W//p) bool, False drops a real patch. Returns tokens (B, G, C), valid (B, G) bool,
@@ -238,10 +257,6 @@ class VisionTransformer(nn.Module):
             # nearest resampling of the pixel mask onto the patch grid, as ViLT's visual_embed
             valid = F.interpolate(pixel_masks[:, None].float(), size=(Hg, Wg)).bool()[:, 0]
         grid_sizes = torch.stack([valid[:, :, 0].sum(1), valid[:, 0, :].sum(1)], dim=1)  # padding is bottom/right
-        pos = x.new_zeros(B, C, Hg, Wg)
-        for (r, c), p in self._pos_for_grids(grid_sizes).items():
-            sel = (grid_sizes[:, 0] == r) & (grid_sizes[:, 1] == c)
-            pos[sel, :, :r, :c] = p.to(pos.dtype)
         if patch_keep is not None:
             if patch_keep.shape != valid.shape:
                 raise ValueError(f"patch_keep has shape {tuple(patch_keep.shape)}, expected the patch grid "
@@ -250,13 +265,13 @@ class VisionTransformer(nn.Module):
         rows, cols = torch.meshgrid(torch.arange(Hg, device=x.device), torch.arange(Wg, device=x.device),
                                     indexing="ij")
         index = torch.stack([rows, cols], dim=-1).reshape(1, Hg * Wg, 2).expand(B, -1, -1)
-        tokens = (x + pos).flatten(2).transpose(1, 2)
-        return tokens, valid.flatten(1), index, grid_sizes
+        return x.flatten(2).transpose(1, 2), valid.flatten(1), index, grid_sizes
 
     def embed_patches(self, patches: torch.Tensor, patch_index: torch.Tensor, grid_sizes: torch.Tensor,
                       patch_masks: torch.Tensor | None = None):
-        """Stored patch subsets -> tokens. patches (B, K, 3, p, p) normalised pixels; patch_index (B, K, 2) long
-        (row, col); grid_sizes (B, 2) the full image's grid; patch_masks (B, K) bool (False = slot unused).
+        """Stored patch subsets -> tokens (without position embeddings, as :meth:`embed_images`).
+        patches (B, K, 3, p, p) normalised pixels; patch_index (B, K, 2) long (row, col); grid_sizes (B, 2) the
+        full image's grid; patch_masks (B, K) bool (False = slot unused).
         Returns tokens (B, K, C), valid (B, K), patch_index, grid_sizes as :meth:`embed_images`.
         """
         B, K = patches.shape[:2]
@@ -267,27 +282,29 @@ class VisionTransformer(nn.Module):
         valid = torch.ones(B, K, dtype=torch.bool, device=x.device) if patch_masks is None else patch_masks.bool()
         rows, cols = patch_index.unbind(-1)
         outside = valid & ((rows < 0) | (cols < 0) | (rows >= grid_sizes[:, :1]) | (cols >= grid_sizes[:, 1:]))
-        if outside.any():
+        if torch.compiler.is_compiling():  # a data-dependent branch would break the graph: check on the device
+            torch._assert_async(~outside.any(), "patch_index outside its grid")
+        elif outside.any():
             b = int(outside.nonzero()[0, 0])
             raise ValueError(f"sample {b}: patch_index outside its grid {tuple(grid_sizes[b].tolist())}")
-        pos = x.new_zeros(x.shape)
-        for (r, c), grid_pos in self._pos_for_grids(grid_sizes).items():
-            sel = (grid_sizes[:, 0] == r) & (grid_sizes[:, 1] == c)
-            flat = (rows[sel].clamp(0, r - 1) * c + cols[sel].clamp(0, c - 1))  # unused slots read a dummy
-            pos[sel] = grid_pos.flatten(1).transpose(0, 1)[flat].to(pos.dtype)
-        return x + pos, valid, patch_index, grid_sizes
+        return x, valid, patch_index, grid_sizes
 
     def select_tokens(self, tokens: torch.Tensor, valid: torch.Tensor, index: torch.Tensor,
                       max_image_len: int = -1):
         """Keep the valid tokens, padded to the batch's longest: (B, P, C), (B, P), (B, P, 2).
 
         In training with ``max_image_len > 0`` each sample keeps a random subset of at most that many valid patches
-        (ViLT's patch sampling); otherwise valid tokens keep their row-major order, so evaluation is deterministic.
+        (ViLT's patch sampling), in row-major order; otherwise valid tokens keep their row-major order, so
+        evaluation is deterministic. P is data-dependent: under ``torch.compile`` it is an unbacked size (see
+        :func:`compiled_forward`), so the graph does not break here.
         """
-        counts = valid.sum(1)
-        length = int(counts.max()) if counts.numel() else 0
-        if self.training and max_image_len > 0 and length > max_image_len:
-            length = max_image_len
+        G = valid.shape[1]
+        length = valid.sum(1).max().item() if G else 0
+        torch._check(length >= 0)
+        torch._check(length <= G)
+        if self.training and max_image_len > 0:
+            # random keys on every call (also when every image fits), so that eager and compiled runs draw alike
+            length = torch.sym_min(length, max_image_len)
             key = valid.float() * (1 + torch.rand(valid.shape, device=valid.device))
             order = key.topk(length, dim=1).indices.sort(dim=1).values
         else:
@@ -336,6 +353,12 @@ class ViLT(nn.Module):
         self.transformer = VisionTransformer(cfg)
         self.pooler = Pooler(cfg.hidden_size)
         self.apply(_init_vilt_weights)
+        self.compiled = None  # the compiled forward (a function of the module), or None: eager
+        if cfg.compile:
+            if torch._dynamo.is_dynamo_supported():
+                self.compiled = compiled_forward()
+            else:
+                warnings.warn("compile=True but torch.compile does not support this platform: running eagerly")
 
     @property
     def num_layers(self) -> int:
@@ -355,7 +378,7 @@ class ViLT(nn.Module):
                 grid_sizes: torch.Tensor | None = None, patch_masks: torch.Tensor | None = None,
                 return_attention: bool | Sequence[int] = False, extra_tokens: torch.Tensor | None = None,
                 prefixes: Sequence | None = None, adapters: Sequence | None = None,
-                deep_tokens: Sequence | None = None) -> ViLTOutput:
+                deep_tokens: Sequence | None = None, pack: int = 0) -> ViLTOutput:
         """Encode a batch of image-text pairs.
 
         text_ids, text_masks: (B, T); a 0 in text_masks removes that token (padding or a masked-out word).
@@ -367,6 +390,12 @@ class ViLT(nn.Module):
         ``return_attention``: also return every layer's attention (B, heads, N, N), or, given layer indices, only
         those layers' (None elsewhere, so a masking pass holds no more than it needs); the other layers use the
         fused SDPA kernel.
+        ``pack``: 0 (default) runs every token slot of the padded batch; k > 0 runs only the attended tokens,
+        those of k consecutive samples packed into one row with a block-diagonal attention mask
+        (:func:`pack_tokens`), so the cost follows the tokens kept, not the batch's longest sample (a masked
+        sample's second forward in the masking pass). Outputs keep the unpacked layout and equal the unpacked
+        ones to float rounding, except ``hidden`` at unattended slots (0 here). Not with ``return_attention``,
+        ``prefixes`` or ``deep_tokens``.
         Hooks for prompt and adapter methods (all optional): ``extra_tokens`` (B, E, C) appended after the image
         tokens as they are (input prompts, L2P-style; ``hidden[:, -E:]`` are their outputs); ``prefixes``, one entry
         per layer, None or (keys, values) each (B, Lp, C) appended to that layer's attention (prefix tuning);
@@ -375,10 +404,18 @@ class ViLT(nn.Module):
         ``deep_tokens`` (instead of ``extra_tokens``), one entry per layer: entry 0 (B, E, C) is the extra tokens'
         input, and a later entry (B, E, C) replaces their states before that layer, None leaving them as the layer
         below made them (deep prompts: VPT-deep, RebQ's memory prompts).
+        With ``ViLTConfig.compile`` the whole call runs as one compiled graph (:func:`compiled_forward`).
         """
+        if self.compiled is not None and not torch.compiler.is_compiling():
+            return self._run_compiled(text_ids, text_masks, images, pixel_masks, patch_keep, patches=patches,
+                                      patch_index=patch_index, grid_sizes=grid_sizes, patch_masks=patch_masks,
+                                      return_attention=return_attention, extra_tokens=extra_tokens,
+                                      prefixes=prefixes, adapters=adapters, deep_tokens=deep_tokens, pack=pack)
         vt = self.transformer
         if (images is None) == (patches is None):
             raise ValueError("give exactly one of images= or patches=")
+        if pack and (return_attention or prefixes is not None or deep_tokens is not None):
+            raise ValueError("pack= runs without attention maps, prefixes and deep_tokens: give none of them")
         if patches is not None:
             if patch_index is None or grid_sizes is None:
                 raise ValueError("patches= needs patch_index= and grid_sizes=")
@@ -386,6 +423,7 @@ class ViLT(nn.Module):
         else:
             tokens, valid, index, grid_sizes = vt.embed_images(images, pixel_masks, patch_keep)
         tokens, valid, index = vt.select_tokens(tokens, valid, index, self.cfg.max_image_len)
+        tokens = tokens + vt.pos_embed_at(index, grid_sizes).to(tokens.dtype)
         image_x, image_masks = vt.prepend_cls(tokens, valid)
         image_x = image_x + self.token_type_embeddings.weight[IMAGE_TYPE].to(image_x.dtype)
 
@@ -409,6 +447,10 @@ class ViLT(nn.Module):
             if any(not -n <= i < n for i in return_attention):
                 raise ValueError(f"return_attention={list(return_attention)}: layers out of range for {n} layers")
             wanted = {i % n for i in return_attention}
+        if pack:
+            x, attn_mask, slots = pack_tokens(x, masks, pack)
+        else:
+            attn_mask = masks[:, None, None, :]  # over keys
         attentions = []
         for i, blk in enumerate(vt.blocks):
             if deep_tokens is not None and i > 0 and deep_tokens[i] is not None:
@@ -416,14 +458,78 @@ class ViLT(nn.Module):
                 if deep_tokens[i].shape[1] != E:
                     raise ValueError(f"deep_tokens[{i}] has {deep_tokens[i].shape[1]} tokens, layer 0 had {E}")
                 x = torch.cat([x[:, :-E], deep_tokens[i].to(x.dtype)], dim=1)
-            x, attn = blk(x, masks, i in wanted, prefixes[i] if prefixes is not None else None,
+            x, attn = blk(x, attn_mask, i in wanted, prefixes[i] if prefixes is not None else None,
                           adapters[i] if adapters is not None else None)
             attentions.append(attn)
         hidden = vt.ssf_norm(vt.norm(x))
+        if pack:
+            hidden = unpack_tokens(hidden, slots)
         return ViLTOutput(pooled=self.pooler(hidden), hidden=hidden, masks=masks, text_len=text_ids.shape[1],
                           patch_index=index, grid_sizes=grid_sizes,
                           attentions=tuple(attentions) if wanted else None,
                           num_extra=0 if extra_tokens is None else extra_tokens.shape[1])
+
+    def _run_compiled(self, *args, **kwargs) -> ViLTOutput:
+        """:attr:`compiled` on this module; on a platform where it cannot compile, a warning and eager from then on."""
+        try:
+            # the token counts of select_tokens / pack_tokens become unbacked sizes instead of graph breaks;
+            # several entry points (attention maps, packing, train / eval) each take a cache entry
+            with torch._dynamo.config.patch(capture_scalar_outputs=True, recompile_limit=32):
+                return self.compiled(self, *args, **kwargs)
+        except torch._dynamo.exc.BackendCompilerFailed as err:
+            warnings.warn(f"torch.compile failed on this platform, the backbone runs eagerly: {err}")
+            self.compiled = None
+            return self(*args, **kwargs)
+
+
+def pack_tokens(x: torch.Tensor, masks: torch.Tensor, per_row: int):
+    """Pack the attended tokens of every ``per_row`` consecutive samples into one row.
+
+    x (B, N, C), masks (B, N) bool. Returns packed (R, L, C) with R = ceil(B / per_row) and L the longest row's
+    token count, the attention mask (R, 1, L, L) bool (a token attends to the tokens of its own sample; the row's
+    padding to padding, so no softmax row is empty) and ``slots`` (B, N) long, where each token went in the
+    flattened rows, unattended ones to a spare area after them (:func:`unpack_tokens` reads them back as 0).
+    Token order inside a sample is kept; positions were embedded before, so packing changes nothing but cost.
+    """
+    B, N, C = x.shape
+    R = -(-B // per_row)
+    lengths = masks.sum(1)                                              # (B,)
+    sample = torch.arange(B, device=x.device)
+    row = sample // per_row
+    start = lengths.cumsum(0) - lengths                                  # offset of each sample among all tokens
+    in_row = (start - start[row * per_row])[:, None] + masks.cumsum(1) - 1  # (B, N) place of each token in its row
+    L = torch.zeros(R, dtype=lengths.dtype, device=x.device).index_add(0, row, lengths).max().item()
+    torch._check(L >= 1)
+    torch._check(L <= per_row * N)
+    spare = R * L + sample[:, None] * N + torch.arange(N, device=x.device)  # a slot of its own: no index repeats
+    slots = torch.where(masks, row[:, None] * L + in_row, spare)
+    flat = slots.flatten()
+    packed = x.new_zeros(R * L + B * N, C).index_copy(0, flat, x.flatten(0, 1))[:R * L].view(R, L, C)
+    owner = torch.full((R * L + B * N,), -1, device=x.device).index_copy(0, flat, sample.repeat_interleave(N))
+    owner = owner[:R * L].view(R, L)
+    return packed, (owner[:, :, None] == owner[:, None, :])[:, None], slots
+
+
+def unpack_tokens(packed: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`pack_tokens`: packed (R, L, C), slots (B, N) -> (B, N, C), 0 at unattended slots."""
+    B, N = slots.shape
+    flat = torch.cat([packed.flatten(0, 1), packed.new_zeros(B * N, packed.shape[-1])])
+    return flat[slots]
+
+
+@functools.cache
+def compiled_forward():
+    """``torch.compile`` of :meth:`ViLT.forward` (one function for every ViLT, called with the module as argument).
+
+    It traces into one graph without breaks: position embeddings are computed for all grid sizes at once and the
+    data-dependent token counts (``select_tokens``, ``pack_tokens``) are unbacked sizes (``capture_scalar_outputs``,
+    set around each call). ``dynamic=True``: batch, text length and image height and width are symbolic from the
+    first compile, so the pixelbert transform's varying image sizes reuse one graph per entry point (train / eval,
+    attention maps, packing) instead of recompiling as each dimension first changes. ``fallback_random``: dropout
+    and patch sampling draw from torch's eager RNG in the same order, so a compiled run reproduces an eager one to
+    float rounding (``benchmarks/bench_compile.py`` measures graphs, recompiles and speed).
+    """
+    return torch.compile(ViLT.forward, dynamic=True, options={"fallback_random": True})
 
 
 def _init_vilt_weights(module: nn.Module) -> None:
