@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from conftest import make_batch
-from emmcil.incremental.masking import MaskingConfig, compute_masks, normalise, reduce_attention, select
+from emmcil.incremental.masking import (MaskingConfig, compute_masks, masking_step, normalise, reduce_attention,
+                                        select)
 from emmcil.model import ViLT
 from emmcil.model.vilt import ViLTOutput
 
@@ -211,3 +212,19 @@ def test_masks_ignore_prompt_tokens_and_prefixes(tiny_cfg):
         m = compute_masks(out, text_ids, cfg)
         assert m.patch_keep.shape == (3, 24) and m.text_keep.shape == (3, 12)
         assert (m.patch_keep <= out.image_masks).all()
+
+
+def test_masking_step_encodes_the_masked_sample_as_a_plain_forward(tiny_cfg):
+    """The pass's second forward (kept tokens only, packed) gives the features of the masked sample."""
+    torch.manual_seed(0)
+    model = ViLT(tiny_cfg).eval()
+    text_ids, text_masks, images, pixel_masks = make_batch(sizes=[(64, 96), (32, 64), (48, 32)])
+    text_ids[:, 0] = CLS
+    batch = {"text_ids": text_ids, "text_masks": text_masks, "images": images, "pixel_masks": pixel_masks}
+    out = masking_step(model, batch, MaskingConfig(), grid_shape=(5, 7))
+    full = model(text_ids, text_masks, images, pixel_masks)
+    masked = model(text_ids, out["text_keep"].long(), images, pixel_masks, patch_keep=out["patch_keep"][:, :4, :6])
+    assert torch.allclose(out["features"], full.pooled, atol=1e-5)
+    assert torch.allclose(out["masked_features"], masked.pooled, atol=1e-5)
+    assert not torch.allclose(out["masked_features"], full.pooled, atol=1e-4)
+    assert out["patch_keep"][:, 4:].sum() == 0 and out["patch_keep"][:, :, 6:].sum() == 0

@@ -220,3 +220,36 @@ def test_parallel_adapters(model):
     assert not torch.allclose(out, plain, atol=1e-4)
     out.sum().backward()
     assert adapter.weight.grad is not None and adapter.weight.grad.abs().sum() > 0
+
+
+def test_packed_forward_equals_padded_forward(model):
+    """pack=k runs the attended tokens only, k samples a row: the same outputs at every attended slot."""
+    text_ids, text_masks, images, pixel_masks = make_batch(B=5, sizes=[(64, 96), (32, 64), (48, 32), (64, 48),
+                                                                        (16, 16)])
+    text_masks[1, 3:7] = 0  # masked words inside the text, as a masked exemplar
+    keep = torch.rand(5, 4, 6, generator=torch.Generator().manual_seed(2)) > 0.4
+    extra = torch.randn(5, 2, 32, generator=torch.Generator().manual_seed(4))
+    adapter = torch.nn.Linear(32, 32)
+    for kwargs in ({}, {"patch_keep": keep}, {"patch_keep": keep, "extra_tokens": extra},
+                   {"adapters": [adapter, None]}):
+        padded = model(text_ids, text_masks, images, pixel_masks, **kwargs)
+        for per_row in (1, 2, 5):
+            packed = model(text_ids, text_masks, images, pixel_masks, pack=per_row, **kwargs)
+            assert torch.allclose(packed.pooled, padded.pooled, atol=1e-5), (kwargs, per_row)
+            attended = padded.masks[..., None]
+            assert torch.allclose(packed.hidden, padded.hidden * attended, atol=1e-5), (kwargs, per_row)
+            assert torch.equal(packed.masks, padded.masks) and torch.equal(packed.patch_index, padded.patch_index)
+    with pytest.raises(ValueError, match="pack="):
+        model(text_ids, text_masks, images, pixel_masks, pack=2, return_attention=[-1])
+
+
+def test_pack_tokens_layout():
+    from emmcil.model.vilt import pack_tokens, unpack_tokens
+    masks = torch.tensor([[1, 1, 0, 1], [1, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    x = torch.arange(12.0).reshape(3, 4, 1)
+    packed, attn_mask, slots = pack_tokens(x, masks, per_row=2)
+    # row 0: sample 0 (3 tokens) then sample 1 (1 token); row 1: sample 2 (4 tokens)
+    assert packed.shape == (2, 4, 1)
+    assert packed[..., 0].tolist() == [[0, 1, 3, 4], [8, 9, 10, 11]]
+    assert attn_mask[0, 0].tolist() == [[True] * 3 + [False]] * 3 + [[False] * 3 + [True]]
+    assert torch.equal(unpack_tokens(packed, slots), x * masks[..., None])

@@ -79,3 +79,39 @@ def test_merge_folds_ssf_with_equal_outputs(tiny_cfg):
     assert torch.allclose(before.pooled, after.pooled, atol=1e-5)
     for a, b in zip(before.attentions, after.attentions):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("qkv_bias", [True, False])  # without a bias, folding the shift creates one
+def test_inference_runs_a_merged_copy_and_leaves_the_trained_backbone_alone(tiny_cfg, qkv_bias):
+    from emmcil.incremental.module import IncrementalModule
+    from emmcil.model.ssf import has_ssf
+
+    torch.manual_seed(0)
+    module = IncrementalModule({**tiny_cfg, "load_path": "", "tuning": "ssf", "qkv_bias": qkv_bias})
+    module.add_classes(3)
+    module.eval()
+    ssfs = [m for m in module.modules() if isinstance(m, SSF)]
+    for m in ssfs:
+        m.scale.data.uniform_(0.5, 1.5)
+        m.shift.data.uniform_(-0.5, 0.5)
+    text_ids, text_masks, images, pixel_masks = make_batch(sizes=[(64, 96), (32, 64), (48, 32)])
+    batch = {"text_ids": text_ids, "text_masks": text_masks, "images": images, "pixel_masks": pixel_masks}
+    trained = module.backbone
+    state = {k: v.clone() for k, v in module.state_dict().items()}
+    n_params = sum(1 for _ in module.parameters())
+    for step in range(2):
+        reference = module(batch)
+        with torch.no_grad(), module.ssf_merged():
+            assert module.backbone is not trained and not has_ssf(module.backbone)
+            merged = module(batch)
+        assert module.backbone is trained
+        assert torch.allclose(merged, reference, atol=1e-5)
+        # the trained parameters and the checkpointed state are untouched; the copy is no submodule
+        assert all(torch.equal(v, module.state_dict()[k]) for k, v in state.items())
+        assert sum(1 for _ in module.parameters()) == n_params
+        # training moves SSF on: the next merged pass follows it
+        ssfs[0].scale.data.mul_(1.5)
+        state = {k: v.clone() for k, v in module.state_dict().items()}
+    with pytest.raises(RuntimeError), module.ssf_merged():
+        raise RuntimeError("a failing pass")
+    assert module.backbone is trained
