@@ -11,9 +11,9 @@ For each image size (default 384x384 and 384x576, batch 4, 40 text tokens), in o
   ``torch.inference_mode()``, the same inputs.
 
 Achieved FLOP/s = the analytic forward FLOPs (:func:`measure.forward_flops`) / seconds; the roofline row's FLOPs
-are the same number. Each row's time is the fastest of ``--iters`` interleaved rounds after ``--warmup``: on a
-machine shared with other processes the fastest round is the one least disturbed, and the rows saw the same
-disturbances. Ratios are printed beside their targets (issue 16): merged / plain >= 0.98, merged / ViltModel >= 1.0,
+are the same number. On CUDA also the share of the GPU's dense bf16 peak (``measure.PEAK_BF16_TFLOPS``). Each row's
+time is the fastest of ``--iters`` interleaved rounds after ``--warmup``: on a machine shared with other processes
+the fastest round is the one least disturbed, and the rows saw the same disturbances. Ratios are printed beside their targets (issue 16): merged / plain >= 0.98, merged / ViltModel >= 1.0,
 merged at >= 0.9 of the roofline.
 
     python benchmarks/bench_backbone.py                  # ViLT-B/32, batch 4, 384x384 and 384x576, CPU fp32
@@ -36,7 +36,7 @@ from emmcil.model import VILT_B32, ViLT, ViLTConfig, merge_ssf
 from emmcil.model.checkpoint import convert_hf
 
 from machine_load import OtherLoad  # benchmarks/ (scripts run from this folder)
-from measure import forward_flops, interleaved_times, matmul_chain
+from measure import forward_flops, interleaved_times, matmul_chain, peak_tflops
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TARGETS = {"merged / plain": 0.98, "merged / ViltModel": 1.0, "merged / roofline FLOP/s": 0.9}
@@ -62,6 +62,7 @@ def main(argv=None) -> None:
     dev, B, T = args.device, args.batch, args.text_len
     dtype = DTYPES[args.dtype]
     autocast = dtype != torch.float32
+    peak = peak_tflops(torch.cuda.get_device_name()) if dev == "cuda" else None
     load = OtherLoad()
     t_start = time.perf_counter()
 
@@ -111,6 +112,8 @@ def main(argv=None) -> None:
         for name, s in sec.items():
             rows.append({"image": f"{H}x{W}", "patches": P, "row": name, "s/batch": s, "samples/s": B / s,
                          "GFLOP/s": flops / s / 1e9, "of roofline": roof / s})
+            if peak is not None:
+                rows[-1]["% of bf16 peak"] = 100 * flops / s / 1e12 / peak
         m = sec["ours, SSF merged"]
         ratios += [(f"{H}x{W}", "merged / plain", sec["plain ViLT (ssf=False)"] / m),
                    (f"{H}x{W}", "merged / ViltModel", sec["transformers ViltModel"] / m),

@@ -83,3 +83,16 @@ def interleaved_times(fns: dict[str, Callable[[], object]], rounds: int, warmup:
             if r >= warmup:
                 times[name].append(time.perf_counter() - t)
     return times
+
+
+# Dense bf16 tensor-core peak (TFLOP/s, no sparsity), matched against torch.cuda.get_device_name() in this order.
+PEAK_BF16_TFLOPS = [("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("H200", 989.0), ("GH200", 989.0),
+                    ("A100", 312.0)]
+
+
+def peak_tflops(name: str) -> float | None:
+    """The dense bf16 peak of the GPU called ``name`` (``torch.cuda.get_device_name()``), None if unknown."""
+    for key, tflops in PEAK_BF16_TFLOPS:
+        if key.lower() in name.lower():
+            return tflops
+    return None
