@@ -197,8 +197,7 @@ def config():
     deterministic = False        # Lightning's flag (True/"warn"): bitwise-reproducible GPU kernels, slower
     num_workers = dataset_default(dataset, "num_workers")  # DataLoader workers (0: in the main process)
     num_threads = 0              # torch intra-op CPU threads; 0 = torch's default (results depend on it, bitwise)
-    compile = False              # torch.compile the backbone's forward (training and inference); results equal to
-                                 # float rounding; falls back to eager with a warning where it cannot compile
+    compile = False              # torch.compile the backbone (train, inference): same results; eager where unsupported
 
     # ---------------------------------------------------------------- run directory
     log_dir = "runs"             # run directories live in {log_dir}/{exp_name}

@@ -138,7 +138,8 @@ def test_run_names_follow_every_key_that_changes_results():
     assert resolve("demo", "emm", lr=0.05, tau_text=0.25)["exp_name"] == \
         "demo_emm_5phases_mem5_tau_text=0.25_lr=0.05_seed0"  # the method's keys first
     # keys that do not change results leave the name alone
-    same = dict(num_workers=3, progress_bar=False, devices=1, keep_checkpoints=2, log_every_n_steps=1, mask_figure=0)
+    same = dict(num_workers=3, progress_bar=False, devices=1, keep_checkpoints=2, log_every_n_steps=1, mask_figure=0,
+                compile=True)
     assert set(same) <= NON_RESULT_KEYS and resolve("demo", "emm", **same)["exp_name"] == base
     # a model size shows as itself, not as the backbone keys it derives
     assert resolve("food101", "replay", "tiny")["exp_name"] == "food101_replay_5phases_mem5_model_size=tiny_seed0"

@@ -57,7 +57,7 @@ NON_RESULT_KEYS = frozenset({
     "data_root", "tokenizer", "trust_checkpoint",
     # how fast and on what: the same numbers up to rounding (the effective batch is batch_size, by accumulation)
     "accelerator", "devices", "num_nodes", "strategy", "per_gpu_batchsize", "num_workers", "num_threads",
-    "deterministic",
+    "deterministic", "compile",
     # what is shown and where it is logged
     "progress_bar", "log_every_n_steps", "mask_figure", "wandb", "wandb_project", "wandb_entity", "wandb_mode",
 })
