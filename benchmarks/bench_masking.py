@@ -21,6 +21,8 @@ Prints, side by side from one run (markdown tables):
    class's exemplars are offered again and again (as if the class had as many samples of the same kind).
 3. **masks**: kept fractions of patches and tokens (emm, both normalisations), their spread, and on the demo set
    whether the kept patches lie on the class's shape and the kept words are its colour/shape words.
+4. **reduced precision**: whether a masking pass under bf16 autocast keeps the float32 masks (samples with the same
+   patch and word masks). Masks stay float32 (``masking_step``) unless they do.
 
 Settings: (a) the embedded demo set (300 train images, ``pixelbert_transform(96, 16)``) with the tiny model
 (``TINY``, ``max_text_len=40``), both random and after a short full fine-tuning on the demo train set (AdamW, linear
@@ -54,7 +56,7 @@ from emmcil.data import (CLS_ID, SEP_ID, ArrowDataset, collate, ensure_demo, get
                          pixelbert_transform)
 from emmcil.data.demo import DEMO_NUM_CLASSES, DEMO_SPECS
 from emmcil.incremental.exemplar import CimExemplar, Exemplar, JpegExemplar
-from emmcil.incremental.masking import MaskingConfig, mask_canvas, masking_step
+from emmcil.incremental.masking import MaskingConfig, _masking_step, mask_canvas, masking_step
 from emmcil.incremental.memory import MemoryBuffer, mean_full_exemplar_nbytes
 from emmcil.incremental.report import markdown_table
 from emmcil.methods.cim import cam_step
@@ -95,7 +97,8 @@ def mb(nbytes: float | None) -> str:
 def time_passes(backbone, batches: list[dict], canvas: tuple[int, int], repeats: int, device: str):
     """Interleaved per-batch timing of eval / eval+map / masking, on a copy of ``backbone`` with SSF merged (as
     ``IncrementalModule.ssf_merged`` runs them). Returns (seconds per pass, peak bytes per pass or None, the masking
-    outputs of the last repeat, concatenated on the CPU)."""
+    outputs of the last repeat, concatenated on the CPU). ``seconds["kept"]``: the share of the evaluation pass's
+    token slots that the masked forward runs (kept words and patches + the image [CLS]), what its cost follows."""
     backbone = merge_ssf(copy.deepcopy(backbone))
     cfg = MaskingConfig()
     layers = list(cfg.layers)
@@ -108,6 +111,7 @@ def time_passes(backbone, batches: list[dict], canvas: tuple[int, int], repeats:
     backbone.eval()
     times = {name: [[] for _ in batches] for name in passes}
     outs: list[dict] = []
+    slots = 0
     with torch.inference_mode():
         for fn in passes.values():  # warm-up (allocator, kernels, position-embedding interpolation)
             fn(batches[0])
@@ -121,6 +125,8 @@ def time_passes(backbone, batches: list[dict], canvas: tuple[int, int], repeats:
                     times[name][i].append(time.perf_counter() - t)
                     if name == "masking" and r == repeats - 1:
                         outs.append({k: v.cpu() for k, v in out.items()})
+                    if name == "eval" and r == repeats - 1:
+                        slots += out.masks.numel()
         peaks = {name: None for name in passes}
         if device == "cuda":
             for name, fn in passes.items():
@@ -132,7 +138,28 @@ def time_passes(backbone, batches: list[dict], canvas: tuple[int, int], repeats:
                 peaks[name] = torch.cuda.max_memory_allocated() - base
     seconds = {name: float(sum(np.median(t) for t in per_batch)) for name, per_batch in times.items()}
     masks = {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
+    kept = masks["text_keep"].sum() + masks["patch_keep"].sum() + len(masks["text_keep"])
+    seconds["kept"] = float(kept) / slots
     return seconds, peaks, masks
+
+
+def precision_row(setting: str, backbone, batches: list[dict], canvas: tuple[int, int]) -> dict:
+    """Masks of a bf16 autocast masking pass against the default float32 ones, on the same batches: how many samples
+    keep the same patch and word masks. (``masking_step`` forces float32; the bf16 pass calls its body.)"""
+    backbone = merge_ssf(copy.deepcopy(backbone)).eval()
+    cfg, same_patches, same_words, flipped, kept, n = MaskingConfig(), 0, 0, 0, 0, 0
+    with torch.inference_mode():
+        for b in batches:
+            full = masking_step(backbone, b, cfg, canvas)
+            with torch.autocast(b["images"].device.type, dtype=torch.bfloat16):
+                low = _masking_step(backbone, b, cfg, canvas, (CLS_ID, SEP_ID))
+            same_patches += int((full["patch_keep"] == low["patch_keep"]).flatten(1).all(1).sum())
+            same_words += int((full["text_keep"] == low["text_keep"]).all(1).sum())
+            flipped += int((full["patch_keep"] != low["patch_keep"]).sum())
+            kept += int(full["patch_keep"].sum())
+            n += len(b["text_ids"])
+    return {"setting": setting, "samples": n, "same patch mask %": 100 * same_patches / n,
+            "same word mask %": 100 * same_words / n, "patches flipped % (of kept)": 100 * flipped / kept}
 
 
 def cost_row(setting: str, model: str, weights: str, data: str, batch: int, n: int, seconds: dict,
@@ -140,7 +167,8 @@ def cost_row(setting: str, model: str, weights: str, data: str, batch: int, n: i
     return {"setting": setting, "model": model, "weights": weights, "data": data, "batch": batch, "samples": n,
             "eval s": seconds["eval"], "eval samples/s": n / seconds["eval"],
             "eval+last-layer map s": seconds["eval+map"], "masking s": seconds["masking"],
-            "masking samples/s": n / seconds["masking"], "masking / eval": seconds["masking"] / seconds["eval"],
+            "masking samples/s": n / seconds["masking"], "tokens kept %": 100 * seconds["kept"],
+            "masking / eval": seconds["masking"] / seconds["eval"],
             "peak MB eval": mb(peaks["eval"]), "peak MB masking": mb(peaks["masking"])}
 
 
@@ -368,7 +396,7 @@ def main(argv=None) -> None:
     tokenizer = get_tokenizer()
     load = OtherLoad()
     t_start = time.perf_counter()
-    cost, storage, mask_stats = [], [], []
+    cost, storage, mask_stats, precision = [], [], [], []
 
     # ------------------------------------------------------------------ (a) demo set, tiny model
     size, p = TINY["image_size"], TINY["patch_size"]
@@ -424,6 +452,7 @@ def main(argv=None) -> None:
         mask_stats += [mask_row("demo", weights, name, items, m, p, boxes, class_word_ids)
                        for name, m in variants.items()]
         print(f"  demo, {weights} weights: {time.perf_counter() - t0:.0f} s", flush=True)
+    precision.append(precision_row(f"demo, trained {args.epochs} ep", model.backbone, demo_batches, canvas))
 
     # ------------------------------------------------------------------ (b) ViLT-B/32, random weights, synthetic
     if not args.skip_b32:
@@ -448,6 +477,7 @@ def main(argv=None) -> None:
             all_minmax.append(run_passes(lambda b: masking_step(b32, b, MASKS["emm minmax"], b32_canvas),
                                          syn_batches))
             all_cams.append(run_passes(lambda b: cam_step(b32, b, b32_head, CIM_THRESHOLD, b32_canvas), syn_batches))
+            precision.append(precision_row(f"B/32 {H}x{W}, random", b32, syn_batches, b32_canvas))
         cat = lambda parts: {k: torch.cat([m[k] for m in parts]) for k in parts[0]}  # noqa: E731
         variants = {"emm": cat(all_masks), "emm minmax": cat(all_minmax)}
         b32_full = float(np.mean([Exemplar.from_item(it, bp).nbytes for it in all_items]))
@@ -508,6 +538,10 @@ def main(argv=None) -> None:
           f"the kept patches that overlap the shape's bounding box vs the share of all patches that do (chance), "
           f"and the kept rate of the class's colour/shape word pieces vs the other words.\n")
     print(markdown_table(pd.DataFrame(mask_stats), digits=1))
+    print(f"\n### 4. Reduced precision: masks of a bf16 autocast masking pass vs the float32 default\n\n"
+          f"{env}. The same samples as above; a sample counts as the same when every one of its patch (word) keep "
+          f"flags is.\n")
+    print(markdown_table(pd.DataFrame(precision), digits=1))
 
 
 if __name__ == "__main__":

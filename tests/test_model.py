@@ -253,3 +253,27 @@ def test_pack_tokens_layout():
     assert packed[..., 0].tolist() == [[0, 1, 3, 4], [8, 9, 10, 11]]
     assert attn_mask[0, 0].tolist() == [[True] * 3 + [False]] * 3 + [[False] * 3 + [True]]
     assert torch.equal(unpack_tokens(packed, slots), x * masks[..., None])
+
+
+def test_cheapest_pack_trades_padding_against_attention():
+    from emmcil.model.vilt import cheapest_pack
+    assert cheapest_pack([106, 60, 106, 38], width=768) == 4   # wide model: one row, no padding
+    assert cheapest_pack([50] * 32, width=768) < 32             # but not 32 samples' attention in one row
+    assert cheapest_pack([100, 100], width=8) == 1              # narrow model: attention dominates
+
+
+def test_pooled_only_gives_the_pooled_feature_and_every_attention_row(model):
+    text_ids, text_masks, images, pixel_masks = make_batch(B=5, sizes=[(64, 96), (32, 64), (48, 32), (64, 48),
+                                                                        (16, 16)])
+    keep = torch.rand(5, 4, 6, generator=torch.Generator().manual_seed(2)) > 0.4
+    full = model(text_ids, text_masks, images, pixel_masks, return_attention=True)
+    short = model(text_ids, text_masks, images, pixel_masks, return_attention=True, pooled_only=True)
+    assert short.hidden.shape == (5, 1, 32)
+    assert torch.allclose(short.pooled, full.pooled, atol=1e-5)
+    assert torch.allclose(short.hidden[:, 0], full.hidden[:, 0], atol=1e-5)
+    for a, b in zip(full.attentions, short.attentions):
+        assert torch.allclose(a, b, atol=1e-6)
+    masked = model(text_ids, text_masks, images, pixel_masks, patch_keep=keep)
+    for per_row in (1, 2, 3):  # 3: the last row holds fewer samples than the others
+        packed = model(text_ids, text_masks, images, pixel_masks, patch_keep=keep, pack=per_row, pooled_only=True)
+        assert torch.allclose(packed.pooled, masked.pooled, atol=1e-5), per_row

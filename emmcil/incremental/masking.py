@@ -24,7 +24,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from ..model.vilt import ViLTOutput
+from ..model.vilt import ViLTOutput, cheapest_pack
 
 NORMS = ("minmax", "mass", "ratio")
 
@@ -201,7 +201,8 @@ def score_grid(out: ViLTOutput, scores: torch.Tensor, grid_shape: tuple[int, int
 def masking_step(backbone, batch: dict, cfg: MaskingConfig, grid_shape: tuple[int, int],
                  always_keep_ids: Sequence[int] = (101, 102)) -> dict[str, torch.Tensor]:
     """Mask one collated batch and encode it twice, with the backbone in eval mode: the full sample returning the
-    attention of ``cfg.layers`` only, then the masked sample over its kept tokens only (``pack``).
+    attention of ``cfg.layers`` only, then the masked sample over its kept tokens only (``pack``); both forwards
+    compute only what the pooled features need (``pooled_only``).
 
     Returns per-sample tensors of fixed shapes, so that batches concatenate: ``features`` (B, C) f(x),
     ``masked_features`` (B, C) f(x~), ``patch_keep`` (B, R, C') bool and ``image_scores`` (B, R, C') float on a
@@ -218,7 +219,7 @@ def _masking_step(backbone, batch, cfg, grid_shape, always_keep_ids):
     layers = list(cfg.layers) if cfg.layers else True
     ids, text_masks, images = batch["text_ids"], batch["text_masks"], batch["images"].float()
     out = backbone(ids, text_masks, images, batch["pixel_masks"], patch_keep=batch.get("patch_keep"),
-                   return_attention=layers)
+                   return_attention=layers, pooled_only=True)
     masks = compute_masks(out, ids, cfg, always_keep_ids)
     p = backbone.cfg.patch_size
     Hg, Wg = images.shape[-2] // p, images.shape[-1] // p
@@ -226,11 +227,10 @@ def _masking_step(backbone, batch, cfg, grid_shape, always_keep_ids):
         raise ValueError(f"images of {Hg}x{Wg} patches do not fit the {grid_shape} mask canvas")
     keep = masks.patch_grid(out, grid_shape)
     # the masked sample's forward runs its kept tokens only (dropped words and patches take no slot), packed into
-    # rows about as long as the unmasked sequence: its cost follows the kept fraction, not the batch's longest
-    kept = masks.text_keep.sum(1) + masks.patch_keep.sum(1) + 1
-    per_row = max(1, out.masks.shape[1] // int(kept.max()))
+    # rows: its cost follows the kept fraction, not the batch's longest sample
+    kept = (masks.text_keep.sum(1) + masks.patch_keep.sum(1) + 1).tolist()  # + the image [CLS]
     masked = backbone(ids, masks.text_keep.long(), images, batch["pixel_masks"], patch_keep=keep[:, :Hg, :Wg],
-                      pack=per_row)
+                      pack=cheapest_pack(kept, backbone.cfg.hidden_size), pooled_only=True)
     return {"features": out.pooled.float(), "masked_features": masked.pooled.float(), "patch_keep": keep,
             "image_scores": score_grid(out, masks.image_scores, grid_shape), "text_keep": masks.text_keep}
 

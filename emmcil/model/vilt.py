@@ -74,7 +74,7 @@ class ViLTOutput:
     """What :meth:`ViLT.forward` returns. N = T + 1 + P tokens (+ E extra tokens when given)."""
 
     pooled: torch.Tensor                 # (B, C) tanh(pooler(hidden[:, 0]))
-    hidden: torch.Tensor                 # (B, N, C) after the final norm (and its SSF)
+    hidden: torch.Tensor                 # (B, N, C) after the final norm (and its SSF); (B, 1, C) pooled_only
     masks: torch.Tensor                  # (B, N) bool, True = token attended to
     text_len: int                        # T; the image CLS is token T, patches start at T + 1
     patch_index: torch.Tensor            # (B, P, 2) (row, col) of each image token on its grid; -1 for padding
@@ -107,13 +107,15 @@ class Attention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, need_weights: bool = False,
-                prefix: tuple[torch.Tensor, torch.Tensor] | None = None):
+                prefix: tuple[torch.Tensor, torch.Tensor] | None = None, queries: torch.Tensor | None = None):
         """x (B, N, C), mask bool (B, 1, 1, N) over keys or (B, 1, N, N) per query, True = attended -> (B, N, C),
         attention (B, heads, N, N + Lp) float32 or None.
 
         prefix: (keys, values), each (B, Lp, C), appended to this layer's keys and values after the projection
         (prefix tuning, as DualPrompt / CODA-Prompt / RebQ); always attended to. They come *after* the N tokens,
         so attention columns [:N] keep the token order.
+        queries: (B, Q) long, the tokens whose outputs are wanted (every token stays a key and a value): the
+        output is (B, Q, C); the attention map, when asked, still has every query row.
         """
         B, N, C = x.shape
         H = self.num_heads
@@ -129,11 +131,20 @@ class Attention(nn.Module):
             # float32 softmax: the maps feed thresholds, so they must not depend on the autocast dtype
             scores = (q.float() * self.scale) @ k.float().transpose(-2, -1)
             attn = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
-            x = F.dropout(attn, drop, self.training).to(v.dtype) @ v
+            probs = attn if queries is None else query_rows(attn, queries)
+            x = F.dropout(probs, drop, self.training).to(v.dtype) @ v
         else:
+            if queries is not None:
+                q = query_rows(q, queries)
+                mask = mask if mask.shape[-2] == 1 else query_rows(mask, queries)
             x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
-        x = x.transpose(1, 2).reshape(B, N, C)
+        x = x.transpose(1, 2).reshape(B, -1, C)
         return self.proj_drop(self.ssf_proj(self.proj(x))), attn
+
+
+def query_rows(t: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """Rows ``queries`` (B, Q) long of ``t`` (B, X, N, Y) along dim 2: (B, X, Q, Y)."""
+    return t.gather(2, queries[:, None, :, None].expand(-1, t.shape[1], -1, t.shape[3]))
 
 
 class Mlp(nn.Module):
@@ -170,11 +181,13 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg.drop_rate, cfg.ssf)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, need_weights: bool = False, prefix=None,
-                adapter: nn.Module | None = None):
+                adapter: nn.Module | None = None, queries: torch.Tensor | None = None):
         """adapter: a module run in parallel to the MLP on the residual stream before ``norm2`` (the MLP's input
         before its norm), its output added outside drop-path: AdaptFormer's parallel adapter as PILOT's EASE runs
         it (``backbone/vit_ease.py`` ``Block.forward``: ``adapt(x, add_residual=False)`` on that ``x``)."""
-        y, attn = self.attn(self.ssf_norm1(self.norm1(x)), mask, need_weights, prefix)
+        y, attn = self.attn(self.ssf_norm1(self.norm1(x)), mask, need_weights, prefix, queries)
+        if queries is not None:  # only these tokens go on (Attention's queries)
+            x = x.gather(1, queries[..., None].expand(-1, -1, x.shape[-1]))
         x = x + self.drop_path(y)
         out = x + self.drop_path(self.mlp(self.ssf_norm2(self.norm2(x))))
         if adapter is not None:
@@ -378,7 +391,7 @@ class ViLT(nn.Module):
                 grid_sizes: torch.Tensor | None = None, patch_masks: torch.Tensor | None = None,
                 return_attention: bool | Sequence[int] = False, extra_tokens: torch.Tensor | None = None,
                 prefixes: Sequence | None = None, adapters: Sequence | None = None,
-                deep_tokens: Sequence | None = None, pack: int = 0) -> ViLTOutput:
+                deep_tokens: Sequence | None = None, pack: int = 0, pooled_only: bool = False) -> ViLTOutput:
         """Encode a batch of image-text pairs.
 
         text_ids, text_masks: (B, T); a 0 in text_masks removes that token (padding or a masked-out word).
@@ -396,6 +409,9 @@ class ViLT(nn.Module):
         sample's second forward in the masking pass). Outputs keep the unpacked layout and equal the unpacked
         ones to float rounding, except ``hidden`` at unattended slots (0 here). Not with ``return_attention``,
         ``prefixes`` or ``deep_tokens``.
+        ``pooled_only``: compute what ``pooled`` needs: in the last layer every token is a key and a value, but only
+        the text [CLS] goes through its attention output, projection and MLP (about 1/16 of a ViLT-B/32 forward
+        saved); ``hidden`` is then (B, 1, C), the text [CLS] only. Attention maps keep every row.
         Hooks for prompt and adapter methods (all optional): ``extra_tokens`` (B, E, C) appended after the image
         tokens as they are (input prompts, L2P-style; ``hidden[:, -E:]`` are their outputs); ``prefixes``, one entry
         per layer, None or (keys, values) each (B, Lp, C) appended to that layer's attention (prefix tuning);
@@ -410,7 +426,8 @@ class ViLT(nn.Module):
             return self._run_compiled(text_ids, text_masks, images, pixel_masks, patch_keep, patches=patches,
                                       patch_index=patch_index, grid_sizes=grid_sizes, patch_masks=patch_masks,
                                       return_attention=return_attention, extra_tokens=extra_tokens,
-                                      prefixes=prefixes, adapters=adapters, deep_tokens=deep_tokens, pack=pack)
+                                      prefixes=prefixes, adapters=adapters, deep_tokens=deep_tokens, pack=pack,
+                                      pooled_only=pooled_only)
         vt = self.transformer
         if (images is None) == (patches is None):
             raise ValueError("give exactly one of images= or patches=")
@@ -447,10 +464,17 @@ class ViLT(nn.Module):
             if any(not -n <= i < n for i in return_attention):
                 raise ValueError(f"return_attention={list(return_attention)}: layers out of range for {n} layers")
             wanted = {i % n for i in return_attention}
+        B = x.shape[0]
         if pack:
             x, attn_mask, slots = pack_tokens(x, masks, pack)
+            # the text [CLS] of each sample is the first token of its place in its row (the last row padded with
+            # a repeat of its own first [CLS])
+            rows, L = x.shape[:2]
+            cls = slots[:, 0] - (torch.arange(B, device=x.device) // pack) * L
+            cls_queries = torch.cat([cls, cls[-1:].expand(rows * pack - B)]).view(rows, pack)
         else:
             attn_mask = masks[:, None, None, :]  # over keys
+            cls_queries = torch.zeros(B, 1, dtype=torch.long, device=x.device)
         attentions = []
         for i, blk in enumerate(vt.blocks):
             if deep_tokens is not None and i > 0 and deep_tokens[i] is not None:
@@ -459,10 +483,13 @@ class ViLT(nn.Module):
                     raise ValueError(f"deep_tokens[{i}] has {deep_tokens[i].shape[1]} tokens, layer 0 had {E}")
                 x = torch.cat([x[:, :-E], deep_tokens[i].to(x.dtype)], dim=1)
             x, attn = blk(x, attn_mask, i in wanted, prefixes[i] if prefixes is not None else None,
-                          adapters[i] if adapters is not None else None)
+                          adapters[i] if adapters is not None else None,
+                          cls_queries if pooled_only and i == n - 1 else None)
             attentions.append(attn)
         hidden = vt.ssf_norm(vt.norm(x))
-        if pack:
+        if pooled_only:
+            hidden = hidden.flatten(0, 1)[:B, None]  # (B, 1, C): one [CLS] per sample, in sample order
+        elif pack:
             hidden = unpack_tokens(hidden, slots)
         return ViLTOutput(pooled=self.pooler(hidden), hidden=hidden, masks=masks, text_len=text_ids.shape[1],
                           patch_index=index, grid_sizes=grid_sizes,
@@ -508,6 +535,16 @@ def pack_tokens(x: torch.Tensor, masks: torch.Tensor, per_row: int):
     owner = torch.full((R * L + B * N,), -1, device=x.device).index_copy(0, flat, sample.repeat_interleave(N))
     owner = owner[:R * L].view(R, L)
     return packed, (owner[:, :, None] == owner[:, None, :])[:, None], slots
+
+
+def cheapest_pack(lengths: Sequence[int], width: int) -> int:
+    """Samples per row that make :func:`pack_tokens` cheapest for samples of ``lengths`` attended tokens, at model
+    width ``width`` (C). Per layer, a row of L slots costs about 24 C^2 L multiply-adds in its linear maps and
+    4 C L^2 in attention: longer rows waste fewer padding slots until their attention outweighs that."""
+    def cost(per_row: int) -> int:
+        rows = [sum(lengths[i:i + per_row]) for i in range(0, len(lengths), per_row)]
+        return len(rows) * max(rows) * (6 * width + max(rows))
+    return min(range(1, len(lengths) + 1), key=cost)
 
 
 def unpack_tokens(packed: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
