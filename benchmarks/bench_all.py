@@ -44,7 +44,7 @@ from emmcil.incremental.report import markdown_table  # noqa: E402
 # per script: arguments of the default run (CPU, every target at ViLT-B/32, a few minutes), of --full, and of
 # --full --device cuda (bf16, GPU batches)
 SETTINGS = {
-    "bench_backbone.py": {"small": ["--iters", "3"], "full": [],
+    "bench_backbone.py": {"small": [], "full": [],
                           "gpu": ["--batch", "64", "--dtype", "bf16", "--iters", "10", "--warmup", "3"]},
     "bench_train.py": {"small": [], "full": [],
                        "gpu": ["--batch", "32", "--steps", "10", "--warmup", "3", "--dtype", "bf16"]},
@@ -83,7 +83,7 @@ def tables(text: str) -> list[pd.DataFrame]:
         if line.startswith("|"):
             block.append([c.strip() for c in line.strip().strip("|").split("|")])
         elif block:
-            if len(block) > 2:
+            if len(block) > 2 and all(len(row) == len(block[0]) for row in block):
                 out.append(pd.DataFrame(block[2:], columns=block[0]))
             block = []
     return out
