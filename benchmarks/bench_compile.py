@@ -82,8 +82,8 @@ def explain_rows(model: ViLT, batch: dict) -> list[dict]:
     keep = half[:, ::p, ::p]
     variants = {
         "evaluation (mixed image sizes)": (False, {}),
-        "attention map of the last layer (masking, 1st)": (False, {"return_attention": [-1]}),
-        "kept tokens only, packed (masking, 2nd)": (False, {"patch_keep": keep, "pack": 2}),
+        "attention map of the last layer (masking, 1st)": (False, {"return_attention": [-1], "pooled_only": True}),
+        "kept tokens only, packed (masking, 2nd)": (False, {"patch_keep": keep, "pack": 2, "pooled_only": True}),
         "training forward": (True, {}),
     }
     for name, (train, kwargs) in variants.items():

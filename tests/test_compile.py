@@ -83,3 +83,23 @@ def test_compiled_forward_equals_eager(runs):
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
     for name, g in grads[0].items():  # 1e-5 of each gradient's scale (the square loss makes some of them ~20)
         assert (g - grads[1][name]).abs().max() <= 1e-5 * g.abs().max().clamp_min(1), name
+
+
+def test_every_entry_point_traces_into_one_graph(tiny_cfg):
+    """No graph break: the position embeddings of every grid at once, the token counts as unbacked sizes (what
+    compiled_forward sets). Before: 6 graphs, breaks at the per-grid position loop and int(counts.max())."""
+    torch.manual_seed(0)
+    model = ViLT(dict(tiny_cfg, drop_rate=0.1))
+    batch = make_batch(sizes=[(64, 96), (32, 64), (48, 32)])
+    keep = torch.rand(3, 4, 6, generator=torch.Generator().manual_seed(0)) > 0.5
+    patches = torch.randn(3, 5, 3, 16, 16)
+    stored = dict(patches=patches, patch_index=torch.tensor([[[0, 0], [0, 1], [1, 2], [3, 3], [2, 0]]] * 3),
+                  grid_sizes=torch.tensor([[4, 6]] * 3))
+    for train, args, kwargs in ((False, batch, {}), (True, batch, {}),
+                                (False, batch, {"return_attention": [-1], "pooled_only": True}),
+                                (False, batch, {"patch_keep": keep, "pack": 2, "pooled_only": True}),
+                                (True, batch[:2], stored)):
+        model.train(train)
+        with torch._dynamo.config.patch(capture_scalar_outputs=True):
+            explained = torch._dynamo.explain(ViLT.forward)(model, *args, **kwargs)
+        assert (explained.graph_count, explained.graph_break_count) == (1, 0), (train, list(kwargs))

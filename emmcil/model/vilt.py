@@ -136,7 +136,8 @@ class Attention(nn.Module):
         else:
             if queries is not None:
                 q = query_rows(q, queries)
-                mask = mask if mask.shape[-2] == 1 else query_rows(mask, queries)
+                # a key mask (B, 1, 1, K) has one row for all queries: broadcast it (a view) before picking rows
+                mask = query_rows(mask.expand(B, mask.shape[1], N, mask.shape[-1]), queries)
             x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
         x = x.transpose(1, 2).reshape(B, -1, C)
         return self.proj_drop(self.ssf_proj(self.proj(x))), attn
@@ -422,12 +423,25 @@ class ViLT(nn.Module):
         below made them (deep prompts: VPT-deep, RebQ's memory prompts).
         With ``ViLTConfig.compile`` the whole call runs as one compiled graph (:func:`compiled_forward`).
         """
-        if self.compiled is not None and not torch.compiler.is_compiling():
-            return self._run_compiled(text_ids, text_masks, images, pixel_masks, patch_keep, patches=patches,
-                                      patch_index=patch_index, grid_sizes=grid_sizes, patch_masks=patch_masks,
-                                      return_attention=return_attention, extra_tokens=extra_tokens,
-                                      prefixes=prefixes, adapters=adapters, deep_tokens=deep_tokens, pack=pack,
-                                      pooled_only=pooled_only)
+        args = (text_ids, text_masks, images, pixel_masks, patch_keep)
+        kwargs = dict(patches=patches, patch_index=patch_index, grid_sizes=grid_sizes, patch_masks=patch_masks,
+                      return_attention=return_attention, extra_tokens=extra_tokens, prefixes=prefixes,
+                      adapters=adapters, deep_tokens=deep_tokens, pack=pack, pooled_only=pooled_only)
+        if self.compiled is not None:
+            try:
+                # the token counts of select_tokens / pack_tokens become unbacked sizes instead of graph breaks;
+                # several entry points (attention maps, packing, train / eval) each take a cache entry
+                with torch._dynamo.config.patch(capture_scalar_outputs=True, recompile_limit=64):
+                    return self.compiled(self, *args, **kwargs)
+            except torch._dynamo.exc.BackendCompilerFailed as err:
+                warnings.warn(f"torch.compile failed on this platform, the backbone runs eagerly: {err}")
+                self.compiled = None
+        return self._forward(*args, **kwargs)
+
+    def _forward(self, text_ids, text_masks, images, pixel_masks, patch_keep, *, patches, patch_index, grid_sizes,
+                 patch_masks, return_attention, extra_tokens, prefixes, adapters, deep_tokens, pack,
+                 pooled_only) -> ViLTOutput:
+        """The computation of :meth:`forward` (what :func:`compiled_forward` compiles)."""
         vt = self.transformer
         if (images is None) == (patches is None):
             raise ValueError("give exactly one of images= or patches=")
@@ -496,18 +510,6 @@ class ViLT(nn.Module):
                           attentions=tuple(attentions) if wanted else None,
                           num_extra=0 if extra_tokens is None else extra_tokens.shape[1])
 
-    def _run_compiled(self, *args, **kwargs) -> ViLTOutput:
-        """:attr:`compiled` on this module; on a platform where it cannot compile, a warning and eager from then on."""
-        try:
-            # the token counts of select_tokens / pack_tokens become unbacked sizes instead of graph breaks;
-            # several entry points (attention maps, packing, train / eval) each take a cache entry
-            with torch._dynamo.config.patch(capture_scalar_outputs=True, recompile_limit=32):
-                return self.compiled(self, *args, **kwargs)
-        except torch._dynamo.exc.BackendCompilerFailed as err:
-            warnings.warn(f"torch.compile failed on this platform, the backbone runs eagerly: {err}")
-            self.compiled = None
-            return self(*args, **kwargs)
-
 
 def pack_tokens(x: torch.Tensor, masks: torch.Tensor, per_row: int):
     """Pack the attended tokens of every ``per_row`` consecutive samples into one row.
@@ -556,7 +558,7 @@ def unpack_tokens(packed: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
 
 @functools.cache
 def compiled_forward():
-    """``torch.compile`` of :meth:`ViLT.forward` (one function for every ViLT, called with the module as argument).
+    """``torch.compile`` of :meth:`ViLT._forward` (one function for every ViLT, called with the module as argument).
 
     It traces into one graph without breaks: position embeddings are computed for all grid sizes at once and the
     data-dependent token counts (``select_tokens``, ``pack_tokens``) are unbacked sizes (``capture_scalar_outputs``,
@@ -566,7 +568,7 @@ def compiled_forward():
     and patch sampling draw from torch's eager RNG in the same order, so a compiled run reproduces an eager one to
     float rounding (``benchmarks/bench_compile.py`` measures graphs, recompiles and speed).
     """
-    return torch.compile(ViLT.forward, dynamic=True, options={"fallback_random": True})
+    return torch.compile(ViLT._forward, dynamic=True, options={"fallback_random": True})
 
 
 def _init_vilt_weights(module: nn.Module) -> None:
