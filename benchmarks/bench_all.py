@@ -14,13 +14,14 @@ the next), and prints their output under headings as it comes:
 5. ``bench_loader.py``: loader vs training step (demo set with the tiny model; 384-px photos with ``--full``), and
    the loader's samples/s per worker for photos as found and stored resized, with the workers a GPU needs.
 
-and ends with one table of every ratio the scripts print (their ``ratios`` / ``times`` blocks) with its target
-where issue 16 sets one, the exemplars per class at m = 5 beside the paper's, the loader / train ratios and the
-loader's figures per worker (a benchmark that fails is reported as such and the others still run). ``--device`` and ``--threads`` are passed to every benchmark (when not
-given, each keeps its own default: torch's default threads, except ``bench_masking.py``'s 1). Its time is in the
-README's Quick start (``bench_commands.py`` measures it). ``--full`` drops the small settings; with
-``--device cuda`` it runs the GPU settings (bf16, GPU batch sizes, ViLT-B/32 compiled), written to take under
-8 minutes on one H100/H200-class GPU. This is the first thing to run on a new machine (``benchmarks/README.md``).
+and ends with one table of every ratio the scripts print (their ``ratios`` / ``times`` blocks) with its target where
+issue 16 sets one, the exemplars per class at m = 5 beside the paper's, the loader / train ratios and the loader's
+figures per worker (a benchmark that fails is reported as such and the others still run). ``--device`` and
+``--threads`` are passed to every benchmark (when not given, each keeps its own default: torch's default threads,
+except ``bench_masking.py``'s 1). Its time is in the README's Quick start (``bench_commands.py`` measures it).
+``--full`` drops the small settings; with ``--device cuda`` it runs the GPU settings (bf16, GPU batch sizes,
+ViLT-B/32 compiled), written to take under 8 minutes on one H100/H200-class GPU. This is the first thing to run on a
+new machine (``benchmarks/README.md``).
 
     python benchmarks/bench_all.py                        # CPU: every target at ViLT-B/32 size, a few minutes
     python benchmarks/bench_all.py --threads 1            # on a shared 2-core machine (see README)

@@ -10,11 +10,11 @@ For each image size (default 384x384 and 384x576, batch 4, 40 text tokens), in o
   (copied with :func:`emmcil.model.checkpoint.convert_hf`; SSF parameters at their initialisation), eval mode,
   ``torch.inference_mode()``, the same inputs.
 
-Achieved FLOP/s = the analytic forward FLOPs (:func:`measure.forward_flops`) / seconds; the roofline row's FLOPs
-are the same number. On CUDA also the share of the GPU's dense bf16 peak (``measure.PEAK_BF16_TFLOPS``). Each row's
-time is the fastest of ``--iters`` interleaved rounds after ``--warmup``: on a machine shared with other processes
-the fastest round is the one least disturbed, and the rows saw the same disturbances. Ratios are printed beside their targets (issue 16): merged / plain >= 0.98, merged / ViltModel >= 1.0,
-merged at >= 0.9 of the roofline.
+Achieved FLOP/s = the analytic forward FLOPs (:func:`measure.forward_flops`) / seconds; the roofline row's FLOPs are
+the same number. On CUDA also the share of the GPU's dense bf16 peak (``measure.PEAK_BF16_TFLOPS``). Each row's time
+is the fastest of ``--iters`` interleaved rounds after ``--warmup``: on a machine shared with other processes the
+fastest round is the one least disturbed, and the rows saw the same disturbances. Ratios are printed beside their
+targets (issue 16): merged / plain >= 0.98, merged / ViltModel >= 1.0, merged at >= 0.9 of the roofline.
 
     python benchmarks/bench_backbone.py                  # ViLT-B/32, batch 4, 384x384 and 384x576, CPU fp32
     python benchmarks/bench_backbone.py --device cuda --batch 64 --dtype bf16

@@ -153,7 +153,8 @@ def main(argv=None) -> None:
             ref = merged_eager(*args_of(b))
             recompiles.append({"batch": k + 1, "padded image": f"{b['images'].shape[-2]}x{b['images'].shape[-1]}",
                                "new graphs": graphs() - before, "first call s": seconds,
-                               "max abs diff of pooled, compiled vs eager": float((out.pooled - ref.pooled).abs().max())})
+                               "max abs diff of pooled, compiled vs eager":
+                                   float((out.pooled - ref.pooled).abs().max())})
 
     # ------------------------------------------------------------------ 3. speed-up
     def forward(model):
