@@ -308,3 +308,30 @@ def test_mrdc_herds_on_the_features_of_the_compressed_samples(folder_runs):
     jpeg_means = torch.stack([out["view"].exemplar(i).to_item(32)["image"].mean((1, 2)) for i in range(3)])
     assert torch.allclose(out["features"][:3], jpeg_means)
     assert not torch.allclose(out["features"][:3], torch.stack([train[i]["image"].mean((1, 2)) for i in range(3)]))
+
+
+# ---------------------------------------------------------------------------------------------- bad keys, early
+@pytest.mark.parametrize("method, updates, key", [
+    ("replay", dict(replay_ratio=1.5), "replay_ratio"),
+    ("replay", dict(memory_per_class=-1), "memory_per_class"),
+    ("replay", dict(memory_budget_mode="total", memory_total=-3), "memory_total"),
+    ("emm", dict(aug_text_swap=2.0), "aug_text_swap"),
+    ("emm", dict(aug_patch_merge=-0.5), "aug_patch_merge"),
+    ("emm", dict(mask_layers=[7]), "mask_layers"),
+    ("emm", dict(exemplar_selection="bogus"), "exemplar_selection"),
+    ("emm", dict(tau_image=1.5), "tau_image"),
+    ("mrdc", dict(jpeg_quality=0), "jpeg_quality"),
+    ("cim", dict(cim_compress_ratio=0.5), "cim_compress_ratio"),
+])
+def test_a_bad_memory_key_fails_at_setup_before_the_first_phase_trains(method, updates, key):
+    """Keys read only after a phase has trained (replay, augmentation, the masking pass, selection) are checked when
+    the method is set up, so that a typo does not cost a trained phase; the error names the key."""
+    from types import SimpleNamespace
+
+    from emmcil.methods import get_method
+
+    cfg = resolve("demo", method, num_layers=2, **updates)
+    ctx = SimpleNamespace(cfg=cfg, full_exemplar_bytes=lambda: 1000.0)
+    with pytest.raises(ValueError, match=key):
+        get_method(method)(cfg).setup(ctx)
+    get_method(method)(resolve("demo", method, num_layers=2)).setup(ctx)  # the defaults pass

@@ -38,6 +38,19 @@ def merge_patches(item: dict, other: dict, patch_size: int) -> dict:
     return {**item, "image": image, "patch_keep": keep | add}
 
 
+def check_augmentation(p_text_swap: float, p_patch_merge: float) -> None:
+    """ValueError naming the key (``aug_text_swap`` / ``aug_patch_merge``) of a probability outside [0, 1]."""
+    for name, p in (("aug_text_swap", p_text_swap), ("aug_patch_merge", p_patch_merge)):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{name}={p} must lie in [0, 1]")
+
+
+def check_replay_ratio(replay_ratio: float) -> None:
+    """ValueError for a ``replay_ratio`` outside [0, 1)."""
+    if not 0.0 <= replay_ratio < 1.0:
+        raise ValueError(f"replay_ratio={replay_ratio} must lie in [0, 1)")
+
+
 class AugmentedReplay(Dataset):
     """Replay items of ``exemplars`` with the multimodal augmentation above.
 
@@ -48,9 +61,7 @@ class AugmentedReplay(Dataset):
 
     def __init__(self, exemplars: list[Exemplar], max_text_len: int, p_text_swap: float = 0.0,
                  p_patch_merge: float = 0.0, length: int | None = None):
-        for name, p in (("aug_text_swap", p_text_swap), ("aug_patch_merge", p_patch_merge)):
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name}={p} must lie in [0, 1]")
+        check_augmentation(p_text_swap, p_patch_merge)
         self.exemplars, self.max_text_len = exemplars, max_text_len
         self.p_text_swap, self.p_patch_merge = p_text_swap, p_patch_merge
         self.length = len(exemplars) if length is None else int(length)
@@ -89,8 +100,7 @@ class AugmentedReplay(Dataset):
 def replay_length(num_exemplars: int, num_new: int, replay_ratio: float) -> int:
     """How many replay items a phase draws: every exemplar once (``replay_ratio`` = 0), or enough repeats that
     replay makes up ``replay_ratio`` of the phase's training items (never fewer than the exemplars)."""
-    if not 0.0 <= replay_ratio < 1.0:
-        raise ValueError(f"replay_ratio={replay_ratio} must lie in [0, 1)")
+    check_replay_ratio(replay_ratio)
     if replay_ratio == 0 or num_exemplars == 0:
         return num_exemplars
     return max(num_exemplars, int(round(replay_ratio / (1 - replay_ratio) * num_new)))

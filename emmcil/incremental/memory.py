@@ -78,7 +78,7 @@ class MemoryBuffer:
     memory_per_class / memory_total: budgets in full exemplars (``mode`` "per_class" / "total");
     full_exemplar_bytes: the training set's mean full-exemplar bytes, the size of one full exemplar when
     ``unit="bytes"`` (required then; reported otherwise when given). Raises ValueError for an unknown unit, mode or
-    fill policy, or a "total" mode without a positive memory_total.
+    fill policy, a negative memory_per_class, or a "total" mode without a positive memory_total.
     """
 
     def __init__(self, memory_per_class: float = 5, mode: str = "per_class", memory_total: float = 0,
@@ -89,6 +89,8 @@ class MemoryBuffer:
             raise ValueError(f"memory_fill={fill!r}: expected one of {FILL_POLICIES}")
         if mode not in BUDGET_MODES:
             raise ValueError(f"memory_budget_mode={mode!r}: expected one of {BUDGET_MODES}")
+        if not memory_per_class >= 0:
+            raise ValueError(f"memory_per_class={memory_per_class} must be >= 0 (full exemplars a class)")
         if mode == "total" and memory_total <= 0:
             raise ValueError("memory_budget_mode='total' needs memory_total > 0 (full exemplars)")
         if unit == "bytes" and not full_exemplar_bytes:

@@ -27,7 +27,7 @@ import torch
 
 from emmcil.incremental.exemplar import Exemplar
 from emmcil.incremental.masking import MaskingConfig, mask_canvas, masking_step
-from emmcil.incremental.selection import selection_order
+from emmcil.incremental.selection import SELECTIONS, selection_order
 
 from . import register
 from .replay import Replay
@@ -62,7 +62,12 @@ class ExemplarMasking(Replay):
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
-        self.masking_config()  # fail on a bad key before the first phase trains
+        # fail on a bad key before the first phase trains, not at its masking pass
+        layers, n = list(self.masking_config().layers), int(ctx.cfg["num_layers"])
+        if any(not -n <= i < n for i in layers):
+            raise ValueError(f"mask_layers={layers}: out of range for the model's {n} layers (num_layers)")
+        if self.cfg["exemplar_selection"] not in SELECTIONS:
+            raise ValueError(f"exemplar_selection={self.cfg['exemplar_selection']!r}: expected one of {SELECTIONS}")
         if self.cfg["class_mean_from"] not in ("full", "masked"):
             raise ValueError(f"class_mean_from={self.cfg['class_mean_from']!r}: expected 'full' or 'masked'")
 

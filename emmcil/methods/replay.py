@@ -24,7 +24,7 @@ from typing import Iterable, Iterator
 
 import torch
 
-from emmcil.incremental.augment import AugmentedReplay, replay_length
+from emmcil.incremental.augment import AugmentedReplay, check_augmentation, check_replay_ratio, replay_length
 from emmcil.incremental.exemplar import Exemplar
 from emmcil.incremental.herding import herding_order
 from emmcil.incremental.memory import MemoryBuffer
@@ -54,6 +54,9 @@ class Replay(Method):
         self.memory = MemoryBuffer(memory_per_class=cfg["memory_per_class"], mode=cfg["memory_budget_mode"],
                                    memory_total=cfg["memory_total"], fill=cfg["memory_fill"], unit=unit,
                                    full_exemplar_bytes=ctx.full_exemplar_bytes() if unit == "bytes" else None)
+        # the keys read only after a phase has trained (replay, augmentation): a bad value fails now, not hours later
+        check_replay_ratio(float(cfg["replay_ratio"]))
+        check_augmentation(*self.augmentation())
 
     def augmentation(self) -> tuple[float, float]:
         """(p_text_swap, p_patch_merge) of :class:`~emmcil.incremental.augment.AugmentedReplay`; none here."""
