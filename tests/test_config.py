@@ -158,6 +158,14 @@ def test_run_names_follow_every_key_that_changes_results():
     assert a == resolve("demo", "emm", load_path="/data/b/vilt_200k_mlm_itm.ckpt")["exp_name"]
     assert a == "demo_emm_5phases_mem5_load_path=vilt_200k_mlm_itm.ckpt_seed0"
     assert resolve("demo", exp_name="mine", tau_image=0.3, method="emm")["exp_name"] == "mine"  # a set name stays
+    # the numbers of the fixed part too: 6 significant digits would give 5.0000001 the name of 5
+    assert resolve("demo", "emm", memory_per_class=5.0)["exp_name"] == base
+    assert resolve("demo", "emm", memory_per_class=2.5)["exp_name"] == "demo_emm_5phases_mem2.5_seed0"
+    near = dict(memory_per_class=5.0000001, missing_type="both", missing_ratio=0.7000001, missing_both_ratio=0.25)
+    assert resolve("demo", "emm", **near)["exp_name"] == \
+        "demo_emm_5phases_mem5.0000001_missboth0.7000001b0.25_seed0"
+    assert resolve("demo", "replay", memory_budget_mode="total", memory_total=1234567)["exp_name"] == \
+        "demo_replay_5phases_memtotal1234567_seed0"
 
 
 def test_run_name_has_a_readable_part_and_a_hash_of_the_rest():

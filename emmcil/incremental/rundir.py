@@ -151,14 +151,23 @@ def config_diff(old: Mapping, new: Mapping, new_key_defaults: Mapping | None = N
     return {k: (a.get(k, absent), b.get(k, absent)) for k in sorted(keys) if a.get(k, absent) != b.get(k, absent)}
 
 
+def number_text(value: float) -> str:
+    """A number as the fixed part of a run name shows it: short (``5``, ``0.7``, ``2.5``), and never the same text
+    for two different values (``f"{v:g}"`` alone keeps 6 digits: 5.0000001 would read ``5``)."""
+    text = f"{value:g}"
+    if float(text) == value:
+        return text
+    return str(value) if isinstance(value, int) else repr(float(value))
+
+
 def missing_suffix(missing_type: str, missing_ratio: float, missing_both_ratio: float = 0.5,
                    missing_seed: int = 0) -> str:
     """``_miss{type}{ratio}`` (+ ``b{both_ratio}`` / ``ms{missing_seed}`` when not 0.5 / 0); "" for "none"."""
     if missing_type == "none":
         return ""
-    name = f"_miss{missing_type}{missing_ratio:g}"
+    name = f"_miss{missing_type}{number_text(missing_ratio)}"
     if missing_type == "both" and missing_both_ratio != 0.5:
-        name += f"b{missing_both_ratio:g}"
+        name += f"b{number_text(missing_both_ratio)}"
     return name + (f"ms{missing_seed}" if missing_seed else "")
 
 
@@ -197,8 +206,8 @@ def run_name(cfg: Mapping, reference: Mapping | None = None) -> str:
     method = get_method(cfg["method"])
     name = f"{cfg['dataset']}_{cfg['method']}_{cfg['num_phases']}phases"
     if method.uses_memory:
-        name += (f"_mem{cfg['memory_per_class']:g}" if cfg["memory_budget_mode"] == "per_class"
-                 else f"_memtotal{cfg['memory_total']:g}")
+        name += (f"_mem{number_text(cfg['memory_per_class'])}" if cfg["memory_budget_mode"] == "per_class"
+                 else f"_memtotal{number_text(cfg['memory_total'])}")
     name += missing_suffix(cfg.get("missing_type", "none"), cfg.get("missing_ratio", 0.7),
                            cfg.get("missing_both_ratio", 0.5), cfg.get("missing_seed", 0))
     variant = run_variant(cfg, reference) if reference is not None else {}
