@@ -176,7 +176,7 @@ def config():
     # windows of k batches (transformers' LengthGroupedSampler uses 50), so that a batch of masked exemplars costs
     # what they keep instead of being padded to a full image (emmcil/incremental/grouping.py). Off by default: it
     # changes which samples share a batch, and so the results.
-    length_group_window = 0
+    length_group_window = 0      # 0: random batches; k: batches of similar length from sorted windows of k batches
 
     # ---------------------------------------------------------------- memory (methods with exemplars)
     memory_per_class = 5         # budget per class, in full exemplars (the paper's "samples/class"; 5 its default)
