@@ -9,7 +9,8 @@ classes seen up to phase T, in a split of the run's dataset (``--split``, defaul
 optionally under another missing-modality setting (``--missing-*``, as the config's ``missing_*`` keys). Prints the
 accuracy on each task (the classes phase j introduced) and on all seen classes; on the run's own split and setting
 these are the row R[T] of ``results.json``'s accuracy matrix (the recorded values are printed beside them).
-Nothing in RUN_DIR is written.
+Nothing in RUN_DIR is written. A relative ``data_root`` is read from the folder the run was made in when it is not
+found from here (:func:`data_root_from`); ``--data-root`` points at data that moved.
 """
 from __future__ import annotations
 
@@ -24,9 +25,21 @@ import pandas as pd
 from emmcil.incremental.driver import IncrementalRun
 from emmcil.incremental.metrics import accuracy_row
 from emmcil.incremental.report import markdown_table
-from emmcil.incremental.rundir import RunDir
+from emmcil.incremental.rundir import PROVENANCE, RunDir, read_json
 
 MISSING_KEYS = ("missing_type", "missing_ratio", "missing_both_ratio", "missing_seed")
+
+
+def data_root_from(rd: RunDir) -> str:
+    """The run's ``data_root`` as seen from here: a relative one that does not exist here is taken relative to the
+    folder the run was made in (the last ``cwd`` of its provenance), e.g. ``data_root=data/arrow`` of a run made in
+    the repository and re-scored from elsewhere; otherwise as saved."""
+    saved = read_json(rd.config_path)
+    root = saved.get("data_root") or ""
+    if not root or Path(root).is_absolute() or Path(root).exists():
+        return root
+    made_in = [s["cwd"] for s in saved.get(PROVENANCE) or [] if s.get("cwd")]
+    return str(Path(made_in[-1]) / root) if made_in and (Path(made_in[-1]) / root).exists() else root
 
 
 def evaluate_run(run_dir: str | Path, phase: int | None = None, split: str | None = None,
@@ -56,6 +69,7 @@ def evaluate_run(run_dir: str | Path, phase: int | None = None, split: str | Non
     unknown = sorted(set(missing or {}) - set(MISSING_KEYS)) + sorted(set(overrides or {}) - set(saved))
     if unknown:
         raise ValueError(f"unknown key(s) {unknown}")
+    overrides = {"data_root": data_root_from(rd), **(overrides or {})}
     cfg = {**saved, **(overrides or {}), **(missing or {}), "log_dir": str(run_dir.parent), "exp_name": run_dir.name,
            "test_split": split or saved["test_split"], "progress_bar": False, "restart": False,
            "devices": 1, "num_nodes": 1, "strategy": "auto", "wandb": False}

@@ -151,3 +151,22 @@ def test_weights_and_biases_offline(mydata, tmp_path, monkeypatch):
     (offline,) = (run_dir / "logs" / "wandb").glob(f"offline-run-*-{run_id}")
     records = (offline / f"run-{run_id}.wandb").read_bytes()
     assert b"eval/task_0_accuracy" in records and b"train/loss" in records
+
+
+def test_evaluate_finds_a_relative_data_root_from_another_folder(mydata, user_run, tmp_path, monkeypatch):
+    """``data_root=arrow`` as typed in the folder the run was made in; ``evaluate`` run from elsewhere reads the data
+    from there (provenance ``cwd``), and gives the recorded accuracy."""
+    import shutil
+
+    copy = tmp_path / "runs" / user_run.name
+    shutil.copytree(user_run, copy, ignore=shutil.ignore_patterns(".lock*"))
+    cfg = rundir.read_json(copy / "config.json")
+    cfg["data_root"] = mydata.name                                       # relative, as typed in mydata.parent
+    cfg[rundir.PROVENANCE][-1]["cwd"] = str(mydata.parent)
+    rundir.write_json(copy / "config.json", cfg)
+    monkeypatch.chdir(tmp_path)                                          # no ./arrow here
+    out = evaluate_run(copy)
+    assert out["accuracy"] == pytest.approx(out["recorded"]["accuracy"], abs=1e-9)
+    moved = tmp_path / "moved"
+    shutil.copytree(mydata, moved)
+    assert evaluate_run(copy, overrides={"data_root": str(moved)})["accuracy"] == pytest.approx(out["accuracy"])
