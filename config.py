@@ -8,7 +8,8 @@ Named configs compose (later ones win on the keys they share; ``key=value`` upda
 
 - datasets: ``demo``, ``food101``, ``mm_imagenet_r``  (set ``dataset``; the demo also means the tiny model,
   ``tuning="full"`` since no pretrained weights exist offline, and one CPU thread); any other dataset runs by name,
-  ``dataset=NAME data_root=DIR`` for the ``DIR/NAME_{split}.arrow`` files our writers make (``OTHER_DATASET``);
+  ``dataset=NAME data_root=DIR`` for the ``DIR/NAME_{split}.arrow`` files our writers make (``OTHER_DATASET`` of
+  ``emmcil/data/catalogue.py``);
 - protocols: ``phases_5``, ``phases_10``, ``phases_20``  (set ``num_phases``);
 - methods: ``finetune`` (lower bound), ``joint`` (upper bound), ``replay`` (herding, full exemplars), plus one per
   method file in ``emmcil/methods/`` (set ``method``, and so the method's training recipe);
@@ -17,11 +18,12 @@ Named configs compose (later ones win on the keys they share; ``key=value`` upda
   ``missing_both_70`` (set only the ``missing_*`` keys), and ``cmml_food101`` (RebQ's setting: Food-101, 10 phases,
   both missing at 70 %), to compose with any method (``rebq``, ``finetune``, ``replay``, ``emm``, ...).
 
-Everything else is derived in :func:`config` from those four keys, through the ``DATASETS`` and ``MODEL_SIZES``
-tables and the method's training recipe (``emmcil/incremental/recipes.py``), unless set explicitly. Unknown keys are
-sacred's own ``ConfigAddedError``; a key of another method than the chosen one is an error naming the methods that
-read it (:class:`MethodKeys`). The run directory is ``{log_dir}/{exp_name}``, and ``exp_name`` is derived from every
-key that changes results and differs from the defaults of the dataset and method (:func:`name_the_run`), unless set.
+Everything else is derived in :func:`config` from those four keys, through the dataset catalogue (``DATASETS`` of
+``emmcil/data/catalogue.py``), the ``MODEL_SIZES`` table and the method's training recipe
+(``emmcil/methods/recipes.py``), unless set explicitly. Unknown keys are sacred's own ``ConfigAddedError``; a key of
+another method than the chosen one is an error naming the methods that read it (:class:`MethodKeys`). The run
+directory is ``{log_dir}/{exp_name}``, and ``exp_name`` is derived from every key that changes results and differs
+from the defaults of the dataset and method (:func:`name_the_run`), unless set.
 Key groups (each key has a comment below; ``print_config`` shows them): experiment (dataset, method, num_phases,
 model_size, seed, class_order_seed), data (data_root, splits, tokenizer, max_text_len), missing modalities
 (missing_type, missing_ratio, missing_both_ratio, missing_seed), model (ViLT sizes, SSF, tuning, load_path),
@@ -41,28 +43,16 @@ from sacred.initialize import create_run
 from sacred.utils import ConfigError, iterate_flattened
 
 from emmcil.data import dataset_classes
-from emmcil.incremental.recipes import recipe
-from emmcil.incremental.rundir import run_name
+from emmcil.data.catalogue import DATASETS, dataset_default
+from emmcil.engine.rundir import run_name
 from emmcil.methods import METHODS, get_method, method_key_docs, methods_reading
+from emmcil.methods.recipes import recipe
 from emmcil.model import TINY, VILT_B32
 
 # Lightning draws its own progress bars; sacred's stdout capture would mangle them.
 SETTINGS.CAPTURE_MODE = "no"
 
 ex = Experiment("emmcil", save_git_info=False)
-
-# Per-dataset defaults (per_gpu_batchsize: the most a device takes per step; the method's recipe sets the batch).
-# Arrow files are {data_root}/{dataset}_{split}.arrow (emmcil.data writers); the demo is generated on first use
-# (emmcil.data.demo) when data_root is "".
-DATASETS = {
-    # 10 synthetic classes, 30 train / 10 test images each, 96-128 px: for the tiny model on CPU
-    "demo": dict(num_classes=10, max_text_len=40, model_size="tiny", per_gpu_batchsize=32, num_workers=0),
-    # UPMC Food-101: 101 classes, text = page title (short: ViLT's 40 positions suffice)
-    "food101": dict(num_classes=101, max_text_len=40, model_size="vilt_b32", per_gpu_batchsize=32, num_workers=8),
-    # MM-ImageNet-R: 200 classes, InstructBLIP captions of ~50-90 words (paper Fig. 4), hence 128 positions
-    "mm_imagenet_r": dict(num_classes=200, max_text_len=128, model_size="vilt_b32", per_gpu_batchsize=32,
-                          num_workers=8),
-}
 
 # Model sizes: the backbone's shape, and the timm ImageNet weights ViLT starts from when there is no load_path
 # (used only if already in the local cache; nothing is downloaded).
@@ -72,21 +62,9 @@ MODEL_SIZES = {
 }
 
 
-# Any other dataset, run by name (dataset=NAME data_root=DIR): ViLT-B/32 with ViLT's 40 text positions, as for
-# Food-101, and the method's default recipe (epochs, batch, optimiser). Its class count comes from
-# DIR/NAME_classes.json (the writers write it) or the largest arrow label. Every one of these is an ordinary key:
-# model_size=tiny max_text_len=64 max_epoch=5 ... on the command line.
-OTHER_DATASET = dict(model_size="vilt_b32", max_text_len=40, per_gpu_batchsize=32, num_workers=8)
-
-
 def config_error(message: str) -> ConfigError:
     """A config error that sacred prints as its message alone (no traceback)."""
     return ConfigError(message, print_traceback=False, print_conflicting_configs=False)
-
-
-def dataset_default(dataset: str, key: str):
-    """``key``'s default for ``dataset``: its row of ``DATASETS``, or ``OTHER_DATASET`` for a dataset by name."""
-    return DATASETS.get(dataset, OTHER_DATASET)[key]
 
 
 def model_size_default(model_size: str, key: str):
@@ -155,7 +133,7 @@ def config():
     trust_checkpoint = False     # allow full unpickling of load_path (only for files you trust)
 
     # ---------------------------------------------------------------- optimisation, per phase
-    # Defaults: the method's recipe on this dataset (emmcil/incremental/recipes.py, each value with its source).
+    # Defaults: the method's recipe on this dataset (emmcil/methods/recipes.py, each value with its source).
     optimizer = recipe(method, dataset, "optimizer")        # adamw | adam | sgd
     lr = recipe(method, dataset, "lr")                      # peak learning rate
     weight_decay = recipe(method, dataset, "weight_decay")  # decoupled (adamw) or L2 (adam, sgd) weight decay
@@ -174,7 +152,7 @@ def config():
     limit_train_batches = 1.0    # Lightning's: a fraction or a number of batches per epoch (tests, smoke runs)
     # 0: uniformly random training batches (ViLT). k > 0: batches of similar sequence length, drawn from sorted
     # windows of k batches (transformers' LengthGroupedSampler uses 50), so that a batch of masked exemplars costs
-    # what they keep instead of being padded to a full image (emmcil/incremental/grouping.py). Off by default: it
+    # what they keep instead of being padded to a full image (emmcil/engine/loaders.py). Off by default: it
     # changes which samples share a batch, and so the results.
     length_group_window = 0      # 0: random batches; k: batches of similar length from sorted windows of k batches
 
@@ -268,7 +246,7 @@ def reference_config(cfg) -> dict:
 
 @ex.config_hook
 def name_the_run(config, command_name, logger):
-    """exp_name="" -> the run's name (:func:`emmcil.incremental.rundir.run_name`): dataset, method, L, memory,
+    """exp_name="" -> the run's name (:func:`emmcil.engine.rundir.run_name`): dataset, method, L, memory,
     missing modalities, every other key that changes results and differs from :func:`reference_config`, the seed
     and exp_tag. A set exp_name is kept."""
     if config["exp_name"]:

@@ -5,7 +5,7 @@ Sacred's observers record the run: ``python run.py -F sacred_runs with demo`` wr
 (``info``), the metrics of every phase, the run's files (artifacts) and its summary (``result``) to sacred_runs/.
 """
 from config import ex
-from emmcil.incremental.driver import run_and_summarize
+from emmcil.engine.driver import run_and_summarize
 
 
 @ex.automain

@@ -40,7 +40,7 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the repository root, for emmcil when run from anywhere
-from emmcil.incremental.report import markdown_table  # noqa: E402
+from emmcil.engine.results import markdown_table  # noqa: E402
 
 # per script: arguments of the default run (CPU, every target at ViLT-B/32, a few minutes), of --full, and of
 # --full --device cuda (bf16, GPU batches)

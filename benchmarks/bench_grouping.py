@@ -1,7 +1,7 @@
 """Phase time with and without length-grouped batches (``length_group_window``), side by side in one run.
 
 A masked exemplar keeps about a quarter of its patches, but a batch is padded to its longest sample, so among
-random batches it costs as much as a full image (``emmcil/incremental/grouping.py``). This runs the same ``emm``
+random batches it costs as much as a full image (``emmcil/engine/loaders.py``). This runs the same ``emm``
 experiment twice, with ``length_group_window=0`` (uniformly random batches, the default) and with ``--window``,
 phase by phase in turn (phase t of one run, then phase t of the other), so that a change in the machine's load hits
 both. Per phase and run it reports:
@@ -39,8 +39,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: config.py, emmcil
 from config import resolve_config  # noqa: E402
-from emmcil.incremental.driver import IncrementalRun  # noqa: E402
-from emmcil.incremental.report import markdown_table  # noqa: E402
+from emmcil.engine.driver import IncrementalRun  # noqa: E402
+from emmcil.engine.results import markdown_table  # noqa: E402
 
 from machine_load import OtherLoad  # noqa: E402  (benchmarks/machine_load.py)
 

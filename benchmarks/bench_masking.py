@@ -4,7 +4,7 @@ Prints, side by side from one run (markdown tables):
 
 1. **cost**: seconds and samples/s of an evaluation pass (``backbone(text_ids, text_masks, images, pixel_masks)``,
    fused attention), of the same pass returning the last layer's attention map, and of the masking pass
-   (:func:`~emmcil.incremental.masking.masking_step` with ``MaskingConfig()``: last-layer attention + masks + a
+   (:func:`~emmcil.memory.masking.masking_step` with ``MaskingConfig()``: last-layer attention + masks + a
    second forward over the masked sample's kept tokens, packed) over the same pre-collated batches, eval mode,
    ``torch.inference_mode()``, SSF merged into the weights as the driver runs every pass without gradients.
    Batches are timed interleaved (eval, eval+map, masking on batch 1, then batch 2, ...), ``--repeats`` times; each
@@ -55,10 +55,10 @@ from torch import nn
 from emmcil.data import (CLS_ID, SEP_ID, ArrowDataset, collate, ensure_demo, get_tokenizer, normalize_uint8,
                          pixelbert_transform)
 from emmcil.data.demo import DEMO_NUM_CLASSES, DEMO_SPECS
-from emmcil.incremental.exemplar import CimExemplar, Exemplar, JpegExemplar
-from emmcil.incremental.masking import MaskingConfig, _masking_step, mask_canvas, masking_step
-from emmcil.incremental.memory import MemoryBuffer, mean_full_exemplar_nbytes
-from emmcil.incremental.report import markdown_table
+from emmcil.memory.exemplar import CimExemplar, Exemplar, JpegExemplar
+from emmcil.memory.masking import MaskingConfig, _masking_step, mask_canvas, masking_step
+from emmcil.memory.buffer import MemoryBuffer, mean_full_exemplar_nbytes
+from emmcil.engine.results import markdown_table
 from emmcil.methods.cim import cam_step
 from emmcil.model import TINY, VILT_B32, build_backbone, merge_ssf
 from emmcil.report import PAPER_MEMORY, PAPER_NAMES

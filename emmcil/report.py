@@ -9,7 +9,7 @@ changes results (all but ``rundir.NON_RESULT_KEYS``, the list the run names use 
 runs of the same dataset, method and L (e.g. ``lr``): runs in different run directories are never averaged
 together, only seeds. A group's seeds give mean ± sample std (ddof = 1). The report warns (and says in
 ``report.md``) when the runs of one table were made with different package versions (``config.json``'s
-``provenance``). The per-run report, ``results.md``, is :mod:`emmcil.incremental.report`'s.
+``provenance``). The per-run report, ``results.md``, is :mod:`emmcil.engine.results`'s.
 
 Written to ``--out``:
 
@@ -43,8 +43,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from emmcil.incremental.report import METRIC_NOTES, markdown_table
-from emmcil.incremental.rundir import PROVENANCE, results_config
+from emmcil.engine.results import METRIC_NOTES, markdown_table
+from emmcil.engine.rundir import PROVENANCE, results_config
 from emmcil.provenance import COMPARED
 
 # ---------------------------------------------------------------------------------------------- the paper's numbers
@@ -137,7 +137,7 @@ def find_results(patterns: Iterable[str]) -> list[Path]:
 def _require(mapping: Mapping, key: str, path: Path, where: str = "") -> Any:
     if not isinstance(mapping, Mapping) or key not in mapping:
         raise ReportError(f"{path}: missing key {key!r}{where}; is it a results.json of emmcil's driver "
-                          f"(emmcil/incremental/report.py)?")
+                          f"(emmcil/engine/results.py)?")
     return mapping[key]
 
 
@@ -277,7 +277,7 @@ def collect(patterns: Iterable[str], metric: str = "last_accuracy", include_unfi
 
 
 def split_by_differing_keys(records: list[dict]) -> list[dict]:
-    """Add to each run's variant the keys that change results (:func:`~emmcil.incremental.rundir.results_config`)
+    """Add to each run's variant the keys that change results (:func:`~emmcil.engine.rundir.results_config`)
     and differ between the runs of its dataset, method and L, beyond those the variant already compares with their
     defaults: e.g. two runs with different ``lr`` become ``replay [lr=0.01]`` and ``replay [lr=0.001]``, so runs
     that sit in different run directories (their names differ in those keys) are not averaged together."""

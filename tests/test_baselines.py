@@ -5,9 +5,9 @@ import pytest
 import torch
 from conftest import TINY_CFG, make_batch
 from emmcil.data import ensure_demo
-from emmcil.incremental.driver import run_experiment
-from emmcil.incremental.exemplar import CimExemplar, exemplar_from_state
-from emmcil.incremental.module import IncrementalModule
+from emmcil.engine.driver import run_experiment
+from emmcil.memory.exemplar import CimExemplar, exemplar_from_state
+from emmcil.engine.module import IncrementalModule
 from emmcil.methods import get_method, method_config_defaults
 from emmcil.methods.exemplar_free import select_by_keys
 from emmcil.methods.l2p import image_cls_position

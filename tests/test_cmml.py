@@ -15,9 +15,9 @@ from config import NAMED_CONFIGS
 from emmcil.data import ensure_demo
 from emmcil.data.missing import IMAGE_MISSING, NONE, TEXT_MISSING, MissingTable
 from emmcil.data.tokenizer import CLS_ID, SEP_ID
-from emmcil.incremental.batch import KeepCollate
-from emmcil.incremental.data import build_data, split_seed
-from emmcil.incremental.driver import run_experiment
+from emmcil.engine.loaders import KeepCollate
+from emmcil.engine.loaders import build_data, split_seed
+from emmcil.engine.driver import run_experiment
 from run_helpers import SMALL, one_thread, resolve
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ import torch
 from conftest import make_batch
 from emmcil.data import ensure_demo
 from emmcil.data.demo import DEMO_PER_CLASS
-from emmcil.incremental.driver import IncrementalRun
+from emmcil.engine.driver import IncrementalRun
 from emmcil.model import ViLT
 from run_helpers import demo_config, one_thread
 

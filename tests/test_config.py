@@ -6,9 +6,10 @@ import re
 import pytest
 from sacred.utils import ConfigAddedError, ConfigError, NamedConfigNotFoundError
 
-from config import DATASETS, NAMED_CONFIGS, OTHER_DATASET, ex
+from config import NAMED_CONFIGS, ex
+from emmcil.data.catalogue import DATASETS, OTHER_DATASET
 from emmcil.data import write_arrow
-from emmcil.incremental.rundir import NON_RESULT_KEYS, run_name
+from emmcil.engine.rundir import NON_RESULT_KEYS, run_name
 from emmcil.methods import METHODS, Method, get_method, method_config_defaults, method_key_docs, register
 from emmcil.model import TINY, VILT_B32
 from run_helpers import resolve

@@ -266,7 +266,7 @@ def test_writer_skips_and_lists_a_truncated_png(tmp_path, capsys):
 
 
 def test_jpeg_exemplar_decodes_through_the_decoder():
-    from emmcil.incremental.exemplar import JpegExemplar
+    from emmcil.memory.exemplar import JpegExemplar
 
     x = torch.rand(3, 64, 96) * 2 - 1
     item = {"image": x, "text_ids": torch.tensor([101, 7, 102, 0]), "text_masks": torch.tensor([1, 1, 1, 0]),

@@ -8,14 +8,15 @@ import torch
 
 from emmcil.data import ArrowDataset, ensure_demo, get_tokenizer, pixelbert_transform
 from emmcil.data.transforms import normalize_uint8
-from emmcil.incremental import rundir
-from emmcil.incremental.batch import KeepCollate
-from emmcil.incremental.driver import accumulation_steps, gather_uneven, phase_seed
-from emmcil.incremental.exemplar import Exemplar, exemplar_from_state, full_exemplar_nbytes
-from emmcil.incremental.herding import herding_order
-from emmcil.incremental.memory import mean_full_exemplar_nbytes
-from emmcil.incremental.module import IncrementalModule
-from emmcil.incremental.recipes import PROJECT
+from emmcil.engine import rundir
+from emmcil.engine.loaders import KeepCollate
+from emmcil.engine.driver import accumulation_steps, gather_uneven, phase_seed
+from emmcil.memory.exemplar import Exemplar, exemplar_from_state, full_exemplar_nbytes
+from emmcil.memory.herding import herding_order
+from emmcil.memory.buffer import mean_full_exemplar_nbytes
+from emmcil.engine.module import IncrementalModule
+from emmcil.methods import Method
+from emmcil.methods.recipes import PROJECT
 from emmcil.model import build_backbone
 from emmcil.model.heads import IncrementalClassifier
 
@@ -61,7 +62,7 @@ def test_classifier_growth_keeps_old_rows():
 
 def test_module_freeze_policy_and_optimizer_groups(tiny_cfg):
     cfg = dict(tiny_cfg, **PROJECT.values("food101"), load_path="", tuning="ssf")
-    module = IncrementalModule(cfg)
+    module = IncrementalModule(cfg, Method(cfg))
     n1 = module.add_classes(3)
     n2 = module.add_classes(2)
     assert n2 - n1 == 2 * (cfg["hidden_size"] + 1)  # new rows train

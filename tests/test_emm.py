@@ -5,8 +5,8 @@ import pytest
 import torch
 from emmcil.data import ensure_demo
 from emmcil.data.transforms import normalize_uint8
-from emmcil.incremental.driver import run_experiment
-from emmcil.incremental.exemplar import Exemplar, exemplar_from_state
+from emmcil.engine.driver import run_experiment
+from emmcil.memory.exemplar import Exemplar, exemplar_from_state
 from emmcil.model import ViLT
 from run_helpers import demo_config, one_thread
 

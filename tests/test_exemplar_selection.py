@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from emmcil.incremental.augment import AugmentedReplay, merge_patches, replay_length
-from emmcil.incremental.exemplar import Exemplar
-from emmcil.incremental.selection import class_mean_order, selection_order
+from emmcil.memory.augment import AugmentedReplay, merge_patches, replay_length
+from emmcil.memory.exemplar import Exemplar
+from emmcil.memory.selection import class_mean_order, selection_order
 
 
 def test_selection_picks_the_nearest_to_mean_samples():
@@ -102,7 +102,7 @@ def test_replay_ratio_sets_the_replayed_share():
 
 
 def test_figure_four_png(tmp_path):
-    from emmcil.visualisation import plot_masked_exemplars
+    from emmcil.memory.figure import plot_masked_exemplars
 
     g = torch.Generator().manual_seed(0)
     images = [torch.rand(3, 64, 96, generator=g) * 2 - 1, torch.rand(3, 96, 64, generator=g) * 2 - 1]

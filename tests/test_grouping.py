@@ -9,10 +9,10 @@ import torch
 from torch.utils.data import ConcatDataset, DistributedSampler, RandomSampler, TensorDataset
 
 from emmcil.data import ensure_demo
-from emmcil.incremental.driver import IncrementalRun, run_experiment
-from emmcil.incremental.exemplar import Exemplar
-from emmcil.incremental.grouping import LengthGroupedBatchSampler, image_tokens, padded_tokens, sequence_lengths
-from emmcil.incremental.memory import ExemplarDataset
+from emmcil.engine.driver import IncrementalRun, run_experiment
+from emmcil.memory.augment import AugmentedReplay
+from emmcil.memory.exemplar import Exemplar
+from emmcil.engine.loaders import LengthGroupedBatchSampler, image_tokens, padded_tokens, sequence_lengths
 from run_helpers import demo_config, one_thread
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
@@ -114,7 +114,7 @@ def test_token_counts_are_what_the_backbone_gets(demo_root, tmp_path):
         rows, cols = item["image"].shape[-2] // 16, item["image"].shape[-1] // 16
         keep = torch.from_numpy(rng.random((rows, cols)) < 0.3)
         exemplars.append(Exemplar.from_item(item, 16, patch_keep=keep))
-    mixed = ConcatDataset([new, ExemplarDataset(exemplars, 32)])
+    mixed = ConcatDataset([new, AugmentedReplay(exemplars, 32)])
     counts = image_tokens(mixed, 64, 16)
     assert len(counts) == len(mixed)
     for i in list(range(5)) + list(range(len(new), len(mixed))):

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from conftest import make_batch
-from emmcil.incremental.masking import (MaskingConfig, compute_masks, masking_step, normalise, reduce_attention,
+from emmcil.memory.masking import (MaskingConfig, compute_masks, masking_step, normalise, reduce_attention,
                                         select)
 from emmcil.model import ViLT
 from emmcil.model.vilt import ViLTOutput
@@ -170,7 +170,6 @@ def test_config_errors():
         MaskingConfig(tau_image=1.5)
     with pytest.raises(ValueError, match="norm"):
         MaskingConfig(norm="softmax")
-    assert MaskingConfig.from_dict({"layers": [-1, -2], "tau_text": 0.3, "other": 1}).layers == (-1, -2)
 
 
 def test_masks_from_the_model_feed_back_through_patch_keep(tiny_cfg):

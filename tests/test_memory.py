@@ -15,9 +15,9 @@ from PIL import Image
 from emmcil.data import ArrowDataset, get_tokenizer, pixelbert_transform
 from emmcil.data.transforms import normalize_uint8
 from emmcil.data.write_folder import write_folder
-from emmcil.incremental.driver import run_experiment
-from emmcil.incremental.exemplar import CimExemplar, Exemplar, JpegExemplar, exemplar_from_state
-from emmcil.incremental.memory import BUDGET_MODES, FILL_POLICIES, UNITS, MemoryBuffer
+from emmcil.engine.driver import run_experiment
+from emmcil.memory.exemplar import CimExemplar, Exemplar, JpegExemplar, exemplar_from_state
+from emmcil.memory.buffer import BUDGET_MODES, FILL_POLICIES, UNITS, MemoryBuffer
 from emmcil.methods.cim import bounding_box
 from emmcil.methods.mrdc import MRDC, JpegView
 from run_helpers import one_thread, resolve, SMALL
@@ -134,9 +134,8 @@ def test_report_and_state_round_trip():
     other = MemoryBuffer(memory_per_class=1, unit="bytes", full_exemplar_bytes=1.0)
     other.load_state_dict(mem.state_dict())
     assert other.report() == rep
-    ds = other.as_dataset(12)
-    assert len(ds) == 4 and ds.labels.tolist() == [0, 0, 0, 1] and ds[0]["patch_keep"].sum() == 10
-    assert MemoryBuffer().as_dataset(12) is None
+    assert [e.label for e in other.exemplars()] == [0, 0, 0, 1]
+    assert other.exemplars()[0].to_item(12)["patch_keep"].sum() == 10
 
 
 # ---------------------------------------------------------------------------------------------- cost units

@@ -2,7 +2,7 @@
 import torch
 
 from conftest import TINY_CFG, make_batch
-from emmcil.incremental.module import IncrementalModule
+from emmcil.engine.module import IncrementalModule
 from emmcil.methods import Method
 
 

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emmcil.incremental.metrics import accuracy_row, forgetting_first, forgetting_max, forgetting_pycil, summarize
+from emmcil.engine.metrics import accuracy_row, forgetting_first, forgetting_max, forgetting_pycil, summarize
 
 N = None
 

@@ -4,7 +4,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from emmcil.data import ArrowDataset, collate, ensure_demo, get_tokenizer, pixelbert_transform
-from emmcil.incremental.masking import MaskingConfig, mask_canvas, masking_step
+from emmcil.memory.masking import MaskingConfig, mask_canvas, masking_step
 from emmcil.model import TINY, ViLT
 
 

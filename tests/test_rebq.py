@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from conftest import TINY_CFG, make_batch
 from emmcil.data.missing import IMAGE_MISSING, NONE, TEXT_MISSING
 from emmcil.data.tokenizer import CLS_ID, SEP_ID
-from emmcil.incremental.module import IncrementalModule
+from emmcil.engine.module import IncrementalModule
 from emmcil.methods.rebq import RebQ, PromptPool, drop_image, drop_text, orthonormal_rows, reconstruction_loss
 from emmcil.model import ViLT
 from run_helpers import one_thread

@@ -1,4 +1,4 @@
-"""Every method trains with its own recipe (emmcil/incremental/recipes.py): the config it resolves to, the torch
+"""Every method trains with its own recipe (emmcil/methods/recipes.py): the config it resolves to, the torch
 optimiser and schedule that recipe builds, and a check on the demo that each baseline learns under it."""
 import json
 import math
@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 from emmcil.data import ensure_demo
-from emmcil.incremental.driver import accumulation_steps, run_experiment
-from emmcil.incremental.module import IncrementalModule
-from emmcil.incremental.recipes import PROJECT, RECIPES, build_optimizer, build_scheduler, method_recipe
+from emmcil.engine.driver import accumulation_steps, run_experiment
+from emmcil.engine.module import IncrementalModule
+from emmcil.methods.recipes import PROJECT, RECIPES, build_optimizer, build_scheduler, method_recipe
 from emmcil.methods import METHODS, get_method
 from run_helpers import one_thread, resolve
 
-from config import DATASETS
+from emmcil.data.catalogue import DATASETS
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*", "ignore:rebq_layers")
 README = Path(__file__).resolve().parents[1] / "README.md"

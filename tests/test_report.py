@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from emmcil.incremental.report import build_results
+from emmcil.engine.results import build_results
 from emmcil.methods import method_config_defaults
 from emmcil.report import (GENERAL_DEFAULTS, MISSING_DEFAULTS, PAPER_MEMORY, PAPER_TABLE, ReportError, build_report,
                            collect, find_results, main, summarize_groups)

@@ -83,11 +83,13 @@ def test_merge_folds_ssf_with_equal_outputs(tiny_cfg):
 
 @pytest.mark.parametrize("qkv_bias", [True, False])  # without a bias, folding the shift creates one
 def test_inference_runs_a_merged_copy_and_leaves_the_trained_backbone_alone(tiny_cfg, qkv_bias):
-    from emmcil.incremental.module import IncrementalModule
+    from emmcil.engine.module import IncrementalModule
+    from emmcil.methods import Method
     from emmcil.model.ssf import has_ssf
 
     torch.manual_seed(0)
-    module = IncrementalModule({**tiny_cfg, "load_path": "", "tuning": "ssf", "qkv_bias": qkv_bias})
+    cfg = {**tiny_cfg, "load_path": "", "tuning": "ssf", "qkv_bias": qkv_bias}
+    module = IncrementalModule(cfg, Method(cfg))
     module.add_classes(3)
     module.eval()
     ssfs = [m for m in module.modules() if isinstance(m, SSF)]

@@ -13,10 +13,10 @@ import pytest
 from conftest import require
 from data_helpers import mixed_image_folder, write_jsonl
 from emmcil.data.write_folder import write_folder
-from emmcil.evaluate import evaluate_run, main as evaluate_main
-from emmcil.incremental import rundir
-from emmcil.incremental.driver import run_experiment
-from emmcil.incremental.tracking import tensorboard_available
+from emmcil.engine.evaluate import evaluate_run, main as evaluate_main
+from emmcil.engine import rundir
+from emmcil.engine.driver import run_experiment
+from emmcil.engine.tracking import tensorboard_available
 from emmcil.report import build_report
 from run_helpers import SMALL, one_thread, resolve
 
@@ -111,7 +111,7 @@ def test_run_files_follow_the_umask(user_run):
 def test_a_second_process_on_a_run_in_use_is_refused_naming_the_holder(mydata, tmp_path):
     cfg = user_config(mydata, tmp_path, num_phases=2)
     path = tmp_path / cfg["exp_name"]
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom emmcil.incremental.rundir import locked\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom emmcil.engine.rundir import locked\n"
                                f"with locked({str(path)!r}):\n    print('held', flush=True)\n    time.sleep(120)"],
                               stdout=subprocess.PIPE, text=True)
     try:

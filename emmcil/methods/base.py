@@ -1,6 +1,6 @@
 """The method contract: what a class-incremental method may change in the phase loop (Mammoth / Avalanche style).
 
-The driver (:mod:`emmcil.incremental.driver`) runs, for each phase t::
+The driver (:mod:`emmcil.engine.driver`) runs, for each phase t::
 
     method.before_phase(ctx)
     train on  scenario.train_dataset(t, extra=method.replay_dataset(ctx))   with loss method.training_loss
@@ -30,7 +30,7 @@ class PhaseContext:
 
     scenario: the class-incremental split of the data, training transform (``emmcil.data.scenario``);
     eval_scenario: the same split with the evaluation transform (no augmentation), for herding or masking;
-    module: the :class:`~emmcil.incremental.module.IncrementalModule` (backbone, ``classifier``);
+    module: the :class:`~emmcil.engine.module.IncrementalModule` (backbone, ``classifier``);
     predict(dataset, features=False, step=None) -> dict of per-sample tensors in dataset order: ``labels``,
     ``indices`` (dataset rows), ``preds``, and ``features`` (N, C) pooled f(x) when asked; or, with
     ``step(backbone, batch) -> dict`` of per-sample tensors of fixed shapes, what ``step`` returns (plus labels
@@ -38,7 +38,7 @@ class PhaseContext:
     full_exemplar_bytes(): the training set's mean full-exemplar cost in bytes (computed once, cached in the run
     directory; the size of one full exemplar under ``memory_unit="bytes"``);
     tokenizer: the run's bert-base-uncased tokenizer; is_main: False on the non-zero ranks of a multi-process
-    run, and when re-evaluating a finished run (``python -m emmcil.evaluate``): then no file may be written.
+    run, and when re-evaluating a finished run (``python -m emmcil.engine.evaluate``): then no file may be written.
     """
 
     cfg: Mapping[str, Any]

@@ -15,7 +15,7 @@ After phase t, for the new classes' training samples (eval transform, the phase'
    THRESH_BINARY)``); ``cim_foreground="box"`` (default) takes their tight bounding box, as CIM-CIL's ``_gen_bbx``
    (``pycocotools.mask.toBbox`` of the thresholded map), at patch granularity; ``"patches"`` keeps the scattered
    thresholded patches themselves;
-3. **compression** (:class:`~emmcil.incremental.exemplar.CimExemplar`, CIM-CIL's ``utils/transform.py::BbxBlur``):
+3. **compression** (:class:`~emmcil.memory.exemplar.CimExemplar`, CIM-CIL's ``utils/transform.py::BbxBlur``):
    the background resized with nearest neighbours by 1/sqrt(``cim_compress_ratio``) per side -- an *area* ratio,
    4.0 in CIM-CIL's ImageNet-100 and Food-101 configs -- and the foreground kept at full resolution; an exemplar
    costs CIM-CIL's ``compress_rate`` = foreground share + (1 - foreground share) / ratio (a 25 % box: 0.4375),
@@ -36,8 +36,8 @@ from functools import partial
 
 import torch
 
-from emmcil.incremental.exemplar import CimExemplar
-from emmcil.incremental.masking import mask_canvas, normalise, score_grid
+from emmcil.memory.exemplar import CimExemplar
+from emmcil.memory.masking import mask_canvas, normalise, score_grid
 
 from . import register
 from .replay import Replay

@@ -29,7 +29,7 @@ Defaults: PILOT ``exps/dualprompt_inr.json`` (ImageNet-R): G length 5 at layers 
 [2, 3, 4], top_k 1, uniform(-1, 1) init of prompts and keys, pull constraint 0.1, ``drop`` 0, frozen backbone.
 PILOT's pool ``size`` 10 is one E-prompt per task for its 10 ImageNet-R tasks; ours defaults to one per phase
 (``dualprompt_pool_size=0``), so 20 phases work too. The optimiser is PILOT's too (the ``dualprompt`` recipe of
-:mod:`emmcil.incremental.recipes`: Adam lr 1e-3, no weight decay, constant, 10 epochs, batch 24).
+:mod:`emmcil.methods.recipes`: Adam lr 1e-3, no weight decay, constant, 10 epochs, batch 24).
 """
 from __future__ import annotations
 

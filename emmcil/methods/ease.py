@@ -23,7 +23,7 @@
 Defaults: PILOT ``exps/ease_inr.json`` (ImageNet-R): ``ffn_num`` 64, adapter scalar 0.1, adapter dropout 0.1,
 ``alpha`` 0.1, ``beta`` 0 with ``use_init_ptm`` false (no un-adapted subspace), ``recalc_sim`` and
 ``use_reweight`` true, no exemplars. The optimiser is PILOT's too (the ``ease`` recipe of
-:mod:`emmcil.incremental.recipes`: SGD lr 0.05, momentum 0.9, weight decay 5e-3 on every trainable parameter, cosine
+:mod:`emmcil.methods.recipes`: SGD lr 0.05, momentum 0.9, weight decay 5e-3 on every trainable parameter, cosine
 to 0 stepped per epoch, 20 epochs, batch 16). ViLT's pooler and the usual classifier are unused and frozen; the
 cosine proxy head's scale starts at 1 in every phase, as PILOT's new ``proxy_fc`` of every task.
 """

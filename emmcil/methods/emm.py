@@ -1,7 +1,7 @@
 """SSF + exemplar masking, the paper's method (``method=emm``; named config ``emm``).
 
 After phase t, for the new classes' training samples (eval transform, the phase's final model in eval mode):
-1. **masking** (:func:`~emmcil.incremental.masking.masking_step`): A_{CLS->I} with tau_I gives the kept patches,
+1. **masking** (:func:`~emmcil.memory.masking.masking_step`): A_{CLS->I} with tau_I gives the kept patches,
    the attention of the discarded patches to the text with tau_T the kept words; [CLS]/[SEP] always kept. The
    default (``mask_norm="ratio"``, tau_I = 0.74, tau_T = 0.5) keeps the top 26 % of each image's patches and the top
    half of its words, calibrated to the 22-30 % of patches and 40-60 % of words of the paper's Fig. 4 (its tau
@@ -15,7 +15,7 @@ After phase t, for the new classes' training samples (eval transform, the phase'
    class's list in rank order while its budget lasts; each costs its kept byte share of the full sample, so about
    1/(kept share) more fit than full exemplars (the paper's memory plot: 14 a class at 5).
 At replay, exemplars go through the explicit keep masks (never zero pixels) with the multimodal augmentation of
-:mod:`~emmcil.incremental.augment`. A Figure-4 PNG of a few new exemplars is written to the run directory after
+:mod:`~emmcil.memory.augment`. A Figure-4 PNG of a few new exemplars is written to the run directory after
 every phase (``mask_figure`` exemplars; 0 turns it off).
 """
 from __future__ import annotations
@@ -25,9 +25,9 @@ from functools import partial
 import numpy as np
 import torch
 
-from emmcil.incremental.exemplar import Exemplar
-from emmcil.incremental.masking import MaskingConfig, mask_canvas, masking_step
-from emmcil.incremental.selection import SELECTIONS, selection_order
+from emmcil.memory.exemplar import Exemplar
+from emmcil.memory.masking import MaskingConfig, mask_canvas, masking_step
+from emmcil.memory.selection import SELECTIONS, selection_order
 
 from . import register
 from .replay import Replay
@@ -100,7 +100,7 @@ class ExemplarMasking(Replay):
 
     def draw_figure(self, ctx, data, out: dict) -> None:
         """fig4_phase{t}.png: the top-ranked stored exemplar of up to ``mask_figure`` new classes."""
-        from emmcil.visualisation import plot_masked_exemplars
+        from emmcil.memory.figure import plot_masked_exemplars
 
         chosen = [ex for c in ctx.new_classes for ex in self.memory.classes.get(c, [])[:1]][:self.cfg["mask_figure"]]
         if not chosen or not ctx.is_main:

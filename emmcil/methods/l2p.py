@@ -24,7 +24,7 @@ The pool is shared by all phases (no freezing); the classifier grows by phase.
 Defaults: PILOT ``exps/l2p_inr.json`` (ImageNet-R): size 10, length 5, top_k 5, ``prompt_init``/``prompt_key_init``
 uniform(-1, 1), ``batchwise_prompt`` true, ``head_type`` prompt, ``pull_constraint_coeff`` 0.1, ``drop`` 0, frozen
 backbone. The paper says nothing else about its L2P. The optimiser is PILOT's too (the ``l2p`` recipe of
-:mod:`emmcil.incremental.recipes`: Adam lr 1.875e-3, no weight decay, constant, 10 epochs, batch 32).
+:mod:`emmcil.methods.recipes`: Adam lr 1.875e-3, no weight decay, constant, 10 epochs, batch 32).
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ stored as JPEG, so that more fit in the same memory.
 What MRDC's released code does, and what we follow:
 - **compression** (``1_Data_Compression/skimage_save_jpeg.py``, ``imagenet_jpeg.sh``): every training image is read
   as stored and saved again as a JPEG of quality q, at the same resolution. We compress the stored image the same
-  way (:class:`~emmcil.incremental.exemplar.JpegExemplar`); at replay it is decoded and goes through the evaluation
+  way (:class:`~emmcil.memory.exemplar.JpegExemplar`); at replay it is decoded and goes through the evaluation
   transform's resize like any dataset item.
 - **cost**: MRDC measures the compression rate as the compressed folder's size over the original's (step 3 of
   ``imagenet_jpeg.sh``) and stores that many more samples per class (``run.sh``: ``--nb_protos 37`` instead of 20 at
@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from emmcil.data.missing import IMAGE_MISSING
-from emmcil.incremental.exemplar import JpegExemplar
+from emmcil.memory.exemplar import JpegExemplar
 
 from . import register
 from .replay import Replay

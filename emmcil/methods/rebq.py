@@ -50,7 +50,7 @@ rows of one tensor, and AdamW still decays them by lr x wd a step); the reconstr
 that need it (missing modality, or complete in training) and the copies only in training; text keeps ViLT's 40
 positions (the released code interpolates them to 512, frozen). The released optimiser and schedule (AdamW lr 1e-4,
 weight decay 0.01 on every trainable parameter, 10 % warmup then cosine, 10 epochs, batch 4) are the ``rebq``
-recipe of :mod:`emmcil.incremental.recipes`; the released fp16 autocast is ``precision=16-mixed``.
+recipe of :mod:`emmcil.methods.recipes`; the released fp16 autocast is ``precision=16-mixed``.
 """
 from __future__ import annotations
 
@@ -220,7 +220,7 @@ class RebQ(Method):
         "rebq_pooler": False,      # classify tanh(pooler(text CLS)) instead of the final-normed text CLS (RebQ: no)
     }
     # the released code's frozen Hugging Face ViLT (dropout 0); its optimiser is the `rebq` recipe
-    # (emmcil/incremental/recipes.py)
+    # (emmcil/methods/recipes.py)
     named_config = {"tuning": "frozen", "ssf": False, "drop_rate": 0.0}
 
     def __init__(self, cfg):

@@ -24,10 +24,10 @@ from typing import Iterable, Iterator
 
 import torch
 
-from emmcil.incremental.augment import AugmentedReplay, check_augmentation, check_replay_ratio, replay_length
-from emmcil.incremental.exemplar import Exemplar
-from emmcil.incremental.herding import herding_order
-from emmcil.incremental.memory import MemoryBuffer
+from emmcil.memory.augment import AugmentedReplay, check_augmentation, check_replay_ratio, replay_length
+from emmcil.memory.buffer import MemoryBuffer
+from emmcil.memory.exemplar import Exemplar
+from emmcil.memory.herding import herding_order
 
 from . import register
 from .base import Method, PhaseContext
@@ -59,7 +59,7 @@ class Replay(Method):
         check_augmentation(*self.augmentation())
 
     def augmentation(self) -> tuple[float, float]:
-        """(p_text_swap, p_patch_merge) of :class:`~emmcil.incremental.augment.AugmentedReplay`; none here."""
+        """(p_text_swap, p_patch_merge) of :class:`~emmcil.memory.augment.AugmentedReplay`; none here."""
         return 0.0, 0.0
 
     def replay_dataset(self, ctx: PhaseContext):

@@ -14,7 +14,7 @@ ease           SGD m 0.9  0.05      5e-3    all                 cosine -> 0, per
 rebq           AdamW      1e-4      1e-2    all                 10 % warmup, cosine -> 0  10      4
 =============  =========  ========  ======  ==================  ========================  ======  =====
 
-(``python -m emmcil.incremental.recipes`` prints the resolved table for every method and dataset.)
+(``python -m emmcil.methods.recipes`` prints the resolved table for every method and dataset.)
 
 Sources:
 
@@ -203,7 +203,7 @@ def recipe_table(methods: Iterable[str], datasets: Iterable[str]) -> str:
 
 
 if __name__ == "__main__":
-    from config import DATASETS
+    from emmcil.data.catalogue import DATASETS
     from emmcil.methods import METHODS
 
     print(recipe_table(sorted(METHODS), DATASETS))

@@ -8,14 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from emmcil.data.transforms import denormalize_to_uint8  # noqa: E402
+from emmcil.data.transforms import denormalize_to_uint8
 
 KEPT, DISCARDED, SPECIAL = "#d62728", "#9a9a9a", "black"
 
@@ -52,8 +50,10 @@ def plot_masked_exemplars(images: Sequence[torch.Tensor], scores: Sequence[torch
     patches; tokens: the valid tokens of each text (wordpieces, [CLS] ... [SEP]); token_keeps: kept flags.
     """
     n = len(images)
-    fig, axes = plt.subplots(n, 4, figsize=(13, 2.9 * n), squeeze=False,
-                             gridspec_kw={"width_ratios": [1, 1, 1, 2.2]})
+    # a Figure on its own Agg canvas, not pyplot: no global backend to set, no figure registry to close
+    fig = Figure(figsize=(13, 2.9 * n))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(n, 4, squeeze=False, gridspec_kw={"width_ratios": [1, 1, 1, 2.2]})
     for r in range(n):
         img = _image(images[r])
         H, W = img.shape[:2]
@@ -83,5 +83,4 @@ def plot_masked_exemplars(images: Sequence[torch.Tensor], scores: Sequence[torch
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

@@ -8,7 +8,8 @@ Layout of ``{log_dir}/{exp_name}/``::
     exemplar_cost.json      mean bytes of a full exemplar of the training set (cache; memory_unit=bytes only)
     missing_tables/         the missing-modality table of each split, .npz (missing_type != "none" only)
     checkpoints/phase_{t}.pt    after phase t: trainable weights, classifier, method state (memory buffer),
-                            RNG states, evaluation counts and accuracy matrix so far
+                            evaluation counts and accuracy matrix so far (no RNG state: every phase seeds its
+                            RNGs from (seed, phase))
     logs/phase_{t}/         Lightning's CSV log of phase t's training (loss, accuracy, learning rate)
     logs/phases/            the evaluation after every phase (accuracy per phase and task, memory), CSV
     logs/tensorboard/       the same, for TensorBoard (phase_{t}/ and phases/)

@@ -8,24 +8,23 @@ For each phase t (see :mod:`emmcil.methods.base` for the method hooks):
 3. evaluate on the test data of all classes seen so far (per-class counts -> accuracy matrix row);
 4. ``method.after_phase`` (e.g. fill the memory);
 5. checkpoint atomically, rewrite ``results.json`` / ``results.md``, log the phase's evaluation
-   (:mod:`emmcil.incremental.tracking`), print a summary line.
+   (:mod:`emmcil.engine.tracking`), print a summary line.
 
 A re-run of the same config loads the last complete checkpoint and continues with the next phase. Because
 each phase is seeded from (seed, t) and starts only from what the checkpoint holds, a resumed run computes the
 same numbers as an uninterrupted one. While a process runs a run, it holds the run directory's lock
-(:func:`emmcil.incremental.rundir.locked`): a second process on the same directory is refused.
+(:func:`emmcil.engine.rundir.locked`): a second process on the same directory is refused.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import math
-import random
 import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pytorch_lightning as pl
@@ -33,30 +32,17 @@ import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_only
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 
+from emmcil.memory.buffer import mean_full_exemplar_nbytes
 from emmcil.methods import PhaseContext, get_method
 from emmcil.provenance import provenance
 
 from . import rundir
-from .batch import KeepCollate
-from .data import build_data
-from .grouping import LengthGroupedBatchSampler, sequence_lengths
-from .memory import mean_full_exemplar_nbytes
+from .loaders import build_data, make_loader
 from .module import IncrementalModule
-from .report import (build_results, markdown_table, phase_metrics, phase_table, results_markdown,
-                     summary_table)
+from .results import build_results, markdown_table, phase_metrics, phase_table, results_markdown, summary_table
 from .tracking import RunTracker
-
-
-# Lightning's per-Trainer chatter (devices, tips, "fit stopped"), repeated every phase: the driver prints its own
-# summary instead. Warnings stay visible, except these two harmless ones.
-logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
-warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-# a resumed run's evaluation log (logs/phases/) starts afresh and gets the earlier phases again (RunTracker.log_phase)
-warnings.filterwarnings("ignore", message=r".*Previous log files in this directory will be deleted.*")
-
 
 # General config keys added after runs were made: a run directory saved without one resumes when the key is at its
 # default (it computes what that run computed).
@@ -70,6 +56,26 @@ class ProgressBar(TQDMProgressBar):
         items = super().get_metrics(trainer, model)
         items.pop("v_num", None)
         return items
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Within the block, Lightning's per-Trainer chatter (devices, tips, "fit stopped"), repeated every phase, is
+    off (the driver prints its own summary instead), and three harmless warnings are ignored; other warnings stay
+    visible. Both are restored on exit, so a caller's logging and warning filters are left as they were."""
+    logger = logging.getLogger("pytorch_lightning")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+            # a resumed run's evaluation log (logs/phases/) starts afresh and gets the earlier phases again
+            # (RunTracker.log_phase)
+            warnings.filterwarnings("ignore", message=r".*Previous log files in this directory will be deleted.*")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def phase_seed(seed: int, phase: int) -> int:
@@ -116,12 +122,12 @@ class PhaseData(pl.LightningDataModule):
     Lightning then re-creates it with a ``DistributedSampler``, also inside a custom batch sampler (it records the
     constructor arguments of a ``BatchSampler`` subclass only while its hooks run)."""
 
-    def __init__(self, make_loader):
+    def __init__(self, build_loader):
         super().__init__()
-        self.make_loader = make_loader
+        self.build_loader = build_loader
 
     def train_dataloader(self) -> DataLoader:
-        return self.make_loader()
+        return self.build_loader()
 
 
 def gather_uneven(strategy, tensor: torch.Tensor, device) -> torch.Tensor:
@@ -156,8 +162,8 @@ class IncrementalRun:
     """One class-incremental experiment, driven phase by phase from a resolved (sacred) config.
 
     ``sacred_run``: sacred's ``_run`` when started by ``run.py`` (metrics, artifacts and provenance go to its
-    observers). ``read_only=True`` (:mod:`emmcil.evaluate`): an existing run, to evaluate its checkpoints; nothing is
-    written and nothing is logged.
+    observers). ``read_only=True`` (:mod:`emmcil.engine.evaluate`): an existing run, to evaluate its checkpoints;
+    nothing is written and nothing is logged.
     """
 
     def __init__(self, cfg: Mapping, sacred_run=None, read_only: bool = False):
@@ -208,22 +214,6 @@ class IncrementalRun:
                             predict=self.predict, full_exemplar_bytes=self.full_exemplar_bytes,
                             tokenizer=self.data.tokenizer, is_main=self.writes)
 
-    def loader(self, dataset: Dataset, train: bool, seed: int = 0) -> DataLoader:
-        """Batches of ``per_gpu_batchsize``; for training shuffled with ``seed``, and with ``length_group_window``
-        > 0 grouped by sequence length (:mod:`emmcil.incremental.grouping`)."""
-        cfg = self.cfg
-        generator = torch.Generator().manual_seed(seed) if train else None
-        common = dict(num_workers=cfg["num_workers"], collate_fn=KeepCollate(cfg["patch_size"]), generator=generator,
-                      persistent_workers=train and cfg["num_workers"] > 0,  # not re-forked every epoch
-                      pin_memory=torch.cuda.is_available())
-        window = int(cfg.get("length_group_window", 0))
-        if not (train and window > 0):
-            return DataLoader(dataset, batch_size=cfg["per_gpu_batchsize"], shuffle=train, **common)
-        lengths = sequence_lengths(dataset, cfg["image_size"], cfg["patch_size"], cfg["max_text_len"])
-        batches = LengthGroupedBatchSampler(RandomSampler(dataset, generator=generator), cfg["per_gpu_batchsize"],
-                                            lengths=lengths, window=window, seed=seed)
-        return DataLoader(dataset, batch_sampler=batches, **common)
-
     def make_trainer(self, phase: int) -> pl.Trainer:
         """Phase ``phase``'s Trainer, with the tracker's loggers and learning-rate monitor."""
         cfg = self.cfg
@@ -254,8 +244,8 @@ class IncrementalRun:
         self.module.return_features, self.module.predict_fn = features, step
         try:
             with self.module.ssf_merged():  # no gradients here: SSF folded into the weights, plain-ViT cost
-                outs = self.trainer.predict(self.module, dataloaders=self.loader(_Positioned(dataset), train=False),
-                                            return_predictions=True)
+                loader = make_loader(_Positioned(dataset), self.cfg, train=False)
+                outs = self.trainer.predict(self.module, dataloaders=loader, return_predictions=True)
         finally:
             self.module.return_features, self.module.predict_fn = False, None
         merged = {k: torch.cat([o[k].detach().cpu() for o in outs]) for k in outs[0]}
@@ -286,9 +276,7 @@ class IncrementalRun:
                 "frozen_checksum": self.module.frozen_checksum(),
                 "method": self.method.state_dict(),
                 "counts": self.counts, "memory": self.memory,
-                "accuracy_matrix": self.results()["accuracy_matrix"],
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
+                "accuracy_matrix": self.results()["accuracy_matrix"]}
 
     def restore(self, state: dict) -> None:
         self.module.classifier.grow_to(state["num_classes"])
@@ -304,10 +292,6 @@ class IncrementalRun:
                                f"{state['frozen_checksum']}): was load_path's file changed?")
         self.method.load_state_dict(state["method"])
         self.counts, self.memory = [tuple(c) for c in state["counts"]], list(state["memory"])
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
 
     # ------------------------------------------------------------------ results
     def results(self) -> dict:
@@ -360,7 +344,7 @@ class IncrementalRun:
               f"device(s) x {t.num_nodes} node(s), precision {cfg['precision']}, "
               f"accumulation {t.accumulate_grad_batches}, {cfg['max_epoch']} epochs, {cfg['optimizer']} lr "
               f"{cfg['lr']:g} {cfg['lr_schedule']}")
-        self.trainer.fit(self.module, datamodule=PhaseData(lambda: self.loader(train_set, train=True, seed=seed)))
+        self.trainer.fit(self.module, datamodule=PhaseData(lambda: make_loader(train_set, cfg, train=True, seed=seed)))
         self.method.after_training(ctx)
         self.counts.append(self.evaluate(phase))
         self.method.after_phase(ctx)
@@ -409,7 +393,8 @@ def run_experiment(cfg: Mapping, sacred_run=None) -> Path:
 def run_and_summarize(cfg: Mapping, sacred_run=None) -> tuple[Path, dict[str, Any]]:
     """:func:`run_experiment`, and the run's summary (sacred's result: run directory, phases done, metrics).
 
-    Raises :class:`~emmcil.incremental.rundir.RunInUseError` when another process runs this run directory."""
-    with rundir.locked(run_path(cfg)) if rank_zero_only.rank == 0 else contextlib.nullcontext():
+    Raises :class:`~emmcil.engine.rundir.RunInUseError` when another process runs this run directory."""
+    lock = rundir.locked(run_path(cfg)) if rank_zero_only.rank == 0 else contextlib.nullcontext()
+    with lock, quiet_lightning():
         run = IncrementalRun(cfg, sacred_run)
         return run.run(), run.result

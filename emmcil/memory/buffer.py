@@ -1,4 +1,4 @@
-"""A class-balanced memory buffer of exemplars (``emmcil.incremental.exemplar``) under a budget.
+"""A class-balanced memory buffer of exemplars (``emmcil.memory.exemplar``) under a budget.
 
 **Unit** (``memory_unit``, DESIGN §2 "cost unit"): ``"exemplar"`` (default) counts each exemplar at its ``cost``,
 relative to the same sample stored in full in its method's own representation (a full exemplar costs 1.0, a masked
@@ -25,7 +25,6 @@ from typing import Iterable
 
 import numpy as np
 from PIL import Image
-from torch.utils.data import Dataset
 
 from emmcil.data.transforms import MinMaxResize
 
@@ -56,20 +55,6 @@ def mean_full_exemplar_nbytes(dataset, tokenizer, image_size: int, patch_size: i
     return {"mean_bytes": float(np.mean(nbytes)), "mean_patches": float(patches.mean()),
             "mean_tokens": float(tokens.mean()), "num_samples": int(len(dataset)), "image_size": image_size,
             "patch_size": patch_size, "max_text_len": max_text_len}
-
-
-class ExemplarDataset(Dataset):
-    """Replay items (dataset item format plus ``patch_keep``) of a list of exemplars."""
-
-    def __init__(self, exemplars: list, max_text_len: int):
-        self.exemplars, self.max_text_len = exemplars, max_text_len
-        self.labels = np.array([e.label for e in exemplars], dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.exemplars)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.exemplars[i].to_item(self.max_text_len)
 
 
 class MemoryBuffer:
@@ -148,10 +133,6 @@ class MemoryBuffer:
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.classes.values())
-
-    def as_dataset(self, max_text_len: int) -> ExemplarDataset | None:
-        """A torch Dataset of the replay items, or None when the buffer is empty."""
-        return ExemplarDataset(self.exemplars(), max_text_len) if len(self) else None
 
     def report(self) -> dict:
         """JSON-able summary: the unit and class budget; exemplars, cost (full exemplars) and bytes, in all and per

@@ -2,7 +2,7 @@
 
 - Training, per phase (Lightning logs them): ``train/loss``, ``train/acc`` and the learning rate
   (``LearningRateMonitor``), to ``logs/phase_{t}/metrics.csv``, ``logs/tensorboard/phase_{t}/`` and W&B.
-- Evaluation, after every phase (:func:`emmcil.incremental.report.phase_metrics`, step = phase): accuracy on the seen
+- Evaluation, after every phase (:func:`emmcil.engine.results.phase_metrics`, step = phase): accuracy on the seen
   classes, on the new and the old ones, on each task (phase j's classes), forgetting, and the memory (exemplars,
   bytes, full-exemplar equivalents), to ``logs/phases/metrics.csv``, ``logs/tensorboard/phases/``, W&B, and sacred
   (``log_scalar``: what ``-F DIR`` and other observers record as metrics).

@@ -1,6 +1,6 @@
 """Re-score a phase checkpoint of a run without retraining.
 
-    python -m emmcil.evaluate RUN_DIR [--phase T] [--split test] [--missing-type both --missing-ratio 0.7]
+    python -m emmcil.engine.evaluate RUN_DIR [--phase T] [--split test] [--missing-type both --missing-ratio 0.7]
         [--data-root DIR] [--accelerator cpu] [--per-gpu-batchsize 64] [--num-workers 4] [--json FILE]
 
 Reads ``RUN_DIR/config.json`` and the checkpoint of phase T (default: the last one), rebuilds the model and the
@@ -22,10 +22,10 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from emmcil.incremental.driver import IncrementalRun
-from emmcil.incremental.metrics import accuracy_row
-from emmcil.incremental.report import markdown_table
-from emmcil.incremental.rundir import PROVENANCE, RunDir, read_json
+from emmcil.engine.driver import IncrementalRun, quiet_lightning
+from emmcil.engine.metrics import accuracy_row
+from emmcil.engine.results import markdown_table
+from emmcil.engine.rundir import PROVENANCE, RunDir, read_json
 
 MISSING_KEYS = ("missing_type", "missing_ratio", "missing_both_ratio", "missing_seed")
 
@@ -73,13 +73,14 @@ def evaluate_run(run_dir: str | Path, phase: int | None = None, split: str | Non
     cfg = {**saved, **(overrides or {}), **(missing or {}), "log_dir": str(run_dir.parent), "exp_name": run_dir.name,
            "test_split": split or saved["test_split"], "progress_bar": False, "restart": False,
            "devices": 1, "num_nodes": 1, "strategy": "auto", "wandb": False}
-    run = IncrementalRun(cfg, read_only=True)
-    state = rd.load_checkpoint(phase)
-    L = run.data.scenario.num_phases
-    run.method.setup(run.context(min(phase + 1, L - 1)))  # as a run resumed after this phase
-    run.restore(state)
-    run.trainer = run.make_trainer(phase)
-    correct, total = run.evaluate(phase)
+    with quiet_lightning():
+        run = IncrementalRun(cfg, read_only=True)
+        state = rd.load_checkpoint(phase)
+        L = run.data.scenario.num_phases
+        run.method.setup(run.context(min(phase + 1, L - 1)))  # as a run resumed after this phase
+        run.restore(state)
+        run.trainer = run.make_trainer(phase)
+        correct, total = run.evaluate(phase)
 
     phases = [run.data.scenario.phase_classes(t) for t in range(L)]
     boundaries = [0] + [p[-1] + 1 for p in phases]
@@ -122,7 +123,7 @@ def accuracy_table(result: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m emmcil.evaluate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m emmcil.engine.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="a run directory ({log_dir}/{exp_name})")
     parser.add_argument("--phase", type=int, help="the checkpoint's phase (default: the last one)")
     parser.add_argument("--split", help="arrow split of the run's dataset (default: the run's test_split)")

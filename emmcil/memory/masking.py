@@ -19,12 +19,12 @@ no part in the normalisation (an attention sink on [SEP] would otherwise squash 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
-from typing import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
-from ..model.vilt import ViLTOutput, cheapest_pack
+from emmcil.model.vilt import ViLTOutput, cheapest_pack
 
 NORMS = ("minmax", "mass", "ratio")
 
@@ -48,11 +48,6 @@ class MaskingConfig:
         for name in ("tau_image", "tau_text"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}={getattr(self, name)} must lie in [0, 1]")
-
-    @classmethod
-    def from_dict(cls, cfg: Mapping) -> "MaskingConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: (tuple(v) if k == "layers" else v) for k, v in cfg.items() if k in names})
 
 
 @dataclass

@@ -7,18 +7,12 @@ from typing import Mapping
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 
+from emmcil.methods import Method
+from emmcil.methods.recipes import build_optimizer, build_scheduler, schedule_interval
 from emmcil.model import ViLT, ViLTOutput, apply_freeze_policy, build_backbone, merge_ssf
-from emmcil.model.ssf import has_ssf, is_tunable, merged_state_dict
 from emmcil.model.heads import IncrementalClassifier
-
-from .recipes import build_optimizer, build_scheduler, schedule_interval
-
-
-def cross_entropy_loss(module: "IncrementalModule", batch: dict, output: ViLTOutput, logits: torch.Tensor):
-    """Cross-entropy over all classes seen so far (the classifier has exactly those rows)."""
-    return F.cross_entropy(logits, batch["labels"])
+from emmcil.model.ssf import has_ssf, is_tunable, merged_state_dict
 
 
 class IncrementalModule(pl.LightningModule):
@@ -27,20 +21,21 @@ class IncrementalModule(pl.LightningModule):
     Passes without gradients (evaluation, prediction, the masking and CAM passes) run inside
     :meth:`ssf_merged`, on a copy of the backbone with SSF folded into its weights: SSF costs nothing there.
 
-    The training loss is ``method.training_loss`` when a method is attached (default: cross-entropy).
+    ``method`` (a :class:`~emmcil.methods.Method`; the base class is plain fine-tuning) decides how a batch is
+    encoded, its logits and the training loss, and may add parameters of its own (``method_net``).
     ``predict_step`` returns per-sample ``preds``, ``labels``, ``indices``, ``positions`` and, when
     ``return_features`` is set, the pooled features f(x) (B, C) used for herding and class means; a
     ``predict_fn(backbone, batch) -> dict`` of per-sample tensors replaces preds/features (e.g. a masking pass).
     """
 
-    def __init__(self, cfg: Mapping, method=None):
+    def __init__(self, cfg: Mapping, method: Method):
         super().__init__()
         self.cfg = dict(cfg)
         self.backbone = build_backbone(self.cfg)
         self.classifier = IncrementalClassifier(self.backbone.cfg.hidden_size)
         self.method = method
         # the method's own parameters (prompts, adapters, ...), built up front so that checkpoints always match
-        net = method.build_net(self.backbone.cfg) if method is not None else None
+        net = method.build_net(self.backbone.cfg)
         if net is not None:
             self.method_net = net
         self.return_features = False
@@ -58,8 +53,7 @@ class IncrementalModule(pl.LightningModule):
         """The tuning mode's policy (SSF / pooler / classifier / the method's own parameters train), then the
         method's refinement (e.g. freezing an earlier task's prompts); returns the trainable count."""
         apply_freeze_policy(self, self.cfg.get("tuning", "ssf"), self.TUNABLE)
-        if self.method is not None:
-            self.method.set_trainable(self)
+        self.method.set_trainable(self)
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def _tuned(self, name: str) -> bool:
@@ -106,17 +100,12 @@ class IncrementalModule(pl.LightningModule):
 
     # -- forward
     def encode(self, batch: dict, return_attention: bool = False) -> ViLTOutput:
-        """The backbone on a batch; a method may change how (prompts, adapters: ``Method.encode``)."""
-        if self.method is not None:
-            return self.method.encode(self, batch, return_attention)
-        return self.backbone(batch["text_ids"], batch["text_masks"], batch["images"], batch["pixel_masks"],
-                             patch_keep=batch.get("patch_keep"), return_attention=return_attention)
+        """The backbone on a batch, as the method encodes it (prompts, adapters: ``Method.encode``)."""
+        return self.method.encode(self, batch, return_attention)
 
     def logits(self, output: ViLTOutput) -> torch.Tensor:
-        """Logits (B, num_seen_classes) of an encoded batch; a method may change how (``Method.logits``)."""
-        if self.method is not None:
-            return self.method.logits(self, output)
-        return self.classifier(output.pooled)
+        """Logits (B, num_seen_classes) of an encoded batch, as the method computes them (``Method.logits``)."""
+        return self.method.logits(self, output)
 
     def forward(self, batch: dict) -> torch.Tensor:
         """Logits (B, num_seen_classes)."""
@@ -126,8 +115,7 @@ class IncrementalModule(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int):
         output = self.encode(batch)
         logits = self.logits(output)
-        loss_fn = self.method.training_loss if self.method is not None else cross_entropy_loss
-        loss = loss_fn(self, batch, output, logits)
+        loss = self.method.training_loss(self, batch, output, logits)
         bs = logits.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/acc", (logits.argmax(1) == batch["labels"]).float().mean(), prog_bar=True, batch_size=bs)
@@ -145,7 +133,7 @@ class IncrementalModule(pl.LightningModule):
         return out
 
     def configure_optimizers(self):
-        """The method's recipe (:mod:`emmcil.incremental.recipes`; keys ``optimizer``, ``lr``, ``weight_decay``,
+        """The method's recipe (:mod:`emmcil.methods.recipes`; keys ``optimizer``, ``lr``, ``weight_decay``,
         ``weight_decay_1d``, ``betas``, ``eps``, ``momentum``, ``lr_schedule``, ``warmup``, ``schedule_interval``)
         over the trainable parameters; the schedule spans the phase's optimiser steps (or epochs). Rebuilt by every
         phase's Trainer, so every phase starts afresh (PILOT's ``reinit_optimizer``, RebQ's ``reset_optimizer``)."""
