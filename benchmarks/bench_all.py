@@ -1,4 +1,4 @@
-"""Every benchmark in one command, then every ratio beside its target: the single source of the README's figures.
+"""Every benchmark in one command, then every ratio beside its target: the source of docs/benchmarks.md's figures.
 
 Runs, one after the other as subprocesses of this interpreter (so one benchmark's threads and memory do not affect
 the next), and prints their output under headings as it comes:
@@ -24,7 +24,7 @@ ViLT-B/32 compiled), written to take under 8 minutes on one H100/H200-class GPU.
 new machine (``benchmarks/README.md``).
 
     python benchmarks/bench_all.py                        # CPU: every target at ViLT-B/32 size, a few minutes
-    python benchmarks/bench_all.py --threads 1            # on a shared 2-core machine (see README)
+    python benchmarks/bench_all.py --threads 1            # on a shared 2-core machine (benchmarks/README.md)
     python benchmarks/bench_all.py --device cuda --full   # one GPU
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # the repository root, for emmcil when run from anywhere
-from emmcil.engine.results import markdown_table  # noqa: E402
+from emmcil.markdown import markdown_table  # noqa: E402
 
 # per script: arguments of the default run (CPU, every target at ViLT-B/32, a few minutes), of --full, and of
 # --full --device cuda (bf16, GPU batches)

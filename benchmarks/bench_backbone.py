@@ -31,7 +31,7 @@ import torch
 from transformers import ViltConfig as HFViltConfig
 from transformers import ViltModel
 
-from emmcil.engine.results import markdown_table
+from emmcil.markdown import markdown_table
 from emmcil.model import VILT_B32, ViLT, ViLTConfig, merge_ssf
 from emmcil.model.checkpoint import convert_hf
 

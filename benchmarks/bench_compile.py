@@ -36,7 +36,7 @@ from torch._dynamo.utils import counters
 from transformers import ViltConfig as HFViltConfig
 from transformers import ViltModel
 
-from emmcil.engine.results import markdown_table
+from emmcil.markdown import markdown_table
 from emmcil.model import TINY, VILT_B32, ViLT, ViLTConfig, apply_freeze_policy, merge_ssf
 from emmcil.model.checkpoint import convert_hf
 

@@ -40,7 +40,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: config.py, emmcil
 from config import resolve_config  # noqa: E402
 from emmcil.engine.driver import IncrementalRun  # noqa: E402
-from emmcil.engine.results import markdown_table  # noqa: E402
+from emmcil.markdown import markdown_table  # noqa: E402
 
 from machine_load import OtherLoad  # noqa: E402  (benchmarks/machine_load.py)
 

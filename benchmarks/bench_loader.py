@@ -64,7 +64,7 @@ from torch.utils.data import DataLoader
 from emmcil.data import (ArrowDataset, StoredResize, collate, decode_image, ensure_demo, get_tokenizer,
                          pixelbert_transform, write_arrow)
 from emmcil.data.demo import DEMO_NUM_CLASSES
-from emmcil.engine.results import markdown_table
+from emmcil.markdown import markdown_table
 from emmcil.model import TINY, VILT_B32, ViLTConfig, apply_freeze_policy, build_backbone
 from emmcil.model.heads import IncrementalClassifier
 

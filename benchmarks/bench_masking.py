@@ -55,13 +55,13 @@ from torch import nn
 from emmcil.data import (CLS_ID, SEP_ID, ArrowDataset, collate, ensure_demo, get_tokenizer, normalize_uint8,
                          pixelbert_transform)
 from emmcil.data.demo import DEMO_NUM_CLASSES, DEMO_SPECS
+from emmcil.markdown import markdown_table
+from emmcil.memory.buffer import MemoryBuffer, mean_full_exemplar_nbytes
 from emmcil.memory.exemplar import CimExemplar, Exemplar, JpegExemplar
 from emmcil.memory.masking import MaskingConfig, _masking_step, mask_canvas, masking_step
-from emmcil.memory.buffer import MemoryBuffer, mean_full_exemplar_nbytes
-from emmcil.engine.results import markdown_table
 from emmcil.methods.cim import cam_step
 from emmcil.model import TINY, VILT_B32, build_backbone, merge_ssf
-from emmcil.report import PAPER_MEMORY, PAPER_NAMES
+from emmcil.report.paper import PAPER_MEMORY, PAPER_NAMES
 
 from machine_load import OtherLoad  # benchmarks/machine_load.py (scripts run from this folder)
 

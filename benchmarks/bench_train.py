@@ -63,7 +63,7 @@ from torch import nn
 from transformers import ViltConfig as HFViltConfig
 from transformers import ViltModel
 
-from emmcil.engine.results import markdown_table
+from emmcil.markdown import markdown_table
 from emmcil.model import VILT_B32, ViLT, ViLTConfig, apply_freeze_policy, count_parameters
 from emmcil.model.checkpoint import convert_hf
 

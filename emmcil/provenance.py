@@ -20,6 +20,8 @@ from typing import Any
 # Packages whose version can change a result (distribution names, as pip knows them).
 PACKAGES = ("torch", "torchvision", "pytorch-lightning", "transformers", "timm", "numpy", "pyarrow", "pillow",
             "sacred")
+# config.json's entry that holds these records, one per process (it is not a config key).
+CONFIG_ENTRY = "provenance"
 # The versions the report compares between the runs of one table (a subset of ``versions``' keys).
 COMPARED = ("python", "torch", "cuda", "pytorch-lightning", "transformers", "timm", "emmcil")
 

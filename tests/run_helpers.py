@@ -33,3 +33,35 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+# Runs ``python -m emmcil.report ARGS`` in this process as -m does, then prints the modules it imported that the
+# report must not need: torch and the libraries on it, and the training side of emmcil (engine, methods, model).
+_REPORT_IN_A_FRESH_PROCESS = """
+import json, runpy, sys
+sys.argv = ["emmcil.report", *sys.argv[1:]]
+try:
+    runpy.run_module("emmcil.report", run_name="__main__", alter_sys=True)
+    code = 0
+except SystemExit as e:
+    code = e.code
+heavy = ("torch", "torchvision", "pytorch_lightning", "lightning", "transformers", "timm", "sacred")
+training = ("emmcil.incremental", "emmcil.engine", "emmcil.methods", "emmcil.memory", "emmcil.model", "emmcil.data")
+print("\\nREPORT", json.dumps({"code": code, "imported": sorted(
+    m for m in sys.modules if m.split(".")[0] in heavy or m.startswith(training))}))
+"""
+
+
+def report_in_a_fresh_process(*args: str) -> tuple[int, list[str], str]:
+    """``python -m emmcil.report *args`` in a new interpreter: (exit status, the torch-side modules it imported,
+    its output)."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _REPORT_IN_A_FRESH_PROCESS, *args], capture_output=True, text=True,
+                          timeout=300)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT ")), None)
+    assert line is not None, proc.stdout + proc.stderr
+    result = json.loads(line.removeprefix("REPORT "))
+    return result["code"], result["imported"], proc.stdout + proc.stderr

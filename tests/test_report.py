@@ -1,5 +1,6 @@
 """python -m emmcil.report: tables (mean ± std over seeds, the paper's numbers beside ours), ablation tables, both
-figures, and clear errors, on fake but well-formed run directories with known numbers."""
+figures, and clear errors, on fake but well-formed run directories with known numbers (their results.json written
+by the driver's own build_results); the report reads runs without torch or the method registry."""
 import json
 import math
 from pathlib import Path
@@ -7,10 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from emmcil.engine.results import build_results
+from emmcil.engine.results import METRIC_NOTES, build_results
 from emmcil.methods import method_config_defaults
 from emmcil.report import (GENERAL_DEFAULTS, MISSING_DEFAULTS, PAPER_MEMORY, PAPER_TABLE, ReportError, build_report,
-                           collect, find_results, main, summarize_groups)
+                           collect, find_results, summarize_groups)
+from emmcil.report.__main__ import main
+from run_helpers import report_in_a_fresh_process
 
 CLASSES_PER_PHASE, TEST_PER_CLASS = 2, 10
 
@@ -246,10 +249,55 @@ def test_runs_of_one_table_made_with_different_versions_are_flagged(tmp_path):
     assert "**Warning**: the runs of table mm_imagenet_r" in (tmp_path / "out" / "report.md").read_text()
 
 
-def test_without_config_json_memory_per_class_comes_from_the_budget(tmp_path):
-    write_run(tmp_path, "m3", last=50, exemplars_per_class=3, config=dict(memory_per_class=3), with_config=False)
-    runs = collect([str(tmp_path / "m3")], log=lambda m: None)
-    assert runs["memory_per_class"].iloc[0] == 3 and runs["label"].iloc[0] == "replay [m=3]"
+def test_without_config_json_a_run_is_read_from_its_results_json(tmp_path):
+    """config.json gives only the versions: the variant comes from results.json's own results_config."""
+    write_run(tmp_path, "m3", last=50, exemplars_per_class=3, config=dict(memory_per_class=3, tau_image=0.3),
+              with_config=False)
+    write_run(tmp_path, "e3", method="emm", last=50, exemplars_per_class=3, config=dict(tau_image=0.3, exp_tag="t"),
+              with_config=False)
+    runs = collect([str(tmp_path / "*")], log=lambda m: None)
+    assert sorted(runs["label"]) == ["emm [t, τ_I=0.3]", "replay [m=3]"]  # tau_image is not a key of replay's
+    assert runs.set_index("method").loc["replay", "memory_per_class"] == 3
+
+
+def test_the_run_says_what_the_report_needs(tmp_path):
+    """results.json carries the method's defaults, whether it keeps exemplars and the keys that change results, so
+    that the report needs no method registry; a method's defaults come from the run, not from the code reading it."""
+    run = write_run(tmp_path, "e", method="emm", last=50, exemplars_per_class=3)
+    results = json.loads((run / "results.json").read_text())
+    assert results["uses_memory"] is True and results["method_defaults"]["tau_image"] == 0.74
+    assert results["results_config"]["tau_image"] == 0.74 and "log_dir" not in results["results_config"]
+    assert "jpeg_quality" not in results["results_config"]  # mrdc's key: emm does not read it
+    results["method_defaults"]["tau_image"] = 0.5  # a run made when the default was another one
+    (run / "results.json").write_text(json.dumps(results))
+    assert list(collect([str(run)], log=lambda m: None)["label"]) == ["emm [τ_I=0.74]"]
+
+
+@pytest.mark.parametrize("key", ["results_config", "method_defaults", "uses_memory", "exp_tag"])
+def test_a_run_older_than_the_report_keys_is_a_clear_error(tmp_path, key):
+    run = write_run(tmp_path, "old", last=50)
+    results = json.loads((run / "results.json").read_text())
+    del results[key]
+    (run / "results.json").write_text(json.dumps(results))
+    with pytest.raises(ReportError, match=rf"old/results.json: missing key '{key}'.*run the run's command again"):
+        collect([str(run)], log=lambda m: None)
+
+
+def test_the_caption_gives_the_runs_definition_of_the_metric(table_report):
+    root, out, written, logs = table_report
+    assert f"`last_accuracy` ({METRIC_NOTES['last_accuracy']})" in (out / "report.md").read_text()
+
+
+def test_the_report_imports_neither_torch_nor_the_method_registry(table_report, tmp_path):
+    """``--help``, and a report with every table and figure, in a new interpreter as ``python -m`` runs them."""
+    root, out, written, logs = table_report
+    code, imported, output = report_in_a_fresh_process("--help")
+    assert code == 0 and "--metric" in output and imported == []
+    code, imported, output = report_in_a_fresh_process(str(root / "t_*"), str(root / "mem_*"), str(root / "tau_*"),
+                                                       "--out", str(tmp_path / "out"))
+    assert code == 0 and imported == []
+    for name in ("table_mm_imagenet_r.md", "memory.png", "accuracy_per_phase.png", "groups.csv"):
+        assert (tmp_path / "out" / name).read_bytes() == (out / name).read_bytes(), name  # the same report
 
 
 def test_missing_modality_runs_are_a_variant(tmp_path):

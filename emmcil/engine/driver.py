@@ -34,6 +34,7 @@ from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
+from emmcil.markdown import markdown_table
 from emmcil.memory.buffer import mean_full_exemplar_nbytes
 from emmcil.methods import PhaseContext, get_method
 from emmcil.provenance import provenance
@@ -41,7 +42,7 @@ from emmcil.provenance import provenance
 from . import rundir
 from .loaders import build_data, make_loader
 from .module import IncrementalModule
-from .results import build_results, markdown_table, phase_metrics, phase_table, results_markdown, summary_table
+from .results import build_results, phase_metrics, phase_table, results_markdown, summary_table
 from .tracking import RunTracker
 
 # General config keys added after runs were made: a run directory saved without one resumes when the key is at its

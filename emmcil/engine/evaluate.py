@@ -24,8 +24,8 @@ import pandas as pd
 
 from emmcil.engine.driver import IncrementalRun, quiet_lightning
 from emmcil.engine.metrics import accuracy_row
-from emmcil.engine.results import markdown_table
 from emmcil.engine.rundir import PROVENANCE, RunDir, read_json
+from emmcil.markdown import markdown_table
 
 MISSING_KEYS = ("missing_type", "missing_ratio", "missing_both_ratio", "missing_seed")
 

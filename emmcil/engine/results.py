@@ -5,7 +5,10 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from emmcil.markdown import markdown_table
+
 from .metrics import summarize
+from .rundir import run_identity
 
 # results.json holds no wall-clock times, so a resumed run writes the same file as an uninterrupted one.
 METRIC_NOTES = {
@@ -34,7 +37,8 @@ METRIC_NOTES = {
 def build_results(cfg: Mapping, order: Sequence[int], phases: Sequence[Sequence[int]],
                   counts: Sequence[tuple[list[int], list[int]]], memory: Sequence[dict | None]) -> dict:
     """Everything ``results.json`` holds; ``counts[t]`` = per seen class (correct, total) after phase t,
-    ``memory[t]`` = the method's memory report after phase t (None without memory)."""
+    ``memory[t]`` = the method's memory report after phase t (None without memory). Besides the metrics it holds
+    what the multi-run report needs to know of the run (:func:`~emmcil.engine.rundir.run_identity`)."""
     L = cfg["num_phases"]
     boundaries = [0] + [p[-1] + 1 for p in phases]
     done = len(counts)
@@ -61,6 +65,7 @@ def build_results(cfg: Mapping, order: Sequence[int], phases: Sequence[Sequence[
     results["phases"] = per_phase
     results["memory"] = list(memory)
     results["metric_definitions"] = METRIC_NOTES
+    results.update(run_identity(cfg))  # what the multi-run report groups and names runs by
     return results
 
 
@@ -107,24 +112,6 @@ def summary_table(results: Mapping) -> pd.DataFrame:
     rebq = results.get("rebq_metrics") or {}
     return pd.DataFrame({"metric": keys + [f"RebQ {k}" for k in ("AP", "forgetting", "last")],
                          "value": [results.get(k) for k in keys] + [rebq.get(k) for k in ("AP", "forgetting", "last")]})
-
-
-def _fmt(v, digits: int) -> str:
-    if v is None or (isinstance(v, float) and pd.isna(v)):
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return str(v)
-
-
-def markdown_table(df: pd.DataFrame, digits: int = 2, index: bool = False) -> str:
-    """A GitHub markdown table (pandas' ``to_markdown`` needs the optional ``tabulate``)."""
-    cols = ([df.index.name or ""] if index else []) + [str(c) for c in df.columns]
-    rows = [([str(i)] if index else []) + [_fmt(v, digits) for v in row]
-            for i, row in zip(df.index, df.itertuples(index=False))]
-    widths = [max(len(c), *(len(r[k]) for r in rows)) if rows else len(c) for k, c in enumerate(cols)]
-    line = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    return "\n".join([line(cols), "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"] + [line(r) for r in rows])
 
 
 def results_markdown(results: Mapping) -> str:

@@ -22,7 +22,8 @@ stale temporary files are removed when the run is opened again.
 
 Which keys make a run: :data:`NON_RESULT_KEYS` is the one list of config keys that do not change what a run computes;
 :func:`results_config` applies it (and drops the keys the run's method does not read). The resume check
-(:func:`config_diff`), the run name (:func:`run_name`) and the report's grouping (``emmcil.report``) all use it.
+(:func:`config_diff`), the run name (:func:`run_name`) and the report's grouping (``emmcil.report``, through what
+:func:`run_identity` writes into ``results.json``) all use it.
 """
 from __future__ import annotations
 
@@ -44,8 +45,9 @@ import torch
 from filelock import FileLock, Timeout
 
 from emmcil.atomic import atomic_write, remove_stale, write_text
+from emmcil.provenance import CONFIG_ENTRY as PROVENANCE
 
-__all__ = ["NON_RESULT_KEYS", "results_config", "config_diff", "run_name", "locked", "RunDir", "RunInUseError",
+__all__ = ["NON_RESULT_KEYS", "results_config", "run_identity", "config_diff", "run_name", "locked", "RunDir", "RunInUseError",
            "ConfigMismatchError", "atomic_write", "write_text", "write_json", "read_json", "plain", "to_json"]
 
 # The one list of config keys that do not change what a run computes (or change it only by floating-point rounding):
@@ -62,7 +64,6 @@ NON_RESULT_KEYS = frozenset({
     # what is shown and where it is logged
     "progress_bar", "log_every_n_steps", "mask_figure", "wandb", "wandb_project", "wandb_entity", "wandb_mode",
 })
-PROVENANCE = "provenance"  # config.json's entry that is not a config key
 # Keys the run name shows in its fixed part ({dataset}_{method}_{L}phases[_mem..][_miss..]_seed{s}[_{exp_tag}]).
 NAME_KEYS = frozenset({"dataset", "method", "num_phases", "seed", "memory_per_class", "memory_budget_mode",
                        "memory_total", "missing_type", "missing_ratio", "missing_both_ratio", "missing_seed"})
@@ -134,6 +135,24 @@ def results_config(cfg: Mapping) -> dict[str, Any]:
             continue
         out[k] = Path(v).name if k == "load_path" and v else plain(v)
     return out
+
+
+def run_identity(cfg: Mapping) -> dict[str, Any]:
+    """What the multi-run report (:mod:`emmcil.report`) needs to know of a run, which ``results.json`` carries so
+    that the report reads it there instead of importing the method registry (and torch):
+
+    - ``exp_tag``: the run's tag (the report keeps tagged runs, ablations, apart from the main table);
+    - ``uses_memory``: whether the method keeps exemplars (its memory keys then name a variant: ``replay [m=3]``);
+    - ``method_defaults``: the method's own config keys -> their defaults (``Method.config``); a run whose value
+      differs names a variant, e.g. ``emm [τ_I=0.3]``;
+    - ``results_config``: :func:`results_config` of the run's config, every key that changes results (the run
+      name's keys too): runs of one dataset, method and L that differ in one of them are never averaged together.
+    """
+    from emmcil.methods import get_method
+
+    method = get_method(cfg["method"])
+    return {"exp_tag": cfg.get("exp_tag", ""), "uses_memory": bool(method.uses_memory),
+            "method_defaults": plain(method.config), "results_config": results_config(cfg)}
 
 
 def config_diff(old: Mapping, new: Mapping, new_key_defaults: Mapping | None = None) -> dict[str, tuple[Any, Any]]:

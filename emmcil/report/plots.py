@@ -1,0 +1,112 @@
+"""The report's figures: accuracy after each phase (a panel per dataset x L) and the memory-size plot (exemplars per
+class as bars, accuracy as lines, the paper's digitised values dashed). Drawn on matplotlib ``Figure`` objects and
+saved as PNG, without pyplot, so no global backend or figure registry is touched."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .collect import format_value, is_tagged, variant_label
+from .paper import PAPER_MEMORY, PAPER_NAMES
+
+# The memory plot's colours (gray SSF, blue SSF + CIM, pink SSF + Ours), and one for each other method.
+METHOD_COLOURS = {"replay": "#7f7f7f", "cim": "#1f77b4", "emm": "#e377c2", "mrdc": "#2ca02c", "finetune": "#8c564b",
+                  "joint": "#bcbd22", "l2p": "#ff7f0e", "dualprompt": "#d62728", "ease": "#9467bd"}
+
+
+def panel_colours(methods: Sequence[str]) -> list[str]:
+    """A colour per series of a panel: the method's own when each method has one series there, else tab10's."""
+    if len(set(methods)) == len(methods):
+        return [METHOD_COLOURS.get(m, f"C{i % 10}") for i, m in enumerate(methods)]
+    return [f"C{i % 10}" for i in range(len(methods))]
+
+
+def plot_accuracy_per_phase(groups: pd.DataFrame, path: Path, metric_note: str = "") -> Path:
+    """Accuracy on all seen classes after each phase, mean ± std band over seeds; a panel per dataset x L."""
+    panels = list(groups.groupby(["dataset", "num_phases"], sort=False))
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    most = max(min(len(g[~g["variant"].map(is_tagged)]) or len(g), 99) for _, g in panels)
+    fig = Figure(figsize=(5.0 * cols, (3.2 + 0.16 * math.ceil(most / 2)) * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax, ((dataset, L), g) in zip(axes.flat, panels):
+        untagged = g[~g["variant"].map(is_tagged)]
+        g = untagged if len(untagged) else g  # ablation runs have their own tables; shown only if alone
+        for c, (_, r) in zip(panel_colours(list(g["method"])), g.iterrows()):
+            mean, std = np.array(r["curve_mean"]), np.array(r["curve_std"], dtype=float)
+            x = np.arange(1, len(mean) + 1)
+            name = r["label"] + (f" ({PAPER_NAMES[r['method']]})" if r["method"] in PAPER_NAMES and not r["variant"]
+                                 else "")
+            ax.plot(x, mean, marker="o", ms=3, lw=1.4, color=c, label=f"{name}, n={r['n']}")
+            if np.isfinite(std).any():
+                ax.fill_between(x, mean - std, mean + std, color=c, alpha=0.15, lw=0)
+        ax.set_title(f"{dataset}, L = {L}", fontsize=10)
+        ax.set_xlabel("phase")
+        ax.set_ylabel("accuracy on seen classes (%)")
+        ax.set_xticks(np.arange(1, int(L) + 1, max(1, int(L) // 10)))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    if metric_note:
+        fig.suptitle(metric_note, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    return path
+
+
+def plot_memory(memory: Mapping[tuple[str, int], Mapping[tuple, pd.DataFrame]], path: Path, metric: str) -> Path:
+    """The memory plot: exemplars per class (bars, left axis) and accuracy (lines, right axis) against the memory
+    size, per method; the paper's digitised values dashed (MM-ImageNet-R, L = 10): accuracy lines, and exemplar counts
+    as outlined bars beside ours."""
+    panels = list(memory.items())
+    fig = Figure(figsize=(6.0 * len(panels), 5.0))
+    axes = fig.subplots(1, len(panels), squeeze=False)
+    for ax, ((dataset, L), series) in zip(axes.flat, panels):
+        paper = PAPER_MEMORY.get((dataset, L), {})
+        sizes = sorted({m for g in series.values() for m in g["memory_per_class"]}
+                       | {m for ref in paper.values() for m in ref})
+        pos = {m: k for k, m in enumerate(sizes)}
+        acc_ax = ax.twinx()
+        width = 0.8 / max(1, len(series))
+        tops = [1.0]
+        colours = panel_colours([method for method, _ in series])
+        for i, ((method, rest), g) in enumerate(series.items()):
+            c = colours[i]
+            label = variant_label(method, rest)
+            x = np.array([pos[m] for m in g["memory_per_class"]], dtype=float)
+            ax.bar(x - 0.4 + width * (i + 0.5), g["exemplars_per_class_mean"], width, color=c, alpha=0.35,
+                   yerr=g["exemplars_per_class_std"].fillna(0), error_kw={"lw": 0.8}, label=f"{label}: exemplars")
+            acc_ax.errorbar(x, g["metric_mean"], yerr=g["metric_std"].fillna(0), color=c, marker="o", ms=4, lw=1.6,
+                            capsize=2, label=f"{label}: accuracy (n={int(g['n'].max())})")
+            ref = paper.get(method, {}) if not [k for k, _ in rest if k != "exp_tag"] else {}
+            if ref:  # the paper's exemplar counts: dashed outlines on our bars' places
+                ms = sorted(ref)
+                ax.bar(np.array([pos[m] for m in ms]) - 0.4 + width * (i + 0.5), [ref[m][0] for m in ms], width,
+                       fill=False, edgecolor=c, ls="--", lw=1.0, label=f"paper: {PAPER_NAMES[method]} exemplars")
+                tops.append(max(ref[m][0] for m in ms))
+        for method, ref in paper.items():
+            ms = sorted(ref)
+            acc_ax.plot([pos[m] for m in ms], [ref[m][1] for m in ms], ls="--", lw=1.2, marker="x", ms=4,
+                        color=METHOD_COLOURS.get(method, "black"), alpha=0.8,
+                        label=f"paper: {PAPER_NAMES.get(method, method)} accuracy")
+        ax.set_xticks(range(len(sizes)), [format_value(m) for m in sizes])
+        ax.set_xlabel("memory size (samples/class)")
+        ax.set_ylabel("# of exemplars per class (bars)")
+        acc_ax.set_ylabel(f"{metric} (%) (lines)")
+        ax.set_title(f"{dataset}, L = {L}", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = acc_ax.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2,
+                  frameon=False)
+        top = max([float(np.nanmax(g["exemplars_per_class_mean"])) for g in series.values()] + tops)
+        ax.set_ylim(0, top * 1.15)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    return path
