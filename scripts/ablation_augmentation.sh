@@ -2,7 +2,7 @@
 # Ablation of the multimodal data augmentation: exemplar masking with it (`emm`: per replayed exemplar, with
 # p = 0.5 its masked text is swapped with a same-class exemplar's, with p = 0.5 a same-class exemplar's kept
 # patches are merged into it) and without it (`emm_no_aug`), on MM-ImageNet-R, L = 10. The paper's recipe and
-# numbers for this ablation could not be read: the augmentation is our reconstruction (README, method table).
+# numbers for this ablation could not be read: the augmentation is our reconstruction (docs/method.md, its first table).
 #
 # Runs are $LOG_DIR/abl_aug_<dataset>_L<L>_<variant>_seed<s>, with exp_tag=abl_aug (both variants: the report
 # tells them apart by aug_text_swap / aug_patch_merge).

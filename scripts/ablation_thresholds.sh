@@ -4,7 +4,7 @@
 # the two grids, for `emm` on MM-ImageNet-R, L = 10. With the default mask_norm=ratio, tau keeps the top 1 - tau of
 # the patches (words): the grid 0.64 / 0.74 / 0.84 keeps 36 / 26 / 16 % of the patches around our default 0.74,
 # which is calibrated to the paper's Fig. 4 (22-30 %); tau_T 0.3 / 0.5 / 0.7 keeps 70 / 50 / 30 % of the words. The
-# paper's values and ablation could not be read (README, "Reproducing the paper"). A higher tau keeps fewer tokens,
+# paper's values and ablation could not be read (docs/reproduction.md). A higher tau keeps fewer tokens,
 # so more (smaller) exemplars fit the same budget: the report's memory columns show how many. For min-max
 # thresholds, EXTRA="mask_norm=minmax" TAG=minmax with grids in [0, 1].
 #

@@ -113,7 +113,7 @@ require_data() {
             [[ -f $DATA_ROOT/${1}_$split.arrow ]] || missing+=("$DATA_ROOT/${1}_$split.arrow (scripts/prepare_${1}.sh)")
         done
     fi
-    [[ -z $CKPT || -f $CKPT ]] || missing+=("$CKPT (CKPT=; see the README, Reproducing the paper)")
+    [[ -z $CKPT || -f $CKPT ]] || missing+=("$CKPT (CKPT=; see docs/reproduction.md)")
     if (( ${#missing[@]} )); then
         if [[ $DRY_RUN == 1 ]]; then
             printf '# note: not found (fine for a dry run): %s\n' "${missing[@]}" >&2

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README's figures, from the embedded demo set (10 synthetic classes, tiny model, CPU, no download):
+# The demo figures (docs/reproduction.md, "Demo figures"), from the embedded demo set (10 synthetic classes, tiny
+# model, CPU, no download):
 # finetune, replay, mrdc, cim and emm at the default memory (5 full exemplars per class: replay keeps 5 of a class's
 # 30 training samples, and the compressed methods fewer than 30, so every one of them is under memory pressure),
 # plus replay, mrdc, cim and emm at 1 and 3 per class (with the runs at 5, a memory sweep), 5 phases, one seed, a

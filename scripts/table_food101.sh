@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main table on UPMC Food-101: every method at L = 5, 10 and 20 phases, one run per seed. The paper reports
-# Food-101 results too, but their numbers could not be read (README, "Reproducing the paper"), so the report shows ours only.
+# Food-101 results too, but their numbers could not be read (docs/reproduction.md), so the report shows ours only.
 #
 #   paper row        here (method=)   what it is
 #   SSF              replay           SSF + conventional replay: herding, full exemplars, 5 per class
@@ -14,7 +14,7 @@
 #   EASE             ease             one adapter subspace per phase, prototype classifier, no exemplars
 #
 # Runs are $LOG_DIR/table_food101_L<L>_<method>_seed<s>; the report (table, accuracy-per-phase
-# figure) goes to $REPORT_DIR. Compute: see the README, "Reproducing the paper".
+# figure) goes to $REPORT_DIR. Compute: see docs/reproduction.md, "Expected compute".
 #
 # Usage:   DATA_ROOT=data/arrow CKPT=checkpoints/vilt_200k_mlm_itm.ckpt GPUS=4 scripts/table_food101.sh
 #          DRY_RUN=1 SEEDS=0 scripts/table_food101.sh     # resolve every config, print the commands

@@ -13,7 +13,7 @@
 #   EASE             ease             one adapter subspace per phase, prototype classifier, no exemplars
 #
 # Runs are $LOG_DIR/table_mm_imagenet_r_L<L>_<method>_seed<s>; the report (tables with the paper's numbers beside
-# ours, accuracy-per-phase figure) goes to $REPORT_DIR. Compute: see the README, "Reproducing the paper".
+# ours, accuracy-per-phase figure) goes to $REPORT_DIR. Compute: see docs/reproduction.md, "Expected compute".
 #
 # Usage:   DATA_ROOT=data/arrow CKPT=checkpoints/vilt_200k_mlm_itm.ckpt GPUS=4 scripts/table_mm_imagenet_r.sh
 #          DRY_RUN=1 SEEDS=0 scripts/table_mm_imagenet_r.sh     # resolve every config, print the commands

@@ -14,12 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 # path decides. Every module must have one, so a new folder has to be placed here.
 FLOORS = {
     "run.py": 6, "config.py": 6,            # entry points: the sacred experiment and its named configs
-    "emmcil/report.py": 6,                  # the multi-run report, over finished run directories
+    "emmcil/report": 6,                     # the multi-run report, over run directories (only floor 1 below it)
     "emmcil/engine": 5,                     # the phase loop, Lightning module, run directory, results
     "emmcil/methods": 4,                    # one file a method, the contract, the registry, the recipes
     "emmcil/memory": 3,                     # the replay toolbox: exemplars, buffer, masking, selection, figure
     "emmcil/model": 2, "emmcil/data": 2,    # backbone + SSF; arrow files, datasets, transforms, catalogue
     "emmcil/__init__.py": 1, "emmcil/atomic.py": 1, "emmcil/provenance.py": 1, "emmcil/environment.py": 1,
+    "emmcil/markdown.py": 1,
 }
 
 
@@ -75,6 +76,16 @@ def test_no_import_runs_back_up_a_floor(module):
     up = sorted(f"{name} (floor {floor(known[name])})" for name in imported(path.read_text(), module, known)
                 if floor(known[name]) > floor(path))
     assert not up, f"{module} (floor {floor(path)}) imports from a higher floor: {', '.join(up)}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in modules() if m.startswith("emmcil.report")))
+def test_the_report_imports_only_the_small_shared_pieces(module):
+    """The report reads what runs write; it needs neither the engine, the methods nor torch (tests/test_report.py
+    runs it in a fresh interpreter), so below it there is only floor 1."""
+    known = modules()
+    other = sorted(name for name in imported(known[module].read_text(), module, known)
+                   if not name.startswith("emmcil.report") and floor(known[name]) > 1)
+    assert not other, f"{module} imports {', '.join(other)}"
 
 
 def test_the_check_sees_lazy_and_relative_imports():

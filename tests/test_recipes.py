@@ -17,7 +17,7 @@ from run_helpers import one_thread, resolve
 from emmcil.data.catalogue import DATASETS
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*", "ignore:rebq_layers")
-README = Path(__file__).resolve().parents[1] / "README.md"
+METHOD_DOC = Path(__file__).resolve().parents[1] / "docs" / "method.md"  # the recipes table
 RECIPE_KEYS = ("optimizer", "lr", "weight_decay", "weight_decay_1d", "betas", "eps", "momentum", "lr_schedule",
                "warmup", "schedule_interval", "max_epoch", "batch_size")
 SSF_FAMILY = ("finetune", "joint", "replay", "mrdc", "cim", "emm")
@@ -150,8 +150,8 @@ def test_ssf_recipe_keeps_the_learning_rates_of_the_former_hand_written_schedule
     assert lrs == pytest.approx([cfg["lr"] * f for f in old_factor], rel=1e-12, abs=1e-15)
 
 
-def test_readme_method_table_states_every_methods_recipe():
-    text = README.read_text()
+def test_docs_recipes_table_states_every_methods_recipe():
+    text = METHOD_DOC.read_text()
     table = text[text.index("| method | trainable parameters |"):]
     rows = {r.split("|")[1].strip().strip("`"): r for r in table.split("\n\n")[0].splitlines()[2:]}
     assert set(rows) == set(METHODS)
