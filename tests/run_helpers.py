@@ -1,5 +1,9 @@
-"""Tiny experiments through the sacred config, shared by the driver, method and protocol tests."""
+"""Tiny experiments through the sacred config, shared by the driver, method and protocol tests; the report run as
+``python -m emmcil.report`` in a fresh interpreter."""
 import contextlib
+import json
+import subprocess
+import sys
 
 import torch
 from sacred.initialize import create_run
@@ -55,10 +59,6 @@ print("\\nREPORT", json.dumps({"code": code, "imported": sorted(
 def report_in_a_fresh_process(*args: str) -> tuple[int, list[str], str]:
     """``python -m emmcil.report *args`` in a new interpreter: (exit status, the torch-side modules it imported,
     its output)."""
-    import json
-    import subprocess
-    import sys
-
     proc = subprocess.run([sys.executable, "-c", _REPORT_IN_A_FRESH_PROCESS, *args], capture_output=True, text=True,
                           timeout=300)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT ")), None)

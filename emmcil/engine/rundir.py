@@ -47,8 +47,9 @@ from filelock import FileLock, Timeout
 from emmcil.atomic import atomic_write, remove_stale, write_text
 from emmcil.provenance import CONFIG_ENTRY as PROVENANCE
 
-__all__ = ["NON_RESULT_KEYS", "results_config", "run_identity", "config_diff", "run_name", "locked", "RunDir", "RunInUseError",
-           "ConfigMismatchError", "atomic_write", "write_text", "write_json", "read_json", "plain", "to_json"]
+__all__ = ["NON_RESULT_KEYS", "results_config", "run_identity", "config_diff", "run_name", "locked", "RunDir",
+           "RunInUseError", "ConfigMismatchError", "atomic_write", "write_text", "write_json", "read_json", "plain",
+           "to_json"]
 
 # The one list of config keys that do not change what a run computes (or change it only by floating-point rounding):
 # a run resumes despite a change in them, they are not part of the run's name, and the report averages runs that
