@@ -47,7 +47,7 @@ def make_runs(log_dir: Path) -> Path:
     import io
 
     from config import resolve_config
-    from emmcil.incremental.driver import run_experiment
+    from emmcil.engine.driver import run_experiment
 
     for method, seed, updates in RUNS:
         own = {"mask_figure": 0} if method == "emm" else {}  # no masking figures (a key of emm only)

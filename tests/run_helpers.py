@@ -50,7 +50,7 @@ try:
 except SystemExit as e:
     code = e.code
 heavy = ("torch", "torchvision", "pytorch_lightning", "lightning", "transformers", "timm", "sacred")
-training = ("emmcil.incremental", "emmcil.engine", "emmcil.methods", "emmcil.memory", "emmcil.model", "emmcil.data")
+training = ("emmcil.engine", "emmcil.methods", "emmcil.memory", "emmcil.model", "emmcil.data")
 print("\\nREPORT", json.dumps({"code": code, "imported": sorted(
     m for m in sys.modules if m.split(".")[0] in heavy or m.startswith(training))}))
 """

@@ -45,6 +45,10 @@ def test_two_process_ddp_equals_single_process_and_resumes(tmp_path, demo_root):
     grouped = run(tmp_path, demo_root, "devices=2", "strategy=ddp", "exp_name=ddp_grouped", "length_group_window=2")
     a, b, c = (json.loads((d / "results.json").read_text()) for d in (single, ddp, grouped))
     a.pop("exp_name"), b.pop("exp_name"), c.pop("exp_name")
+    # the keys that change results: devices and strategy are not among them, length_group_window is
+    configs = [r.pop("results_config") for r in (a, b, c)]
+    assert configs[0] == configs[1] and {k: v for k, v in configs[2].items() if configs[0].get(k) != v} == {
+        "length_group_window": 2}
     # Exact, though the runs compute in different processes and batches: results.json and the memory hold only
     # discrete outcomes (per-class counts, chosen exemplars, masks, uint8 pixels) of float decisions that sit far
     # from a tie here. Measured on this run: a sample's logits move by < 1e-8 between a batch of 1 and its batch,
