@@ -1,5 +1,6 @@
 """The memory protocol: cost units of every exemplar kind, budgets in both units and modes, fill and trim policies,
 and replay holding exactly m a class on images of mixed sizes."""
+import dataclasses
 import io
 import json
 import math
@@ -181,6 +182,26 @@ def test_cim_a_25_percent_box_costs_cim_cils_0_4375_and_replays_as_bbxblur():
     assert half.nbytes < CimExemplar.from_item(item, P, torch.ones(4, 4, dtype=torch.bool)).nbytes
     with pytest.raises(ValueError, match="cim_compress_ratio"):
         CimExemplar.from_item(item, P, box, compress_ratio=0.5)
+
+
+def test_every_kind_saves_every_field_and_its_kind():
+    """One base holds the shared fields and the state: a kind's state_dict has each of its fields and its kind, and
+    what it rebuilds has the same fields, bitwise."""
+    item = make_item(h=4, w=4)
+    keep = torch.zeros(4, 4, dtype=torch.bool)
+    keep[1:3, 1:3] = True
+    stored = Image.fromarray(np.full((64, 64, 3), 90, dtype=np.uint8))
+    for ex in (Exemplar.from_item(item, P, patch_keep=keep), CimExemplar.from_item(item, P, keep),
+               JpegExemplar.from_image(item, stored, 1000, P, quality=50)):
+        state = ex.state_dict()
+        assert set(state) == {f.name for f in dataclasses.fields(ex)} | {"kind"} and state["kind"] == ex.kind
+        again = exemplar_from_state(state)
+        assert type(again) is type(ex)
+        for f in dataclasses.fields(ex):
+            a, b = getattr(ex, f.name), getattr(again, f.name)
+            assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b, f.name
+    with pytest.raises(ValueError, match="unknown exemplar kind"):
+        exemplar_from_state({**state, "kind": "png"})
 
 
 def test_bounding_box_of_scattered_patches():

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .exemplar import Exemplar
+from .exemplar import StoredExemplar
 
 
 def merge_patches(item: dict, other: dict, patch_size: int) -> dict:
@@ -59,7 +59,7 @@ class AugmentedReplay(Dataset):
     driver seeds per phase (and Lightning per worker).
     """
 
-    def __init__(self, exemplars: list[Exemplar], max_text_len: int, p_text_swap: float = 0.0,
+    def __init__(self, exemplars: list[StoredExemplar], max_text_len: int, p_text_swap: float = 0.0,
                  p_patch_merge: float = 0.0, length: int | None = None):
         check_augmentation(p_text_swap, p_patch_merge)
         self.exemplars, self.max_text_len = exemplars, max_text_len

@@ -1,6 +1,8 @@
-"""What a memory buffer stores per exemplar, and what each exemplar costs (DESIGN §2 "storage" and "cost unit").
+"""What a memory buffer stores per exemplar, and what each exemplar costs (docs/method.md, "what we chose where the
+paper is silent": storage, memory unit).
 
-Three kinds of exemplar, one per way of storing a sample; each exposes
+Three kinds of exemplar, one per way of storing a sample, on one base (:class:`StoredExemplar`: the text as kept
+token ids and positions, the label and ids, their state); each exposes
 
     nbytes       int    bytes of what is stored (the ``memory_unit="bytes"`` accounting)
     full_nbytes  int    bytes of *the same sample* stored in full in this kind's own representation
@@ -10,7 +12,8 @@ Three kinds of exemplar, one per way of storing a sample; each exposes
     patch_share  float  share of the image's patches stored at full resolution
     word_share   float | None   share of the words (text tokens other than [CLS]/[SEP]) stored; None without words
     to_item(max_text_len)   the replay item (dataset item format plus ``patch_keep``)
-    state_dict()            what a checkpoint keeps (:func:`exemplar_from_state` rebuilds any kind)
+    state_dict()            what a checkpoint keeps, its kind included (:func:`exemplar_from_state`
+                            rebuilds any kind)
 
 - :class:`Exemplar` (``replay``, ``emm``): kept patches as raw uint8 pixels with their grid cells, kept tokens as
   uint16 ids with their positions, so ``nbytes = K (3p² + 2) + 4M``; its cost is its byte share of the full sample
@@ -26,11 +29,14 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import ClassVar
 
-import numpy as np
 import torch
+import torch.nn.functional as F
+from einops import rearrange
 from PIL import Image
+from torchvision.transforms.functional import pil_to_tensor
 
 from emmcil.data.images import decode_image
 from emmcil.data.tokenizer import CLS_ID, PAD_ID, SEP_ID
@@ -46,48 +52,18 @@ def full_exemplar_nbytes(rows: int, cols: int, num_tokens: int, patch_size: int)
     return rows * cols * patch + num_tokens * token
 
 
-def place_tokens(token_ids: torch.Tensor, token_pos: torch.Tensor, max_text_len: int, image_id: str = ""):
-    """Stored tokens back at their positions: text_ids (T,) with [PAD] elsewhere, text_masks (T,) 1 on them."""
-    pos = token_pos.long()
-    if len(pos) and int(pos.max()) >= max_text_len:
-        raise ValueError(f"exemplar '{image_id}' keeps a token at position {int(pos.max())}, "
-                         f"beyond max_text_len={max_text_len}")
-    text_ids = torch.full((max_text_len,), PAD_ID, dtype=torch.long)
-    text_masks = torch.zeros(max_text_len, dtype=torch.long)
-    text_ids[pos] = token_ids.long()
-    text_masks[pos] = 1
-    return text_ids, text_masks
-
-
 def patchify(image: torch.Tensor, p: int) -> torch.Tensor:
     """(C, rows*p, cols*p) -> (rows*cols, C, p, p), row-major like ViLT's patch order."""
-    C, H, W = image.shape
-    rows, cols = H // p, W // p
-    return image.reshape(C, rows, p, cols, p).permute(1, 3, 0, 2, 4).reshape(rows * cols, C, p, p)
+    return rearrange(image, "c (r p) (w q) -> (r w) c p q", p=p, q=p)
 
 
 def unpatchify(patches: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     """(rows*cols, C, q, q) row-major -> (C, rows*q, cols*q), the inverse of :func:`patchify`."""
-    C, q = patches.shape[1], patches.shape[-1]
-    return patches.reshape(rows, cols, C, q, q).permute(2, 0, 3, 1, 4).reshape(C, rows * q, cols * q)
+    return rearrange(patches, "(r w) c p q -> c (r p) (w q)", r=rows, w=cols)
 
 
 def tensor_nbytes(*tensors: torch.Tensor) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
-
-
-def replay_item(exemplar, image: torch.Tensor, patch_keep: torch.Tensor, max_text_len: int) -> dict:
-    """The dataset item format (plus ``patch_keep``) of any exemplar kind, from its replayed (normalised) image and
-    its stored tokens (``token_ids``/``token_pos``) put back at their positions."""
-    text_ids, text_masks = place_tokens(exemplar.token_ids, exemplar.token_pos, max_text_len, exemplar.image_id)
-    return {"image": image, "patch_keep": patch_keep, "text_ids": text_ids, "text_masks": text_masks,
-            "label": exemplar.label, "orig_label": exemplar.orig_label, "index": exemplar.index,
-            "image_id": exemplar.image_id, "raw_text": "", "missing_type": 0}
-
-
-def token_nbytes(token_ids: torch.Tensor, token_pos: torch.Tensor) -> int:
-    """Bytes of stored tokens: uint16 ids + uint16 positions."""
-    return tensor_nbytes(token_ids, token_pos)
 
 
 def count_words(token_ids: torch.Tensor) -> int:
@@ -95,62 +71,128 @@ def count_words(token_ids: torch.Tensor) -> int:
     return int(((token_ids.long() != CLS_ID) & (token_ids.long() != SEP_ID)).sum())
 
 
-def whole_text_word_share(token_ids: torch.Tensor) -> float | None:
-    """word_share of an exemplar that stores its whole text: 1.0, or None when the text has no word."""
-    return 1.0 if count_words(token_ids) else None
+def nearest_patches(patches: torch.Tensor, size_out: int) -> torch.Tensor:
+    """(N, C, q, q) -> (N, C, size_out, size_out), each patch resized with nearest neighbours as Pillow's
+    ``Image.NEAREST`` samples (source pixel floor((i + 0.5) * q / size_out): torch's ``nearest-exact``)."""
+    return F.interpolate(patches, size=(size_out, size_out), mode="nearest-exact")
 
 
-def from_pil(image: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> uint8 (3, H, W)."""
-    return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
+@dataclass(kw_only=True)
+class StoredExemplar:
+    """What every exemplar kind stores besides its image, and what follows from it:
+
+    token_ids  uint16 (M,)   the stored token ids ([CLS], words, [SEP]: all of the text, or the kept ones)
+    token_pos  uint16 (M,)   their positions in the original token sequence
+    full_nbytes  int         bytes of the same sample stored in full in this kind's own representation
+    label, orig_label, index, image_id   bookkeeping (remapped class, dataset class, dataset row, name)
+
+    A kind adds its image fields, ``kind`` (its name in a checkpoint), ``image_nbytes``, ``num_patches``,
+    ``patch_share`` and :meth:`replay_image`; ``nbytes``, ``cost``, ``word_share``, :meth:`to_item` and
+    :meth:`state_dict` come from here.
+    """
+
+    kind: ClassVar[str]
+    token_ids: torch.Tensor
+    token_pos: torch.Tensor
+    full_nbytes: int
+    label: int
+    orig_label: int = -1
+    index: int = -1
+    image_id: str = ""
+
+    @staticmethod
+    def text_fields(item: dict, token_keep: torch.Tensor | None = None) -> dict:
+        """The shared fields of a dataset item (``text_ids``/``text_masks`` (T,), ``label``, ...) but
+        ``full_nbytes``: its valid tokens, or those of them ``token_keep`` (T,) bool keeps."""
+        valid = item["text_masks"].bool().cpu()
+        if token_keep is not None:
+            valid = valid & token_keep.bool().cpu()
+        pos = valid.nonzero()[:, 0]
+        return {"token_ids": item["text_ids"].cpu()[pos].to(TOKEN_DTYPE), "token_pos": pos.to(TOKEN_DTYPE),
+                "label": int(item["label"]), "orig_label": int(item.get("orig_label", item["label"])),
+                "index": int(item.get("index", -1)), "image_id": str(item.get("image_id", ""))}
+
+    @property
+    def image_nbytes(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def text_nbytes(self) -> int:
+        """Bytes of the stored tokens: uint16 ids + uint16 positions."""
+        return tensor_nbytes(self.token_ids, self.token_pos)
+
+    @property
+    def nbytes(self) -> int:
+        return self.image_nbytes + self.text_nbytes
+
+    @property
+    def cost(self) -> float:
+        """nbytes / full_nbytes: 1.0 for a full exemplar, the kept byte share otherwise."""
+        return self.nbytes / self.full_nbytes
+
+    @property
+    def num_tokens(self) -> int:
+        return self.token_ids.shape[0]
+
+    @property
+    def word_share(self) -> float | None:
+        """Share of the text's words stored: 1.0 for a kind that stores the whole text, None without words."""
+        return 1.0 if count_words(self.token_ids) else None
+
+    def replay_image(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image (3, rows*p, cols*p) normalised, patch_keep (rows, cols) bool): what the model is fed."""
+        raise NotImplementedError
+
+    def to_item(self, max_text_len: int) -> dict:
+        """A model input in the dataset's item format, plus ``patch_keep``: :meth:`replay_image`, and the stored
+        tokens at their original positions in text_ids / text_masks (max_text_len,), [PAD] and mask 0 elsewhere.
+        Raises ValueError for a stored position beyond ``max_text_len``."""
+        pos = self.token_pos.long()
+        if len(pos) and int(pos.max()) >= max_text_len:
+            raise ValueError(f"exemplar '{self.image_id}' keeps a token at position {int(pos.max())}, "
+                             f"beyond max_text_len={max_text_len}")
+        text_ids = torch.full((max_text_len,), PAD_ID, dtype=torch.long)
+        text_masks = torch.zeros(max_text_len, dtype=torch.long)
+        text_ids[pos] = self.token_ids.long()
+        text_masks[pos] = 1
+        image, patch_keep = self.replay_image()
+        return {"image": image, "patch_keep": patch_keep, "text_ids": text_ids, "text_masks": text_masks,
+                "label": self.label, "orig_label": self.orig_label, "index": self.index, "image_id": self.image_id,
+                "raw_text": "", "missing_type": 0}
+
+    def state_dict(self) -> dict:
+        """Every field and the kind: what :func:`exemplar_from_state` rebuilds the exemplar from."""
+        return {"kind": self.kind, **{f.name: getattr(self, f.name) for f in fields(self)}}
 
 
-@dataclass
-class Exemplar:
+@dataclass(kw_only=True)
+class Exemplar(StoredExemplar):
     """Kept patches and tokens of a (possibly masked) sample:
 
     pixels     uint8 (K, 3, p, p)   the kept image patches, raw pixel values
     coords     uint8 (K, 2)         (row, col) of each kept patch on the image's patch grid
     grid       int16 (2,)           (rows, cols) of the full image's grid
-    token_ids  uint16 (M,)          the kept token ids ([CLS], words, [SEP])
-    token_pos  uint16 (M,)          their positions in the original token sequence
-    full_nbytes  int                bytes of the same sample with every patch and every valid token
     text_words   int                words (tokens other than [CLS]/[SEP]) of the full sample's text
-    label, orig_label, index, image_id   bookkeeping (remapped class, dataset class, dataset row, name)
+    full_nbytes  int                bytes of the same sample with every patch and every valid token
     """
 
+    kind: ClassVar[str] = "patches"
     pixels: torch.Tensor
     coords: torch.Tensor
     grid: torch.Tensor
-    token_ids: torch.Tensor
-    token_pos: torch.Tensor
-    full_nbytes: int
     text_words: int
-    label: int
-    orig_label: int = -1
-    index: int = -1
-    image_id: str = ""
 
     @property
     def patch_size(self) -> int:
         return self.pixels.shape[-1]
 
     @property
-    def nbytes(self) -> int:
-        return tensor_nbytes(self.pixels, self.coords) + token_nbytes(self.token_ids, self.token_pos)
-
-    @property
-    def cost(self) -> float:
-        """nbytes / full_nbytes: 1.0 for a full exemplar, the kept byte share for a masked one."""
-        return self.nbytes / self.full_nbytes
+    def image_nbytes(self) -> int:
+        return tensor_nbytes(self.pixels, self.coords)
 
     @property
     def num_patches(self) -> int:
         return self.pixels.shape[0]
-
-    @property
-    def num_tokens(self) -> int:
-        return self.token_ids.shape[0]
 
     @property
     def patch_share(self) -> float:
@@ -183,28 +225,16 @@ class Exemplar:
         patches = patchify(denormalize_to_uint8(image.detach().cpu().float()), p)
         coords = keep.nonzero()  # (K, 2) row-major
         flat = coords[:, 0] * cols + coords[:, 1]
-
         valid = item["text_masks"].bool().cpu()
-        text_ids = item["text_ids"].cpu()
         full_tokens = int(valid.sum())
-        text_words = count_words(text_ids[valid])
-        if token_keep is not None:
-            valid = valid & token_keep.bool().cpu()
-        pos = valid.nonzero()[:, 0]
         return cls(pixels=patches[flat].contiguous(), coords=coords.to(COORD_DTYPE),
                    grid=torch.tensor([rows, cols], dtype=torch.int16),
-                   token_ids=text_ids[pos].to(TOKEN_DTYPE), token_pos=pos.to(TOKEN_DTYPE),
-                   full_nbytes=full_exemplar_nbytes(rows, cols, full_tokens, p), text_words=text_words,
-                   label=int(item["label"]), orig_label=int(item.get("orig_label", item["label"])),
-                   index=int(item.get("index", -1)), image_id=str(item.get("image_id", "")))
+                   text_words=count_words(item["text_ids"].cpu()[valid]),
+                   full_nbytes=full_exemplar_nbytes(rows, cols, full_tokens, p), **cls.text_fields(item, token_keep))
 
-    def to_item(self, max_text_len: int) -> dict:
-        """A model input in the dataset's item format, plus ``patch_keep``.
-
-        image (3, rows*p, cols*p): the kept patches in place on a canvas (the other pixels are 0 and are dropped by
-        patch_keep, never by their value); patch_keep (rows, cols) bool; text_ids / text_masks (max_text_len,):
-        kept tokens at their original positions, [PAD] and mask 0 elsewhere.
-        """
+    def replay_image(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The kept patches in place on a canvas (the other pixels are 0 and are dropped by patch_keep, never by
+        their value), and the kept cells."""
         p = self.patch_size
         rows, cols = (int(v) for v in self.grid)
         coords = self.coords.long()
@@ -212,16 +242,11 @@ class Exemplar:
         keep[coords[:, 0], coords[:, 1]] = True
         canvas = torch.zeros(rows * cols, 3, p, p)
         canvas[keep.flatten()] = normalize_uint8(self.pixels)  # coords are row-major, as keep.flatten()
-        return replay_item(self, unpatchify(canvas, rows, cols), keep, max_text_len)
-
-    def state_dict(self) -> dict:
-        return {"pixels": self.pixels, "coords": self.coords, "grid": self.grid, "token_ids": self.token_ids,
-                "token_pos": self.token_pos, "full_nbytes": self.full_nbytes, "text_words": self.text_words,
-                "label": self.label, "orig_label": self.orig_label, "index": self.index, "image_id": self.image_id}
+        return unpatchify(canvas, rows, cols), keep
 
 
-@dataclass
-class JpegExemplar:
+@dataclass(kw_only=True)
+class JpegExemplar(StoredExemplar):
     """A full exemplar whose image is stored JPEG-compressed (MRDC, Wang et al. ICLR'22).
 
     jpeg       uint8 (L,)   a JPEG file (quality ``quality``) of the sample's image at the resolution the dataset
@@ -230,46 +255,28 @@ class JpegExemplar:
     size       int16 (2,)   (H, W) the model sees the image at (the evaluation transform's resize): at replay the JPEG
                             is decoded and resized to it (bicubic, as ``pixelbert_transform``), so a replayed exemplar
                             goes through the same steps as a dataset item, from the compressed file
-    token_ids, token_pos  uint16 (M,)   the whole text, as :class:`Exemplar` stores it
-    full_nbytes  int        the image's encoded bytes *as the dataset stores them* + the token bytes
+    full_nbytes  int        the image's encoded bytes *as the dataset stores them* + the token bytes; the whole text
+                            is stored
 
     ``nbytes`` = JPEG bytes + token bytes, so ``cost`` = nbytes / full_nbytes is MRDC's compression rate (its
     ``imagenet_jpeg.sh`` step 3 compares the compressed folder's size with the original's) with the text added.
     """
 
+    kind: ClassVar[str] = "jpeg"
     jpeg: torch.Tensor
     size: torch.Tensor
-    token_ids: torch.Tensor
-    token_pos: torch.Tensor
-    full_nbytes: int
-    label: int
-    orig_label: int = -1
-    index: int = -1
-    image_id: str = ""
     quality: int = 50
     patch_size: int = 32
 
-    @property
-    def nbytes(self) -> int:
-        return tensor_nbytes(self.jpeg) + token_nbytes(self.token_ids, self.token_pos)
+    patch_share: ClassVar[float] = 1.0  # every patch, at full resolution (JPEG-degraded)
 
     @property
-    def cost(self) -> float:
-        return self.nbytes / self.full_nbytes
-
-    @property
-    def num_tokens(self) -> int:
-        return self.token_ids.shape[0]
+    def image_nbytes(self) -> int:
+        return tensor_nbytes(self.jpeg)
 
     @property
     def num_patches(self) -> int:
         return (int(self.size[0]) // self.patch_size) * (int(self.size[1]) // self.patch_size)
-
-    patch_share = 1.0  # every patch, at full resolution (JPEG-degraded)
-
-    @property
-    def word_share(self) -> float | None:
-        return whole_text_word_share(self.token_ids)
 
     @classmethod
     def from_image(cls, item: dict, image: Image.Image, encoded_nbytes: int, patch_size: int,
@@ -283,33 +290,23 @@ class JpegExemplar:
             raise ValueError(f"encoded_nbytes={encoded_nbytes}: the stored image's size in bytes must be positive")
         buf = io.BytesIO()
         image.convert("RGB").save(buf, format="JPEG", quality=int(quality))
-        jpeg = torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
-        valid = item["text_masks"].bool().cpu()
-        pos = valid.nonzero()[:, 0]
-        token_ids, token_pos = item["text_ids"].cpu()[pos].to(TOKEN_DTYPE), pos.to(TOKEN_DTYPE)
-        return cls(jpeg=jpeg, size=torch.tensor(item["image"].shape[-2:], dtype=torch.int16), token_ids=token_ids,
-                   token_pos=token_pos, full_nbytes=int(encoded_nbytes) + token_nbytes(token_ids, token_pos),
-                   label=int(item["label"]), orig_label=int(item.get("orig_label", item["label"])),
-                   index=int(item.get("index", -1)), image_id=str(item.get("image_id", "")), quality=int(quality),
-                   patch_size=patch_size)
+        text = cls.text_fields(item)
+        text_nbytes = tensor_nbytes(text["token_ids"], text["token_pos"])
+        return cls(jpeg=torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8),
+                   size=torch.tensor(item["image"].shape[-2:], dtype=torch.int16),
+                   full_nbytes=int(encoded_nbytes) + text_nbytes, quality=int(quality), patch_size=patch_size, **text)
 
     def image_uint8(self) -> torch.Tensor:
         """The decoded JPEG resized to ``size``: uint8 (3, H, W)."""
         H, W = (int(v) for v in self.size)
-        image = decode_image(self.jpeg.numpy().tobytes(), self.image_id)
-        return from_pil(image if image.size == (W, H) else image.resize((W, H), resample=Image.BICUBIC))
+        image = decode_image(self.jpeg.numpy().tobytes(), self.image_id).convert("RGB")
+        return pil_to_tensor(image if image.size == (W, H) else image.resize((W, H), resample=Image.BICUBIC))
 
-    def to_item(self, max_text_len: int) -> dict:
-        """The decoded image (all patches kept) and the stored text, in the replay item format."""
+    def replay_image(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decoded image, every patch kept."""
         H, W = (int(v) for v in self.size)
-        keep = torch.ones(H // self.patch_size, W // self.patch_size, dtype=torch.bool)
-        return replay_item(self, normalize_uint8(self.image_uint8()), keep, max_text_len)
-
-    def state_dict(self) -> dict:
-        return {"kind": "jpeg", "jpeg": self.jpeg, "size": self.size, "token_ids": self.token_ids,
-                "token_pos": self.token_pos, "full_nbytes": self.full_nbytes, "label": self.label,
-                "orig_label": self.orig_label, "index": self.index, "image_id": self.image_id,
-                "quality": self.quality, "patch_size": self.patch_size}
+        return normalize_uint8(self.image_uint8()), torch.ones(H // self.patch_size, W // self.patch_size,
+                                                               dtype=torch.bool)
 
 
 def cim_rate(foreground_share: float, compress_ratio: float) -> float:
@@ -318,20 +315,8 @@ def cim_rate(foreground_share: float, compress_ratio: float) -> float:
     return foreground_share + (1.0 - foreground_share) / compress_ratio
 
 
-def nearest_indices(size_in: int, size_out: int) -> torch.Tensor:
-    """Source index of each output pixel when resizing ``size_in`` -> ``size_out`` pixels with nearest neighbours,
-    as Pillow's ``Image.NEAREST`` samples: floor((i + 0.5) * size_in / size_out)."""
-    return ((torch.arange(size_out, dtype=torch.float64) + 0.5) * size_in / size_out).floor().long()
-
-
-def nearest_patches(patches: torch.Tensor, size_out: int) -> torch.Tensor:
-    """(N, C, q, q) -> (N, C, size_out, size_out), each patch resized with nearest neighbours."""
-    idx = nearest_indices(patches.shape[-1], size_out)
-    return patches[:, :, idx][:, :, :, idx]
-
-
-@dataclass
-class CimExemplar:
+@dataclass(kw_only=True)
+class CimExemplar(StoredExemplar):
     """A full exemplar whose background is stored downsampled (CIM, Luo et al. CVPR'23; CIM-CIL's ``BbxBlur``).
 
     fg_pixels  uint8 (K, 3, p, p)       the foreground patches at full resolution (the patch-aligned bounding box of
@@ -341,29 +326,24 @@ class CimExemplar:
                                         side, r = ``compress_ratio`` an *area* ratio as in CIM-CIL, in row-major
                                         order of the cells not in fg_coords (no coordinates needed)
     grid       int16 (2,)               (rows, cols) of the image's patch grid
-    token_ids, token_pos  uint16 (M,)   the whole text, as :class:`Exemplar` stores it
-    full_nbytes  int                    bytes of the same sample as a full :class:`Exemplar`
+    full_nbytes  int                    bytes of the same sample as a full :class:`Exemplar`; the whole text is
+                                        stored
 
     ``cost`` = (``image_rate`` x the full image's bytes + token bytes) / full_nbytes, where ``image_rate`` is
     CIM-CIL's ``compress_rate`` = foreground share + (1 - foreground share) / r: a 25 % box at r = 4 gives 0.4375.
-    At replay (:meth:`to_item`) the background patches are resized back with nearest neighbours and the foreground
-    patches put in place; every patch is then fed to the model. When sqrt(r) divides p (r = 4: 32 -> 16 px), the
-    replayed image is exactly CIM-CIL's ``BbxBlur`` (the whole image resized down and up with ``Image.NEAREST``, the
-    box pasted back) and ``nbytes`` is exactly the formula's share of the pixels (plus grid cells and tokens); for
-    other ratios q truncates as CIM-CIL's sizes do, and the background is resized patch by patch.
+    At replay (:meth:`replay_image`) the background patches are resized back with nearest neighbours and the
+    foreground patches put in place; every patch is then fed to the model. When sqrt(r) divides p (r = 4: 32 -> 16
+    px), the replayed image is exactly CIM-CIL's ``BbxBlur`` (the whole image resized down and up with
+    ``Image.NEAREST``, the box pasted back) and ``nbytes`` is exactly the formula's share of the pixels (plus grid
+    cells and tokens); for other ratios q truncates as CIM-CIL's sizes do, and the background is resized patch by
+    patch.
     """
 
+    kind: ClassVar[str] = "cim"
     fg_pixels: torch.Tensor
     fg_coords: torch.Tensor
     bg_pixels: torch.Tensor
     grid: torch.Tensor
-    token_ids: torch.Tensor
-    token_pos: torch.Tensor
-    full_nbytes: int
-    label: int
-    orig_label: int = -1
-    index: int = -1
-    image_id: str = ""
     compress_ratio: float = 4.0
 
     @property
@@ -371,9 +351,8 @@ class CimExemplar:
         return self.fg_pixels.shape[-1]
 
     @property
-    def nbytes(self) -> int:
-        return (tensor_nbytes(self.fg_pixels, self.fg_coords, self.bg_pixels)
-                + token_nbytes(self.token_ids, self.token_pos))
+    def image_nbytes(self) -> int:
+        return tensor_nbytes(self.fg_pixels, self.fg_coords, self.bg_pixels)
 
     @property
     def num_patches(self) -> int:
@@ -383,10 +362,6 @@ class CimExemplar:
     @property
     def num_full_res_patches(self) -> int:
         return self.fg_pixels.shape[0]
-
-    @property
-    def num_tokens(self) -> int:
-        return self.token_ids.shape[0]
 
     @property
     def patch_share(self) -> float:
@@ -399,12 +374,8 @@ class CimExemplar:
 
     @property
     def cost(self) -> float:
-        text = token_nbytes(self.token_ids, self.token_pos)
+        text = self.text_nbytes
         return (self.image_rate * (self.full_nbytes - text) + text) / self.full_nbytes
-
-    @property
-    def word_share(self) -> float | None:
-        return whole_text_word_share(self.token_ids)
 
     @classmethod
     def from_item(cls, item: dict, patch_size: int, fg_keep: torch.Tensor, compress_ratio: float = 4.0
@@ -421,11 +392,10 @@ class CimExemplar:
             raise ValueError(f"fg_keep has shape {tuple(keep.shape)}, expected the grid {(rows, cols)}")
         flat = keep.flatten()
         q = max(1, int(p / math.sqrt(compress_ratio)))
+        shared = {f.name: getattr(full, f.name) for f in fields(StoredExemplar)}
         return cls(fg_pixels=full.pixels[flat].contiguous(), fg_coords=full.coords[flat].contiguous(),
                    bg_pixels=nearest_patches(full.pixels[~flat], q).contiguous(), grid=full.grid,
-                   token_ids=full.token_ids, token_pos=full.token_pos, full_nbytes=full.full_nbytes,
-                   label=full.label, orig_label=full.orig_label, index=full.index, image_id=full.image_id,
-                   compress_ratio=float(compress_ratio))
+                   compress_ratio=float(compress_ratio), **shared)
 
     def image_uint8(self) -> torch.Tensor:
         """The replayed image, uint8 (3, rows*p, cols*p): the background patches resized back with nearest
@@ -440,24 +410,19 @@ class CimExemplar:
         patches[~fg] = nearest_patches(self.bg_pixels, p)
         return unpatchify(patches, rows, cols)
 
-    def to_item(self, max_text_len: int) -> dict:
-        """The restored image (every patch kept) and the stored text, in the replay item format."""
+    def replay_image(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The restored image, every patch kept."""
         rows, cols = (int(v) for v in self.grid)
-        return replay_item(self, normalize_uint8(self.image_uint8()), torch.ones(rows, cols, dtype=torch.bool),
-                           max_text_len)
-
-    def state_dict(self) -> dict:
-        return {"kind": "cim", "fg_pixels": self.fg_pixels, "fg_coords": self.fg_coords, "bg_pixels": self.bg_pixels,
-                "grid": self.grid, "token_ids": self.token_ids, "token_pos": self.token_pos,
-                "full_nbytes": self.full_nbytes, "label": self.label, "orig_label": self.orig_label,
-                "index": self.index, "image_id": self.image_id, "compress_ratio": self.compress_ratio}
+        return normalize_uint8(self.image_uint8()), torch.ones(rows, cols, dtype=torch.bool)
 
 
-EXEMPLAR_KINDS = {"patches": Exemplar, "jpeg": JpegExemplar, "cim": CimExemplar}
+EXEMPLAR_KINDS = {cls.kind: cls for cls in (Exemplar, JpegExemplar, CimExemplar)}
 
 
-def exemplar_from_state(state: dict):
-    """Rebuild an exemplar of any kind from its ``state_dict()`` (the kind defaults to patches)."""
+def exemplar_from_state(state: dict) -> StoredExemplar:
+    """Rebuild an exemplar of any kind from its ``state_dict()`` (a state without ``kind``, as full and masked
+    exemplars were saved before the kinds shared a base, is a patches exemplar). Raises ValueError for an unknown
+    kind."""
     state = dict(state)
     kind = state.pop("kind", "patches")
     if kind not in EXEMPLAR_KINDS:

@@ -36,7 +36,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import register
@@ -49,6 +48,7 @@ HEADS = ("token", "pooler")
 @register
 class DualPrompt(ExemplarFreeMethod):
     name = "dualprompt"
+    pull_key = "dualprompt_pull"
     config = {
         "dualprompt_g_layers": [0, 1],     # layers of the G-prompt (PILOT "g_prompt_layer_idx")
         "dualprompt_g_length": 5,          # G-prompt tokens per layer ("g_prompt_length")
@@ -146,9 +146,3 @@ class DualPrompt(ExemplarFreeMethod):
         out.prompt_idx = idx
         out.pull = pull_constraint(query, torch.stack(list(net.e_keys)), idx[:, None])
         return out
-
-    def logits(self, module, output) -> torch.Tensor:
-        return self.mask_old_classes(module, module.classifier(output.pooled))
-
-    def training_loss(self, module, batch: dict, output, logits: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, batch["labels"]) - float(self.cfg["dualprompt_pull"]) * output.pull

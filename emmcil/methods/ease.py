@@ -162,9 +162,6 @@ class EASE(ExemplarFreeMethod):
         w[torch.arange(n_seen), own] = 1.0
         return w
 
-    def training_loss(self, module, batch: dict, output, logits: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, batch["labels"])
-
     # -- prototypes
     def after_training(self, ctx) -> None:
         module, t = ctx.module, ctx.phase

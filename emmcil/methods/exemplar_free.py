@@ -11,7 +11,11 @@
   image [CLS] after the norm); it precedes the pooler, which is the only place a tuned layer could make keys and
   queries drift apart.
 - **Training mask**: the logits of classes of earlier phases are set to -inf in training (PILOT's learners:
-  ``logits[:, :self._known_classes] = float('-inf')``), since no exemplar of them is replayed.
+  ``logits[:, :self._known_classes] = float('-inf')``), since no exemplar of them is replayed
+  (:meth:`ExemplarFreeMethod.logits`, which EASE replaces by its own heads).
+- **Loss**: cross-entropy, minus the pull constraint (:func:`pull_constraint`, set as ``output.pull`` by
+  ``encode``) times the config key ``pull_key`` names, for the methods that choose prompts by keys (L2P,
+  DualPrompt: :meth:`ExemplarFreeMethod.training_loss`).
 - **Current phase**: read off the classifier's size (the driver grows it at the start of every phase, and a resumed
   run grows it to the checkpoint's size before :meth:`set_trainable`), so it needs no state of its own.
 """
@@ -21,6 +25,7 @@ import bisect
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 
 from emmcil.data.scenario import split_phases
 
@@ -41,6 +46,7 @@ class ExemplarFreeMethod(Method):
 
     named_config: ClassVar[dict[str, Any]] = dict(FROZEN_BACKBONE)
     train_mask: ClassVar[bool] = True  # old classes' logits at -inf in training
+    pull_key: ClassVar[str | None] = None  # config key of the pull constraint's weight (prompts chosen by keys)
 
     # -- phases
     def phase_sizes(self) -> list[int]:
@@ -84,6 +90,16 @@ class ExemplarFreeMethod(Method):
             return backbone(*args, **kwargs).hidden[:, 0].float()
         finally:
             backbone.train(was_training)
+
+    def logits(self, module, output) -> torch.Tensor:
+        """The classifier on the pooled feature, earlier phases' classes at -inf in training
+        (:meth:`mask_old_classes`)."""
+        return self.mask_old_classes(module, module.classifier(output.pooled))
+
+    def training_loss(self, module, batch: dict, output, logits: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy; with ``pull_key``, minus its weight x ``output.pull`` (L2P's ``reduce_sim`` term)."""
+        loss = F.cross_entropy(logits, batch["labels"])
+        return loss if self.pull_key is None else loss - float(self.cfg[self.pull_key]) * output.pull
 
     def mask_old_classes(self, module, logits: torch.Tensor) -> torch.Tensor:
         """In training (and with ``train_mask``), -inf on the logits of earlier phases' classes."""

@@ -31,7 +31,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from emmcil.model.vilt import IMAGE_TYPE
@@ -46,6 +45,7 @@ PROMPT_POSITIONS = ("image_cls", "none")
 @register
 class L2P(ExemplarFreeMethod):
     name = "l2p"
+    pull_key = "l2p_pull"
     config = {
         "l2p_pool_size": 10,      # prompts in the pool (PILOT l2p_inr.json "size")
         "l2p_length": 5,          # tokens per prompt ("length")
@@ -86,12 +86,6 @@ class L2P(ExemplarFreeMethod):
         out.prompt_idx = idx
         out.pull = pull_constraint(query, net.keys, idx)
         return out
-
-    def logits(self, module, output) -> torch.Tensor:
-        return self.mask_old_classes(module, module.classifier(output.pooled))
-
-    def training_loss(self, module, batch: dict, output, logits: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, batch["labels"]) - float(self.cfg["l2p_pull"]) * output.pull
 
 
 def image_cls_position(backbone) -> torch.Tensor:
