@@ -99,6 +99,26 @@ def test_image_position_grid_is_resized(tmp_path):
     assert torch.equal(model.transformer.pos_embed[0, 0], sd["transformer.pos_embed"][0, 0])
 
 
+@pytest.mark.parametrize("image_size", [224, 512])
+def test_vilt_b32_positions_resize_as_vilt_does(image_size):
+    """ViLT-B/32's 12 x 12 table (C = 768) resized for another image_size equals ViLT's own bilinear resize
+    (``F.interpolate(..., mode="bilinear", align_corners=True)`` of the grid, the [CLS] entry kept), written out
+    here independently of the library call; 1e-6 covers float32 rounding (the values are ~0.02)."""
+    from emmcil.model.checkpoint import resize_image_positions
+
+    pos = original_vilt_state_dict(hidden=768, layers=0, vocab=2)["transformer.pos_embed"]   # (1, 145, 768)
+    grid = image_size // 32
+    spatial = pos[:, 1:].transpose(1, 2).reshape(1, 768, 12, 12)
+    spatial = torch.nn.functional.interpolate(spatial, size=(grid, grid), mode="bilinear", align_corners=True)
+    expected = torch.cat([pos[:, :1], spatial.flatten(2).transpose(1, 2)], dim=1)
+    out = resize_image_positions(pos, grid)
+    assert out.shape == (1, 1 + grid * grid, 768) and torch.equal(out[:, 0], pos[:, 0])
+    assert torch.allclose(out, expected, rtol=0, atol=1e-6)
+    assert torch.equal(resize_image_positions(pos, 12), pos)  # the checkpoint's own size: unchanged
+    with pytest.raises(ValueError, match="square"):
+        resize_image_positions(pos[:, :-1], grid)
+
+
 def test_shape_mismatch_names_the_key(tmp_path):
     sd = original_vilt_state_dict(hidden=32, layers=1, vocab=50, grid=4, patch=16)
     torch.save({"state_dict": sd}, tmp_path / "a.ckpt")

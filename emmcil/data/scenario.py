@@ -20,13 +20,19 @@ def class_order(num_classes: int, seed: int | None = DEFAULT_CLASS_ORDER_SEED) -
     return np.random.RandomState(seed).permutation(num_classes).tolist()
 
 
-def split_phases(num_classes: int, num_phases: int) -> list[list[int]]:
-    """Positions 0..num_classes-1 cut into ``num_phases`` contiguous blocks of equal size; when the division is not
-    exact the first ``num_classes % num_phases`` phases get one class more (101 classes, 10 phases: 11 + 9 * 10)."""
+def phase_boundaries(num_classes: int, num_phases: int) -> list[int]:
+    """[0, n_0, n_0 + n_1, ..., num_classes]: phase t owns positions [b[t], b[t + 1]). The phases are of equal size;
+    when the division is not exact the first ``num_classes % num_phases`` get one class more (101 classes, 10
+    phases: 11 + 9 * 10). Raises ValueError unless 1 <= num_phases <= num_classes."""
     if not 1 <= num_phases <= num_classes:
         raise ValueError(f"num_phases must lie in [1, {num_classes}], got {num_phases}")
     base, extra = divmod(num_classes, num_phases)
-    bounds = np.cumsum([0] + [base + (t < extra) for t in range(num_phases)])
+    return np.cumsum([0] + [base + (t < extra) for t in range(num_phases)]).tolist()
+
+
+def split_phases(num_classes: int, num_phases: int) -> list[list[int]]:
+    """Positions 0..num_classes-1 cut into ``num_phases`` contiguous blocks (:func:`phase_boundaries`)."""
+    bounds = phase_boundaries(num_classes, num_phases)
     return [list(range(bounds[t], bounds[t + 1])) for t in range(num_phases)]
 
 

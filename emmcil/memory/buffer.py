@@ -26,7 +26,7 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
-from emmcil.data.transforms import MinMaxResize
+from emmcil.data.transforms import pixelbert_resize
 
 from .exemplar import exemplar_from_state, full_exemplar_nbytes
 
@@ -42,7 +42,7 @@ def mean_full_exemplar_nbytes(dataset, tokenizer, image_size: int, patch_size: i
     would; token counts from the tokenizer with truncation at ``max_text_len``. Returns a JSON-able dict with
     ``mean_bytes``, ``mean_patches``, ``mean_tokens`` and ``num_samples``.
     """
-    resize = MinMaxResize(image_size, int(1333 / 800 * image_size), patch_size)
+    resize = pixelbert_resize(image_size, patch_size)
     patches = np.empty(len(dataset), dtype=np.int64)
     for i in range(len(dataset)):
         with Image.open(io.BytesIO(dataset.image_bytes(i))) as im:

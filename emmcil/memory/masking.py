@@ -24,6 +24,7 @@ from typing import Sequence
 
 import torch
 
+from emmcil.data.transforms import pixelbert_resize
 from emmcil.model.vilt import ViLTOutput, cheapest_pack
 
 NORMS = ("minmax", "mass", "ratio")
@@ -231,6 +232,7 @@ def _masking_step(backbone, batch, cfg, grid_shape, always_keep_ids):
 
 
 def mask_canvas(image_size: int, patch_size: int) -> tuple[int, int]:
-    """The largest patch grid ``pixelbert_transform(image_size, patch_size)`` can produce, as (rows, cols)."""
-    longest = int(1333 / 800 * image_size) // patch_size
+    """The largest patch grid ``pixelbert_transform(image_size, patch_size)`` can produce, as (rows, cols): its
+    longer side's cap in patches, either way round."""
+    longest = pixelbert_resize(image_size, patch_size).longer // patch_size
     return longest, longest

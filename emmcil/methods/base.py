@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from emmcil.data.scenario import phase_boundaries
+
 
 @dataclass
 class PhaseContext:
@@ -88,6 +90,25 @@ class Method:
 
     def __init__(self, cfg: Mapping[str, Any]):
         self.cfg = dict(cfg)
+
+    # -- which phase: what ``encode``, ``logits`` and ``training_loss`` see of it, from the classifier's size
+    def phase_boundaries(self) -> list[int]:
+        """[0, n_0, n_0 + n_1, ..., num_classes]: phase t owns the remapped classes [b[t], b[t + 1])."""
+        return phase_boundaries(int(self.cfg["num_classes"]), int(self.cfg["num_phases"]))
+
+    def current_phase(self, module) -> int:
+        """The phase whose classes the classifier has just grown by (0 before any), read off the classifier's size,
+        so it holds in every hook and after a resume. Raises RuntimeError for a size that is not a phase boundary."""
+        n, bounds = module.classifier.num_classes, self.phase_boundaries()
+        if n == 0:
+            return 0
+        if n not in bounds:
+            raise RuntimeError(f"classifier has {n} classes, not a phase boundary of {bounds}")
+        return bounds.index(n) - 1
+
+    def known_classes(self, module) -> int:
+        """Classes of the phases before the current one."""
+        return self.phase_boundaries()[self.current_phase(module)]
 
     def build_net(self, backbone_cfg) -> torch.nn.Module | None:
         """The method's own parameters (prompts, adapters, ...) as a module, or None. Called once, when the

@@ -92,7 +92,7 @@ class EASE(ExemplarFreeMethod):
         net.adapters = nn.ModuleList([nn.ModuleList([make() for _ in range(n_layers)]) for _ in range(L)])
         bound = 1.0 / math.sqrt(C)  # PILOT CosineLinear.reset_parameters
         net.proxy_weights = nn.ParameterList([nn.Parameter(torch.empty(n, C).uniform_(-bound, bound))
-                                              for n in self.phase_sizes()])
+                                              for n in torch.tensor(self.phase_boundaries()).diff().tolist()])
         net.proxy_sigmas = nn.ParameterList([nn.Parameter(torch.ones(())) for _ in range(L)])
         # class prototypes per subspace, filled by after_training (checkpointed, never trained)
         net.prototypes = nn.Parameter(torch.zeros(n_classes, L, C), requires_grad=False)
@@ -157,7 +157,8 @@ class EASE(ExemplarFreeMethod):
 
     def subspace_weights(self, n_seen: int, t: int) -> torch.Tensor:
         """(n_seen, t + 1): 1 in each class's own subspace, ``ease_alpha`` / t in the others (PILOT reweighting)."""
-        own = self.class_phases(n_seen)
+        sizes = torch.tensor(self.phase_boundaries()).diff()
+        own = torch.repeat_interleave(torch.arange(len(sizes)), sizes)[:n_seen]  # each class's phase
         w = torch.full((n_seen, t + 1), float(self.cfg["ease_alpha"]) / max(t, 1))
         w[torch.arange(n_seen), own] = 1.0
         return w
@@ -182,12 +183,11 @@ class EASE(ExemplarFreeMethod):
         (PILOT ``solve_sim_reset``): for every earlier phase i and subspace d in i+1..t, with the classes K of
         phases d..t (which have real prototypes in d and in i): P[I, d] = softmax(cos(P[I, i], P[K, i])) @ P[K, d].
         """
-        ends = self.phase_ends()
-        starts = [0] + ends[:-1]
+        b = self.phase_boundaries()
         for i in range(t):
-            old = slice(starts[i], ends[i])
+            old = slice(b[i], b[i + 1])
             for d in range(i + 1, t + 1):
-                known = slice(starts[d], ends[t])
+                known = slice(b[d], b[t + 1])
                 sim = F.cosine_similarity(protos[old, i][:, None].float(), protos[known, i][None].float(), dim=-1)
                 protos[old, d] = (sim.softmax(dim=1) @ protos[known, d].float()).to(protos)
 

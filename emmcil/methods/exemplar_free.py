@@ -16,18 +16,16 @@
 - **Loss**: cross-entropy, minus the pull constraint (:func:`pull_constraint`, set as ``output.pull`` by
   ``encode``) times the config key ``pull_key`` names, for the methods that choose prompts by keys (L2P,
   DualPrompt: :meth:`ExemplarFreeMethod.training_loss`).
-- **Current phase**: read off the classifier's size (the driver grows it at the start of every phase, and a resumed
-  run grows it to the checkpoint's size before :meth:`set_trainable`), so it needs no state of its own.
+- **Current phase**: read off the classifier's size (:meth:`~emmcil.methods.base.Method.current_phase`: the driver
+  grows it at the start of every phase, and a resumed run grows it to the checkpoint's size before
+  :meth:`set_trainable`), so it needs no state of its own.
 """
 from __future__ import annotations
 
-import bisect
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-
-from emmcil.data.scenario import split_phases
 
 from .base import Method
 
@@ -47,33 +45,6 @@ class ExemplarFreeMethod(Method):
     named_config: ClassVar[dict[str, Any]] = dict(FROZEN_BACKBONE)
     train_mask: ClassVar[bool] = True  # old classes' logits at -inf in training
     pull_key: ClassVar[str | None] = None  # config key of the pull constraint's weight (prompts chosen by keys)
-
-    # -- phases
-    def phase_sizes(self) -> list[int]:
-        return [len(p) for p in split_phases(int(self.cfg["num_classes"]), int(self.cfg["num_phases"]))]
-
-    def phase_ends(self) -> list[int]:
-        """[n_0, n_0 + n_1, ...]: phase t's classes are [ends[t-1], ends[t])."""
-        ends, total = [], 0
-        for n in self.phase_sizes():
-            total += n
-            ends.append(total)
-        return ends
-
-    def current_phase(self, module) -> int:
-        """The phase whose classes the classifier has just grown by (0 before any)."""
-        ends = self.phase_ends()
-        return min(bisect.bisect_left(ends, module.classifier.num_classes), len(ends) - 1)
-
-    def known_classes(self, module) -> int:
-        """Classes of the phases before the current one."""
-        t = self.current_phase(module)
-        return self.phase_ends()[t - 1] if t > 0 else 0
-
-    def class_phases(self, num_classes: int) -> torch.Tensor:
-        """(num_classes,) long: the phase that introduces each remapped class."""
-        return torch.repeat_interleave(torch.arange(len(self.phase_sizes())),
-                                       torch.tensor(self.phase_sizes()))[:num_classes]
 
     # -- model
     def set_trainable(self, module) -> None:

@@ -57,13 +57,11 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, fields
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from emmcil.data.missing import IMAGE_MISSING, NONE, TEXT_MISSING
-from emmcil.data.scenario import split_phases
 from emmcil.data.tokenizer import CLS_ID, PAD_ID, SEP_ID
 from emmcil.model import ViLTOutput
 
@@ -236,8 +234,6 @@ class RebQ(Method):
         if self.per_task < 1:
             raise ValueError(f"rebq_pool_size={self.cfg['rebq_pool_size']} gives no component per task for "
                              f"{num_phases} phases")
-        sizes = [len(p) for p in split_phases(int(self.cfg["num_classes"]), num_phases)]
-        self.boundaries = np.cumsum([0] + sizes).tolist()  # phase t owns classes [b[t], b[t+1])
         self.layers = 0
 
     # -- structure
@@ -249,17 +245,8 @@ class RebQ(Method):
         return RebQNet(int(self.cfg["num_phases"]), self.per_task, int(self.cfg["rebq_prompt_length"]),
                        self.layers, backbone_cfg.hidden_size)
 
-    def phase_of(self, module) -> int:
-        """The phase the model is in, from its classifier's size (so it holds after a resume, in any hook)."""
-        n = module.classifier.num_classes
-        if n == 0:
-            return 0
-        if n not in self.boundaries:
-            raise RuntimeError(f"classifier has {n} classes, not a phase boundary of {self.boundaries}")
-        return self.boundaries.index(n) - 1
-
     def set_trainable(self, module) -> None:
-        t = self.phase_of(module)
+        t = self.current_phase(module)
         for pool in module.method_net.pools():
             for s, comps in enumerate(pool.tasks):
                 comps.requires_grad_(s == t)
@@ -274,7 +261,7 @@ class RebQ(Method):
     # -- forward
     def encode(self, module, batch: dict, return_attention=False) -> RebQOutput:
         bb, net = module.backbone, module.method_net
-        t = self.phase_of(module)
+        t = self.current_phase(module)
         ids, masks, images, pmasks = batch["text_ids"], batch["text_masks"], batch["images"], batch["pixel_masks"]
         B, T = ids.shape
         keep = batch.get("patch_keep")
@@ -345,8 +332,7 @@ class RebQ(Method):
     def training_loss(self, module, batch: dict, output, logits: torch.Tensor) -> torch.Tensor:
         """Cross-entropy on the current phase's classes (earlier classes' logits set to -100, the released
         FREEZE_LOGITS) + rebq_alpha x the reconstruction loss."""
-        lo = self.boundaries[self.phase_of(module)]
-        old = torch.arange(logits.shape[1], device=logits.device) < lo
+        old = torch.arange(logits.shape[1], device=logits.device) < self.known_classes(module)
         ce = F.cross_entropy(logits.masked_fill(old, FROZEN_LOGIT), batch["labels"])
         rec = getattr(output, "reconstruction_loss", None)
         if getattr(module, "_trainer", None) is not None:

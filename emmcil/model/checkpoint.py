@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -144,15 +145,15 @@ def resize_text_positions(weight: torch.Tensor, length: int) -> torch.Tensor:
 
 
 def resize_image_positions(pos: torch.Tensor, grid: int) -> torch.Tensor:
-    """(1, 1 + g*g, C) -> (1, 1 + grid*grid, C): the [CLS] entry kept, the square grid resized bilinearly."""
-    cls, spatial = pos[:, :1], pos[:, 1:]
-    g = int(round(spatial.shape[1] ** 0.5))
-    if g * g != spatial.shape[1]:
-        raise ValueError(f"pos_embed has {spatial.shape[1]} patch positions, not a square grid")
-    C = pos.shape[-1]
-    spatial = spatial.transpose(1, 2).reshape(1, C, g, g)
-    spatial = F.interpolate(spatial, size=(grid, grid), mode="bilinear", align_corners=True)
-    return torch.cat([cls, spatial.flatten(2).transpose(1, 2)], dim=1)
+    """(1, 1 + g*g, C) -> (1, 1 + grid*grid, C): the [CLS] entry kept, the square grid resized bilinearly with
+    ``align_corners=True`` and no antialiasing, as ViLT resizes its table to each image's grid
+    (``timm.layers.resample_abs_pos_embed``, whose default is bicubic). Raises ValueError for a grid that is not square.
+    """
+    g = int(round((pos.shape[1] - 1) ** 0.5))
+    if g * g != pos.shape[1] - 1:
+        raise ValueError(f"pos_embed has {pos.shape[1] - 1} patch positions, not a square grid")
+    return resample_abs_pos_embed(pos, [grid, grid], [g, g], num_prefix_tokens=1, interpolation="bilinear",
+                                  antialias=False, align_corners=True)
 
 
 def load_pretrained(model: nn.Module, path: str | Path, trust: bool = False,
