@@ -12,6 +12,8 @@ import platform
 import subprocess
 import sys
 
+from .provenance import PACKAGES, versions
+
 
 def cpu_model() -> str:
     """The CPU's model name from ``/proc/cpuinfo`` (Linux), else ``platform.processor()``, else "unknown"."""
@@ -28,7 +30,8 @@ def cpu_model() -> str:
 def describe() -> dict[str, str]:
     """One line each: Python, OS, CPU (model, cores usable by this process / in the machine, torch's CPU capability
     and intra-op threads), torch (version, CUDA or CPU build), the GPU if one is visible, and the versions of the
-    libraries whose numerics or behaviour the results depend on. Imports torch."""
+    libraries whose numerics or behaviour the results depend on (:data:`emmcil.provenance.PACKAGES`, as a run's
+    provenance records them). Imports torch."""
     import torch
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -43,12 +46,8 @@ def describe() -> dict[str, str]:
         "gpu": (", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
                 if torch.cuda.is_available() else "none visible"),
     }
-    from importlib.metadata import PackageNotFoundError, version
-    for name in ("torchvision", "pytorch-lightning", "transformers", "timm", "numpy", "pyarrow", "pillow"):
-        try:
-            info[name] = version(name)
-        except PackageNotFoundError:
-            info[name] = "not installed"
+    # the same packages a run records in its provenance (torch is shown above)
+    info.update({name: v or "not installed" for name, v in versions().items() if name in PACKAGES and name != "torch"})
     return info
 
 

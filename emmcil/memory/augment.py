@@ -1,7 +1,8 @@
 """Multimodal data augmentation of replayed exemplars, and how many of them a phase replays.
 
 The paper says only that a multimodal augmentation "diversifies exemplars for replaying prior knowledge"; our
-version (DESIGN §2), applied independently to every replayed exemplar each time it is drawn:
+version (docs/method.md, "what we chose where the paper is silent": augmentation), applied independently to every
+replayed exemplar each time it is drawn:
 - **text swap**, with probability ``p_text_swap``: its masked text is replaced by the masked text of another
   exemplar of the same class (image and text of one class, recombined);
 - **patch merge**, with probability ``p_patch_merge``: the kept patches of another exemplar of the same class are

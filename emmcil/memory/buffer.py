@@ -1,11 +1,12 @@
 """A class-balanced memory buffer of exemplars (``emmcil.memory.exemplar``) under a budget.
 
-**Unit** (``memory_unit``, DESIGN §2 "cost unit"): ``"exemplar"`` (default) counts each exemplar at its ``cost``,
-relative to the same sample stored in full in its method's own representation (a full exemplar costs 1.0, a masked
-one its kept byte share, a CIM one CIM-CIL's compress rate, an MRDC one its JPEG bytes over the stored image's). A
-class budget of ``memory_per_class`` = m then holds exactly m full exemplars, as the paper's memory plot counts
-"samples per class". ``"bytes"`` counts each exemplar's stored bytes against m x the training set's mean
-full-exemplar bytes (:func:`mean_full_exemplar_nbytes`), so small images take less room than large ones.
+**Unit** (``memory_unit``; docs/method.md, "what we chose where the paper is silent": memory unit): ``"exemplar"``
+(default) counts each exemplar at its ``cost``, relative to the same sample stored in full in its method's own
+representation (a full exemplar costs 1.0, a masked one its kept byte share, a CIM one CIM-CIL's compress rate, an
+MRDC one its JPEG bytes over the stored image's). A class budget of ``memory_per_class`` = m then holds exactly m
+full exemplars, as the paper's memory plot counts "samples per class". ``"bytes"`` counts each exemplar's stored
+bytes against m x the training set's mean full-exemplar bytes (:func:`mean_full_exemplar_nbytes`), so small images
+take less room than large ones.
 
 **Budget**: per class, ``memory_per_class`` (``memory_budget_mode="per_class"``), or a fixed total of
 ``memory_total`` shared equally by the classes seen so far (``"total"``, PyCIL's fixed memory: m = total / seen

@@ -4,7 +4,8 @@ Paper (Fig. 3): the attention of the class token to the image, A_{CLS->I}, thres
 mask M_I; the attention from the *discarded* image tokens to the text, A_{I->T}, thresholded by tau_T gives the text
 mask M_T, so that words describing what the masked image lost survive in the text. [CLS] and [SEP] are always kept.
 
-What the paper leaves open is a config key here (defaults from DESIGN §2):
+What the paper leaves open is a config key here (defaults and why: docs/method.md, "what we chose where the paper
+is silent"):
 - ``layers``: which layers' attention (default the last, ``(-1,)``); ``layer_reduce``: ``mean`` over them or
   ``rollout`` (Abnar & Zuidema: residual-corrected attention multiplied from the first listed layer to the last);
 - ``head_reduce``: ``mean`` (default) or ``max`` over heads;

@@ -10,7 +10,8 @@ After phase t, for the new classes' training samples (eval transform, the phase'
    peaked the attention is;
 2. **selection**: the masked sample's feature f(x~) is compared with the class mean mu_c by cosine similarity
    (``exemplar_selection``: ``class_mean`` as the paper, or ``herding`` / ``random``), mu_c being the mean of the
-   un-masked features f(x) (``class_mean_from="full"``, DESIGN §2) or of the masked ones (``"masked"``);
+   un-masked features f(x) (``class_mean_from="full"``; docs/method.md, "what we chose where the paper is
+   silent": μ_c) or of the masked ones (``"masked"``);
 3. **storage**: masked exemplars (kept patches as uint8 pixels + grid cells, kept token ids + positions) enter the
    class's list in rank order while its budget lasts; each costs its kept byte share of the full sample, so about
    1/(kept share) more fit than full exemplars (the paper's memory plot: 14 a class at 5).

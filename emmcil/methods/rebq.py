@@ -34,8 +34,8 @@ the classifier; the pooler only with ``rebq_pooler=True`` (the released code unf
 task 0's components at construction and leaves every other component exactly zero; with zero keys and attention
 vectors a component's weight is 0 and its gradient exactly 0 (the normalisation of a zero vector is zero, and the
 prompt gets the weight as gradient), so new tasks' components never move from zero: after task 0 the prompts stay
-as task 0 left them, and only the classifier learns (research/peers.md §1.3, checked there with a CPU
-re-implementation; ``tests/test_rebq.py`` checks it here). ``rebq_reinit=True`` initialises task t's components at
+as task 0 left them, and only the classifier learns (checked on a CPU re-implementation of the released code;
+``tests/test_rebq.py`` checks it here). ``rebq_reinit=True`` initialises task t's components at
 the start of phase t (random, orthonormal, orthogonal to the earlier tasks' ones), as CODA-Prompt and PILOT always
 do, so that every task's components learn. Note that the released ``REINIT: True`` would not do that either, as
 far as we can read the code: ``process_task_count`` re-initialises only ``if self.training``, and the trainer calls

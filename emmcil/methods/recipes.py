@@ -18,14 +18,14 @@ rebq           AdamW      1e-4      1e-2    all                 10 % warmup, cos
 
 Sources:
 
-- **project** (SSF and the exemplar methods on it; DESIGN): the first author's ``YiLunLee/missing_aware_prompts``,
-  ``vilt/config.py`` ``task_finetune_food101`` (AdamW, lr 1e-2, weight decay 2e-2, 20 epochs, batch 256, warmup
-  0.1, ``decay_power`` 1, ``end_lr`` 0) and ``vilt/modules/vilt_utils.py`` ``set_schedule`` (betas (0.9, 0.98),
-  eps 1e-8, no decay on biases and norm weights, ``get_polynomial_decay_schedule_with_warmup`` stepped every step,
-  which at power 1 and end 0 is ``get_linear_schedule_with_warmup``). Our SSF scales and shifts are 1-D and, like
-  biases and norms, get no decay (``weight_decay_1d=False``). MRDC and CIM were published with their own ResNet
-  recipes; the paper's rows are "SSF + MRDC" and "SSF + CIM", i.e. SSF training with their memories, so they train
-  with this recipe.
+- **project** (SSF and the exemplar methods on it; docs/method.md, "How each method trains"): the first author's
+  ``YiLunLee/missing_aware_prompts``, ``vilt/config.py`` ``task_finetune_food101`` (AdamW, lr 1e-2, weight decay
+  2e-2, 20 epochs, batch 256, warmup 0.1, ``decay_power`` 1, ``end_lr`` 0) and ``vilt/modules/vilt_utils.py``
+  ``set_schedule`` (betas (0.9, 0.98), eps 1e-8, no decay on biases and norm weights,
+  ``get_polynomial_decay_schedule_with_warmup`` stepped every step, which at power 1 and end 0 is
+  ``get_linear_schedule_with_warmup``). Our SSF scales and shifts are 1-D and, like biases and norms, get no decay
+  (``weight_decay_1d=False``). MRDC and CIM were published with their own ResNet recipes; the paper's rows are
+  "SSF + MRDC" and "SSF + CIM", i.e. SSF training with their memories, so they train with this recipe.
 - **l2p**: LAMDA-PILOT ``exps/l2p_inr.json`` (``optimizer`` adam, ``init_lr`` 0.001875, ``weight_decay`` 0,
   ``scheduler`` constant, ``tuned_epoch`` 10, ``batch_size`` 32) and ``models/l2p.py`` (``get_optimizer``: torch
   Adam over every trainable parameter, default betas and eps; ``get_scheduler``: constant means no scheduler;
