@@ -15,6 +15,12 @@ Differences from the original, all deliberate:
   ``torch.multinomial`` even at test time); random sampling happens only in training with ``max_image_len > 0``;
 - a second image entry point embeds a stored subset of patches (``patches`` + ``patch_index`` + ``grid_sizes``),
   which is how masked exemplars are replayed.
+
+Why the layers are ours and not timm's (``timm.layers.Mlp``, ``Attention``, ``PatchEmbed``; ``DropPath`` and
+``trunc_normal_`` are timm's): SSF scales and shifts the output of each linear layer *before* what follows it (fc1
+-> SSF -> GELU, qkv -> SSF -> heads, proj -> SSF), where timm's layers have no place for it (SSF's own code,
+``dongzelian/SSF`` ``models/vision_transformer.py``, rewrites timm's blocks for the same reason); the attention also
+takes prefixes, per-query rows and returns its maps, and the parameter names must stay the checkpoint's.
 """
 from __future__ import annotations
 
