@@ -12,7 +12,7 @@ from emmcil.data import ensure_demo
 from emmcil.engine.driver import IncrementalRun, run_experiment
 from emmcil.memory.augment import AugmentedReplay
 from emmcil.memory.exemplar import Exemplar
-from emmcil.engine.loaders import LengthGroupedBatchSampler, image_tokens, padded_tokens, sequence_lengths
+from emmcil.engine.loaders import LengthGroupedBatchSampler, image_tokens, sequence_lengths
 from run_helpers import demo_config, one_thread
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
@@ -58,6 +58,11 @@ def test_deterministic_per_seed_and_epoch():
     first, second = epoch(a), epoch(a)
     assert first == epoch(b) and second == epoch(b)  # same (seed, epoch): the same batches, so resume is exact
     assert first != second and first != epoch(c)  # a new order every epoch and every seed
+
+
+def padded_tokens(batches, lengths: np.ndarray) -> int:
+    """Tokens a model computes for ``batches`` (lists of indices) when each batch is padded to its longest."""
+    return int(sum(len(b) * int(lengths[b].max()) for b in map(np.asarray, batches) if len(b)))
 
 
 def test_grouping_cuts_the_padding_of_mixed_batches():

@@ -213,8 +213,3 @@ IMAGENET_R_WNIDS: list[str] = [w for w, _ in _TABLE]
 IMAGENET_R_CLASSES: list[str] = [n for _, n in _TABLE]
 WNID_TO_LABEL: dict[str, int] = {w: i for i, w in enumerate(IMAGENET_R_WNIDS)}
 WNID_TO_NAME: dict[str, str] = dict(_TABLE)
-
-
-def readable(name: str) -> str:
-    """'great_white_shark' -> 'great white shark' (for captions and plots)."""
-    return name.replace("_", " ")

@@ -69,18 +69,3 @@ class MissingTable:
         with np.load(path) as f:
             meta = json.loads(str(f["meta"]))
             return cls(f["codes"].astype(np.int8), **meta)
-
-    @classmethod
-    def load_or_build(cls, directory: str | Path, name: str, num_samples: int, missing_type: str, ratio: float,
-                      seed: int, both_ratio: float = 0.5) -> "MissingTable":
-        """The saved table for (name, type, ratio, seed) if it matches ``num_samples``, else a new one, saved."""
-        path = Path(directory) / cls.filename(name, missing_type, ratio, seed)
-        if path.is_file():
-            table = cls.load(path)
-            if len(table) != num_samples or table.both_ratio != both_ratio:
-                raise ValueError(f"{path} holds {len(table)} codes (both_ratio {table.both_ratio}), "
-                                 f"expected {num_samples} (both_ratio {both_ratio}); delete it to rebuild")
-            return table
-        table = cls.build(num_samples, missing_type, ratio, seed, both_ratio)
-        table.save(directory, name)
-        return table

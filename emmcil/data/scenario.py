@@ -73,7 +73,6 @@ class IncrementalScenario:
         self.position[order] = np.arange(self.num_classes)
         for d in (train, test):
             self._check_labels(d)
-        self._phase_of = np.repeat(np.arange(num_phases), [len(p) for p in self.phases])
 
     def _check_labels(self, dataset) -> None:
         labels = np.asarray(dataset.labels)
@@ -96,16 +95,6 @@ class IncrementalScenario:
     def classes_upto(self, t: int) -> list[int]:
         """Remapped ids of all classes seen in phases 0..t: ``range(n_t)``."""
         return list(range(self.phases[t][-1] + 1))
-
-    def phase_of_class(self, c: int) -> int:
-        """Phase that introduces remapped class ``c``."""
-        if not 0 <= c < self.num_classes:
-            raise ValueError(f"class {c} outside 0..{self.num_classes - 1}")
-        return int(self._phase_of[c])
-
-    def remap(self, orig_labels):
-        """Original label(s) -> position(s) in the order."""
-        return self.position[np.asarray(orig_labels)]
 
     def _subset(self, dataset, lo: int, hi: int) -> RemappedSubset:
         pos = self.position[np.asarray(dataset.labels)]

@@ -270,10 +270,6 @@ class LengthGroupedBatchSampler(BatchSampler):
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
 
-def padded_tokens(batches, lengths: np.ndarray) -> int:
-    """Tokens a model computes for ``batches`` (lists of indices) when each batch is padded to its longest."""
-    return int(sum(len(b) * int(lengths[b].max()) for b in map(np.asarray, batches) if len(b)))
-
 
 def make_loader(dataset: Dataset, cfg: Mapping, train: bool, seed: int = 0) -> DataLoader:
     """Batches of ``per_gpu_batchsize`` (:class:`KeepCollate`); for training shuffled with ``seed``, and with

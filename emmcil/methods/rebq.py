@@ -127,10 +127,6 @@ class PromptPool(nn.Module):
                                         dim=getattr(new, name)[layer][0].numel())
                 getattr(new, name)[layer].copy_(rows.view_as(getattr(new, name)[layer]))
 
-    def num_components(self, t: int) -> int:
-        """Components task ``t`` uses: those of tasks 0..t."""
-        return (t + 1) * self.per_task
-
     def forward(self, query: torch.Tensor, t: int) -> torch.Tensor:
         """query (B, C) -> prompts (layers, B, length, C) from the components of tasks 0..t.
 
