@@ -40,7 +40,7 @@ from emmcil.memory.exemplar import CimExemplar
 from emmcil.memory.masking import mask_canvas, normalise, score_grid
 
 from . import register
-from .replay import Replay
+from .replay import CompressedReplay, ExemplarView
 
 CAM_MODES = ("tscam", "token")
 FOREGROUNDS = ("box", "patches")
@@ -86,16 +86,13 @@ def cam_step(backbone, batch: dict, classifier, threshold: float, grid_shape: tu
                 "cam": score_grid(out, cam, grid_shape)}
 
 
-class CompressedView(torch.utils.data.Dataset):
-    """``dataset`` items as CIM would replay them (compressed, then restored), for features of compressed samples;
-    :meth:`exemplar` gives the exemplar itself. patch_keep: (N, R, C') the foreground of each item."""
+class CompressedView(ExemplarView):
+    """``dataset`` items as CIM stores and replays them (compressed, then restored); patch_keep: (N, R, C') the
+    foreground of each item."""
 
     def __init__(self, dataset, patch_keep: torch.Tensor, patch_size: int, compress_ratio: float, max_text_len: int):
-        self.dataset, self.patch_keep = dataset, patch_keep
-        self.patch_size, self.compress_ratio, self.max_text_len = patch_size, compress_ratio, max_text_len
-
-    def __len__(self) -> int:
-        return len(self.dataset)
+        super().__init__(dataset, max_text_len)
+        self.patch_keep, self.patch_size, self.compress_ratio = patch_keep, patch_size, compress_ratio
 
     def exemplar(self, i: int) -> CimExemplar:
         item = self.dataset[i]
@@ -103,15 +100,12 @@ class CompressedView(torch.utils.data.Dataset):
         rows, cols = item["image"].shape[-2] // p, item["image"].shape[-1] // p
         return CimExemplar.from_item(item, p, self.patch_keep[i, :rows, :cols], self.compress_ratio)
 
-    def __getitem__(self, i: int) -> dict:
-        return self.exemplar(i).to_item(self.max_text_len)
-
 
 @register
-class CIM(Replay):
+class CIM(CompressedReplay):
     name = "cim"
     config = {
-        **Replay.config,
+        **CompressedReplay.config,
         "cim_cam": "tscam",          # "tscam": classifier-weighted patch tokens x [CLS] attention; "token": the former
         "cim_threshold": 0.6,        # foreground: normalised CAM > this (CIM-CIL "mask_threshold")
         "cim_foreground": "box",     # "box": bounding box of the thresholded CAM (CIM-CIL); "patches": those patches
@@ -130,16 +124,11 @@ class CIM(Replay):
         if not float(cfg["cim_compress_ratio"]) >= 1.0:
             raise ValueError(f"cim_compress_ratio={cfg['cim_compress_ratio']} must be >= 1 (an area ratio)")
 
-    def candidates(self, ctx, data) -> dict:
-        """The foreground of every sample, and the features of the compressed samples (CIM-CIL herds on them)."""
+    def compressed_view(self, ctx, data) -> CompressedView:
+        """The foreground of every sample (a CAM pass), and each sample compressed around it."""
         canvas = mask_canvas(int(ctx.cfg["image_size"]), ctx.patch_size)
         cams = ctx.predict(data, step=partial(cam_step, classifier=ctx.module.classifier,
                                               threshold=float(self.cfg["cim_threshold"]), grid_shape=canvas,
                                               mode=self.cfg["cim_cam"], foreground=self.cfg["cim_foreground"]))
-        view = CompressedView(data, cams["patch_keep"], ctx.patch_size, float(self.cfg["cim_compress_ratio"]),
+        return CompressedView(data, cams["patch_keep"], ctx.patch_size, float(self.cfg["cim_compress_ratio"]),
                               ctx.max_text_len)
-        return {"labels": cams["labels"], "features": ctx.predict(view, features=True)["features"], "view": view}
-
-    def make_exemplars(self, ctx, data, out: dict, positions):
-        for i in positions:
-            yield out["view"].exemplar(int(i))

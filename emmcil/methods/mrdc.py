@@ -23,16 +23,13 @@ A sample whose image is missing (CMML) is stored as the JPEG of the white image 
 """
 from __future__ import annotations
 
-from typing import Iterable, Iterator
-
-import torch
 from PIL import Image
 
 from emmcil.data.missing import IMAGE_MISSING
 from emmcil.memory.exemplar import JpegExemplar
 
 from . import register
-from .replay import Replay
+from .replay import CompressedReplay, ExemplarView
 
 
 def stored_image(dataset, item: dict) -> tuple[Image.Image, int]:
@@ -53,30 +50,24 @@ def stored_image(dataset, item: dict) -> tuple[Image.Image, int]:
     return image, encoded
 
 
-class JpegView(torch.utils.data.Dataset):
-    """``dataset`` items as MRDC replays them (JPEG-compressed, decoded, resized), for the features of the
-    compressed samples; :meth:`exemplar` gives the exemplar itself."""
+class JpegView(ExemplarView):
+    """``dataset`` items as MRDC stores and replays them (JPEG-compressed, decoded, resized)."""
 
     def __init__(self, dataset, quality: int, patch_size: int, max_text_len: int):
-        self.dataset, self.quality, self.patch_size, self.max_text_len = dataset, quality, patch_size, max_text_len
-
-    def __len__(self) -> int:
-        return len(self.dataset)
+        super().__init__(dataset, max_text_len)
+        self.quality, self.patch_size = quality, patch_size
 
     def exemplar(self, i: int) -> JpegExemplar:
         item = self.dataset[i]
         image, encoded = stored_image(self.dataset, item)
         return JpegExemplar.from_image(item, image, encoded, self.patch_size, self.quality)
 
-    def __getitem__(self, i: int) -> dict:
-        return self.exemplar(i).to_item(self.max_text_len)
-
 
 @register
-class MRDC(Replay):
+class MRDC(CompressedReplay):
     name = "mrdc"
     config = {
-        **Replay.config,
+        **CompressedReplay.config,
         "jpeg_quality": 50,  # JPEG quality 1-100 of the stored images (MRDC's released ImageNet runs: 50)
     }
 
@@ -85,11 +76,5 @@ class MRDC(Replay):
         if not 1 <= int(self.cfg["jpeg_quality"]) <= 100:
             raise ValueError(f"jpeg_quality={self.cfg['jpeg_quality']} must lie in [1, 100]")
 
-    def candidates(self, ctx, data) -> dict:
-        """Features of the compressed samples (MRDC herds on what it will replay), and the view that makes them."""
-        view = JpegView(data, int(self.cfg["jpeg_quality"]), ctx.patch_size, ctx.max_text_len)
-        return {**ctx.predict(view, features=True), "view": view}
-
-    def make_exemplars(self, ctx, data, out: dict, positions: Iterable[int]) -> Iterator[JpegExemplar]:
-        for i in positions:
-            yield out["view"].exemplar(int(i))
+    def compressed_view(self, ctx, data) -> JpegView:
+        return JpegView(data, int(self.cfg["jpeg_quality"]), ctx.patch_size, ctx.max_text_len)

@@ -16,7 +16,9 @@ The memory loop (:meth:`Replay.after_phase`) is shared by every method that stor
     after_fill(ctx, data, out)                    # e.g. emm's Figure-4 PNG
 
 Subclasses override ``candidates`` (what the pass computes), ``rank`` (the order), ``make_exemplars`` (what is
-stored: masked, JPEG or CIM exemplars) and ``replay_dataset`` (what is replayed, e.g. with augmentation).
+stored: masked, JPEG or CIM exemplars) and ``replay_dataset`` (what is replayed, e.g. with augmentation). A method
+that stores a compressed copy of each sample (``mrdc``, ``cim``) subclasses :class:`CompressedReplay` and says only
+how a sample is compressed (an :class:`ExemplarView`): it herds on the features of the compressed samples.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ import torch
 
 from emmcil.memory.augment import AugmentedReplay, check_augmentation, check_replay_ratio, replay_length
 from emmcil.memory.buffer import MemoryBuffer
-from emmcil.memory.exemplar import Exemplar
+from emmcil.memory.exemplar import Exemplar, StoredExemplar
 from emmcil.memory.herding import herding_order
 
 from . import register
@@ -119,3 +121,39 @@ class Replay(Method):
     def load_state_dict(self, state: dict) -> None:
         if "memory" in state:
             self.memory.load_state_dict(state["memory"])
+
+
+class ExemplarView(torch.utils.data.Dataset):
+    """``dataset``'s items as a method stores and replays them: item i is :meth:`exemplar` (i)'s replay item, so that
+    the model sees the stored samples (e.g. their features for herding)."""
+
+    def __init__(self, dataset, max_text_len: int):
+        self.dataset, self.max_text_len = dataset, max_text_len
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def exemplar(self, i: int) -> StoredExemplar:
+        raise NotImplementedError
+
+    def __getitem__(self, i: int) -> dict:
+        return self.exemplar(i).to_item(self.max_text_len)
+
+
+class CompressedReplay(Replay):
+    """Replay of a compressed copy of each sample (MRDC's JPEG, CIM's downsampled background), ranked by herding on
+    the features of the compressed samples, as both reference codes herd on what they will replay. A subclass gives
+    :meth:`compressed_view`."""
+
+    def compressed_view(self, ctx: PhaseContext, data) -> ExemplarView:
+        """``data`` (the phase's new-class training samples, eval transform) as this method stores them."""
+        raise NotImplementedError
+
+    def candidates(self, ctx: PhaseContext, data) -> dict:
+        """The features of the compressed samples, and the view that makes them (its exemplars are stored)."""
+        view = self.compressed_view(ctx, data)
+        return {**ctx.predict(view, features=True), "view": view}
+
+    def make_exemplars(self, ctx: PhaseContext, data, out: dict, positions: Iterable[int]) -> Iterator:
+        for i in positions:
+            yield out["view"].exemplar(int(i))
