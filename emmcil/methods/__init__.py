@@ -1,11 +1,13 @@
 """Class-incremental methods, one file each, registered by name.
 
 >>> from emmcil.methods import get_method, METHODS
->>> {"finetune", "joint", "replay"} <= set(METHODS)  # every module here is imported, so new files register
+>>> {"finetune", "joint", "replay"} <= set(METHODS)  # every method file here is imported, so new files register
 True
 
 To add a method: create ``emmcil/methods/<name>.py`` with a ``@register``-ed subclass of :class:`Method` (see
-:mod:`emmcil.methods.base` for the hooks), then a named config in ``config.py`` that sets ``method="<name>"``.
+:mod:`emmcil.methods.base` for the hooks); ``config.py`` makes a named config ``<name>`` of every registered method.
+A training recipe of its own, if its reference code has one, goes in ``recipes.py`` (the others train with the
+project's).
 """
 from __future__ import annotations
 
@@ -106,8 +108,9 @@ def method_key_docs() -> dict[str, str]:
     return docs
 
 
+NOT_METHODS = ("base", "recipes")  # the contract and the optimiser recipes: no method to register
 for _module in pkgutil.iter_modules(__path__):
-    if _module.name != "base":
+    if _module.name not in NOT_METHODS:
         importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["METHODS", "Method", "PhaseContext", "register", "get_method", "method_config_defaults", "methods_reading",
