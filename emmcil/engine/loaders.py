@@ -64,6 +64,7 @@ from emmcil.data.scenario import RemappedSubset
 from emmcil.memory.augment import AugmentedReplay
 
 
+# ---------------------------------------------------------------------------------------------- run data
 @dataclass
 class RunData:
     """train: training transform; train_eval: the same rows without augmentation (herding, masking); test."""
