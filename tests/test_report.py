@@ -227,7 +227,8 @@ def test_runs_differing_in_a_key_that_changes_results_are_kept_apart(tmp_path):
     write_run(tmp_path, "a1", seed=1, last=52, config=dict(lr=0.01, num_workers=8, devices=4))
     write_run(tmp_path, "b", seed=1, last=60, config=dict(lr=0.001))
     groups = summarize_groups(collect([str(tmp_path / "*")], log=lambda m: None))
-    assert dict(zip(groups["label"], groups["n"])) == {"replay [lr=0.001]": 1, "replay [lr=0.01]": 2}
+    # 0.01 is replay's recipe, so those runs are plain "replay"
+    assert dict(zip(groups["label"], groups["n"])) == {"replay [lr=0.001]": 1, "replay": 2}
 
 
 def test_runs_of_one_table_made_with_different_versions_are_flagged(tmp_path):
@@ -271,6 +272,25 @@ def test_the_run_says_what_the_report_needs(tmp_path):
     results["method_defaults"]["tau_image"] = 0.5  # a run made when the default was another one
     (run / "results.json").write_text(json.dumps(results))
     assert list(collect([str(run)], log=lambda m: None)["label"]) == ["emm [τ_I=0.74]"]
+
+
+def test_a_run_off_its_method_recipe_is_a_variant_without_the_paper_number(tmp_path):
+    """The paper's number sits only beside a run trained as its method's reference trains it: a lone l2p run with
+    a shortened schedule or an unfrozen backbone is ``l2p [...]``, not "l2p" (the run records its recipe)."""
+    from emmcil.methods.recipes import method_recipe
+
+    own = {**method_recipe("l2p").values("mm_imagenet_r"), "tuning": "frozen"}
+    write_run(tmp_path, "l2p_recipe", method="l2p", last=60, config=own)
+    write_run(tmp_path, "l2p_short", method="dualprompt", last=50,
+              config={**method_recipe("dualprompt").values("mm_imagenet_r"), "tuning": "full", "max_epoch": 5})
+    out = tmp_path / "report"
+    build_report([str(tmp_path / "l2p_*")], out, log=lambda m: None)
+    num = pd.read_csv(out / "table_mm_imagenet_r.csv").set_index("label")
+    assert num.loc["l2p", "L5_paper"] == PAPER_TABLE["mm_imagenet_r"]["l2p"][5]
+    short = "dualprompt [max_epoch=5, tuning=full]"
+    assert num.loc[short, "L5_mean"] == pytest.approx(50.0) and math.isnan(num.loc[short, "L5_paper"])
+    results = json.loads((tmp_path / "l2p_recipe" / "results.json").read_text())
+    assert results["method_defaults"]["lr"] == 1.875e-3 and results["method_defaults"]["tuning"] == "frozen"
 
 
 @pytest.mark.parametrize("key", ["results_config", "method_defaults", "uses_memory", "exp_tag"])

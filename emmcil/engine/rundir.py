@@ -144,16 +144,21 @@ def run_identity(cfg: Mapping) -> dict[str, Any]:
 
     - ``exp_tag``: the run's tag (the report keeps tagged runs, ablations, apart from the main table);
     - ``uses_memory``: whether the method keeps exemplars (its memory keys then name a variant: ``replay [m=3]``);
-    - ``method_defaults``: the method's own config keys -> their defaults (``Method.config``); a run whose value
-      differs names a variant, e.g. ``emm [τ_I=0.3]``;
+    - ``method_defaults``: what ``with <dataset> <method>`` sets by default for the keys that are the method's:
+      its own config keys (``Method.config``), the keys its named config sets (``Method.named_config``, e.g.
+      ``tuning``) and its training recipe on the run's dataset (:mod:`emmcil.methods.recipes`); a run whose value
+      differs names a variant, e.g. ``emm [τ_I=0.3]`` or ``l2p [max_epoch=5]``, and the report puts the paper's
+      numbers only beside runs without one;
     - ``results_config``: :func:`results_config` of the run's config, every key that changes results (the run
       name's keys too): runs of one dataset, method and L that differ in one of them are never averaged together.
     """
     from emmcil.methods import get_method
+    from emmcil.methods.recipes import method_recipe
 
     method = get_method(cfg["method"])
+    defaults = {**method_recipe(cfg["method"]).values(cfg["dataset"]), **method.named_config, **method.config}
     return {"exp_tag": cfg.get("exp_tag", ""), "uses_memory": bool(method.uses_memory),
-            "method_defaults": plain(method.config), "results_config": results_config(cfg)}
+            "method_defaults": plain(defaults), "results_config": results_config(cfg)}
 
 
 def config_diff(old: Mapping, new: Mapping, new_key_defaults: Mapping | None = None) -> dict[str, tuple[Any, Any]]:
