@@ -172,3 +172,25 @@ def test_missing_modalities_reach_the_items(written, tok):
     assert collate([ds[i] for i in range(n)])["missing_types"].tolist() == table.codes.tolist()
     with pytest.raises(ValueError, match="codes"):
         make(path, tok, missing=MissingTable.build(n + 1, "text", 0.5, 0))
+
+
+def test_fingerprint_names_the_content_not_the_place(written, tmp_path, tok):
+    """A copy elsewhere has the same fingerprint; the same folder written with images stored resized, or with one
+    caption changed, another (what a run checks before it resumes)."""
+    import shutil
+
+    from emmcil.data.resize import StoredResize
+
+    paths, caps = written
+    src = paths["train"].parent
+    shutil.copytree(src, tmp_path / "copy")
+    same = make(tmp_path / "copy" / paths["train"].name, tok).fingerprint()
+    assert same == make(paths["train"], tok).fingerprint() and len(same) == 16
+    raw, jsonl = src.parent / "raw", src.parent / "c.jsonl"
+    resized = write_folder(raw, jsonl, tmp_path / "resized", "toy", test_fraction=0.5, resize=StoredResize(32, 16))
+    assert make(resized["train"], tok).fingerprint() != same
+    lines = jsonl.read_text().splitlines()
+    (tmp_path / "edited.jsonl").write_text("\n".join([lines[0].replace("a small", "a tiny")] + lines[1:]) + "\n")
+    edited = write_folder(raw, tmp_path / "edited.jsonl", tmp_path / "edited", "toy", test_fraction=0.5)
+    changed = [make(edited[s], tok).fingerprint() != make(paths[s], tok).fingerprint() for s in ("train", "test")]
+    assert sorted(changed) == [False, True]  # the split holding the edited caption, and only that one

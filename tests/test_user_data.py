@@ -170,3 +170,51 @@ def test_evaluate_finds_a_relative_data_root_from_another_folder(mydata, user_ru
     moved = tmp_path / "moved"
     shutil.copytree(mydata, moved)
     assert evaluate_run(copy, overrides={"data_root": str(moved)})["accuracy"] == pytest.approx(out["accuracy"])
+
+
+def rewrite_captions(arrow_dir, suffix: str) -> None:
+    """The user fixes the captions of ``arrow_dir``'s dataset and writes it again (same images, same ids)."""
+    from emmcil.data import read_arrow, write_arrow
+
+    for path in sorted(arrow_dir.glob("mydata_*.arrow")):
+        table = read_arrow(path)
+        rows = [{**row, "text": [t + suffix for t in row["text"]]} for row in table.to_pylist()]
+        metadata = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+        write_arrow(rows, path, metadata=metadata)
+
+
+def test_a_run_refuses_to_resume_on_rewritten_data_and_evaluate_says_so(mydata, tmp_path):
+    """No config key names the data (data_root is a path): the files' fingerprint does. The same files copied
+    elsewhere resume; re-written captions stop the resume with a message naming the split, and evaluate shows no
+    recorded accuracy for data the run was not made on."""
+    import shutil
+
+    copy = tmp_path / "arrow"
+    shutil.copytree(mydata, copy)
+    cfg = user_config(copy, tmp_path / "runs", stop_after_phase=0)
+    run_dir = run_experiment(cfg)
+    saved = rundir.read_json(run_dir / "class_order.json")["data_fingerprint"]
+    moved = tmp_path / "moved"
+    shutil.copytree(copy, moved)
+    assert run_experiment({**cfg, "data_root": str(moved)}) == run_dir  # the same data elsewhere: resumes
+    rewrite_captions(moved, " (fixed)")
+    with pytest.raises(rundir.ConfigMismatchError, match=r"other data.*\n  train: .* \(saved\) != .*\n  test: "):
+        run_experiment({**cfg, "data_root": str(moved), "stop_after_phase": -1})
+    assert rundir.read_json(run_dir / "class_order.json")["data_fingerprint"] == saved  # nothing overwritten
+    out = evaluate_run(run_dir, overrides={"data_root": str(moved)})
+    assert out["recorded"] is None and out["data_changed"] == ["test", "train"]
+    assert evaluate_run(run_dir, overrides={"data_root": str(copy)})["recorded"] is not None  # its own data
+
+
+def test_the_report_keeps_runs_on_different_data_apart(tmp_path):
+    """Two seeds of one config on the same data are one group; a run on re-written data is a row of its own."""
+    from emmcil.report.collect import collect, summarize_groups
+    from test_report import write_run
+
+    for name, seed, fingerprint in [("a", 0, "1"), ("b", 1, "1"), ("c", 0, "2")]:
+        path = write_run(tmp_path, name, seed=seed, last=50 + seed)
+        results = json.loads((path / "results.json").read_text())
+        results["data_fingerprint"] = {"train": fingerprint, "test": fingerprint}
+        (path / "results.json").write_text(json.dumps(results))
+    groups = summarize_groups(collect([str(tmp_path / "*")], log=lambda m: None))
+    assert sorted(groups["n"]) == [1, 2] and all(label.startswith("replay [data=") for label in groups["label"])

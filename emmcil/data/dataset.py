@@ -20,10 +20,13 @@ reveal which samples are missing.
 from __future__ import annotations
 
 import bisect
+import hashlib
+import json
 import os
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -115,6 +118,22 @@ class ArrowDataset(Dataset):
                                             f"in {self.file_of(i)}: {e.reason}") from None
             self._image_sizes = sizes
         return self._image_sizes
+
+    def fingerprint(self) -> str:
+        """16 hex digits of SHA-1 over what the files hold, read without decoding an image: the labels, image ids,
+        texts, every image's byte length and each file's schema metadata (e.g. images stored resized). The same data
+        copied elsewhere gives the same value; re-written captions, resized or re-encoded images another. A run
+        records it for each split and refuses to resume on other data (``emmcil.engine.driver``)."""
+        h = hashlib.sha1(self._labels.astype("<i8").tobytes())
+        h.update(json.dumps([self.image_ids, self.texts], ensure_ascii=False).encode("utf-8"))
+        for k in range(len(self.paths)):
+            table = self._table(k)
+            lengths = pc.binary_length(table.column("image")).to_numpy(zero_copy_only=False)
+            h.update(np.asarray(lengths, dtype="<i8").tobytes())
+            meta = table.schema.metadata or {}
+            h.update(json.dumps(sorted((a.decode("utf-8", "replace"), b.decode("utf-8", "replace"))
+                                       for a, b in meta.items())).encode("utf-8"))
+        return h.hexdigest()[:16]
 
     def caption(self, index: int) -> str:
         texts = self.texts[index]

@@ -182,8 +182,19 @@ class IncrementalRun:
                               new_key_defaults={**get_method(cfg["method"]).config, **ADDED_KEY_DEFAULTS})
             self.tracker.record_info("provenance", record)
         self.data = build_data(cfg)
+        described = self.run_dir.path / "class_order.json"
+        # the data a run's checkpoints were trained on is named by no config key (data_root is a path): its
+        # fingerprint is, so that a run does not resume, or get re-scored, on data that were re-written
+        self.data_changes = self.data.changed_since(rundir.read_json(described) if described.is_file() else None)
+        if self.writes and self.data_changes and self.run_dir.finished_phases():
+            lines = "\n".join(f"  {split}: {old} (saved) != {new} (now)" for split, (old, new)
+                               in self.data_changes.items())
+            raise rundir.ConfigMismatchError(
+                f"{self.run_dir.path} holds a run made on other data than {self.data.root} holds now (the files' "
+                f"fingerprints, emmcil.data.ArrowDataset.fingerprint, differ):\n{lines}\nStart it over with "
+                f"restart=True, or choose another run directory with exp_name=... (or log_dir=...).")
         if self.writes:
-            rundir.write_json(self.run_dir.path / "class_order.json", self.data.describe())
+            rundir.write_json(described, self.data.describe())
             self.data.save_missing_tables(self.run_dir.path / "missing_tables")  # CMML runs only
         self.method = get_method(cfg["method"])(cfg)
         pl.seed_everything(cfg["seed"], workers=True, verbose=False)  # the backbone's init (frozen weights)
@@ -298,7 +309,8 @@ class IncrementalRun:
     def results(self) -> dict:
         scenario = self.data.scenario
         phases = [scenario.phase_classes(t) for t in range(scenario.num_phases)]
-        return build_results(self.cfg, self.data.order, phases, self.counts, self.memory)
+        return build_results(self.cfg, self.data.order, phases, self.counts, self.memory,
+                             data_fingerprint=self.data.fingerprint)
 
     def write_results(self) -> dict:
         results = self.results()

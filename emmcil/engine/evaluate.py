@@ -51,7 +51,8 @@ def evaluate_run(run_dir: str | Path, phase: int | None = None, split: str | Non
     Returns {"phase", "split", "missing", "tasks": [{"task", "classes" (original labels), "class_names" (or None),
     "samples", "accuracy"}], "accuracy" (all
     seen classes, %), "correct"/"total" per seen class, "recorded": results.json's R[phase] and accuracy when the
-    split and the missing setting are the run's own, else None}.
+    split, the missing setting and the data (the files' fingerprints) are the run's own, else None,
+    "data_changed": the splits ("train", "test") whose files differ from the run's}.
     Raises FileNotFoundError (no config.json / no checkpoint of that phase), ValueError (bad phase or key).
     """
     run_dir = Path(run_dir)
@@ -90,7 +91,9 @@ def evaluate_run(run_dir: str | Path, phase: int | None = None, split: str | Non
     tasks = [{"task": j, "classes": [order[c] for c in phases[j]],
               "class_names": [names[order[c]] for c in phases[j]] if names else None,
               "samples": sum(total[boundaries[j]:boundaries[j + 1]]), "accuracy": row[j]} for j in range(phase + 1)]
-    own = cfg["test_split"] == saved["test_split"] and all(cfg[k] == saved[k] for k in MISSING_KEYS if k in saved)
+    # the recorded values are for the run's own split, missing setting and data (the test files' fingerprint)
+    own = (cfg["test_split"] == saved["test_split"] and all(cfg[k] == saved[k] for k in MISSING_KEYS if k in saved)
+           and "test" not in run.data_changes)
     recorded = None
     if own:
         done = state["counts"][phase]
@@ -99,7 +102,7 @@ def evaluate_run(run_dir: str | Path, phase: int | None = None, split: str | Non
     return {"run_dir": str(run_dir), "phase": phase, "split": cfg["test_split"],
             "missing": {k: cfg[k] for k in MISSING_KEYS if k in cfg}, "tasks": tasks,
             "accuracy": 100.0 * sum(correct) / sum(total) if sum(total) else None, "correct": correct,
-            "total": total, "recorded": recorded}
+            "total": total, "recorded": recorded, "data_changed": sorted(run.data_changes)}
 
 
 def accuracy_table(result: Mapping[str, Any]) -> pd.DataFrame:
@@ -151,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                else ", ".join(f"{k}={v}" for k, v in missing.items()))
     print(f"\n{opts.run_dir}: checkpoint of phase {result['phase']}, split {result['split']!r}, {setting}\n")
     print(markdown_table(accuracy_table(result)))
+    if result["data_changed"]:
+        print(f"\nnote: the {' and '.join(result['data_changed'])} files differ from those the run was made on "
+              f"(their fingerprints in class_order.json), so the accuracy the run recorded is not shown")
     if opts.json:
         opts.json.write_text(json.dumps(result, indent=1) + "\n")
     return 0

@@ -48,6 +48,7 @@ import hashlib
 import math
 import zlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -82,13 +83,25 @@ class RunData:
     class_names: list[str] | None = None  # by original label, from {dataset}_classes.json when there is one
 
     def describe(self) -> dict:
-        """JSON-able class order and phases, and the missing-modality tables' parameters (class_order.json)."""
+        """JSON-able class order and phases, the data's fingerprint and the missing-modality tables' parameters
+        (class_order.json)."""
         phases = [self.scenario.phase_classes(t) for t in range(self.scenario.num_phases)]
         return {"class_order": self.order, "class_names": self.class_names, "num_phases": self.scenario.num_phases,
                 "phase_classes": [[self.order[c] for c in p] for p in phases],
                 "phase_positions": phases, "root": str(self.root),
                 "train_files": [str(p) for p in self.train.paths], "test_files": [str(p) for p in self.test.paths],
-                "missing": describe_missing(self.missing)}
+                "data_fingerprint": self.fingerprint, "missing": describe_missing(self.missing)}
+
+    @cached_property
+    def fingerprint(self) -> dict[str, str]:
+        """{"train": ..., "test": ...}: :meth:`ArrowDataset.fingerprint` of the training and the test files."""
+        return {"train": self.train.fingerprint(), "test": self.test.fingerprint()}
+
+    def changed_since(self, described: Mapping | None) -> dict[str, tuple[str, str]]:
+        """{split: (saved, now)} for the splits whose fingerprint differs from ``described`` (a class_order.json
+        written earlier); {} when it has no fingerprint (a run older than the check)."""
+        saved = (described or {}).get("data_fingerprint") or {}
+        return {k: (saved[k], v) for k, v in self.fingerprint.items() if k in saved and saved[k] != v}
 
     def save_missing_tables(self, directory: str | Path) -> list[Path]:
         """Write every split's table (``MissingTable.save``: codes + parameters, .npz) to ``directory``."""

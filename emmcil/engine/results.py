@@ -35,10 +35,13 @@ METRIC_NOTES = {
 
 
 def build_results(cfg: Mapping, order: Sequence[int], phases: Sequence[Sequence[int]],
-                  counts: Sequence[tuple[list[int], list[int]]], memory: Sequence[dict | None]) -> dict:
+                  counts: Sequence[tuple[list[int], list[int]]], memory: Sequence[dict | None],
+                  data_fingerprint: Mapping[str, str] | None = None) -> dict:
     """Everything ``results.json`` holds; ``counts[t]`` = per seen class (correct, total) after phase t,
-    ``memory[t]`` = the method's memory report after phase t (None without memory). Besides the metrics it holds
-    what the multi-run report needs to know of the run (:func:`~emmcil.engine.rundir.run_identity`)."""
+    ``memory[t]`` = the method's memory report after phase t (None without memory), ``data_fingerprint`` = the
+    training and test files' fingerprints (``RunData.fingerprint``). Besides the metrics it holds what the
+    multi-run report needs to know of the run (:func:`~emmcil.engine.rundir.run_identity`, and the data's
+    fingerprint: runs on different data are never averaged together)."""
     L = cfg["num_phases"]
     boundaries = [0] + [p[-1] + 1 for p in phases]
     done = len(counts)
@@ -66,6 +69,7 @@ def build_results(cfg: Mapping, order: Sequence[int], phases: Sequence[Sequence[
     results["memory"] = list(memory)
     results["metric_definitions"] = METRIC_NOTES
     results.update(run_identity(cfg))  # what the multi-run report groups and names runs by
+    results["data_fingerprint"] = dict(data_fingerprint) if data_fingerprint else None
     return results
 
 

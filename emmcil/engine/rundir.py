@@ -4,7 +4,8 @@ Layout of ``{log_dir}/{exp_name}/``::
 
     config.json             the resolved config (what a re-run is compared against), plus ``provenance``: one entry
                             per process that ran this run (git commit, package versions, host, command line)
-    class_order.json        class order (original ids), class names, and the remapped classes of each phase
+    class_order.json        class order (original ids), class names, the remapped classes of each phase, and the
+                            data's fingerprint (a run does not resume on other data)
     exemplar_cost.json      mean bytes of a full exemplar of the training set (cache; memory_unit=bytes only)
     missing_tables/         the missing-modality table of each split, .npz (missing_type != "none" only)
     checkpoints/phase_{t}.pt    after phase t: trainable weights, classifier, method state (memory buffer),

@@ -10,6 +10,7 @@ the key.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -133,7 +134,9 @@ def load_run(path: Path, metric: str = "last_accuracy") -> dict:
 
     method = str(results["method"])
     uses_memory = bool(results["uses_memory"])
-    kept = results["results_config"]  # the keys that change results (what the run name is made of too)
+    kept = dict(results["results_config"])  # the keys that change results (what the run name is made of too)
+    if results.get("data_fingerprint"):  # and the data: runs on re-written files are never averaged together
+        kept["data"] = hashlib.sha1(json.dumps(results["data_fingerprint"], sort_keys=True).encode()).hexdigest()[:8]
     defaults = {**results["method_defaults"], "exp_tag": GENERAL_DEFAULTS["exp_tag"]}
     if uses_memory:
         defaults.update({k: GENERAL_DEFAULTS[k] for k in MEMORY_KEYS})
