@@ -230,3 +230,11 @@ def test_predict_returns_dataset_order_and_custom_steps(demo_root, runs):
     out = run_.predict(data, step=step)
     assert set(out) == {"first_tokens", "grid", "labels", "indices"}
     assert torch.equal(out["first_tokens"][5], data[5]["text_ids"][:3]) and out["grid"].shape == (len(data), 2, 2)
+
+
+def test_a_phase_shorter_than_the_logging_interval_still_logs_its_training(demo_root, runs):
+    """2 optimiser steps a phase and log_every_n_steps=50: the epoch's mean loss and accuracy are still written."""
+    run_dir = run_experiment(config(demo_root, runs / "short", "finetune", num_phases=2, log_every_n_steps=50))
+    for phase in (0, 1):
+        log = pd.read_csv(run_dir / "logs" / f"phase_{phase}" / "metrics.csv")
+        assert log["train/loss_epoch"].notna().sum() == 1 and log["train/acc_epoch"].between(0, 1).any()

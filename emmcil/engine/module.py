@@ -117,8 +117,13 @@ class IncrementalModule(pl.LightningModule):
         logits = self.logits(output)
         loss = self.method.training_loss(self, batch, output, logits)
         bs = logits.shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
-        self.log("train/acc", (logits.argmax(1) == batch["labels"]).float().mean(), prog_bar=True, batch_size=bs)
+        acc = (logits.argmax(1) == batch["labels"]).float().mean()
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)  # every log_every_n_steps steps
+        self.log("train/acc", acc, prog_bar=True, batch_size=bs)
+        # and the epoch's means, written at the end of every epoch: a phase with fewer steps than
+        # log_every_n_steps (a small phase, a short run) still leaves its training in logs/phase_<t>/metrics.csv
+        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=bs)
+        self.log("train/acc_epoch", acc, on_step=False, on_epoch=True, batch_size=bs)
         return loss
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
