@@ -157,3 +157,19 @@ def test_a_run_saved_before_the_key_existed_resumes(demo_root, tmp_path):
         (run_dir / "config.json").write_text(json.dumps(saved))
         assert run_experiment({**cfg, "stop_after_phase": -1}) == run_dir
     assert json.loads((run_dir / "results.json").read_text())["finished"]
+
+
+def test_loader_workers_never_exceed_the_cores_this_process_may_use():
+    """The datasets' default of 8 workers on a 2-core machine: as many workers as cores, and torch does not warn."""
+    import os
+    import warnings
+
+    from emmcil.engine.loaders import loader_workers, make_loader
+
+    cores = len(os.sched_getaffinity(0))
+    assert loader_workers(0) == 0 and loader_workers(10_000) == cores and loader_workers(1) == min(1, cores)
+    cfg = {"num_workers": 10_000, "patch_size": 16, "per_gpu_batchsize": 2, "length_group_window": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "suggested max number of worker" is a UserWarning
+        loader = make_loader(TensorDataset(torch.zeros(4, 1)), cfg, train=False)
+    assert loader.num_workers == cores

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -285,12 +286,21 @@ class LengthGroupedBatchSampler(BatchSampler):
 
 
 
+def loader_workers(requested: int) -> int:
+    """``num_workers``, at most the CPU cores this process may use: more workers than cores only compete for them
+    (torch warns), and the datasets' default of 8 must not slow down a laptop or a small CI machine."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(int(requested), cores))
+
+
 def make_loader(dataset: Dataset, cfg: Mapping, train: bool, seed: int = 0) -> DataLoader:
     """Batches of ``per_gpu_batchsize`` (:class:`KeepCollate`); for training shuffled with ``seed``, and with
-    ``length_group_window`` > 0 grouped by sequence length (:class:`LengthGroupedBatchSampler`)."""
+    ``length_group_window`` > 0 grouped by sequence length (:class:`LengthGroupedBatchSampler`); ``num_workers``
+    capped by :func:`loader_workers`."""
     generator = torch.Generator().manual_seed(seed) if train else None
-    common = dict(num_workers=cfg["num_workers"], collate_fn=KeepCollate(cfg["patch_size"]), generator=generator,
-                  persistent_workers=train and cfg["num_workers"] > 0,  # not re-forked every epoch
+    workers = loader_workers(cfg["num_workers"])
+    common = dict(num_workers=workers, collate_fn=KeepCollate(cfg["patch_size"]), generator=generator,
+                  persistent_workers=train and workers > 0,  # not re-forked every epoch
                   pin_memory=torch.cuda.is_available())
     window = int(cfg.get("length_group_window", 0))
     if not (train and window > 0):
