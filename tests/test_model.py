@@ -277,3 +277,15 @@ def test_pooled_only_gives_the_pooled_feature_and_every_attention_row(model):
     for per_row in (1, 2, 3):  # 3: the last row holds fewer samples than the others
         packed = model(text_ids, text_masks, images, pixel_masks, patch_keep=keep, pack=per_row, pooled_only=True)
         assert torch.allclose(packed.pooled, masked.pooled, atol=1e-5), per_row
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("max_text_len", 1, r"max_text_len=1: at least 2 \(\[CLS\] and \[SEP\]\)"),
+    ("num_heads", 3, r"hidden_size=\d+ is not divisible by num_heads=3"),
+    ("image_size", 24, r"image_size=24 is not a multiple of patch_size=16"),
+    ("drop_rate", 1.0, r"drop_rate=1.0: a probability in \[0, 1\)"),
+])
+def test_a_backbone_size_no_model_can_have_is_an_error_naming_the_key(tiny_cfg, key, value, message):
+    """When the model is built, before any training (max_text_len=1 used to fail in the first forward)."""
+    with pytest.raises(ValueError, match=message):
+        ViLTConfig.from_dict({**tiny_cfg, key: value})

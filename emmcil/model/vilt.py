@@ -61,6 +61,25 @@ class ViLTConfig:
     ssf: bool = True
     compile: bool = False          # run forward as one torch.compile graph (compiled_forward); same outputs
 
+    def __post_init__(self):
+        """Raises ValueError naming the key of a size no backbone can have, when the model is built (before any
+        training), not as a shape error inside the first forward."""
+        problems = []
+        if self.max_text_len < 2:
+            problems.append(f"max_text_len={self.max_text_len}: at least 2 ([CLS] and [SEP])")
+        for key in ("vocab_size", "hidden_size", "num_layers", "num_heads", "patch_size", "image_size"):
+            if getattr(self, key) < 1:
+                problems.append(f"{key}={getattr(self, key)}: at least 1")
+        if self.num_heads >= 1 and self.hidden_size % self.num_heads:
+            problems.append(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
+        if self.patch_size >= 1 and self.image_size % self.patch_size:
+            problems.append(f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
+        for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                problems.append(f"{key}={getattr(self, key)}: a probability in [0, 1)")
+        if problems:
+            raise ValueError("backbone config: " + "; ".join(problems))
+
     @classmethod
     def from_dict(cls, cfg: Mapping) -> "ViLTConfig":
         """Pick this dataclass's fields out of a larger (sacred) config; other keys are ignored."""
@@ -358,10 +377,6 @@ class ViLT(nn.Module):
     def __init__(self, cfg: ViLTConfig | Mapping | None = None):
         super().__init__()
         cfg = cfg if isinstance(cfg, ViLTConfig) else ViLTConfig.from_dict(cfg or {})
-        if cfg.hidden_size % cfg.num_heads:
-            raise ValueError(f"hidden_size={cfg.hidden_size} is not divisible by num_heads={cfg.num_heads}")
-        if cfg.image_size % cfg.patch_size:
-            raise ValueError(f"image_size={cfg.image_size} is not a multiple of patch_size={cfg.patch_size}")
         self.cfg = cfg
         bert_cfg = BertConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size,
                               num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
