@@ -3,13 +3,39 @@
 The last line printed is the run directory, which holds results.json / results.md and the phase checkpoints.
 Sacred's observers record the run: ``python run.py -F sacred_runs with demo`` writes the config, the provenance
 (``info``), the metrics of every phase, the run's files (artifacts) and its summary (``result``) to sacred_runs/.
+
+A run that cannot start as asked (another process holds its run directory; it would resume a run made with another
+config or other data; a data file that is not what the dataset says) stops with the message alone and exit status 1;
+``python run.py --debug with ...`` shows the traceback.
 """
-from config import ex
-from emmcil.engine.driver import run_and_summarize
+import warnings
+
+# sacred 0.8 imports pkg_resources, which setuptools deprecates: a warning about sacred that no run can act on
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+
+from sacred.utils import SacredError  # noqa: E402
+
+from config import ex  # noqa: E402
+from emmcil.data.arrow import ArrowFormatError  # noqa: E402
+from emmcil.data.tokenizer import TokenizerNotFoundError  # noqa: E402
+from emmcil.engine.driver import run_and_summarize  # noqa: E402
+from emmcil.engine.rundir import ConfigMismatchError, RunInUseError  # noqa: E402
+
+REFUSALS = (RunInUseError, ConfigMismatchError, ArrowFormatError, TokenizerNotFoundError)
+
+
+class RunRefused(SacredError):
+    """One of :data:`REFUSALS`, which sacred prints without its traceback (the message names the file or key)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, print_traceback=False)
 
 
 @ex.automain
 def main(_config, _run):
-    run_dir, summary = run_and_summarize(_config, _run)
+    try:
+        run_dir, summary = run_and_summarize(_config, _run)
+    except REFUSALS as err:
+        raise RunRefused(f"{type(err).__name__}: {err}") from err
     print(run_dir)
     return summary

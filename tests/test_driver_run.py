@@ -214,6 +214,31 @@ def test_demo_command_end_to_end_with_a_sacred_observer(demo_root, tmp_path):
     assert json.loads((observed / "config.json").read_text())["exp_name"] == run_dir.name
 
 
+
+
+def test_a_refused_run_prints_its_reason_without_a_traceback(demo_root, tmp_path):
+    """``python run.py`` on a run directory another process holds: exit 1, the reason (naming the holder) alone on
+    stderr, no traceback (``--debug`` still gives one), and sacred's observer records the run as failed."""
+    path = tmp_path / "runs" / "held"
+    holder = subprocess.Popen([sys.executable, "-c", "import time\nfrom emmcil.engine.rundir import locked\n"
+                               f"with locked({str(path)!r}):\n    print('held', flush=True)\n    time.sleep(120)"],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    args = [f"{k}={v}" for k, v in dict(SMALL, data_root=demo_root, log_dir=tmp_path / "runs", exp_name="held").items()]
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        runs = [subprocess.run([sys.executable, "run.py", *debug, "-F", str(tmp_path / "sacred"), "with", "demo", *args],
+                               cwd=ROOT, capture_output=True, text=True, timeout=300) for debug in ([], ["--debug"])]
+    finally:
+        holder.kill()
+        holder.wait()
+    plain, debug = runs
+    assert plain.returncode == 1
+    assert f"RunInUseError: {path} is in use by process {holder.pid}" in plain.stderr
+    assert "Traceback" not in plain.stderr and "pkg_resources" not in plain.stderr
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "RunInUseError" in debug.stderr
+    assert json.loads((tmp_path / "sacred" / "1" / "run.json").read_text())["status"] == "FAILED"
+    assert not (path / "checkpoints").exists()
+
 def test_predict_returns_dataset_order_and_custom_steps(demo_root, runs):
     """ctx.predict: per-sample results in dataset order; a custom step (e.g. a masking pass) replaces preds."""
     run_ = IncrementalRun(config(demo_root, runs / "predict", "finetune", num_phases=2, per_gpu_batchsize=7))
