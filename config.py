@@ -184,7 +184,7 @@ def config():
     restart = False              # True: delete an existing run directory and start over
     keep_checkpoints = 0         # keep only the newest N phase checkpoints; 0 = keep all
     stop_after_phase = -1        # stop after this phase (resume later by re-running); -1 = run all
-    progress_bar = True          # Lightning's progress bar during training
+    progress_bar = True          # Lightning's progress bar in training, on a terminal only (a log gets the phase lines)
     log_every_n_steps = 10       # training metrics (loss, accuracy, learning rate) every N steps
 
     # ---------------------------------------------------------------- logging: CSV and TensorBoard always (logs/)

@@ -10,7 +10,7 @@ from emmcil.data import ArrowDataset, ensure_demo, get_tokenizer, pixelbert_tran
 from emmcil.data.transforms import normalize_uint8
 from emmcil.engine import rundir
 from emmcil.engine.loaders import KeepCollate
-from emmcil.engine.driver import accumulation_steps, gather_uneven, phase_seed
+from emmcil.engine.driver import accumulation_steps, gather_uneven, phase_seed, shows_progress_bar
 from emmcil.memory.exemplar import Exemplar, exemplar_from_state, full_exemplar_nbytes
 from emmcil.memory.herding import herding_order
 from emmcil.memory.buffer import mean_full_exemplar_nbytes
@@ -296,3 +296,17 @@ def test_keys_added_by_newer_code_with_their_default_do_not_block_resume(tmp_pat
         run.open({"lr": 0.1, "l2p_pull": 0.5}, new_key_defaults=defaults)  # not the default: a real change
     with pytest.raises(rundir.ConfigMismatchError, match="other_key"):
         run.open({"lr": 0.1, "other_key": 1}, new_key_defaults=defaults)  # unknown to the defaults
+
+
+def test_the_progress_bar_shows_on_a_terminal_only():
+    """A log file (SLURM, nohup, a pipe) gets no tqdm bar, whose carriage-return updates add thousands of lines a
+    phase; a terminal gets it unless progress_bar=False."""
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert shows_progress_bar({"progress_bar": True}, Terminal())
+    assert not shows_progress_bar({"progress_bar": False}, Terminal())
+    assert not shows_progress_bar({"progress_bar": True}, io.StringIO())

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import math
 import shutil
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -57,6 +58,14 @@ class ProgressBar(TQDMProgressBar):
         items = super().get_metrics(trainer, model)
         items.pop("v_num", None)
         return items
+
+
+def shows_progress_bar(cfg: Mapping, stream=None) -> bool:
+    """Whether phases show Lightning's tqdm bar: ``progress_bar`` is on and ``stream`` (default ``sys.stdout``) is
+    a terminal. In a log file (SLURM, ``nohup``, a pipe) the bar's carriage-return updates would add thousands of
+    lines a phase; there the phase lines are the progress."""
+    stream = sys.stdout if stream is None else stream
+    return bool(cfg["progress_bar"]) and bool(getattr(stream, "isatty", lambda: False)())
 
 
 @contextlib.contextmanager
@@ -234,14 +243,15 @@ class IncrementalRun:
             for folder in (logs / f"phase_{phase}", logs / "tensorboard" / f"phase_{phase}"):
                 if folder.exists():
                     shutil.rmtree(folder)
-        callbacks = self.tracker.callbacks() + ([ProgressBar()] if cfg["progress_bar"] else [])
+        bar = shows_progress_bar(cfg)
+        callbacks = self.tracker.callbacks() + ([ProgressBar()] if bar else [])
         return pl.Trainer(
             accelerator=cfg["accelerator"], devices=cfg["devices"], num_nodes=cfg["num_nodes"],
             strategy=cfg["strategy"], precision=cfg["precision"], plugins=cluster_plugins(),
             max_epochs=cfg["max_epoch"], max_steps=cfg["max_steps"], accumulate_grad_batches=accumulation_steps(cfg),
             gradient_clip_val=cfg["gradient_clip_val"], limit_train_batches=cfg["limit_train_batches"],
             logger=self.tracker.phase_loggers(phase), enable_checkpointing=False,
-            enable_progress_bar=cfg["progress_bar"], callbacks=callbacks,
+            enable_progress_bar=bar, callbacks=callbacks,
             enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=cfg["log_every_n_steps"],
             deterministic=cfg["deterministic"], default_root_dir=str(self.run_dir.path))
 
