@@ -172,7 +172,7 @@ def config():
     num_nodes = 1                # machines (Lightning)
     strategy = "auto"            # Lightning strategy ("ddp" for several GPUs)
     precision = "32-true"        # Lightning precision; "16-mixed" / "bf16-mixed" on GPUs
-    deterministic = False        # Lightning's flag (True/"warn"): bitwise-reproducible GPU kernels, slower
+    deterministic = None         # torch's deterministic kernels; None = on a CPU only (exact, costs ~nothing there)
     num_workers = dataset_default(dataset, "num_workers")  # DataLoader workers (0: main process); at most the cores
     num_threads = 0              # torch intra-op CPU threads; 0 = torch's default (results depend on it, bitwise)
     compile = False              # torch.compile the backbone (train, inference): same results; eager where unsupported

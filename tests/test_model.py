@@ -289,3 +289,31 @@ def test_a_backbone_size_no_model_can_have_is_an_error_naming_the_key(tiny_cfg, 
     """When the model is built, before any training (max_text_len=1 used to fail in the first forward)."""
     with pytest.raises(ValueError, match=message):
         ViLTConfig.from_dict({**tiny_cfg, key: value})
+
+
+def test_gradients_repeat_bitwise_with_two_threads_and_no_deterministic_mode():
+    """The backbone's own backward sums in a fixed order with several CPU threads, without torch's deterministic
+    mode: the position embeddings were read by advanced indexing, whose backward (index_put_ with accumulate) sums
+    a cell's gradient in thread order, so ``transformer.pos_embed.grad`` differed between repeats of one step."""
+    from emmcil.model import TINY
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(2)
+    torch.use_deterministic_algorithms(False)
+    try:
+        torch.manual_seed(0)
+        model = ViLT(TINY).train()
+        g = torch.Generator().manual_seed(1)
+        text_ids = torch.randint(0, 30522, (16, 32), generator=g)
+        images = torch.randn(16, 3, 96, 128, generator=g)
+        seen = {}
+        for _ in range(4):
+            torch.manual_seed(5)  # the same dropout
+            model.zero_grad()
+            out = model(text_ids, torch.ones_like(text_ids), images, torch.ones(16, 96, 128, dtype=torch.long))
+            out.pooled.pow(2).sum().backward()
+            for name, p in model.named_parameters():
+                seen.setdefault(name, []).append(p.grad.clone())
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    assert [n for n, grads in seen.items() if not all(torch.equal(grads[0], g) for g in grads[1:])] == []

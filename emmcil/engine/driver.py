@@ -60,6 +60,24 @@ class ProgressBar(TQDMProgressBar):
         return items
 
 
+def deterministic_kernels(cfg: Mapping) -> bool | str:
+    """Lightning's ``deterministic`` for a run: the ``deterministic`` key when set (True, False or "warn"); None
+    (the default) = True on a CPU, False on a GPU.
+
+    On a CPU, with more than one intra-op thread, a few kernels sum in thread order: the backward of advanced
+    indexing (``index_put_`` with accumulate), which reads prompts, keys and position embeddings, so two runs of
+    one command differed in the last bits and then drifted apart (a phase's accuracy between 50 and 83 %).
+    torch's deterministic mode replaces them by serial ones at little cost there. On a GPU it also slows common
+    kernels (atomics become sorts) and needs ``CUBLAS_WORKSPACE_CONFIG`` (Lightning sets it), so it stays opt-in.
+    """
+    if cfg["deterministic"] is not None:
+        return cfg["deterministic"]
+    accelerator = cfg["accelerator"]
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    return accelerator == "cpu"
+
+
 def shows_progress_bar(cfg: Mapping, stream=None) -> bool:
     """Whether phases show Lightning's tqdm bar: ``progress_bar`` is on and ``stream`` (default ``sys.stdout``) is
     a terminal. In a log file (SLURM, ``nohup``, a pipe) the bar's carriage-return updates would add thousands of
@@ -253,7 +271,7 @@ class IncrementalRun:
             logger=self.tracker.phase_loggers(phase), enable_checkpointing=False,
             enable_progress_bar=bar, callbacks=callbacks,
             enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=cfg["log_every_n_steps"],
-            deterministic=cfg["deterministic"], default_root_dir=str(self.run_dir.path))
+            deterministic=deterministic_kernels(cfg), default_root_dir=str(self.run_dir.path))
 
     @torch.no_grad()
     def predict(self, dataset: Dataset, features: bool = False, step=None) -> dict[str, torch.Tensor]:
