@@ -10,7 +10,8 @@ from emmcil.data import ArrowDataset, ensure_demo, get_tokenizer, pixelbert_tran
 from emmcil.data.transforms import normalize_uint8
 from emmcil.engine import rundir
 from emmcil.engine.loaders import KeepCollate
-from emmcil.engine.driver import accumulation_steps, deterministic_kernels, gather_uneven, phase_seed, shows_progress_bar
+from emmcil.engine.driver import (accumulation_steps, deterministic_kernels, gather_uneven, phase_seed,
+                                  shows_progress_bar)
 from emmcil.memory.exemplar import Exemplar, exemplar_from_state, full_exemplar_nbytes
 from emmcil.memory.herding import herding_order
 from emmcil.memory.buffer import mean_full_exemplar_nbytes
