@@ -201,6 +201,7 @@ class MethodKeys:
     ``print_config`` shows the general keys and these). A key that other methods declare but the chosen one does not
     is an error naming the methods that read it: ``with demo replay tau_image=0.3`` would otherwise be accepted
     and change nothing. A key that no method and no scope declares stays sacred's ``ConfigAddedError`` (a typo).
+    Likewise ``memory_total`` without ``memory_budget_mode=total``, which would be ignored.
     """
 
     def __call__(self, fixed=None, preset=None, fallback=None):
@@ -213,6 +214,11 @@ class MethodKeys:
             raise config_error(f"method={method!r} does not read {', '.join(foreign)}:\n{lines}\n"
                                f"Choose that method (e.g. `with {methods_reading(foreign[0])[0]}`), or drop the key; "
                                f"`python run.py print_config with {method}` lists the keys {method!r} reads.")
+        mode = fixed.get("memory_budget_mode", preset.get("memory_budget_mode", "per_class"))
+        if fixed.get("memory_total", 0) and mode != "total":
+            raise config_error(f"memory_total={fixed['memory_total']} is read only with memory_budget_mode=total "
+                               f"(now {mode!r}, where memory_per_class is the budget): add memory_budget_mode=total, "
+                               f"or drop memory_total")
         summary = ConfigDict(dict(own))(fixed, preset, fallback)
         # sacred's ConfigDict reports no "added" keys, which would silence ConfigAddedError for every unknown key;
         # this scope reports the keys it does not define, as config scopes do

@@ -118,6 +118,14 @@ def test_a_key_of_another_method_is_an_error_naming_it():
     assert resolve("demo", "finetune", memory_per_class=3, lr=0.1)["memory_per_class"] == 3
 
 
+def test_memory_total_without_the_total_mode_is_an_error():
+    """`with demo replay memory_total=20` ran the per-class budget and landed in the per-class run's directory."""
+    with pytest.raises(ConfigError, match=r"memory_total=20 is read only with memory_budget_mode=total \(now "
+                                          r"'per_class'"):
+        resolve("demo", "replay", memory_total=20)
+    assert resolve("demo", "replay", memory_total=20, memory_budget_mode="total")["memory_total"] == 20
+
+
 def test_print_config_shows_the_general_keys_and_the_chosen_methods_with_comments():
     run_ = ex._create_run("print_config", config_updates={}, named_configs=["demo", "emm"])
     docs, cfg = run_.config_modifications.docs, run_.config
