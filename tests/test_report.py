@@ -153,6 +153,16 @@ def test_main_table_mean_std_and_paper_numbers(table_report):
     assert any("unfinished" in m and "t_L5_mrdc_unfinished" in m for m in logs)
 
 
+def test_an_unfinished_run_kept_is_labelled_with_its_phases(table_report, tmp_path):
+    """--include-unfinished put a run stopped after 3 of 5 phases in the L=5 column unmarked."""
+    root, *_ = table_report
+    build_report([str(root / "t_L5_*")], tmp_path / "r", include_unfinished=True, log=lambda m: None)
+    num = pd.read_csv(tmp_path / "r" / "table_mm_imagenet_r.csv").set_index("label")
+    assert num.loc["mrdc [phases=3/5]", "L5_mean"] == pytest.approx(100.0)  # after phase 3 (the 90 is phase 5)
+    assert "mrdc [phases=3/5]" in (tmp_path / "r" / "table_mm_imagenet_r.md").read_text()
+    assert math.isnan(num.loc["mrdc", "L5_mean"])  # the paper's mrdc row holds no finished run
+
+
 def test_ablation_runs_stay_apart_from_the_main_table(table_report):
     root, out, written, logs = table_report
     groups = pd.read_csv(out / "groups.csv")

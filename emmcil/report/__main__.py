@@ -22,7 +22,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--metric", default="last_accuracy", choices=METRICS,
                         help="the accuracy the tables show (default: last_accuracy)")
     parser.add_argument("--include-unfinished", action="store_true",
-                        help="keep runs that have not finished every phase (their last phase counts as the end)")
+                        help="keep runs that have not finished every phase (their last phase counts as the end; "
+                             "labelled with it, e.g. 'mrdc [phases=3/5]')")
     parser.add_argument("--note", default="", help="a sentence added to the report's caption (e.g. the settings)")
     opts = parser.parse_args(argv)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731

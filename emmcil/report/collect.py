@@ -147,6 +147,8 @@ def load_run(path: Path, metric: str = "last_accuracy") -> dict:
     variant = tuple(sorted((k, _hashable(v)) for k, v in settings.items() if _hashable(v) != _hashable(defaults[k])))
     if uses_memory and settings.get("memory_budget_mode", "per_class") != "total":
         variant = tuple((k, v) for k, v in variant if k != "memory_total")  # memory_total unused per class
+    if not results["finished"]:  # kept by --include-unfinished: its numbers are after phase `done`, not the last
+        variant = tuple(sorted(variant + (("phases", f"{done}/{int(results['num_phases'])}"),)))
     record = {
         "path": str(path.parent), "exp_name": results.get("exp_name", path.parent.name),
         "dataset": str(results["dataset"]), "method": method, "num_phases": int(results["num_phases"]),
@@ -179,7 +181,8 @@ def is_tagged(variant) -> bool:
 
 def collect(patterns: Iterable[str], metric: str = "last_accuracy", include_unfinished: bool = False,
             log=print) -> pd.DataFrame:
-    """One row per run (unfinished runs are left out unless asked for; a repeated seed of a group is dropped)."""
+    """One row per run (unfinished runs are left out unless asked for, and then labelled with the phases they
+    finished, e.g. ``mrdc [phases=3/5]``, never averaged with finished runs; a repeated seed of a group is dropped)."""
     records = [load_run(p, metric) for p in find_results(patterns)]
     unfinished = [r for r in records if not r["finished"]]
     if unfinished and not include_unfinished:
