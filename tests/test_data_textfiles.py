@@ -61,6 +61,16 @@ def test_encodings_with_a_bom_are_read(tmp_path, encoding):
     assert read_text(path).text == text
 
 
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_its_bom_is_an_error_that_says_so(tmp_path, codec):
+    """NUL is valid UTF-8, so UTF-16 without a BOM "decoded" and failed later as a malformed CSV line."""
+    path = tmp_path / "c.csv"
+    path.write_bytes("path,caption\na.jpg,crème\n".encode(codec))
+    for errors in ("strict", "replace"):
+        with pytest.raises(TextDecodeError, match=r"c\.csv: 25 of its 50 bytes are NUL: UTF-16 without a byte-order"):
+            read_text(path, errors=errors)
+
+
 def test_bytes_that_are_not_utf8_are_an_error_naming_file_line_and_bytes(tmp_path):
     path = tmp_path / "classes.txt"
     path.write_bytes("apple\nbr\u00fbl\u00e9e\n".encode() + b"cr\xe8me\nok\n\xff\xfeend\n")

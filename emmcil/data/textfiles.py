@@ -2,7 +2,8 @@
 titles CSV and JSON files, class lists, the captioner's resumable output.
 
 * **Encoding**: UTF-8, with or without a byte-order mark; a UTF-16 file with its BOM (Excel's "Unicode text") is
-  decoded as UTF-16. Never the locale's encoding.
+  decoded as UTF-16; one without it (a quarter or more of its bytes NUL) is a :class:`TextDecodeError` that says
+  so. Never the locale's encoding.
 * **Bytes that are not UTF-8** are never replaced in silence. ``errors="strict"`` (names, keys, our own files)
   raises :class:`TextDecodeError` naming the file, the line, the byte offset and the bytes. ``errors="replace"``
   (caption and title text, which the writers repair and report like any other repair) puts U+FFFD in their place
@@ -67,7 +68,8 @@ class TextFile:
 def read_text(path: str | os.PathLike, errors: str = "strict") -> TextFile:
     """Read and decode a text file (module docstring). ``errors``: "strict" or "replace".
 
-    Raises FileNotFoundError, TextDecodeError (strict mode, or a UTF-16 file that does not decode).
+    Raises FileNotFoundError, TextDecodeError (strict mode, a UTF-16 file that does not decode, or UTF-16 without
+    its byte-order mark).
     """
     if errors not in ("strict", "replace"):
         raise ValueError(f"errors={errors!r}: expected 'strict' or 'replace'")
@@ -81,6 +83,9 @@ def read_text(path: str | os.PathLike, errors: str = "strict") -> TextFile:
                                   f"at byte {e.start}; save it as UTF-8") from None
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8):]
+    if data.count(0) >= len(data) / 4:  # NUL is valid UTF-8, so UTF-16 text without a BOM would "decode"
+        raise TextDecodeError(f"{path}: {data.count(0)} of its {len(data)} bytes are NUL: UTF-16 without a "
+                              f"byte-order mark? Save it as UTF-8 (or as UTF-16 with its BOM)")
     try:
         return TextFile(path, data.decode("utf-8"))  # the common case: one pass, no per-line work
     except UnicodeDecodeError:
