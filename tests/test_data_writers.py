@@ -123,10 +123,14 @@ def test_folder_writer_csv_captions(tmp_path, capsys):
     root = tmp_path / "pets"
     rels = image_folder(root, ["dog", "cat", "emu"], per_class=5)
     (root / "cat" / "notes.txt").write_text("not an image")
-    pd.DataFrame({"path": rels, "caption": [f"caption of {r}" for r in rels]}).to_csv(tmp_path / "c.csv", index=False)
+    (root / "cat" / "more").mkdir()  # a sub-folder: not read, and named as a folder
+    # half the captions keyed by absolute paths under --root: the same images (they were reported as uncaptioned)
+    keys = [str(root / r) if i % 2 else r for i, r in enumerate(rels)]
+    pd.DataFrame({"path": keys, "caption": [f"caption of {r}" for r in rels]}).to_csv(tmp_path / "c.csv", index=False)
     WF.main(["--root", str(root), "--captions", str(tmp_path / "c.csv"), "--out", str(tmp_path / "o"),
              "--name", "pets", "--test-fraction", "0.4"])
-    assert "ignored 1 non-image files, e.g. cat/notes.txt" in capsys.readouterr().out
+    assert ("left out 2 entries that are neither images (by extension) nor captioned, e.g. cat/more/, cat/notes.txt"
+            in capsys.readouterr().out)
     train, test = (rows_of(tmp_path / "o" / f"pets_{s}.arrow") for s in ("train", "test"))
     assert json.loads((tmp_path / "o" / "pets_classes.json").read_text()) == ["cat", "dog", "emu"]
     assert sorted(r["image_id"] for r in train + test) == sorted(rels)

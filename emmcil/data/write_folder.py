@@ -8,7 +8,7 @@ order of the names in ``--classes`` (one class name a line, UTF-8). If ``DIR`` h
 ``test/`` folders, each is a split with class folders inside; otherwise each class is split at random with
 ``--seed`` (``round(f * n)`` images per class for each held-out split). Captions: JSONL (``{"path":
 "<class>/<image>", "caption": "..."}``) or CSV (header ``path,caption``), UTF-8, keyed by the image path relative
-to ``DIR``. Every image on disk and every captioned path becomes a sample, so an image without caption and a
+to ``DIR`` (an absolute path under ``DIR`` is made relative). Every image on disk and every captioned path becomes a sample, so an image without caption and a
 caption without image are both reported. Images are stored as the files' bytes and decoded by
 ``images.decode_image`` (EXIF orientation applied, transparency on white, 16-bit scaled). ``{name}_classes.json``
 lists the class names in label order. ``--resize`` stores the images already resized for the pixelbert transform
@@ -35,9 +35,30 @@ def scan_images(folder: Path) -> tuple[list[str], list[str]]:
             others.append(entry.name)
             continue
         for f in sorted(entry.iterdir()):
-            if not f.name.startswith("."):
-                (images if f.is_file() and is_image_file(f) else others).append(f"{entry.name}/{f.name}")
+            if f.name.startswith("."):
+                continue
+            if f.is_file() and is_image_file(f):
+                images.append(f"{entry.name}/{f.name}")
+            else:  # a folder is named with its "/" (images in a sub-folder are not read)
+                others.append(f"{entry.name}/{f.name}" + ("/" if f.is_dir() else ""))
     return images, others
+
+
+def relative_captions(captions: dict[str, list[str]], root: Path) -> dict[str, list[str]]:
+    """``captions`` with absolute paths under ``root`` made relative to it (``/data/photos/cat/1.jpg`` ->
+    ``cat/1.jpg`` for root ``/data/photos``); other keys as they are (an absolute path elsewhere is reported as a
+    caption without image, naming it)."""
+    out: dict[str, list[str]] = {}
+    base = root.resolve()
+    for key, texts in captions.items():
+        path = Path(key)
+        if path.is_absolute():
+            try:
+                key = path.resolve().relative_to(base).as_posix()
+            except ValueError:
+                pass
+        out.setdefault(key, []).extend(texts)
+    return out
 
 
 def folder_samples(root: Path, captions: dict[str, list[str]], class_index: dict[str, int], *,
@@ -54,8 +75,11 @@ def folder_samples(root: Path, captions: dict[str, list[str]], class_index: dict
                 ignored += [f"{split}/{k}" for k in others]
     else:
         keys, ignored = scan_images(root)
+    captions = relative_captions(captions, root)
+    ignored = [k for k in ignored if k not in captions]  # a captioned file is a sample whatever its extension
     if ignored:
-        print(f"{root}: ignored {len(ignored)} non-image files, e.g. {', '.join(ignored[:3])}")
+        print(f"{root}: left out {len(ignored)} entries that are neither images (by extension) nor captioned, e.g. "
+              f"{', '.join(ignored[:3])}")
     on_disk = set(keys)
     keys += sorted(k for k in captions if k not in on_disk)  # captioned but absent: reported as missing_file
 
