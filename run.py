@@ -6,8 +6,9 @@ Sacred's observers record the run: ``python run.py -F sacred_runs with demo`` wr
 
 A run that cannot start as asked (another process holds its run directory; it would resume a run made with another
 config or other data; a data file that is not what the dataset says) stops with the message alone and exit status 1;
-``python run.py --debug with ...`` shows the traceback.
+``python run.py --debug with ...`` shows the traceback. A run stopped by Ctrl-C says how to resume it.
 """
+import sys
 import warnings
 
 # sacred 0.8 imports pkg_resources, which setuptools deprecates: a warning about sacred that no run can act on
@@ -18,7 +19,7 @@ from sacred.utils import SacredError  # noqa: E402
 from config import ex  # noqa: E402
 from emmcil.data.arrow import ArrowFormatError  # noqa: E402
 from emmcil.data.tokenizer import TokenizerNotFoundError  # noqa: E402
-from emmcil.engine.driver import run_and_summarize  # noqa: E402
+from emmcil.engine.driver import resume_note, run_and_summarize  # noqa: E402
 from emmcil.engine.rundir import ConfigMismatchError, RunInUseError  # noqa: E402
 
 REFUSALS = (RunInUseError, ConfigMismatchError, ArrowFormatError, TokenizerNotFoundError)
@@ -37,5 +38,8 @@ def main(_config, _run):
         run_dir, summary = run_and_summarize(_config, _run)
     except REFUSALS as err:
         raise RunRefused(f"{type(err).__name__}: {err}") from err
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C (inside a phase, Lightning turns it into exit status 1)
+        print(resume_note(_config), file=sys.stderr)
+        raise
     print(run_dir)
     return summary

@@ -1,8 +1,10 @@
 """The phase driver end to end on the demo set with a very small model: results, resume, interrupted writes."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +14,7 @@ from pytorch_lightning.plugins.environments import SLURMEnvironment
 
 from emmcil.data import ensure_demo
 from emmcil.engine import rundir
-from emmcil.engine.driver import IncrementalRun, cluster_plugins, run_experiment
+from emmcil.engine.driver import IncrementalRun, cluster_plugins, resume_note, run_experiment
 from emmcil.engine.rundir import ConfigMismatchError
 from run_helpers import SMALL, demo_config, one_thread
 
@@ -214,6 +216,32 @@ def test_demo_command_end_to_end_with_a_sacred_observer(demo_root, tmp_path):
     assert json.loads((observed / "config.json").read_text())["exp_name"] == run_dir.name
 
 
+
+
+def test_ctrl_c_in_a_phase_says_how_to_resume(demo_root, tmp_path):
+    """Ctrl-C inside a phase (Lightning turns it into exit status 1): the run says where re-running resumes; with a
+    phase saved, after that phase."""
+    args = [f"{k}={v}" for k, v in dict(SMALL, data_root=demo_root, log_dir=tmp_path, exp_name="stopped",
+                                         num_phases=3, max_epoch=100000).items()]
+    proc = subprocess.Popen([sys.executable, "run.py", "with", "demo", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        for line in proc.stdout:
+            if line.startswith("phase 0 of 3"):  # phase 0 starts training
+                break
+        time.sleep(3)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    run_dir = tmp_path / "stopped"
+    assert f"stopped: re-run the same command to resume from its start; run directory {run_dir}" in err
+    cfg = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    rundir.RunDir(run_dir).checkpoint_path(0).write_bytes(b"")  # as if phase 0 had been saved
+    assert resume_note(cfg) == (f"stopped: re-run the same command to resume after phase 0 of 3 (phases count from "
+                                f"0); run directory {run_dir}")
 
 
 def test_a_refused_run_prints_its_reason_without_a_traceback(demo_root, tmp_path):

@@ -177,6 +177,14 @@ def run_path(cfg: Mapping) -> Path:
     return Path(cfg["log_dir"]) / cfg["exp_name"]
 
 
+def resume_note(cfg: Mapping) -> str:
+    """What to do after a run was stopped (Ctrl-C, a kill of the job): re-run the same command, which resumes after
+    the last phase whose checkpoint is in the run directory."""
+    done = rundir.RunDir(run_path(cfg)).finished_phases()
+    where = f"after phase {done[-1]} of {cfg['num_phases']} (phases count from 0)" if done else "from its start"
+    return f"stopped: re-run the same command to resume {where}; run directory {run_path(cfg)}"
+
+
 def cluster_plugins() -> list:
     """Under SLURM (processes started by ``srun``, one per GPU: ``scripts/slurm/table.sbatch``), Lightning's own
     ``SLURMEnvironment`` (ranks, master address and port from SLURM's variables), with its auto-requeue off: on the
