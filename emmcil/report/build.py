@@ -96,7 +96,8 @@ def build_report(patterns: Sequence[str], out: Path, metric: str = "last_accurac
                      f"by default each exemplar costs its size relative to the same sample stored in full, so "
                      f"`replay` holds exactly m a class, as the paper's x-axis counts samples/class); exemplars/class: "
                      f"exemplars stored per seen class after the last phase (masked ones cost less, so more fit); "
-                     f"accuracy: {metric} (%).{ref}\n", markdown_table(md_df), ""]
+                     f"accuracy: {metric} (%). Only methods run at two or more memory sizes are here; a method "
+                     f"run at one size is in the tables above.{ref}\n", markdown_table(md_df), ""]
     if memory:
         fig = plot_memory(memory, out / "memory.png", metric)
         written["figures"].append(fig)
