@@ -69,6 +69,8 @@ def test_utf16_without_its_bom_is_an_error_that_says_so(tmp_path, codec):
     for errors in ("strict", "replace"):
         with pytest.raises(TextDecodeError, match=r"c\.csv: 25 of its 50 bytes are NUL: UTF-16 without a byte-order"):
             read_text(path, errors=errors)
+    path.write_bytes(b"")
+    assert read_text(path).text == ""  # an empty file is empty text
 
 
 def test_bytes_that_are_not_utf8_are_an_error_naming_file_line_and_bytes(tmp_path):
