@@ -201,7 +201,8 @@ class MethodKeys:
     ``print_config`` shows the general keys and these). A key that other methods declare but the chosen one does not
     is an error naming the methods that read it: ``with demo replay tau_image=0.3`` would otherwise be accepted
     and change nothing. A key that no method and no scope declares stays sacred's ``ConfigAddedError`` (a typo).
-    Likewise ``memory_total`` without ``memory_budget_mode=total``, which would be ignored.
+    Likewise ``memory_total`` without ``memory_budget_mode=total``, which would be ignored, and a budget mode the
+    memory buffer would refuse only when the run starts.
     """
 
     def __call__(self, fixed=None, preset=None, fallback=None):
@@ -215,6 +216,12 @@ class MethodKeys:
                                f"Choose that method (e.g. `with {methods_reading(foreign[0])[0]}`), or drop the key; "
                                f"`python run.py print_config with {method}` lists the keys {method!r} reads.")
         mode = fixed.get("memory_budget_mode", preset.get("memory_budget_mode", "per_class"))
+        total = fixed.get("memory_total", preset.get("memory_total", 0))
+        if mode not in ("per_class", "total"):
+            raise config_error(f"memory_budget_mode={mode!r}: choose 'per_class' or 'total'")
+        if mode == "total" and not total > 0:
+            raise config_error(f"memory_budget_mode=total needs memory_total > 0 (full exemplars shared by the seen "
+                               f"classes), not {total!r}")
         if fixed.get("memory_total", 0) and mode != "total":
             raise config_error(f"memory_total={fixed['memory_total']} is read only with memory_budget_mode=total "
                                f"(now {mode!r}, where memory_per_class is the budget): add memory_budget_mode=total, "
