@@ -86,6 +86,9 @@ def test_evaluate_reproduces_the_recorded_accuracy_of_every_checkpoint(user_run,
 def test_evaluate_under_missing_modalities_and_bad_input(user_run, tmp_path, capsys):
     out = evaluate_run(user_run, missing={"missing_type": "text", "missing_ratio": 1.0})
     assert out["recorded"] is None and out["missing"]["missing_type"] == "text" and sum(out["total"]) == 8
+    assert out["data_changed"] == []
+    train = evaluate_run(user_run, split="train")  # other files than the run's test files, not changed ones
+    assert train["data_changed"] == [] and train["recorded"] is None and sum(train["total"]) > 8
     assert not list(user_run.rglob("missing_tables"))  # nothing written into the run directory
     assert evaluate_main([str(user_run), "--phase", "5"]) == 1
     assert "phase_5.pt not found; checkpoints of phases [0, 1] exist" in capsys.readouterr().err

@@ -91,9 +91,12 @@ def evaluate_run(run_dir: str | Path, phase: int | None = None, split: str | Non
     tasks = [{"task": j, "classes": [order[c] for c in phases[j]],
               "class_names": [names[order[c]] for c in phases[j]] if names else None,
               "samples": sum(total[boundaries[j]:boundaries[j + 1]]), "accuracy": row[j]} for j in range(phase + 1)]
+    # "test" in run.data_changes compares the files evaluated now with the run's test files: a change only when
+    # they are the same split (--split train evaluates other files, not changed ones)
+    own_split = cfg["test_split"] == saved["test_split"]
+    changed = sorted(k for k in run.data_changes if k != "test" or own_split)
     # the recorded values are for the run's own split, missing setting and data (the test files' fingerprint)
-    own = (cfg["test_split"] == saved["test_split"] and all(cfg[k] == saved[k] for k in MISSING_KEYS if k in saved)
-           and "test" not in run.data_changes)
+    own = (own_split and all(cfg[k] == saved[k] for k in MISSING_KEYS if k in saved) and "test" not in changed)
     recorded = None
     if own:
         done = state["counts"][phase]
@@ -102,7 +105,7 @@ def evaluate_run(run_dir: str | Path, phase: int | None = None, split: str | Non
     return {"run_dir": str(run_dir), "phase": phase, "split": cfg["test_split"],
             "missing": {k: cfg[k] for k in MISSING_KEYS if k in cfg}, "tasks": tasks,
             "accuracy": 100.0 * sum(correct) / sum(total) if sum(total) else None, "correct": correct,
-            "total": total, "recorded": recorded, "data_changed": sorted(run.data_changes)}
+            "total": total, "recorded": recorded, "data_changed": changed}
 
 
 def accuracy_table(result: Mapping[str, Any]) -> pd.DataFrame:
