@@ -1,6 +1,7 @@
 """Arrow writers on small raw trees in the real layouts, including every kind of bad input."""
 import csv
 import json
+import shutil
 from collections import Counter
 
 import pandas as pd
@@ -252,3 +253,27 @@ def test_command_line_errors_are_messages_not_tracebacks(tmp_path, capsys):
     assert e.value.code == 1
     err = capsys.readouterr().err
     assert err.startswith("error:") and "absent" in err and "Traceback" not in err
+
+
+def test_a_write_that_stops_leaves_the_dataset_written_before(tmp_path):
+    """A re-write that stopped on a bad sample of its test split left its new train file beside the old test file,
+    which could then share images; now the splits are swapped in together, and a split no longer made is removed."""
+    root = tmp_path / "pets"  # train/ val/ test/ folders: the bad sample is in test, written after train
+    rels = [f"{split}/{r}" for split in ("train", "val", "test")
+            for r in image_folder(root / split, ["dog", "cat"], per_class=3, prefix=split)]
+    caps = tmp_path / "c.csv"
+    pd.DataFrame({"path": rels, "caption": [f"caption of {r}" for r in rels]}).to_csv(caps, index=False)
+    out = tmp_path / "o"
+    WF.write_folder(root, caps, out, "pets")
+    before = {p.name: p.read_bytes() for p in out.glob("pets_*.arrow")}
+    assert sorted(before) == ["pets_test.arrow", "pets_train.arrow", "pets_val.arrow"]
+    pd.DataFrame({"path": rels + ["test/cat/ghost.jpg"], "caption": ["new"] * (len(rels) + 1)}).to_csv(caps, index=False)
+    with pytest.raises(BadSampleError, match="ghost.jpg"):
+        WF.write_folder(root, caps, out, "pets")
+    assert {p.name: p.read_bytes() for p in out.glob("pets_*.arrow")} == before
+    assert not (out / ".pets.writing").exists()
+    shutil.rmtree(root / "val")
+    rels = [r for r in rels if not r.startswith("val/")]
+    pd.DataFrame({"path": rels, "caption": ["new"] * len(rels)}).to_csv(caps, index=False)
+    WF.write_folder(root, caps, out, "pets")  # no val split now: the old one goes
+    assert sorted(p.name for p in out.glob("pets_*.arrow")) == ["pets_test.arrow", "pets_train.arrow"]

@@ -20,10 +20,9 @@ from pathlib import Path
 
 from .textfiles import read_lines
 from .resize import StoredResize
+from .writing import WRITTEN_SPLITS as SPLITS
 from .writing import (RawSample, base_parser, cli_errors, is_image_file, read_captions, resize_option, seeded_split,
                       write_splits)
-
-SPLITS = ("train", "val", "test")
 
 
 def scan_images(folder: Path) -> tuple[list[str], list[str]]:

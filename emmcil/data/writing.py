@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 import zlib
 from collections import Counter, defaultdict
@@ -23,6 +25,8 @@ from .arrow import ArrowWriter, arrow_path
 from .images import ImageDecodeError, decode_image
 from .resize import DEFAULT_QUALITY, StoredResize
 from .textfiles import TextFile, read_csv, read_jsonl
+
+WRITTEN_SPLITS = ("train", "val", "test")  # the splits the writers make
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -137,14 +141,33 @@ def write_split(samples: list[RawSample], out_dir: Path, name: str, split: str, 
 def write_splits(splits: dict[str, list[RawSample]], out_dir, name: str, class_names: list[str],
                  skip_bad: bool, resize: StoredResize | None = None) -> dict[str, Path]:
     """Write every split and ``{name}_classes.json`` (class names in label order), print a summary, and with
-    ``skip_bad`` list the skipped samples in ``{name}_skipped.json``. ``resize``: store the images resized."""
+    ``skip_bad`` list the skipped samples in ``{name}_skipped.json``. ``resize``: store the images resized.
+
+    The splits are written into ``{out_dir}/.{name}.writing/`` and moved into place together only when every one
+    of them is complete, so a write that stops on a bad sample leaves a dataset written earlier as it was (a new
+    train file beside an old test file could share images). A ``{name}_{split}.arrow`` of an earlier write whose
+    split this write does not make (a val split no longer asked for) is removed, and said so."""
     out_dir = Path(out_dir)
     num_classes = len(class_names)
     report = SkipReport()
-    paths = {}
-    for split, samples in splits.items():
-        paths[split], n = write_split(samples, out_dir, name, split, num_classes, skip_bad, report, resize)
-        print(f"wrote {n} rows to {paths[split]}")
+    staging = out_dir / f".{name}.writing"
+    shutil.rmtree(staging, ignore_errors=True)  # left by a write that was killed
+    staging.mkdir(parents=True)
+    try:
+        rows = {split: write_split(samples, staging, name, split, num_classes, skip_bad, report, resize)[1]
+                for split, samples in splits.items()}
+        paths = {}
+        for split, n in rows.items():  # every split is complete: swap them in
+            paths[split] = arrow_path(out_dir, name, split)
+            os.replace(staging / paths[split].name, paths[split])
+            print(f"wrote {n} rows to {paths[split]}")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for split in sorted(set(WRITTEN_SPLITS) - set(splits)):
+        stale = arrow_path(out_dir, name, split)
+        if stale.exists():
+            stale.unlink()
+            print(f"removed {stale}, written earlier: this write has no {split} split")
     print(report.summary())
     write_text(out_dir / f"{name}_classes.json", json.dumps(list(class_names), indent=1))
     if skip_bad:
