@@ -129,6 +129,8 @@ def test_memory_total_without_the_total_mode_is_an_error():
         resolve("demo", "replay", memory_budget_mode="bogus")
     with pytest.raises(ConfigError, match=r"memory_budget_mode=total needs memory_total > 0 .*not 0"):
         resolve("demo", "replay", memory_budget_mode="total")
+    with pytest.raises(ConfigError, match=r"memory_budget_mode=total needs memory_total > 0 .*not -3"):
+        resolve("demo", "replay", memory_budget_mode="total", memory_total=-3)
 
 
 def test_print_config_shows_the_general_keys_and_the_chosen_methods_with_comments():

@@ -251,7 +251,10 @@ class JpegExemplar(StoredExemplar):
 
     jpeg       uint8 (L,)   a JPEG file (quality ``quality``) of the sample's image at the resolution the dataset
                             stores it, as MRDC compresses its training images (``1_Data_Compression/
-                            skimage_save_jpeg.py``: read the stored image, save it again at quality q)
+                            skimage_save_jpeg.py``: read the stored image, save it again at quality q); or, where
+                            that JPEG is larger than the file as stored (a small PNG, a JPEG stored at lower
+                            quality), that file: compressing is meant to save memory, so an exemplar never costs
+                            more than the sample in full (MRDC's image folders are JPEGs, where this cannot occur)
     size       int16 (2,)   (H, W) the model sees the image at (the evaluation transform's resize): at replay the JPEG
                             is decoded and resized to it (bicubic, as ``pixelbert_transform``), so a replayed exemplar
                             goes through the same steps as a dataset item, from the compressed file
@@ -280,24 +283,28 @@ class JpegExemplar(StoredExemplar):
 
     @classmethod
     def from_image(cls, item: dict, image: Image.Image, encoded_nbytes: int, patch_size: int,
-                   quality: int) -> "JpegExemplar":
+                   quality: int, original: bytes | None = None) -> "JpegExemplar":
         """Compress ``image`` (the sample's image as stored, any PIL mode) to a JPEG of ``quality``; ``item`` gives
         the tokens, the label and the size the model sees; ``encoded_nbytes``: the bytes the dataset stores the image
-        in (the reference of ``cost``). Raises ValueError for a quality outside [1, 100] or encoded_nbytes < 1."""
+        in (the reference of ``cost``); ``original``: that file, kept instead of a JPEG that would be larger. Raises
+        ValueError for a quality outside [1, 100] or encoded_nbytes < 1."""
         if not 1 <= quality <= 100:
             raise ValueError(f"jpeg_quality={quality} must lie in [1, 100]")
         if encoded_nbytes < 1:
             raise ValueError(f"encoded_nbytes={encoded_nbytes}: the stored image's size in bytes must be positive")
         buf = io.BytesIO()
         image.convert("RGB").save(buf, format="JPEG", quality=int(quality))
+        stored = buf.getvalue()
+        if original is not None and len(original) < len(stored):
+            stored = original
         text = cls.text_fields(item)
         text_nbytes = tensor_nbytes(text["token_ids"], text["token_pos"])
-        return cls(jpeg=torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8),
+        return cls(jpeg=torch.frombuffer(bytearray(stored), dtype=torch.uint8),
                    size=torch.tensor(item["image"].shape[-2:], dtype=torch.int16),
                    full_nbytes=int(encoded_nbytes) + text_nbytes, quality=int(quality), patch_size=patch_size, **text)
 
     def image_uint8(self) -> torch.Tensor:
-        """The decoded JPEG resized to ``size``: uint8 (3, H, W)."""
+        """The decoded file (the JPEG, or the original kept) resized to ``size``: uint8 (3, H, W)."""
         H, W = (int(v) for v in self.size)
         image = decode_image(self.jpeg.numpy().tobytes(), self.image_id).convert("RGB")
         return pil_to_tensor(image if image.size == (W, H) else image.resize((W, H), resample=Image.BICUBIC))
