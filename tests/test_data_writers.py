@@ -277,3 +277,17 @@ def test_a_write_that_stops_leaves_the_dataset_written_before(tmp_path):
     pd.DataFrame({"path": rels, "caption": ["new"] * len(rels)}).to_csv(caps, index=False)
     WF.write_folder(root, caps, out, "pets")  # no val split now: the old one goes
     assert sorted(p.name for p in out.glob("pets_*.arrow")) == ["pets_test.arrow", "pets_train.arrow"]
+
+
+def test_a_caption_path_outside_the_image_folder_is_named_as_such(tmp_path):
+    """A caption keyed '../x.jpg' or by an absolute path elsewhere was reported as an unknown class (None, '..')."""
+    root = tmp_path / "pets"
+    rels = image_folder(root, ["dog", "cat"], per_class=3)
+    caps = tmp_path / "c.csv"
+    outside = ["../elsewhere.jpg", str(tmp_path / "elsewhere.jpg")]
+    pd.DataFrame({"path": rels + outside, "caption": ["a pet"] * (len(rels) + 2)}).to_csv(caps, index=False)
+    with pytest.raises(BadSampleError, match=r"captioned path outside the image folder \(--root\) \(outside_root\)"):
+        WF.write_folder(root, caps, tmp_path / "o", "pets", test_fraction=0.0)
+    WF.write_folder(root, caps, tmp_path / "o", "pets", test_fraction=0.0, skip_bad=True)
+    skipped = json.loads((tmp_path / "o" / "pets_skipped.json").read_text())
+    assert skipped["counts"] == {"outside_root": 2}

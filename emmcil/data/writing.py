@@ -36,6 +36,7 @@ REASONS = {
     "missing_caption": "no caption for the image",
     "empty_caption": "empty caption",
     "unknown_class": "label outside the class index",
+    "outside_root": "captioned path outside the image folder (--root)",
 }
 
 
@@ -67,6 +68,9 @@ def validate(sample: RawSample, num_classes: int, resize: StoredResize | None = 
     """The arrow row of ``sample``, or BadSampleError. The image is decoded in full with ``images.decode_image``
     (a truncated JPEG only fails then); the row keeps the file's bytes as they are, or with ``resize`` the bytes of
     the picture resized for the pixelbert transform (``resize.StoredResize.encode``)."""
+    if Path(sample.image_id).is_absolute() or sample.image_id.split("/")[0] == "..":
+        raise BadSampleError("outside_root", sample, "caption paths are relative to the image folder, or absolute "
+                                                     "under it")
     if sample.label is None or not 0 <= sample.label < num_classes:
         raise BadSampleError("unknown_class", sample,
                              f"class {sample.class_name or sample.label!r} not among the {num_classes} classes")
