@@ -220,6 +220,11 @@ def test_inputs_run_dirs_log_dirs_and_results_files(tmp_path):
         a / "results.json", b / "results.json"]
     with pytest.raises(ReportError, match="no_such_dir"):
         find_results([str(tmp_path / "no_such_dir")])
+    (tmp_path / "logs" / "c").mkdir()  # a run that has not finished its first phase: named, not silently dropped
+    notes = []
+    assert find_results([str(tmp_path / "logs" / "*")], notes.append) == [a / "results.json", b / "results.json"]
+    assert notes == [f"note: no results.json in 1 folder(s) matched (a run writes it after its first phase): "
+                     f"{tmp_path / 'logs' / 'c'}"]
 
 
 def test_a_repeated_seed_is_dropped_with_a_warning(tmp_path):

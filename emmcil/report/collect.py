@@ -49,9 +49,11 @@ class ReportError(ValueError):
     """A results file that cannot be read or lacks a key; the message names the file and the key."""
 
 
-def find_results(patterns: Iterable[str]) -> list[Path]:
-    """results.json files of run directories, results files, log_dirs, or globs of them (sorted, unique)."""
+def find_results(patterns: Iterable[str], log=print) -> list[Path]:
+    """results.json files of run directories, results files, log_dirs, or globs of them (sorted, unique). A folder
+    that a glob matches and that holds none (a run that has not finished its first phase) is named in a note."""
     found: list[Path] = []
+    empty: list[str] = []
     for pattern in patterns:
         matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
         hits = []
@@ -61,11 +63,17 @@ def find_results(patterns: Iterable[str]) -> list[Path]:
             elif (m / "results.json").is_file():
                 hits.append(m / "results.json")
             elif m.is_dir():
-                hits.extend(sorted(m.glob("*/results.json")))
+                inside = sorted(m.glob("*/results.json"))
+                hits.extend(inside)
+                if not inside:
+                    empty.append(str(m))
         if not hits:
             raise ReportError(f"{pattern}: no results.json there (a run directory, a results.json, a folder of run "
                               f"directories, or a glob of them; a run writes results.json after its first phase)")
         found.extend(hits)
+    if empty and found:
+        log(f"note: no results.json in {len(empty)} folder(s) matched (a run writes it after its first phase): "
+            + ", ".join(empty[:5]) + (", ..." if len(empty) > 5 else ""))
     unique, seen = [], set()
     for p in found:
         if p.resolve() not in seen:
@@ -183,7 +191,7 @@ def collect(patterns: Iterable[str], metric: str = "last_accuracy", include_unfi
             log=print) -> pd.DataFrame:
     """One row per run (unfinished runs are left out unless asked for, and then labelled with the phases they
     finished, e.g. ``mrdc [phases=3/5]``, never averaged with finished runs; a repeated seed of a group is dropped)."""
-    records = [load_run(p, metric) for p in find_results(patterns)]
+    records = [load_run(p, metric) for p in find_results(patterns, log)]
     unfinished = [r for r in records if not r["finished"]]
     if unfinished and not include_unfinished:
         log(f"note: left out {len(unfinished)} unfinished run(s) (--include-unfinished keeps them): "
