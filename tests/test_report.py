@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -370,3 +371,18 @@ def test_not_json_is_a_clear_error(tmp_path):
     (tmp_path / "bad" / "results.json").write_text("{not json")
     with pytest.raises(ReportError, match="bad/results.json: cannot read it as JSON"):
         collect([str(tmp_path / "bad")], log=lambda m: None)
+
+
+def test_long_legends_of_many_groups_are_not_cut_off(tmp_path):
+    """24 variants with long labels: the legend ran off both sides of the figure and squeezed the plot; now the
+    figure grows to hold it, so the image's outer columns are blank."""
+    from PIL import Image
+
+    for k, (method, lr) in enumerate((m, lr) for m in ("replay", "emm", "cim", "mrdc", "finetune", "l2p")
+                                     for lr in (0.1, 0.01, 0.001, 0.0001)):
+        write_run(tmp_path / "runs", f"r{k}", dataset="shapes", method=method, L=2, last=50 + 2.5 * (k % 10),
+                  config=dict(lr=lr, max_epoch=2, batch_size=8, model_size="tiny"))
+    build_report([str(tmp_path / "runs" / "r*")], tmp_path / "out", log=lambda m: None)
+    image = np.asarray(Image.open(tmp_path / "out" / "accuracy_per_phase.png").convert("L"))
+    assert image[:, :3].min() > 200 and image[:, -3:].min() > 200
+    assert image.shape[0] > 2 * image.shape[1] * 0.6  # taller than wide: the 24 legend lines below the plot

@@ -26,23 +26,31 @@ def panel_colours(methods: Sequence[str]) -> list[str]:
     return [f"C{i % 10}" for i in range(len(methods))]
 
 
+def legend_name(r: pd.Series) -> str:
+    """A group's legend entry: its label, the paper's row name for a method at its defaults, the seed count."""
+    paper = f" ({PAPER_NAMES[r['method']]})" if r["method"] in PAPER_NAMES and not r["variant"] else ""
+    return f"{r['label']}{paper}, n={r['n']}"
+
+
 def plot_accuracy_per_phase(groups: pd.DataFrame, path: Path, metric_note: str = "") -> Path:
     """Accuracy on all seen classes after each phase, mean ± std band over seeds; a panel per dataset x L."""
     panels = list(groups.groupby(["dataset", "num_phases"], sort=False))
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
-    most = max(min(len(g[~g["variant"].map(is_tagged)]) or len(g), 99) for _, g in panels)
-    fig = Figure(figsize=(5.0 * cols, (3.2 + 0.16 * math.ceil(most / 2)) * rows))
+    shown = [untagged if len(untagged := g[~g["variant"].map(is_tagged)]) else g for _, g in panels]
+    names = [[legend_name(r) for _, r in g.iterrows()] for g in shown]
+    # the legends sit below the panels: one column of long labels (variants), two of short ones; the figure grows
+    # with them (a fixed size squeezed the plots to a sliver and cut the labels off at 20+ groups)
+    longest = max(len(n) for panel in names for n in panel)
+    ncol = 1 if longest > 32 else 2
+    lines = max(math.ceil(len(panel) / ncol) for panel in names)
+    fig = Figure(figsize=(max(5.0, 0.06 * longest * ncol + 0.8) * cols, (3.2 + 0.16 * lines) * rows))
     axes = fig.subplots(rows, cols, squeeze=False)
-    for ax, ((dataset, L), g) in zip(axes.flat, panels):
-        untagged = g[~g["variant"].map(is_tagged)]
-        g = untagged if len(untagged) else g  # ablation runs have their own tables; shown only if alone
-        for c, (_, r) in zip(panel_colours(list(g["method"])), g.iterrows()):
+    for ax, ((dataset, L), _), g, panel in zip(axes.flat, panels, shown, names):
+        for c, (_, r), name in zip(panel_colours(list(g["method"])), g.iterrows(), panel):
             mean, std = np.array(r["curve_mean"]), np.array(r["curve_std"], dtype=float)
             x = np.arange(1, len(mean) + 1)
-            name = r["label"] + (f" ({PAPER_NAMES[r['method']]})" if r["method"] in PAPER_NAMES and not r["variant"]
-                                 else "")
-            ax.plot(x, mean, marker="o", ms=3, lw=1.4, color=c, label=f"{name}, n={r['n']}")
+            ax.plot(x, mean, marker="o", ms=3, lw=1.4, color=c, label=name)
             if np.isfinite(std).any():
                 ax.fill_between(x, mean - std, mean + std, color=c, alpha=0.15, lw=0)
         ax.set_title(f"{dataset}, L = {L}", fontsize=10)
@@ -50,13 +58,13 @@ def plot_accuracy_per_phase(groups: pd.DataFrame, path: Path, metric_note: str =
         ax.set_ylabel("accuracy on seen classes (%)")
         ax.set_xticks(np.arange(1, int(L) + 1, max(1, int(L) // 10)))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol, frameon=False)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     if metric_note:
         fig.suptitle(metric_note, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")  # nothing cut off at the edges (long legends)
     return path
 
 
@@ -108,5 +116,5 @@ def plot_memory(memory: Mapping[tuple[str, int], Mapping[tuple, pd.DataFrame]], 
         top = max([float(np.nanmax(g["exemplars_per_class_mean"])) for g in series.values()] + tops)
         ax.set_ylim(0, top * 1.15)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight")  # nothing cut off at the edges (long legends)
     return path
