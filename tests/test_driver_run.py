@@ -224,7 +224,10 @@ def test_ctrl_c_in_a_phase_says_how_to_resume(demo_root, tmp_path):
     args = [f"{k}={v}" for k, v in dict(SMALL, data_root=demo_root, log_dir=tmp_path, exp_name="stopped",
                                          num_phases=3, max_epoch=100000).items()]
     proc = subprocess.Popen([sys.executable, "run.py", "with", "demo", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            # a shell that starts a job in the background (`cmd &`, as a CI runner may) gives it
+                            # SIGINT ignored, which Python then keeps: give the run Ctrl-C as a terminal would
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for line in proc.stdout:
             if line.startswith("phase 0 of 3"):  # phase 0 starts training
