@@ -45,6 +45,7 @@ from sacred.utils import ConfigError, iterate_flattened
 from emmcil.data import dataset_classes
 from emmcil.data.catalogue import DATASETS, dataset_default
 from emmcil.engine.rundir import run_name
+from emmcil.memory.buffer import MemoryBuffer
 from emmcil.methods import METHODS, get_method, method_key_docs, methods_reading
 from emmcil.methods.recipes import recipe
 from emmcil.model import TINY, VILT_B32
@@ -194,6 +195,11 @@ def config():
     wandb_mode = "online"        # online | offline (files in logs/wandb/, upload later with `wandb sync`)
 
 
+# the memory keys and the MemoryBuffer arguments they are
+MEMORY_ARGS = {"memory_per_class": "memory_per_class", "memory_budget_mode": "mode", "memory_total": "memory_total",
+               "memory_fill": "fill", "memory_unit": "unit"}
+
+
 class MethodKeys:
     """The chosen method's own keys (``Method.config`` of its file) as one more config scope.
 
@@ -201,8 +207,8 @@ class MethodKeys:
     ``print_config`` shows the general keys and these). A key that other methods declare but the chosen one does not
     is an error naming the methods that read it: ``with demo replay tau_image=0.3`` would otherwise be accepted
     and change nothing. A key that no method and no scope declares stays sacred's ``ConfigAddedError`` (a typo).
-    Likewise ``memory_total`` without ``memory_budget_mode=total``, which would be ignored, and a budget mode the
-    memory buffer would refuse only when the run starts.
+    Likewise ``memory_total`` without ``memory_budget_mode=total``, which would be ignored, and memory keys that
+    the memory buffer (:class:`~emmcil.memory.buffer.MemoryBuffer`) would refuse only when the run starts.
     """
 
     def __call__(self, fixed=None, preset=None, fallback=None):
@@ -215,13 +221,12 @@ class MethodKeys:
             raise config_error(f"method={method!r} does not read {', '.join(foreign)}:\n{lines}\n"
                                f"Choose that method (e.g. `with {methods_reading(foreign[0])[0]}`), or drop the key; "
                                f"`python run.py print_config with {method}` lists the keys {method!r} reads.")
-        mode = fixed.get("memory_budget_mode", preset.get("memory_budget_mode", "per_class"))
-        total = fixed.get("memory_total", preset.get("memory_total", 0))
-        if mode not in ("per_class", "total"):
-            raise config_error(f"memory_budget_mode={mode!r}: choose 'per_class' or 'total'")
-        if mode == "total" and not total > 0:
-            raise config_error(f"memory_budget_mode=total needs memory_total > 0 (full exemplars shared by the seen "
-                               f"classes), not {total!r}")
+        memory = {k: fixed.get(k, preset.get(k)) for k in MEMORY_ARGS}
+        try:  # the memory buffer's own checks, now rather than when the run starts
+            MemoryBuffer(**{arg: memory[key] for key, arg in MEMORY_ARGS.items()}, full_exemplar_bytes=1.0)
+        except ValueError as err:
+            raise config_error(str(err)) from None
+        mode = memory["memory_budget_mode"]
         if fixed.get("memory_total", 0) and mode != "total":
             raise config_error(f"memory_total={fixed['memory_total']} is read only with memory_budget_mode=total "
                                f"(now {mode!r}, where memory_per_class is the budget): add memory_budget_mode=total, "

@@ -125,12 +125,16 @@ def test_memory_total_without_the_total_mode_is_an_error():
         resolve("demo", "replay", memory_total=20)
     assert resolve("demo", "replay", memory_total=20, memory_budget_mode="total")["memory_total"] == 20
     # and what the buffer would refuse at the run's start, already at config time (print_config, the dry runs)
-    with pytest.raises(ConfigError, match=r"memory_budget_mode='bogus': choose 'per_class' or 'total'"):
+    with pytest.raises(ConfigError, match=r"memory_budget_mode='bogus': expected one of \('per_class', 'total'\)"):
         resolve("demo", "replay", memory_budget_mode="bogus")
-    with pytest.raises(ConfigError, match=r"memory_budget_mode=total needs memory_total > 0 .*not 0"):
+    with pytest.raises(ConfigError, match=r"memory_budget_mode='total' needs memory_total > 0 .*not 0"):
         resolve("demo", "replay", memory_budget_mode="total")
-    with pytest.raises(ConfigError, match=r"memory_budget_mode=total needs memory_total > 0 .*not -3"):
+    with pytest.raises(ConfigError, match=r"memory_budget_mode='total' needs memory_total > 0 .*not -3"):
         resolve("demo", "replay", memory_budget_mode="total", memory_total=-3)
+    with pytest.raises(ConfigError, match=r"memory_per_class=-1 must be >= 0"):
+        resolve("demo", "replay", memory_per_class=-1)
+    with pytest.raises(ConfigError, match=r"memory_unit='kb': expected one of \('exemplar', 'bytes'\)"):
+        resolve("demo", "replay", memory_unit="kb")
 
 
 def test_print_config_shows_the_general_keys_and_the_chosen_methods_with_comments():

@@ -115,7 +115,7 @@ def test_units_modes_and_bad_keys():
     assert [e.index for e in mem.classes[0]] == [0, 1, 2, 3]
     for kwargs, key in ((dict(unit="tokens"), "memory_unit"), (dict(fill="greedy"), "memory_fill"),
                         (dict(mode="fixed"), "memory_budget_mode"), (dict(mode="total"), "memory_total"),
-                        (dict(unit="bytes"), "memory_unit='bytes'")):
+                        (dict(unit="bytes"), "memory_unit='bytes'"), (dict(memory_per_class=-1), "memory_per_class")):
         with pytest.raises(ValueError, match=key):
             MemoryBuffer(**kwargs)
 
@@ -348,7 +348,6 @@ def test_mrdc_herds_on_the_features_of_the_compressed_samples(folder_runs):
 # ---------------------------------------------------------------------------------------------- bad keys, early
 @pytest.mark.parametrize("method, updates, key", [
     ("replay", dict(replay_ratio=1.5), "replay_ratio"),
-    ("replay", dict(memory_per_class=-1), "memory_per_class"),
     ("emm", dict(aug_text_swap=2.0), "aug_text_swap"),
     ("emm", dict(aug_patch_merge=-0.5), "aug_patch_merge"),
     ("emm", dict(mask_layers=[7]), "mask_layers"),

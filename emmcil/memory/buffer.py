@@ -77,8 +77,9 @@ class MemoryBuffer:
             raise ValueError(f"memory_budget_mode={mode!r}: expected one of {BUDGET_MODES}")
         if not memory_per_class >= 0:
             raise ValueError(f"memory_per_class={memory_per_class} must be >= 0 (full exemplars a class)")
-        if mode == "total" and memory_total <= 0:
-            raise ValueError("memory_budget_mode='total' needs memory_total > 0 (full exemplars)")
+        if mode == "total" and not memory_total > 0:
+            raise ValueError(f"memory_budget_mode='total' needs memory_total > 0 (full exemplars shared by the seen "
+                             f"classes), not {memory_total!r}")
         if unit == "bytes" and not full_exemplar_bytes:
             raise ValueError("memory_unit='bytes' needs the mean full-exemplar bytes of the training set")
         self.unit, self.fill_policy = unit, fill
