@@ -83,9 +83,10 @@ def read_text(path: str | os.PathLike, errors: str = "strict") -> TextFile:
                                   f"at byte {e.start}; save it as UTF-8") from None
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8):]
-    if data and data.count(0) >= len(data) / 4:  # NUL is valid UTF-8, so UTF-16 text without a BOM would "decode"
-        raise TextDecodeError(f"{path}: {data.count(0)} of its {len(data)} bytes are NUL: UTF-16 without a "
-                              f"byte-order mark? Save it as UTF-8 (or as UTF-16 with its BOM)")
+    nuls = data.count(0)
+    if data and nuls >= len(data) / 4:  # NUL is valid UTF-8, so UTF-16 text without a BOM would "decode"
+        raise TextDecodeError(f"{path}: {nuls} of its {len(data)} bytes are NUL: UTF-16 without a byte-order mark? "
+                              f"Save it as UTF-8 (or as UTF-16 with its BOM)")
     try:
         return TextFile(path, data.decode("utf-8"))  # the common case: one pass, no per-line work
     except UnicodeDecodeError:

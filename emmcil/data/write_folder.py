@@ -8,8 +8,8 @@ order of the names in ``--classes`` (one class name a line, UTF-8). If ``DIR`` h
 ``test/`` folders, each is a split with class folders inside; otherwise each class is split at random with
 ``--seed`` (``round(f * n)`` images per class for each held-out split). Captions: JSONL (``{"path":
 "<class>/<image>", "caption": "..."}``) or CSV (header ``path,caption``), UTF-8, keyed by the image path relative
-to ``DIR`` (an absolute path under ``DIR`` is made relative). Every image on disk and every captioned path becomes a sample, so an image without caption and a
-caption without image are both reported. Images are stored as the files' bytes and decoded by
+to ``DIR`` (an absolute path under ``DIR`` is made relative). Every image on disk and every captioned path becomes
+a sample, so an image without caption and a caption without image are both reported. Images are stored as the files' bytes and decoded by
 ``images.decode_image`` (EXIF orientation applied, transparency on white, 16-bit scaled). ``{name}_classes.json``
 lists the class names in label order. ``--resize`` stores the images already resized for the pixelbert transform
 (``emmcil.data.resize``).

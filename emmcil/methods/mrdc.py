@@ -33,8 +33,7 @@ from .replay import CompressedReplay, ExemplarView
 
 
 def stored_image(dataset, item: dict) -> tuple[Image.Image, bytes]:
-    """(the image of ``item`` as ``dataset`` stores it, decoded, or the white image of a missing one; the file as
-    the dataset stores it).
+    """(the image of ``item`` as ``dataset`` stores it, decoded; the file as the dataset stores it).
 
     ``dataset``: an ``ArrowDataset`` or a subset of one (``.dataset``, as the scenario's), which ``item["index"]``
     indexes. Raises TypeError for a dataset without encoded images.
@@ -44,11 +43,7 @@ def stored_image(dataset, item: dict) -> tuple[Image.Image, bytes]:
         raise TypeError(f"mrdc compresses the images as the dataset stores them, but {type(source).__name__} has no "
                         f"image_bytes(index) (an ArrowDataset has)")
     index = int(item["index"])
-    encoded = source.image_bytes(index)
-    image = source.load_image(index)
-    if item.get("missing_type", 0) == IMAGE_MISSING:
-        image = Image.new("RGB", image.size, (255, 255, 255))
-    return image, encoded
+    return source.load_image(index), source.image_bytes(index)
 
 
 class JpegView(ExemplarView):
@@ -61,7 +56,9 @@ class JpegView(ExemplarView):
     def exemplar(self, i: int) -> JpegExemplar:
         item = self.dataset[i]
         image, encoded = stored_image(self.dataset, item)
-        original = None if item.get("missing_type", 0) == IMAGE_MISSING else encoded  # what may be kept instead
+        original = encoded  # kept instead of a larger JPEG
+        if item.get("missing_type", 0) == IMAGE_MISSING:  # the white image the model sees in its place
+            image, original = Image.new("RGB", image.size, (255, 255, 255)), None
         return JpegExemplar.from_image(item, image, len(encoded), self.patch_size, self.quality, original=original)
 
 
