@@ -320,6 +320,7 @@ def test_deterministic_kernels_are_on_for_a_cpu_run_unless_set():
     cpu = {"deterministic": None, "accelerator": "cpu"}
     assert deterministic_kernels(cpu) is True
     assert deterministic_kernels({**cpu, "accelerator": "gpu"}) is False
-    assert deterministic_kernels({**cpu, "accelerator": "auto"}) is (not torch.cuda.is_available())
+    gpu = torch.cuda.is_available() or torch.backends.mps.is_available()
+    assert deterministic_kernels({**cpu, "accelerator": "auto"}) is (not gpu)
     assert deterministic_kernels({**cpu, "deterministic": False}) is False
     assert deterministic_kernels({"deterministic": "warn", "accelerator": "gpu"}) == "warn"

@@ -73,8 +73,8 @@ def deterministic_kernels(cfg: Mapping) -> bool | str:
     if cfg["deterministic"] is not None:
         return cfg["deterministic"]
     accelerator = cfg["accelerator"]
-    if accelerator == "auto":
-        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    if accelerator == "auto":  # as Lightning picks it: a CUDA or Apple (MPS) GPU when there is one
+        accelerator = "gpu" if torch.cuda.is_available() or torch.backends.mps.is_available() else "cpu"
     return accelerator == "cpu"
 
 

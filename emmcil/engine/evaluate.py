@@ -71,7 +71,7 @@ def evaluate_run(run_dir: str | Path, phase: int | None = None, split: str | Non
     if unknown:
         raise ValueError(f"unknown key(s) {unknown}")
     overrides = {"data_root": data_root_from(rd), **(overrides or {})}
-    cfg = {**saved, **(overrides or {}), **(missing or {}), "log_dir": str(run_dir.parent), "exp_name": run_dir.name,
+    cfg = {**saved, **overrides, **(missing or {}), "log_dir": str(run_dir.parent), "exp_name": run_dir.name,
            "test_split": split or saved["test_split"], "progress_bar": False, "restart": False,
            "devices": 1, "num_nodes": 1, "strategy": "auto", "wandb": False}
     with quiet_lightning():
