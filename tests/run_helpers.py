@@ -2,6 +2,7 @@
 ``python -m emmcil.report`` in a fresh interpreter."""
 import contextlib
 import json
+import signal
 import subprocess
 import sys
 
@@ -65,3 +66,18 @@ def report_in_a_fresh_process(*args: str) -> tuple[int, list[str], str]:
     assert line is not None, proc.stdout + proc.stderr
     result = json.loads(line.removeprefix("REPORT "))
     return result["code"], result["imported"], proc.stdout + proc.stderr
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(path):
+    """Another process holding run directory ``path``'s lock while the block runs; yields that process. It is
+    killed with SIGKILL at the end (a crash: the OS releases the lock)."""
+    holder = subprocess.Popen([sys.executable, "-c", "import time\nfrom emmcil.engine.rundir import locked\n"
+                               f"with locked({str(path)!r}):\n    print('held', flush=True)\n    time.sleep(120)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()

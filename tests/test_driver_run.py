@@ -16,7 +16,7 @@ from emmcil.data import ensure_demo
 from emmcil.engine import rundir
 from emmcil.engine.driver import IncrementalRun, cluster_plugins, resume_note, run_experiment
 from emmcil.engine.rundir import ConfigMismatchError
-from run_helpers import SMALL, demo_config, one_thread
+from run_helpers import SMALL, demo_config, lock_held_elsewhere, one_thread
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")  # inside Lightning, harmless
@@ -251,17 +251,10 @@ def test_a_refused_run_prints_its_reason_without_a_traceback(demo_root, tmp_path
     """``python run.py`` on a run directory another process holds: exit 1, the reason (naming the holder) alone on
     stderr, no traceback (``--debug`` still gives one), and sacred's observer records the run as failed."""
     path = tmp_path / "runs" / "held"
-    holder = subprocess.Popen([sys.executable, "-c", "import time\nfrom emmcil.engine.rundir import locked\n"
-                               f"with locked({str(path)!r}):\n    print('held', flush=True)\n    time.sleep(120)"],
-                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
     args = [f"{k}={v}" for k, v in dict(SMALL, data_root=demo_root, log_dir=tmp_path / "runs", exp_name="held").items()]
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(path) as holder:
         runs = [subprocess.run([sys.executable, "run.py", *debug, "-F", str(tmp_path / "sacred"), "with", "demo", *args],
                                cwd=ROOT, capture_output=True, text=True, timeout=300) for debug in ([], ["--debug"])]
-    finally:
-        holder.kill()
-        holder.wait()
     plain, debug = runs
     assert plain.returncode == 1
     assert f"RunInUseError: {path} is in use by process {holder.pid}" in plain.stderr

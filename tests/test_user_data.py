@@ -2,10 +2,7 @@
 writer, run by name, re-scored with ``evaluate``, summed up by the report; the run's files, lock and loggers."""
 import json
 import os
-import signal
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +15,7 @@ from emmcil.engine import rundir
 from emmcil.engine.driver import run_experiment
 from emmcil.engine.tracking import tensorboard_available
 from emmcil.report import build_report
-from run_helpers import SMALL, one_thread, resolve
+from run_helpers import SMALL, lock_held_elsewhere, one_thread, resolve
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
 CLASSES = ["acoustic_guitar", "cello", "harp", "zither"]
@@ -114,16 +111,9 @@ def test_run_files_follow_the_umask(user_run):
 def test_a_second_process_on_a_run_in_use_is_refused_naming_the_holder(mydata, tmp_path):
     cfg = user_config(mydata, tmp_path, num_phases=2)
     path = tmp_path / cfg["exp_name"]
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom emmcil.engine.rundir import locked\n"
-                               f"with locked({str(path)!r}):\n    print('held', flush=True)\n    time.sleep(120)"],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(path) as holder:  # killed afterwards, as a crash: the OS releases the lock
         with pytest.raises(rundir.RunInUseError, match=rf"is in use by process {holder.pid} of .* on "):
             run_experiment(cfg)
-    finally:
-        holder.send_signal(signal.SIGKILL)  # a crash: the OS releases the lock
-        holder.wait()
     with rundir.locked(path):  # free again
         assert not (path / "checkpoints").exists()  # the refused process changed nothing
 
