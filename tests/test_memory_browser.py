@@ -95,11 +95,10 @@ def test_a_record_costs_what_the_buffer_charges_in_the_runs_unit(unit):
 
 
 def test_captions_and_costs_as_the_page_writes_them():
-    text = browser.caption_html(["[CLS]", "a", "red", "tri", "##angle", "<b>", "[SEP]"],
-                                [True, False, True, True, False, True, True])
-    assert text == ('<span class="s">[CLS]</span> <span class="d">a</span> <span class="k">red</span> '
-                    '<span class="k">tri</span><span class="d">angle</span> <span class="k">&lt;b&gt;</span> '
-                    '<span class="s">[SEP]</span>')
+    text = browser.caption_html(["[CLS]", "a", "red", "tri", "##angle", "<b>", "and", "[SEP]"],
+                                [True, False, True, True, False, True, True, True])
+    assert text == ('<span class="s">[CLS]</span> <span class="d">a</span> <span class="k">red tri</span>'
+                    '<span class="d">angle</span> <span class="k">&lt;b&gt; and</span> <span class="s">[SEP]</span>')
     assert browser.format_cost(0.31415, "exemplar") == "0.314\u00a0full\u00a0ex."
     assert browser.format_cost(3 * 2**20, "bytes") == "3.0 MB"
     assert browser.format_cost(0.25, "tokens") == "0.25 tokens"  # a unit this browser does not know yet
@@ -151,6 +150,21 @@ def test_the_page_shows_every_exemplar_after_the_last_phase(runs, pages):
     assert page.count('loading="lazy"') == len(emm) * 2 + len(replay)
     index = (pages / "index.html").read_text()
     assert 'class="n bad"' not in index and index.count('href="phase_1.html"') >= 2  # counts agree with results.json
+
+
+def test_a_phase_of_many_classes_takes_several_pages(runs, tmp_path):
+    """--classes-per-page 4: the 10 classes of the last phase on 3 pages, every exemplar on one of them, and every
+    page's class list pointing at the page that holds the class."""
+    assert browser.main([str(runs["emm"]), "--out", str(tmp_path), "--classes-per-page", "4"]) == 0
+    pages = [tmp_path / "phase_1.html", tmp_path / "phase_1_2.html", tmp_path / "phase_1_3.html"]
+    texts = [p.read_text() for p in pages]
+    assert [t.count('<section class="cls"') for t in texts] == [4, 4, 2]
+    memory = json.loads((runs["emm"] / "results.json").read_text())["memory"][-1]
+    assert sum(len(cards(t, 0)) for t in texts) == memory["exemplars"]
+    for name, text in zip(("phase_1.html", "phase_1_2.html", "phase_1_3.html"), texts):
+        for target, c in re.findall(r'<a href="([^"#]*)#class-(\d+)"', text):
+            assert f'id="class-{c}"' in (text if not target else (tmp_path / target).read_text()), (name, c)
+    assert not (tmp_path / "phase_1_4.html").exists() and (tmp_path / "phase_0_2.html").is_file()
 
 
 def test_each_phase_saved_ranks_similarities_and_captions(runs):

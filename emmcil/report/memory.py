@@ -40,6 +40,7 @@ from .collect import ReportError
 # that they agree).
 FOLDER, MANIFEST, FORMAT = "memory", "memory.json", 1
 GENERATOR = "emmcil.report.memory"
+CLASSES_PER_PAGE = 20  # a phase's page holds this many classes; a 200-class run's phase gets 10 pages
 TILE_PX = 96  # the height images are shown at (CSS pixels; a click opens the file at its own size)
 KEPT, DISCARDED = "#d62728", "#9a9a9a"  # Fig. 4's colours (emmcil.memory.figure)
 # the frames of the stored images and of the attention maps, and the bar that ends a page (the browser test finds
@@ -209,14 +210,21 @@ footer {{ border-top: 4px solid {END_BAR}; margin-top: 16px; padding-top: 2px; c
 
 def caption_html(tokens: Sequence[str], kept: Sequence[bool]) -> str:
     """Wordpieces as Fig. 4 writes them: kept red, discarded gray, [CLS]/[SEP] black; ``##`` pieces joined to the
-    word they continue (each piece keeps its own colour)."""
-    out = []
+    word they continue (each piece keeps its own colour). Neighbours of one colour share a span (a 128-token caption
+    on each of a 200-class run's 2,800 exemplars: the markup is most of a page)."""
+    parts: list[list[str]] = []  # [class, text]; class "" for the space between two spans
     for tok, k in zip(tokens, kept):
         cls = "s" if tok in ("[CLS]", "[SEP]") else "k" if k else "d"
         joined = tok.startswith("##") and len(tok) > 2
-        space = "" if not out or joined else " "
-        out.append(f'{space}<span class="{cls}">{html.escape(tok[2:] if joined else tok)}</span>')
-    return "".join(out)
+        text = html.escape(tok[2:] if joined else tok)
+        space = "" if not parts or joined else " "
+        if parts and parts[-1][0] == cls:
+            parts[-1][1] += space + text
+        else:
+            if space:
+                parts.append(["", space])
+            parts.append([cls, text])
+    return "".join(f'<span class="{c}">{t}</span>' if c else t for c, t in parts)
 
 
 def heatmap_uri(attention: Sequence[Sequence[float]]) -> str:
@@ -325,12 +333,21 @@ def legend(runs: Sequence[MemoryRun]) -> str:
     return '<p class="legend">' + "<br>".join(lines) + "</p>"
 
 
-def phase_page(runs: Sequence[MemoryRun], phase: int, phases: Sequence[int], files: Files) -> tuple[str, dict]:
-    """The page of the memory after ``phase``, and the number of exemplars it shows per run."""
+def page_name(phase: int, part: int) -> str:
+    """``phase_<t>.html`` for a phase's first page, ``phase_<t>_<k>.html`` for its k-th (k >= 2)."""
+    return f"phase_{phase}.html" if part == 1 else f"phase_{phase}_{part}.html"
+
+
+def phase_pages(runs: Sequence[MemoryRun], phase: int, phases: Sequence[int], files: Files,
+                classes_per_page: int = 20) -> tuple[dict[str, str], dict[int, int]]:
+    """The pages of the memory after ``phase`` (file name -> HTML; ``classes_per_page`` classes a page, so that a
+    page of a 200-class run opens at once), and the number of exemplars they show per run."""
     held = {k: run.memory_after(phase) for k, run in enumerate(runs) if phase in run.manifests}
     order: list[int] = []
     for k in sorted(held):
         order += [c for c in held[k] if c not in order]
+    parts = [order[i:i + classes_per_page] for i in range(0, len(order), classes_per_page)] or [[]]
+    part_of = {c: n for n, part in enumerate(parts, 1) for c in part}
     rows = ["<tr><th>run</th><th>directory</th><th>classes</th><th>exemplars</th><th>cost</th><th>patches kept</th>"
             "<th>words kept</th><th>bytes</th></tr>"]
     shown = {}
@@ -346,32 +363,42 @@ def phase_page(runs: Sequence[MemoryRun], phase: int, phases: Sequence[int], fil
                     f"<td class=n>{len(held[k])}</td><td class=n>{t['exemplars']}</td>"
                     f"<td class=n>{format_cost(t['cost'], unit)}</td><td class=n>{percent(t['patch_share'])}</td>"
                     f"<td class=n>{percent(t['word_share'])}</td><td class=n>{format_bytes(t['nbytes'])}</td></tr>")
-    class_links = "".join(f'<a href="#class-{c}">{html.escape(first_name(runs, c).replace("dataset ", ""))}</a>'
-                          for c in order)
-    head = (f"<header><h1>Memory after phase {phase}</h1>{phase_nav(phases, phase)}<table>{''.join(rows)}</table>"
-            f"{legend(runs)}<details open><summary>{len(order)} classes</summary><nav class=\"classes\">"
-            f"{class_links}</nav></details></header>")
-    sections = []
     # each run's column as wide as its share of the exemplars (emm holds several times replay's), at least 1/4
     per_class = [max(1.0, shown.get(k, 0) / max(1, len(held.get(k, {})))) for k in range(len(runs))]
     columns = " ".join(f"minmax(0, {max(w, max(per_class) / 4):.2f}fr)" for w in per_class)
-    for c in order:
-        cols = []
-        for k, run in enumerate(runs):
-            entries = held.get(k, {}).get(c)
-            if entries is None:
-                cols.append(f'<div class="run"><p class="sum">{run_tag(run)}: not in memory</p></div>')
-                continue
-            manifest = run.manifests[phase]
-            cards = "".join(card_html(e[0], k, run, e[1], files) for e in entries if e is not None)
-            cols.append(f'<div class="run"><p class="sum">{run_tag(run)}: '
-                        f'{totals_text(totals(entries), manifest["unit"], manifest["class_budget"])}</p>'
-                        f'<div class="cards">{cards}</div></div>')
-        learned = sorted({e[1] for k in held for e in held[k].get(c, []) if e is not None})
-        when = f" <small>stored in phase {', '.join(map(str, learned))}</small>" if learned else ""
-        sections.append(f'<section class="cls" id="class-{c}"><h2>{html.escape(first_name(runs, c))}{when}</h2>'
-                        f'<div class="runs" style="grid-template-columns: {columns}">{"".join(cols)}</div></section>')
-    return page(f"memory after phase {phase}", head + "<main>" + "".join(sections) + "</main>"), shown
+    pages = {}
+    for n, part in enumerate(parts, 1):
+        here = page_name(phase, n)
+        links = "".join(f'<a href="{"" if part_of[c] == n else page_name(phase, part_of[c])}#class-{c}">'
+                        f'{html.escape(first_name(runs, c).replace("dataset ", ""))}</a>' for c in order)
+        pager = "" if len(parts) == 1 else '<nav class="phases">classes: ' + "".join(
+            f"<b>{i}</b>" if i == n else f'<a href="{page_name(phase, i)}">{i}</a>' for i in range(1, len(parts) + 1)
+        ) + f" (pages of {classes_per_page})</nav>"
+        head = (f"<header><h1>Memory after phase {phase}</h1>{phase_nav(phases, phase)}<table>{''.join(rows)}</table>"
+                f"{legend(runs)}<details open><summary>{len(order)} classes</summary><nav class=\"classes\">"
+                f"{links}</nav></details>{pager}</header>")
+        sections = [class_section(runs, held, c, phase, columns, files) for c in part]
+        pages[here] = page(f"memory after phase {phase}", head + "<main>" + "".join(sections) + "</main>" + pager)
+    return pages, shown
+
+
+def class_section(runs: Sequence[MemoryRun], held: dict, c: int, phase: int, columns: str, files: Files) -> str:
+    """Dataset class ``c`` after ``phase``: per run, its totals and its exemplars' cards, side by side."""
+    cols = []
+    for k, run in enumerate(runs):
+        entries = held.get(k, {}).get(c)
+        if entries is None:
+            cols.append(f'<div class="run"><p class="sum">{run_tag(run)}: not in memory</p></div>')
+            continue
+        manifest = run.manifests[phase]
+        cards = "".join(card_html(e[0], k, run, e[1], files) for e in entries if e is not None)
+        cols.append(f'<div class="run"><p class="sum">{run_tag(run)}: '
+                    f'{totals_text(totals(entries), manifest["unit"], manifest["class_budget"])}</p>'
+                    f'<div class="cards">{cards}</div></div>')
+    learned = sorted({e[1] for k in held for e in held[k].get(c, []) if e is not None})
+    when = f" <small>stored in phase {', '.join(map(str, learned))}</small>" if learned else ""
+    return (f'<section class="cls" id="class-{c}"><h2>{html.escape(first_name(runs, c))}{when}</h2>'
+            f'<div class="runs" style="grid-template-columns: {columns}">{"".join(cols)}</div></section>')
 
 
 def run_tag(run: MemoryRun) -> str:
@@ -409,11 +436,14 @@ def index_page(runs: Sequence[MemoryRun], phases: Sequence[int], shown: dict[int
     return page("memory browser", "".join(parts) + "</main>")
 
 
-def write_browser(run_dirs: Sequence[str | Path], out: str | Path, log=print) -> Path:
+def write_browser(run_dirs: Sequence[str | Path], out: str | Path, classes_per_page: int = CLASSES_PER_PAGE,
+                  log=print) -> Path:
     """Write the browser of ``run_dirs`` (side by side, in this order) to ``out``; returns ``out/index.html``.
     Raises :class:`MemoryBrowserError` for a run it cannot show (see :func:`load_memory_run`)."""
     if not run_dirs:
         raise MemoryBrowserError("no run directory given")
+    if classes_per_page < 1:
+        raise MemoryBrowserError(f"--classes-per-page {classes_per_page}: at least 1")
     runs = [load_memory_run(p) for p in run_dirs]
     methods = [run.method for run in runs]
     for k, run in enumerate(runs):  # "emm", or "emm #2" beside another emm run
@@ -430,8 +460,9 @@ def write_browser(run_dirs: Sequence[str | Path], out: str | Path, log=print) ->
     phases = sorted({t for run in runs for t in run.manifests})
     files, shown = Files(out), {}
     for t in phases:
-        text, shown[t] = phase_page(runs, t, phases, files)
-        (out / f"phase_{t}.html").write_text(text, encoding="utf-8")
+        pages, shown[t] = phase_pages(runs, t, phases, files, classes_per_page)
+        for name, text in pages.items():
+            (out / name).write_text(text, encoding="utf-8")
     index = out / "index.html"
     index.write_text(index_page(runs, phases, shown), encoding="utf-8")
     return index
@@ -445,9 +476,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                  "each phase; several runs side by side.")
     parser.add_argument("runs", nargs="+", help="run directories (python run.py prints one on its last line)")
     parser.add_argument("--out", required=True, type=Path, help="folder for index.html, phase_<t>.html and files/")
+    parser.add_argument("--classes-per-page", type=int, default=CLASSES_PER_PAGE,
+                        help=f"classes on one page of a phase (default {CLASSES_PER_PAGE}; more go on further pages, "
+                             f"phase_<t>_2.html, ...)")
     opts = parser.parse_args(argv)
     try:
-        index = write_browser(opts.runs, opts.out, log=lambda msg: print(msg, file=sys.stderr))
+        index = write_browser(opts.runs, opts.out, opts.classes_per_page, log=lambda msg: print(msg, file=sys.stderr))
     except MemoryBrowserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
