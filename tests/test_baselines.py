@@ -9,6 +9,7 @@ from PIL import Image
 from conftest import TINY_CFG, make_batch
 from emmcil.data import ensure_demo
 from emmcil.engine.driver import run_experiment
+from emmcil.engine.rundir import RunDir
 from emmcil.memory.exemplar import CimExemplar, exemplar_from_state
 from emmcil.engine.module import IncrementalModule
 from emmcil.methods import get_method, method_config_defaults
@@ -52,7 +53,7 @@ def test_every_baseline_runs_two_phases_to_a_results_file(demo_runs):
 
 
 def test_cim_saves_its_exemplars_as_stored_and_its_cam_for_the_memory_browser(demo_runs):
-    state = torch.load(demo_runs["cim"] / "checkpoints" / "phase_1.pt", weights_only=False)
+    state = RunDir(demo_runs["cim"]).load_checkpoint(1)
     stored = {(e.label, e.index): e for v in state["method"]["memory"]["classes"].values()
               for e in map(exemplar_from_state, v)}
     saved = {}

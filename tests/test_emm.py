@@ -10,6 +10,7 @@ from PIL import Image
 from emmcil.data import ensure_demo, get_tokenizer
 from emmcil.data.transforms import denormalize_to_uint8, normalize_uint8
 from emmcil.engine.driver import run_experiment
+from emmcil.engine.rundir import RunDir
 from emmcil.memory import snapshot
 from emmcil.memory.exemplar import Exemplar, exemplar_from_state
 from emmcil.model import ViLT
@@ -104,7 +105,7 @@ def saved_memory(run_dir) -> dict:
 
 
 def checkpoint_memory(run_dir, phase: int) -> dict:
-    state = torch.load(run_dir / "checkpoints" / f"phase_{phase}.pt", weights_only=False)
+    state = RunDir(run_dir).load_checkpoint(phase)
     return {(e.label, e.index): e for v in state["method"]["memory"]["classes"].values()
             for e in map(exemplar_from_state, v)}
 

@@ -18,10 +18,10 @@ The memory loop (:meth:`Replay.after_phase`) is shared by every method that stor
 
 Subclasses override ``candidates`` (what the pass computes), ``rank`` (the order), ``make_exemplars`` (what is
 stored: masked, JPEG or CIM exemplars), ``replay_dataset`` (what is replayed, e.g. with augmentation), and for the
-memory browser ``similarity`` (to the class mean the ranking aims at) and ``view_maps`` (attention map, kept words).
-A method
-that stores a compressed copy of each sample (``mrdc``, ``cim``) subclasses :class:`CompressedReplay` and says only
-how a sample is compressed (an :class:`ExemplarView`): it herds on the features of the compressed samples.
+memory browser ``similarity`` (to the class mean the ranking aims at), ``view_maps`` (attention map, kept words) and
+``view_notes`` (what they mean). A method that stores a compressed copy of each sample (``mrdc``, ``cim``) subclasses
+:class:`CompressedReplay` and says only how a sample is compressed (an :class:`ExemplarView`): it herds on the
+features of the compressed samples.
 """
 from __future__ import annotations
 
