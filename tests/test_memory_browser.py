@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from emmcil.data import ensure_demo, pixelbert_transform
+from emmcil.data import ensure_demo
 from emmcil.data.transforms import normalize_uint8
 from emmcil.engine.driver import run_experiment
 from emmcil.memory import snapshot
@@ -136,7 +136,7 @@ def test_the_page_shows_every_exemplar_after_the_last_phase(runs, pages):
         memory = json.loads((runs[name] / "results.json").read_text())["memory"][last]
         shown = cards(page, k)
         assert len(shown) == memory["exemplars"] > 0, name
-        assert page.count(f'id="class-') == len(memory["exemplars_per_class"]) == 10
+        assert page.count('id="class-') == len(memory["exemplars_per_class"]) == 10
         for card in shown:  # its image, which is beside the page, its caption, its cost and rank
             src = re.search(r'<img class="stored" src="([^"]+)"', card).group(1)
             assert (pages / unquote(html.unescape(src))).is_file(), src
@@ -212,6 +212,24 @@ def test_runs_it_cannot_show_get_a_clear_message(runs, tmp_path, capsys):
     (finetune / "results.json").write_text(json.dumps({**results, "method": "finetune", "memory": [None]}))
     assert browser.main([str(finetune), "--out", str(tmp_path / "out")]) == 1
     assert "'finetune' keeps no memory" in capsys.readouterr().err
+
+
+def test_a_run_whose_first_phase_saved_nothing_shows_the_rest(runs, tmp_path, capsys):
+    """As a run resumed after the browser arrived: phase 0 saved nothing, so its classes show as counted but not
+    drawn on phase 1's page, and a note says why."""
+    run = tmp_path / "resumed"
+    shutil.copytree(runs["emm"], run, ignore=shutil.ignore_patterns("checkpoints", "logs"))
+    shutil.rmtree(run / "memory" / "phase_0")
+    assert browser.main([str(run), "--out", str(tmp_path / "out")]) == 0
+    assert "phases [0] saved nothing for the browser" in capsys.readouterr().err
+    page = (tmp_path / "out" / "phase_1.html").read_text()
+    manifest = json.loads((run / "memory" / "phase_1" / "memory.json").read_text())
+    missing = sum(len(v) for c, v in manifest["classes"].items() if int(c) not in manifest["new_classes"])
+    stored = json.loads((run / "results.json").read_text())["memory"][-1]["exemplars"]
+    assert missing and len(cards(page, 0)) + missing == stored
+    assert page.count("saved before the browser, not shown") == len(manifest["classes"]) - len(
+        manifest["new_classes"])
+    assert not (tmp_path / "out" / "phase_0.html").exists()
 
 
 def test_the_browser_imports_no_torch(runs, tmp_path):

@@ -107,7 +107,7 @@ def exemplar_record(exemplar: StoredExemplar, buffer, *, tokens: Sequence[str], 
     return {
         "label": int(exemplar.label), "orig_label": int(exemplar.orig_label), "index": int(exemplar.index),
         "image_id": exemplar.image_id, "kind": exemplar.kind, "rank": int(rank), "candidates": int(candidates),
-        "similarity": None if similarity is None else round(float(similarity), 6),
+        "similarity": None if similarity is None else float(similarity),
         "cost": charged_cost(buffer, exemplar), "unit": buffer.unit, "cost_full": float(exemplar.cost),
         "nbytes": int(exemplar.nbytes), "full_nbytes": int(exemplar.full_nbytes),
         "patch_share": float(exemplar.patch_share), "word_share": exemplar.word_share,

@@ -274,7 +274,7 @@ def card_html(rec: dict, k: int, run: MemoryRun, saved_phase: int, files: Files)
         pics.append(f'<span class="attn" title="attention map over the input image (not stored)"><img src="{src}" '
                     f'width="{w}" height="{h}" loading="lazy" decoding="async" alt="input image">'
                     f'<img class="map" src="{rec["_map"]}" alt="attention map"></span>')
-    sim = "-" if rec.get("similarity") is None else f"{rec['similarity']:.4f}"
+    sim = "-" if rec.get("similarity") is None else f"{rec['similarity']:.6g}"  # tiny models: 0.999997
     words = "" if rec.get("word_share") is None else f" · words {percent(rec['word_share'])}"
     meta = (f"rank {rec['rank']}/{rec['candidates']} · sim {sim} · cost {format_cost(rec['cost'], rec['unit'])}<br>"
             f"patches {percent(rec['patch_share'])}{words} · {format_bytes(rec['nbytes'])}")
