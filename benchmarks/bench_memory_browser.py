@@ -10,7 +10,8 @@ one page. Side by side in one run:
 * the time to write every page (in this process: the browser imports no torch) and the size of the last phase's
   first page each way;
 * with Chromium (``scripts/screenshot.sh``), the time to open each of them and draw its first screen (``--window``
-  CSS pixels; the images below it are lazy-loaded), Chromium's start-up included, and the ratio.
+  CSS pixels; the images below it are lazy-loaded), Chromium's start-up included (an empty page shows it alone),
+  and the ratio.
 
     python benchmarks/bench_memory_browser.py
     python benchmarks/bench_memory_browser.py --classes 100 --phases 5 --per-class 14
@@ -134,8 +135,11 @@ def main(argv=None) -> None:
         if not browser:
             print("\nno Chromium (apt-get install -y chromium): opening the pages not timed")
             return
+        empty = Path(tmp) / "empty.html"
+        empty.write_text("<!doctype html><title>empty</title>")
+        first_page["an empty page (Chromium's start-up)"] = empty
         times = {}
-        for _ in range(args.repeats):  # the two in turn, so that a change in the machine's load hits both
+        for _ in range(args.repeats):  # in turn, so that a change in the machine's load hits them all
             for way, page in first_page.items():
                 times.setdefault(way, []).append(screenshot_seconds(page, Path(tmp) / "shot.png", tuple(args.window)))
         median = {way: statistics.median(v) for way, v in times.items()}
@@ -143,7 +147,7 @@ def main(argv=None) -> None:
               f"screen (median of {args.repeats}, start-up included)")
         for way, seconds in median.items():
             print(f"  {way}: {seconds:.2f} s")
-        a, b = list(median)
+        a, b, _ = list(median)
         print(f"\nratios\n  {a} / {b}, time to draw: {median[a] / median[b]:.2f}")
         print(f"  {a} / {b}, page bytes: {first_page[a].stat().st_size / first_page[b].stat().st_size:.2f}")
 
