@@ -166,6 +166,9 @@ def config():
     memory_total = 0             # total budget in full exemplars, for memory_budget_mode="total"
     memory_fill = "skip"         # skip: pass over an exemplar that does not fit and try the next | stop: end there
                                  # (CIM-CIL's loop); the same when every exemplar costs 1.0 (replay, unit exemplar)
+    memory_browser = True        # after each phase, save what `python -m emmcil.report.memory` shows in
+                                 # memory/phase_<t>/: each new exemplar's stored image, attention map, caption,
+                                 # rank, similarity, cost (False: nothing)
 
     # ---------------------------------------------------------------- hardware
     accelerator = "auto"         # Lightning accelerator: auto | cpu | gpu

@@ -5,7 +5,10 @@
 # 30 training samples, and the compressed methods fewer than 30, so every one of them is under memory pressure),
 # plus replay, mrdc, cim and emm at 1 and 3 per class (with the runs at 5, a memory sweep), 5 phases, one seed, each
 # method's own recipe (DEMO_EPOCHS=k shortens it to k epochs a phase; the report then labels every row
-# [max_epoch=k]). Then `python -m emmcil.report` writes the tables and the PNGs to $REPORT_DIR.
+# [max_epoch=k]). Then `python -m emmcil.report` writes the tables and the PNGs to $REPORT_DIR, and the memory
+# browser of emm beside replay at the default memory (`python -m emmcil.report.memory`) is drawn by headless Chromium
+# (scripts/screenshot.sh) into $BROWSER_PNG (its last phase's page, the first screen; skipped with a note when there
+# is no Chromium or no emm and replay run at the default memory).
 # Demo numbers show that the pipeline works end to end; they are NOT the paper's setting and say nothing about
 # its results.
 #
@@ -27,6 +30,7 @@ CKPT=${CKPT-}
 GPUS=${GPUS:-0}
 SEEDS=${SEEDS:-0}
 REPORT_DIR=${REPORT_DIR:-fig}
+BROWSER_PNG=${BROWSER_PNG:-$REPORT_DIR/memory_browser.png}   # the memory browser's screenshot
 if [[ -z ${LOG_DIR:-} ]]; then
     LOG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/emmcil_demo.XXXXXX")
     [[ ${DRY_RUN:-0} == 1 ]] && rmdir "$LOG_DIR"
@@ -50,6 +54,26 @@ for method in $SWEEP_METHODS; do
 done
 start=$SECONDS
 run_all "demo_*"
+# the memory browser: emm beside replay at the default memory, first seed; its last phase's page, first screen
+seed=${SEEDS%% *}
+browser=("$PYTHON" -m emmcil.report.memory "$LOG_DIR/demo_emm_seed$seed" "$LOG_DIR/demo_replay_seed$seed"
+         --out "$LOG_DIR/memory_browser")
+shot=(bash "$REPO/scripts/screenshot.sh" "$LOG_DIR/memory_browser/phase_4.html" "$BROWSER_PNG" 1400 1000)
+if [[ $DRY_RUN == 1 ]]; then
+    echo "# then: $(quote "${browser[@]}")"
+    echo "# then: $(quote "${shot[@]}")"
+elif [[ " $METHODS " != *" emm "* || " $METHODS " != *" replay "* ]]; then
+    echo "note: METHODS has no emm or no replay: $BROWSER_PNG not redrawn" >&2
+else
+    printf '+ %s\n' "$(quote "${browser[@]}")" >&2
+    "${browser[@]}"
+    if command -v chromium > /dev/null 2>&1 || [[ -n ${CHROMIUM:-} ]]; then
+        printf '+ %s\n' "$(quote "${shot[@]}")" >&2
+        "${shot[@]}"
+    else
+        echo "note: no Chromium (apt-get install -y chromium): $BROWSER_PNG not redrawn" >&2
+    fi
+fi
 if [[ $DRY_RUN != 1 ]]; then
     echo "# demo_figures: $(( SECONDS - start )) s; report in $REPORT_DIR/report.md" >&2
 fi

@@ -40,13 +40,14 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
-# Runs ``python -m emmcil.report ARGS`` in this process as -m does, then prints the modules it imported that the
-# report must not need: torch and the libraries on it, and the training side of emmcil (engine, methods, model).
+# Runs ``python -m MODULE ARGS`` (the report, or the memory browser) in this process as -m does, then prints the
+# modules it imported that the report must not need: torch and the libraries on it, and the training side of emmcil
+# (engine, methods, model).
 _REPORT_IN_A_FRESH_PROCESS = """
 import json, runpy, sys
-sys.argv = ["emmcil.report", *sys.argv[1:]]
+module, *sys.argv = sys.argv[1:]
 try:
-    runpy.run_module("emmcil.report", run_name="__main__", alter_sys=True)
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
     code = 0
 except SystemExit as e:
     code = e.code
@@ -57,11 +58,11 @@ print("\\nREPORT", json.dumps({"code": code, "imported": sorted(
 """
 
 
-def report_in_a_fresh_process(*args: str) -> tuple[int, list[str], str]:
-    """``python -m emmcil.report *args`` in a new interpreter: (exit status, the torch-side modules it imported,
-    its output)."""
-    proc = subprocess.run([sys.executable, "-c", _REPORT_IN_A_FRESH_PROCESS, *args], capture_output=True, text=True,
-                          timeout=300)
+def report_in_a_fresh_process(*args: str, module: str = "emmcil.report") -> tuple[int, list[str], str]:
+    """``python -m emmcil.report *args`` (or another ``module`` of the report) in a new interpreter: (exit status,
+    the torch-side modules it imported, its output)."""
+    proc = subprocess.run([sys.executable, "-c", _REPORT_IN_A_FRESH_PROCESS, module, module, *args],
+                          capture_output=True, text=True, timeout=300)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT ")), None)
     assert line is not None, proc.stdout + proc.stderr
     result = json.loads(line.removeprefix("REPORT "))

@@ -1,11 +1,15 @@
 """The paper's other baselines on ViLT: L2P, DualPrompt, EASE (exemplar-free) and SSF + CIM (compressed exemplars)."""
 import json
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from conftest import TINY_CFG, make_batch
 from emmcil.data import ensure_demo
 from emmcil.engine.driver import run_experiment
+from emmcil.engine.rundir import RunDir
 from emmcil.memory.exemplar import CimExemplar, exemplar_from_state
 from emmcil.engine.module import IncrementalModule
 from emmcil.methods import get_method, method_config_defaults
@@ -46,6 +50,24 @@ def test_every_baseline_runs_two_phases_to_a_results_file(demo_runs):
         else:  # exemplar-free: frozen backbone without SSF modules, nothing stored
             assert (cfg["tuning"], cfg["ssf"], cfg["drop_rate"]) == ("frozen", False, 0.0), method
             assert res["memory"] == [None, None], method
+
+
+def test_cim_saves_its_exemplars_as_stored_and_its_cam_for_the_memory_browser(demo_runs):
+    state = RunDir(demo_runs["cim"]).load_checkpoint(1)
+    stored = {(e.label, e.index): e for v in state["method"]["memory"]["classes"].values()
+              for e in map(exemplar_from_state, v)}
+    saved = {}
+    for manifest in (demo_runs["cim"] / "memory").glob("phase_*/memory.json"):
+        saved.update({(r["label"], r["index"]): (r, manifest.parent) for r in json.loads(manifest.read_text())[
+            "exemplars"]})
+    assert saved.keys() == stored.keys()
+    for key, ex in stored.items():
+        rec, folder = saved[key]
+        with Image.open(folder / rec["stored_image"]) as im:  # the background as stored, blown up, the box sharp
+            assert torch.equal(torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1), ex.image_uint8())
+        cam = torch.tensor(rec["attention"])
+        assert cam.shape == tuple(int(v) for v in ex.grid) and 0 <= cam.min() and cam.max() == 1  # min-max CAM
+        assert rec["cost"] == ex.cost and (folder / rec["input_image"]).is_file()
 
 
 def test_cim_stays_within_the_budget_and_stores_more_than_replay(demo_runs):

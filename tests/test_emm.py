@@ -1,11 +1,17 @@
 """Exemplar masking as a method: stored exemplars, budgets, replay through keep masks, MRDC, end-to-end runs."""
+import io
 import json
 
+import numpy as np
 import pytest
 import torch
-from emmcil.data import ensure_demo
-from emmcil.data.transforms import normalize_uint8
+from PIL import Image
+
+from emmcil.data import ensure_demo, get_tokenizer
+from emmcil.data.transforms import denormalize_to_uint8, normalize_uint8
 from emmcil.engine.driver import run_experiment
+from emmcil.engine.rundir import RunDir
+from emmcil.memory import snapshot
 from emmcil.memory.exemplar import Exemplar, exemplar_from_state
 from emmcil.model import ViLT
 from run_helpers import demo_config, one_thread
@@ -87,6 +93,49 @@ def test_emm_writes_figure_four(demo_runs):
     for phase in (0, 1):
         png = demo_runs["emm"] / f"fig4_phase{phase}.png"
         assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
+
+
+def saved_memory(run_dir) -> dict:
+    """(label, dataset row) -> (its record in memory/phase_<t>/memory.json, that folder), over every phase."""
+    saved = {}
+    for manifest in sorted((run_dir / "memory").glob("phase_*/memory.json")):
+        for rec in json.loads(manifest.read_text())["exemplars"]:
+            saved[rec["label"], rec["index"]] = (rec, manifest.parent)
+    return saved
+
+
+def checkpoint_memory(run_dir, phase: int) -> dict:
+    state = RunDir(run_dir).load_checkpoint(phase)
+    return {(e.label, e.index): e for v in state["method"]["memory"]["classes"].values()
+            for e in map(exemplar_from_state, v)}
+
+
+def test_each_phase_saves_what_the_memory_browser_shows(demo_runs):
+    """memory/phase_<t>/ holds every exemplar the checkpoint holds: its image as stored (MRDC's JPEG byte for byte,
+    the kept patches of a masked one), its kept tokens, its cost as the buffer charged it, and for emm the map."""
+    tokenizer = get_tokenizer()
+    for method, run in demo_runs.items():
+        stored, saved = checkpoint_memory(run, 1), saved_memory(run)
+        assert saved.keys() == stored.keys(), method
+        for key, ex in stored.items():
+            rec, folder = saved[key]
+            assert (rec["kind"], rec["cost"], rec["nbytes"], rec["patch_share"]) == (
+                ex.kind, ex.cost, ex.nbytes, ex.patch_share), method
+            kept = [tok for tok, k in zip(rec["tokens"], rec["token_kept"]) if k]
+            assert tokenizer.convert_tokens_to_ids(kept) == ex.token_ids.tolist(), method
+            data = (folder / rec["stored_image"]).read_bytes()
+            if method == "mrdc":
+                assert data == ex.jpeg.numpy().tobytes() and rec["input_image"] is None
+            else:
+                with Image.open(io.BytesIO(data)) as im:
+                    shown = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
+                image, keep = ex.replay_image()
+                cells = keep.repeat_interleave(16, 0).repeat_interleave(16, 1)
+                assert torch.equal(shown[:, cells], denormalize_to_uint8(image)[:, cells]), method
+                assert (shown[:, ~cells] == torch.tensor(snapshot.DISCARDED_RGB)[:, None]).all(), method
+            if method == "emm":
+                assert ex.patch_share < 0.5 and len(rec["attention"]) == int(ex.grid[0])
+                assert (folder / rec["input_image"]).is_file()
 
 
 def test_emm_resumes_with_its_masked_memory(demo_runs, tmp_path_factory):

@@ -19,7 +19,7 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 VARIABLES = {"DATA_ROOT", "CKPT", "GPUS", "PRECISION", "SEEDS", "LOG_DIR", "EXTRA", "TAG", "DRY_RUN", "KEEP_GOING",
              "REPORT", "REPORT_DIR", "VERBOSE", "METHODS", "PHASES", "MEMORY_SIZES", "DATASET", "TAU_IMAGE",
-             "TAU_TEXT", "METHOD", "VARIANTS", "SWEEP_METHODS", "SWEEP_SIZES", "DEMO_EPOCHS", "NODES", "LAUNCHER"}
+             "TAU_TEXT", "METHOD", "VARIANTS", "SWEEP_METHODS", "SWEEP_SIZES", "DEMO_EPOCHS", "NODES", "LAUNCHER", "BROWSER_PNG"}
 SLURM = {"SLURM_JOB_NUM_NODES": "2", "SLURM_NTASKS_PER_NODE": "4", "SLURM_GPUS_PER_NODE": "h100:4"}
 
 CASES = {
@@ -152,6 +152,14 @@ def test_demo_figures(dry_runs):
     assert report[3].endswith("/demo_*") and report[4:6] == ["--out", "fig"]
     assert report[6] == "--note" and "20 epochs a phase" in report[7]
     assert len({r["exp_name"] for r in runs}) == len(runs)
+    # then the memory browser of emm beside replay at the default memory, and its screenshot into fig/
+    then = [shlex.split(line.removeprefix("# then: ")) for line in dry_runs["demo"].stdout.splitlines()
+            if line.startswith("# then: ")]
+    log_dir = report[3].rsplit("/", 1)[0]
+    assert then[0][1:3] == ["-m", "emmcil.report.memory"] and then[0][3:5] == [
+        f"{log_dir}/demo_emm_seed0", f"{log_dir}/demo_replay_seed0"] and then[0][5] == "--out"
+    assert then[1][1].endswith("scripts/screenshot.sh") and then[1][2] == f"{then[0][6]}/phase_4.html"
+    assert then[1][3] == "fig/memory_browser.png"
 
 
 def test_bad_key_fails_the_dry_run(dry_runs):

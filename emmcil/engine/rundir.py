@@ -64,7 +64,8 @@ NON_RESULT_KEYS = frozenset({
     "accelerator", "devices", "num_nodes", "strategy", "per_gpu_batchsize", "num_workers", "num_threads",
     "deterministic", "compile",
     # what is shown and where it is logged
-    "progress_bar", "log_every_n_steps", "mask_figure", "wandb", "wandb_project", "wandb_entity", "wandb_mode",
+    "progress_bar", "log_every_n_steps", "mask_figure", "memory_browser", "wandb", "wandb_project", "wandb_entity",
+    "wandb_mode",
 })
 # Keys the run name shows in its fixed part ({dataset}_{method}_{L}phases[_mem..][_miss..]_seed{s}[_{exp_tag}]).
 NAME_KEYS = frozenset({"dataset", "method", "num_phases", "seed", "memory_per_class", "memory_budget_mode",

@@ -15,10 +15,14 @@ from .herding import herding_order
 SELECTIONS = ("class_mean", "herding", "random")
 
 
+def cosine_to_mean(features: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """(N,) float64 cosine similarity of each row of ``features`` (N, C) to ``mean`` (C,)."""
+    return F.cosine_similarity(features.double(), mean.double()[None], dim=1)
+
+
 def class_mean_order(features: torch.Tensor, mean: torch.Tensor) -> list[int]:
     """Indices of ``features`` (N, C) by decreasing cosine similarity to ``mean`` (C,); ties keep index order."""
-    sim = F.cosine_similarity(features.double(), mean.double()[None], dim=1)
-    return torch.argsort(-sim, stable=True).tolist()
+    return torch.argsort(-cosine_to_mean(features, mean), stable=True).tolist()
 
 
 def selection_order(strategy: str, features: torch.Tensor, mean: torch.Tensor,

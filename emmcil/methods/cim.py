@@ -90,9 +90,11 @@ class CompressedView(ExemplarView):
     """``dataset`` items as CIM stores and replays them (compressed, then restored); patch_keep: (N, R, C') the
     foreground of each item."""
 
-    def __init__(self, dataset, patch_keep: torch.Tensor, patch_size: int, compress_ratio: float, max_text_len: int):
+    def __init__(self, dataset, patch_keep: torch.Tensor, patch_size: int, compress_ratio: float, max_text_len: int,
+                 cam: torch.Tensor | None = None):
         super().__init__(dataset, max_text_len)
         self.patch_keep, self.patch_size, self.compress_ratio = patch_keep, patch_size, compress_ratio
+        self.cam = cam  # (N, R, C') the CAM each foreground was cut from (the memory browser shows it)
 
     def exemplar(self, i: int) -> CimExemplar:
         item = self.dataset[i]
@@ -131,4 +133,18 @@ class CIM(CompressedReplay):
                                               threshold=float(self.cfg["cim_threshold"]), grid_shape=canvas,
                                               mode=self.cfg["cim_cam"], foreground=self.cfg["cim_foreground"]))
         return CompressedView(data, cams["patch_keep"], ctx.patch_size, float(self.cfg["cim_compress_ratio"]),
-                              ctx.max_text_len)
+                              ctx.max_text_len, cam=cams["cam"])
+
+    def view_maps(self, out: dict, position: int, rows: int, cols: int):
+        """The normalised CAM the foreground was cut from; the whole text is stored."""
+        return out["view"].cam[position, :rows, :cols], None
+
+    def view_notes(self) -> dict[str, str | None]:
+        c = self.cfg
+        return {**super().view_notes(),
+                "ranking": "herding (iCaRL) on the features of the compressed samples",
+                "similarity": "cosine similarity of the compressed sample's f(x) to the mean of the class's "
+                              "L2-normalised compressed features (herding's target)",
+                "attention": f"the class activation map (cim_cam={c['cim_cam']!r}), min-max normalised; the patches "
+                             f"above cim_threshold={c['cim_threshold']} ({c['cim_foreground']}) stay at full "
+                             f"resolution, the background is stored at 1/{c['cim_compress_ratio']:g} of its area"}

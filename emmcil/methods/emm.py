@@ -28,7 +28,7 @@ import torch
 
 from emmcil.memory.exemplar import Exemplar
 from emmcil.memory.masking import MaskingConfig, mask_canvas, masking_step
-from emmcil.memory.selection import SELECTIONS, selection_order
+from emmcil.memory.selection import SELECTIONS, cosine_to_mean, selection_order
 
 from . import register
 from .replay import Replay
@@ -85,6 +85,28 @@ class ExemplarMasking(Replay):
         seed = np.random.SeedSequence([int(ctx.cfg["seed"]), ctx.phase, c]).generate_state(1)[0]
         return selection_order(self.cfg["exemplar_selection"], out["masked_features"][members],
                                out[key][members].mean(0), torch.Generator().manual_seed(int(seed)))
+
+    def similarity(self, ctx, out: dict, members: torch.Tensor) -> torch.Tensor:
+        """cos(f(x~), mu_c) of each of one class's masked samples (Fig. 3), whatever ``exemplar_selection``."""
+        key = "features" if self.cfg["class_mean_from"] == "full" else "masked_features"
+        return cosine_to_mean(out["masked_features"][members], out[key][members].mean(0))
+
+    def view_maps(self, out: dict, position: int, rows: int, cols: int):
+        """A_{CLS->I} normalised as ``mask_norm`` (Fig. 4's map) and the kept tokens."""
+        return out["image_scores"][position, :rows, :cols], out["text_keep"][position]
+
+    def view_notes(self) -> dict[str, str | None]:
+        c = self.cfg
+        mean = "un-masked features f(x)" if c["class_mean_from"] == "full" else "masked features f(x~)"
+        similarity = f"cosine similarity of the masked feature f(x~) to the class mean mu_c (of the {mean})"
+        ranking = {"class_mean": similarity, "herding": "herding on the masked features f(x~)",
+                   "random": "random order (seeded by seed, phase and class)"}[c["exemplar_selection"]]
+        layers = "all layers" if not c["mask_layers"] else f"layer(s) {list(c['mask_layers'])}"
+        return {"ranking": ranking, "similarity": similarity,
+                "attention": f"A_CLS->I: the text [CLS] token's attention to the image patches ({layers}, "
+                             f"{c['mask_layer_reduce']} over layers, {c['mask_head_reduce']} over heads), normalised "
+                             f"as mask_norm={c['mask_norm']!r}; tau_I={c['tau_image']} keeps the patches, "
+                             f"tau_T={c['tau_text']} the words"}
 
     def make_exemplars(self, ctx, data, out: dict, positions):
         """Masked exemplars of ``data`` items at ``positions`` (lazily, in rank order)."""

@@ -77,3 +77,8 @@ class MRDC(CompressedReplay):
 
     def compressed_view(self, ctx, data) -> JpegView:
         return JpegView(data, int(self.cfg["jpeg_quality"]), ctx.patch_size, ctx.max_text_len)
+
+    def view_notes(self) -> dict[str, str | None]:
+        return {**super().view_notes(), "ranking": "herding (iCaRL) on the features of the JPEG-compressed samples",
+                "similarity": "cosine similarity of the compressed sample's f(x) to the mean of the class's "
+                              "L2-normalised compressed features (herding's target)"}

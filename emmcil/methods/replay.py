@@ -14,22 +14,28 @@ The memory loop (:meth:`Replay.after_phase`) is shared by every method that stor
         order = rank(ctx, out, members of c)      # e.g. herding on out["features"]
         memory.fill(c, make_exemplars(ctx, data, out, ranked positions), budget)   # lazily, in rank order
     after_fill(ctx, data, out)                    # e.g. emm's Figure-4 PNG
+    save the memory browser's files               # memory/phase_<t>/ (memory_browser=True; emmcil.memory.snapshot)
 
 Subclasses override ``candidates`` (what the pass computes), ``rank`` (the order), ``make_exemplars`` (what is
-stored: masked, JPEG or CIM exemplars) and ``replay_dataset`` (what is replayed, e.g. with augmentation). A method
-that stores a compressed copy of each sample (``mrdc``, ``cim``) subclasses :class:`CompressedReplay` and says only
-how a sample is compressed (an :class:`ExemplarView`): it herds on the features of the compressed samples.
+stored: masked, JPEG or CIM exemplars), ``replay_dataset`` (what is replayed, e.g. with augmentation), and for the
+memory browser ``similarity`` (to the class mean the ranking aims at), ``view_maps`` (attention map, kept words) and
+``view_notes`` (what they mean). A method that stores a compressed copy of each sample (``mrdc``, ``cim``) subclasses
+:class:`CompressedReplay` and says only how a sample is compressed (an :class:`ExemplarView`): it herds on the
+features of the compressed samples.
 """
 from __future__ import annotations
 
 from typing import Iterable, Iterator
 
 import torch
+import torch.nn.functional as F
 
+from emmcil.memory import snapshot
 from emmcil.memory.augment import AugmentedReplay, check_augmentation, check_replay_ratio, replay_length
 from emmcil.memory.buffer import MemoryBuffer
 from emmcil.memory.exemplar import Exemplar, StoredExemplar
 from emmcil.memory.herding import herding_order
+from emmcil.memory.selection import cosine_to_mean
 
 from . import register
 from .base import Method, PhaseContext
@@ -103,13 +109,70 @@ class Replay(Method):
         budget = self.make_room(ctx)
         data = ctx.eval_scenario.train_dataset(ctx.phase)
         out = self.candidates(ctx, data)
+        ranked_at: dict[int, dict[int, int]] = {}  # class -> {position in data: 1-based rank}, as far as read
         for c in ctx.new_classes:
             members = (out["labels"] == c).nonzero()[:, 0]
             if len(members) == 0:
                 continue
-            ranked = (int(members[k]) for k in self.rank(ctx, out, members))
-            self.memory.fill(c, self.make_exemplars(ctx, data, out, ranked), budget)
+            ranked_at[c] = {}
+            self.memory.fill(c, self.make_exemplars(ctx, data, out, self._ranked(ctx, out, members, ranked_at[c])),
+                             budget)
         self.after_fill(ctx, data, out)
+        if ctx.is_main and self.cfg.get("memory_browser", True):
+            self.save_memory_view(ctx, data, out, ranked_at)
+
+    def _ranked(self, ctx: PhaseContext, out: dict, members: torch.Tensor, ranks: dict[int, int]) -> Iterator[int]:
+        """Positions in ``data`` of one class's samples in rank order (lazily), noting each one's rank."""
+        for k in self.rank(ctx, out, members):
+            ranks[int(members[k])] = len(ranks) + 1
+            yield int(members[k])
+
+    # -- what the memory browser shows (emmcil.memory.snapshot; python -m emmcil.report.memory)
+    def similarity(self, ctx: PhaseContext, out: dict, members: torch.Tensor) -> torch.Tensor:
+        """(n,) cosine similarity of each of one class's samples to the class mean its ranking aims at: herding's,
+        the mean of the L2-normalised features ``out["features"]`` (N, C)."""
+        f = F.normalize(out["features"][members].double(), dim=1)
+        return cosine_to_mean(f, f.mean(0))
+
+    def view_maps(self, out: dict, position: int, rows: int, cols: int) -> tuple[torch.Tensor | None,
+                                                                                  torch.Tensor | None]:
+        """(map (rows, cols) in [0, 1] on the sample's patch grid, or None; kept text tokens (T,) bool, or None for
+        the whole text) of the sample at ``position``: none for full exemplars."""
+        return None, None
+
+    def view_notes(self) -> dict[str, str | None]:
+        """What ``ranking``, ``similarity`` and ``attention`` mean here, in words the browser shows."""
+        return {"ranking": "herding (iCaRL) on the features f(x) of the class's samples",
+                "similarity": "cosine similarity of f(x) to the mean of the class's L2-normalised features "
+                              "(herding's target)",
+                "attention": None}
+
+    def save_memory_view(self, ctx: PhaseContext, data, out: dict, ranked_at: dict[int, dict[int, int]]) -> None:
+        """``memory/phase_<t>/``: every exemplar this phase stored, with its rank, similarity, caption and map."""
+        position_of = {int(row): k for k, row in enumerate(out["indices"].tolist())}  # dataset row -> position
+        tokenizer, p = ctx.tokenizer, ctx.patch_size
+        new = []
+        for c in ctx.new_classes:
+            stored = self.memory.classes.get(c, [])
+            if not stored:
+                continue
+            members = (out["labels"] == c).nonzero()[:, 0]
+            sims = dict(zip(members.tolist(), self.similarity(ctx, out, members).tolist()))
+            for ex in stored:
+                pos = position_of[int(ex.index)]
+                item = data[pos]
+                rows, cols = item["image"].shape[-2] // p, item["image"].shape[-1] // p
+                attention, text_keep = self.view_maps(out, pos, rows, cols)
+                valid = item["text_masks"].bool()
+                kept = text_keep.bool()[valid] if text_keep is not None else torch.ones(int(valid.sum()), dtype=bool)
+                ids = item["text_ids"][valid].tolist()
+                record = snapshot.exemplar_record(
+                    ex, self.memory, tokens=tokenizer.convert_ids_to_tokens(ids) if tokenizer else list(map(str, ids)),
+                    token_kept=kept.tolist(), rank=ranked_at[c][pos], candidates=len(members),
+                    similarity=sims[pos], attention=attention)
+                new.append((ex, record, item["image"] if attention is not None else None))
+        snapshot.write_phase(ctx.run_dir, ctx.phase, self.memory, method=self.name, notes=self.view_notes(),
+                             new_classes=ctx.new_classes, new=new)
 
     # -- bookkeeping
     def memory_report(self) -> dict | None:

@@ -30,7 +30,8 @@ so in their captions.
 The package reads only what runs write (``results.json``, ``config.json``; see :mod:`emmcil.report.collect`) and
 imports neither torch nor the method registry, so a report starts in about a second. Its parts: ``collect``
 (runs -> groups), ``tables``, ``plots``, ``paper`` (the published numbers), ``build`` (the report's folder) and
-``__main__`` (the command line).
+``__main__`` (the command line). Beside it, ``memory``: the memory browser, ``python -m emmcil.report.memory RUN_DIR
+... --out DIR`` (static pages of every stored exemplar; not imported here, so that ``-m`` runs it once).
 """
 from .build import build_report
 from .collect import (GENERAL_DEFAULTS, METRICS, MISSING_DEFAULTS, ReportError, collect, find_results, load_run,
