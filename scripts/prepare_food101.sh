@@ -52,7 +52,10 @@ args=(--root "$RAW" --out "$OUT" --name "$NAME" --layout "$LAYOUT" --seed "$SEED
 if [[ $SKIP_BAD == 1 ]]; then args+=(--skip-bad); fi
 if [[ -n $RESIZE ]]; then args+=(--resize "$RESIZE"); fi
 
-if ! run "$PYTHON" -m emmcil.data.write_food101 "${args[@]}"; then
+status=0
+run "$PYTHON" -m emmcil.data.write_food101 "${args[@]}" || status=$?
+if (( status == 75 )); then exit 75; fi  # stopped by a signal (nothing written): run the script again
+if (( status != 0 )); then
     [[ $SKIP_BAD == 1 ]] || echo "hint: SKIP_BAD=1 skips bad samples and lists them in $OUT/${NAME}_skipped.json" >&2
     exit 1
 fi

@@ -91,8 +91,11 @@ if step captions; then
 fi
 
 if step arrow; then
-    if ! run "$PYTHON" -m emmcil.data.write_imagenet_r --root "$IMAGES" --captions "$CAPTIONS" --out "$OUT" \
-            --seed "$SEED" --test-fraction "$TEST_FRACTION" "${skip[@]}" "${resize[@]}"; then
+    status=0
+    run "$PYTHON" -m emmcil.data.write_imagenet_r --root "$IMAGES" --captions "$CAPTIONS" --out "$OUT" \
+        --seed "$SEED" --test-fraction "$TEST_FRACTION" "${skip[@]}" "${resize[@]}" || status=$?
+    if (( status == 75 )); then exit 75; fi  # stopped by a signal (nothing written): run the script again
+    if (( status != 0 )); then
         [[ $SKIP_BAD == 1 ]] || echo "hint: SKIP_BAD=1 skips bad samples and lists them in" \
             "$OUT/mm_imagenet_r_skipped.json" >&2
         exit 1
