@@ -23,7 +23,7 @@ from sacred.utils import SacredError  # noqa: E402
 
 from config import ex  # noqa: E402
 from emmcil import stops  # noqa: E402
-from emmcil.atomic import DiskFullError  # noqa: E402
+from emmcil.atomic import disk_full  # noqa: E402
 from emmcil.data.arrow import ArrowFormatError  # noqa: E402
 from emmcil.data.tokenizer import TokenizerNotFoundError  # noqa: E402
 from emmcil.engine.driver import resume_note, run_and_summarize  # noqa: E402
@@ -55,9 +55,11 @@ def main(_config, _run):
             run_dir, summary = run_and_summarize(_config, _run)
         except REFUSALS as err:
             raise RunRefused(f"{type(err).__name__}: {err}") from err
-        except DiskFullError as err:  # what was kept, then the cause on the last line
-            raise RunRefused(f"{resume_note(_config)}\n{err}") from err
         except BaseException as err:
+            full = disk_full(err)
+            if full is not None:  # what was kept, then the cause on the last line
+                raise RunRefused(f"free some space, then {resume_note(_config).removeprefix('stopped: ')}\n{full}"
+                                 ) from err
             stop = stops.stop_of(err)
             if stop is None:
                 raise

@@ -41,15 +41,26 @@ class DiskFullError(OSError):
         return self.strerror
 
 
-def _full_disk(error: BaseException | None) -> int | None:
-    """The errno of a full disk in ``error`` or the errors it was raised from, else None."""
+def _full_disk(error: BaseException | None) -> OSError | None:
+    """The OSError of a full disk in ``error`` or the errors it was raised from, else None."""
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         if isinstance(error, OSError) and error.errno in FULL_DISK_ERRNOS:
-            return error.errno
+            return error
         error = error.__cause__ or error.__context__
     return None
+
+
+def disk_full(error: BaseException, path: str | os.PathLike | None = None) -> DiskFullError | None:
+    """``error`` as a :class:`DiskFullError` when a full disk (ENOSPC, EDQUOT) is in it or in the errors it was
+    raised from (a log writer's, a library's), naming ``path`` or the file the OSError names; else None."""
+    if isinstance(error, DiskFullError):
+        return error
+    full = _full_disk(error)
+    if full is None:
+        return None
+    return DiskFullError(path or full.filename or "a file being written", full.errno)
 
 
 class _Recording:
@@ -118,9 +129,13 @@ def atomic_open(path: str | os.PathLike) -> Iterator[io.BufferedWriter]:
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
-        full = (recording.full if recording is not None else None) or _full_disk(e)
-        if full is not None and not isinstance(e, DiskFullError):
-            raise DiskFullError(path, full) from e
+        if isinstance(e, DiskFullError):
+            raise
+        if recording is not None and recording.full is not None:
+            raise DiskFullError(path, recording.full) from e
+        full = disk_full(e, path)
+        if full is not None:
+            raise full from e
         raise
     _fsync_dir(path.parent)
 

@@ -71,7 +71,7 @@ def _handler(signum, frame) -> None:
 @contextlib.contextmanager
 def stoppable() -> Iterator[None]:
     """Within the block, SIGTERM and SIGINT raise :class:`Stopped` (in the main thread; elsewhere a no-op). The
-    previous handlers come back on exit."""
+    previous handlers come back on exit; call :func:`stop_of` inside the block."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -88,7 +88,7 @@ def stoppable() -> Iterator[None]:
         if _state.depth == 0:
             for s, h in previous.items():
                 signal.signal(s, h if h is not None else signal.SIG_DFL)
-            _state.owner = None
+            _state.owner, _state.received = None, None
 
 
 @contextlib.contextmanager

@@ -305,3 +305,126 @@ def test_a_copied_run_resumes_elsewhere_with_other_cores_and_a_tampered_copy_is_
     with pytest.raises(rundir.CheckpointMismatchError, match="data: the train files' fingerprint"):
         run_experiment({**cfg, "log_dir": str(tampered.parent), "data_root": str(changed), "stop_after_phase": -1})
     assert rundir.RunDir(tampered).finished_phases() == [0]
+
+
+# ---------------------------------------------------------------- stops are stops
+def test_a_signal_in_any_pass_is_a_stop_and_a_deferred_block_finishes_first():
+    """Inside stoppable(), SIGTERM / SIGINT raise Stopped (no `except Exception` swallows it) wherever the main
+    thread is; inside deferred() the stop waits for the block's end; the previous handlers come back."""
+    import signal
+
+    from emmcil import stops
+
+    before = signal.getsignal(signal.SIGTERM)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with stops.stoppable():
+            with pytest.raises(stops.Stopped) as err:
+                try:
+                    os.kill(os.getpid(), signum)
+                    for _ in range(10**7):  # a herding or writer loop: the handler runs between bytecodes
+                        pass
+                except Exception:  # noqa: BLE001 - what a stop must pass through
+                    pytest.fail("Stopped was caught as an Exception")
+            assert err.value.signum == signum
+        with stops.stoppable():
+            saved = []
+            with pytest.raises(stops.Stopped):
+                with stops.deferred():
+                    os.kill(os.getpid(), signum)
+                    for _ in range(10**5):
+                        pass
+                    saved.append("checkpoint")  # the block ran to its end
+            assert saved == ["checkpoint"]
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_after_a_stop_the_errors_it_causes_are_the_stop():
+    """A DataLoader worker killed by the same signal (the whole process group got it) is the stop, not a crash."""
+    import signal
+
+    from emmcil import stops
+
+    worker = RuntimeError("DataLoader worker (pid 4242) is killed by signal: Terminated. ")
+    assert stops.stop_of(worker).signum == signal.SIGTERM
+    wrapped = RuntimeError("DataLoader worker (pid(s) 4242) exited unexpectedly")
+    wrapped.__context__ = RuntimeError("DataLoader worker (pid 4242) is killed by signal: Interrupt. ")
+    assert stops.stop_of(wrapped).signum == signal.SIGINT
+    with stops.stoppable():
+        assert stops.stop_of(ValueError("a bug")) is None
+        with pytest.raises(stops.Stopped):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(10**7):
+                pass
+        assert stops.stop_of(RuntimeError("DataLoader worker (pid(s) 1) exited unexpectedly")).signum == \
+            signal.SIGTERM
+
+
+def test_a_stop_in_an_evaluation_pass_stops_the_run(demo_root, tmp_path):
+    """Lightning's own SIGTERM handling only sets a flag that its predict loop never reads: the stop is ours."""
+    import signal
+
+    from emmcil import stops
+    from emmcil.engine.driver import IncrementalRun
+
+    run = IncrementalRun(demo_config(demo_root, tmp_path, "finetune"))
+    run.module.add_classes(5)
+    run.trainer = run.make_trainer(0)
+
+    def step(backbone, batch):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the pass runs
+        return {"n": batch["labels"]}
+
+    with stops.stoppable(), pytest.raises(stops.Stopped):
+        run.predict(run.data.scenario.test_dataset(0), step=step)
+
+
+def test_the_commands_exit_with_the_stopped_status(monkeypatch, tmp_path, capsys):
+    """evaluate, the writers and the captioner: a signal ends them with STOPPED_EXIT_CODE and a word on what was
+    kept, not with a traceback or the status of a failure."""
+    import signal
+
+    from emmcil.data import captions, write_folder
+    from emmcil.engine import evaluate
+
+    def stopped(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(10**7):
+            pass
+
+    monkeypatch.setattr(evaluate, "evaluate_run", stopped)
+    assert evaluate.main([str(tmp_path)]) == STOPPED_EXIT_CODE
+    assert "nothing was written" in capsys.readouterr().err
+    monkeypatch.setattr(write_folder, "write_folder", stopped)
+    with pytest.raises(SystemExit) as e:
+        write_folder.main(["--root", "r", "--captions", "c", "--out", str(tmp_path), "--name", "x"])
+    assert e.value.code == STOPPED_EXIT_CODE and "nothing of this write was kept" in capsys.readouterr().err
+    monkeypatch.setattr(captions, "caption_folder", stopped)
+    with pytest.raises(SystemExit) as e:
+        captions.main(["--images", "i", "--model", "m", "--out", str(tmp_path / "c.jsonl"), "--device", "cpu"])
+    assert e.value.code == STOPPED_EXIT_CODE and "0 captions are in" in capsys.readouterr().err
+
+
+def test_sigterm_to_the_process_group_with_loader_workers_is_a_clean_stop(demo_root, tmp_path):
+    """`kill -TERM -<pgid>` (a scheduler stopping the job) reaches the DataLoader workers too: the run still stops
+    cleanly, says where re-running resumes, and exits with STOPPED_EXIT_CODE."""
+    import signal
+    import time
+
+    args = [f"{k}={v}" for k, v in dict(SMALL, data_root=demo_root, log_dir=tmp_path, exp_name="stopped",
+                                         num_workers=2, max_epoch=100000, limit_train_batches=1.0).items()]
+    proc = subprocess.Popen([sys.executable, "run.py", "with", "demo", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        for line in proc.stdout:
+            if line.startswith("phase 0 of 2"):  # training, with its workers
+                break
+        time.sleep(3)
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == STOPPED_EXIT_CODE, err[-3000:]
+    assert f"stopped: re-run the same command to resume from its start; run directory {tmp_path / 'stopped'}" in err
+    assert "Traceback" not in err

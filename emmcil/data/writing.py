@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from emmcil import stops
-from emmcil.atomic import write_text
+from emmcil.atomic import disk_full, write_text
 
 from .arrow import WRITE_ID_KEY, ArrowWriter, arrow_path, write_manifest_path
 from .images import ImageDecodeError, decode_image
@@ -380,6 +380,11 @@ def cli_errors(fn, args) -> None:
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(1) from None
         except BaseException as e:
+            full = disk_full(e)
+            if full is not None:
+                print(f"error: nothing of this write was kept (the output folder holds what it held before)\n"
+                      f"{full}", file=sys.stderr)
+                raise SystemExit(1) from None
             stop = stops.stop_of(e)
             if stop is None:
                 raise
