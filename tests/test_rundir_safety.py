@@ -264,18 +264,19 @@ def test_evaluate_names_a_truncated_or_foreign_checkpoint(runs, tmp_path, capsys
 # ---------------------------------------------------------------- a run directory moved, shared, tampered with
 def test_a_copied_run_resumes_elsewhere_with_other_cores_and_a_tampered_copy_is_refused(demo_root, tmp_path):
     """The acceptance case: a run stopped after phase 0, its directory copied to another path and resumed there by a
-    process with another core count (one core, another thread count): it resumes. A copy holding another run's
-    checkpoint, or resumed on changed data, is refused with the reason."""
+    process with another core count (one core; two threads and two loader workers asked for): it resumes. A copy
+    holding another run's checkpoint, or resumed on changed data, is refused with the reason."""
     log = tmp_path / "machine_a"
-    cfg = demo_config(demo_root, log, "replay", num_phases=3, stop_after_phase=0, num_threads=2)
+    cfg = demo_config(demo_root, log, "replay", num_phases=3, stop_after_phase=0, num_threads=1)
     run_dir = run_experiment(cfg)
     other = run_experiment(demo_config(demo_root, tmp_path / "other", "finetune", num_phases=3, stop_after_phase=0))
 
     moved = copy_run(run_dir, tmp_path / "machine_b")
     args = [f"{k}={v}" for k, v in dict(SMALL, num_phases=3, data_root=demo_root, log_dir=moved.parent,
-                                         num_threads=1, num_workers=2).items()]
-    code = (f"import os, runpy, sys; os.sched_setaffinity(0, {{min(os.sched_getaffinity(0))}}); "
-            f"sys.argv = ['run.py', 'with', 'demo', 'replay', *{args!r}]; runpy.run_path('run.py', run_name='__main__')")
+                                         num_threads=2, num_workers=2).items()]
+    code = (f"import os, runpy, sys; os.sched_setaffinity(0, {{min(os.sched_getaffinity(0))}}); "  # one core
+            f"sys.argv = ['run.py', 'with', 'demo', 'replay', *{args!r}]; "
+            f"runpy.run_path('run.py', run_name='__main__')")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"resuming {moved} after phase 0 (1/3 phases done)" in proc.stdout

@@ -184,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(markdown_table(accuracy_table(result)))
     if result["data_changed"]:
         print(f"\nnote: the {' and '.join(result['data_changed'])} files differ from those the run was made on "
-              f"(their fingerprints in class_order.json), so the accuracy the run recorded is not shown")
+              f"(the fingerprints its checkpoint and files recorded), so the accuracy the run recorded is not shown")
     if opts.json:
         opts.json.write_text(json.dumps(result, indent=1) + "\n")
     return 0

@@ -153,7 +153,8 @@ def results_config(cfg: Mapping) -> dict[str, Any]:
     """The entries of ``cfg`` that change what the run computes: every key but :data:`NON_RESULT_KEYS`,
     ``provenance`` and ``data_fingerprint`` (config.json's records), less the keys the run's method does not read:
     other methods' own keys, ``memory_*`` for a method without memory, ``memory_total`` under a per-class budget,
-    and the missing-modality parameters when ``missing_type`` is "none". A config without a (registered) ``method`` keeps all its keys.
+    and the missing-modality parameters when ``missing_type`` is "none". A config without a (registered)
+    ``method`` keeps all its keys.
 
     ``load_path`` counts by its file name: the same checkpoint in another folder (another machine, a moved copy) is
     the same run; that its content is the same is checked when a run resumes (the frozen weights' checksum)."""
