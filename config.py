@@ -35,9 +35,12 @@ of its file, e.g. ``emm``'s thresholds).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import yaml
 from sacred import SETTINGS, Experiment
+from sacred.config import config_files
 from sacred.config.config_dict import ConfigDict
 from sacred.initialize import create_run
 from sacred.utils import ConfigError, iterate_flattened
@@ -87,6 +90,71 @@ def dataset_num_classes(dataset: str, data_root: str, splits) -> int:
         return dataset_classes(Path(data_root).expanduser(), dataset, splits)[0]
     except (OSError, ValueError) as e:
         raise config_error(str(e)) from None
+
+
+# ---------------------------------------------------------------- config files: data, never code
+# `run.py with FILE.json|.yaml` reads FILE as plain data. Sacred decodes .json with jsonpickle (a {"py/reduce": ...}
+# calls any function it names) and .pickle with pickle, so a config file copied from a shared run directory could
+# run code before anything trains; here JSON and YAML are parsed by safe parsers, and pickle files are refused.
+def _file_name(fp) -> str:
+    return getattr(fp, "name", "the config file")
+
+
+def _no_object_tags(value, where: str, name: str) -> None:
+    """A config error when ``value`` holds a jsonpickle tag (a key ``py/...``), which sacred would build into a
+    Python object."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if str(k).startswith("py/"):
+                raise config_error(f"{name}: {where or 'the top level'} holds the jsonpickle tag {k!r}, which would "
+                                   f"build a Python object (and run code); config files are read as plain JSON "
+                                   f"data (numbers, strings, lists, objects): remove it")
+            _no_object_tags(v, f"{where}.{k}" if where else str(k), name)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _no_object_tags(v, f"{where}[{i}]", name)
+
+
+def _config_mapping(data, name: str) -> dict:
+    if not isinstance(data, dict):
+        raise config_error(f"{name}: a config file holds one object of key: value entries, not a "
+                           f"{type(data).__name__}")
+    return data
+
+
+def read_json_config(fp) -> dict:
+    """A ``with FILE.json`` config file, as plain JSON data (``json.load``; jsonpickle tags are refused)."""
+    name = _file_name(fp)
+    try:
+        data = json.load(fp)
+    except ValueError as e:
+        raise config_error(f"{name} is not valid JSON: {e}") from None
+    _no_object_tags(data, "", name)
+    return _config_mapping(data, name)
+
+
+def read_yaml_config(fp) -> dict:
+    """A ``with FILE.yaml`` config file, as plain YAML data (``yaml.safe_load``: tags that build Python objects,
+    ``!!python/...``, are refused)."""
+    name = _file_name(fp)
+    try:
+        data = yaml.safe_load(fp)
+    except yaml.YAMLError as e:
+        raise config_error(f"{name} is not plain YAML data (tags that build Python objects are refused): "
+                           f"{str(e).splitlines()[0]}") from None
+    return _config_mapping(data, name)
+
+
+def refuse_pickle_config(fp):
+    raise config_error(f"{_file_name(fp)}: config files in pickle format are refused (unpickling runs code); write "
+                       f"the config as JSON or YAML")
+
+
+for _ext, _load in {".json": read_json_config, ".yaml": read_yaml_config, ".yml": read_yaml_config,
+                    ".pickle": refuse_pickle_config}.items():
+    _sacred = config_files.HANDLER_BY_EXT.get(_ext)
+    config_files.HANDLER_BY_EXT[_ext] = config_files.Handler(_load, _sacred.dump if _sacred else None,
+                                                             _sacred.mode if _sacred else "")
 
 
 @ex.config

@@ -4,9 +4,14 @@ The last line printed is the run directory, which holds results.json / results.m
 Sacred's observers record the run: ``python run.py -F sacred_runs with demo`` writes the config, the provenance
 (``info``), the metrics of every phase, the run's files (artifacts) and its summary (``result``) to sacred_runs/.
 
-A run that cannot start as asked (another process holds its run directory; it would resume a run made with another
-config or other data; a data file that is not what the dataset says) stops with the message alone and exit status 1;
-``python run.py --debug with ...`` shows the traceback. A run stopped by Ctrl-C says how to resume it.
+Exit status: 0 finished (or stopped on purpose by ``stop_after_phase``); 1 failed or refused; 75
+(``emmcil.stops.STOPPED_EXIT_CODE``) stopped by SIGTERM or SIGINT (``kill PID``, a scheduler, Ctrl-C), in any pass:
+re-running the same command resumes after the last saved phase, which the run prints.
+
+A run that cannot start or go on as asked (another process holds its run directory; it would resume a run made with
+another config or other data, or from a checkpoint of another run; no checkpoint of it can be read; a data file that
+is not what the dataset says; the disk is full) stops with the message alone and exit status 1;
+``python run.py --debug with ...`` shows the traceback.
 """
 import sys
 import warnings
@@ -17,12 +22,16 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated", categor
 from sacred.utils import SacredError  # noqa: E402
 
 from config import ex  # noqa: E402
+from emmcil import stops  # noqa: E402
+from emmcil.atomic import disk_full  # noqa: E402
 from emmcil.data.arrow import ArrowFormatError  # noqa: E402
 from emmcil.data.tokenizer import TokenizerNotFoundError  # noqa: E402
 from emmcil.engine.driver import resume_note, run_and_summarize  # noqa: E402
-from emmcil.engine.rundir import ConfigMismatchError, RunInUseError  # noqa: E402
+from emmcil.engine.rundir import (ConfigMismatchError, RunInUseError, UnreadableCheckpointError,  # noqa: E402
+                                  UnreadableFileError)
 
-REFUSALS = (RunInUseError, ConfigMismatchError, ArrowFormatError, TokenizerNotFoundError)
+REFUSALS = (RunInUseError, ConfigMismatchError, UnreadableCheckpointError, UnreadableFileError, ArrowFormatError,
+            TokenizerNotFoundError)
 
 
 class RunRefused(SacredError):
@@ -32,14 +41,42 @@ class RunRefused(SacredError):
         super().__init__(message, print_traceback=False)
 
 
-@ex.automain
+class RunStopped(KeyboardInterrupt):
+    """The run was stopped by a signal: sacred records it as INTERRUPTED, and :func:`cli` exits with
+    ``stops.STOPPED_EXIT_CODE``."""
+
+    STATUS = "INTERRUPTED"
+
+
+@ex.main
 def main(_config, _run):
-    try:
-        run_dir, summary = run_and_summarize(_config, _run)
-    except REFUSALS as err:
-        raise RunRefused(f"{type(err).__name__}: {err}") from err
-    except (KeyboardInterrupt, SystemExit):  # Ctrl-C (inside a phase, Lightning turns it into exit status 1)
-        print(resume_note(_config), file=sys.stderr)
-        raise
+    with stops.stoppable():
+        try:
+            run_dir, summary = run_and_summarize(_config, _run)
+        except REFUSALS as err:
+            raise RunRefused(f"{type(err).__name__}: {err}") from err
+        except BaseException as err:
+            full = disk_full(err)
+            if full is not None:  # what was kept, then the cause on the last line
+                raise RunRefused(f"free some space, then {resume_note(_config).removeprefix('stopped: ')}\n{full}"
+                                 ) from err
+            stop = stops.stop_of(err)
+            if stop is None:
+                raise
+            print(f"{resume_note(_config)} ({stop})", file=sys.stderr)
+            raise RunStopped(str(stop)) from None
     print(run_dir)
     return summary
+
+
+def cli() -> int:
+    """``python run.py ...``: sacred's command line; a stopped run exits with ``stops.STOPPED_EXIT_CODE``."""
+    try:
+        ex.run_commandline()
+    except RunStopped:
+        return stops.STOPPED_EXIT_CODE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

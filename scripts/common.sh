@@ -8,6 +8,9 @@
 #   2. with DRY_RUN=1 prints the commands (one shell-quoted line each; comments start with #) and stops there;
 #      otherwise runs them one after the other (a finished run is skipped, an interrupted one resumes: run.py does
 #      that by itself) and then writes the report: python -m emmcil.report "$LOG_DIR/REPORT_GLOB" --out $REPORT_DIR.
+#      A run stopped by SIGTERM / SIGINT (exit status 75, STOPPED below; or killed by one of them before it could
+#      say so: 143, 130) stops the script with status 75 at once, whatever KEEP_GOING says: running the script
+#      again resumes that run and does the rest. Any other non-zero status is a failure.
 #
 # Needs bash >= 4.4 (mapfile, empty arrays under `set -u`): Linux has it; on macOS, `brew install bash`.
 #
@@ -59,6 +62,7 @@ if ! [[ $GPUS =~ ^[0-9]+$ ]]; then echo "error: GPUS=$GPUS must be a number of G
 if ! [[ $NODES =~ ^[1-9][0-9]*$ ]]; then echo "error: NODES=$NODES must be a number of nodes (>= 1)" >&2; exit 1; fi
 if [[ -z ${SEEDS// /} ]]; then echo "error: SEEDS is empty" >&2; exit 1; fi
 
+STOPPED=75      # run.py's exit status for a run stopped by a signal (emmcil.stops.STOPPED_EXIT_CODE): resumable
 CMDS=()          # one shell-quoted command a run
 REPORT_ARGS=()   # more arguments of the report command (a script may set them after sourcing this file)
 
@@ -145,12 +149,19 @@ run_all() {
         quote "${report[@]}"; echo
         return 0
     fi
-    local failed=() i=0 cmd
+    local failed=() i=0 cmd status
     for cmd in "${CMDS[@]}"; do
         i=$((i + 1))
         printf '+ [%d/%d] %s\n' "$i" "${#CMDS[@]}" "$cmd" >&2
-        if ! eval "$cmd"; then
-            [[ $KEEP_GOING == 1 ]] || { echo "error: run $i failed: $cmd" >&2; exit 1; }
+        status=0
+        eval "$cmd" || status=$?
+        if (( status == STOPPED || status == 130 || status == 143 )); then
+            echo "stopped: run $i of ${#CMDS[@]} was stopped (exit status $status); run this script again to resume" \
+                 "it (and then the rest): $cmd" >&2
+            exit "$STOPPED"
+        fi
+        if (( status != 0 )); then
+            [[ $KEEP_GOING == 1 ]] || { echo "error: run $i failed (exit status $status): $cmd" >&2; exit 1; }
             failed+=("$cmd")
         fi
     done

@@ -11,7 +11,8 @@
 #     from train (10 % per class, seeded with SEED), which is NOT the paper's val set.
 #
 # Out, in $OUT: food101_train.arrow, food101_val.arrow, food101_test.arrow (columns image, text, label, image_id,
-# split), food101_classes.json (class names in label order), and with SKIP_BAD=1 food101_skipped.json (every
+# split), food101_classes.json (class names in label order), food101_write.json (the write the files belong to:
+# readers refuse a folder a stopped write left mixed), and with SKIP_BAD=1 food101_skipped.json (every
 # skipped sample and why). The arrow files hold the JPEG bytes as found on disk (about the size of images/), or
 # with RESIZE=384 the images already resized as ViLT-B/32's transform resizes them (a faster loader; see
 # emmcil/data/resize.py); the writer decodes every image once, so expect minutes to an hour for the ~90k images.
@@ -52,7 +53,10 @@ args=(--root "$RAW" --out "$OUT" --name "$NAME" --layout "$LAYOUT" --seed "$SEED
 if [[ $SKIP_BAD == 1 ]]; then args+=(--skip-bad); fi
 if [[ -n $RESIZE ]]; then args+=(--resize "$RESIZE"); fi
 
-if ! run "$PYTHON" -m emmcil.data.write_food101 "${args[@]}"; then
+status=0
+run "$PYTHON" -m emmcil.data.write_food101 "${args[@]}" || status=$?
+if (( status == 75 )); then exit 75; fi  # stopped by a signal (nothing written): run the script again
+if (( status != 0 )); then
     [[ $SKIP_BAD == 1 ]] || echo "hint: SKIP_BAD=1 skips bad samples and lists them in $OUT/${NAME}_skipped.json" >&2
     exit 1
 fi

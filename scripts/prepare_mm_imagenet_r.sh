@@ -19,7 +19,10 @@
 #             transform resizes them (a faster loader; emmcil/data/resize.py).
 #
 # Out: $CAPTIONS, and in $OUT mm_imagenet_r_train.arrow, mm_imagenet_r_test.arrow, mm_imagenet_r_classes.json
-# (the 200 class names in label order), with SKIP_BAD=1 also mm_imagenet_r_skipped.json.
+# (the 200 class names in label order), mm_imagenet_r_write.json (the write the files belong to), with SKIP_BAD=1
+# also mm_imagenet_r_skipped.json.
+# Exit status 75: a step was stopped by SIGTERM / SIGINT (captions written so far are kept, the arrow folder is as it
+# was); running the script again continues.
 #
 # Usage:   TAR=~/Downloads/imagenet-r.tar INSTRUCTBLIP=/models/instructblip-vicuna-7b scripts/prepare_mm_imagenet_r.sh
 #          STEPS=arrow SEED=1 scripts/prepare_mm_imagenet_r.sh    # re-split existing captions with another seed
@@ -91,8 +94,11 @@ if step captions; then
 fi
 
 if step arrow; then
-    if ! run "$PYTHON" -m emmcil.data.write_imagenet_r --root "$IMAGES" --captions "$CAPTIONS" --out "$OUT" \
-            --seed "$SEED" --test-fraction "$TEST_FRACTION" "${skip[@]}" "${resize[@]}"; then
+    status=0
+    run "$PYTHON" -m emmcil.data.write_imagenet_r --root "$IMAGES" --captions "$CAPTIONS" --out "$OUT" \
+        --seed "$SEED" --test-fraction "$TEST_FRACTION" "${skip[@]}" "${resize[@]}" || status=$?
+    if (( status == 75 )); then exit 75; fi  # stopped by a signal (nothing written): run the script again
+    if (( status != 0 )); then
         [[ $SKIP_BAD == 1 ]] || echo "hint: SKIP_BAD=1 skips bad samples and lists them in" \
             "$OUT/mm_imagenet_r_skipped.json" >&2
         exit 1

@@ -77,7 +77,7 @@ def test_cim_stays_within_the_budget_and_stores_more_than_replay(demo_runs):
         for c, cost in phase_memory["cost_per_class"].items():
             assert cost <= 5.0, c
     assert cim["exemplars"] > replay["exemplars"]
-    state = torch.load(demo_runs["cim"] / "checkpoints" / "phase_1.pt", weights_only=False)
+    state = torch.load(demo_runs["cim"] / "checkpoints" / "phase_1.pt", weights_only=True)
     stored = [exemplar_from_state(e) for v in state["method"]["memory"]["classes"].values() for e in v]
     assert stored and all(isinstance(e, CimExemplar) for e in stored)
     assert sum(e.nbytes for e in stored) == cim["bytes"] and sum(e.cost for e in stored) == pytest.approx(cim["cost"])
@@ -92,7 +92,7 @@ def test_cim_stays_within_the_budget_and_stores_more_than_replay(demo_runs):
 
 
 def test_ease_builds_prototypes_for_old_classes_in_new_subspaces(demo_runs):
-    state = torch.load(demo_runs["ease"] / "checkpoints" / "phase_1.pt", weights_only=False)
+    state = torch.load(demo_runs["ease"] / "checkpoints" / "phase_1.pt", weights_only=True)
     protos = state["trainable"]["method_net.prototypes"]          # (classes, phases, C)
     assert protos.shape[:2] == (10, 2)
     assert (protos.norm(dim=-1) > 0).all()                        # classes 0-4 in subspace 1 were synthesised

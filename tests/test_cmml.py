@@ -132,7 +132,7 @@ def test_tiny_cmml_run_reports_both_metric_sets(demo_root, tmp_path):
     assert [p.name.split("_missing")[0] for p in saved] == ["demo_test", "demo_train"]
     train = MissingTable.load(next(p for p in saved if p.name.startswith("demo_train")))
     assert train.seed == split_seed(0, "train") and (train.codes != NONE).sum() == 210
-    state = torch.load(run_dir / "checkpoints" / "phase_1.pt", weights_only=False)
+    state = torch.load(run_dir / "checkpoints" / "phase_1.pt", weights_only=True)
     assert any(k.startswith("method_net.memory.tasks.1.") for k in state["trainable"])
 
 

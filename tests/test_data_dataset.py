@@ -185,7 +185,7 @@ def test_fingerprint_names_the_content_not_the_place(written, tmp_path, tok):
     src = paths["train"].parent
     shutil.copytree(src, tmp_path / "copy")
     same = make(tmp_path / "copy" / paths["train"].name, tok).fingerprint()
-    assert same == make(paths["train"], tok).fingerprint() and len(same) == 16
+    assert same == make(paths["train"], tok).fingerprint() and len(same) == 32
     raw, jsonl = src.parent / "raw", src.parent / "c.jsonl"
     resized = write_folder(raw, jsonl, tmp_path / "resized", "toy", test_fraction=0.5, resize=StoredResize(32, 16))
     assert make(resized["train"], tok).fingerprint() != same

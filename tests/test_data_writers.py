@@ -291,3 +291,92 @@ def test_a_caption_path_outside_the_image_folder_is_named_as_such(tmp_path):
     WF.write_folder(root, caps, tmp_path / "o", "pets", test_fraction=0.0, skip_bad=True)
     skipped = json.loads((tmp_path / "o" / "pets_skipped.json").read_text())
     assert skipped["counts"] == {"outside_root": 2}
+
+
+# ---------------------------------------------------------------- entries that cannot be read, empty classes
+def test_unreadable_entries_are_reported_as_such_and_counted(tmp_path, monkeypatch):
+    """A directory named like an image, a symlink loop and a file without read permission: an error naming the
+    kind (not a traceback), or with --skip-bad a count per kind; captioned or not."""
+    import os
+
+    from emmcil.data import writing as W
+
+    root = tmp_path / "pets"
+    rels = image_folder(root, ["dog", "cat"], per_class=3)
+    (root / "dog" / "folder.jpg").mkdir()
+    os.symlink("loop.jpg", root / "cat" / "loop.jpg")
+    locked = root / "cat" / "img_0.jpg"
+    real_access = os.access
+    monkeypatch.setattr(W.os, "access", lambda p, mode: False if str(p) == str(locked) else real_access(p, mode))
+    caps = write_jsonl(tmp_path / "c.jsonl", [{"path": r, "caption": "a pet"} for r in rels + ["cat/loop.jpg"]])
+    with pytest.raises(BadSampleError) as e:
+        WF.write_folder(root, caps, tmp_path / "o", "pets")
+    assert e.value.reason in {"is_directory", "symlink_loop", "no_permission"}
+    WF.write_folder(root, caps, tmp_path / "o", "pets", skip_bad=True)
+    skipped = json.loads((tmp_path / "o" / "pets_skipped.json").read_text())
+    assert skipped["counts"] == {"is_directory": 1, "symlink_loop": 1, "no_permission": 1}
+    assert {s["image_id"] for s in skipped["samples"]} == {"dog/folder.jpg", "cat/loop.jpg", "cat/img_0.jpg"}
+
+
+def test_a_class_without_images_is_an_error_naming_it(tmp_path, capsys):
+    """An empty class folder, or one whose every sample was skipped, stops the write; a folder that links back to
+    the image root (a loop) is reported, not made a class."""
+    import os
+
+    root = tmp_path / "pets"
+    rels = image_folder(root, ["dog", "cat"], per_class=3)
+    caps = write_jsonl(tmp_path / "c.jsonl", [{"path": r, "caption": "a pet"} for r in rels])
+    (root / "empty").mkdir()
+    with pytest.raises(SystemExit) as e:
+        WF.main(["--root", str(root), "--captions", str(caps), "--out", str(tmp_path / "o"), "--name", "pets",
+                 "--skip-bad"])
+    assert e.value.code == 1 and "'empty'" in capsys.readouterr().err
+    assert not list((tmp_path / "o").glob("*.arrow"))
+    (root / "empty").rmdir()
+    os.symlink(".", root / "loop")
+    with pytest.raises(BadSampleError, match=r"sample 'loop/'.*which holds the class folders itself") as e:
+        WF.write_folder(root, caps, tmp_path / "o", "pets")
+    assert e.value.reason == "symlink_loop"
+    WF.write_folder(root, caps, tmp_path / "o", "pets", skip_bad=True)
+    assert json.loads((tmp_path / "o" / "pets_classes.json").read_text()) == ["cat", "dog"]
+
+
+def test_readers_refuse_a_folder_that_a_stopped_write_left_half_moved(tmp_path, monkeypatch):
+    """Every file of a write carries its id and the folder's {name}_write.json names the write being moved in: a
+    writer stopped between two moves leaves a new train split beside an old test split, and readers refuse it."""
+    import os
+
+    from emmcil.data import writing as W
+    from emmcil.data.arrow import ArrowFormatError, check_same_write
+    from emmcil.data.dataset import ArrowDataset
+
+    root = tmp_path / "pets"
+    rels = image_folder(root, ["dog", "cat"], per_class=4)
+    caps = write_jsonl(tmp_path / "c.jsonl", [{"path": r, "caption": "v1"} for r in rels])
+    out = tmp_path / "o"
+    paths = WF.write_folder(root, caps, out, "pets", test_fraction=0.5)
+    ArrowDataset([paths["train"], paths["test"]], tokenizer=None, transform=None, max_text_len=8)
+    old_test = paths["test"].read_bytes()
+    write_jsonl(caps, [{"path": r, "caption": "v2"} for r in rels])
+    class StopAfterTheFirstMove:  # the writer's os, whose replace (its moves into place) stops after one
+        def __getattr__(self, name):
+            return getattr(os, name)
+
+        def replace(self, a, b):
+            os.replace(a, b)
+            raise KeyboardInterrupt("stopped between two moves")
+
+    monkeypatch.setattr(W, "os", StopAfterTheFirstMove())
+    with pytest.raises(KeyboardInterrupt):
+        WF.write_folder(root, caps, out, "pets", test_fraction=0.5)
+    monkeypatch.undo()
+    assert paths["test"].read_bytes() == old_test  # the old test split beside the new train split
+    with pytest.raises(ArrowFormatError, match="pets_write.json names.*mixes two writes"):
+        ArrowDataset(paths["test"], tokenizer=None, transform=None, max_text_len=8)
+    ArrowDataset(paths["train"], tokenizer=None, transform=None, max_text_len=8)  # of the write named
+    shutil.copy(paths["train"], tmp_path / "pets_train.arrow")  # the files alone, without the manifest
+    shutil.copy(paths["test"], tmp_path / "pets_test.arrow")
+    with pytest.raises(ArrowFormatError, match="different writes"):
+        check_same_write([tmp_path / "pets_train.arrow", tmp_path / "pets_test.arrow"])
+    WF.write_folder(root, caps, out, "pets", test_fraction=0.5)  # writing again mends it
+    ArrowDataset([paths["train"], paths["test"]], tokenizer=None, transform=None, max_text_len=8)

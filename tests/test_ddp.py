@@ -26,7 +26,7 @@ def run(tmp_path, demo_root, *extra):
 
 
 def memory_of(run_dir: Path, phase: int) -> dict:
-    state = torch.load(run_dir / "checkpoints" / f"phase_{phase}.pt", weights_only=False)
+    state = torch.load(run_dir / "checkpoints" / f"phase_{phase}.pt", weights_only=True)
     return state["method"]["memory"]["classes"]
 
 

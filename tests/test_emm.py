@@ -81,7 +81,7 @@ def test_at_equal_budget_replay_holds_m_a_class_and_the_compressed_methods_more(
 
 
 def test_emm_costs_equal_the_kept_byte_share(demo_runs):
-    state = torch.load(demo_runs["emm"] / "checkpoints" / "phase_1.pt", weights_only=False)
+    state = torch.load(demo_runs["emm"] / "checkpoints" / "phase_1.pt", weights_only=True)
     stored = [exemplar_from_state(e) for v in state["method"]["memory"]["classes"].values() for e in v]
     assert stored and all(0 < e.cost < 1 and e.cost == e.nbytes / e.full_nbytes for e in stored)
     full = max(stored, key=lambda e: e.full_nbytes)

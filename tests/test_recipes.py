@@ -192,7 +192,7 @@ def pretrained_tiny(demo, tmp_path_factory):
                   progress_bar=False, **SIZE)
     with one_thread():
         run_dir = run_experiment(cfg)
-    state = torch.load(run_dir / "checkpoints" / "phase_0.pt", weights_only=False)["trainable"]
+    state = torch.load(run_dir / "checkpoints" / "phase_0.pt", weights_only=True)["trainable"]
     path = logs / "tiny_pretrained.ckpt"  # the ViLT checkpoint format: {"state_dict": backbone keys}
     torch.save({"state_dict": {k.removeprefix("backbone."): v for k, v in state.items()
                                if k.startswith("backbone.")}}, path)

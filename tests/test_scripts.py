@@ -240,3 +240,23 @@ def test_slurm_requeues_the_job_on_its_signal_and_keeps_waiting(tmp_path):
         out, err = proc.communicate(timeout=30)
     assert "GPUS=4 NODES=2 LAUNCHER=srun --kill-on-bad-exit=1 SRUN_CPUS_PER_TASK=10" in out
     assert "requeueing job 4242" in err
+
+
+def test_a_stopped_run_stops_the_script_with_the_stopped_status(tmp_path):
+    """run.py exits with 75 (emmcil.stops.STOPPED_EXIT_CODE) when a signal stopped it: the experiment script stops
+    there with 75 too, even with KEEP_GOING=1 (neither "done" nor "failed": running it again resumes), and runs no
+    later run and no report. A run killed by SIGTERM before it could say so (143) counts as stopped as well."""
+    launcher = tmp_path / "launcher.sh"  # stands in for srun: records the run, which then "is stopped"
+    launcher.write_text(f'echo "$@" >> {tmp_path / "launched.log"}\nexit "$STATUS"\n')
+    for status in ("75", "143"):
+        (tmp_path / "launched.log").unlink(missing_ok=True)
+        result = subprocess.run(["bash", str(SCRIPTS / "demo_figures.sh")], cwd=tmp_path, text=True,
+                                capture_output=True, timeout=240,
+                                env=script_env(LAUNCHER=f"bash {launcher}", STATUS=status, KEEP_GOING="1",
+                                               METHODS="finetune", SWEEP_METHODS="replay", SWEEP_SIZES="1",
+                                               SEEDS="0",
+                                               LOG_DIR=str(tmp_path / "runs"), REPORT_DIR=str(tmp_path / "rep")))
+        assert result.returncode == 75, result.stderr[-2000:]
+        assert len((tmp_path / "launched.log").read_text().splitlines()) == 1  # the second run never started
+        assert f"stopped: run 1 of 2 was stopped (exit status {status}); run this script again" in result.stderr
+        assert not (tmp_path / "rep").exists()

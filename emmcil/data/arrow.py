@@ -4,6 +4,12 @@ Columns (``SCHEMA``): ``image`` encoded image bytes (JPEG/PNG as found on disk),
 ``label`` original class id, ``image_id`` sample name (file name or relative path), ``split``.
 Files are written in record batches (bounded memory for 90k-image datasets) through :func:`emmcil.atomic.atomic_open`
 (a temporary file renamed into place), so an interrupted writer never leaves a truncated ``.arrow`` behind.
+
+One write of a dataset's splits (``emmcil.data.writing.write_splits``) marks each file with its write id (schema
+metadata :data:`WRITE_ID_KEY`) and names that write in ``{name}_write.json`` (:func:`write_manifest_path`) before it
+moves the files into place; a reader (:func:`check_write`) refuses a file of another write than the one the
+manifest names, so a writer stopped between two moves never leaves a folder that reads as one dataset with a new
+train split beside an old test split.
 """
 from __future__ import annotations
 
@@ -28,8 +34,13 @@ SCHEMA = pa.schema([
 ])
 
 
+# schema metadata of the files one write made: its id (the fingerprint of the data leaves these keys out)
+WRITE_KEY_PREFIX = "emmcil_write"
+WRITE_ID_KEY = "emmcil_write_id"
+
+
 class ArrowFormatError(ValueError):
-    """An arrow file lacks a required column or has the wrong type."""
+    """An arrow file lacks a required column or has the wrong type (or is not of the write its folder names)."""
 
 
 def arrow_path(out_dir: str | os.PathLike, name: str, split: str) -> Path:
@@ -109,6 +120,51 @@ def read_arrow(path: str | os.PathLike, required: tuple[str, ...] = REQUIRED_COL
         raise ArrowFormatError(
             f"{path}: column 'text' must be a list of strings, got {table.schema.field('text').type}")
     return table
+
+
+def write_manifest_path(root: str | os.PathLike, name: str) -> Path:
+    """``{root}/{name}_write.json``: the write whose files the folder holds (``write_id``, and per split its file
+    and rows)."""
+    return Path(root) / f"{name}_write.json"
+
+
+def write_id(metadata: dict | None) -> str | None:
+    """The write id recorded in an arrow file's schema metadata (bytes or str keys), or None (another writer)."""
+    for k, v in (metadata or {}).items():
+        if (k.decode() if isinstance(k, bytes) else k) == WRITE_ID_KEY:
+            return v.decode() if isinstance(v, bytes) else v
+    return None
+
+
+def check_write(path: str | os.PathLike, metadata: dict | None) -> None:
+    """ArrowFormatError unless ``path`` (``{name}_{split}.arrow``, schema ``metadata``) belongs to the write that its
+    folder's ``{name}_write.json`` names. Files beside no such manifest (other writers' files, a copy of the arrow
+    files alone) are not checked here (:func:`check_same_write` compares files read together)."""
+    path = Path(path)
+    name = path.stem.rsplit("_", 1)[0]
+    manifest = write_manifest_path(path.parent, name)
+    if not manifest.is_file():
+        return
+    try:
+        expected = json.loads(read_text(manifest).text)["write_id"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ArrowFormatError(f"{manifest} cannot be read ({e}): write the dataset again") from None
+    found = write_id(metadata)
+    if found != expected:
+        raise ArrowFormatError(
+            f"{path} is not of the write that {manifest.name} names ({found or 'no write id'} != {expected}): a "
+            f"write of {name!r} into {path.parent} stopped before it had moved all its files into place, so the "
+            f"folder mixes two writes. Write the dataset again (the same command).")
+
+
+def check_same_write(paths) -> None:
+    """ArrowFormatError when the arrow files read together (a run's training and test splits) come from different
+    writes of our writers (or some from one of them and some from elsewhere)."""
+    ids = {Path(p): write_id(read_metadata(p)) for p in paths}
+    if len(set(ids.values())) > 1 and any(ids.values()):
+        listed = ", ".join(f"{p.name}: {i or 'no write id'}" for p, i in ids.items())
+        raise ArrowFormatError(f"the files of one dataset come from different writes ({listed}): write the "
+                               f"dataset again, all its splits at once")
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:

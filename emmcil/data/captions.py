@@ -8,7 +8,8 @@ Writes one JSON line per image, ``{"path": "<wnid>/<file>", "caption": "..."}`` 
 UTF-8, see ``textfiles.json_line``), which is the captions file ``write_imagenet_r`` reads. Images are decoded by
 ``images.decode_image``, as the arrow dataset decodes them (EXIF orientation applied, transparency on white).
 Resumable: paths already in the output are skipped and new lines are appended (flushed after every batch; a line
-cut short by a kill is removed on the next start), whatever characters the captions hold.
+cut short by a kill is removed on the next start), whatever characters the captions hold. SIGTERM / SIGINT stop it
+cleanly (every caption written so far is kept) with exit status ``emmcil.stops.STOPPED_EXIT_CODE``.
 The model is loaded from a local directory (``InstructBlipForConditionalGeneration`` + ``InstructBlipProcessor``),
 never downloaded. The paper does not state its prompt, model variant or decoding; the defaults here are a
 "detailed description" prompt, which matches the style of the captions shown in the paper's Fig. 4.
@@ -17,10 +18,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from PIL import Image
 from tqdm import tqdm
+
+from emmcil import stops
 
 from .images import ImageDecodeError, decode_image
 from .textfiles import cut_partial_last_line, json_line, open_append, read_jsonl
@@ -162,9 +166,19 @@ def main(argv=None):
     p.add_argument("--limit", type=int, default=None, help="caption at most this many new images")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images (reported) instead of failing")
     a = p.parse_args(argv)
-    caption_folder(a.images, a.out, a.model, prompt=a.prompt, max_new_tokens=a.max_new_tokens,
-                   num_beams=a.num_beams, batch_size=a.batch_size, device=a.device, dtype=a.dtype,
-                   skip_bad=a.skip_bad, limit=a.limit)
+    with stops.stoppable():
+        try:
+            caption_folder(a.images, a.out, a.model, prompt=a.prompt, max_new_tokens=a.max_new_tokens,
+                           num_beams=a.num_beams, batch_size=a.batch_size, device=a.device, dtype=a.dtype,
+                           skip_bad=a.skip_bad, limit=a.limit)
+        except BaseException as e:
+            stop = stops.stop_of(e)
+            if stop is None:
+                raise
+            done = len(done_paths(a.out))
+            print(f"{stop}: {done} captions are in {a.out}; re-run the same command to caption the rest",
+                  file=sys.stderr)
+            raise SystemExit(stops.STOPPED_EXIT_CODE) from None
 
 
 def _cuda() -> bool:

@@ -9,7 +9,9 @@ order of the names in ``--classes`` (one class name a line, UTF-8). If ``DIR`` h
 ``--seed`` (``round(f * n)`` images per class for each held-out split). Captions: JSONL (``{"path":
 "<class>/<image>", "caption": "..."}``) or CSV (header ``path,caption``), UTF-8, keyed by the image path relative
 to ``DIR`` (an absolute path under ``DIR`` is made relative). Every image on disk and every captioned path becomes
-a sample, so an image without caption and a caption without image are both reported. Images are stored as the files' bytes and decoded by
+a sample, so an image without caption and a caption without image are both reported; so is an entry that cannot be
+read (a directory named like an image, a symlink loop, no permission: a bad sample of its own reason), and a class
+folder without any image is an error naming it. Images are stored as the files' bytes and decoded by
 ``images.decode_image`` (EXIF orientation applied, transparency on white, 16-bit scaled). ``{name}_classes.json``
 lists the class names in label order. ``--resize`` stores the images already resized for the pixelbert transform
 (``emmcil.data.resize``).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import writing
 from .textfiles import read_lines
 from .resize import StoredResize
 from .writing import WRITTEN_SPLITS as SPLITS
@@ -25,22 +28,48 @@ from .writing import (RawSample, base_parser, cli_errors, is_image_file, read_ca
                       write_splits)
 
 
-def scan_images(folder: Path) -> tuple[list[str], list[str]]:
-    """(image paths, other files), relative to ``folder``, of ``folder/<class>/<file>``. Files outside class
-    folders (e.g. a README) count as other files, so they are reported rather than silently dropped."""
-    images, others = [], []
+def _loops_back(folder: Path, root: Path) -> bool:
+    """Whether ``folder`` (a class folder, maybe a link) is ``root`` itself or a folder above it: a loop."""
+    try:
+        target, base = folder.resolve(), root.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
+        return True
+    return target == base or target in base.parents
+
+
+def scan_images(folder: Path) -> tuple[list[str], list[str], dict[str, tuple[str, str]]]:
+    """(image paths, other files, problems), relative to ``folder``, of ``folder/<class>/<file>``. An image is an
+    entry with an image extension, whatever it is on disk (a directory named ``x.jpg`` or a symlink loop is then
+    reported as such when it is read). Files outside class folders (e.g. a README) count as other files, so they
+    are reported rather than silently dropped. ``problems``: {entry: (reason, detail)} for class folders that
+    cannot be listed (permission, a symlink loop, a link back to ``folder`` or above it)."""
+    images, others, problems = [], [], {}
     for entry in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
         if not entry.is_dir():
-            others.append(entry.name)
+            problem = writing.entry_problem(entry)
+            if problem is not None and problem[0] in ("symlink_loop", "no_permission", "unreadable_file"):
+                problems[f"{entry.name}/"] = problem
+            else:
+                others.append(entry.name)
             continue
-        for f in sorted(entry.iterdir()):
+        if _loops_back(entry, folder):
+            problems[f"{entry.name}/"] = ("symlink_loop", f"a link to {entry.resolve()}, which holds the class "
+                                                          f"folders itself")
+            continue
+        try:
+            children = sorted(entry.iterdir())
+        except OSError as e:
+            reason = "no_permission" if isinstance(e, PermissionError) else "unreadable_file"
+            problems[f"{entry.name}/"] = (reason, f"the folder cannot be listed: {e.strerror or e}")
+            continue
+        for f in children:
             if f.name.startswith("."):
                 continue
-            if f.is_file() and is_image_file(f):
+            if is_image_file(f):
                 images.append(f"{entry.name}/{f.name}")
             else:  # a folder is named with its "/" (images in a sub-folder are not read)
                 others.append(f"{entry.name}/{f.name}" + ("/" if f.is_dir() else ""))
-    return images, others
+    return images, others, problems
 
 
 def relative_captions(captions: dict[str, list[str]], root: Path) -> dict[str, list[str]]:
@@ -65,15 +94,16 @@ def folder_samples(root: Path, captions: dict[str, list[str]], class_index: dict
     """{split: samples} for the union of images under ``root`` and captioned paths (see module docstring)."""
     presplit = [d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
     presplit = bool(presplit) and set(presplit) <= set(SPLITS)
-    keys, ignored = [], []
+    keys, ignored, problems = [], [], {}
     if presplit:
         for split in SPLITS:
             if (root / split).is_dir():
-                imgs, others = scan_images(root / split)
+                imgs, others, bad = scan_images(root / split)
                 keys += [f"{split}/{k}" for k in imgs]
                 ignored += [f"{split}/{k}" for k in others]
+                problems.update({f"{split}/{k}": v for k, v in bad.items()})
     else:
-        keys, ignored = scan_images(root)
+        keys, ignored, problems = scan_images(root)
     captions = relative_captions(captions, root)
     ignored = [k for k in ignored if k not in captions]  # a captioned file is a sample whatever its extension
     if ignored:
@@ -95,6 +125,11 @@ def folder_samples(root: Path, captions: dict[str, list[str]], class_index: dict
         split_of = seeded_split(by_class, fractions, seed)
 
     out = {s: [] for s in SPLITS}
+    for k, problem in problems.items():  # reported (or counted by --skip-bad) as they are; not in the split draw
+        split = k.split("/")[0] if presplit else "train"
+        out[split].append(RawSample(image_id=k, image_path=root / k, texts=None, label=class_index.get(class_of(k)),
+                                    split=split, source=f"{root} (captions: {captions_file})",
+                                    class_name=class_of(k), problem=problem))
     for k in keys:
         split = split_of[k] if split_of[k] in SPLITS else "train"  # a stray caption key in a presplit tree
         cls = class_of(k) if k.count("/") >= (2 if presplit else 1) else ""
@@ -105,10 +140,13 @@ def folder_samples(root: Path, captions: dict[str, list[str]], class_index: dict
 
 
 def class_folders(root: Path) -> list[str]:
+    """The class folder names under ``root`` (or under its ``train/ val/ test/``), sorted; a link back to a folder
+    above them is no class (it is reported by :func:`scan_images`)."""
     dirs = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
     if dirs and {d.name for d in dirs} <= set(SPLITS):
-        return sorted({c.name for d in dirs for c in d.iterdir() if c.is_dir() and not c.name.startswith(".")})
-    return sorted(d.name for d in dirs)
+        return sorted({c.name for d in dirs for c in d.iterdir()
+                       if c.is_dir() and not c.name.startswith(".") and not _loops_back(c, d)})
+    return sorted(d.name for d in dirs if not _loops_back(d, root))
 
 
 def write_folder(root, captions, out, name: str, *, classes: str | None = None, test_fraction: float = 0.2,

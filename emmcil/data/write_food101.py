@@ -197,7 +197,7 @@ def write_food101(root, out, *, name: str = NAME, layout: str = "auto", seed: in
     print(f"layout {layout}: {len(class_idx)} classes, " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
     if len(class_idx) != NUM_CLASSES:
         print(f"note: {len(class_idx)} classes found, UPMC Food-101 has {NUM_CLASSES}")
-    return write_splits(splits, out, name, sorted(class_idx, key=class_idx.get), skip_bad, resize)
+    return write_splits(splits, out, name, sorted(class_idx, key=class_idx.get), skip_bad, resize, empty_classes="note")
 
 
 def main(argv=None):

@@ -30,7 +30,7 @@ def write_imagenet_r(root, captions, out, *, seed: int = 0, test_fraction: float
                             fractions={"test": test_fraction}, seed=seed)
     print(f"{len({s.class_name for v in splits.values() for s in v})} class folders, "
           + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
-    return write_splits(splits, out, name, IMAGENET_R_CLASSES, skip_bad, resize)
+    return write_splits(splits, out, name, IMAGENET_R_CLASSES, skip_bad, resize, empty_classes="note")
 
 
 def main(argv=None):

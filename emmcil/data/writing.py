@@ -2,15 +2,25 @@
 
 Every bad input is either an error naming the sample and the file, or, with ``--skip-bad``, a printed count per
 reason (plus the first few sample names) and a ``{name}_skipped.json`` next to the arrow files. Nothing is dropped
-silently.
+silently. An entry that cannot be read (a directory or a symlink loop where an image is listed, a file without read
+permission) is such a bad sample, with its own reason; a class left without any sample is an error naming it.
+
+A write is all or nothing: the splits are written aside, then named in ``{name}_write.json`` and moved into place
+(``emmcil.data.arrow.check_write``: readers refuse a folder that a stopped write left half moved). SIGTERM and
+SIGINT stop a writer cleanly (:mod:`emmcil.stops`): nothing of the write is left, exit status
+``emmcil.stops.STOPPED_EXIT_CODE``.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import secrets
 import shutil
+import stat
 import sys
+import time
 import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -19,9 +29,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from emmcil.atomic import write_text
+from emmcil import stops
+from emmcil.atomic import disk_full, write_text
 
-from .arrow import ArrowWriter, arrow_path
+from .arrow import WRITE_ID_KEY, ArrowWriter, arrow_path, write_manifest_path
 from .images import ImageDecodeError, decode_image
 from .resize import DEFAULT_QUALITY, StoredResize
 from .textfiles import TextFile, read_csv, read_jsonl
@@ -37,6 +48,11 @@ REASONS = {
     "empty_caption": "empty caption",
     "unknown_class": "label outside the class index",
     "outside_root": "captioned path outside the image folder (--root)",
+    "is_directory": "a directory where an image is listed",
+    "symlink_loop": "a symbolic link that loops",
+    "no_permission": "no permission to read the file",
+    "not_a_file": "neither a file nor a directory (a pipe, socket or device)",
+    "unreadable_file": "the file cannot be read (an I/O error)",
 }
 
 
@@ -50,6 +66,7 @@ class RawSample:
     split: str
     source: str  # the file (or folder) that listed this sample, for error messages
     class_name: str = ""
+    problem: tuple[str, str] | None = None  # (reason, detail) found while listing it, e.g. an unreadable folder
 
 
 class BadSampleError(ValueError):
@@ -64,24 +81,66 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def entry_problem(path: Path) -> tuple[str, str] | None:
+    """(reason, detail) when ``path`` cannot be read as an image file, without reading it: absent (or a dangling
+    link), a directory, a symlink loop, not a regular file (a FIFO would block the reader), or unreadable by
+    permission; None for a readable regular file."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return ("missing_file", "a symbolic link to a file that does not exist") if path.is_symlink() else \
+            ("missing_file", "")
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symlink_loop", e.strerror
+        if e.errno in (errno.EACCES, errno.EPERM):
+            return "no_permission", e.strerror
+        return "unreadable_file", f"{type(e).__name__}: {e.strerror or e}"
+    if stat.S_ISDIR(st.st_mode):
+        return "is_directory", "a folder, named like an image"
+    if not stat.S_ISREG(st.st_mode):
+        return "not_a_file", ""
+    if not os.access(path, os.R_OK):
+        return "no_permission", "the file is not readable for this user"
+    return None
+
+
+def read_image_file(sample: RawSample) -> bytes:
+    """The bytes of ``sample``'s image file; BadSampleError for an entry that cannot be read (see
+    :func:`entry_problem`; an I/O error while reading is ``unreadable_file``)."""
+    problem = entry_problem(sample.image_path)
+    if problem is not None:
+        raise BadSampleError(problem[0], sample, problem[1])
+    try:
+        return sample.image_path.read_bytes()
+    except FileNotFoundError:  # removed since it was looked at
+        raise BadSampleError("missing_file", sample) from None
+    except PermissionError as e:
+        raise BadSampleError("no_permission", sample, e.strerror or "") from None
+    except OSError as e:
+        raise BadSampleError("unreadable_file", sample, f"{type(e).__name__}: {e.strerror or e}") from None
+
+
 def validate(sample: RawSample, num_classes: int, resize: StoredResize | None = None) -> dict:
     """The arrow row of ``sample``, or BadSampleError. The image is decoded in full with ``images.decode_image``
     (a truncated JPEG only fails then); the row keeps the file's bytes as they are, or with ``resize`` the bytes of
     the picture resized for the pixelbert transform (``resize.StoredResize.encode``)."""
+    if sample.problem is not None:
+        raise BadSampleError(sample.problem[0], sample, sample.problem[1])
     if Path(sample.image_id).is_absolute() or sample.image_id.split("/")[0] == "..":
         raise BadSampleError("outside_root", sample, "caption paths are relative to the image folder, or absolute "
                                                      "under it")
     if sample.label is None or not 0 <= sample.label < num_classes:
         raise BadSampleError("unknown_class", sample,
                              f"class {sample.class_name or sample.label!r} not among the {num_classes} classes")
+    problem = entry_problem(sample.image_path)  # an entry that cannot be read says so, captioned or not
+    if problem is not None and problem[0] != "missing_file":
+        raise BadSampleError(problem[0], sample, problem[1])
     if sample.texts is None:
         raise BadSampleError("missing_caption", sample)
     if not sample.texts or any(not t.strip() for t in sample.texts):
         raise BadSampleError("empty_caption", sample, f"texts {sample.texts!r}")
-    try:
-        data = sample.image_path.read_bytes()
-    except FileNotFoundError:
-        raise BadSampleError("missing_file", sample) from None
+    data = read_image_file(sample)
     try:
         image = decode_image(data, str(sample.image_path))  # what ArrowDataset will do with the stored bytes
     except ImageDecodeError as e:
@@ -116,12 +175,15 @@ class SkipReport:
 
 
 def write_split(samples: list[RawSample], out_dir: Path, name: str, split: str, num_classes: int,
-                skip_bad: bool, report: SkipReport, resize: StoredResize | None = None) -> tuple[Path, int]:
+                skip_bad: bool, report: SkipReport, resize: StoredResize | None = None,
+                write_id: str = "", labels: Counter | None = None) -> tuple[Path, int]:
     """Validate and write ``samples`` to ``{out_dir}/{name}_{split}.arrow``; returns (path, rows written).
-    With ``resize`` the images are stored resized and the file's metadata records how."""
+    With ``resize`` the images are stored resized and the file's metadata records how; ``write_id`` marks the file
+    as one of a write (:func:`write_splits`); ``labels`` counts the rows written per label."""
     path = arrow_path(out_dir, name, split)
     found = stored = 0  # image bytes as found on disk / as stored
-    with ArrowWriter(path, metadata=resize.metadata() if resize else None) as w:
+    metadata = {**(resize.metadata() if resize else {}), **({WRITE_ID_KEY: write_id} if write_id else {})}
+    with ArrowWriter(path, metadata=metadata or None) as w:
         for s in tqdm(samples, desc=f"{name}_{split}", unit="img", mininterval=1.0):
             try:
                 row = validate(s, num_classes, resize)
@@ -133,6 +195,8 @@ def write_split(samples: list[RawSample], out_dir: Path, name: str, split: str, 
             w.write(row)
             found += s.image_path.stat().st_size
             stored += len(row["image"])
+            if labels is not None:
+                labels[row["label"]] += 1
     if w.num_rows == 0:
         path.unlink()
         raise ValueError(f"{name}_{split}: no valid samples (of {len(samples)}); nothing written")
@@ -143,25 +207,48 @@ def write_split(samples: list[RawSample], out_dir: Path, name: str, split: str, 
 
 
 def write_splits(splits: dict[str, list[RawSample]], out_dir, name: str, class_names: list[str],
-                 skip_bad: bool, resize: StoredResize | None = None) -> dict[str, Path]:
+                 skip_bad: bool, resize: StoredResize | None = None, empty_classes: str = "error"
+                 ) -> dict[str, Path]:
     """Write every split and ``{name}_classes.json`` (class names in label order), print a summary, and with
     ``skip_bad`` list the skipped samples in ``{name}_skipped.json``. ``resize``: store the images resized.
 
-    The splits are written into ``{out_dir}/.{name}.writing/`` and moved into place together only when every one
-    of them is complete, so a write that stops on a bad sample leaves a dataset written earlier as it was (a new
-    train file beside an old test file could share images). A ``{name}_{split}.arrow`` of an earlier write whose
-    split this write does not make (a val split no longer asked for) is removed, and said so."""
+    All or nothing: the splits are written into ``{out_dir}/.{name}.writing/``, each marked with the write's id;
+    only when every one is complete (and every class has a sample) is the write named in ``{name}_write.json``, and
+    then the files are moved into place. A reader refuses a file of another write than the one named there
+    (``emmcil.data.arrow.check_write``), so a writer stopped between two moves leaves no folder that reads as a new
+    train split beside an old test split, and a write that stops on a bad sample leaves a dataset written earlier as
+    it was. A ``{name}_{split}.arrow`` of an earlier write whose split this write does not make (a val split no
+    longer asked for) is removed, and said so. A class without any sample is a ValueError naming it
+    (``empty_classes="error"``: classes made from folders), or a printed note (``"note"``: a fixed class index such
+    as ImageNet-R's 200 wnids, of which a folder may hold some)."""
     out_dir = Path(out_dir)
     num_classes = len(class_names)
     report = SkipReport()
     staging = out_dir / f".{name}.writing"
     shutil.rmtree(staging, ignore_errors=True)  # left by a write that was killed
     staging.mkdir(parents=True)
+    write_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}"
+    labels: Counter = Counter()
     try:
-        rows = {split: write_split(samples, staging, name, split, num_classes, skip_bad, report, resize)[1]
+        rows = {split: write_split(samples, staging, name, split, num_classes, skip_bad, report, resize, write_id,
+                                   labels)[1]
                 for split, samples in splits.items()}
+        empty = [c for i, c in enumerate(class_names) if not labels[i]]
+        listed = ", ".join(repr(c) for c in empty[:10]) + (f" (and {len(empty) - 10} more)" if len(empty) > 10
+                                                           else "")
+        if empty and empty_classes == "note":
+            print(f"note: {len(empty)} of the {num_classes} classes of {name!r} have no sample: {listed}")
+        elif empty:
+            raise ValueError(f"{len(empty)} class(es) of {name!r} would have no sample: {listed}"
+                             + (f" ({len(report)} bad samples skipped)" if len(report) else "")
+                             + "; give each class images (or leave the class out), nothing was written")
+        # every split is complete: name the write, then move its files into place (readers check the name)
+        write_text(write_manifest_path(out_dir, name), json.dumps(
+            {"write_id": write_id, "splits": {s: {"file": arrow_path(out_dir, name, s).name, "rows": n}
+                                              for s, n in rows.items()}, "classes": num_classes}, indent=1))
+        write_text(out_dir / f"{name}_classes.json", json.dumps(list(class_names), indent=1))
         paths = {}
-        for split, n in rows.items():  # every split is complete: swap them in
+        for split, n in rows.items():
             paths[split] = arrow_path(out_dir, name, split)
             os.replace(staging / paths[split].name, paths[split])
             print(f"wrote {n} rows to {paths[split]}")
@@ -173,7 +260,6 @@ def write_splits(splits: dict[str, list[RawSample]], out_dir, name: str, class_n
             stale.unlink()
             print(f"removed {stale}, written earlier: this write has no {split} split")
     print(report.summary())
-    write_text(out_dir / f"{name}_classes.json", json.dumps(list(class_names), indent=1))
     if skip_bad:
         log = out_dir / f"{name}_skipped.json"
         write_text(log, json.dumps({"counts": dict(report.counts), "samples": report.samples}, indent=1))
@@ -282,12 +368,26 @@ def resize_option(args: argparse.Namespace) -> StoredResize | None:
 
 def cli_errors(fn, args) -> None:
     """Run ``fn(args)``; bad input (a bad sample, an empty split, a missing file) ends the command with its message,
-    and a bad sample with a hint about --skip-bad, instead of a traceback."""
-    try:
-        fn(args)
-    except BadSampleError as e:
-        print(f"error: {e}\n(re-run with --skip-bad to skip and count such samples)", file=sys.stderr)
-        raise SystemExit(1) from None
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+    and a bad sample with a hint about --skip-bad, instead of a traceback. SIGTERM / SIGINT stop it with exit status
+    ``emmcil.stops.STOPPED_EXIT_CODE`` (the output folder keeps what it held before this write)."""
+    with stops.stoppable():
+        try:
+            fn(args)
+        except BadSampleError as e:
+            print(f"error: {e}\n(re-run with --skip-bad to skip and count such samples)", file=sys.stderr)
+            raise SystemExit(1) from None
+        except (ValueError, FileNotFoundError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
+        except BaseException as e:
+            full = disk_full(e)
+            if full is not None:
+                print(f"error: nothing of this write was kept (the output folder holds what it held before)\n"
+                      f"{full}", file=sys.stderr)
+                raise SystemExit(1) from None
+            stop = stops.stop_of(e)
+            if stop is None:
+                raise
+            print(f"{stop}: nothing of this write was kept (the output folder holds what it held before); re-run "
+                  f"the same command to write the dataset", file=sys.stderr)
+            raise SystemExit(stops.STOPPED_EXIT_CODE) from None

@@ -35,6 +35,7 @@ from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
+from emmcil import stops
 from emmcil.markdown import markdown_table
 from emmcil.memory.buffer import mean_full_exemplar_nbytes
 from emmcil.methods import PhaseContext, get_method
@@ -211,25 +212,20 @@ class IncrementalRun:
         self.run_dir = rundir.RunDir(run_path(cfg))
         self.result: dict[str, Any] | None = None  # the run's summary, once run() has finished
         self.tracker = RunTracker(cfg, self.run_dir.log_dir(), sacred_run, enabled=not read_only, main=self.is_main)
+        self.new_key_defaults = {**get_method(cfg["method"]).config, **ADDED_KEY_DEFAULTS}
+        # the data a run's checkpoints were trained on is named by no config key (data_root is a path): its content
+        # fingerprint is, recorded in config.json, class_order.json, results.json and every checkpoint, so that a
+        # run does not resume, or get re-scored, on data that were re-written
+        self.data = build_data(cfg)
         if self.writes:
             record = provenance()
             self.run_dir.open(cfg, restart=bool(cfg["restart"]), provenance=record,
-                              new_key_defaults={**get_method(cfg["method"]).config, **ADDED_KEY_DEFAULTS})
+                              new_key_defaults=self.new_key_defaults, data_fingerprint=self.data.fingerprint,
+                              data_root=self.data.root)
             self.tracker.record_info("provenance", record)
-        self.data = build_data(cfg)
-        described = self.run_dir.path / "class_order.json"
-        # the data a run's checkpoints were trained on is named by no config key (data_root is a path): its
-        # fingerprint is, so that a run does not resume, or get re-scored, on data that were re-written
-        self.data_changes = self.data.changed_since(rundir.read_json(described) if described.is_file() else None)
-        if self.writes and self.data_changes and self.run_dir.finished_phases():
-            lines = "\n".join(f"  {split}: {old} (saved) != {new} (now)" for split, (old, new)
-                               in self.data_changes.items())
-            raise rundir.ConfigMismatchError(
-                f"{self.run_dir.path} holds a run made on other data than {self.data.root} holds now (the files' "
-                f"fingerprints, emmcil.data.ArrowDataset.fingerprint, differ):\n{lines}\nStart it over with "
-                f"restart=True, or choose another run directory with exp_name=... (or log_dir=...).")
+        self.identity = rundir.checkpoint_identity(cfg, self.data.fingerprint)  # what its checkpoints must say
         if self.writes:
-            rundir.write_json(described, self.data.describe())
+            rundir.write_json(self.run_dir.path / "class_order.json", self.data.describe())
             self.data.save_missing_tables(self.run_dir.path / "missing_tables")  # CMML runs only
         self.method = get_method(cfg["method"])(cfg)
         pl.seed_everything(cfg["seed"], workers=True, verbose=False)  # the backbone's init (frozen weights)
@@ -246,8 +242,11 @@ class IncrementalRun:
             path = self.run_dir.path / "exemplar_cost.json"
             keys = {"image_size": self.cfg["image_size"], "patch_size": self.cfg["patch_size"],
                     "max_text_len": self.cfg["max_text_len"], "num_samples": len(self.data.train)}
-            cost = rundir.read_json(path) if path.is_file() else None
-            if cost is None or any(cost.get(k) != v for k, v in keys.items()):
+            try:
+                cost = rundir.read_json(path) if path.is_file() else None
+            except rundir.UnreadableFileError:  # a cache: computed again
+                cost = None
+            if not isinstance(cost, dict) or any(cost.get(k) != v for k, v in keys.items()):
                 cost = mean_full_exemplar_nbytes(self.data.train, self.data.tokenizer, self.cfg["image_size"],
                                                  self.cfg["patch_size"], self.cfg["max_text_len"])
                 if self.writes:
@@ -327,8 +326,18 @@ class IncrementalRun:
                 "accuracy_matrix": self.results()["accuracy_matrix"]}
 
     def restore(self, state: dict) -> None:
+        """Continue from a checkpoint ``state`` (:meth:`RunDir.load_checkpoint`, its identity checked). A
+        parameter of another shape is :class:`~emmcil.engine.rundir.CheckpointMismatchError` naming the file."""
         self.module.classifier.grow_to(state["num_classes"])
         self.module.apply_freeze_policy()
+        own = self.module.state_dict()
+        shapes = [f"{k}: {tuple(v.shape)} (checkpoint) != {tuple(own[k].shape)} (this model)"
+                  for k, v in state["trainable"].items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+        if shapes:
+            raise rundir.CheckpointMismatchError(
+                f"{state.get('file', 'the checkpoint')} holds weights of another model size:\n"
+                + "\n".join(f"  {line}" for line in shapes[:5]) + (f"\n  ... ({len(shapes)} in all)"
+                                                                    if len(shapes) > 5 else ""))
         missing, unexpected = self.module.load_state_dict(state["trainable"], strict=False)
         not_loaded = sorted(set(self.module.trainable_state_dict()) - set(state["trainable"]))
         if unexpected or not_loaded:
@@ -398,18 +407,19 @@ class IncrementalRun:
         self.counts.append(self.evaluate(phase))
         self.method.after_phase(ctx)
         self.memory.append(self.method.memory_report())
-        if self.writes:
-            self.run_dir.save_checkpoint(phase, self.checkpoint_state(phase))
-            self.run_dir.prune_checkpoints(cfg["keep_checkpoints"])
-        results = self.write_results()
-        self.tracker.log_phase(phase, phase_metrics(results, phase))
-        print(self.summary_line(phase, len(train_set) - n_replay, n_replay, time.time() - start))
+        with stops.deferred():  # a stop now waits until the phase is saved, and its results with it
+            if self.writes:
+                self.run_dir.save_checkpoint(phase, self.checkpoint_state(phase), self.identity)
+                self.run_dir.prune_checkpoints(cfg["keep_checkpoints"])
+            results = self.write_results()
+            self.tracker.log_phase(phase, phase_metrics(results, phase))
+            print(self.summary_line(phase, len(train_set) - n_replay, n_replay, time.time() - start))
 
     def run(self) -> Path:
         """Run (or resume) every phase not done yet; returns the run directory (``self.result``: the summary)."""
         cfg = self.cfg
         L = self.data.scenario.num_phases
-        state = self.run_dir.latest_checkpoint()
+        state = self.run_dir.latest_checkpoint(self.identity, self.new_key_defaults)
         first = 0 if state is None else state["phase"] + 1
         self.method.setup(self.context(min(first, L - 1)))
         if state is not None:

@@ -10,7 +10,10 @@ optionally under another missing-modality setting (``--missing-*``, as the confi
 accuracy on each task (the classes phase j introduced) and on all seen classes; on the run's own split and setting
 these are the row R[T] of ``results.json``'s accuracy matrix (the recorded values are printed beside them).
 Nothing in RUN_DIR is written. A relative ``data_root`` is read from the folder the run was made in when it is not
-found from here (:func:`data_root_from`); ``--data-root`` points at data that moved.
+found from here (:func:`data_root_from`); ``--data-root`` points at data that moved. The checkpoint is loaded with
+``torch.load(weights_only=True)`` and must be the run's own (its method and config: ``RunDir.check_identity``); a
+checkpoint that cannot be read, one of another run, or a run file that does not parse ends the command with a
+message naming the file (exit status 1), a SIGTERM / SIGINT with ``emmcil.stops.STOPPED_EXIT_CODE``.
 """
 from __future__ import annotations
 
@@ -22,9 +25,12 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from emmcil import stops
+from emmcil.data.arrow import ArrowFormatError
 from emmcil.engine.driver import IncrementalRun, quiet_lightning
 from emmcil.engine.metrics import accuracy_row
-from emmcil.engine.rundir import PROVENANCE, RunDir, read_json
+from emmcil.engine.rundir import (DATA_ENTRY, PROVENANCE, ConfigMismatchError, RunDir, UnreadableCheckpointError,
+                                  UnreadableFileError, checkpoint_identity, fingerprint_changes)
 from emmcil.markdown import markdown_table
 
 MISSING_KEYS = ("missing_type", "missing_ratio", "missing_both_ratio", "missing_seed")
@@ -34,7 +40,7 @@ def data_root_from(rd: RunDir) -> str:
     """The run's ``data_root`` as seen from here: a relative one that does not exist here is taken relative to the
     folder the run was made in (the last ``cwd`` of its provenance), e.g. ``data_root=data/arrow`` of a run made in
     the repository and re-scored from elsewhere; otherwise as saved."""
-    saved = read_json(rd.config_path)
+    saved = rd.read_record("config.json") or {}
     root = saved.get("data_root") or ""
     if not root or Path(root).is_absolute() or Path(root).exists():
         return root
@@ -53,7 +59,9 @@ def evaluate_run(run_dir: str | Path, phase: int | None = None, split: str | Non
     seen classes, %), "correct"/"total" per seen class, "recorded": results.json's R[phase] and accuracy when the
     split, the missing setting and the data (the files' fingerprints) are the run's own, else None,
     "data_changed": the splits ("train", "test") whose files differ from the run's}.
-    Raises FileNotFoundError (no config.json / no checkpoint of that phase), ValueError (bad phase or key).
+    Raises FileNotFoundError (no config.json / no checkpoint of that phase), ValueError (bad phase or key,
+    a run file that does not parse: ``UnreadableFileError``), ``UnreadableCheckpointError`` (the checkpoint does
+    not load), ``CheckpointMismatchError`` (a checkpoint of another run).
     """
     run_dir = Path(run_dir)
     rd = RunDir(run_dir)
@@ -75,8 +83,9 @@ def evaluate_run(run_dir: str | Path, phase: int | None = None, split: str | Non
            "test_split": split or saved["test_split"], "progress_bar": False, "restart": False,
            "devices": 1, "num_nodes": 1, "strategy": "auto", "wandb": False}
     with quiet_lightning():
+        # the run's own checkpoint: the method and config of config.json (the data may differ: say so below)
+        state = rd.load_checkpoint(phase, expect=checkpoint_identity(saved, None))
         run = IncrementalRun(cfg, read_only=True)
-        state = rd.load_checkpoint(phase)
         L = run.data.scenario.num_phases
         run.method.setup(run.context(min(phase + 1, L - 1)))  # as a run resumed after this phase
         run.restore(state)
@@ -91,10 +100,12 @@ def evaluate_run(run_dir: str | Path, phase: int | None = None, split: str | Non
     tasks = [{"task": j, "classes": [order[c] for c in phases[j]],
               "class_names": [names[order[c]] for c in phases[j]] if names else None,
               "samples": sum(total[boundaries[j]:boundaries[j + 1]]), "accuracy": row[j]} for j in range(phase + 1)]
-    # "test" in run.data_changes compares the files evaluated now with the run's test files: a change only when
+    # "test" in data_changes compares the files evaluated now with the run's test files: a change only when
     # they are the same split (--split train evaluates other files, not changed ones)
     own_split = cfg["test_split"] == saved["test_split"]
-    changed = sorted(k for k in run.data_changes if k != "test" or own_split)
+    data_changes = fingerprint_changes({**run.run_dir.saved_fingerprints(),
+                                        "checkpoint": state["identity"].get(DATA_ENTRY)}, run.data.fingerprint)
+    changed = sorted(k for k in data_changes if k != "test" or own_split)
     # the recorded values are for the run's own split, missing setting and data (the test files' fingerprint)
     own = (own_split and all(cfg[k] == saved[k] for k in MISSING_KEYS if k in saved) and "test" not in changed)
     recorded = None
@@ -147,11 +158,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing = {k: getattr(opts, k) for k in MISSING_KEYS if getattr(opts, k) is not None}
     overrides = {k: getattr(opts, k) for k in ("data_root", "accelerator", "per_gpu_batchsize", "num_workers")
                  if getattr(opts, k) is not None}
-    try:
-        result = evaluate_run(opts.run_dir, opts.phase, opts.split, missing, overrides)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    with stops.stoppable():
+        try:
+            result = evaluate_run(opts.run_dir, opts.phase, opts.split, missing, overrides)
+        except (FileNotFoundError, ValueError, ConfigMismatchError, UnreadableCheckpointError,
+                UnreadableFileError, ArrowFormatError) as e:
+            hint = ""
+            if isinstance(e, UnreadableCheckpointError):
+                rd = RunDir(opts.run_dir)
+                others = [t for t in rd.finished_phases() if rd.checkpoint_path(t) not in e.paths]
+                hint = (f"\n(checkpoints of phases {others} exist too: --phase {others[-1]} re-scores the last of "
+                        f"them; re-running the run's command resumes from it)" if others else "")
+            print(f"error: {e}{hint}", file=sys.stderr)
+            return 1
+        except BaseException as e:
+            stop = stops.stop_of(e)
+            if stop is None:
+                raise
+            print(f"{stop}: nothing was written; re-run the same command to evaluate", file=sys.stderr)
+            return stops.STOPPED_EXIT_CODE
     missing = result["missing"]
     setting = ("nothing missing" if missing.get("missing_type", "none") == "none"
                else ", ".join(f"{k}={v}" for k, v in missing.items()))
@@ -159,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(markdown_table(accuracy_table(result)))
     if result["data_changed"]:
         print(f"\nnote: the {' and '.join(result['data_changed'])} files differ from those the run was made on "
-              f"(their fingerprints in class_order.json), so the accuracy the run recorded is not shown")
+              f"(the fingerprints its checkpoint and files recorded), so the accuracy the run recorded is not shown")
     if opts.json:
         opts.json.write_text(json.dumps(result, indent=1) + "\n")
     return 0

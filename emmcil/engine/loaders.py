@@ -59,7 +59,7 @@ from torch.utils.data import BatchSampler, ConcatDataset, DataLoader, Dataset, R
 
 from emmcil.data import (ArrowDataset, IncrementalScenario, MissingTable, arrow_path, class_order, collate,
                          dataset_classes, ensure_demo, get_tokenizer, pixelbert_resize, pixelbert_transform, read_arrow)
-from emmcil.data.arrow import classes_path
+from emmcil.data.arrow import check_same_write, classes_path
 from emmcil.data.missing import IMAGE_MISSING, MISSING_TYPES, TEXT_MISSING
 from emmcil.data.resize import check_stored_resize
 from emmcil.data.scenario import RemappedSubset
@@ -97,12 +97,6 @@ class RunData:
     def fingerprint(self) -> dict[str, str]:
         """{"train": ..., "test": ...}: :meth:`ArrowDataset.fingerprint` of the training and the test files."""
         return {"train": self.train.fingerprint(), "test": self.test.fingerprint()}
-
-    def changed_since(self, described: Mapping | None) -> dict[str, tuple[str, str]]:
-        """{split: (saved, now)} for the splits whose fingerprint differs from ``described`` (a class_order.json
-        written earlier); {} when it has no fingerprint (a run older than the check)."""
-        saved = (described or {}).get("data_fingerprint") or {}
-        return {k: (saved[k], v) for k, v in self.fingerprint.items() if k in saved and saved[k] != v}
 
     def save_missing_tables(self, directory: str | Path) -> list[Path]:
         """Write every split's table (``MissingTable.save``: codes + parameters, .npz) to ``directory``."""
@@ -175,6 +169,7 @@ def build_data(cfg: Mapping) -> RunData:
     train = (ArrowDataset(train_files, tokenizer, pixelbert_transform(size, p, randaug=True), T, missing=train_missing)
              if cfg["train_randaug"] else train_eval)
     test = ArrowDataset(test_files, tokenizer, eval_tf, T, missing=test_missing)
+    check_same_write(train_files + test_files)  # the splits of one write, not a new train beside an old test
     check_stored_resize(train_files + test_files, size, p)  # images written with --resize: for this transform?
     num_classes = int(cfg["num_classes"])
     found = int(max(train.labels.max(), test.labels.max())) + 1

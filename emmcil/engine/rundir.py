@@ -3,14 +3,16 @@
 Layout of ``{log_dir}/{exp_name}/``::
 
     config.json             the resolved config (what a re-run is compared against), plus ``provenance``: one entry
-                            per process that ran this run (git commit, package versions, host, command line)
+                            per process that ran this run (git commit, package versions, host, command line), and
+                            ``data_fingerprint``
     class_order.json        class order (original ids), class names, the remapped classes of each phase, and the
                             data's fingerprint (a run does not resume on other data)
     exemplar_cost.json      mean bytes of a full exemplar of the training set (cache; memory_unit=bytes only)
     missing_tables/         the missing-modality table of each split, .npz (missing_type != "none" only)
     checkpoints/phase_{t}.pt    after phase t: trainable weights, classifier, method state (memory buffer),
                             evaluation counts and accuracy matrix so far (no RNG state: every phase seeds its
-                            RNGs from (seed, phase))
+                            RNGs from (seed, phase)), and whose it is (``identity``: :func:`checkpoint_identity`);
+                            tensors and plain containers only, loaded with ``torch.load(weights_only=True)``
     logs/phase_{t}/         Lightning's CSV log of phase t's training (loss, accuracy, learning rate)
     logs/phases/            the evaluation after every phase (accuracy per phase and task, memory), CSV
     logs/tensorboard/       the same, for TensorBoard (phase_{t}/ and phases/)
@@ -19,7 +21,10 @@ Layout of ``{log_dir}/{exp_name}/``::
     .lock, .lock.json       held by the process running the run, and who that is
 
 Every file is written atomically (:mod:`emmcil.atomic`), so a kill during a write leaves the previous version intact;
-stale temporary files are removed when the run is opened again.
+stale temporary files are removed when the run is opened again. A file that cannot be read (cut short by a copy, a
+disk error, a hand edit) is never overwritten: it is moved aside (``<name>.unreadable-<time>``, with a note), and a
+run whose checkpoints all fail to load stops (:class:`UnreadableCheckpointError`) instead of starting over. A
+checkpoint of another run (another method, config or data) is refused (:class:`CheckpointMismatchError`).
 
 Which keys make a run: :data:`NON_RESULT_KEYS` is the one list of config keys that do not change what a run computes;
 :func:`results_config` applies it (and drops the keys the run's method does not read). The resume check
@@ -33,6 +38,7 @@ import getpass
 import hashlib
 import json
 import os
+import pickle
 import re
 import shlex
 import shutil
@@ -45,12 +51,13 @@ from typing import Any, Iterator, Mapping
 import torch
 from filelock import FileLock, Timeout
 
-from emmcil.atomic import atomic_write, remove_stale, write_text
+from emmcil.atomic import atomic_write, move_aside, remove_stale, write_text
 from emmcil.provenance import CONFIG_ENTRY as PROVENANCE
 
 __all__ = ["NON_RESULT_KEYS", "results_config", "run_identity", "config_diff", "run_name", "locked", "RunDir",
-           "RunInUseError", "ConfigMismatchError", "atomic_write", "write_text", "write_json", "read_json", "plain",
-           "to_json"]
+           "RunInUseError", "ConfigMismatchError", "CheckpointMismatchError", "UnreadableCheckpointError",
+           "UnreadableFileError", "checkpoint_identity", "fingerprint_changes", "atomic_write", "write_text",
+           "write_json", "read_json", "plain", "to_json"]
 
 # The one list of config keys that do not change what a run computes (or change it only by floating-point rounding):
 # a run resumes despite a change in them, they are not part of the run's name, and the report averages runs that
@@ -74,10 +81,34 @@ MISSING_PARAMETERS = ("missing_ratio", "missing_both_ratio", "missing_seed")
 VARIANT_READABLE_CHARS = 64  # key=value pieces shown in a run name, at most; the rest goes into its hash
 
 LOCK_NAME, HOLDER_NAME = ".lock", ".lock.json"
+# What a checkpoint holds and how (2: with its ``identity``, loaded with weights_only=True). A checkpoint of
+# another format is refused, naming the format.
+CHECKPOINT_FORMAT = 2
+# config.json's entry (not a config key) and class_order.json's / results.json's: the data's content fingerprint
+DATA_ENTRY = "data_fingerprint"
+# the run directory's files that record the data's fingerprint, besides every checkpoint
+FINGERPRINT_FILES = ("config.json", "class_order.json", "results.json")
 
 
 class ConfigMismatchError(RuntimeError):
-    """The run directory holds a run with a different config."""
+    """The run directory holds a run with a different config (or made on other data)."""
+
+
+class CheckpointMismatchError(ConfigMismatchError):
+    """A checkpoint was written by another run: another method, config, data or model size (or an older format)."""
+
+
+class UnreadableCheckpointError(RuntimeError):
+    """A checkpoint that cannot be loaded (cut short, not a checkpoint, or holding more than tensors and plain
+    containers); ``paths``: the files, ``cause``: why (for one file)."""
+
+    def __init__(self, message: str, paths=(), cause: str = ""):
+        super().__init__(message)
+        self.paths, self.cause = [Path(p) for p in paths], cause
+
+
+class UnreadableFileError(ValueError):
+    """A run directory's JSON file that cannot be read or parsed; the message names the file and the cause."""
 
 
 class RunInUseError(RuntimeError):
@@ -100,8 +131,13 @@ def to_json(obj: Any, indent: int = 1, _level: int = 0) -> str:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """The JSON content of ``path``; :class:`UnreadableFileError` (a ValueError) names the file and the cause when it
+    does not parse (cut short, edited by hand) or is not UTF-8."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise UnreadableFileError(f"{path} cannot be read: it is not valid JSON ({e})") from None
 
 
 def plain(obj: Any) -> Any:
@@ -115,10 +151,11 @@ def plain(obj: Any) -> Any:
 
 # ---------------------------------------------------------------------------------------------- run identity
 def results_config(cfg: Mapping) -> dict[str, Any]:
-    """The entries of ``cfg`` that change what the run computes: every key but :data:`NON_RESULT_KEYS` and
-    ``provenance``, less the keys the run's method does not read: other methods' own keys, ``memory_*`` for a
-    method without memory, ``memory_total`` under a per-class budget, and the missing-modality parameters when
-    ``missing_type`` is "none". A config without a (registered) ``method`` keeps all its keys.
+    """The entries of ``cfg`` that change what the run computes: every key but :data:`NON_RESULT_KEYS`,
+    ``provenance`` and ``data_fingerprint`` (config.json's records), less the keys the run's method does not read:
+    other methods' own keys, ``memory_*`` for a method without memory, ``memory_total`` under a per-class budget,
+    and the missing-modality parameters when ``missing_type`` is "none". A config without a (registered)
+    ``method`` keeps all its keys.
 
     ``load_path`` counts by its file name: the same checkpoint in another folder (another machine, a moved copy) is
     the same run; that its content is the same is checked when a run resumes (the frozen weights' checksum)."""
@@ -128,7 +165,7 @@ def results_config(cfg: Mapping) -> dict[str, Any]:
     others = {k for m in METHODS.values() for k in m.config} - set(method.config) if method else set()
     out = {}
     for k, v in cfg.items():
-        if k in NON_RESULT_KEYS or k == PROVENANCE or k in others:
+        if k in NON_RESULT_KEYS or k in (PROVENANCE, DATA_ENTRY) or k in others:
             continue
         if method is not None and k.startswith("memory_") and not method.uses_memory:
             continue
@@ -256,6 +293,50 @@ def run_name(cfg: Mapping, reference: Mapping | None = None) -> str:
     return name + (f"_{cfg['exp_tag']}" if cfg.get("exp_tag") else "")
 
 
+# ---------------------------------------------------------------------------------------------- checkpoint identity
+def config_hash(cfg: Mapping) -> str:
+    """16 hex digits of SHA-1 over :func:`results_config` of ``cfg`` (sorted JSON): the keys that change results."""
+    return hashlib.sha1(json.dumps(results_config(cfg), sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
+def checkpoint_identity(cfg: Mapping, data_fingerprint: Mapping[str, str] | None) -> dict[str, Any]:
+    """Whose a checkpoint is, stored in it and checked when it is loaded: the checkpoint ``format``
+    (:data:`CHECKPOINT_FORMAT`), the ``method``, every key that changes results (``results_config``, which holds
+    the model size too) and their hash, and the data's content fingerprint (``RunData.fingerprint``)."""
+    return {"format": CHECKPOINT_FORMAT, "method": cfg["method"], "results_config": results_config(cfg),
+            "results_config_hash": config_hash(cfg), DATA_ENTRY: dict(data_fingerprint or {})}
+
+
+def fingerprint_changes(saved: Mapping[str, Mapping[str, str] | None], now: Mapping[str, str]
+                        ) -> dict[str, tuple[str, str, list[str]]]:
+    """{split: (saved, now, [where saved])} for the splits whose fingerprint recorded in ``saved`` ({where, e.g.
+    "config.json": {split: fingerprint}}) differs from ``now``. A fingerprint of an older format (another length:
+    before image bytes were hashed) cannot be compared and is left out."""
+    out: dict[str, tuple[str, str, list[str]]] = {}
+    for where, record in saved.items():
+        for split, old in (record or {}).items():
+            new = now.get(split)
+            if new is None or not isinstance(old, str) or len(old) != len(new) or old == new:
+                continue
+            out.setdefault(split, (old, new, []))[2].append(where)
+    return {split: out[split] for split in now if split in out}  # in the data's order
+
+
+def identity_differences(saved: Mapping, expected: Mapping, new_key_defaults: Mapping | None = None) -> list[str]:
+    """What differs between a checkpoint's ``identity`` and the one this run expects, one line each; [] = the same.
+    ``expected`` without a data fingerprint (``{}``) leaves the data out (re-scoring on other data)."""
+    lines = []
+    if saved.get("method") != expected["method"]:
+        lines.append(f"method: {saved.get('method')!r} (checkpoint) != {expected['method']!r} (this run)")
+    if saved.get("results_config_hash") != expected["results_config_hash"]:
+        diff = config_diff(saved.get("results_config") or {}, expected["results_config"], new_key_defaults)
+        lines += [f"{k}: {a!r} (checkpoint) != {b!r} (this run)" for k, (a, b) in diff.items() if k != "method"]
+    for split, (old, new, _) in fingerprint_changes({"checkpoint": saved.get(DATA_ENTRY)},
+                                                    expected.get(DATA_ENTRY) or {}).items():
+        lines.append(f"data: the {split} files' fingerprint {old} (checkpoint) != {new} (the data now)")
+    return lines
+
+
 # ---------------------------------------------------------------------------------------------- the lock
 def holder_info() -> dict[str, Any]:
     """Who holds a run directory: host, process id, user, command line, since when."""
@@ -321,37 +402,81 @@ class RunDir:
 
     # -- lifecycle
     def open(self, config: Mapping, restart: bool = False, new_key_defaults: Mapping | None = None,
-             provenance: Mapping | None = None) -> "RunDir":
+             provenance: Mapping | None = None, data_fingerprint: Mapping[str, str] | None = None,
+             data_root: str | os.PathLike | None = None) -> "RunDir":
         """Create the directory and write ``config.json``; on a run with checkpoints, refuse a changed config
-        (:func:`config_diff`).
+        (:func:`config_diff`) or other data (``data_fingerprint`` against every file that recorded one:
+        :data:`FINGERPRINT_FILES`; ``data_root``: where the data are, for the message), before anything is
+        written.
 
         ``restart=True`` deletes what an existing run directory holds first (its checkpoints and results are lost).
         ``provenance`` (:func:`emmcil.provenance.provenance`) is appended to the ``provenance`` list of
-        ``config.json``: one entry per process that ran (or resumed) the run.
+        ``config.json``: one entry per process that ran (or resumed) the run. A ``config.json``, ``class_order.json``
+        or ``results.json`` that cannot be read is moved aside with a note (the checkpoints say whose they are, so
+        the run is still checked) and written anew.
         """
         config = plain(config)
         if restart and self.path.exists():
             print(f"restart=True: deleting the previous run in {self.path}")
             self.clear()
-        old = read_json(self.config_path) if self.config_path.is_file() else None
-        if old is not None and self.finished_phases():  # without checkpoints there is nothing to keep
-            diff = config_diff(old, config, new_key_defaults=new_key_defaults)
+        records = {name: self.read_record(name, set_aside=True) for name in FINGERPRINT_FILES}
+        old = records["config.json"]
+        finished = self.finished_phases()
+        if old is not None and finished:  # without checkpoints there is nothing to keep
+            diff = config_diff({k: v for k, v in old.items() if k not in (PROVENANCE, DATA_ENTRY)}, config,
+                               new_key_defaults=new_key_defaults)
             if diff:
                 lines = "\n".join(f"  {k}: {a!r} (saved) != {b!r} (now)" for k, (a, b) in diff.items())
                 raise ConfigMismatchError(
                     f"{self.path} holds a run with a different config, so it cannot be resumed:\n{lines}\n"
                     f"Start it over with restart=True, or choose another run directory with exp_name=... "
                     f"(or log_dir=...).")
-        elif self.path.exists() and any(self.checkpoint_dir.glob("phase_*.pt")):
-            raise ConfigMismatchError(f"{self.path} holds checkpoints but no config.json; pass restart=True "
-                                      f"to start over")
+        if data_fingerprint is not None and finished:
+            changes = fingerprint_changes({k: (v or {}).get(DATA_ENTRY) for k, v in records.items()},
+                                          data_fingerprint)
+            if changes:
+                raise ConfigMismatchError(data_change_message(self.path, changes, data_root))
         self.path.mkdir(parents=True, exist_ok=True)
         remove_stale(self.path)  # temporary files of writes that were killed
-        sessions = list(old.get(PROVENANCE, [])) if old is not None and self.finished_phases() else []
+        sessions = list(old.get(PROVENANCE, [])) if old is not None and finished else []
         if provenance is not None:
             sessions.append(dict(provenance))
-        write_json(self.config_path, {**config, **({PROVENANCE: sessions} if sessions else {})})
+        extra = {DATA_ENTRY: dict(data_fingerprint)} if data_fingerprint is not None else {}
+        write_json(self.config_path, {**config, **extra, **({PROVENANCE: sessions} if sessions else {})})
         return self
+
+    def read_record(self, name: str, set_aside: bool = False) -> dict | None:
+        """The JSON file ``name`` of the run directory, or None when it is absent. One that cannot be read is an
+        :class:`UnreadableFileError` naming it, or with ``set_aside`` moved aside (:func:`emmcil.atomic.move_aside`)
+        with a warning, and None."""
+        path = self.path / name
+        if not path.is_file():
+            return None
+        try:
+            record = read_json(path)
+            if not isinstance(record, dict):
+                raise UnreadableFileError(f"{path} cannot be read: it holds a JSON {type(record).__name__}, "
+                                          f"not an object")
+            return record
+        except (OSError, UnreadableFileError) as e:
+            if not set_aside:
+                raise UnreadableFileError(str(e)) from None
+            aside = move_aside(path, str(e))
+            print(f"warning: {e}\n  moved it aside to {aside} (with a note); {name} is written anew (the "
+                  f"checkpoints say which run they belong to)")
+            return None
+
+    def saved_fingerprints(self) -> dict[str, dict | None]:
+        """{file: the data fingerprint it recorded} for :data:`FINGERPRINT_FILES` that can be read."""
+        out = {}
+        for name in FINGERPRINT_FILES:
+            try:
+                record = self.read_record(name)
+            except UnreadableFileError:
+                continue
+            if record is not None and record.get(DATA_ENTRY):
+                out[name] = record[DATA_ENTRY]
+        return out
 
     def clear(self) -> None:
         """Delete everything the directory holds but its lock (which the caller may hold)."""
@@ -361,12 +486,19 @@ class RunDir:
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
 
     def config(self) -> dict[str, Any]:
-        """The saved config (``config.json`` without its ``provenance``)."""
-        return {k: v for k, v in read_json(self.config_path).items() if k != PROVENANCE}
+        """The saved config (``config.json`` without its ``provenance`` and data fingerprint);
+        :class:`UnreadableFileError` names a file that does not parse."""
+        saved = self.read_record("config.json")
+        if saved is None:
+            raise FileNotFoundError(f"{self.config_path} not found: is {self.path} a run directory?")
+        return {k: v for k, v in saved.items() if k not in (PROVENANCE, DATA_ENTRY)}
 
     # -- checkpoints
-    def save_checkpoint(self, phase: int, state: dict) -> Path:
-        state = {**state, "phase": phase, "complete": True}
+    def save_checkpoint(self, phase: int, state: dict, identity: Mapping | None = None) -> Path:
+        """Write phase ``phase``'s checkpoint: ``state`` (tensors and plain containers), ``identity``
+        (:func:`checkpoint_identity`), its phase and format."""
+        state = {**state, "identity": dict(identity or {}), "format": CHECKPOINT_FORMAT, "phase": phase,
+                 "complete": True}
         path = atomic_write(self.checkpoint_path(phase), lambda f: torch.save(state, f))
         return path
 
@@ -380,23 +512,82 @@ class RunDir:
                 continue
         return sorted(found)
 
-    def load_checkpoint(self, phase: int) -> dict:
-        state = torch.load(self.checkpoint_path(phase), map_location="cpu", weights_only=False)
-        if not state.get("complete") or state.get("phase") != phase:
-            raise RuntimeError(f"{self.checkpoint_path(phase)} is not a complete phase-{phase} checkpoint")
-        return state
+    def load_checkpoint(self, phase: int, expect: Mapping | None = None,
+                        new_key_defaults: Mapping | None = None) -> dict:
+        """Phase ``phase``'s checkpoint, loaded with ``torch.load(weights_only=True)``: no code in the file runs.
 
-    def latest_checkpoint(self) -> dict | None:
-        """The checkpoint of the last finished phase, or None for a fresh run.
-
-        Files are renamed into place only once complete, so the newest one is loaded; a file that still fails to
-        load (e.g. copied by hand) is reported and the previous phase is tried.
+        Raises :class:`UnreadableCheckpointError` for a file that does not load (cut short, not a checkpoint, or
+        holding objects other than tensors and plain containers, which emmcil never writes), and, with ``expect``
+        (:func:`checkpoint_identity` of this run), :class:`CheckpointMismatchError` naming what differs when the
+        checkpoint is of another run or format. The result carries ``file``: the path it was read from.
         """
+        path = self.checkpoint_path(phase)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            cause = (f"it holds objects other than tensors and plain containers, which emmcil never writes; "
+                     f"refused, since loading them could run code ({first})")
+            raise UnreadableCheckpointError(f"{path} cannot be read: {cause}", [path], cause) from None
+        except Exception as e:  # noqa: BLE001 - cut short, empty, not a zip: torch raises several kinds
+            text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            cause = f"{type(e).__name__}: {text.split('. ')[0] if len(text) > 120 else text}"  # not torch's advice
+            raise UnreadableCheckpointError(f"{path} cannot be read ({cause})", [path], cause) from None
+        if not isinstance(state, dict) or not state.get("complete") or state.get("phase") != phase:
+            cause = f"not a complete phase-{phase} checkpoint"
+            raise UnreadableCheckpointError(f"{path} cannot be read: {cause}", [path], cause)
+        if expect is not None:
+            self.check_identity(path, state, expect, new_key_defaults)
+        return {**state, "file": str(path)}
+
+    @staticmethod
+    def check_identity(path: Path, state: Mapping, expect: Mapping, new_key_defaults: Mapping | None = None) -> None:
+        """:class:`CheckpointMismatchError` naming ``path`` and what differs, when ``state`` is not a checkpoint of
+        the run whose identity is ``expect``."""
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointMismatchError(
+                f"{path} is a checkpoint of format {state.get('format', 1)}, written by an older emmcil without "
+                f"the identity of its run (method, config, data), so it cannot be checked; this emmcil writes and "
+                f"reads format {CHECKPOINT_FORMAT}. Re-run the run with the emmcil that made it, or start it over "
+                f"with restart=True.")
+        lines = identity_differences(state.get("identity") or {}, expect, new_key_defaults)
+        if lines:
+            listed = "\n".join(f"  {line}" for line in lines)
+            raise CheckpointMismatchError(
+                f"{path} is a checkpoint of another run, so this run does not continue from it:\n{listed}\n"
+                f"Put the run's own checkpoint back, or move this file out of checkpoints/ (the run then resumes "
+                f"after the phase before, or starts over when there is none).")
+
+    def latest_checkpoint(self, expect: Mapping | None = None, new_key_defaults: Mapping | None = None
+                          ) -> dict | None:
+        """The checkpoint of the last finished phase, or None for a fresh run (no checkpoint file).
+
+        Files are renamed into place only once complete, so the newest one is loaded. One that still fails to load
+        (cut short by a copy, a disk error) is reported; when an earlier phase's checkpoint loads, the run resumes
+        from it and the unreadable later files are moved aside (never overwritten). When none loads, the run
+        stops with :class:`UnreadableCheckpointError` naming them, instead of starting over on top of them. A
+        checkpoint of another run (``expect``: :func:`checkpoint_identity`) is :class:`CheckpointMismatchError`.
+        """
+        unreadable: list[UnreadableCheckpointError] = []
         for phase in reversed(self.finished_phases()):
             try:
-                return self.load_checkpoint(phase)
-            except Exception as e:  # noqa: BLE001 - any unreadable file means "not finished"
-                print(f"warning: skipping unreadable checkpoint {self.checkpoint_path(phase)}: {e}")
+                state = self.load_checkpoint(phase, expect, new_key_defaults)
+            except UnreadableCheckpointError as e:
+                print(f"warning: skipping unreadable checkpoint {e}")
+                unreadable.append(e)
+                continue
+            for e in unreadable:
+                aside = move_aside(e.paths[0], e.cause)
+                print(f"warning: moved {e.paths[0]} aside to {aside.name} (with a note): the run resumes after "
+                      f"phase {phase} and trains the later phases again")
+            return state
+        if unreadable:
+            listed = "\n".join(f"  {e.paths[0]}: {e.cause}" for e in reversed(unreadable))
+            raise UnreadableCheckpointError(
+                f"{self.path}: no checkpoint of this run can be read, so it is neither resumed nor started over on "
+                f"top of them:\n{listed}\nPut readable copies back (e.g. copy them again from where they came), "
+                f"or move them out of {self.checkpoint_dir} to train the run again from phase 0 (restart=True "
+                f"deletes the whole run directory and starts over).", [e.paths[0] for e in reversed(unreadable)])
         return None
 
     def prune_checkpoints(self, keep: int) -> None:
@@ -404,3 +595,14 @@ class RunDir:
         if keep > 0:
             for phase in self.finished_phases()[:-keep]:
                 self.checkpoint_path(phase).unlink(missing_ok=True)
+
+
+def data_change_message(path: Path, changes: Mapping[str, tuple[str, str, list[str]]],
+                        data_root: str | os.PathLike | None = None) -> str:
+    """The refusal of a run on other data: each split's saved and current fingerprint, and where it was saved."""
+    lines = "\n".join(f"  {split}: {old} (saved) != {new} (now)" for split, (old, new, _) in changes.items())
+    where = sorted({w for _, _, ws in changes.values() for w in ws})
+    now = f"{data_root} holds now" if data_root else "the data now"
+    return (f"{path} holds a run made on other data than {now} (the content fingerprints of the files, "
+            f"emmcil.data.ArrowDataset.fingerprint, differ):\n{lines}\n  (saved in {', '.join(where)})\n"
+            f"Start it over with restart=True, or choose another run directory with exp_name=... (or log_dir=...).")
