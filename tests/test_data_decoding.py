@@ -93,7 +93,7 @@ def test_uint8_batches_normalised_on_the_device_equal_vilts_float_batches(tmp_pa
     b = collate([ds_uint8[i] for i in idx])
     assert a["images"].dtype == torch.float32 and b["images"].dtype == torch.uint8
     assert b["images"].element_size() * 4 == a["images"].element_size()  # a quarter of the bytes to copy
-    assert torch.equal(model_images(b)["images"], a["images"])
+    assert torch.equal(model_images(b)["images"], a["images"]) and model_images(b)["images"].is_contiguous()
     assert model_images(a) is a  # a float batch is normalised already
 
 
@@ -158,10 +158,14 @@ def test_reduced_scale_jpeg_decoding_is_bounded(photos, files):
             assert torch.equal(x, y), name
     assert np.mean(means) <= 0.8
     # the decoder did work at reduced scale, upright for the sideways photo (EXIF applied after the scaling)
-    sizes = {name: decode_image(data, draft=(512, 384)).size for name, data in {**found, **others}.items()}
+    target = pixelbert_resize(384, 32).output_size
+    sizes = {name: decode_image(data, draft=target).size for name, data in {**found, **others}.items()}
     assert sizes["double.jpg"] == (512, 384) and sizes["large.jpg"] == (800, 600) and sizes["huge.jpg"] == (600, 450)
     assert sizes["phone.jpg"] == (700, 525) and sizes["small.jpg"] == (500, 375)
-    assert decode_image(others["phone.jpg"], draft=(384, 512)).size == (700, 525)  # swapped request
+    seen = []
+    half_by_quarter = lambda w, h: seen.append((w, h)) or (w // 2, h // 4)  # noqa: E731
+    assert decode_image(others["phone.jpg"], draft=half_by_quarter).size == (700, 525)  # 1/2: the file turned
+    assert seen == [(1400, 1050)]  # asked with the picture as displayed
 
 
 # ---------------------------------------------------------------------------------------------- decode_on=device

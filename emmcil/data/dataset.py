@@ -108,11 +108,12 @@ class ArrowDataset(Dataset):
         k = bisect.bisect_right(self._offsets, index) - 1
         return self._table(k).column("image")[index - self._offsets[k]].as_py()
 
-    def load_image(self, index: int) -> Image.Image:
+    def load_image(self, index: int, draft=None) -> Image.Image:
         """The 8-bit RGB PIL image of row ``index`` from ``images.decode_image`` (EXIF orientation applied,
-        transparency on white, 16-bit scaled); CorruptImageError names the sample, the row and the file."""
+        transparency on white, 16-bit scaled; a JPEG at reduced scale with ``draft``, a function of (W, H) giving the
+        size the picture will be resized to); CorruptImageError names the sample, the row and the file."""
         try:
-            return decode_image(self.image_bytes(index), self.image_ids[index])
+            return decode_image(self.image_bytes(index), self.image_ids[index], draft)
         except ImageDecodeError as e:
             raise CorruptImageError(f"cannot decode image '{self.image_ids[index]}' (index {index}) "
                                     f"in {self.file_of(index)}: {e.reason}") from None
@@ -126,20 +127,11 @@ class ArrowDataset(Dataset):
             size = device_jpeg_size(data)
             if size is not None:
                 w, h = output_size(*size)
-                if missing_type == IMAGE_MISSING:
-                    return torch.full((3, h, w), 255, dtype=torch.uint8)
+                if missing_type == IMAGE_MISSING:  # (stored H, W, 3, as a decoded picture: see collate)
+                    return torch.full((h, w, 3), 255, dtype=torch.uint8).permute(2, 0, 1)
                 return EncodedImage(data, (h, w), self.image_ids[index])
-        if self.jpeg_draft and output_size is not None:
-            data = self.image_bytes(index)
-            try:
-                w, h = output_size(*image_size(data))
-                picture = decode_image(data, self.image_ids[index], draft=(w, h))
-            except ImageDecodeError as e:
-                raise CorruptImageError(f"cannot decode image '{self.image_ids[index]}' (index {index}) "
-                                        f"in {self.file_of(index)}: {e.reason}") from None
-        else:
-            picture = self.load_image(index)
-        image = self.transform(picture)
+        draft = output_size if self.jpeg_draft else None
+        image = self.transform(self.load_image(index, draft))
         if missing_type == IMAGE_MISSING:  # white, as 255 pixels or as 1.0 after normalisation
             image = torch.full_like(image, 255) if image.dtype == torch.uint8 else torch.ones_like(image)
         return image

@@ -78,12 +78,13 @@ def model_images(batch: dict) -> dict:
     """The batch with ``images`` as the backbone takes them: float32 (B, 3, H, W), normalised, on the device of
     ``pixel_masks``.
 
-    A uint8 batch (``collate``) is normalised (:func:`~.transforms.normalize_uint8`: on a CPU exactly the floats of
-    ViLT's ToTensor + Normalize) and set to 0 outside the real pixels (``pixel_masks``) and outside the kept patches
-    (``patch_keep``, when there is one): the padding and the empty cells of a masked exemplar are 0, as they were
-    when items were normalised one by one. The files of ``encoded_images`` are decoded first
-    (:func:`decode_encoded`) into their places. A float batch (normalised already, e.g. by
-    ``pixelbert_transform``) is returned as it is. Returns a new dict; the input batch is not modified.
+    A uint8 batch (``collate``; channels-last, made contiguous here) is normalised
+    (:func:`~.transforms.normalize_uint8`: on a CPU exactly the floats of ViLT's ToTensor + Normalize) and set to 0
+    outside the real pixels (``pixel_masks``) and outside the kept patches (``patch_keep``, when there is one): the
+    padding and the empty cells of a masked exemplar are 0, as they were when items were normalised one by one.
+    The files of ``encoded_images`` are decoded first (:func:`decode_encoded`) into their places. A float batch
+    (normalised already, e.g. by ``pixelbert_transform``) is returned as it is. Returns a new dict; the input batch
+    is not modified.
     """
     encoded = batch.get("encoded_images")
     images = batch.get("images")
@@ -103,7 +104,8 @@ def model_images(batch: dict) -> dict:
     if keep is not None:
         p = masks.shape[-2] // keep.shape[-2]
         real = real & keep.repeat_interleave(p, -2).repeat_interleave(p, -1)
-    out["images"] = torch.where(real[:, None], normalize_uint8(images), 0.0)
+    # contiguous (B, 3, H, W) before the model: the batch comes channels-last from the workers (collate)
+    out["images"] = torch.where(real[:, None], normalize_uint8(images.contiguous()), 0.0)
     return out
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
@@ -52,15 +53,15 @@ class ImageDecodeError(ValueError):
 
 
 def decode_image(data: bytes | str | os.PathLike, name: str | None = None,
-                 draft: tuple[int, int] | None = None) -> Image.Image:
+                 draft: Callable[[int, int], tuple[int, int]] | None = None) -> Image.Image:
     """Decode an image file (its bytes, or a path) into an 8-bit RGB PIL image of size (W, H) as displayed.
 
     ``name`` (default: the path, or ``"<bytes>"``) is the file named in errors. Applies the EXIF orientation and
-    converts any mode with :func:`to_rgb` (see the module docstring for the choices). ``draft`` = (W, H), the size
-    the picture will be resized to: a JPEG is then decoded at the smallest DCT scale (1/2, 1/4, 1/8; Pillow's
-    ``Image.draft``) that keeps both sides at least that size, so the picture may come out smaller than the file
-    (about a quarter of the decoding work at 1/2); other formats ignore it. Raises ImageDecodeError when the data is
-    not a fully decodable image, FileNotFoundError when a path does not exist.
+    converts any mode with :func:`to_rgb` (see the module docstring for the choices). ``draft``: a function of the
+    picture's (W, H) giving the (w, h) it will be resized to; a JPEG is then decoded at the smallest DCT scale (1/2,
+    1/4, 1/8; Pillow's ``Image.draft``) that keeps both sides at least that size, so the picture may come out smaller
+    than the file (about a quarter of the decoding work at 1/2); other formats ignore it. Raises ImageDecodeError
+    when the data is not a fully decodable image, FileNotFoundError when a path does not exist.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         name = name or str(data)
@@ -69,7 +70,8 @@ def decode_image(data: bytes | str | os.PathLike, name: str | None = None,
         with Image.open(io.BytesIO(data)) as im:
             if draft is not None and im.format == "JPEG":
                 swapped = im.getexif().get(ExifTags.Base.Orientation, 1) in _SWAPS_SIDES
-                im.draft(None, tuple(draft[::-1]) if swapped else tuple(draft))  # the file's own orientation
+                w, h = draft(*(im.size[::-1] if swapped else im.size))
+                im.draft(None, (h, w) if swapped else (w, h))  # in the file's own orientation
             im.load()  # decodes every pixel: a truncated file fails here, not later in a data loader
             ImageOps.exif_transpose(im, in_place=True)
             return to_rgb(im)

@@ -11,7 +11,8 @@ missing_seed) and its size: not on the class order, the number of phases or the 
 tables were keyed by type and ratio only, so the first run fixed them for every later seed).
 
 **Batches** (:class:`KeepCollate`): data items and replayed exemplars (which carry a ``patch_keep`` grid) in
-one batch.
+one batch, as uint8 pixels (or JPEG files, ``decode_on="device"``), pinned on CUDA; the module normalises them on
+its device (``IncrementalModule.on_after_batch_transfer``; docs/data.md, "Decoding: where each step runs").
 
 **Length-grouped training batches** (:class:`LengthGroupedBatchSampler`): replay compute in proportion to what
 an exemplar keeps.
@@ -171,7 +172,8 @@ def build_data(cfg: Mapping) -> RunData:
     train_missing = concat_tables([missing[s] for s in cfg["train_splits"]]) if missing else None
     test_missing = missing.get(cfg["test_split"])
     # uint8 pixels at the model's size, normalised on the device (emmcil.data.device; docs/data.md: where each
-    # step runs); RandAugment draws per sample on the pixels, so an augmented training set decodes on the CPU
+    # step runs); RandAugment draws per sample on the pixels, so an augmented training set decodes on the CPU. A
+    # config saved before these keys (a run re-scored by emmcil.engine.evaluate) decodes as that run did.
     decoding = dict(jpeg_draft=cfg.get("jpeg_draft", False), decode_on=cfg.get("decode_on", "cpu"))
     eval_tf = PixelbertPixels(size, p)
     train_eval = ArrowDataset(train_files, tokenizer, eval_tf, T, missing=train_missing, **decoding)

@@ -46,8 +46,9 @@ def plot_masked_exemplars(images: Sequence[torch.Tensor], scores: Sequence[torch
                           titles: Sequence[str] | None = None) -> Path:
     """Draw Figure 4 for a few exemplars and save it as PNG.
 
-    images: (3, H, W) uint8 pixels or normalised (an item's image, ``image_pixels``); scores: (rows, cols) A_{CLS->I} on the patch grid; keeps: (rows, cols) bool kept
-    patches; tokens: the valid tokens of each text (wordpieces, [CLS] ... [SEP]); token_keeps: kept flags.
+    images: (3, H, W) items' images (uint8 pixels, normalised floats or files: ``image_pixels``); scores: (rows,
+    cols) A_{CLS->I} on the patch grid; keeps: (rows, cols) bool kept patches; tokens: the valid tokens of each text
+    (wordpieces, [CLS] ... [SEP]); token_keeps: kept flags.
     """
     n = len(images)
     # a Figure on its own Agg canvas, not pyplot: no global backend to set, no figure registry to close
