@@ -4,6 +4,7 @@ bounds of Pillow's full decode + resize; device decoding (run here on the CPU, t
 CPU path within the JPEG decoders' tolerance, and hands everything it cannot decode as the CPU would back to the
 CPU. Pixel differences are in levels of 0-255; after normalisation one level is 2/255."""
 import io
+import json
 
 import numpy as np
 import pytest
@@ -15,11 +16,13 @@ from torchvision.transforms.functional import pil_to_tensor
 from emmcil.data import (ArrowDataset, EncodedImage, MissingTable, PixelbertPixels, collate, ensure_demo,
                          get_tokenizer, model_images, pixelbert_transform, resize_uint8, write_arrow)
 from emmcil.data.device import decode_encoded, image_pixels, resize_on_device
-from emmcil.data.images import decode_image, device_jpeg_size
+from emmcil.data.images import ImageDecodeError, decode_image, device_jpeg_size
 from emmcil.data.missing import IMAGE_MISSING
 from emmcil.data.transforms import normalize_uint8, pixelbert_resize
+from emmcil.engine.driver import run_experiment
 from emmcil.engine.loaders import KeepCollate
 from emmcil.memory.exemplar import Exemplar
+from run_helpers import demo_config, one_thread
 
 LEVEL = 2 / 255  # one pixel level after normalisation to [-1, 1]
 
@@ -119,9 +122,9 @@ def test_a_batch_with_replayed_exemplars_normalises_as_items_did():
 
 
 def test_loader_resize_stays_within_two_levels_of_pillow(photos, files):
-    found = files[0]
     """The loaders resize uint8 pixels with torch's antialiased bicubic (a fifth of Pillow's time): at most 2 levels
     from ViLT's Pillow resize, 0.05 on average; the device's float version at most 2, 0.3 on average."""
+    found = files[0]
     resize = pixelbert_resize(384, 32)
     for name, data in found.items():
         picture = decode_image(data)
@@ -140,11 +143,11 @@ def test_loader_resize_stays_within_two_levels_of_pillow(photos, files):
 
 
 def test_reduced_scale_jpeg_decoding_is_bounded(photos, files):
-    found, others = files
     """``jpeg_draft``: JPEGs of at least twice the model's size are decoded at 1/2 .. 1/8 scale (never below the
     model's size) and then resized; against full decoding + the same resize, on these photo-like JPEGs: at most 32
     levels at a pixel (sharp edges), at most 1.5 levels on average over an image, 0.8 over all. Measured: 21-24, 1.1,
     0.4 (the pixel path that changes by design; docs/data.md)."""
+    found, others = files
     full = dataset(photos, PixelbertPixels(384, 32))
     draft = dataset(photos, PixelbertPixels(384, 32), jpeg_draft=True)
     means = []
@@ -170,11 +173,11 @@ def test_reduced_scale_jpeg_decoding_is_bounded(photos, files):
 
 # ---------------------------------------------------------------------------------------------- decode_on=device
 def test_device_decoding_on_the_cpu_equals_the_cpu_path(photos, files):
-    found = files[0]
     """``decode_on="device"``: the workers hand over the JPEGs a plain decoder reads as decode_image does, and
     ``model_images`` decodes them (one batched decode_jpeg, then the float resize) into the padded batch. On the CPU
     (libjpeg-turbo on both sides) against the CPU path without draft: at most 2 levels at a pixel, 0.3 on average
     (the resize's float rounding); the JPEG decoders' tolerance we allow a GPU's decoder is the same 2 levels."""
+    found = files[0]
     cpu = dataset(photos, PixelbertPixels(384, 32))
     device = dataset(photos, PixelbertPixels(384, 32), decode_on="device")
     handed = {device.image_ids[i]: device[i]["image"] for i in range(len(device))}
@@ -197,6 +200,8 @@ def test_device_decoding_on_the_cpu_equals_the_cpu_path(photos, files):
 
 
 def test_device_decoding_keeps_missing_images_white_and_names_a_bad_file(photos, files):
+    """A missing image (CMML) is the worker's white picture of the size the file would have had, 1.0 once
+    normalised; a file the device cannot decode is an error naming it."""
     found = files[0]
     table = MissingTable(np.array([IMAGE_MISSING] + [0] * 9), "image", 0.1, 0)
     ds = dataset(photos, PixelbertPixels(384, 32), decode_on="device", missing=table)
@@ -204,7 +209,7 @@ def test_device_decoding_keeps_missing_images_white_and_names_a_bad_file(photos,
     assert white.dtype == torch.uint8 and white.eq(255).all() and white.shape == (3, 384, 512)
     assert model_images(collate([ds[0], ds[1]]))["images"][0, :, :384, :512].eq(1).all()
     bad = EncodedImage(b"\xff\xd8\xff" + bytes(500), (384, 512), "cut.jpg")  # a JPEG marker, then nothing
-    with pytest.raises(Exception, match="cut.jpg"):
+    with pytest.raises(ImageDecodeError, match="cut.jpg"):
         decode_encoded([EncodedImage(found["mid.jpg"], (384, 512), "fine.jpg"), bad], "cpu")
     assert device_jpeg_size(b"not an image") is None
 
@@ -220,3 +225,23 @@ def test_randaug_stays_in_the_worker_and_batches_do_not_mix_pixel_kinds(photos):
         collate([item, floats[1]])
     with pytest.raises(ValueError, match="decode_on='gpu'"):
         dataset(photos, PixelbertPixels(384, 32), decode_on="gpu")
+
+
+def test_a_run_decoding_on_the_device_trains_on_the_same_pixels(tmp_path):
+    """Through Lightning (the pin-memory thread and the transfer leave the files alone; the module decodes them):
+    an emm run with decode_on=device, at the demo pictures' own size (no resize, whose float and uint8 versions
+    differ by up to 2 levels). Where the two decoders give the pictures the same pixels, as libjpeg-turbo does on
+    both sides of a CPU, it computes what the CPU run computes: the accuracy matrix and every stored exemplar."""
+    root = ensure_demo(tmp_path / "demo")
+    with one_thread():
+        runs = {on: run_experiment(demo_config(root, tmp_path / on, "emm", image_size=96, decode_on=on))
+                for on in ("cpu", "device")}
+    results = {on: json.loads((d / "results.json").read_text()) for on, d in runs.items()}
+    assert runs["cpu"].name == runs["device"].name  # not a key that names a run
+    assert results["device"]["completed_phases"] == 2 and results["device"]["memory"][-1]["exemplars"] > 0
+    test = dataset(root / "demo_test.arrow", PixelbertPixels(96, 16))
+    files = [EncodedImage(test.image_bytes(i), tuple(test[i]["image"].shape[-2:]), test.image_ids[i])
+             for i in range(0, len(test), 9)]
+    if all(torch.equal(x, test[i * 9]["image"]) for i, x in enumerate(decode_encoded(files, "cpu"))):
+        assert results["device"]["accuracy_matrix"] == results["cpu"]["accuracy_matrix"]
+        assert results["device"]["memory"] == results["cpu"]["memory"]

@@ -1,6 +1,6 @@
 """Writers' --resize: images stored at the pixelbert transform's size give the model the same input as the originals
-(to the JPEG re-encoding's error), whatever the file's mode or EXIF orientation; the choice is recorded in the arrow
-metadata, and a run with another image_size or patch_size refuses the files."""
+(to the JPEG re-encoding's error; exactly with --resize-format ppm), whatever the file's mode or EXIF orientation;
+the choice is recorded in the arrow metadata, and a run with another image_size or patch_size refuses the files."""
 import io
 import json
 
