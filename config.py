@@ -246,6 +246,12 @@ def config():
     precision = "32-true"        # Lightning precision; "16-mixed" / "bf16-mixed" on GPUs
     deterministic = None         # torch's deterministic kernels; None = on a CPU only (exact, costs ~nothing there)
     num_workers = dataset_default(dataset, "num_workers")  # DataLoader workers (0: main process); at most the cores
+    # Images leave the workers as uint8 at the model's size and are normalised on the device (docs/data.md).
+    decode_on = "cpu"            # cpu: the workers decode | device: they hand over JPEG files, decoded in batches on
+                                 # the model's device (torchvision decode_jpeg: nvJPEG on CUDA); same pixels within
+                                 # the decoders' tolerance; an augmented (train_randaug) training set decodes on the CPU
+    jpeg_draft = True            # CPU decoding: a JPEG at least twice the model's size is decoded at 1/2, 1/4 or 1/8
+                                 # scale (Pillow's draft), still >= that size; pixels within docs/data.md's bound
     num_threads = 0              # torch intra-op CPU threads; 0 = torch's default (results depend on it, bitwise)
     compile = False              # torch.compile the backbone (train, inference): same results; eager where unsupported
 

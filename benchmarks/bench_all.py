@@ -12,11 +12,14 @@ the next), and prints their output under headings as it comes:
 4. ``bench_compile.py``: ``compile=True``: graphs, recompiles over pixelbert sizes, compiled vs eager speed-up
    (tiny model; ViLT-B/32 with ``--full``);
 5. ``bench_loader.py``: loader vs training step (demo set with the tiny model; 384-px photos with ``--full``), and
-   the loader's samples/s per worker for photos as found and stored resized, with the workers a GPU needs.
+   the loader's samples/s per worker for photos as found and stored by the writers, before / after / with device
+   decoding, with the workers a GPU needs (at the GPU step rate measured with ``--device cuda``, JPEG decoding and
+   normalising on the GPU included).
 
 and ends with one table of every ratio the scripts print (their ``ratios`` / ``times`` blocks) with its target where
 issue 16 sets one, the exemplars per class at m = 5 beside the paper's, the loader / train ratios and the loader's
-figures per worker (a benchmark that fails is reported as such and the others still run). ``--device`` and
+figures per worker and workers per GPU against their targets (a benchmark that fails is reported as such and the
+others still run). ``--device`` and
 ``--threads`` are passed to every benchmark (when not given, each keeps its own default: torch's default threads,
 except ``bench_masking.py``'s 1). Its time is in the README's Quick start (``bench_commands.py`` measures it).
 ``--full`` drops the small settings; with ``--device cuda`` it runs the GPU settings (bf16, GPU batch sizes,
@@ -128,10 +131,9 @@ def summary(outputs: dict[str, tuple[str, int, float]]) -> pd.DataFrame:
                               "value": float(r["m=5"].split()[0]), "target": "", "met": "",
                               "paper": PAPER_AT_5.get(r["method"], "")})
         per_worker = next((t for t in tables(text) if "samples/s per worker" in t.columns), None)
-        for _, r in (per_worker.iterrows() if per_worker is not None else []):
-            for column in ("samples/s per worker", "workers for the GPU"):
-                found.append({"ratio": f"loader {column}, {r['images']}", "value": float(r[column]), "target": "",
-                              "met": ""})
+        for _, r in (per_worker.iterrows() if per_worker is not None else []):  # workers per GPU: a ratios block
+            found.append({"ratio": f"loader samples/s per worker, {r['storage']}, {r['loader']}",
+                          "value": float(r["samples/s per worker"]), "target": "", "met": ""})
         if rc != 0 or not found:
             found = [{"ratio": "-", "value": f"failed (exit {rc})" if rc else "no ratio in the output",
                       "target": "", "met": ""}]

@@ -77,11 +77,11 @@ def test_each_missing_type_reaches_the_model_as_specified(demo_root, kind):
             assert item["missing_type"] == code
             if code == TEXT_MISSING:
                 assert item["text_ids"][:2].tolist() == [CLS_ID, SEP_ID] and item["text_masks"].sum() == 2
-                assert item["raw_text"] == "" and not item["image"].eq(1).all()
-            elif code == IMAGE_MISSING:
-                assert item["image"].eq(1).all() and item["text_masks"].sum() > 2  # white image, text kept
+                assert item["raw_text"] == "" and not item["image"].eq(255).all()
+            elif code == IMAGE_MISSING:  # a white image (uint8 255, 1.0 once normalised), text kept
+                assert item["image"].dtype == torch.uint8 and item["image"].eq(255).all() and item["text_masks"].sum() > 2
             else:
-                assert item["text_masks"].sum() > 2 and not item["image"].eq(1).all()
+                assert item["text_masks"].sum() > 2 and not item["image"].eq(255).all()
     # through the scenario (remapped labels) and the collate, as the model gets them
     phase0 = d.scenario.train_dataset(0)
     batch = KeepCollate(16)([phase0[i] for i in range(8)])

@@ -1,6 +1,6 @@
 """Writers' --resize: images stored at the pixelbert transform's size give the model the same input as the originals
-(to the JPEG re-encoding's error), whatever the file's mode or EXIF orientation; the choice is recorded in the arrow
-metadata, and a run with another image_size or patch_size refuses the files."""
+(to the JPEG re-encoding's error; exactly with --resize-format ppm), whatever the file's mode or EXIF orientation;
+the choice is recorded in the arrow metadata, and a run with another image_size or patch_size refuses the files."""
 import io
 import json
 
@@ -78,10 +78,25 @@ def written(tmp_path_factory):
     args = ["--root", str(root / "raw"), "--captions", str(root / "captions.jsonl"), "--test-fraction", "0"]
     WF.main(args + ["--out", str(root / "found"), "--name", "set"])
     WF.main(args + ["--out", str(root / "resized"), "--name", "set", "--resize"])
+    WF.main(args + ["--out", str(root / "exact"), "--name", "set", "--resize", "--resize-format", "ppm"])
     tf = pixelbert_transform(384, 32)
     data = {kind: ArrowDataset(root / kind / "set_train.arrow", get_tokenizer(), tf, 40)
-            for kind in ("found", "resized")}
+            for kind in ("found", "resized", "exact")}
     return files, data
+
+
+def test_stored_pixels_are_exactly_the_model_input(written):
+    """--resize-format ppm stores the resized pixels themselves: the model input of every file (EXIF, alpha, 16 bits
+    included) is bitwise that of the original under ViLT's transform, and the loaders only copy it."""
+    files, data = written
+    found, exact = data["found"], data["exact"]
+    record = stored_resize(exact.paths[0])
+    assert record["format"] == "PPM (8-bit RGB, uncompressed)" and record["size"] == 384
+    for i, name in enumerate(found.image_ids):
+        assert torch.equal(found[i]["image"], exact[i]["image"]), name
+        raw = exact.image_bytes(i)
+        if name != "things/exact.jpg":  # an image already of that size keeps its bytes
+            assert raw.startswith(b"P6") and len(raw) > 3 * found[i]["image"][0].numel()
 
 
 def test_stored_images_give_the_same_model_input(written):
@@ -134,6 +149,8 @@ def test_a_run_with_another_transform_refuses_resized_files(written, tmp_path):
 def test_bad_resize_options_are_errors_naming_the_option(tmp_path, capsys):
     with pytest.raises(ValueError, match="--resize-quality 0"):
         StoredResize(384, 32, 0)
+    with pytest.raises(ValueError, match="--resize-format png"):
+        StoredResize(384, 32, 95, "png")
     with pytest.raises(SystemExit):
         WF.main(["--root", str(tmp_path), "--captions", str(tmp_path / "c.jsonl"), "--out", str(tmp_path / "o"),
                  "--name", "x", "--resize", "8", "--resize-divisor", "16"])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from emmcil.data import ArrowDataset, ensure_demo, get_tokenizer, pixelbert_transform
+from emmcil.data import ArrowDataset, ensure_demo, get_tokenizer, model_images, pixelbert_transform
 from emmcil.data.transforms import normalize_uint8
 from emmcil.engine import rundir
 from emmcil.engine.loaders import KeepCollate
@@ -25,14 +25,14 @@ P = 16
 
 
 def make_item(h=3, w=4, T=12, n_tokens=7, label=1, seed=0):
-    """A dataset-format item: image (3, h*P, w*P) on the ToTensor grid, n_tokens valid tokens of T."""
+    """A dataset-format item: image uint8 (3, h*P, w*P) as the data loaders give it, n_tokens valid tokens of T."""
     g = torch.Generator().manual_seed(seed)
     pixels = torch.randint(0, 256, (3, h * P, w * P), generator=g, dtype=torch.uint8)
     text_ids = torch.zeros(T, dtype=torch.long)
     text_ids[:n_tokens] = torch.randint(1000, 30000, (n_tokens,), generator=g)
     text_ids[0], text_ids[n_tokens - 1] = 101, 102
     text_masks = (text_ids != 0).long()
-    return {"image": normalize_uint8(pixels), "text_ids": text_ids, "text_masks": text_masks, "label": label,
+    return {"image": pixels, "text_ids": text_ids, "text_masks": text_masks, "label": label,
             "orig_label": label + 10, "index": 5, "image_id": f"img{seed}", "raw_text": "x", "missing_type": 0}
 
 
@@ -119,8 +119,9 @@ def test_full_exemplar_round_trip_and_bytes():
     assert ex.coords.dtype == torch.uint8 and ex.token_ids.dtype == torch.uint16
     assert ex.nbytes == full_exemplar_nbytes(3, 4, 7, P) == 12 * (3 * P * P + 2) + 7 * 4
     back = ex.to_item(max_text_len=12)
-    # bitwise: the uint8 pixels come back losslessly and normalising them is elementwise, correctly rounded
-    assert torch.equal(back["image"], item["image"]) and back["patch_keep"].all()
+    assert torch.equal(back["image"], item["image"]) and back["patch_keep"].all()  # the uint8 pixels, losslessly
+    # an item normalised by pixelbert_transform (floats on ToTensor's grid) is stored as the same pixels, bitwise
+    assert torch.equal(Exemplar.from_item({**item, "image": normalize_uint8(item["image"])}, P).pixels, ex.pixels)
     assert torch.equal(back["text_ids"], item["text_ids"]) and torch.equal(back["text_masks"], item["text_masks"])
     assert (back["label"], back["orig_label"], back["index"]) == (1, 11, 5)
     ex2 = exemplar_from_state(ex.state_dict())
@@ -141,7 +142,7 @@ def test_masked_exemplar_keeps_only_what_it_stores():
     back = ex.to_item(12)
     assert torch.equal(back["patch_keep"], keep)
     assert torch.equal(back["image"][:, 0:P, P:2 * P], item["image"][:, 0:P, P:2 * P])
-    assert back["image"][:, P:2 * P, 0:P].abs().sum() == 0  # dropped: blank canvas, excluded by patch_keep
+    assert back["image"][:, P:2 * P, 0:P].sum() == 0  # dropped: blank canvas, excluded by patch_keep
     assert back["text_masks"].tolist() == [1, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0]
     assert back["text_ids"][[0, 2, 6]].tolist() == item["text_ids"][[0, 2, 6]].tolist()
     assert back["text_ids"][1] == 0  # [PAD]
@@ -155,11 +156,11 @@ def test_replayed_canvas_equals_masking_the_original(tiny_cfg):
     keep = torch.rand(4, 4) > 0.5
     keep[0, 0] = True
     replay = Exemplar.from_item(item, P, patch_keep=keep).to_item(12)
-    batch = KeepCollate(P)([replay])
+    batch = model_images(KeepCollate(P)([replay]))  # normalised as on the device
     with torch.no_grad():
         a = vilt(batch["text_ids"], batch["text_masks"], batch["images"], batch["pixel_masks"],
                  patch_keep=batch["patch_keep"]).pooled
-        b = vilt(item["text_ids"][None], item["text_masks"][None], item["image"][None],
+        b = vilt(item["text_ids"][None], item["text_masks"][None], normalize_uint8(item["image"][None]),
                  torch.ones(1, 4 * P, 4 * P, dtype=torch.bool), patch_keep=keep[None]).pooled
     torch.testing.assert_close(a, b)
 

@@ -40,7 +40,8 @@ def test_masked_exemplar_replayed_through_keep_masks_equals_only_those_tokens(ti
     assert ex.num_patches == 7 and ex.num_tokens == 5
     assert ex.nbytes == 7 * (3 * 16 * 16 + 2) + 5 * 4
     replay = ex.to_item(12)
-    via_masks = model(replay["text_ids"][None], replay["text_masks"][None], replay["image"][None],
+    assert replay["image"].dtype == torch.uint8  # normalised with its batch on the device (model_images)
+    via_masks = model(replay["text_ids"][None], replay["text_masks"][None], normalize_uint8(replay["image"][None]),
                       torch.ones(1, 64, 80, dtype=torch.bool), patch_keep=replay["patch_keep"][None])
     only = model(replay["text_ids"][None], replay["text_masks"][None],
                  patches=normalize_uint8(ex.pixels)[None], patch_index=ex.coords.long()[None],

@@ -2,7 +2,9 @@
 
 Items (one per arrow row; ``index`` is the row index across the concatenated files):
 
-    image        float (3, H, W)  normalised by ``transform`` (sizes vary; see ``collate``)
+    image        uint8 (3, H, W)  pixels at the model's size from :class:`~.transforms.PixelbertPixels` (sizes
+                                  vary; see ``collate``), or float normalised from ``pixelbert_transform``, or an
+                                  :class:`~.device.EncodedImage` to decode on the device (``decode_on="device"``)
     text_ids     long (T,)        T = max_text_len, [CLS] ... [SEP] [PAD]...
     text_masks   long (T,)        1 = real token
     label        int              the ORIGINAL dataset label (``scenario`` remaps it)
@@ -16,6 +18,12 @@ purpose: exemplar masking keeps the tokens of one specific caption, so the row i
 Missing text is the empty string (tokenises to [CLS] [SEP]); a missing image is a white image (1.0 after
 inception normalisation, pixel value 255) of the size the real image would have had, so shapes and padding do not
 reveal which samples are missing.
+
+Decoding (:meth:`ArrowDataset.image`): with ``jpeg_draft`` a JPEG is decoded at the smallest DCT scale that keeps it
+at least the transform's output size (``images.decode_image(draft=...)``; needs a transform with ``output_size``);
+with ``decode_on="device"`` a JPEG that a plain decoder reads as :func:`~.images.decode_image` does
+(:func:`~.images.device_jpeg_size`) is not decoded at all but handed over as an :class:`~.device.EncodedImage`,
+unless the transform draws per-sample augmentation (RandAugment needs the pixels here).
 """
 from __future__ import annotations
 
@@ -32,7 +40,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .arrow import WRITE_KEY_PREFIX, check_write, read_arrow
-from .images import ImageDecodeError, decode_image, image_size
+from .device import DECODE_ON, EncodedImage
+from .images import ImageDecodeError, decode_image, device_jpeg_size, image_size
 from .missing import IMAGE_MISSING, TEXT_MISSING, MissingTable
 
 
@@ -42,10 +51,14 @@ class CorruptImageError(RuntimeError):
 
 class ArrowDataset(Dataset):
     def __init__(self, paths: str | os.PathLike | list, tokenizer, transform, max_text_len: int,
-                 text_index: int | None = None, missing: MissingTable | None = None):
+                 text_index: int | None = None, missing: MissingTable | None = None, jpeg_draft: bool = False,
+                 decode_on: str = "cpu"):
         self.paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
         if not self.paths:
             raise ValueError("ArrowDataset needs at least one arrow file")
+        if decode_on not in DECODE_ON:
+            raise ValueError(f"decode_on={decode_on!r}: expected one of {DECODE_ON}")
+        self.jpeg_draft, self.decode_on = bool(jpeg_draft), decode_on
         self.tokenizer, self.transform = tokenizer, transform
         self.max_text_len, self.text_index, self.missing = max_text_len, text_index, missing
         tables = [read_arrow(p) for p in self.paths]
@@ -97,14 +110,33 @@ class ArrowDataset(Dataset):
         k = bisect.bisect_right(self._offsets, index) - 1
         return self._table(k).column("image")[index - self._offsets[k]].as_py()
 
-    def load_image(self, index: int) -> Image.Image:
+    def load_image(self, index: int, draft=None) -> Image.Image:
         """The 8-bit RGB PIL image of row ``index`` from ``images.decode_image`` (EXIF orientation applied,
-        transparency on white, 16-bit scaled); CorruptImageError names the sample, the row and the file."""
+        transparency on white, 16-bit scaled; a JPEG at reduced scale with ``draft``, a function of (W, H) giving the
+        size the picture will be resized to); CorruptImageError names the sample, the row and the file."""
         try:
-            return decode_image(self.image_bytes(index), self.image_ids[index])
+            return decode_image(self.image_bytes(index), self.image_ids[index], draft)
         except ImageDecodeError as e:
             raise CorruptImageError(f"cannot decode image '{self.image_ids[index]}' (index {index}) "
                                     f"in {self.file_of(index)}: {e.reason}") from None
+
+    def image(self, index: int, missing_type: int = 0):
+        """The ``image`` of item ``index`` (module docstring): the transform's output, white for a missing image
+        (``missing_type`` 2), or an :class:`~.device.EncodedImage` with ``decode_on="device"``."""
+        output_size = getattr(self.transform, "output_size", None)  # PixelbertPixels has it
+        if self.decode_on == "device" and output_size is not None and not getattr(self.transform, "randaug", False):
+            data = self.image_bytes(index)
+            size = device_jpeg_size(data)
+            if size is not None:
+                w, h = output_size(*size)
+                if missing_type == IMAGE_MISSING:  # (stored H, W, 3, as a decoded picture: see collate)
+                    return torch.full((h, w, 3), 255, dtype=torch.uint8).permute(2, 0, 1)
+                return EncodedImage(data, (h, w), self.image_ids[index])
+        draft = output_size if self.jpeg_draft else None
+        image = self.transform(self.load_image(index, draft))
+        if missing_type == IMAGE_MISSING:  # white, as 255 pixels or as 1.0 after normalisation
+            image = torch.full_like(image, 255) if image.dtype == torch.uint8 else torch.ones_like(image)
+        return image
 
     def image_sizes(self) -> np.ndarray:
         """(N, 2) int64: (W, H) of every picture as :meth:`load_image` gives it (EXIF orientation applied), read
@@ -161,9 +193,7 @@ class ArrowDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
         missing_type = self.missing[index] if self.missing is not None else 0
-        image = self.transform(self.load_image(index))
-        if missing_type == IMAGE_MISSING:
-            image = torch.ones_like(image)
+        image = self.image(index, missing_type)
         raw_text = "" if missing_type == TEXT_MISSING else self.caption(index)
         text_ids, text_masks = self.tokenize(raw_text)
         return {"image": image, "text_ids": text_ids, "text_masks": text_masks, "label": int(self._labels[index]),

@@ -31,6 +31,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
@@ -51,18 +52,26 @@ class ImageDecodeError(ValueError):
         self.name, self.reason = name, reason or message
 
 
-def decode_image(data: bytes | str | os.PathLike, name: str | None = None) -> Image.Image:
+def decode_image(data: bytes | str | os.PathLike, name: str | None = None,
+                 draft: Callable[[int, int], tuple[int, int]] | None = None) -> Image.Image:
     """Decode an image file (its bytes, or a path) into an 8-bit RGB PIL image of size (W, H) as displayed.
 
     ``name`` (default: the path, or ``"<bytes>"``) is the file named in errors. Applies the EXIF orientation and
-    converts any mode with :func:`to_rgb` (see the module docstring for the choices). Raises ImageDecodeError when
-    the data is not a fully decodable image, FileNotFoundError when a path does not exist.
+    converts any mode with :func:`to_rgb` (see the module docstring for the choices). ``draft``: a function of the
+    picture's (W, H) giving the (w, h) it will be resized to; a JPEG is then decoded at the smallest DCT scale (1/2,
+    1/4, 1/8; Pillow's ``Image.draft``) that keeps both sides at least that size, so the picture may come out smaller
+    than the file (about a quarter of the decoding work at 1/2); other formats ignore it. Raises ImageDecodeError
+    when the data is not a fully decodable image, FileNotFoundError when a path does not exist.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         name = name or str(data)
         data = Path(data).read_bytes()
     try:
         with Image.open(io.BytesIO(data)) as im:
+            if draft is not None and im.format == "JPEG":
+                swapped = im.getexif().get(ExifTags.Base.Orientation, 1) in _SWAPS_SIDES
+                w, h = draft(*(im.size[::-1] if swapped else im.size))
+                im.draft(None, (h, w) if swapped else (w, h))  # in the file's own orientation
             im.load()  # decodes every pixel: a truncated file fails here, not later in a data loader
             ImageOps.exif_transpose(im, in_place=True)
             return to_rgb(im)
@@ -107,3 +116,19 @@ def image_size(data: bytes, name: str | None = None) -> tuple[int, int]:
         name, reason = name or "<bytes>", f"{type(e).__name__}: {e}"
         raise ImageDecodeError(f"cannot read the image header of {name}: {reason}", name, reason) from None
     return (h, w) if orientation in _SWAPS_SIDES else (w, h)
+
+
+def device_jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(W, H) of a JPEG that a plain JPEG decoder (``torchvision.io.decode_jpeg``, on the CPU or a GPU) turns into
+    the picture :func:`decode_image` gives: baseline or progressive, YCbCr or greyscale, no EXIF rotation or
+    mirroring. None for anything else (another format, CMYK, an EXIF orientation other than 1, a header that does
+    not parse), which must be decoded by :func:`decode_image`. Reads the header only."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.format != "JPEG" or im.mode not in ("RGB", "L"):
+                return None
+            if im.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+                return None
+            return im.size
+    except Exception:  # decode_image reports a bad file, with its reason
+        return None

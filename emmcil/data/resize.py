@@ -19,6 +19,10 @@ Decoding goes through :func:`~emmcil.data.images.decode_image` before the resize
 plain upright 8-bit RGB. RandAugment (``train_randaug``, off by default) then runs on the stored image instead of
 the original; its operations are relative to the image size, so it draws from nearly the same distribution.
 
+``--resize-format ppm`` stores the resized pixels themselves instead (uncompressed 8-bit RGB, PPM, a format every
+decoder here reads): the model input is then exactly that of the original under ViLT's transform (Pillow's resize),
+and decoding costs a copy, at about 8x the bytes of the JPEG (590 kB for 512x384).
+
 The choice is recorded in the arrow file's schema metadata (:data:`METADATA_KEY`), and :func:`check_stored_resize`
 refuses a run whose ``image_size``/``patch_size`` differ from the stored ones (it would resize a resized copy,
 not the original).
@@ -37,15 +41,18 @@ from .transforms import MinMaxResize, pixelbert_resize
 
 METADATA_KEY = "emmcil.stored_resize"
 DEFAULT_QUALITY = 95
+FORMATS = {"jpeg": "JPEG 4:4:4", "ppm": "PPM (8-bit RGB, uncompressed)"}  # --resize-format -> what is stored
 
 
 @dataclass(frozen=True)
 class StoredResize:
-    """How the writers store images: resized for ``pixelbert_transform(size, size_divisor)``, JPEG ``quality``."""
+    """How the writers store images: resized for ``pixelbert_transform(size, size_divisor)``, as a JPEG of
+    ``quality`` or, with ``format="ppm"``, as the pixels themselves."""
 
     size: int = 384          # the shorter side: the run's image_size
     size_divisor: int = 32   # the run's patch_size
     quality: int = DEFAULT_QUALITY
+    format: str = "jpeg"     # jpeg | ppm
 
     def __post_init__(self):
         if self.size < self.size_divisor or self.size_divisor < 1:
@@ -53,6 +60,8 @@ class StoredResize:
                              f"of at least one patch ({self.size_divisor} px)")
         if not 1 <= self.quality <= 100:
             raise ValueError(f"--resize-quality {self.quality}: expected a JPEG quality in [1, 100]")
+        if self.format not in FORMATS:
+            raise ValueError(f"--resize-format {self.format}: expected one of {sorted(FORMATS)}")
 
     @property
     def resize(self) -> MinMaxResize:
@@ -60,19 +69,23 @@ class StoredResize:
 
     def encode(self, image: Image.Image, data: bytes) -> bytes:
         """The bytes to store for ``image`` (8-bit RGB, as ``decode_image`` gave it from the file's ``data``):
-        ``data`` itself when the picture already has the transform's size, else a JPEG of the resized picture."""
+        ``data`` itself when the picture already has the transform's size, else the resized picture as a JPEG (or a
+        PPM with ``format="ppm"``)."""
         resized = self.resize(image)
         if resized is image:
             return data
         buf = io.BytesIO()
-        resized.save(buf, format="JPEG", quality=self.quality, subsampling=0)  # subsampling=0: 4:4:4 chroma
+        if self.format == "ppm":
+            resized.save(buf, format="PPM")
+        else:
+            resized.save(buf, format="JPEG", quality=self.quality, subsampling=0)  # subsampling=0: 4:4:4 chroma
         return buf.getvalue()
 
     def metadata(self) -> dict[str, str]:
         """The arrow schema metadata that records this choice."""
-        longer = self.resize.longer
-        return {METADATA_KEY: json.dumps({**asdict(self), "longer": longer, "resample": "bicubic (Pillow)",
-                                          "format": "JPEG 4:4:4", "kept_as_is": "images already of that size"})}
+        record = {k: v for k, v in asdict(self).items() if k != "format"}
+        return {METADATA_KEY: json.dumps({**record, "longer": self.resize.longer, "resample": "bicubic (Pillow)",
+                                          "format": FORMATS[self.format], "kept_as_is": "images already of that size"})}
 
 
 def stored_resize(path: str | os.PathLike) -> dict | None:

@@ -202,7 +202,8 @@ def write_split(samples: list[RawSample], out_dir: Path, name: str, split: str, 
         raise ValueError(f"{name}_{split}: no valid samples (of {len(samples)}); nothing written")
     if resize:
         print(f"{name}_{split}: images resized for pixelbert_transform({resize.size}, {resize.size_divisor}), "
-              f"JPEG quality {resize.quality}: {stored / 1e6:.3g} MB stored for {found / 1e6:.3g} MB as found")
+              f"{'PPM' if resize.format == 'ppm' else f'JPEG quality {resize.quality}'}: {stored / 1e6:.3g} MB stored "
+              f"for {found / 1e6:.3g} MB as found")
     return path, w.num_rows
 
 
@@ -356,6 +357,9 @@ def base_parser(description: str, prog: str | None = None) -> argparse.ArgumentP
                    help="with --resize: sides are multiples of P, the run's patch_size (default 32)")
     p.add_argument("--resize-quality", type=int, default=DEFAULT_QUALITY, metavar="Q",
                    help=f"with --resize: JPEG quality, 4:4:4 chroma (default {DEFAULT_QUALITY}; emmcil.data.resize)")
+    p.add_argument("--resize-format", choices=("jpeg", "ppm"), default="jpeg",
+                   help="with --resize: jpeg (default), or ppm: the resized pixels uncompressed, exactly the model "
+                        "input of the original, decoded at the cost of a copy, about 8x the bytes")
     return p
 
 
@@ -363,7 +367,7 @@ def resize_option(args: argparse.Namespace) -> StoredResize | None:
     """The ``--resize`` options of ``base_parser`` as a StoredResize, or None when images are stored as found."""
     if args.resize is None:
         return None
-    return StoredResize(args.resize, args.resize_divisor, args.resize_quality)
+    return StoredResize(args.resize, args.resize_divisor, args.resize_quality, args.resize_format)
 
 
 def cli_errors(fn, args) -> None:

@@ -90,7 +90,7 @@ def shows_progress_bar(cfg: Mapping, stream=None) -> bool:
 @contextlib.contextmanager
 def quiet_lightning() -> Iterator[None]:
     """Within the block, Lightning's per-Trainer chatter (devices, tips, "fit stopped"), repeated every phase, is
-    off (the driver prints its own summary instead), and three harmless warnings are ignored; other warnings stay
+    off (the driver prints its own summary instead), and four harmless warnings are ignored; other warnings stay
     visible. Both are restored on exit, so a caller's logging and warning filters are left as they were."""
     logger = logging.getLogger("pytorch_lightning")
     level = logger.level
@@ -102,6 +102,8 @@ def quiet_lightning() -> Iterator[None]:
             # a resumed run's evaluation log (logs/phases/) starts afresh and gets the earlier phases again
             # (RunTracker.log_phase)
             warnings.filterwarnings("ignore", message=r".*Previous log files in this directory will be deleted.*")
+            # the module's hook is the one meant (it normalises batches on the device); PhaseData has none
+            warnings.filterwarnings("ignore", message=r".*overridden `on_after_batch_transfer` in `LightningModule`.*")
             yield
     finally:
         logger.setLevel(level)

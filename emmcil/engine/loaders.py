@@ -11,7 +11,8 @@ missing_seed) and its size: not on the class order, the number of phases or the 
 tables were keyed by type and ratio only, so the first run fixed them for every later seed).
 
 **Batches** (:class:`KeepCollate`): data items and replayed exemplars (which carry a ``patch_keep`` grid) in
-one batch.
+one batch, as uint8 pixels (or JPEG files, ``decode_on="device"``), pinned on CUDA; the module normalises them on
+its device (``IncrementalModule.on_after_batch_transfer``; docs/data.md, "Decoding: where each step runs").
 
 **Length-grouped training batches** (:class:`LengthGroupedBatchSampler`): replay compute in proportion to what
 an exemplar keeps.
@@ -57,8 +58,8 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, ConcatDataset, DataLoader, Dataset, RandomSampler, Sampler
 
-from emmcil.data import (ArrowDataset, IncrementalScenario, MissingTable, arrow_path, class_order, collate,
-                         dataset_classes, ensure_demo, get_tokenizer, pixelbert_resize, pixelbert_transform, read_arrow)
+from emmcil.data import (ArrowDataset, IncrementalScenario, MissingTable, PixelbertPixels, arrow_path, class_order,
+                         collate, dataset_classes, ensure_demo, get_tokenizer, pixelbert_resize, read_arrow)
 from emmcil.data.arrow import check_same_write, classes_path
 from emmcil.data.missing import IMAGE_MISSING, MISSING_TYPES, TEXT_MISSING
 from emmcil.data.resize import check_stored_resize
@@ -164,11 +165,15 @@ def build_data(cfg: Mapping) -> RunData:
                if cfg.get("missing_type", "none") != "none" else {})
     train_missing = concat_tables([missing[s] for s in cfg["train_splits"]]) if missing else None
     test_missing = missing.get(cfg["test_split"])
-    eval_tf = pixelbert_transform(size, p)
-    train_eval = ArrowDataset(train_files, tokenizer, eval_tf, T, missing=train_missing)
-    train = (ArrowDataset(train_files, tokenizer, pixelbert_transform(size, p, randaug=True), T, missing=train_missing)
-             if cfg["train_randaug"] else train_eval)
-    test = ArrowDataset(test_files, tokenizer, eval_tf, T, missing=test_missing)
+    # uint8 pixels at the model's size, normalised on the device (emmcil.data.device; docs/data.md: where each
+    # step runs); RandAugment draws per sample on the pixels, so an augmented training set decodes on the CPU. A
+    # config saved before these keys (a run re-scored by emmcil.engine.evaluate) decodes as that run did.
+    decoding = dict(jpeg_draft=cfg.get("jpeg_draft", False), decode_on=cfg.get("decode_on", "cpu"))
+    eval_tf = PixelbertPixels(size, p)
+    train_eval = ArrowDataset(train_files, tokenizer, eval_tf, T, missing=train_missing, **decoding)
+    train = (ArrowDataset(train_files, tokenizer, PixelbertPixels(size, p, randaug=True), T, missing=train_missing,
+                          **decoding) if cfg["train_randaug"] else train_eval)
+    test = ArrowDataset(test_files, tokenizer, eval_tf, T, missing=test_missing, **decoding)
     check_same_write(train_files + test_files)  # the splits of one write, not a new train beside an old test
     check_stored_resize(train_files + test_files, size, p)  # images written with --resize: for this transform?
     num_classes = int(cfg["num_classes"])
@@ -205,7 +210,7 @@ class KeepCollate:
             return collate(items)
         batch = collate([{k: v for k, v in item.items() if k != "patch_keep"} for item in items])
         p = self.patch_size
-        H, W = batch["images"].shape[-2:]
+        H, W = batch["pixel_masks"].shape[-2:]
         patch_keep = torch.zeros(len(items), H // p, W // p, dtype=torch.bool)
         for b, (item, keep) in enumerate(zip(items, keeps)):
             rows, cols = item["image"].shape[-2] // p, item["image"].shape[-1] // p

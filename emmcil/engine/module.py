@@ -1,4 +1,5 @@
-"""The Lightning module: ViLT backbone (with SSF) + growing classifier, trained one phase at a time."""
+"""The Lightning module: ViLT backbone (with SSF) + growing classifier, trained one phase at a time; batches become
+the backbone's float images on its device (:meth:`IncrementalModule.on_after_batch_transfer`)."""
 from __future__ import annotations
 
 import contextlib
@@ -8,6 +9,7 @@ from typing import Mapping
 import pytorch_lightning as pl
 import torch
 
+from emmcil.data import model_images
 from emmcil.methods import Method
 from emmcil.methods.recipes import build_optimizer, build_scheduler, schedule_interval
 from emmcil.model import ViLT, ViLTOutput, apply_freeze_policy, build_backbone, merge_ssf
@@ -112,6 +114,12 @@ class IncrementalModule(pl.LightningModule):
         return self.logits(self.encode(batch))
 
     # -- Lightning hooks
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Batches arrive as uint8 pixels (or JPEG files with ``decode_on="device"``), pinned and copied without
+        blocking; here, on the device, they become the backbone's normalised float images
+        (:func:`emmcil.data.model_images`), for training, evaluation and every prediction pass alike."""
+        return model_images(batch)
+
     def training_step(self, batch: dict, batch_idx: int):
         output = self.encode(batch)
         logits = self.logits(output)

@@ -11,7 +11,7 @@ token ids and positions, the label and ids, their state); each exposes
                         paper's memory plot counts its x-axis in samples per class
     patch_share  float  share of the image's patches stored at full resolution
     word_share   float | None   share of the words (text tokens other than [CLS]/[SEP]) stored; None without words
-    to_item(max_text_len)   the replay item (dataset item format plus ``patch_keep``)
+    to_item(max_text_len)   the replay item (dataset item format, uint8 pixels, plus ``patch_keep``)
     state_dict()            what a checkpoint keeps, its kind included (:func:`exemplar_from_state`
                             rebuilds any kind)
 
@@ -38,9 +38,10 @@ from einops import rearrange
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
+from emmcil.data.device import image_pixels
 from emmcil.data.images import decode_image
 from emmcil.data.tokenizer import CLS_ID, PAD_ID, SEP_ID
-from emmcil.data.transforms import denormalize_to_uint8, normalize_uint8
+from emmcil.data.transforms import resize_uint8
 
 COORD_DTYPE, TOKEN_DTYPE = torch.uint8, torch.uint16
 
@@ -140,7 +141,8 @@ class StoredExemplar:
         return 1.0 if count_words(self.token_ids) else None
 
     def replay_image(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(image (3, rows*p, cols*p) normalised, patch_keep (rows, cols) bool): what the model is fed."""
+        """(image uint8 (3, rows*p, cols*p), patch_keep (rows, cols) bool): what the model is fed (normalised on
+        its device with the batch, ``emmcil.data.model_images``)."""
         raise NotImplementedError
 
     def to_item(self, max_text_len: int) -> dict:
@@ -205,13 +207,14 @@ class Exemplar(StoredExemplar):
     @classmethod
     def from_item(cls, item: dict, patch_size: int, patch_keep: torch.Tensor | None = None,
                   token_keep: torch.Tensor | None = None) -> "Exemplar":
-        """Store a dataset item (``image`` normalised (3, H, W), ``text_ids``/``text_masks`` (T,), ``label``, ...).
+        """Store a dataset item (``image`` (3, H, W) uint8 pixels, normalised floats or a file to decode, as
+        :func:`~emmcil.data.image_pixels` reads it; ``text_ids``/``text_masks`` (T,), ``label``, ...).
 
         patch_keep: (H//p, W//p) bool, the patches to keep (None: all); token_keep: (T,) bool, the tokens to keep
         among the valid ones (None: all valid tokens). Raises ValueError for an image that is not a multiple of the
         patch size, a grid too large for uint8 coordinates, or a patch_keep of another shape.
         """
-        image = item["image"]
+        image = image_pixels(item["image"])
         p = patch_size
         _, H, W = image.shape
         if H % p or W % p:
@@ -222,7 +225,7 @@ class Exemplar(StoredExemplar):
         keep = torch.ones(rows, cols, dtype=torch.bool) if patch_keep is None else patch_keep.bool().cpu()
         if keep.shape != (rows, cols):
             raise ValueError(f"patch_keep has shape {tuple(keep.shape)}, expected the grid {(rows, cols)}")
-        patches = patchify(denormalize_to_uint8(image.detach().cpu().float()), p)
+        patches = patchify(image, p)
         coords = keep.nonzero()  # (K, 2) row-major
         flat = coords[:, 0] * cols + coords[:, 1]
         valid = item["text_masks"].bool().cpu()
@@ -234,14 +237,14 @@ class Exemplar(StoredExemplar):
 
     def replay_image(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The kept patches in place on a canvas (the other pixels are 0 and are dropped by patch_keep, never by
-        their value), and the kept cells."""
+        their value; normalised to 0 with the batch), and the kept cells."""
         p = self.patch_size
         rows, cols = (int(v) for v in self.grid)
         coords = self.coords.long()
         keep = torch.zeros(rows, cols, dtype=torch.bool)
         keep[coords[:, 0], coords[:, 1]] = True
-        canvas = torch.zeros(rows * cols, 3, p, p)
-        canvas[keep.flatten()] = normalize_uint8(self.pixels)  # coords are row-major, as keep.flatten()
+        canvas = torch.zeros(rows * cols, 3, p, p, dtype=torch.uint8)
+        canvas[keep.flatten()] = self.pixels  # coords are row-major, as keep.flatten()
         return unpatchify(canvas, rows, cols), keep
 
 
@@ -256,8 +259,8 @@ class JpegExemplar(StoredExemplar):
                             quality), that file: compressing is meant to save memory, so an exemplar never costs
                             more than the sample in full (MRDC's image folders are JPEGs, where this cannot occur)
     size       int16 (2,)   (H, W) the model sees the image at (the evaluation transform's resize): at replay the JPEG
-                            is decoded and resized to it (bicubic, as ``pixelbert_transform``), so a replayed exemplar
-                            goes through the same steps as a dataset item, from the compressed file
+                            is decoded and resized to it (``resize_uint8``, as ``PixelbertPixels``), so a replayed
+                            exemplar goes through the same steps as a dataset item, from the compressed file
     full_nbytes  int        the image's encoded bytes *as the dataset stores them* + the token bytes; the whole text
                             is stored
 
@@ -306,14 +309,13 @@ class JpegExemplar(StoredExemplar):
     def image_uint8(self) -> torch.Tensor:
         """The decoded file (the JPEG, or the original kept) resized to ``size``: uint8 (3, H, W)."""
         H, W = (int(v) for v in self.size)
-        image = decode_image(self.jpeg.numpy().tobytes(), self.image_id).convert("RGB")
-        return pil_to_tensor(image if image.size == (W, H) else image.resize((W, H), resample=Image.BICUBIC))
+        pixels = pil_to_tensor(decode_image(self.jpeg.numpy().tobytes(), self.image_id))
+        return pixels if tuple(pixels.shape[-2:]) == (H, W) else resize_uint8(pixels, (H, W))
 
     def replay_image(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The decoded image, every patch kept."""
         H, W = (int(v) for v in self.size)
-        return normalize_uint8(self.image_uint8()), torch.ones(H // self.patch_size, W // self.patch_size,
-                                                               dtype=torch.bool)
+        return self.image_uint8(), torch.ones(H // self.patch_size, W // self.patch_size, dtype=torch.bool)
 
 
 def cim_rate(foreground_share: float, compress_ratio: float) -> float:
@@ -420,7 +422,7 @@ class CimExemplar(StoredExemplar):
     def replay_image(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The restored image, every patch kept."""
         rows, cols = (int(v) for v in self.grid)
-        return normalize_uint8(self.image_uint8()), torch.ones(rows, cols, dtype=torch.bool)
+        return self.image_uint8(), torch.ones(rows, cols, dtype=torch.bool)
 
 
 EXEMPLAR_KINDS = {cls.kind: cls for cls in (Exemplar, JpegExemplar, CimExemplar)}

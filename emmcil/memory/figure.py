@@ -13,14 +13,14 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from emmcil.data.transforms import denormalize_to_uint8
+from emmcil.data.device import image_pixels
 
 KEPT, DISCARDED, SPECIAL = "#d62728", "#9a9a9a", "black"
 
 
 def _image(x: torch.Tensor) -> np.ndarray:
-    """Normalised (3, H, W) -> uint8 (H, W, 3)."""
-    return denormalize_to_uint8(x.detach().cpu().float()).permute(1, 2, 0).numpy()
+    """An item's image (uint8 or normalised (3, H, W), or a file: ``image_pixels``) -> uint8 (H, W, 3)."""
+    return image_pixels(x).permute(1, 2, 0).numpy()
 
 
 def _words(ax, tokens: Sequence[str], colours: Sequence[str], fontsize: float = 8.0) -> None:
@@ -46,8 +46,9 @@ def plot_masked_exemplars(images: Sequence[torch.Tensor], scores: Sequence[torch
                           titles: Sequence[str] | None = None) -> Path:
     """Draw Figure 4 for a few exemplars and save it as PNG.
 
-    images: normalised (3, H, W); scores: (rows, cols) A_{CLS->I} on the patch grid; keeps: (rows, cols) bool kept
-    patches; tokens: the valid tokens of each text (wordpieces, [CLS] ... [SEP]); token_keeps: kept flags.
+    images: (3, H, W) items' images (uint8 pixels, normalised floats or files: ``image_pixels``); scores: (rows,
+    cols) A_{CLS->I} on the patch grid; keeps: (rows, cols) bool kept patches; tokens: the valid tokens of each text
+    (wordpieces, [CLS] ... [SEP]); token_keeps: kept flags.
     """
     n = len(images)
     # a Figure on its own Agg canvas, not pyplot: no global backend to set, no figure registry to close
