@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 
 from emmcil.atomic import atomic_write, write_text
-from emmcil.data.transforms import denormalize_to_uint8
+from emmcil.data.device import image_pixels
 
 from .exemplar import JpegExemplar, StoredExemplar
 
@@ -77,7 +77,7 @@ def stored_image_file(exemplar: StoredExemplar) -> tuple[bytes, str, tuple[int, 
             im.convert("RGB").save(buf, format="PNG")
             return buf.getvalue(), ".png", (h, w)
     image, keep = exemplar.replay_image()
-    rgb = denormalize_to_uint8(image.float())
+    rgb = image_pixels(image)
     H, W = rgb.shape[-2:]
     p = H // keep.shape[0]
     cells = keep.repeat_interleave(p, 0).repeat_interleave(p, 1)
@@ -85,10 +85,11 @@ def stored_image_file(exemplar: StoredExemplar) -> tuple[bytes, str, tuple[int, 
     return _png(torch.where(cells, rgb, fill)), ".png", (int(H), int(W))
 
 
-def input_image_file(image: torch.Tensor, quality: int = 90) -> bytes:
-    """A normalised (3, H, W) input image as a JPEG, to draw the attention map over."""
+def input_image_file(image, quality: int = 90) -> bytes:
+    """An item's input image (uint8 or normalised (3, H, W), or a JPEG for the device:
+    :func:`~emmcil.data.device.image_pixels`) as a JPEG, to draw the attention map over."""
     buf = io.BytesIO()
-    rgb = denormalize_to_uint8(image.detach().cpu().float())
+    rgb = image_pixels(image)
     Image.fromarray(rgb.permute(1, 2, 0).contiguous().numpy()).save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
 
@@ -124,7 +125,7 @@ def write_phase(run_dir: str | Path, phase: int, buffer, *, method: str, notes: 
 
     buffer: the :class:`~emmcil.memory.buffer.MemoryBuffer` after the phase; notes: what ``ranking``, ``similarity``
     and ``attention`` mean for this method (shown by the browser); new: for each exemplar made this phase, (the
-    exemplar, its :func:`exemplar_record`, its input image (3, H, W) normalised, or None without a map). A folder
+    exemplar, its :func:`exemplar_record`, its input image (an item's ``image``), or None without a map). A folder
     left by an earlier attempt at the phase is replaced."""
     folder = phase_folder(run_dir, phase)
     if folder.exists():
