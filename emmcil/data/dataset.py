@@ -34,6 +34,7 @@ from torch.utils.data import Dataset
 from .arrow import read_arrow
 from .images import ImageDecodeError, decode_image, image_size
 from .missing import IMAGE_MISSING, TEXT_MISSING, MissingTable
+from .resize import METADATA_KEY as RESIZED, ORIGINAL_NBYTES
 
 
 class CorruptImageError(RuntimeError):
@@ -95,6 +96,20 @@ class ArrowDataset(Dataset):
         k = bisect.bisect_right(self._offsets, index) - 1
         return self._table(k).column("image")[index - self._offsets[k]].as_py()
 
+    def original_nbytes(self, index: int) -> int:
+        """Bytes of row ``index``'s image file as found, before the writers' ``--resize``: the file's
+        ``original_nbytes`` column, or, in a file stored as found, the stored bytes. ValueError naming the file for
+        a resized file without the column (written before the writers recorded it: write it again)."""
+        k = bisect.bisect_right(self._offsets, index) - 1
+        table = self._table(k)
+        if ORIGINAL_NBYTES in table.column_names:
+            return int(table.column(ORIGINAL_NBYTES)[index - self._offsets[k]].as_py())
+        if RESIZED.encode() in (table.schema.metadata or {}):
+            raise ValueError(f"{self.paths[k]} holds images stored with --resize but not their original sizes in bytes "
+                             f"(column '{ORIGINAL_NBYTES}', which the writers record since mrdc is charged against "
+                             f"them): write the set again")
+        return len(self.image_bytes(index))
+
     def load_image(self, index: int) -> Image.Image:
         """The 8-bit RGB PIL image of row ``index`` from ``images.decode_image`` (EXIF orientation applied,
         transparency on white, 16-bit scaled); CorruptImageError names the sample, the row and the file."""
@@ -121,15 +136,18 @@ class ArrowDataset(Dataset):
 
     def fingerprint(self) -> str:
         """16 hex digits of SHA-1 over what the files hold, read without decoding an image: the labels, image ids,
-        texts, every image's byte length and each file's schema metadata (e.g. images stored resized). The same data
-        copied elsewhere gives the same value; re-written captions, resized or re-encoded images another. A run
-        records it for each split and refuses to resume on other data (``emmcil.engine.driver``)."""
+        texts, every image's byte length (and original byte length, where stored) and each file's schema metadata
+        (e.g. images stored resized). The same data copied elsewhere gives the same value; re-written captions,
+        resized or re-encoded images another. A run records it for each split and refuses to resume on other data
+        (``emmcil.engine.driver``)."""
         h = hashlib.sha1(self._labels.astype("<i8").tobytes())
         h.update(json.dumps([self.image_ids, self.texts], ensure_ascii=False).encode("utf-8"))
         for k in range(len(self.paths)):
             table = self._table(k)
             lengths = pc.binary_length(table.column("image")).to_numpy(zero_copy_only=False)
             h.update(np.asarray(lengths, dtype="<i8").tobytes())
+            if ORIGINAL_NBYTES in table.column_names:  # resized files: the originals' sizes (mrdc's reference)
+                h.update(table.column(ORIGINAL_NBYTES).to_numpy().astype("<i8").tobytes())
             meta = table.schema.metadata or {}
             h.update(json.dumps(sorted((a.decode("utf-8", "replace"), b.decode("utf-8", "replace"))
                                        for a, b in meta.items())).encode("utf-8"))

@@ -21,7 +21,8 @@ the original; its operations are relative to the image size, so it draws from ne
 
 The choice is recorded in the arrow file's schema metadata (:data:`METADATA_KEY`), and :func:`check_stored_resize`
 refuses a run whose ``image_size``/``patch_size`` differ from the stored ones (it would resize a resized copy,
-not the original).
+not the original). Each row of a resized file also records its original file's size in bytes
+(:data:`ORIGINAL_NBYTES`), the reference of ``mrdc``'s rate, which the resize would otherwise hide.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
+import pyarrow as pa
 from PIL import Image
 
 from .arrow import read_metadata
@@ -37,6 +39,9 @@ from .transforms import MinMaxResize, pixelbert_resize
 
 METADATA_KEY = "emmcil.stored_resize"
 DEFAULT_QUALITY = 95
+# the column of a resized file that holds each image's original encoded size in bytes (before the resize)
+ORIGINAL_NBYTES = "original_nbytes"
+ORIGINAL_NBYTES_FIELD = pa.field(ORIGINAL_NBYTES, pa.int64())
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from emmcil.atomic import write_text
 
 from .arrow import ArrowWriter, arrow_path
 from .images import ImageDecodeError, decode_image
-from .resize import DEFAULT_QUALITY, StoredResize
+from .resize import DEFAULT_QUALITY, ORIGINAL_NBYTES, ORIGINAL_NBYTES_FIELD, StoredResize
 from .textfiles import TextFile, read_csv, read_jsonl
 
 WRITTEN_SPLITS = ("train", "val", "test")  # the splits the writers make
@@ -67,7 +67,8 @@ def is_image_file(path: Path) -> bool:
 def validate(sample: RawSample, num_classes: int, resize: StoredResize | None = None) -> dict:
     """The arrow row of ``sample``, or BadSampleError. The image is decoded in full with ``images.decode_image``
     (a truncated JPEG only fails then); the row keeps the file's bytes as they are, or with ``resize`` the bytes of
-    the picture resized for the pixelbert transform (``resize.StoredResize.encode``)."""
+    the picture resized for the pixelbert transform (``resize.StoredResize.encode``), and in both cases the file's
+    size in bytes as found (``original_nbytes``, which a resized file stores)."""
     if Path(sample.image_id).is_absolute() or sample.image_id.split("/")[0] == "..":
         raise BadSampleError("outside_root", sample, "caption paths are relative to the image folder, or absolute "
                                                      "under it")
@@ -86,10 +87,11 @@ def validate(sample: RawSample, num_classes: int, resize: StoredResize | None = 
         image = decode_image(data, str(sample.image_path))  # what ArrowDataset will do with the stored bytes
     except ImageDecodeError as e:
         raise BadSampleError("corrupt_image", sample, e.reason) from None
+    original_nbytes = len(data)
     if resize is not None:
         data = resize.encode(image, data)
     return {"image": data, "text": [t.strip() for t in sample.texts], "label": int(sample.label),
-            "image_id": sample.image_id, "split": sample.split}
+            "image_id": sample.image_id, "split": sample.split, ORIGINAL_NBYTES: original_nbytes}
 
 
 @dataclass
@@ -118,10 +120,12 @@ class SkipReport:
 def write_split(samples: list[RawSample], out_dir: Path, name: str, split: str, num_classes: int,
                 skip_bad: bool, report: SkipReport, resize: StoredResize | None = None) -> tuple[Path, int]:
     """Validate and write ``samples`` to ``{out_dir}/{name}_{split}.arrow``; returns (path, rows written).
-    With ``resize`` the images are stored resized and the file's metadata records how."""
+    With ``resize`` the images are stored resized, the file's metadata records how and the column
+    ``original_nbytes`` each image's size as found (without, the stored bytes are the original ones)."""
     path = arrow_path(out_dir, name, split)
     found = stored = 0  # image bytes as found on disk / as stored
-    with ArrowWriter(path, metadata=resize.metadata() if resize else None) as w:
+    with ArrowWriter(path, metadata=resize.metadata() if resize else None,
+                     extra_fields=[ORIGINAL_NBYTES_FIELD] if resize else ()) as w:
         for s in tqdm(samples, desc=f"{name}_{split}", unit="img", mininterval=1.0):
             try:
                 row = validate(s, num_classes, resize)
@@ -131,7 +135,7 @@ def write_split(samples: list[RawSample], out_dir: Path, name: str, split: str, 
                 report.add(e)
                 continue
             w.write(row)
-            found += s.image_path.stat().st_size
+            found += row[ORIGINAL_NBYTES]
             stored += len(row["image"])
     if w.num_rows == 0:
         path.unlink()
