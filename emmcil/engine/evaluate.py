@@ -22,10 +22,12 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from emmcil.engine.driver import IncrementalRun, quiet_lightning
+from emmcil.engine.driver import ADDED_KEY_DEFAULTS, IncrementalRun, quiet_lightning
 from emmcil.engine.metrics import accuracy_row
 from emmcil.engine.rundir import PROVENANCE, RunDir, read_json
 from emmcil.markdown import markdown_table
+from emmcil.memory.buffer import RENAMED_UNITS
+from emmcil.methods import get_method
 
 MISSING_KEYS = ("missing_type", "missing_ratio", "missing_both_ratio", "missing_seed")
 
@@ -71,7 +73,12 @@ def evaluate_run(run_dir: str | Path, phase: int | None = None, split: str | Non
     if unknown:
         raise ValueError(f"unknown key(s) {unknown}")
     overrides = {"data_root": data_root_from(rd), **(overrides or {})}
-    cfg = {**saved, **overrides, **(missing or {}), "log_dir": str(run_dir.parent), "exp_name": run_dir.name,
+    # a run saved by an older version lacks the keys added since (at the defaults that compute what it computed)
+    # and may name its memory unit by its old name
+    added = {**get_method(saved["method"]).config, **ADDED_KEY_DEFAULTS}
+    if saved.get("memory_unit") in RENAMED_UNITS:
+        saved = {**saved, "memory_unit": RENAMED_UNITS[saved["memory_unit"]]}
+    cfg = {**added, **saved, **overrides, **(missing or {}), "log_dir": str(run_dir.parent), "exp_name": run_dir.name,
            "test_split": split or saved["test_split"], "progress_bar": False, "restart": False,
            "devices": 1, "num_nodes": 1, "strategy": "auto", "wandb": False}
     with quiet_lightning():

@@ -223,8 +223,8 @@ def image_tokens(dataset: Dataset, image_size: int, patch_size: int) -> np.ndarr
     """(N,) int64: the image patches each item of ``dataset`` feeds the backbone, without loading any image.
 
     Handles the training sets a phase builds: ``ArrowDataset`` (header sizes through the pixelbert resize), its
-    ``RemappedSubset``, ``ConcatDataset``, and the replay set ``AugmentedReplay`` (each exemplar's
-    ``num_patches``). Raises TypeError naming any other dataset type.
+    ``RemappedSubset``, ``ConcatDataset``, and the replay set ``AugmentedReplay`` (``image_tokens``: each
+    exemplar's ``num_patches``, its whole grid when black-filled). Raises TypeError naming any other dataset type.
     """
     if isinstance(dataset, ConcatDataset):
         parts = [image_tokens(d, image_size, patch_size) for d in dataset.datasets]
@@ -236,8 +236,7 @@ def image_tokens(dataset: Dataset, image_size: int, patch_size: int) -> np.ndarr
         grids = [resize.output_size(int(w), int(h)) for w, h in dataset.image_sizes()]
         return np.array([(w // patch_size) * (h // patch_size) for w, h in grids], dtype=np.int64)
     if isinstance(dataset, AugmentedReplay):
-        per_exemplar = [e.num_patches for e in dataset.exemplars]
-        return np.array([per_exemplar[i % len(per_exemplar)] for i in range(len(dataset))], dtype=np.int64)
+        return dataset.image_tokens()
     raise TypeError(f"length_group_window needs the image tokens of every training sample, but a "
                     f"{type(dataset).__name__} does not say them (emmcil.engine.loaders.image_tokens)")
 

@@ -32,7 +32,7 @@ class IncrementalModule(pl.LightningModule):
         super().__init__()
         self.cfg = dict(cfg)
         self.backbone = build_backbone(self.cfg)
-        self.classifier = IncrementalClassifier(self.backbone.cfg.hidden_size)
+        self.classifier = IncrementalClassifier(self.backbone.cfg.hidden_size, head=self.cfg.get("head", "linear"))
         self.method = method
         # the method's own parameters (prompts, adapters, ...), built up front so that checkpoints always match
         net = method.build_net(self.backbone.cfg)
@@ -112,6 +112,9 @@ class IncrementalModule(pl.LightningModule):
         return self.logits(self.encode(batch))
 
     # -- Lightning hooks
+    def on_train_epoch_start(self) -> None:
+        self.method.on_train_epoch_start(self, self.current_epoch)
+
     def training_step(self, batch: dict, batch_idx: int):
         output = self.encode(batch)
         logits = self.logits(output)
