@@ -47,6 +47,7 @@ FOSTER backbone training is replaced by this project's SSF training with replay 
 from __future__ import annotations
 
 import math
+import os
 from functools import partial
 
 import numpy as np
@@ -75,9 +76,9 @@ def nearest_down_up(n: int, compress_ratio: float, device=None) -> torch.Tensor:
     """(n,) long: the source pixel of each of ``n`` pixels after Pillow's ``Image.NEAREST`` resize to
     int(n / sqrt(ratio)) and back to n (CIM-CIL's ``BbxBlur``): source floor((i + 0.5) * from / to) each way."""
     small = max(1, int(n / math.sqrt(compress_ratio)))
-    i = torch.arange(n, device=device, dtype=torch.float64)
-    down = torch.floor((i + 0.5) * small / n)                           # pixel of the small image
-    return torch.floor((down + 0.5) * n / small).long().clamp_(max=n - 1)
+    i = torch.arange(n, device=device, dtype=torch.long)
+    down = ((2 * i + 1) * small) // (2 * n)                             # pixel of the small image (exact integers)
+    return (((2 * down + 1) * n) // (2 * small)).clamp_(max=n - 1)
 
 
 def bbx_blur(image: torch.Tensor, box: tuple[int, int, int, int] | None, compress_ratio: float) -> torch.Tensor:
@@ -226,8 +227,10 @@ class CIM(CompressedReplay):
         """The CAM box (pixels) of every new-class training sample (eval transform) under the current model, by
         dataset row; the model's train/eval modes are restored afterwards."""
         data = ctx.eval_scenario.train_dataset(ctx.phase)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        workers = min(int(self.cfg.get("num_workers", 0)), cores)
         loader = DataLoader(data, batch_size=int(self.cfg["per_gpu_batchsize"]), shuffle=False, collate_fn=collate,
-                            num_workers=int(self.cfg.get("num_workers", 0)))
+                            num_workers=workers)
         canvas = mask_canvas(int(self.cfg["image_size"]), ctx.patch_size)
         modes = {m: m.training for m in module.modules()}
         module.eval()
