@@ -27,7 +27,7 @@ The simulated samples (nothing here needs a model or the datasets; each choice i
   what the code computes, not what ImageNet-R's photos give;
 - **replay**: full exemplars.
 
-    python benchmarks/bench_memory_unit.py                      # 8 classes of 60 samples; ~1 min, 1 thread
+    python benchmarks/bench_memory_unit.py                      # 8 classes of 60 samples; ~2 min on a busy CPU
     python benchmarks/bench_memory_unit.py --classes 4 --per-class 40 --no-mrdc
 """
 from __future__ import annotations

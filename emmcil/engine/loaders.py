@@ -33,8 +33,9 @@ without it.
 Sequence length of a sample (:func:`sequence_lengths`): the ``max_text_len`` text positions (the model masks text
 tokens rather than dropping them, so every sample computes all of them), the image [CLS], and the image patches it
 feeds the backbone: every patch of its resized image for a dataset sample (from the image header, no decoding),
-the kept patches for a masked exemplar (``Exemplar.num_patches``). The patch merge of ``emm``'s augmentation adds a
-partner's patches when the item is drawn; the grouping uses the exemplar's own count.
+the kept patches for a masked exemplar (``Exemplar.num_patches``; its whole grid when it is replayed black-filled,
+``masked_replay="black"``). The patch merge of ``emm``'s augmentation adds a partner's patches when the item is
+drawn; the grouping uses the exemplar's own count.
 
 Determinism: the batches of an epoch depend only on the phase's seed (the driver's ``phase_seed(seed, phase)``)
 and the epoch, so a resumed run draws the same batches. Under DDP Lightning replaces the sampler inside this batch

@@ -15,10 +15,10 @@ After phase t, for the new classes' training samples (eval transform, the phase'
 3. **storage**: masked exemplars (kept patches as uint8 pixels + grid cells, kept token ids + positions) enter the
    class's list in rank order while its budget lasts; in the default unit (``memory_unit="tokens"``) each costs its
    kept share of the sample's tokens (kept patches + kept text tokens, [CLS]/[SEP] included, over all of them): at
-   ViLT-B/32 sizes with MM-ImageNet-R-length captions about 0.35, so 3 / 8 / 14 / 20 / 28 fit a class at memory
-   1 / 3 / 5 / 7 / 10, the paper's memory plot within one (``benchmarks/bench_memory_unit.py``). In
-   ``memory_unit="byte_share"`` a masked exemplar costs about its kept-patch share (text is 0.07 % of the bytes),
-   and about 38 fit at 10.
+   ViLT-B/32 sizes with MM-ImageNet-R-length captions about 0.35, so about 2 / 8 / 14 / 20 / 28 fit a class at
+   memory 1 / 3 / 5 / 7 / 10, the paper's memory plot (3 / 8 / 14 / 19 / 28) within one
+   (``benchmarks/bench_memory_unit.py``). In ``memory_unit="byte_share"`` a masked exemplar costs about its
+   kept-patch share (text is 0.07 % of the bytes), and 38 fit at 10.
 At replay (``masked_replay``), a masked image is fed as its kept patches only, through an explicit keep mask
 (``"patches"``, default: the stored tokens are what the model sees), or as the image with the discarded patches
 black, the whole grid fed as ViLT feeds any image (``"black"``: Fig. 4 draws masked regions black; black is -1
