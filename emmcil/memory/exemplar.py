@@ -55,13 +55,17 @@ from emmcil.data.transforms import denormalize_to_uint8, normalize_uint8
 COORD_DTYPE, TOKEN_DTYPE = torch.uint8, torch.uint16
 UNITS = ("tokens", "byte_share", "bytes")  # memory_unit: the default first
 MASKED_REPLAY = ("patches", "black")        # how a masked image is fed to the model (emm's masked_replay)
-PATCH_NBYTES = lambda p: 3 * p * p + 2 * COORD_DTYPE.itemsize  # noqa: E731 (a patch's pixels + its grid cell)
 TOKEN_NBYTES = 2 * TOKEN_DTYPE.itemsize  # a token's id + its position
+
+
+def patch_nbytes(patch_size: int) -> int:
+    """Bytes of one stored patch: its uint8 pixels and its grid cell."""
+    return 3 * patch_size * patch_size + 2 * COORD_DTYPE.itemsize
 
 
 def full_exemplar_nbytes(rows: int, cols: int, num_tokens: int, patch_size: int) -> int:
     """Bytes of a full exemplar of a ``rows x cols`` patch grid with ``num_tokens`` valid tokens."""
-    return rows * cols * PATCH_NBYTES(patch_size) + num_tokens * TOKEN_NBYTES
+    return rows * cols * patch_nbytes(patch_size) + num_tokens * TOKEN_NBYTES
 
 
 def patchify(image: torch.Tensor, p: int) -> torch.Tensor:
@@ -262,7 +266,7 @@ class Exemplar(StoredExemplar):
     @property
     def full_text_tokens(self) -> int:
         """Valid text tokens of the sample in full ([CLS], [SEP] included), from ``full_nbytes``."""
-        return (self.full_nbytes - self.grid_patches * PATCH_NBYTES(self.patch_size)) // TOKEN_NBYTES
+        return (self.full_nbytes - self.grid_patches * patch_nbytes(self.patch_size)) // TOKEN_NBYTES
 
     @property
     def token_share(self) -> float:
