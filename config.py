@@ -28,8 +28,8 @@ Key groups (each key has a comment below; ``print_config`` shows them): experime
 model_size, seed, class_order_seed), data (data_root, splits, tokenizer, max_text_len), missing modalities
 (missing_type, missing_ratio, missing_both_ratio, missing_seed), model (ViLT sizes, SSF, tuning, load_path),
 optimisation per phase (the method's recipe: optimizer, lr, weight decay, schedule, max_epoch, batch_size vs
-per_gpu_batchsize), memory (memory_per_class = 5 full exemplars, memory_unit, budget mode), hardware (accelerator,
-devices, num_nodes, strategy, precision, workers, threads), run directory (log_dir, exp_name, restart,
+per_gpu_batchsize), memory (memory_per_class = 5 full exemplars, memory_unit = tokens, budget mode), hardware
+(accelerator, devices, num_nodes, strategy, precision, workers, threads), run directory (log_dir, exp_name, restart,
 keep_checkpoints, stop_after_phase), logging (Weights & Biases), and the chosen method's own keys (``Method.config``
 of its file, e.g. ``emm``'s thresholds).
 """
@@ -198,6 +198,7 @@ def config():
     qkv_bias = True              # bias in the query/key/value projection (ViT, ViLT)
     ssf = True                   # SSF scale/shift after qkv, proj, fc1, fc2, norms, patch embedding
     tuning = "ssf"               # ssf: SSF + pooler + classifier train | frozen: pooler + classifier | full
+    head = "linear"              # linear | mlp: Linear-LN-GELU-Linear, missing_aware_prompts' head (last layer grows)
     load_path = ""               # ViLT checkpoint (vilt_200k_mlm_itm.ckpt / HF folder); "" = random init
     trust_checkpoint = False     # allow full unpickling of load_path (only for files you trust)
 
@@ -227,13 +228,14 @@ def config():
 
     # ---------------------------------------------------------------- memory (methods with exemplars)
     memory_per_class = 5         # budget per class, in full exemplars (the paper's "samples/class"; 5 its default)
-    memory_unit = "exemplar"     # exemplar: each exemplar costs its size relative to the same sample stored in full
-                                 # (a full one 1.0, so m full exemplars a class) | bytes: stored bytes against
-                                 # m x the training set's mean full-exemplar bytes
+    memory_unit = "tokens"       # tokens (stored / the sample's tokens) | byte_share (stored / its bytes) | bytes
+                                 # tokens: patches + text tokens, a compressed image (mrdc, cim) at its reference's
+                                 # rate; a full exemplar costs 1.0, so m a class (the paper's Fig. 5 from its Fig. 4
+                                 # masks). bytes: stored bytes against m x the training set's mean full-exemplar bytes
     memory_budget_mode = "per_class"  # per_class | total (memory_total shared by the seen classes)
     memory_total = 0             # total budget in full exemplars, for memory_budget_mode="total"
-    memory_fill = "skip"         # skip: pass over an exemplar that does not fit and try the next | stop: end there
-                                 # (CIM-CIL's loop); the same when every exemplar costs 1.0 (replay, unit exemplar)
+    memory_fill = "skip"         # skip: pass over an exemplar that does not fit | stop: end there (CIM-CIL; cim's)
+                                 # the two are the same when every exemplar costs 1.0 (replay)
     memory_browser = True        # after each phase, save what `python -m emmcil.report.memory` shows in
                                  # memory/phase_<t>/: each new exemplar's stored image, attention map, caption,
                                  # rank, similarity, cost (False: nothing)

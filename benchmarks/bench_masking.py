@@ -11,12 +11,13 @@ Prints, side by side from one run (markdown tables):
    batch counts with its median. Peak memory only on CUDA (``torch.cuda.max_memory_allocated``). Issue 16's
    target: masking <= 1.35x an evaluation pass at ViLT-B/32.
 2. **storage**: exemplars per class at memory m = 1, 3, 5, 7, 10 (the paper's memory plot) in the default unit
-   (``memory_unit="exemplar"``: each exemplar costs its size relative to the same sample stored in full) for
-   ``replay`` (full ``Exemplar``), ``mrdc`` (``JpegExemplar`` of the stored image, quality 50), ``cim``
-   (``CimExemplar``: bounding box of the CAM thresholded at 0.6, the rest at 1/4 of its area) and ``emm`` (masked
-   ``Exemplar``) with the default masks (``ratio``, tau_I = 0.74, tau_T = 0.5) and with min-max thresholds (0.5 /
-   0.5, named config ``emm_minmax``), beside the paper's digitised bars; and at m = 5 in ``memory_unit="bytes"``.
-   Each class's ``MemoryBuffer`` is filled in dataset order (the same fixed ranking for every method). A class has
+   (``memory_unit="tokens"``: each exemplar costs its stored tokens over the same sample's, a compressed image its
+   reference's rate) for ``replay`` (full ``Exemplar``), ``mrdc`` (``JpegExemplar`` of the image, stored at the
+   model's size here, quality 50), ``cim`` (``CimExemplar``: bounding box of the CAM thresholded at 0.6, the rest at
+   1/4 of its area) and ``emm`` (masked ``Exemplar``) with the default masks (``ratio``, tau_I = 0.74, tau_T = 0.5)
+   and with min-max thresholds (0.5 / 0.5, named config ``emm_minmax``), beside the paper's digitised bars; and at
+   m = 5 in ``memory_unit="byte_share"`` and ``"bytes"``. Each class's ``MemoryBuffer`` is filled in dataset order
+   (the same fixed ranking for every method) with the method's ``memory_fill`` (``cim``: stop). A class has
    only so many samples (30 in the demo), so each cell gives the stored count and, in brackets, the count when the
    class's exemplars are offered again and again (as if the class had as many samples of the same kind).
 3. **masks**: kept fractions of patches and tokens (emm, both normalisations), their spread, and on the demo set
@@ -195,11 +196,11 @@ def exemplar_kinds(items: list[dict], stored: list[tuple[Image.Image, int]], mas
     return kinds
 
 
-def stored_per_class(exemplars: list, labels: np.ndarray, m: float, unit: str = "exemplar",
-                     full_bytes: float | None = None, again: bool = False) -> float:
+def stored_per_class(exemplars: list, labels: np.ndarray, m: float, unit: str = "tokens",
+                     full_bytes: float | None = None, again: bool = False, fill: str = "skip") -> float:
     """Mean exemplars per class when each class's MemoryBuffer (budget m) is filled in dataset order; ``again``:
     the class's exemplars offered over and over (2000 offers), i.e. without the cap of its sample count."""
-    memory = MemoryBuffer(memory_per_class=m, unit=unit, full_exemplar_bytes=full_bytes)
+    memory = MemoryBuffer(memory_per_class=m, unit=unit, full_exemplar_bytes=full_bytes, fill=fill)
     classes = sorted(set(labels.tolist()))
     for c in classes:
         pool = [exemplars[i] for i in np.flatnonzero(labels == c)]
@@ -215,15 +216,18 @@ def storage_rows(setting: str, weights: str, items: list[dict], kinds: dict[str,
     out = []
     for method, exemplars in kinds.items():
         words = [w for w in (e.word_share for e in exemplars) if w is not None]
+        fill = "stop" if method == "cim" else "skip"  # each method's default memory_fill
         row = {"setting": setting, "weights": weights, "method": method,
-               "cost / exemplar": float(np.mean([e.cost for e in exemplars])),
+               "cost / exemplar": float(np.mean([e.token_share for e in exemplars])),
+               "byte share / exemplar": float(np.mean([e.byte_share for e in exemplars])),
                "bytes vs mean full": float(np.mean([e.nbytes for e in exemplars])) / full_bytes,
                "patches kept %": 100 * float(np.mean([e.patch_share for e in exemplars])),
                "words kept %": 100 * float(np.mean(words)) if words else float("nan")}
         for m in MEMORY_SIZES:
-            row[f"m={m}"] = (f"{stored_per_class(exemplars, labels, m):.1f} "
-                             f"({stored_per_class(exemplars, labels, m, again=True):.1f})")
-        row["m=5, bytes"] = f"{stored_per_class(exemplars, labels, 5, 'bytes', full_bytes):.1f}"
+            row[f"m={m}"] = (f"{stored_per_class(exemplars, labels, m, fill=fill):.1f} "
+                             f"({stored_per_class(exemplars, labels, m, again=True, fill=fill):.1f})")
+        row["m=5, byte_share"] = f"{stored_per_class(exemplars, labels, 5, 'byte_share', fill=fill):.1f}"
+        row["m=5, bytes"] = f"{stored_per_class(exemplars, labels, 5, 'bytes', full_bytes, fill=fill):.1f}"
         out.append(row)
     return out
 
@@ -516,16 +520,18 @@ def main(argv=None) -> None:
         sets += (f"; B/32: ViLT-B/32 with random weights, {n} synthetic samples per image size "
                  f"({' and '.join(f'{h}x{w}' for h, w in B32_SIZES)}), batch {args.b32_batch}")
     print(f"\n### 2. Exemplars per class at memory m = {', '.join(map(str, MEMORY_SIZES))} (full exemplars per "
-          f"class, memory_unit=exemplar)\n\n"
-          f"{sets}; {env}. Each class's MemoryBuffer (budget m, memory_fill=skip) is filled in dataset order, the "
+          f"class, memory_unit=tokens)\n\n"
+          f"{sets}; {env}. Each class's MemoryBuffer (budget m, memory_fill=skip; cim: stop) is filled in dataset "
+          f"order, the "
           f"same ranking for every method (demo: 30 samples a class"
           + ("" if args.skip_b32 else f"; B/32: {n} a class, one class per image size") + "). "
           f"Cells: exemplars stored per class (in brackets: with the class's exemplars offered over and over, i.e. "
-          f"not capped by its sample count). cost / exemplar: mean cost in full exemplars; bytes vs mean full: "
-          f"mean stored bytes / the set's mean full-exemplar bytes; m=5, bytes: stored per class in "
-          f"memory_unit=bytes (budget 5 x the mean full-exemplar bytes). replay = full Exemplar; mrdc = "
-          f"JpegExemplar of the image as stored (demo: JPEG q92 files; B/32: JPEG q90), quality {JPEG_QUALITY}; "
-          f"cim = CimExemplar, bounding box of the CAM (tscam) > {CIM_THRESHOLD} at full resolution + the rest at "
+          f"not capped by its sample count). cost / exemplar: mean cost in full exemplars (tokens); byte share / "
+          f"exemplar: the same in memory_unit=byte_share; bytes vs mean full: mean stored bytes / the set's mean "
+          f"full-exemplar bytes; m=5, byte_share / bytes: stored per class in those units (bytes: budget 5 x the mean "
+          f"full-exemplar bytes). replay = full Exemplar; mrdc = JpegExemplar of the image, stored at the model's "
+          f"size (demo: JPEG q92 files; B/32: JPEG q90), quality {JPEG_QUALITY}, against the file's bytes; "
+          f"cim = CimExemplar, bounding box of the CAM (token) > {CIM_THRESHOLD} at full resolution + the rest at "
           f"1/{CIM_RATIO:g} of its area (demo random / B/32: a random linear classifier; demo trained: its head); "
           f"emm = masked Exemplar with MaskingConfig() (ratio, tau_I = 0.74, tau_T = 0.5); emm minmax = min-max, "
           f"tau 0.5 / 0.5. Paper rows: the bars of its memory plot (MM-ImageNet-R, L = 10; 'cost' = 5 / bar at "

@@ -76,12 +76,13 @@ def make_run(path: Path, classes: int, phases: int, per_class: int, tokens: int,
                 records.append({
                     "label": c, "orig_label": c, "index": index, "image_id": f"n{c:08d}_{index}.jpg",
                     "kind": "patches", "rank": rank, "candidates": 120, "similarity": float(1 - 0.01 * rank),
-                    "cost": 0.34, "unit": "exemplar", "cost_full": 0.34, "nbytes": 200_000, "full_nbytes": 600_000,
+                    "cost": 0.34, "unit": "tokens",
+                    "costs": {"tokens": 0.34, "byte_share": 0.33, "bytes": 200_000}, "nbytes": 200_000, "full_nbytes": 600_000,
                     "patch_share": 0.26, "word_share": 0.5, "num_patches": 56, "num_tokens": int(sum(kept)),
                     "grid": [rows, cols], "tokens": caption, "token_kept": [bool(k) for k in kept],
                     "attention": np.round(rng.random((rows, cols)), 3).tolist(), "stored_image": f"{stem}.png",
                     "stored_size": [rows * patch, cols * patch], "input_image": f"{stem}_input.jpg"})
-        manifest = {"format": 1, "phase": t, "method": "emm", "unit": "exemplar", "class_budget": 5.0,
+        manifest = {"format": 1, "phase": t, "method": "emm", "unit": "tokens", "class_budget": 5.0,
                     "notes": {"ranking": "cos(f(x~), mu_c)", "similarity": "cos(f(x~), mu_c)", "attention": "A"},
                     "new_classes": new, "classes": {str(c): v for c, v in held.items()}, "exemplars": records}
         (folder / "memory.json").write_text(json.dumps(manifest))

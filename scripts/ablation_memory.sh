@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The paper's memory-size ablation ("Ablation study on memory buffer size"; MM-ImageNet-R, L = 10): memory of
-# 1, 3, 5, 7 and 10 full exemplars per class (memory_per_class=, in the default memory_unit=exemplar: a full
-# exemplar costs 1.0, a compressed one its size relative to the same sample in full) for conventional replay ("SSF"),
+# 1, 3, 5, 7 and 10 full exemplars per class (memory_per_class=, in the default memory_unit=tokens: a full
+# exemplar costs 1.0, a masked one its stored tokens over the sample's, a compressed one its reference's rate; every
+# run's results.json also gives its memory in the other units) for conventional replay ("SSF"),
 # SSF + CIM (`cim`), exemplar masking ("SSF + Ours", `emm`) and SSF + MRDC (`mrdc`, not in the paper's plot), one run
 # per seed. The report draws the plot: exemplars stored per class (bars) and accuracy (lines) against the memory
 # size, with the paper's digitised curves dashed beside ours.

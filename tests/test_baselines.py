@@ -67,7 +67,7 @@ def test_cim_saves_its_exemplars_as_stored_and_its_cam_for_the_memory_browser(de
             assert torch.equal(torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1), ex.image_uint8())
         cam = torch.tensor(rec["attention"])
         assert cam.shape == tuple(int(v) for v in ex.grid) and 0 <= cam.min() and cam.max() == 1  # min-max CAM
-        assert rec["cost"] == ex.cost and (folder / rec["input_image"]).is_file()
+        assert rec["cost"] == ex.cost(rec["unit"]) and (folder / rec["input_image"]).is_file()
 
 
 def test_cim_stays_within_the_budget_and_stores_more_than_replay(demo_runs):
@@ -80,14 +80,16 @@ def test_cim_stays_within_the_budget_and_stores_more_than_replay(demo_runs):
     state = torch.load(demo_runs["cim"] / "checkpoints" / "phase_1.pt", weights_only=True)
     stored = [exemplar_from_state(e) for v in state["method"]["memory"]["classes"].values() for e in v]
     assert stored and all(isinstance(e, CimExemplar) for e in stored)
-    assert sum(e.nbytes for e in stored) == cim["bytes"] and sum(e.cost for e in stored) == pytest.approx(cim["cost"])
+    assert sum(e.nbytes for e in stored) == cim["bytes"]
+    assert sum(e.token_share for e in stored) == pytest.approx(cim["cost"])      # the default unit, tokens
     # each keeps a box of patches at full resolution, the rest at a quarter of its area (CIM-CIL's ratio 4)
     for e in stored:
         assert 0 < e.num_full_res_patches <= e.num_patches and e.compress_ratio == 4.0
         rows = sorted({int(r) for r, _ in e.fg_coords})
         cols = sorted({int(c) for _, c in e.fg_coords})
         assert e.num_full_res_patches == len(rows) * len(cols)  # a rectangle
-        assert e.cost == pytest.approx(e.patch_share + (1 - e.patch_share) / 4, abs=0.01)
+        assert e.token_share == e.image_rate == e.patch_share + (1 - e.patch_share) / 4   # CIM-CIL's rate
+        assert e.byte_share == pytest.approx(e.image_rate, abs=0.01)
     assert cim["kept_patch_share"] < 1 and replay["kept_patch_share"] == 1.0
 
 

@@ -133,7 +133,7 @@ def test_memory_total_without_the_total_mode_is_an_error():
         resolve("demo", "replay", memory_budget_mode="total", memory_total=-3)
     with pytest.raises(ConfigError, match=r"memory_per_class=-1 must be >= 0"):
         resolve("demo", "replay", memory_per_class=-1)
-    with pytest.raises(ConfigError, match=r"memory_unit='kb': expected one of \('exemplar', 'bytes'\)"):
+    with pytest.raises(ConfigError, match=r"memory_unit='kb': expected one of \('tokens', 'byte_share', 'bytes'\)"):
         resolve("demo", "replay", memory_unit="kb")
 
 

@@ -272,6 +272,6 @@ def test_jpeg_exemplar_decodes_through_the_decoder():
     item = {"image": x, "text_ids": torch.tensor([101, 7, 102, 0]), "text_masks": torch.tensor([1, 1, 1, 0]),
             "label": 1, "index": 3, "image_id": "x"}
     stored = Image.fromarray(((x * 0.5 + 0.5) * 255).round().byte().permute(1, 2, 0).numpy())
-    e = JpegExemplar.from_image(item, stored, encoded_nbytes=len(encode(stored, "PNG")), patch_size=32, quality=90)
+    e = JpegExemplar.from_image(item, stored, original_nbytes=len(encode(stored, "PNG")), patch_size=32, quality=90)
     out = e.to_item(4)["image"]
     assert e.num_patches == 6 and out.shape == x.shape

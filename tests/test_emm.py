@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from emmcil.data import ensure_demo, get_tokenizer
+from emmcil.data.device import model_images
 from emmcil.data.transforms import normalize_uint8
 from emmcil.engine.driver import run_experiment
 from emmcil.engine.rundir import RunDir
@@ -58,7 +59,9 @@ def demo_runs(tmp_path_factory):
     root = ensure_demo(tmp_path_factory.mktemp("demo"))
     logs = tmp_path_factory.mktemp("runs")
     with one_thread():
-        yield {method: run_experiment(demo_config(root, logs, method)) for method in ("replay", "mrdc", "emm")}
+        runs = {method: run_experiment(demo_config(root, logs, method)) for method in ("replay", "mrdc", "emm")}
+        runs["emm black"] = run_experiment(demo_config(root, logs, "emm", masked_replay="black"))
+        yield runs
 
 
 def test_at_equal_budget_replay_holds_m_a_class_and_the_compressed_methods_more(demo_runs):
@@ -66,7 +69,7 @@ def test_at_equal_budget_replay_holds_m_a_class_and_the_compressed_methods_more(
     last = {m: r["memory"][-1] for m, r in res.items()}
     assert set(last["replay"]["exemplars_per_class"].values()) == {5}  # the default: 5 full exemplars a class
     for m in ("emm", "mrdc"):
-        assert last[m]["unit"] == "exemplar" and last[m]["class_budget"] == 5.0
+        assert last[m]["unit"] == "tokens" and last[m]["class_budget"] == 5.0
         assert last[m]["exemplars"] > last["replay"]["exemplars"], m
         # under memory pressure: fewer than the 30 training samples of a demo class
         assert max(last[m]["exemplars_per_class"].values()) < 30, m
@@ -81,13 +84,70 @@ def test_at_equal_budget_replay_holds_m_a_class_and_the_compressed_methods_more(
     assert res["emm"]["finished"] and len(res["emm"]["accuracy_per_phase"]) == 2
 
 
-def test_emm_costs_equal_the_kept_byte_share(demo_runs):
+def test_emm_costs_its_kept_share_of_the_tokens(demo_runs):
     state = torch.load(demo_runs["emm"] / "checkpoints" / "phase_1.pt", weights_only=True)
     stored = [exemplar_from_state(e) for v in state["method"]["memory"]["classes"].values() for e in v]
-    assert stored and all(0 < e.cost < 1 and e.cost == e.nbytes / e.full_nbytes for e in stored)
+    assert stored
+    for e in stored:
+        full_tokens = int(e.grid[0]) * int(e.grid[1]) + e.text_words + 2       # patches + words + [CLS], [SEP]
+        assert e.token_share == (e.num_patches + e.num_tokens) / full_tokens and 0 < e.token_share < 1
+        assert e.byte_share == e.nbytes / e.full_nbytes < e.token_share        # text is cheap in bytes
     full = max(stored, key=lambda e: e.full_nbytes)
     rows, cols = (int(v) for v in full.grid)
     assert full.full_nbytes == rows * cols * (3 * 16 * 16 + 2) + 4 * (full.text_words + 2)
+    res = json.loads((demo_runs["emm"] / "results.json").read_text())
+    assert res["memory"][-1]["cost"] == pytest.approx(sum(e.token_share for e in stored))
+    assert res["memory"][-1]["costs"]["byte_share"] == pytest.approx(sum(e.byte_share for e in stored))
+    assert res["phases"][-1]["memory_cost_tokens"] == res["memory"][-1]["cost"]
+
+
+def test_black_regions_are_image_not_padding(tiny_cfg):
+    """masked_replay=black: the discarded cells are black (-1 after normalisation), the whole grid is fed, and the
+    model takes every black patch as an image token (ViLT reads padding off pixels summing to 0, ours off
+    pixel_masks; black sums to -3 either way)."""
+    torch.manual_seed(0)
+    model = ViLT(dict(tiny_cfg, patch_size=16, image_size=64, max_text_len=12)).eval()
+    item = make_item()
+    keep = torch.zeros(4, 5, dtype=torch.bool)
+    keep[1:3, 1:4] = True
+    ex = Exemplar.from_item(item, 16, patch_keep=keep)
+    black, patches = ex.to_item(12, masked_replay="black"), ex.to_item(12)
+    assert black["patch_keep"].all() and patches["patch_keep"].sum() == 6
+    cells = keep.repeat_interleave(16, 0).repeat_interleave(16, 1)
+    assert black["image"].dtype == torch.uint8 and (black["image"][:, ~cells] == 0).all()     # black pixels
+    assert torch.equal(black["image"][:, cells], patches["image"][:, cells])
+    pixel_masks = torch.ones(1, 64, 80, dtype=torch.bool)
+    # on the device, as every batch: normalised, black is -1 (sums to -3), not the 0 of padding
+    black_in, kept_in = (model_images({"images": x["image"][None], "pixel_masks": pixel_masks,
+                                       "patch_keep": x["patch_keep"][None]})["images"] for x in (black, patches))
+    assert (black_in[0][:, ~cells] == -1).all() and (black_in[0].sum(0)[~cells] == -3).all()
+    assert (kept_in[0][:, ~cells] == 0).all()                                 # patches: not fed (and 0)
+    out = model(black["text_ids"][None], black["text_masks"][None], black_in, pixel_masks,
+                patch_keep=black["patch_keep"][None])
+    assert int(out.image_masks.sum()) == 20                                    # every cell an image token
+    kept = model(patches["text_ids"][None], patches["text_masks"][None], kept_in, pixel_masks,
+                 patch_keep=patches["patch_keep"][None])
+    assert int(kept.image_masks.sum()) == 6
+    assert not torch.allclose(out.pooled, kept.pooled, atol=1e-4)            # two readings, two inputs
+    with pytest.raises(ValueError, match="masked_replay='grey'"):
+        ex.to_item(12, masked_replay="grey")
+
+
+def test_emm_with_black_replay_runs_and_replays_black_filled_exemplars(demo_runs):
+    res = json.loads((demo_runs["emm black"] / "results.json").read_text())
+    assert res["finished"] and res["memory"][-1]["exemplars"] > 0
+    cfg = json.loads((demo_runs["emm black"] / "config.json").read_text())
+    assert cfg["masked_replay"] == "black" and "masked_replay=black" in demo_runs["emm black"].name
+    # the same masks and costs as the patches reading; its replay items are black-filled whole grids
+    from emmcil.memory.augment import AugmentedReplay
+
+    state = torch.load(demo_runs["emm black"] / "checkpoints" / "phase_0.pt", weights_only=False)
+    stored = [exemplar_from_state(e) for v in state["method"]["memory"]["classes"].values() for e in v]
+    replay = AugmentedReplay(stored, 32, 0.5, 0.5, masked_replay="black")
+    torch.manual_seed(0)
+    items = [replay[k] for k in range(len(replay))]
+    assert all(it["patch_keep"].all() for it in items)
+    assert (replay.image_tokens() == [int(e.grid[0]) * int(e.grid[1]) for e in stored]).all()
 
 
 def test_emm_writes_figure_four(demo_runs):
@@ -121,7 +181,8 @@ def test_each_phase_saves_what_the_memory_browser_shows(demo_runs):
         for key, ex in stored.items():
             rec, folder = saved[key]
             assert (rec["kind"], rec["cost"], rec["nbytes"], rec["patch_share"]) == (
-                ex.kind, ex.cost, ex.nbytes, ex.patch_share), method
+                ex.kind, ex.cost(rec["unit"]), ex.nbytes, ex.patch_share), method
+            assert rec["costs"] == ex.costs, method
             kept = [tok for tok, k in zip(rec["tokens"], rec["token_kept"]) if k]
             assert tokenizer.convert_tokens_to_ids(kept) == ex.token_ids.tolist(), method
             data = (folder / rec["stored_image"]).read_bytes()

@@ -73,11 +73,11 @@ def test_each_kind_is_shown_as_stored():
     buf = io.BytesIO()
     Image.new("RGB", (80, 64), (200, 30, 30)).save(buf, format="PNG")
     kept = JpegExemplar.from_image(item, Image.open(io.BytesIO(buf.getvalue())), len(buf.getvalue()), P, 50,
-                                   original=buf.getvalue())
+                                   smaller=buf.getvalue())
     assert snapshot.stored_image_file(kept)[:2] == (buf.getvalue(), ".png")
 
 
-@pytest.mark.parametrize("unit", ["exemplar", "bytes"])
+@pytest.mark.parametrize("unit", ["tokens", "byte_share", "bytes"])
 def test_a_record_costs_what_the_buffer_charges_in_the_runs_unit(unit):
     keep = torch.zeros(4, 5, dtype=torch.bool)
     keep[:2] = True
@@ -87,8 +87,8 @@ def test_a_record_costs_what_the_buffer_charges_in_the_runs_unit(unit):
     rec = snapshot.exemplar_record(ex, buffer, tokens=["[CLS]", "a", "b", "c", "d", "e", "f", "[SEP]"],
                                    token_kept=[1, 1, 0, 1, 0, 0, 0, 1], rank=2, candidates=9, similarity=0.5,
                                    attention=torch.full((4, 5), 0.25))
-    assert rec["cost"] == (ex.cost if unit == "exemplar" else ex.nbytes) and rec["unit"] == unit
-    assert rec["cost_full"] == ex.cost and rec["nbytes"] == ex.nbytes and rec["patch_share"] == 0.5
+    assert rec["cost"] == ex.cost(unit) == ex.costs[unit] and rec["unit"] == unit
+    assert rec["costs"] == ex.costs and rec["nbytes"] == ex.nbytes and rec["patch_share"] == 0.5
     assert rec["word_share"] == 2 / 6 and rec["num_tokens"] == 4 and rec["grid"] == [4, 5]
     assert rec["attention"] == [[0.25] * 5] * 4 and (rec["rank"], rec["candidates"]) == (2, 9)
     json.dumps(rec)  # JSON types only
@@ -99,9 +99,10 @@ def test_captions_and_costs_as_the_page_writes_them():
                                 [True, False, True, True, False, True, True, True])
     assert text == ('<span class="s">[CLS]</span> <span class="d">a</span> <span class="k">red tri</span>'
                     '<span class="d">angle</span> <span class="k">&lt;b&gt; and</span> <span class="s">[SEP]</span>')
-    assert browser.format_cost(0.31415, "exemplar") == "0.314\u00a0full\u00a0ex."
+    assert browser.format_cost(0.31415, "tokens") == "0.314\u00a0full\u00a0ex."
     assert browser.format_cost(3 * 2**20, "bytes") == "3.0 MB"
-    assert browser.format_cost(0.25, "tokens") == "0.25 tokens"  # a unit this browser does not know yet
+    assert browser.format_cost(0.25, "tokens") == browser.format_cost(0.25, "byte_share") == "0.250\u00a0full\u00a0ex."
+    assert browser.format_cost(0.25, "pages") == "0.25 pages"  # a unit this browser does not know yet
 
 
 # ---------------------------------------------------------------------------------------------- the demo's runs
@@ -140,7 +141,8 @@ def test_the_page_shows_every_exemplar_after_the_last_phase(runs, pages):
         for card in shown:  # its image, which is beside the page, its caption, its cost and rank
             src = re.search(r'<img class="stored" src="([^"]+)"', card).group(1)
             assert (pages / unquote(html.unescape(src))).is_file(), src
-            assert 'class="cap"' in card and "\u00a0full\u00a0ex.<br>" in card and re.search(r"rank \d+/30", card)
+            assert 'class="cap"' in card and "\u00a0full\u00a0ex.</span><br>" in card and re.search(r"rank \d+/30", card)
+            assert "in the other units: byte_share: " in card  # the cost in every unit, on hovering
     emm, replay = cards(page, 0), cards(page, 1)
     assert all('class="attn"' in c and 'class="k"' in c and 'class="d"' in c for c in emm)  # map, red and gray words
     assert all('data-patch-share="1.000000"' in c and 'class="d"' not in c and 'class="attn"' not in c

@@ -87,6 +87,14 @@ def test_patch_keep_mask_equals_feeding_only_those_patches(model):
     assert (kept_grid[:, 0] * 6 + kept_grid[:, 1]).tolist() == keep[0].flatten().nonzero()[:, 0].tolist()
 
 
+def test_a_batch_that_keeps_no_patch_has_the_image_cls_alone(model):
+    """Every patch dropped (an image-missing probe, a batch of image-less samples): the image [CLS] alone; the
+    position-embedding lookup of zero patches used to fail to reshape."""
+    text_ids, text_masks, images, pixel_masks = make_batch(B=2, H=64, W=96)
+    out = model(text_ids, text_masks, images, pixel_masks, patch_keep=torch.zeros(2, 4, 6, dtype=torch.bool))
+    assert out.pooled.shape == (2, 32) and out.num_patches == 0 and torch.isfinite(out.pooled).all()
+
+
 def test_text_mask_drops_words_but_keeps_positions(model):
     text_ids, text_masks, images, pixel_masks = make_batch(B=1)
     keep = torch.tensor([[1, 0, 1, 1, 0, 0, 1, 1, 0, 1, 1, 1]])

@@ -19,7 +19,7 @@ from run_helpers import report_in_a_fresh_process
 CLASSES_PER_PHASE, TEST_PER_CLASS = 2, 10
 
 # config.json keys a run directory holds (the subset the report reads, with config.py's defaults)
-BASE_CONFIG = dict(memory_per_class=5, memory_unit="exemplar", memory_budget_mode="per_class", memory_total=0,
+BASE_CONFIG = dict(memory_per_class=5, memory_unit="tokens", memory_budget_mode="per_class", memory_total=0,
                    exp_tag="", replay_ratio=0.0, tau_image=0.74, tau_text=0.5, aug_text_swap=0.5,
                    aug_patch_merge=0.5, jpeg_quality=50, mask_layers=[-1], mask_layer_reduce="mean",
                    mask_head_reduce="mean", mask_norm="ratio",
@@ -59,7 +59,7 @@ def write_run(root: Path, name: str, *, dataset="mm_imagenet_r", method="replay"
             memory.append(None)
             continue
         seen = (t + 1) * CLASSES_PER_PHASE
-        memory.append({"unit": "exemplar", "class_budget": float(cfg["memory_per_class"]),
+        memory.append({"unit": "tokens", "class_budget": float(cfg["memory_per_class"]),
                        "exemplars": exemplars_per_class * seen, "cost": 2.5 * seen, "bytes": 1000 * seen,
                        "mean_exemplars_per_class": float(exemplars_per_class), "full_exemplar_bytes": None,
                        "kept_patch_share": 0.3, "kept_word_share": 0.5, "mean_patches": 10.0, "mean_tokens": 5.0,

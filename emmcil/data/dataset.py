@@ -43,6 +43,7 @@ from .arrow import WRITE_KEY_PREFIX, check_write, read_arrow
 from .device import DECODE_ON, EncodedImage
 from .images import ImageDecodeError, decode_image, device_jpeg_size, image_size
 from .missing import IMAGE_MISSING, TEXT_MISSING, MissingTable
+from .resize import METADATA_KEY as RESIZED, ORIGINAL_NBYTES
 
 
 class CorruptImageError(RuntimeError):
@@ -110,6 +111,20 @@ class ArrowDataset(Dataset):
         k = bisect.bisect_right(self._offsets, index) - 1
         return self._table(k).column("image")[index - self._offsets[k]].as_py()
 
+    def original_nbytes(self, index: int) -> int:
+        """Bytes of row ``index``'s image file as found, before the writers' ``--resize``: the file's
+        ``original_nbytes`` column, or, in a file stored as found, the stored bytes. ValueError naming the file for
+        a resized file without the column (written before the writers recorded it: write it again)."""
+        k = bisect.bisect_right(self._offsets, index) - 1
+        table = self._table(k)
+        if ORIGINAL_NBYTES in table.column_names:
+            return int(table.column(ORIGINAL_NBYTES)[index - self._offsets[k]].as_py())
+        if RESIZED.encode() in (table.schema.metadata or {}):
+            raise ValueError(f"{self.paths[k]} holds images stored with --resize but not their original sizes in bytes "
+                             f"(column '{ORIGINAL_NBYTES}', which the writers record since mrdc is charged against "
+                             f"them): write the set again")
+        return len(self.image_bytes(index))
+
     def load_image(self, index: int, draft=None) -> Image.Image:
         """The 8-bit RGB PIL image of row ``index`` from ``images.decode_image`` (EXIF orientation applied,
         transparency on white, 16-bit scaled; a JPEG at reduced scale with ``draft``, a function of (W, H) giving the
@@ -155,8 +170,8 @@ class ArrowDataset(Dataset):
 
     def fingerprint(self) -> str:
         """32 hex digits of XXH3-128 over what the files hold: the labels, image ids, texts, every image's encoded
-        bytes and each file's schema metadata (e.g. images stored resized; not the writer's write id, so the same
-        data written twice is the same data). The same data copied elsewhere gives the same value; re-written
+        bytes (and, in a resized file, the originals' byte counts) and each file's schema metadata (e.g. images
+        stored resized; not the writer's write id, so the same data written twice is the same data). The same data copied elsewhere gives the same value; re-written
         captions, re-encoded or edited images (even of the same byte length) another. A run records it for each
         split and refuses to resume on other data (``emmcil.engine.rundir``). Reads every image's bytes once (no
         decoding): about as long as reading the files."""
@@ -170,6 +185,8 @@ class ArrowDataset(Dataset):
                 h.update(np.diff(offsets).astype("<i8").tobytes())  # the lengths: where one image ends
                 if len(offsets) and offsets[-1] > offsets[0]:
                     h.update(memoryview(chunk.buffers()[2])[int(offsets[0]):int(offsets[-1])])
+            if ORIGINAL_NBYTES in table.column_names:  # resized files: the originals' sizes (mrdc's reference)
+                h.update(table.column(ORIGINAL_NBYTES).to_numpy().astype("<i8").tobytes())
             meta = {a.decode("utf-8", "replace"): b.decode("utf-8", "replace")
                     for a, b in (table.schema.metadata or {}).items()}
             h.update(json.dumps(sorted((a, b) for a, b in meta.items() if not a.startswith(WRITE_KEY_PREFIX)))

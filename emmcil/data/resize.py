@@ -25,7 +25,8 @@ and decoding costs a copy, at about 8x the bytes of the JPEG (590 kB for 512x384
 
 The choice is recorded in the arrow file's schema metadata (:data:`METADATA_KEY`), and :func:`check_stored_resize`
 refuses a run whose ``image_size``/``patch_size`` differ from the stored ones (it would resize a resized copy,
-not the original).
+not the original). Each row of a resized file also records its original file's size in bytes
+(:data:`ORIGINAL_NBYTES`), the reference of ``mrdc``'s rate, which the resize would otherwise hide.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
+import pyarrow as pa
 from PIL import Image
 
 from .arrow import read_metadata
@@ -42,6 +44,9 @@ from .transforms import MinMaxResize, pixelbert_resize
 METADATA_KEY = "emmcil.stored_resize"
 DEFAULT_QUALITY = 95
 FORMATS = {"jpeg": "JPEG 4:4:4", "ppm": "PPM (8-bit RGB, uncompressed)"}  # --resize-format -> what is stored
+# the column of a resized file that holds each image's original encoded size in bytes (before the resize)
+ORIGINAL_NBYTES = "original_nbytes"
+ORIGINAL_NBYTES_FIELD = pa.field(ORIGINAL_NBYTES, pa.int64())
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from emmcil.atomic import disk_full, write_text
 
 from .arrow import WRITE_ID_KEY, ArrowWriter, arrow_path, write_manifest_path
 from .images import ImageDecodeError, decode_image
-from .resize import DEFAULT_QUALITY, StoredResize
+from .resize import DEFAULT_QUALITY, ORIGINAL_NBYTES, ORIGINAL_NBYTES_FIELD, StoredResize
 from .textfiles import TextFile, read_csv, read_jsonl
 
 WRITTEN_SPLITS = ("train", "val", "test")  # the splits the writers make
@@ -124,7 +124,8 @@ def read_image_file(sample: RawSample) -> bytes:
 def validate(sample: RawSample, num_classes: int, resize: StoredResize | None = None) -> dict:
     """The arrow row of ``sample``, or BadSampleError. The image is decoded in full with ``images.decode_image``
     (a truncated JPEG only fails then); the row keeps the file's bytes as they are, or with ``resize`` the bytes of
-    the picture resized for the pixelbert transform (``resize.StoredResize.encode``)."""
+    the picture resized for the pixelbert transform (``resize.StoredResize.encode``), and in both cases the file's
+    size in bytes as found (``original_nbytes``, which a resized file stores)."""
     if sample.problem is not None:
         raise BadSampleError(sample.problem[0], sample, sample.problem[1])
     if Path(sample.image_id).is_absolute() or sample.image_id.split("/")[0] == "..":
@@ -145,10 +146,11 @@ def validate(sample: RawSample, num_classes: int, resize: StoredResize | None = 
         image = decode_image(data, str(sample.image_path))  # what ArrowDataset will do with the stored bytes
     except ImageDecodeError as e:
         raise BadSampleError("corrupt_image", sample, e.reason) from None
+    original_nbytes = len(data)
     if resize is not None:
         data = resize.encode(image, data)
     return {"image": data, "text": [t.strip() for t in sample.texts], "label": int(sample.label),
-            "image_id": sample.image_id, "split": sample.split}
+            "image_id": sample.image_id, "split": sample.split, ORIGINAL_NBYTES: original_nbytes}
 
 
 @dataclass
@@ -178,12 +180,13 @@ def write_split(samples: list[RawSample], out_dir: Path, name: str, split: str, 
                 skip_bad: bool, report: SkipReport, resize: StoredResize | None = None,
                 write_id: str = "", labels: Counter | None = None) -> tuple[Path, int]:
     """Validate and write ``samples`` to ``{out_dir}/{name}_{split}.arrow``; returns (path, rows written).
-    With ``resize`` the images are stored resized and the file's metadata records how; ``write_id`` marks the file
-    as one of a write (:func:`write_splits`); ``labels`` counts the rows written per label."""
+    With ``resize`` the images are stored resized, the file's metadata records how and the column
+    ``original_nbytes`` each image's size as found (without, the stored bytes are the original ones); ``write_id``
+    marks the file as one of a write (:func:`write_splits`); ``labels`` counts the rows written per label."""
     path = arrow_path(out_dir, name, split)
     found = stored = 0  # image bytes as found on disk / as stored
     metadata = {**(resize.metadata() if resize else {}), **({WRITE_ID_KEY: write_id} if write_id else {})}
-    with ArrowWriter(path, metadata=metadata or None) as w:
+    with ArrowWriter(path, metadata=metadata or None, extra_fields=[ORIGINAL_NBYTES_FIELD] if resize else ()) as w:
         for s in tqdm(samples, desc=f"{name}_{split}", unit="img", mininterval=1.0):
             try:
                 row = validate(s, num_classes, resize)
@@ -193,7 +196,7 @@ def write_split(samples: list[RawSample], out_dir: Path, name: str, split: str, 
                 report.add(e)
                 continue
             w.write(row)
-            found += s.image_path.stat().st_size
+            found += row[ORIGINAL_NBYTES]
             stored += len(row["image"])
             if labels is not None:
                 labels[row["label"]] += 1

@@ -49,7 +49,7 @@ from .tracking import RunTracker
 
 # General config keys added after runs were made: a run directory saved without one resumes when the key is at its
 # default (it computes what that run computed).
-ADDED_KEY_DEFAULTS = {"length_group_window": 0}
+ADDED_KEY_DEFAULTS = {"length_group_window": 0, "head": "linear"}
 
 
 class ProgressBar(TQDMProgressBar):
@@ -375,8 +375,11 @@ class IncrementalRun:
                 f"acc {acc(row['accuracy'])} (new {acc(row['new_accuracy'])}, old {acc(row['old_accuracy'])})")
         mem = self.memory[phase]
         if mem:
+            costs = mem.get("costs") or {}
+            shares = ", ".join(f"{costs[u]:.1f} in {u}" + (" (budget)" if u == mem["unit"] else "")
+                               for u in ("tokens", "byte_share") if u in costs)
             line += (f" | memory {mem['exemplars']} exemplars ({mem['mean_exemplars_per_class']:.1f} a class), "
-                     f"{mem['cost']:.1f} full-exemplar units, {mem['bytes'] / 2**20:.2f} MB")
+                     f"full exemplars: {shares}; {mem['bytes'] / 2**20:.2f} MB")
             if mem["kept_patch_share"] is not None and mem["kept_patch_share"] < 1:
                 words = mem["kept_word_share"]
                 line += (f"; kept {100 * mem['kept_patch_share']:.0f} % of patches"

@@ -27,11 +27,12 @@ import pandas as pd
 
 from emmcil import stops
 from emmcil.data.arrow import ArrowFormatError
-from emmcil.engine.driver import IncrementalRun, quiet_lightning
+from emmcil.engine.driver import ADDED_KEY_DEFAULTS, IncrementalRun, quiet_lightning
 from emmcil.engine.metrics import accuracy_row
 from emmcil.engine.rundir import (DATA_ENTRY, PROVENANCE, ConfigMismatchError, RunDir, UnreadableCheckpointError,
                                   UnreadableFileError, checkpoint_identity, fingerprint_changes)
 from emmcil.markdown import markdown_table
+from emmcil.methods import get_method
 
 MISSING_KEYS = ("missing_type", "missing_ratio", "missing_both_ratio", "missing_seed")
 
@@ -79,7 +80,9 @@ def evaluate_run(run_dir: str | Path, phase: int | None = None, split: str | Non
     if unknown:
         raise ValueError(f"unknown key(s) {unknown}")
     overrides = {"data_root": data_root_from(rd), **(overrides or {})}
-    cfg = {**saved, **overrides, **(missing or {}), "log_dir": str(run_dir.parent), "exp_name": run_dir.name,
+    # a run saved before a key was added lacks it (at the default that computes what it computed)
+    added = {**get_method(saved["method"]).config, **ADDED_KEY_DEFAULTS}
+    cfg = {**added, **saved, **overrides, **(missing or {}), "log_dir": str(run_dir.parent), "exp_name": run_dir.name,
            "test_split": split or saved["test_split"], "progress_bar": False, "restart": False,
            "devices": 1, "num_nodes": 1, "strategy": "auto", "wandb": False}
     with quiet_lightning():

@@ -34,8 +34,9 @@ without it.
 Sequence length of a sample (:func:`sequence_lengths`): the ``max_text_len`` text positions (the model masks text
 tokens rather than dropping them, so every sample computes all of them), the image [CLS], and the image patches it
 feeds the backbone: every patch of its resized image for a dataset sample (from the image header, no decoding),
-the kept patches for a masked exemplar (``Exemplar.num_patches``). The patch merge of ``emm``'s augmentation adds a
-partner's patches when the item is drawn; the grouping uses the exemplar's own count.
+the kept patches for a masked exemplar (``Exemplar.num_patches``; its whole grid when it is replayed black-filled,
+``masked_replay="black"``). The patch merge of ``emm``'s augmentation adds a partner's patches when the item is
+drawn; the grouping uses the exemplar's own count.
 
 Determinism: the batches of an epoch depend only on the phase's seed (the driver's ``phase_seed(seed, phase)``)
 and the epoch, so a resumed run draws the same batches. Under DDP Lightning replaces the sampler inside this batch
@@ -223,8 +224,8 @@ def image_tokens(dataset: Dataset, image_size: int, patch_size: int) -> np.ndarr
     """(N,) int64: the image patches each item of ``dataset`` feeds the backbone, without loading any image.
 
     Handles the training sets a phase builds: ``ArrowDataset`` (header sizes through the pixelbert resize), its
-    ``RemappedSubset``, ``ConcatDataset``, and the replay set ``AugmentedReplay`` (each exemplar's
-    ``num_patches``). Raises TypeError naming any other dataset type.
+    ``RemappedSubset``, ``ConcatDataset``, and the replay set ``AugmentedReplay`` (``image_tokens``: each
+    exemplar's ``num_patches``, its whole grid when black-filled). Raises TypeError naming any other dataset type.
     """
     if isinstance(dataset, ConcatDataset):
         parts = [image_tokens(d, image_size, patch_size) for d in dataset.datasets]
@@ -236,8 +237,7 @@ def image_tokens(dataset: Dataset, image_size: int, patch_size: int) -> np.ndarr
         grids = [resize.output_size(int(w), int(h)) for w, h in dataset.image_sizes()]
         return np.array([(w // patch_size) * (h // patch_size) for w, h in grids], dtype=np.int64)
     if isinstance(dataset, AugmentedReplay):
-        per_exemplar = [e.num_patches for e in dataset.exemplars]
-        return np.array([per_exemplar[i % len(per_exemplar)] for i in range(len(dataset))], dtype=np.int64)
+        return dataset.image_tokens()
     raise TypeError(f"length_group_window needs the image tokens of every training sample, but a "
                     f"{type(dataset).__name__} does not say them (emmcil.engine.loaders.image_tokens)")
 

@@ -34,7 +34,7 @@ class IncrementalModule(pl.LightningModule):
         super().__init__()
         self.cfg = dict(cfg)
         self.backbone = build_backbone(self.cfg)
-        self.classifier = IncrementalClassifier(self.backbone.cfg.hidden_size)
+        self.classifier = IncrementalClassifier(self.backbone.cfg.hidden_size, head=self.cfg.get("head", "linear"))
         self.method = method
         # the method's own parameters (prompts, adapters, ...), built up front so that checkpoints always match
         net = method.build_net(self.backbone.cfg)
@@ -119,6 +119,8 @@ class IncrementalModule(pl.LightningModule):
         blocking; here, on the device, they become the backbone's normalised float images
         (:func:`emmcil.data.model_images`), for training, evaluation and every prediction pass alike."""
         return model_images(batch)
+    def on_train_epoch_start(self) -> None:
+        self.method.on_train_epoch_start(self, self.current_epoch)
 
     def training_step(self, batch: dict, batch_idx: int):
         output = self.encode(batch)

@@ -24,11 +24,12 @@ METRIC_NOTES = {
     "old_accuracy": "after the last phase, % accuracy on the classes of earlier phases",
     "new_accuracy": "after the last phase, % accuracy on its own classes (= R[L-1][L-1])",
     "mean_last_row": "mean over phases of R[L-1][j] (RebQ's 'AP')",
-    "memory": "per phase, the method's memory after it: unit ('exemplar': each exemplar costs its size relative to the "
-              "same sample stored in full, so a full one costs 1.0; 'bytes'), class_budget in that unit, exemplars, "
-              "cost (in full exemplars) and bytes in all and per class, kept_patch_share / kept_word_share (mean "
-              "share of the patches at full resolution / of the words other than [CLS], [SEP] that the stored "
-              "exemplars keep)",
+    "memory": "per phase, the method's memory after it: unit (the budget's: 'tokens', each exemplar costs its stored "
+              "tokens over the same sample's, a compressed image its reference's rate, so a full one costs 1.0; "
+              "'byte_share', its share of the sample's bytes; 'bytes'), class_budget in that unit, exemplars, cost "
+              "in that unit and costs in every unit ({unit: total}; tokens and byte_share in full exemplars, bytes "
+              "in bytes), in all and per class, kept_patch_share / kept_word_share (mean share of the patches at "
+              "full resolution / of the words other than [CLS], [SEP] that the stored exemplars keep)",
     "rebq_metrics": "RebQ's compute_cl_metric on R: AP = mean_last_row, forgetting = forgetting_first, "
                     "last = R[L-1][L-1] (its 'Last'); accuracies in %, class-incremental as ours",
 }
@@ -62,7 +63,9 @@ def build_results(cfg: Mapping, order: Sequence[int], phases: Sequence[Sequence[
                           "old_accuracy": s["old_accuracy"], "forgetting": s["forgetting"],
                           "memory_exemplars": mem.get("exemplars"),
                           "memory_exemplars_per_class": mem.get("mean_exemplars_per_class"),
-                          "memory_cost": mem.get("cost"), "memory_bytes": mem.get("bytes"),
+                          "memory_unit": mem.get("unit"), "memory_cost": mem.get("cost"),
+                          **{f"memory_cost_{u}": (mem.get("costs") or {}).get(u) for u in ("tokens", "byte_share")},
+                          "memory_bytes": mem.get("bytes"),
                           "kept_patch_share": mem.get("kept_patch_share"),
                           "kept_word_share": mem.get("kept_word_share")})
     results["phases"] = per_phase
@@ -91,10 +94,12 @@ def phase_table(results: Mapping) -> pd.DataFrame:
     df = df.rename(columns={"phase": "phase", "new_classes": "new cls", "seen_classes": "seen cls",
                             "accuracy": "acc (seen)", "new_accuracy": "acc new", "old_accuracy": "acc old",
                             "forgetting": "forgetting", "memory_exemplars": "memory",
-                            "memory_exemplars_per_class": "per class", "memory_cost": "cost (full ex.)",
-                            "memory_bytes": "memory MB", "kept_patch_share": "patches kept %",
-                            "kept_word_share": "words kept %"})
-    memory_cols = ["memory", "per class", "cost (full ex.)", "memory MB", "patches kept %", "words kept %"]
+                            "memory_exemplars_per_class": "per class", "memory_cost_tokens": "cost (tokens)",
+                            "memory_cost_byte_share": "cost (byte share)", "memory_bytes": "memory MB",
+                            "kept_patch_share": "patches kept %", "kept_word_share": "words kept %"})
+    df = df.drop(columns=["memory_unit", "memory_cost"], errors="ignore")  # the unit's cost is one of the columns
+    memory_cols = ["memory", "per class", "cost (tokens)", "cost (byte share)", "memory MB", "patches kept %",
+                   "words kept %"]
     df["memory MB"] = df["memory MB"].map(lambda b: None if b is None or pd.isna(b) else b / 2**20)
     for col in ("patches kept %", "words kept %"):
         df[col] = df[col].map(lambda v: None if v is None or pd.isna(v) else 100 * v)
@@ -133,8 +138,9 @@ def phase_metrics(results: Mapping, phase: int) -> dict[str, float]:
     """The evaluation after ``phase`` as flat metrics for loggers (accuracies in %, memory in exemplars / bytes):
     ``eval/accuracy`` (seen classes), ``eval/new_accuracy``, ``eval/old_accuracy``, ``eval/forgetting``,
     ``eval/task_{j}_accuracy`` (R[phase][j], j <= phase), ``memory/exemplars``, ``memory/mean_exemplars_per_class``,
-    ``memory/cost`` (in full exemplars), ``memory/bytes``, ``memory/kept_patch_share``, ``memory/kept_word_share``;
-    entries that do not exist yet (e.g. old accuracy after phase 0) are left out."""
+    ``memory/cost`` (in the budget's unit), ``memory/cost_tokens``, ``memory/cost_byte_share`` (in full exemplars),
+    ``memory/bytes``, ``memory/kept_patch_share``, ``memory/kept_word_share``; entries that do not exist yet (e.g.
+    old accuracy after phase 0) are left out."""
     row = results["phases"][phase]
     out: dict[str, Any] = {f"eval/{k}": row[k] for k in ("accuracy", "new_accuracy", "old_accuracy", "forgetting",
                                                            "seen_classes")}
@@ -143,4 +149,5 @@ def phase_metrics(results: Mapping, phase: int) -> dict[str, float]:
     if memory:
         out.update({f"memory/{k}": memory.get(k) for k in ("exemplars", "mean_exemplars_per_class", "cost", "bytes",
                                                              "kept_patch_share", "kept_word_share")})
+        out.update({f"memory/cost_{u}": (memory.get("costs") or {}).get(u) for u in ("tokens", "byte_share")})
     return {k: float(v) for k, v in out.items() if v is not None}

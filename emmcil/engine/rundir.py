@@ -91,6 +91,14 @@ DATA_ENTRY = "data_fingerprint"
 # the run directory's files that record the data's fingerprint, besides every checkpoint
 FINGERPRINT_FILES = ("config.json", "class_order.json", "results.json")
 
+# (key, value saved by older versions) -> why such a run cannot resume (added to the refusal's message)
+RETIRED_VALUES = {
+    ("memory_unit", "exemplar"): (
+        "this run was made before memory_unit's default became 'tokens': it charged each exemplar its share of the "
+        "sample's bytes (the unit now called 'byte_share'), so its memory holds other exemplars than this version "
+        "stores; its results stay readable (python -m emmcil.report, python -m emmcil.engine.evaluate)"),
+}
+
 
 class ConfigMismatchError(RuntimeError):
     """The run directory holds a run with a different config (or made on other data)."""
@@ -429,8 +437,10 @@ class RunDir:
                                new_key_defaults=new_key_defaults)
             if diff:
                 lines = "\n".join(f"  {k}: {a!r} (saved) != {b!r} (now)" for k, (a, b) in diff.items())
+                notes = "".join(f"\nNote: {RETIRED_VALUES[k, a]}." for k, (a, _) in diff.items()
+                                if isinstance(a, str) and (k, a) in RETIRED_VALUES)
                 raise ConfigMismatchError(
-                    f"{self.path} holds a run with a different config, so it cannot be resumed:\n{lines}\n"
+                    f"{self.path} holds a run with a different config, so it cannot be resumed:\n{lines}{notes}\n"
                     f"Start it over with restart=True, or choose another run directory with exp_name=... "
                     f"(or log_dir=...).")
         if data_fingerprint is not None and finished:

@@ -9,6 +9,10 @@ replayed exemplar each time it is drawn:
   added where this exemplar's grid has no kept patch of its own (same grid cell, cells outside this grid dropped),
   so the model sees more of the class's evidence in one sample.
 Labels never change, and partners always come from the same class. Both are off in the ``emm_no_aug`` ablation.
+Where the augmented exemplars go (``aug_mode``, Fig. 2's two readings): ``"in_place"`` (default) replays each
+exemplar once an epoch, augmented as drawn; ``"beside"`` replays each exemplar as stored *and* an augmented copy of
+it (drawn with the same probabilities), so an epoch holds twice the replay items. A masked image is fed as kept
+patches or black-filled (``masked_replay``), after the augmentation, which works on the kept cells either way.
 """
 from __future__ import annotations
 
@@ -18,7 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .exemplar import StoredExemplar
+from .exemplar import MASKED_REPLAY, StoredExemplar, fill_black
+
+AUG_MODES = ("in_place", "beside")
 
 
 def merge_patches(item: dict, other: dict, patch_size: int) -> dict:
@@ -39,11 +45,17 @@ def merge_patches(item: dict, other: dict, patch_size: int) -> dict:
     return {**item, "image": image, "patch_keep": keep | add}
 
 
-def check_augmentation(p_text_swap: float, p_patch_merge: float) -> None:
-    """ValueError naming the key (``aug_text_swap`` / ``aug_patch_merge``) of a probability outside [0, 1]."""
+def check_augmentation(p_text_swap: float, p_patch_merge: float, mode: str = "in_place",
+                       masked_replay: str = "patches") -> None:
+    """ValueError naming the key (``aug_text_swap`` / ``aug_patch_merge``) of a probability outside [0, 1], or an
+    unknown ``aug_mode`` / ``masked_replay``."""
     for name, p in (("aug_text_swap", p_text_swap), ("aug_patch_merge", p_patch_merge)):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{name}={p} must lie in [0, 1]")
+    if mode not in AUG_MODES:
+        raise ValueError(f"aug_mode={mode!r}: expected one of {AUG_MODES}")
+    if masked_replay not in MASKED_REPLAY:
+        raise ValueError(f"masked_replay={masked_replay!r}: expected one of {MASKED_REPLAY}")
 
 
 def check_replay_ratio(replay_ratio: float) -> None:
@@ -56,17 +68,22 @@ class AugmentedReplay(Dataset):
     """Replay items of ``exemplars`` with the multimodal augmentation above.
 
     ``length`` > len(exemplars) repeats the exemplars evenly (item i is exemplar i mod n), so that replay can take
-    a fixed share of every epoch (``replay_ratio``). Randomness comes from torch's global generator, which the
-    driver seeds per phase (and Lightning per worker).
+    a fixed share of every epoch (``replay_ratio``); ``mode="beside"`` adds, after those, as many augmented copies
+    (the first ``length`` items are then the exemplars as stored). ``masked_replay``: "patches" or "black"
+    (:meth:`~emmcil.memory.exemplar.StoredExemplar.to_item`). Randomness comes from torch's global generator,
+    which the driver seeds per phase (and Lightning per worker).
     """
 
     def __init__(self, exemplars: list[StoredExemplar], max_text_len: int, p_text_swap: float = 0.0,
-                 p_patch_merge: float = 0.0, length: int | None = None):
-        check_augmentation(p_text_swap, p_patch_merge)
+                 p_patch_merge: float = 0.0, length: int | None = None, mode: str = "in_place",
+                 masked_replay: str = "patches"):
+        check_augmentation(p_text_swap, p_patch_merge, mode, masked_replay)
         self.exemplars, self.max_text_len = exemplars, max_text_len
         self.p_text_swap, self.p_patch_merge = p_text_swap, p_patch_merge
-        self.length = len(exemplars) if length is None else int(length)
-        self.labels = np.array([exemplars[i % len(exemplars)].label for i in range(self.length)], dtype=np.int64)
+        self.mode, self.masked_replay = mode, masked_replay
+        self.plain = len(exemplars) if length is None else int(length)  # items before any augmented copy
+        self.length = self.plain * (2 if mode == "beside" else 1)
+        self.labels = np.array([exemplars[self.exemplar_of(k)].label for k in range(self.length)], dtype=np.int64)
         by_class = defaultdict(list)
         for i, e in enumerate(exemplars):
             by_class[e.label].append(i)
@@ -82,10 +99,23 @@ class AugmentedReplay(Dataset):
         j = mates[int(torch.randint(len(mates) - 1, ()))]
         return j if j != i else mates[-1]
 
+    def image_tokens(self) -> np.ndarray:
+        """(len,) int64: the image patches each item feeds the model (its exemplar's own, before a patch merge):
+        the kept ones, or with ``masked_replay="black"`` the whole grid."""
+        black = self.masked_replay == "black"
+        per = [getattr(e, "grid_patches", e.num_patches) if black else e.num_patches for e in self.exemplars]
+        return np.array([per[self.exemplar_of(k)] for k in range(self.length)], dtype=np.int64)
+
+    def exemplar_of(self, k: int) -> int:
+        """The exemplar item ``k`` replays (an augmented copy, ``mode="beside"``, that of item k - length)."""
+        return (k % self.plain) % len(self.exemplars)
+
     def __getitem__(self, k: int) -> dict:
-        i = k % len(self.exemplars)
+        i = self.exemplar_of(k)
         ex = self.exemplars[i]
         item = ex.to_item(self.max_text_len)
+        if self.mode == "beside" and k < self.plain:  # the exemplar as stored; its augmented copy is item k + plain
+            return self.fed(item, ex)
         if self.p_text_swap > 0 and float(torch.rand(())) < self.p_text_swap:
             j = self._partner(i)
             if j is not None:
@@ -95,7 +125,11 @@ class AugmentedReplay(Dataset):
             j = self._partner(i)
             if j is not None:
                 item = merge_patches(item, self.exemplars[j].to_item(self.max_text_len), ex.patch_size)
-        return item
+        return self.fed(item, ex)
+
+    def fed(self, item: dict, ex: StoredExemplar) -> dict:
+        """The item as the model is fed it: black-filled with ``masked_replay="black"``."""
+        return fill_black(item, ex.patch_size) if self.masked_replay == "black" else item
 
 
 def replay_length(num_exemplars: int, num_new: int, replay_ratio: float) -> int:

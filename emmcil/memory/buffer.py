@@ -1,12 +1,15 @@
 """A class-balanced memory buffer of exemplars (``emmcil.memory.exemplar``) under a budget.
 
-**Unit** (``memory_unit``; docs/method.md, "what we chose where the paper is silent": memory unit): ``"exemplar"``
-(default) counts each exemplar at its ``cost``, relative to the same sample stored in full in its method's own
-representation (a full exemplar costs 1.0, a masked one its kept byte share, a CIM one CIM-CIL's compress rate, an
-MRDC one its JPEG bytes over the stored image's). A class budget of ``memory_per_class`` = m then holds exactly m
-full exemplars, as the paper's memory plot counts "samples per class". ``"bytes"`` counts each exemplar's stored
-bytes against m x the training set's mean full-exemplar bytes (:func:`mean_full_exemplar_nbytes`), so small images
-take less room than large ones.
+**Unit** (``memory_unit``; docs/method.md, "what we chose where the paper is silent": memory unit): ``"tokens"``
+(default) counts each exemplar at its ``token_share``: the tokens it stores at full resolution over the same
+sample's tokens (image patches + valid text tokens), a compressed image (MRDC, CIM) at its reference's rate; a full
+exemplar costs exactly 1.0, so a class budget of ``memory_per_class`` = m holds exactly m of them, as the paper's
+memory plot counts "samples per class", and the masks of its Fig. 4 give its Fig. 5 (about 14 masked exemplars a
+class at m = 5). ``"byte_share"`` counts each exemplar's share of the same sample's bytes in its method's own
+representation (text is about 0.07 % of them, so a masked exemplar costs about its kept-patch share).
+``"bytes"`` counts each exemplar's stored bytes against m x the training set's mean full-exemplar bytes
+(:func:`mean_full_exemplar_nbytes`), so small images take less room than large ones. :meth:`MemoryBuffer.report`
+gives the memory's cost in every unit, whatever the budget's.
 
 **Budget**: per class, ``memory_per_class`` (``memory_budget_mode="per_class"``), or a fixed total of
 ``memory_total`` shared equally by the classes seen so far (``"total"``, PyCIL's fixed memory: m = total / seen
@@ -14,10 +17,10 @@ classes), in which case old classes are trimmed as new ones arrive.
 
 **Filling** (:meth:`MemoryBuffer.fill`): each class holds a *ranked* list (herding order, say); exemplars are taken in
 rank order while they fit, passing over one that does not fit and trying the next (``memory_fill="skip"``, default)
-or ending at it (``"stop"``, CIM-CIL's loop). When every exemplar costs 1.0 (``replay`` in the default unit) the two
-are the same: the class keeps the first floor(m) of its ranking. **Trimming** (:meth:`MemoryBuffer.reduce`) always
-keeps the longest prefix of a class's list that fits, as PyCIL's and CIM-CIL's ``_reduce_exemplar`` do. Either way
-a class never exceeds its budget and its list stays in rank order.
+or ending at it (``"stop"``, CIM-CIL's loop, ``cim``'s default). When every exemplar costs 1.0 (``replay`` in a
+per-exemplar unit) the two are the same: the class keeps the first floor(m) of its ranking. **Trimming**
+(:meth:`MemoryBuffer.reduce`) always keeps the longest prefix of a class's list that fits, as PyCIL's and CIM-CIL's
+``_reduce_exemplar`` do. Either way a class never exceeds its budget and its list stays in rank order.
 """
 from __future__ import annotations
 
@@ -29,11 +32,12 @@ from PIL import Image
 
 from emmcil.data.transforms import pixelbert_resize
 
-from .exemplar import exemplar_from_state, full_exemplar_nbytes
+from .exemplar import UNITS, exemplar_from_state, full_exemplar_nbytes
 
 BUDGET_MODES = ("per_class", "total")
 FILL_POLICIES = ("skip", "stop")
-UNITS = ("exemplar", "bytes")
+# memory_unit values of older versions -> today's name (a saved buffer still loads; a config gets an error)
+RENAMED_UNITS = {"exemplar": "byte_share"}
 
 
 def mean_full_exemplar_nbytes(dataset, tokenizer, image_size: int, patch_size: int, max_text_len: int) -> dict:
@@ -62,13 +66,18 @@ class MemoryBuffer:
     """Per-class ranked exemplar lists under a budget in ``unit`` (see the module docstring).
 
     memory_per_class / memory_total: budgets in full exemplars (``mode`` "per_class" / "total");
+    unit: one of :data:`~emmcil.memory.exemplar.UNITS` ("tokens", "byte_share", "bytes");
     full_exemplar_bytes: the training set's mean full-exemplar bytes, the size of one full exemplar when
-    ``unit="bytes"`` (required then; reported otherwise when given). Raises ValueError for an unknown unit, mode or
-    fill policy, a negative memory_per_class, or a "total" mode without a positive memory_total.
+    ``unit="bytes"`` (required then; reported otherwise when given). Raises ValueError for an unknown unit (naming
+    the new name of a renamed one), mode or fill policy, a negative memory_per_class, or a "total" mode without a
+    positive memory_total.
     """
 
     def __init__(self, memory_per_class: float = 5, mode: str = "per_class", memory_total: float = 0,
-                 fill: str = "skip", unit: str = "exemplar", full_exemplar_bytes: float | None = None):
+                 fill: str = "skip", unit: str = "tokens", full_exemplar_bytes: float | None = None):
+        if unit in RENAMED_UNITS:
+            raise ValueError(f"memory_unit={unit!r} is now called {RENAMED_UNITS[unit]!r} (each exemplar's share of "
+                             f"the sample's bytes); the default is 'tokens'. Expected one of {UNITS}")
         if unit not in UNITS:
             raise ValueError(f"memory_unit={unit!r}: expected one of {UNITS}")
         if fill not in FILL_POLICIES:
@@ -89,13 +98,13 @@ class MemoryBuffer:
 
     # -- budget
     def size(self, exemplar) -> float:
-        """What ``exemplar`` takes of a budget: its cost (unit "exemplar") or its bytes (unit "bytes")."""
-        return exemplar.cost if self.unit == "exemplar" else exemplar.nbytes
+        """What ``exemplar`` takes of a budget: its cost in the buffer's unit (bytes for "bytes")."""
+        return exemplar.cost(self.unit)
 
     def class_budget(self, num_seen_classes: int) -> float:
         """What one class may hold when ``num_seen_classes`` classes share the memory, in the buffer's unit."""
         units = self.memory_per_class if self.mode == "per_class" else self.memory_total / max(1, num_seen_classes)
-        return float(units) if self.unit == "exemplar" else float(int(units * self.full_exemplar_bytes))
+        return float(int(units * self.full_exemplar_bytes)) if self.unit == "bytes" else float(units)
 
     def _take(self, ranked: Iterable, budget: float, policy: str) -> list:
         kept, used = [], 0.0
@@ -137,19 +146,24 @@ class MemoryBuffer:
         return sum(len(v) for v in self.classes.values())
 
     def report(self) -> dict:
-        """JSON-able summary: the unit and class budget; exemplars, cost (full exemplars) and bytes, in all and per
-        class; the mean kept shares of patches and of words over the stored exemplars (``None`` when no exemplar
-        has words), and their mean stored patches and tokens."""
+        """JSON-able summary: the unit and class budget; exemplars, and their cost in the buffer's unit (``cost``)
+        and in every unit (``costs``: {unit: total}; ``tokens`` and ``byte_share`` in full exemplars, ``bytes`` in
+        bytes, also as ``bytes``), in all and per class; the mean kept shares of patches and of words over the
+        stored exemplars (``None`` when no exemplar has words), and their mean stored patches and tokens. Each
+        exemplar's own cost in every unit is its ``costs``."""
         ordered = sorted(self.classes.items())
         ex = self.exemplars()
         words = [w for w in (e.word_share for e in ex) if w is not None]
         mean = lambda xs: float(np.mean(xs)) if len(xs) else None  # noqa: E731
+        total = lambda items, unit: sum(e.cost(unit) for e in items)  # noqa: E731
         return {"unit": self.unit, "class_budget": self.class_budget(len(self.classes)),
-                "exemplars": len(ex), "cost": sum(e.cost for e in ex), "bytes": sum(e.nbytes for e in ex),
+                "exemplars": len(ex), "cost": total(ex, self.unit), "costs": {u: total(ex, u) for u in UNITS},
+                "bytes": total(ex, "bytes"),
                 "mean_exemplars_per_class": len(ex) / len(ordered) if ordered else 0.0,
                 "exemplars_per_class": {str(c): len(v) for c, v in ordered},
-                "cost_per_class": {str(c): sum(e.cost for e in v) for c, v in ordered},
-                "bytes_per_class": {str(c): sum(e.nbytes for e in v) for c, v in ordered},
+                "cost_per_class": {str(c): total(v, self.unit) for c, v in ordered},
+                "costs_per_class": {u: {str(c): total(v, u) for c, v in ordered} for u in UNITS},
+                "bytes_per_class": {str(c): total(v, "bytes") for c, v in ordered},
                 "full_exemplar_bytes": self.full_exemplar_bytes,
                 "kept_patch_share": mean([e.patch_share for e in ex]), "kept_word_share": mean(words),
                 "mean_patches": mean([e.num_patches for e in ex]), "mean_tokens": mean([e.num_tokens for e in ex])}
@@ -161,7 +175,9 @@ class MemoryBuffer:
                 "fill": self.fill_policy, "classes": {c: [e.state_dict() for e in v] for c, v in self.classes.items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        self.unit, self.full_exemplar_bytes = state["unit"], state["full_exemplar_bytes"]
+        """Restore :meth:`state_dict`; a unit saved under an older name (``"exemplar"``) loads under today's."""
+        self.unit = RENAMED_UNITS.get(state["unit"], state["unit"])
+        self.full_exemplar_bytes = state["full_exemplar_bytes"]
         self.memory_per_class, self.mode = state["memory_per_class"], state["mode"]
         self.memory_total, self.fill_policy = state["memory_total"], state["fill"]
         self.classes = {int(c): [exemplar_from_state(e) for e in v] for c, v in state["classes"].items()}

@@ -1,29 +1,39 @@
-"""What a memory buffer stores per exemplar, and what each exemplar costs (docs/method.md, "what we chose where the
-paper is silent": storage, memory unit).
+"""What a memory buffer stores per exemplar, and what each exemplar costs in every memory unit (docs/method.md,
+"what we chose where the paper is silent": storage, memory unit).
 
 Three kinds of exemplar, one per way of storing a sample, on one base (:class:`StoredExemplar`: the text as kept
-token ids and positions, the label and ids, their state); each exposes
+token ids and positions, the label and ids, their state); each exposes its cost in every unit of ``memory_unit``
+(:data:`UNITS`), relative to the same sample stored in full, so that a full exemplar costs exactly 1.0 and a class
+budget of m holds m of them, as the paper's memory plot counts its x-axis in samples per class:
 
-    nbytes       int    bytes of what is stored (the ``memory_unit="bytes"`` accounting)
-    full_nbytes  int    bytes of *the same sample* stored in full in this kind's own representation
-    cost         float  what it costs in the default unit (``memory_unit="exemplar"``): relative to the same sample
-                        in full, so a full exemplar costs exactly 1.0 and a class budget of m holds m of them, as the
-                        paper's memory plot counts its x-axis in samples per class
+    token_share  float  ``tokens`` (the default): the tokens stored at full resolution over the sample's tokens
+                        (image patches + valid text tokens, [CLS] and [SEP] included: they are stored as any token;
+                        the image [CLS] is a parameter, not stored); a token stored compressed counts at its
+                        compression rate (see the kinds below)
+    byte_share   float  ``byte_share``: stored bytes over the bytes of the same sample stored in full in this kind's
+                        own representation (text is about 0.07 % of them at ViLT-B/32 sizes)
+    nbytes       int    ``bytes``: bytes of what is stored (against m x the training set's mean full-exemplar bytes)
+    costs        dict   {unit: cost} of all three, ``cost(unit)`` one of them
     patch_share  float  share of the image's patches stored at full resolution
     word_share   float | None   share of the words (text tokens other than [CLS]/[SEP]) stored; None without words
-    to_item(max_text_len)   the replay item (dataset item format, uint8 pixels, plus ``patch_keep``)
+    to_item(max_text_len, masked_replay)   the replay item (dataset item format, uint8 pixels, plus ``patch_keep``)
     state_dict()            what a checkpoint keeps, its kind included (:func:`exemplar_from_state`
                             rebuilds any kind)
 
 - :class:`Exemplar` (``replay``, ``emm``): kept patches as raw uint8 pixels with their grid cells, kept tokens as
-  uint16 ids with their positions, so ``nbytes = K (3p² + 2) + 4M``; its cost is its byte share of the full sample
-  (all patches, all valid tokens, stored the same way). A masked exemplar differs from a full one only in K and M.
-- :class:`JpegExemplar` (``mrdc``): the sample's image JPEG-compressed; cost = (JPEG bytes + token bytes) /
-  (the image's encoded bytes as the dataset stores them + token bytes), MRDC's measure of what compression saves.
-- :class:`CimExemplar` (``cim``): full-resolution foreground patches + the background downsampled (CIM-CIL's
-  ``BbxBlur``); cost = CIM-CIL's ``compress_rate`` of the image (foreground share + background share /
-  compress_ratio) with the whole text added by bytes.
-The constant bookkeeping (grid size, label, ids) is not counted.
+  uint16 ids with their positions, so ``nbytes = K (3p^2 + 2) + 4M``; ``token_share`` = (K + M) / (all patches + all
+  valid tokens), ``byte_share`` its share of the same bytes. A masked exemplar differs from a full one only in K and
+  M.
+- :class:`JpegExemplar` (``mrdc``): the sample's image JPEG-compressed; its image's rate is MRDC's measure, the
+  JPEG's bytes over the original file's (before any ``--resize`` of the writers), at most 1.
+- :class:`CimExemplar` (``cim``): full-resolution box patches + the background downsampled (CIM-CIL's
+  ``BbxBlur``); its image's rate is CIM-CIL's ``compress_rate`` (box patches + background patches / compress ratio,
+  over all patches).
+A compressed-image exemplar (MRDC, CIM) costs its image's rate in ``tokens``: its references charge a stored sample
+that rate (CIM-CIL's memory loop adds up ``compress_rate``; MRDC counts compressed over original files), with the
+text riding along at the same rate, which is how the paper's memory plot holds about twice as many CIM exemplars
+as SSF ones (charging their whole text at full rate would cap CIM at about 0.49 of a sample, 10 a class at m = 5,
+whatever its box). The constant bookkeeping (grid size, label, ids) is not counted.
 """
 from __future__ import annotations
 
@@ -41,16 +51,22 @@ from torchvision.transforms.functional import pil_to_tensor
 from emmcil.data.device import image_pixels
 from emmcil.data.images import decode_image
 from emmcil.data.tokenizer import CLS_ID, PAD_ID, SEP_ID
-from emmcil.data.transforms import resize_uint8
+from emmcil.data.transforms import normalize_uint8, resize_uint8
 
 COORD_DTYPE, TOKEN_DTYPE = torch.uint8, torch.uint16
+UNITS = ("tokens", "byte_share", "bytes")  # memory_unit: the default first
+MASKED_REPLAY = ("patches", "black")        # how a masked image is fed to the model (emm's masked_replay)
+TOKEN_NBYTES = 2 * TOKEN_DTYPE.itemsize  # a token's id + its position
+
+
+def patch_nbytes(patch_size: int) -> int:
+    """Bytes of one stored patch: its uint8 pixels and its grid cell."""
+    return 3 * patch_size * patch_size + 2 * COORD_DTYPE.itemsize
 
 
 def full_exemplar_nbytes(rows: int, cols: int, num_tokens: int, patch_size: int) -> int:
     """Bytes of a full exemplar of a ``rows x cols`` patch grid with ``num_tokens`` valid tokens."""
-    patch = 3 * patch_size * patch_size + 2 * COORD_DTYPE.itemsize
-    token = TOKEN_DTYPE.itemsize * 2  # id + position
-    return rows * cols * patch + num_tokens * token
+    return rows * cols * patch_nbytes(patch_size) + num_tokens * TOKEN_NBYTES
 
 
 def patchify(image: torch.Tensor, p: int) -> torch.Tensor:
@@ -72,6 +88,26 @@ def count_words(token_ids: torch.Tensor) -> int:
     return int(((token_ids.long() != CLS_ID) & (token_ids.long() != SEP_ID)).sum())
 
 
+def black_value(image: torch.Tensor) -> torch.Tensor:
+    """A black pixel (3, 1) in ``image``'s form: 0 for uint8 pixels, -1 after ViLT's normalisation (mean = std =
+    0.5), so never the 0 that padding is filled with (padding is marked by ``pixel_masks`` anyway)."""
+    if image.dtype == torch.uint8:
+        return torch.zeros(3, 1, dtype=torch.uint8)
+    return normalize_uint8(torch.zeros(3, 1, 1, dtype=torch.uint8)).reshape(3, 1).to(image.dtype)
+
+
+def fill_black(item: dict, patch_size: int) -> dict:
+    """``item`` (a replay item: ``image`` (3, H, W), ``patch_keep`` (H/p, W/p) bool) as a black-filled image: every
+    pixel of a cell that ``patch_keep`` does not keep is black (:func:`black_value`), and every cell of the grid is
+    fed to the model (``patch_keep`` all True), as ViLT feeds any image (``masked_replay="black"``; Fig. 4 draws
+    masked regions black). Black is a valid pixel value to the model, never taken for padding."""
+    keep = item["patch_keep"]
+    cells = keep.repeat_interleave(patch_size, 0).repeat_interleave(patch_size, 1)
+    image = item["image"].clone()
+    image[:, ~cells] = black_value(image)
+    return {**item, "image": image, "patch_keep": torch.ones_like(keep)}
+
+
 def nearest_patches(patches: torch.Tensor, size_out: int) -> torch.Tensor:
     """(N, C, q, q) -> (N, C, size_out, size_out), each patch resized with nearest neighbours as Pillow's
     ``Image.NEAREST`` samples (source pixel floor((i + 0.5) * q / size_out): torch's ``nearest-exact``)."""
@@ -88,8 +124,8 @@ class StoredExemplar:
     label, orig_label, index, image_id   bookkeeping (remapped class, dataset class, dataset row, name)
 
     A kind adds its image fields, ``kind`` (its name in a checkpoint), ``image_nbytes``, ``num_patches``,
-    ``patch_share`` and :meth:`replay_image`; ``nbytes``, ``cost``, ``word_share``, :meth:`to_item` and
-    :meth:`state_dict` come from here.
+    ``patch_share``, ``token_share`` and :meth:`replay_image`; ``nbytes``, ``byte_share``, ``costs``, ``cost``,
+    ``word_share``, :meth:`to_item` and :meth:`state_dict` come from here.
     """
 
     kind: ClassVar[str]
@@ -124,12 +160,31 @@ class StoredExemplar:
 
     @property
     def nbytes(self) -> int:
+        """Bytes of what is stored (``memory_unit="bytes"``)."""
         return self.image_nbytes + self.text_nbytes
 
     @property
-    def cost(self) -> float:
-        """nbytes / full_nbytes: 1.0 for a full exemplar, the kept byte share otherwise."""
+    def byte_share(self) -> float:
+        """nbytes / full_nbytes (``memory_unit="byte_share"``): 1.0 for a full exemplar, the kept byte share
+        otherwise."""
         return self.nbytes / self.full_nbytes
+
+    @property
+    def token_share(self) -> float:
+        """``memory_unit="tokens"``: tokens stored at full resolution over the sample's tokens (see the module
+        docstring)."""
+        raise NotImplementedError
+
+    @property
+    def costs(self) -> dict[str, float]:
+        """{unit: cost} in every unit of :data:`UNITS` (``bytes`` as an int)."""
+        return {"tokens": self.token_share, "byte_share": self.byte_share, "bytes": self.nbytes}
+
+    def cost(self, unit: str) -> float:
+        """The cost in ``unit`` (one of :data:`UNITS`); ValueError for another."""
+        if unit not in UNITS:
+            raise ValueError(f"memory_unit={unit!r}: expected one of {UNITS}")
+        return self.costs[unit]
 
     @property
     def num_tokens(self) -> int:
@@ -145,10 +200,14 @@ class StoredExemplar:
         its device with the batch, ``emmcil.data.model_images``)."""
         raise NotImplementedError
 
-    def to_item(self, max_text_len: int) -> dict:
+    def to_item(self, max_text_len: int, masked_replay: str = "patches") -> dict:
         """A model input in the dataset's item format, plus ``patch_keep``: :meth:`replay_image`, and the stored
         tokens at their original positions in text_ids / text_masks (max_text_len,), [PAD] and mask 0 elsewhere.
-        Raises ValueError for a stored position beyond ``max_text_len``."""
+        ``masked_replay``: "patches" feeds the kept patches only (``patch_keep`` marks them), "black" the whole grid
+        with the cells not kept black (:func:`fill_black`); the same for an exemplar that keeps every patch.
+        Raises ValueError for a stored position beyond ``max_text_len`` or an unknown ``masked_replay``."""
+        if masked_replay not in MASKED_REPLAY:
+            raise ValueError(f"masked_replay={masked_replay!r}: expected one of {MASKED_REPLAY}")
         pos = self.token_pos.long()
         if len(pos) and int(pos.max()) >= max_text_len:
             raise ValueError(f"exemplar '{self.image_id}' keeps a token at position {int(pos.max())}, "
@@ -158,9 +217,10 @@ class StoredExemplar:
         text_ids[pos] = self.token_ids.long()
         text_masks[pos] = 1
         image, patch_keep = self.replay_image()
-        return {"image": image, "patch_keep": patch_keep, "text_ids": text_ids, "text_masks": text_masks,
+        item = {"image": image, "patch_keep": patch_keep, "text_ids": text_ids, "text_masks": text_masks,
                 "label": self.label, "orig_label": self.orig_label, "index": self.index, "image_id": self.image_id,
                 "raw_text": "", "missing_type": 0}
+        return fill_black(item, self.patch_size) if masked_replay == "black" else item
 
     def state_dict(self) -> dict:
         """Every field and the kind: what :func:`exemplar_from_state` rebuilds the exemplar from."""
@@ -197,8 +257,23 @@ class Exemplar(StoredExemplar):
         return self.pixels.shape[0]
 
     @property
+    def grid_patches(self) -> int:
+        """Patches of the sample's whole image grid."""
+        return int(self.grid[0]) * int(self.grid[1])
+
+    @property
     def patch_share(self) -> float:
-        return self.num_patches / (int(self.grid[0]) * int(self.grid[1]))
+        return self.num_patches / self.grid_patches
+
+    @property
+    def full_text_tokens(self) -> int:
+        """Valid text tokens of the sample in full ([CLS], [SEP] included), from ``full_nbytes``."""
+        return (self.full_nbytes - self.grid_patches * patch_nbytes(self.patch_size)) // TOKEN_NBYTES
+
+    @property
+    def token_share(self) -> float:
+        """(kept patches + kept text tokens) / (all patches + all valid text tokens): 1.0 for a full exemplar."""
+        return (self.num_patches + self.num_tokens) / (self.grid_patches + self.full_text_tokens)
 
     @property
     def word_share(self) -> float | None:
@@ -252,20 +327,21 @@ class Exemplar(StoredExemplar):
 class JpegExemplar(StoredExemplar):
     """A full exemplar whose image is stored JPEG-compressed (MRDC, Wang et al. ICLR'22).
 
-    jpeg       uint8 (L,)   a JPEG file (quality ``quality``) of the sample's image at the resolution the dataset
-                            stores it, as MRDC compresses its training images (``1_Data_Compression/
-                            skimage_save_jpeg.py``: read the stored image, save it again at quality q); or, where
-                            that JPEG is larger than the file as stored (a small PNG, a JPEG stored at lower
-                            quality), that file: compressing is meant to save memory, so an exemplar never costs
-                            more than the sample in full (MRDC's image folders are JPEGs, where this cannot occur)
-    size       int16 (2,)   (H, W) the model sees the image at (the evaluation transform's resize): at replay the JPEG
-                            is decoded and resized to it (``resize_uint8``, as ``PixelbertPixels``), so a replayed
-                            exemplar goes through the same steps as a dataset item, from the compressed file
-    full_nbytes  int        the image's encoded bytes *as the dataset stores them* + the token bytes; the whole text
-                            is stored
+    jpeg       uint8 (L,)   a JPEG file (quality ``quality``) of the sample's image as the model sees it, as MRDC
+                            compresses its training images (``1_Data_Compression/skimage_save_jpeg.py``: read the
+                            image, save it again at quality q); or, where that JPEG would be larger, the smaller
+                            file the caller offers instead (``mrdc``: the image in the writers' ``--resize`` form)
+    size       int16 (2,)   (H, W) the model sees the image at (the evaluation transform's resize): at replay the file
+                            is decoded and resized to it when needed (``resize_uint8``, as ``PixelbertPixels``), so a
+                            replayed exemplar goes through the same steps as a dataset item, from the compressed file
+    full_nbytes  int        the image's *original* file's bytes (as found, before any ``--resize`` of the writers)
+                            + the token bytes; the whole text is stored
 
-    ``nbytes`` = JPEG bytes + token bytes, so ``cost`` = nbytes / full_nbytes is MRDC's compression rate (its
-    ``imagenet_jpeg.sh`` step 3 compares the compressed folder's size with the original's) with the text added.
+    ``image_rate`` = JPEG bytes / original bytes, at most 1, is MRDC's compression rate (its ``imagenet_jpeg.sh``
+    step 3 compares the compressed folder's size with the original's): ``token_share`` (the whole sample at that
+    rate), ``byte_share`` the same with the text's bytes added on both sides. An exemplar never costs more than the
+    sample in full: compressing is meant to save memory (MRDC's folders are JPEGs of the originals, where it cannot
+    cost more).
     """
 
     kind: ClassVar[str] = "jpeg"
@@ -284,27 +360,49 @@ class JpegExemplar(StoredExemplar):
     def num_patches(self) -> int:
         return (int(self.size[0]) // self.patch_size) * (int(self.size[1]) // self.patch_size)
 
+    @property
+    def original_nbytes(self) -> int:
+        """Bytes of the image's original file (the reference of the rate)."""
+        return self.full_nbytes - self.text_nbytes
+
+    @property
+    def image_rate(self) -> float:
+        """MRDC's rate: the stored file's bytes over the original file's, at most 1."""
+        return min(1.0, self.image_nbytes / self.original_nbytes)
+
+    @property
+    def token_share(self) -> float:
+        """The sample at its image's rate (every token stored, the image's at MRDC's rate)."""
+        return self.image_rate
+
+    @property
+    def byte_share(self) -> float:
+        """(stored file + token bytes) / (original file + token bytes), at most 1."""
+        return min(1.0, self.nbytes / self.full_nbytes)
+
     @classmethod
-    def from_image(cls, item: dict, image: Image.Image, encoded_nbytes: int, patch_size: int,
-                   quality: int, original: bytes | None = None) -> "JpegExemplar":
-        """Compress ``image`` (the sample's image as stored, any PIL mode) to a JPEG of ``quality``; ``item`` gives
-        the tokens, the label and the size the model sees; ``encoded_nbytes``: the bytes the dataset stores the image
-        in (the reference of ``cost``); ``original``: that file, kept instead of a JPEG that would be larger. Raises
-        ValueError for a quality outside [1, 100] or encoded_nbytes < 1."""
+    def from_image(cls, item: dict, image: Image.Image, original_nbytes: int, patch_size: int,
+                   quality: int, smaller: bytes | None = None) -> "JpegExemplar":
+        """Compress ``image`` (the sample's image as the model sees it, any PIL mode) to a JPEG of ``quality``;
+        ``item`` gives the tokens, the label and the size the model sees; ``original_nbytes``: the bytes of the
+        image's original file (the reference of the rate); ``smaller``: a file of the same picture kept instead of a
+        JPEG that would be larger. Raises ValueError for a quality outside [1, 100] or original_nbytes < 1."""
         if not 1 <= quality <= 100:
             raise ValueError(f"jpeg_quality={quality} must lie in [1, 100]")
-        if encoded_nbytes < 1:
-            raise ValueError(f"encoded_nbytes={encoded_nbytes}: the stored image's size in bytes must be positive")
+        if original_nbytes < 1:
+            raise ValueError(f"original_nbytes={original_nbytes}: the original image's size in bytes must be "
+                             f"positive")
         buf = io.BytesIO()
         image.convert("RGB").save(buf, format="JPEG", quality=int(quality))
         stored = buf.getvalue()
-        if original is not None and len(original) < len(stored):
-            stored = original
+        if smaller is not None and len(smaller) < len(stored):
+            stored = smaller
         text = cls.text_fields(item)
         text_nbytes = tensor_nbytes(text["token_ids"], text["token_pos"])
         return cls(jpeg=torch.frombuffer(bytearray(stored), dtype=torch.uint8),
                    size=torch.tensor(item["image"].shape[-2:], dtype=torch.int16),
-                   full_nbytes=int(encoded_nbytes) + text_nbytes, quality=int(quality), patch_size=patch_size, **text)
+                   full_nbytes=int(original_nbytes) + text_nbytes, quality=int(quality), patch_size=patch_size,
+                   **text)
 
     def image_uint8(self) -> torch.Tensor:
         """The decoded file (the JPEG, or the original kept) resized to ``size``: uint8 (3, H, W)."""
@@ -338,8 +436,10 @@ class CimExemplar(StoredExemplar):
     full_nbytes  int                    bytes of the same sample as a full :class:`Exemplar`; the whole text is
                                         stored
 
-    ``cost`` = (``image_rate`` x the full image's bytes + token bytes) / full_nbytes, where ``image_rate`` is
-    CIM-CIL's ``compress_rate`` = foreground share + (1 - foreground share) / r: a 25 % box at r = 4 gives 0.4375.
+    ``image_rate`` is CIM-CIL's ``compress_rate`` = foreground share + (1 - foreground share) / r (box patches +
+    background patches / r, over all patches): a 25 % box at r = 4 gives 0.4375. ``token_share`` = image_rate (the
+    sample at its image's rate, as CIM-CIL charges an exemplar); ``byte_share`` = (image_rate x the full image's
+    bytes + token bytes) / full_nbytes.
     At replay (:meth:`replay_image`) the background patches are resized back with nearest neighbours and the
     foreground patches put in place; every patch is then fed to the model. When sqrt(r) divides p (r = 4: 32 -> 16
     px), the replayed image is exactly CIM-CIL's ``BbxBlur`` (the whole image resized down and up with
@@ -382,7 +482,12 @@ class CimExemplar(StoredExemplar):
         return cim_rate(self.patch_share, self.compress_ratio)
 
     @property
-    def cost(self) -> float:
+    def token_share(self) -> float:
+        """The sample at its image's rate (CIM-CIL's ``compress_rate``)."""
+        return self.image_rate
+
+    @property
+    def byte_share(self) -> float:
         text = self.text_nbytes
         return (self.image_rate * (self.full_nbytes - text) + text) / self.full_nbytes
 

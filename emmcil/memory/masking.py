@@ -14,6 +14,8 @@ is silent"):
   top-scoring tokens that hold at least 1 - tau of the attention mass). With every norm, tau = 0 keeps all tokens.
 - defaults ``ratio`` with tau_I = 0.74, tau_T = 0.5: the top 26 % of the patches and half of the words, calibrated to
   the 22-30 % of patches and 40-60 % of words of the paper's Fig. 4, since its tau and normalisation are unpublished.
+- ``cls_token``: whose attention is A_{CLS->I}: the text [CLS] (default: the token ViLT pools and classifies, at
+  position 0) or the image [CLS] (the patches' own class token, at position T).
 The candidate text tokens are the valid tokens other than [CLS] and [SEP]: those two are always kept, so they take
 no part in the normalisation (an attention sink on [SEP] would otherwise squash every word below tau_T).
 """
@@ -28,7 +30,10 @@ import torch
 from emmcil.data.transforms import pixelbert_resize
 from emmcil.model.vilt import ViLTOutput, cheapest_pack
 
+from .exemplar import black_value
+
 NORMS = ("minmax", "mass", "ratio")
+CLS_TOKENS = ("text", "image")
 
 
 @dataclass
@@ -39,6 +44,7 @@ class MaskingConfig:
     layer_reduce: str = "mean"
     head_reduce: str = "mean"
     norm: str = "ratio"
+    cls_token: str = "text"
 
     def __post_init__(self):
         if self.layer_reduce not in ("mean", "rollout"):
@@ -47,6 +53,8 @@ class MaskingConfig:
             raise ValueError(f"mask head_reduce={self.head_reduce!r}: expected 'mean' or 'max'")
         if self.norm not in NORMS:
             raise ValueError(f"mask norm={self.norm!r}: expected one of {NORMS}")
+        if self.cls_token not in CLS_TOKENS:
+            raise ValueError(f"mask_cls_token={self.cls_token!r}: expected one of {CLS_TOKENS}")
         for name in ("tau_image", "tau_text"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}={getattr(self, name)} must lie in [0, 1]")
@@ -157,9 +165,11 @@ def compute_masks(out: ViLTOutput, text_ids: torch.Tensor, cfg: MaskingConfig,
                   always_keep_ids: Sequence[int] = (101, 102)) -> Masks:
     """Image and text masks of a batch from ``out = model(..., return_attention=True)`` (eval mode).
 
-    M_I: the patches that tau_I selects (:func:`select`) by A_{CLS->I}. M_T: the words (valid text tokens other than
-    ``always_keep_ids``, [CLS] and [SEP]) that tau_T selects by their mean attention from the discarded patches
-    (over those patches and heads), plus the ``always_keep_ids`` tokens, which take no part in the normalisation.
+    M_I: the patches that tau_I selects (:func:`select`) by A_{CLS->I}, the attention of the text [CLS] (position
+    0) or of the image [CLS] (position T; ``cfg.cls_token``) to the patches. M_T: the words (valid text tokens
+    other than ``always_keep_ids``, [CLS] and [SEP]) that tau_T selects by their mean attention from the discarded
+    patches (over those patches and heads), plus the ``always_keep_ids`` tokens, which take no part in the
+    normalisation.
     A sample with no discarded patch keeps its whole text (no image context was lost).
     """
     if out.attentions is None:
@@ -170,7 +180,8 @@ def compute_masks(out: ViLTOutput, text_ids: torch.Tensor, cfg: MaskingConfig,
     patch_valid = out.image_masks
     patches = slice(T + 1, T + 1 + P)
 
-    patch_keep, image_scores = select(attn[:, 0, patches], patch_valid, cfg.norm, cfg.tau_image)
+    cls = 0 if cfg.cls_token == "text" else T
+    patch_keep, image_scores = select(attn[:, cls, patches], patch_valid, cfg.norm, cfg.tau_image)
 
     discarded = (patch_valid & ~patch_keep).float()                  # (B, P)
     n_discarded = discarded.sum(1, keepdim=True)
@@ -196,10 +207,12 @@ def score_grid(out: ViLTOutput, scores: torch.Tensor, grid_shape: tuple[int, int
 
 @torch.no_grad()
 def masking_step(backbone, batch: dict, cfg: MaskingConfig, grid_shape: tuple[int, int],
-                 always_keep_ids: Sequence[int] = (101, 102)) -> dict[str, torch.Tensor]:
+                 always_keep_ids: Sequence[int] = (101, 102), masked_replay: str = "patches"
+                 ) -> dict[str, torch.Tensor]:
     """Mask one collated batch and encode it twice, with the backbone in eval mode: the full sample returning the
-    attention of ``cfg.layers`` only, then the masked sample over its kept tokens only (``pack``); both forwards
-    compute only what the pooled features need (``pooled_only``).
+    attention of ``cfg.layers`` only, then the masked sample as it will be replayed (``masked_replay``): over its
+    kept tokens only (``"patches"``, packed), or its whole grid with the discarded patches black (``"black"``) and
+    its kept words; both forwards compute only what the pooled features need (``pooled_only``).
 
     Returns per-sample tensors of fixed shapes, so that batches concatenate: ``features`` (B, C) f(x),
     ``masked_features`` (B, C) f(x~), ``patch_keep`` (B, R, C') bool and ``image_scores`` (B, R, C') float on a
@@ -209,10 +222,10 @@ def masking_step(backbone, batch: dict, cfg: MaskingConfig, grid_shape: tuple[in
     # float32 throughout, whatever the surrounding autocast: masks compare attention with thresholds, and must not
     # change with the training precision (the backbone's weights are float32 under Lightning's mixed precision)
     with torch.autocast(device_type=batch["images"].device.type, enabled=False):
-        return _masking_step(backbone, batch, cfg, grid_shape, always_keep_ids)
+        return _masking_step(backbone, batch, cfg, grid_shape, always_keep_ids, masked_replay)
 
 
-def _masking_step(backbone, batch, cfg, grid_shape, always_keep_ids):
+def _masking_step(backbone, batch, cfg, grid_shape, always_keep_ids, masked_replay="patches"):
     layers = list(cfg.layers) if cfg.layers else True
     ids, text_masks, images = batch["text_ids"], batch["text_masks"], batch["images"].float()
     out = backbone(ids, text_masks, images, batch["pixel_masks"], patch_keep=batch.get("patch_keep"),
@@ -223,11 +236,17 @@ def _masking_step(backbone, batch, cfg, grid_shape, always_keep_ids):
     if Hg > grid_shape[0] or Wg > grid_shape[1]:
         raise ValueError(f"images of {Hg}x{Wg} patches do not fit the {grid_shape} mask canvas")
     keep = masks.patch_grid(out, grid_shape)
-    # the masked sample's forward runs its kept tokens only (dropped words and patches take no slot), packed into
-    # rows: its cost follows the kept fraction, not the batch's longest sample
-    kept = (masks.text_keep.sum(1) + masks.patch_keep.sum(1) + 1).tolist()  # + the image [CLS]
-    masked = backbone(ids, masks.text_keep.long(), images, batch["pixel_masks"], patch_keep=keep[:, :Hg, :Wg],
-                      pack=cheapest_pack(kept, backbone.cfg.hidden_size), pooled_only=True)
+    if masked_replay == "black":  # the whole grid, the discarded patches black, as a black-filled image is fed
+        cells = keep[:, :Hg, :Wg].repeat_interleave(p, 1).repeat_interleave(p, 2)
+        black = images.masked_fill(~cells[:, None], float(black_value(images)[0, 0]))
+        masked = backbone(ids, masks.text_keep.long(), black, batch["pixel_masks"], patch_keep=batch.get("patch_keep"),
+                          pooled_only=True)
+    else:
+        # the masked sample's forward runs its kept tokens only (dropped words and patches take no slot), packed
+        # into rows: its cost follows the kept fraction, not the batch's longest sample
+        kept = (masks.text_keep.sum(1) + masks.patch_keep.sum(1) + 1).tolist()  # + the image [CLS]
+        masked = backbone(ids, masks.text_keep.long(), images, batch["pixel_masks"], patch_keep=keep[:, :Hg, :Wg],
+                          pack=cheapest_pack(kept, backbone.cfg.hidden_size), pooled_only=True)
     return {"features": out.pooled.float(), "masked_features": masked.pooled.float(), "patch_keep": keep,
             "image_scores": score_grid(out, masks.image_scores, grid_shape), "text_keep": masks.text_keep}
 

@@ -102,14 +102,15 @@ def exemplar_record(exemplar: StoredExemplar, buffer, *, tokens: Sequence[str], 
     tokens / token_kept: the sample's whole caption (wordpieces, [CLS] ... [SEP]) and which of them are stored;
     rank: 1-based place in its class's ranking, of ``candidates`` samples; similarity: cosine similarity to the
     class mean the ranking uses (None where there is none); attention: (rows, cols) map in [0, 1] on the patch grid,
-    rounded to 3 decimals, or None. ``cost`` is in the buffer's unit (:func:`charged_cost`); ``cost_full`` the
-    exemplar's ``cost`` (relative to the same sample in full), whatever the unit."""
+    rounded to 3 decimals, or None. ``cost`` is in the buffer's unit (:func:`charged_cost`); ``costs`` its
+    cost in every unit ({unit: cost}, ``emmcil.memory.exemplar.UNITS``), whatever unit the budget used."""
     grid = getattr(exemplar, "grid", None)
     return {
         "label": int(exemplar.label), "orig_label": int(exemplar.orig_label), "index": int(exemplar.index),
         "image_id": exemplar.image_id, "kind": exemplar.kind, "rank": int(rank), "candidates": int(candidates),
         "similarity": None if similarity is None else float(similarity),
-        "cost": charged_cost(buffer, exemplar), "unit": buffer.unit, "cost_full": float(exemplar.cost),
+        "cost": charged_cost(buffer, exemplar), "unit": buffer.unit,
+        "costs": {unit: float(cost) for unit, cost in exemplar.costs.items()},
         "nbytes": int(exemplar.nbytes), "full_nbytes": int(exemplar.full_nbytes),
         "patch_share": float(exemplar.patch_share), "word_share": exemplar.word_share,
         "num_patches": int(exemplar.num_patches), "num_tokens": int(exemplar.num_tokens),

@@ -4,6 +4,7 @@ The driver (:mod:`emmcil.engine.driver`) runs, for each phase t::
 
     method.before_phase(ctx)
     train on  scenario.train_dataset(t, extra=method.replay_dataset(ctx))   with loss method.training_loss
+                                                (method.on_train_epoch_start at each epoch's start)
     method.after_training(ctx)                  # e.g. a prototype classifier (EASE)
     evaluate on the test data of every class seen so far (predictions: method.logits)
     method.after_phase(ctx)                     # e.g. fill the memory buffer
@@ -132,6 +133,10 @@ class Method:
 
     def before_phase(self, ctx: PhaseContext) -> None:
         """At the start of phase ``ctx.phase``, after the classifier has grown by the new classes."""
+
+    def on_train_epoch_start(self, module, epoch: int) -> None:
+        """At the start of every training epoch of the phase (``epoch`` from 0), inside the Trainer's fit (e.g.
+        CIM's box updates); ``module.training`` is True. No Trainer call may be nested here."""
 
     def replay_dataset(self, ctx: PhaseContext) -> Dataset | None:
         """Extra training data for this phase (items in the dataset format, remapped labels, optional

@@ -1,15 +1,17 @@
 """SSF + CIM, Class-Incremental Masking (Luo et al., "Class-Incremental Exemplar Compression for Class-Incremental
-Learning", CVPR'23; code ``xfflzl/CIM-CIL``; ``method=cim``): exemplars whose background is stored downsampled.
+Learning", CVPR'23; code ``xfflzl/CIM-CIL`` at ae113e9; ``method=cim``): exemplars whose background is stored
+downsampled, as CIM-CIL runs it.
 
 After phase t, for the new classes' training samples (eval transform, the phase's final model in eval mode):
-1. **class activation map** of the sample's own class (:func:`cam_step`). ViLT classifies the pooled text [CLS],
-   so the CNN CAM (classifier weights on a globally pooled feature map) has no exact counterpart; ``cim_cam``
-   chooses the approximation, both gradient-free (the predict pass runs in inference mode):
-   - ``"tscam"`` (default; TS-CAM, Gao et al. ICCV'21): the *semantic map* -- the classifier's score for the
-     label on every image-patch token of the last layer, each token passed through ViLT's pooler like the [CLS] --
-     min-max normalised and multiplied by the last layer's text-[CLS]->patch attention (mean over heads), which
-     says where the classified token actually looks;
-   - ``"token"``: the semantic map alone (classifier-weighted patch tokens);
+1. **class activation map** of the sample's own class (:func:`cam_step`). CIM-CIL's CAM (``models/base.py::
+   _gen_bbx``) is the label's classifier weights times the feature map before global pooling, min-max normalised.
+   ViLT classifies the pooled text [CLS], so it has no exact counterpart; ``cim_cam`` chooses the approximation,
+   both gradient-free:
+   - ``"token"`` (default, the closest): the label's logit on every image-patch token of the last layer, each token
+     passed through ViLT's pooler like the [CLS] (the classifier applied at every location, as CIM-CIL's weights
+     times its feature map);
+   - ``"tscam"`` (TS-CAM, Gao et al. ICCV'21): that map min-max normalised and multiplied by the last layer's
+     text-[CLS]->patch attention (mean over heads), which says where the classified token actually looks;
 2. **foreground**: the map min-max normalised over the image's patches and thresholded, keeping the patches
    strictly above ``cim_threshold`` (CIM-CIL's ``mask_threshold`` 0.6, applied with ``cv2.threshold(...,
    THRESH_BINARY)``); ``cim_foreground="box"`` (default) takes their tight bounding box, as CIM-CIL's ``_gen_bbx``
@@ -17,14 +19,26 @@ After phase t, for the new classes' training samples (eval transform, the phase'
    thresholded patches themselves;
 3. **compression** (:class:`~emmcil.memory.exemplar.CimExemplar`, CIM-CIL's ``utils/transform.py::BbxBlur``):
    the background resized with nearest neighbours by 1/sqrt(``cim_compress_ratio``) per side -- an *area* ratio,
-   4.0 in CIM-CIL's ImageNet-100 and Food-101 configs -- and the foreground kept at full resolution; an exemplar
-   costs CIM-CIL's ``compress_rate`` = foreground share + (1 - foreground share) / ratio (a 25 % box: 0.4375),
-   its whole text added by bytes;
+   4.0 in CIM-CIL's ``cim-imagenet100.json`` and ``cim-food101.json`` -- and the foreground kept at full
+   resolution; an exemplar costs CIM-CIL's ``compress_rate`` = foreground share + (1 - foreground share) / ratio
+   (a 25 % box: 0.4375), in ``memory_unit=tokens`` the whole sample at that rate;
 4. **selection**: herding (CIM-CIL's ``_construct_exemplar``) on the features of the *compressed* samples (the
    restored images, as CIM-CIL extracts them from its ``BbxBlur``-ed class dataset), exemplars entering in that
-   order while the class's budget holds (``MemoryBuffer.fill``; CIM-CIL's own loop stops at the first misfit, our
-   ``memory_fill=stop``).
+   order until the first that does not fit: CIM-CIL's loop (``consumption += compress_rates[i]; if consumption >
+   m: break``), our ``memory_fill=stop``, which ``with cim`` sets.
 At replay the background is resized back with nearest neighbours and the foreground pasted in, as ``BbxBlur``.
+
+**Training** (CIM-CIL's ``randombbxblur``, ``models/foster.py::_init_train`` / ``_feature_boosting`` and
+``utils/data_manager.py::DummyDataset``): new-class training images are ``BbxBlur``-ed at random, so that the model
+learns from images like the compressed exemplars it will replay. CIM-CIL starts each task at probability 0 and, at
+every ``cam_update_interval`` = 40 epochs but the first and last (of 200 in the first task, 170 in later ones),
+recomputes the boxes with the current model and raises the probability to (epoch // 40) x
+``randombbxblur_prob_incre`` (0.1 in both configs): 0.1, 0.2, 0.3, 0.4. Here the interval is a share of the phase's
+epochs (``cim_bbxblur_interval`` = 0.2, CIM-CIL's 40 of 200: epochs 4, 8, 12, 16 of 20) and the step
+``cim_bbxblur_prob_incre`` = 0.1 (0 turns it off); the boxes come from :func:`cam_step` at those epochs
+(:meth:`CIM.on_train_epoch_start`), and a sample is blurred when a draw seeded by (seed, phase, epoch, its dataset
+row) falls below the probability, so the draws depend neither on workers nor on batches. The blur is applied to
+the batch (:func:`bbx_blur`), to the image as the training transform made it.
 
 Simplified from CIM: its masks come from a CAM threshold *adapted per class by a conditional mask-generation
 model trained with bilevel optimisation*; ours is the fixed threshold, which is also CIM's initial mask. CIM's
@@ -32,17 +46,22 @@ FOSTER backbone training is replaced by this project's SSF training with replay 
 """
 from __future__ import annotations
 
+import math
+import os
 from functools import partial
 
+import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
+from emmcil.data.collate import collate
 from emmcil.memory.exemplar import CimExemplar
 from emmcil.memory.masking import mask_canvas, normalise, score_grid
 
 from . import register
 from .replay import CompressedReplay, ExemplarView
 
-CAM_MODES = ("tscam", "token")
+CAM_MODES = ("token", "tscam")
 FOREGROUNDS = ("box", "patches")
 
 
@@ -53,9 +72,41 @@ def bounding_box(keep: torch.Tensor) -> torch.Tensor:
     return between(rows)[:, :, None] & between(cols)[:, None, :]
 
 
+def nearest_down_up(n: int, compress_ratio: float, device=None) -> torch.Tensor:
+    """(n,) long: the source pixel of each of ``n`` pixels after Pillow's ``Image.NEAREST`` resize to
+    int(n / sqrt(ratio)) and back to n (CIM-CIL's ``BbxBlur``): source floor((i + 0.5) * from / to) each way."""
+    small = max(1, int(n / math.sqrt(compress_ratio)))
+    i = torch.arange(n, device=device, dtype=torch.long)
+    down = ((2 * i + 1) * small) // (2 * n)                             # pixel of the small image (exact integers)
+    return (((2 * down + 1) * n) // (2 * small)).clamp_(max=n - 1)
+
+
+def bbx_blur(image: torch.Tensor, box: tuple[int, int, int, int] | None, compress_ratio: float) -> torch.Tensor:
+    """CIM-CIL's ``BbxBlur`` of one image (C, H, W), any dtype: the whole image resized with nearest neighbours to
+    1/sqrt(ratio) of each side and back, then the box (y0, y1, x0, x1), pixels, pasted back at full resolution
+    (None or an empty box: all of it blurred, as ``toBbox`` of an empty mask)."""
+    H, W = image.shape[-2:]
+    out = image[:, nearest_down_up(H, compress_ratio, image.device)][:, :, nearest_down_up(W, compress_ratio,
+                                                                                            image.device)]
+    if box is not None:
+        y0, y1, x0, x1 = box
+        out[:, y0:y1, x0:x1] = image[:, y0:y1, x0:x1]
+    return out
+
+
+def box_bounds(keep: torch.Tensor, patch_size: int) -> list[tuple[int, int, int, int] | None]:
+    """(B, R, C) bool foregrounds -> each one's tight bounding box in pixels (y0, y1, x0, x1), None when empty."""
+    out = []
+    for k in keep:
+        rows, cols = k.any(1).nonzero()[:, 0], k.any(0).nonzero()[:, 0]
+        out.append(None if len(rows) == 0 else (int(rows[0]) * patch_size, (int(rows[-1]) + 1) * patch_size,
+                                                 int(cols[0]) * patch_size, (int(cols[-1]) + 1) * patch_size))
+    return out
+
+
 @torch.no_grad()
 def cam_step(backbone, batch: dict, classifier, threshold: float, grid_shape: tuple[int, int],
-             mode: str = "tscam", foreground: str = "box") -> dict[str, torch.Tensor]:
+             mode: str = "token", foreground: str = "box") -> dict[str, torch.Tensor]:
     """Predict step: the CAM of each sample's label and its foreground, on a fixed ``grid_shape`` canvas.
 
     Returns ``patch_keep`` (B, R, C') bool (the foreground: the bounding box of the patches whose normalised CAM
@@ -71,8 +122,8 @@ def cam_step(backbone, batch: dict, classifier, threshold: float, grid_shape: tu
         valid = out.image_masks
         tokens = backbone.pooler.activation(backbone.pooler.dense(out.hidden[:, patches]))   # (B, P, C)
         labels = batch["labels"].long()
-        weight = classifier.weight[labels].float()                                          # (B, C)
-        semantic = (tokens.float() * weight[:, None]).sum(-1) + classifier.bias[labels].float()[:, None]
+        logits = classifier(tokens.float())                                                 # (B, P, classes)
+        semantic = logits.gather(2, labels[:, None, None].expand(-1, logits.shape[1], 1))[..., 0]
         cam = normalise(semantic, valid, "minmax")
         if mode == "tscam":
             attention = out.attentions[-1].float().mean(1)[:, 0, patches]                    # text [CLS] -> patches
@@ -106,13 +157,26 @@ class CompressedView(ExemplarView):
 @register
 class CIM(CompressedReplay):
     name = "cim"
+    named_config = {"memory_fill": "stop"}  # CIM-CIL's loop ends at the first exemplar that does not fit
     config = {
         **CompressedReplay.config,
-        "cim_cam": "tscam",          # "tscam": classifier-weighted patch tokens x [CLS] attention; "token": the former
+        "cim_cam": "token",          # "token": the label's logit on every pooled patch token (CIM-CIL's weights x
+                                     # feature map); "tscam": that x the text [CLS]'s attention (TS-CAM)
         "cim_threshold": 0.6,        # foreground: normalised CAM > this (CIM-CIL "mask_threshold")
         "cim_foreground": "box",     # "box": bounding box of the thresholded CAM (CIM-CIL); "patches": those patches
         "cim_compress_ratio": 4.0,   # background area ratio: each side / sqrt(ratio) (CIM-CIL "compress_ratio")
+        "cim_bbxblur_prob_incre": 0.1,  # BbxBlur new-class training images with probability k x this after the
+                                        # k-th box update (CIM-CIL "randombbxblur_prob_incre"); 0: off
+        "cim_bbxblur_interval": 0.2,  # box updates every this share of the phase's epochs, but at its first and
+                                      # last epoch (CIM-CIL "cam_update_interval": 40 of 200 epochs)
     }
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self._ctx = None
+        self._boxes: dict[int, tuple | None] = {}    # dataset row -> box (pixels) of this phase's new samples
+        self._blurred: set[int] = set()              # dataset rows blurred this epoch
+        self._prob = 0.0                             # the blur probability now (CIM-CIL's randombbxblur_prob)
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
@@ -125,6 +189,86 @@ class CIM(CompressedReplay):
             raise ValueError(f"cim_threshold={cfg['cim_threshold']} must lie in [0, 1]")
         if not float(cfg["cim_compress_ratio"]) >= 1.0:
             raise ValueError(f"cim_compress_ratio={cfg['cim_compress_ratio']} must be >= 1 (an area ratio)")
+        if not 0.0 <= float(cfg["cim_bbxblur_prob_incre"]) <= 1.0:
+            raise ValueError(f"cim_bbxblur_prob_incre={cfg['cim_bbxblur_prob_incre']} must lie in [0, 1]")
+        if not 0.0 < float(cfg["cim_bbxblur_interval"]) <= 1.0:
+            raise ValueError(f"cim_bbxblur_interval={cfg['cim_bbxblur_interval']} must lie in (0, 1] (a share of "
+                             f"the phase's epochs)")
+
+    # -- CIM-CIL's random BbxBlur of the new classes' training images
+    def before_phase(self, ctx) -> None:
+        super().before_phase(ctx)
+        self._ctx, self._boxes, self._blurred, self._prob = ctx, {}, set(), 0.0
+
+    def blur_schedule(self, epoch: int, epochs: int) -> float | None:
+        """The blur probability from ``epoch`` (0-based) of a phase of ``epochs`` on, when the boxes are recomputed
+        at its start; None when they are not (CIM-CIL: every interval but the first and the last epoch)."""
+        step = float(self.cfg["cim_bbxblur_prob_incre"])
+        interval = max(1, round(float(self.cfg["cim_bbxblur_interval"]) * epochs))
+        if step <= 0 or epoch == 0 or epoch == epochs - 1 or epoch % interval:
+            return None
+        return min(1.0, (epoch // interval) * step)
+
+    def on_train_epoch_start(self, module, epoch: int) -> None:
+        ctx = self._ctx
+        if ctx is None:
+            return
+        prob = self.blur_schedule(epoch, int(self.cfg["max_epoch"]))
+        if prob is not None:
+            self._boxes = self.new_class_boxes(module, ctx)
+            self._prob = prob
+        if not self._boxes:
+            return
+        seed = np.random.SeedSequence([int(self.cfg["seed"]), ctx.phase, epoch, 0xB1]).generate_state(1)[0]
+        rows = sorted(self._boxes)
+        draws = torch.rand(len(rows), generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64)
+        self._blurred = {r for r, u in zip(rows, draws.tolist()) if u + 1e-6 < self._prob}
+
+    @torch.no_grad()
+    def new_class_boxes(self, module, ctx) -> dict[int, tuple | None]:
+        """The CAM box (pixels) of every new-class training sample (eval transform) under the current model, by
+        dataset row; the model's train/eval modes are restored afterwards."""
+        data = ctx.eval_scenario.train_dataset(ctx.phase)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        workers = min(int(self.cfg.get("num_workers", 0)), cores)
+        loader = DataLoader(data, batch_size=int(self.cfg["per_gpu_batchsize"]), shuffle=False, collate_fn=collate,
+                            num_workers=workers)
+        canvas = mask_canvas(int(self.cfg["image_size"]), ctx.patch_size)
+        modes = {m: m.training for m in module.modules()}
+        module.eval()
+        boxes = {}
+        try:
+            for batch in loader:
+                batch = {k: v.to(module.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                out = cam_step(module.backbone, batch, module.classifier, float(self.cfg["cim_threshold"]), canvas,
+                               mode=self.cfg["cim_cam"], foreground="box")
+                for row, box in zip(batch["indices"].tolist(), box_bounds(out["patch_keep"].cpu(), ctx.patch_size)):
+                    boxes[int(row)] = box
+        finally:
+            for m, training in modes.items():
+                m.train(training)
+        return boxes
+
+    def encode(self, module, batch: dict, return_attention=False):
+        """In training, the new-class images drawn this epoch ``BbxBlur``-ed around their boxes first."""
+        if module.training and self._blurred:
+            batch = self.blur_batch(batch)
+        return super().encode(module, batch, return_attention)
+
+    def blur_batch(self, batch: dict) -> dict:
+        """``batch`` with the images of the samples drawn this epoch blurred outside their box (within each
+        image's own pixels, ``pixel_masks``); replayed exemplars (old classes) are never drawn."""
+        rows = batch["indices"].tolist()
+        new = set(self._ctx.new_classes)
+        chosen = [b for b, (r, y) in enumerate(zip(rows, batch["labels"].tolist())) if r in self._blurred and y in new]
+        if not chosen:
+            return batch
+        images = batch["images"].clone()
+        ratio = float(self.cfg["cim_compress_ratio"])
+        for b in chosen:
+            H, W = int(batch["pixel_masks"][b].any(1).sum()), int(batch["pixel_masks"][b].any(0).sum())
+            images[b, :, :H, :W] = bbx_blur(images[b, :, :H, :W], self._boxes[rows[b]], ratio)
+        return {**batch, "images": images}
 
     def compressed_view(self, ctx, data) -> CompressedView:
         """The foreground of every sample (a CAM pass), and each sample compressed around it."""

@@ -13,11 +13,19 @@ After phase t, for the new classes' training samples (eval transform, the phase'
    un-masked features f(x) (``class_mean_from="full"``; docs/method.md, "what we chose where the paper is
    silent": μ_c) or of the masked ones (``"masked"``);
 3. **storage**: masked exemplars (kept patches as uint8 pixels + grid cells, kept token ids + positions) enter the
-   class's list in rank order while its budget lasts; each costs its kept byte share of the full sample, so about
-   1/(kept share) more fit than full exemplars (the paper's memory plot: 14 a class at 5).
-At replay, exemplars go through the explicit keep masks (never zero pixels) with the multimodal augmentation of
-:mod:`~emmcil.memory.augment`. A Figure-4 PNG of a few new exemplars is written to the run directory after
-every phase (``mask_figure`` exemplars; 0 turns it off).
+   class's list in rank order while its budget lasts; in the default unit (``memory_unit="tokens"``) each costs its
+   kept share of the sample's tokens (kept patches + kept text tokens, [CLS]/[SEP] included, over all of them): at
+   ViLT-B/32 sizes with MM-ImageNet-R-length captions about 0.35, so about 2 / 8 / 14 / 20 / 28 fit a class at
+   memory 1 / 3 / 5 / 7 / 10, the paper's memory plot (3 / 8 / 14 / 19 / 28) within one
+   (``benchmarks/bench_memory_unit.py``). In ``memory_unit="byte_share"`` a masked exemplar costs about its
+   kept-patch share (text is 0.07 % of the bytes), and 38 fit at 10.
+At replay (``masked_replay``), a masked image is fed as its kept patches only, through an explicit keep mask
+(``"patches"``, default: the stored tokens are what the model sees), or as the image with the discarded patches
+black, the whole grid fed as ViLT feeds any image (``"black"``: Fig. 4 draws masked regions black; black is -1
+after normalisation, never padding); the multimodal augmentation of :mod:`~emmcil.memory.augment` replaces
+exemplars as drawn (``aug_mode="in_place"``) or adds augmented copies beside them (``"beside"``). The masking pass
+ranks the masked samples by their features as they will be replayed. A Figure-4 PNG of a few new exemplars is
+written to the run directory after every phase (``mask_figure`` exemplars; 0 turns it off).
 """
 from __future__ import annotations
 
@@ -50,20 +58,28 @@ class ExemplarMasking(Replay):
         "mask_figure": 4,             # exemplars drawn in fig4_phase{t}.png (0: none)
         "aug_text_swap": 0.5,         # P(swap the masked text with a same-class exemplar's) per replayed exemplar
         "aug_patch_merge": 0.5,       # P(add a same-class exemplar's kept patches) per replayed exemplar
+        "aug_mode": "in_place",       # in_place: each exemplar replayed augmented as drawn | beside: as stored and
+                                      # an augmented copy beside it (Fig. 2's other reading; twice the replay items)
+        "masked_replay": "patches",   # patches: the kept patches only (explicit keep mask) | black: the whole grid,
+                                      # discarded patches black, as ViLT feeds a black-filled image (Fig. 4)
+        "mask_cls_token": "text",     # A_{CLS->I} from the text [CLS] (pooled, classified) | image: the image [CLS]
     }
 
     def augmentation(self) -> tuple[float, float]:
         return float(self.cfg["aug_text_swap"]), float(self.cfg["aug_patch_merge"])
 
+    def replay_options(self) -> dict:
+        return {"mode": self.cfg["aug_mode"], "masked_replay": self.cfg["masked_replay"]}
+
     def masking_config(self) -> MaskingConfig:
         c = self.cfg
         return MaskingConfig(tau_image=c["tau_image"], tau_text=c["tau_text"], layers=tuple(c["mask_layers"]),
                              layer_reduce=c["mask_layer_reduce"], head_reduce=c["mask_head_reduce"],
-                             norm=c["mask_norm"])
+                             norm=c["mask_norm"], cls_token=c["mask_cls_token"])
 
     def setup(self, ctx) -> None:
         super().setup(ctx)
-        # fail on a bad key before the first phase trains, not at its masking pass
+        # fail on a bad key before the first phase trains, not at its masking pass (MaskingConfig checks its own)
         layers, n = list(self.masking_config().layers), int(ctx.cfg["num_layers"])
         if any(not -n <= i < n for i in layers):
             raise ValueError(f"mask_layers={layers}: out of range for the model's {n} layers (num_layers)")
@@ -75,7 +91,8 @@ class ExemplarMasking(Replay):
     def candidates(self, ctx, data) -> dict:
         """The masking pass: f(x), f(x~), the kept patches and tokens of every sample (masking_step)."""
         canvas = mask_canvas(int(ctx.cfg["image_size"]), ctx.patch_size)
-        return ctx.predict(data, step=partial(masking_step, cfg=self.masking_config(), grid_shape=canvas))
+        return ctx.predict(data, step=partial(masking_step, cfg=self.masking_config(), grid_shape=canvas,
+                                              masked_replay=self.cfg["masked_replay"]))
 
     def rank(self, ctx, out: dict, members: torch.Tensor):
         """Masked samples by cosine similarity of f(x~) to mu_c (``exemplar_selection``); ``random`` is seeded by

@@ -2,9 +2,10 @@
 
 After phase t, for each new class c: the pooled features f(x) of c's training samples (current model, eval mode,
 no augmentation) are ranked by herding, and exemplars enter the class's list in that order while its budget holds.
-In the default unit (``memory_unit="exemplar"``) a full exemplar costs exactly 1.0, so every class keeps the first
-``memory_per_class`` = m of its herding order (all of it if it has fewer), whatever the sizes of its images, as the
-paper's memory plot counts "samples per class". The next phases train on their new data plus every stored exemplar.
+In every per-exemplar unit (``memory_unit="tokens"``, the default, or ``"byte_share"``) a full exemplar costs exactly
+1.0, so every class keeps the first ``memory_per_class`` = m of its herding order (all of it if it has fewer),
+whatever the sizes of its images, as the paper's memory plot counts "samples per class". The next phases train on
+their new data plus every stored exemplar.
 
 The memory loop (:meth:`Replay.after_phase`) is shared by every method that stores exemplars:
 
@@ -64,11 +65,16 @@ class Replay(Method):
                                    full_exemplar_bytes=ctx.full_exemplar_bytes() if unit == "bytes" else None)
         # the keys read only after a phase has trained (replay, augmentation): a bad value fails now, not hours later
         check_replay_ratio(float(cfg["replay_ratio"]))
-        check_augmentation(*self.augmentation())
+        check_augmentation(*self.augmentation(), **self.replay_options())
 
     def augmentation(self) -> tuple[float, float]:
         """(p_text_swap, p_patch_merge) of :class:`~emmcil.memory.augment.AugmentedReplay`; none here."""
         return 0.0, 0.0
+
+    def replay_options(self) -> dict:
+        """``mode`` (where augmented exemplars go) and ``masked_replay`` (how a masked image is fed) of
+        :class:`~emmcil.memory.augment.AugmentedReplay`; its defaults here."""
+        return {}
 
     def replay_dataset(self, ctx: PhaseContext):
         exemplars = self.memory.exemplars()
@@ -76,7 +82,8 @@ class Replay(Method):
             return None
         n_new = len(ctx.scenario.train_dataset(ctx.phase))
         length = replay_length(len(exemplars), n_new, float(self.cfg["replay_ratio"]))
-        return AugmentedReplay(exemplars, ctx.max_text_len, *self.augmentation(), length=length)
+        return AugmentedReplay(exemplars, ctx.max_text_len, *self.augmentation(), length=length,
+                               **self.replay_options())
 
     # -- the memory loop and its hooks
     def candidates(self, ctx: PhaseContext, data) -> dict:

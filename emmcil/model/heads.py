@@ -5,17 +5,39 @@ import torch
 from torch import nn
 
 
+HEADS = ("linear", "mlp")
+
+
 class IncrementalClassifier(nn.Module):
-    """A linear head ``logits = f @ W.T + b`` whose rows grow by each phase's new classes.
+    """A head whose output rows grow by each phase's new classes: ``logits = g(f) @ W.T + b``.
+
+    ``head="linear"``: g is the identity (ViLT's classifiers on the pooled feature; the default). ``head="mlp"``: g =
+    Linear(dim, 2 dim) -> LayerNorm -> GELU, the trunk of the first author's ``missing_aware_prompts`` classifier
+    (``vilt/modules/vilt_missing_aware_prompt_module.py``: ``food101_classifier`` = that trunk + Linear(2 dim,
+    classes)), built once and shared by every phase, with its ``init_weights`` (``vilt/modules/objectives.py``:
+    Linear N(0, .02) and bias 0, LayerNorm 1 and 0); only the last layer grows.
 
     Row c is the class at position c of the class order (see ``emmcil.data.scenario``), so growing only appends
     rows; old rows are copied unchanged. New rows follow ViLT's init: weight ~ N(0, .02), bias 0 (drawn from the
-    global torch RNG, which the phase driver seeds per phase).
+    global torch RNG, which the phase driver seeds per phase). Raises ValueError for another ``head``.
     """
 
-    def __init__(self, dim: int, num_classes: int = 0):
+    def __init__(self, dim: int, num_classes: int = 0, head: str = "linear"):
         super().__init__()
-        self.dim = dim
+        if head not in HEADS:
+            raise ValueError(f"head={head!r}: expected one of {HEADS}")
+        self.head = head
+        if head == "mlp":
+            self.trunk = nn.Sequential(nn.Linear(dim, 2 * dim), nn.LayerNorm(2 * dim), nn.GELU())
+            for m in self.trunk:
+                if isinstance(m, nn.Linear):
+                    nn.init.normal_(m.weight, 0.0, 0.02)
+                    nn.init.zeros_(m.bias)
+                elif isinstance(m, nn.LayerNorm):
+                    nn.init.ones_(m.weight)
+                    nn.init.zeros_(m.bias)
+            dim = 2 * dim
+        self.dim = dim  # the width the growing rows read
         self.weight = nn.Parameter(torch.empty(0, dim))
         self.bias = nn.Parameter(torch.empty(0))
         if num_classes:
@@ -51,8 +73,10 @@ class IncrementalClassifier(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, dim) -> (B, num_classes)."""
+        """(..., input dim) -> (..., num_classes)."""
+        if self.head == "mlp":
+            features = self.trunk(features)
         return nn.functional.linear(features, self.weight, self.bias)
 
     def extra_repr(self) -> str:
-        return f"dim={self.dim}, num_classes={self.num_classes}"
+        return f"head={self.head}, dim={self.dim}, num_classes={self.num_classes}"

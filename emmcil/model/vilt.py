@@ -276,7 +276,7 @@ class VisionTransformer(nn.Module):
         w0 = 1 - w1
         # index_select, not table[cells]: the backward of advanced indexing (index_put_ with accumulate) sums the
         # gradient of a cell that several tokens read in thread order on a CPU, so two runs differed in the last bits
-        at = lambda r, c: table.index_select(0, (r * g + c).flatten()).view(*r.shape, -1)  # noqa: E731
+        at = lambda r, c: table.index_select(0, (r * g + c).flatten()).view(*r.shape, table.shape[-1])  # noqa: E731
         (r0, c0), (r1, c1) = lo.unbind(-1), hi.unbind(-1)
         (wr0, wc0), (wr1, wc1) = w0.unbind(-2), w1.unbind(-2)
         return wr0 * (wc0 * at(r0, c0) + wc1 * at(r0, c1)) + wr1 * (wc0 * at(r1, c0) + wc1 * at(r1, c1))

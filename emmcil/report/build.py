@@ -93,7 +93,7 @@ def build_report(patterns: Sequence[str], out: Path, metric: str = "last_accurac
         ref = (f" Paper: {PAPER_MEMORY_SOURCE}." if (dataset, L) in PAPER_MEMORY else "")
         sections += [f"## {dataset}, L = {L}: memory size\n",
                      f"Memory budget per class in full exemplars (`memory_per_class`, in the run's `memory_unit`: "
-                     f"by default each exemplar costs its size relative to the same sample stored in full, so "
+                     f"by default `tokens`, each exemplar costs its stored tokens over the same sample's, so "
                      f"`replay` holds exactly m a class, as the paper's x-axis counts samples/class); exemplars/class: "
                      f"exemplars stored per seen class after the last phase (masked ones cost less, so more fit); "
                      f"accuracy: {metric} (%). Only methods run at two or more memory sizes are here; a method "

@@ -24,7 +24,7 @@ from .paper import method_rank
 
 # Defaults of the general keys that name a variant when a run's value differs (config.py's; tests/test_report.py
 # checks that they agree): the memory budget of the methods with memory, the exp_tag of every run.
-GENERAL_DEFAULTS = {"memory_per_class": 5, "memory_unit": "exemplar", "memory_budget_mode": "per_class",
+GENERAL_DEFAULTS = {"memory_per_class": 5, "memory_unit": "tokens", "memory_budget_mode": "per_class",
                     "memory_total": 0, "exp_tag": ""}
 MEMORY_KEYS = ("memory_per_class", "memory_unit", "memory_budget_mode", "memory_total")
 # The missing-modality protocol's keys (RebQ's CMML), variant keys of every method in a missing-modality run.

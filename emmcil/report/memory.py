@@ -53,11 +53,11 @@ class MemoryBrowserError(ReportError):
 
 
 def format_cost(cost: float | None, unit: str) -> str:
-    """A cost in the run's ``memory_unit``: ``0.314 full ex.`` (unit ``exemplar``: relative to the sample in full),
-    ``12.3 KB`` (``bytes``); another unit as ``<value> <unit>``."""
+    """A cost in a ``memory_unit``: ``0.314 full ex.`` (``tokens``, ``byte_share``: relative to the same sample in
+    full), ``12.3 KB`` (``bytes``); another unit as ``<value> <unit>``."""
     if cost is None:
         return "-"
-    if unit == "exemplar":
+    if unit in ("tokens", "byte_share"):
         return f"{cost:.3f}\u00a0full\u00a0ex."
     if unit == "bytes":
         return format_bytes(cost)
@@ -276,7 +276,10 @@ def card_html(rec: dict, k: int, run: MemoryRun, saved_phase: int, files: Files)
                     f'<img class="map" src="{rec["_map"]}" alt="attention map"></span>')
     sim = "-" if rec.get("similarity") is None else f"{rec['similarity']:.6g}"  # tiny models: 0.999997
     words = "" if rec.get("word_share") is None else f" · words {percent(rec['word_share'])}"
-    meta = (f"rank {rec['rank']}/{rec['candidates']} · sim {sim} · cost {format_cost(rec['cost'], rec['unit'])}<br>"
+    other = "; ".join(f"{u}: {format_cost(c, u)}" for u, c in rec.get("costs", {}).items() if u != rec["unit"])
+    cost = f'<span title="in the other units: {html.escape(other)}">' if other else "<span>"
+    cost += f"cost {format_cost(rec['cost'], rec['unit'])}</span>"
+    meta = (f"rank {rec['rank']}/{rec['candidates']} · sim {sim} · {cost}<br>"
             f"patches {percent(rec['patch_share'])}{words} · {format_bytes(rec['nbytes'])}")
     return (f'<article class="ex" data-run="{k}" data-kind="{html.escape(rec["kind"])}" '
             f'data-patch-share="{rec["patch_share"]:.6f}">'
