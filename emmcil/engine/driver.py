@@ -48,7 +48,7 @@ from .tracking import RunTracker
 
 # General config keys added after runs were made: a run directory saved without one resumes when the key is at its
 # default (it computes what that run computed).
-ADDED_KEY_DEFAULTS = {"length_group_window": 0}
+ADDED_KEY_DEFAULTS = {"length_group_window": 0, "init_classes": 0, "increment": 0}
 
 
 class ProgressBar(TQDMProgressBar):
