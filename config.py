@@ -52,11 +52,26 @@ from emmcil.memory.buffer import MemoryBuffer
 from emmcil.methods import METHODS, get_method, method_key_docs, methods_reading
 from emmcil.methods.recipes import recipe
 from emmcil.model import TINY, VILT_B32
+from emmcil.provenance import git_repository
 
 # Lightning draws its own progress bars; sacred's stdout capture would mangle them.
 SETTINGS.CAPTURE_MODE = "no"
 
-ex = Experiment("emmcil", save_git_info=False)
+class EmmcilExperiment(Experiment):
+    """sacred's Experiment, with the git repository of the checkout in its experiment info (``repositories``: url,
+    commit, dirty), which observers record and ``-e`` (``--enforce_clean``) checks. sacred's own way
+    (``save_git_info=True``) asks git about every source file at every run; this asks once a process
+    (:func:`emmcil.provenance.git_repository`). Outside a git checkout (an installed package) there is none, and
+    ``-e`` says so."""
+
+    def get_experiment_info(self):
+        info = super().get_experiment_info()
+        repository = git_repository()
+        info["repositories"] = [repository] if repository else []
+        return info
+
+
+ex = EmmcilExperiment("emmcil", save_git_info=False)
 
 # Model sizes: the backbone's shape, and the timm ImageNet weights ViLT starts from when there is no load_path
 # (used only if already in the local cache; nothing is downloaded).

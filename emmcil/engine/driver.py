@@ -237,6 +237,7 @@ class IncrementalRun:
         self.counts: list[tuple[list[int], list[int]]] = []  # per phase: per seen class (correct, total)
         self.memory: list[dict | None] = []                   # per phase: the method's memory report
         self.trainer: pl.Trainer | None = None
+        self.log_step = 0  # the loggers' global step after the last phase done (RunTracker.end_phase)
         self._full_exemplar_bytes: float | None = None
 
     # ------------------------------------------------------------------ pieces
@@ -265,10 +266,8 @@ class IncrementalRun:
         """Phase ``phase``'s Trainer, with the tracker's loggers and learning-rate monitor."""
         cfg = self.cfg
         logs = self.run_dir.log_dir()
-        if self.writes:  # a phase that is re-run after an interruption starts its logs afresh
-            for folder in (logs / f"phase_{phase}", logs / "tensorboard" / f"phase_{phase}"):
-                if folder.exists():
-                    shutil.rmtree(folder)
+        if self.writes and (logs / f"phase_{phase}").exists():  # a phase re-run after an interruption starts its
+            shutil.rmtree(logs / f"phase_{phase}")                  # CSV log afresh (TensorBoard: purge_step)
         bar = shows_progress_bar(cfg)
         callbacks = self.tracker.callbacks() + ([ProgressBar()] if bar else [])
         return pl.Trainer(
@@ -323,7 +322,7 @@ class IncrementalRun:
                 "trainable": self.module.trainable_state_dict(),
                 "frozen_checksum": self.module.frozen_checksum(),
                 "method": self.method.state_dict(),
-                "counts": self.counts, "memory": self.memory,
+                "counts": self.counts, "memory": self.memory, "log_step": self.log_step,
                 "accuracy_matrix": self.results()["accuracy_matrix"]}
 
     def restore(self, state: dict) -> None:
@@ -340,6 +339,8 @@ class IncrementalRun:
                                f"{state['frozen_checksum']}): was load_path's file changed?")
         self.method.load_state_dict(state["method"])
         self.counts, self.memory = [tuple(c) for c in state["counts"]], list(state["memory"])
+        self.log_step = state.get("log_step") or 0  # absent in checkpoints made before global steps
+        self.tracker.resume(self.log_step)
 
     # ------------------------------------------------------------------ results
     def results(self) -> dict:
@@ -394,6 +395,7 @@ class IncrementalRun:
               f"accumulation {t.accumulate_grad_batches}, {cfg['max_epoch']} epochs, {cfg['optimizer']} lr "
               f"{cfg['lr']:g} {cfg['lr_schedule']}")
         self.trainer.fit(self.module, datamodule=PhaseData(lambda: make_loader(train_set, cfg, train=True, seed=seed)))
+        self.log_step = self.tracker.end_phase(self.trainer.global_step)
         self.method.after_training(ctx)
         self.counts.append(self.evaluate(phase))
         self.method.after_phase(ctx)
