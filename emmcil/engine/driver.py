@@ -106,6 +106,31 @@ def quiet_lightning() -> Iterator[None]:
         logger.setLevel(level)
 
 
+class UntrainedBackboneWarning(UserWarning):
+    """A run tunes only part of a backbone (SSF, or prompts / adapters / heads on a frozen one) that no checkpoint
+    initialised: what trains reads a random network's features, and the run stays near chance."""
+
+
+def untrained_backbone_note(cfg: Mapping) -> str | None:
+    """Why the run cannot learn much, when ``tuning`` leaves the backbone (mostly) as it was built and nothing
+    pretrained was loaded into it (no ``load_path``; ``timm_init``'s ImageNet weights, when in the local cache,
+    start the image side only); None otherwise. ``tuning="full"`` trains the whole backbone, and needs nothing."""
+    from emmcil.model import timm_imagenet_weights
+
+    tuning = cfg.get("tuning", "ssf")
+    if tuning == "full" or cfg.get("load_path"):
+        return None
+    what = {"frozen": f"{cfg['method']} trains its own parameters and the head on a frozen backbone",
+            "ssf": f"{cfg['method']} tunes only SSF's scales and shifts (and the head) of the backbone"}.get(
+        tuning, f"{cfg['method']} tunes the backbone partly (tuning={tuning!r})")
+    timm = cfg.get("timm_init") and timm_imagenet_weights(cfg["timm_init"]) is not None
+    start = ("only its image side starts from timm's ImageNet weights (timm_init), the text side is random" if timm
+             else "its weights are random")
+    return (f"{what} (tuning={tuning!r}), but no checkpoint initialised it (load_path=''): {start}, so it will stay "
+            f"near chance. Give it pretrained weights, load_path=vilt_200k_mlm_itm.ckpt (docs/reproduction.md), or "
+            f"tune the whole backbone, tuning=full (as the demo does).")
+
+
 def phase_seed(seed: int, phase: int) -> int:
     """A 32-bit seed for phase ``phase`` of run ``seed``; independent of how many phases ran in this process."""
     return int(np.random.SeedSequence([int(seed), int(phase)]).generate_state(1)[0])
@@ -411,6 +436,9 @@ class IncrementalRun:
         """Run (or resume) every phase not done yet; returns the run directory (``self.result``: the summary)."""
         cfg = self.cfg
         L = self.data.scenario.num_phases
+        note = untrained_backbone_note(cfg)
+        if note and self.is_main:
+            warnings.warn(note, UntrainedBackboneWarning, stacklevel=2)
         state = self.run_dir.latest_checkpoint()
         first = 0 if state is None else state["phase"] + 1
         self.method.setup(self.context(min(first, L - 1)))
