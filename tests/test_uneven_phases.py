@@ -9,11 +9,15 @@ from sacred.utils import ConfigError
 
 from emmcil.data import ensure_demo, phase_sizes, protocol_label, split_phases
 from emmcil.engine.driver import run_experiment
+from emmcil.engine.evaluate import evaluate_run
 from emmcil.report import build_report
 from run_helpers import SMALL, one_thread, resolve
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
 MEMORY_METHODS = ("replay", "mrdc", "cim", "emm")
+# methods whose parameters follow the phases: EASE's adapter set and proxy head per phase (a head as wide as the
+# phase's classes), RebQ's prompt components per task
+PER_PHASE_METHODS = ("ease", "rebq")
 
 
 def pycil_increments(num_classes: int, init_cls: int, increment: int) -> list[int]:
@@ -75,7 +79,7 @@ def uneven_runs(tmp_path_factory):
     small = {k: v for k, v in SMALL.items() if k != "num_phases"}  # num_phases follows from the protocol
     runs = {}
     with one_thread():
-        for method in MEMORY_METHODS:
+        for method in MEMORY_METHODS + PER_PHASE_METHODS:
             cfg = resolve("demo", method, **{**small, "data_root": str(root), "log_dir": str(logs),
                                              "init_classes": 4, "increment": 2, "limit_train_batches": 1})
             runs[method] = run_experiment(cfg)
@@ -104,9 +108,23 @@ def test_every_memory_method_runs_4_2_2_2(uneven_runs, method):
     assert state["num_classes"] == 10
 
 
+def test_methods_with_parameters_per_phase_follow_the_uneven_phases(uneven_runs):
+    for method in PER_PHASE_METHODS:
+        res = json.loads((uneven_runs[method] / "results.json").read_text())
+        assert res["finished"] and [p["new_classes"] for p in res["phases"]] == [4, 2, 2, 2], method
+    state = torch.load(uneven_runs["ease"] / "checkpoints" / "phase_3.pt", weights_only=False)["trainable"]
+    heads = [state[f"method_net.proxy_weights.{t}"].shape[0] for t in range(4)]
+    assert heads == [4, 2, 2, 2] and state["method_net.prototypes"].shape[:2] == (10, 4)
+
+
+def test_a_run_of_uneven_phases_is_rescored_as_recorded(uneven_runs):
+    out = evaluate_run(uneven_runs["emm"])
+    assert out["accuracy"] == pytest.approx(out["recorded"]["accuracy"], abs=1e-9)
+
+
 def test_the_report_labels_the_runs_b4_inc2(uneven_runs, tmp_path):
     out = tmp_path / "report"
-    build_report([str(d) for d in uneven_runs.values()], out, log=lambda m: None)
+    build_report([str(uneven_runs[m]) for m in MEMORY_METHODS], out, log=lambda m: None)
     header = [c.strip() for c in (out / "table_demo.md").read_text().splitlines()[0].strip("|").split("|")]
     assert header == ["method", "paper row", "B4-Inc2"]  # not "L=4": four equal phases would be another protocol
     numbers = (out / "table_demo.csv").read_text().splitlines()[0].split(",")
