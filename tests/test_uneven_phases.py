@@ -62,6 +62,8 @@ def test_the_config_derives_num_phases_and_names_the_run():
     assert (cfg["num_phases"], cfg["init_classes"], cfg["increment"]) == (4, 4, 2)
     assert cfg["exp_name"] == "demo_replay_B4-Inc2_4phases_mem5_seed0"
     assert resolve("demo", "emm", increment=5)["exp_name"] == "demo_emm_B0-Inc5_2phases_mem5_seed0"
+    # init_classes=5 splits as init_classes=0 (both B0-Inc5 to the report), but is another config: another name
+    assert resolve("demo", "emm", init_classes=5, increment=5)["exp_name"] == "demo_emm_B5-Inc5_2phases_mem5_seed0"
     assert resolve("demo")["exp_name"] == "demo_replay_5phases_mem5_seed0"  # equal phases: named as before
     assert resolve("demo", init_classes=4, increment=2, num_phases=4)["num_phases"] == 4
     for named, updates in [(("phases_10",), {}), ((), {"num_phases": 5})]:  # a num_phases that disagrees

@@ -46,7 +46,7 @@ import torch
 from filelock import FileLock, Timeout
 
 from emmcil.atomic import atomic_write, remove_stale, write_text
-from emmcil.data.scenario import protocol_label, protocol_of
+from emmcil.data.scenario import protocol_of
 from emmcil.provenance import CONFIG_ENTRY as PROVENANCE
 
 __all__ = ["NON_RESULT_KEYS", "results_config", "run_identity", "config_diff", "run_name", "locked", "RunDir",
@@ -234,8 +234,9 @@ def run_name(cfg: Mapping, reference: Mapping | None = None) -> str:
 
     method = get_method(cfg["method"])
     name = f"{cfg['dataset']}_{cfg['method']}_{cfg['num_phases']}phases"
-    if cfg.get("increment"):  # PyCIL's protocol: B{init_classes}-Inc{increment}, then the phases it gives
-        name = f"{cfg['dataset']}_{cfg['method']}_{protocol_label(*protocol_of(cfg))}_{cfg['num_phases']}phases"
+    _, init, increment = protocol_of(cfg)
+    if increment:  # PyCIL's protocol with the keys as set (init_classes 0 and = increment split alike, but are two
+        name = f"{cfg['dataset']}_{cfg['method']}_B{init}-Inc{increment}_{cfg['num_phases']}phases"  # configs)
     if method.uses_memory:
         name += (f"_mem{number_text(cfg['memory_per_class'])}" if cfg["memory_budget_mode"] == "per_class"
                  else f"_memtotal{number_text(cfg['memory_total'])}")
