@@ -289,9 +289,10 @@ def resolve_config(named_configs=(), **updates) -> dict:
 
 def reference_config(cfg) -> dict:
     """The config that ``cfg``'s dataset and method get by default: ``with <dataset> <method>`` (their named configs
-    where they have one, e.g. the demo's tuning, a method's recipe), with ``cfg``'s data_root (a dataset by name
-    takes its class count from its files) and phases (num_phases, init_classes, increment). When ``cfg`` changes model_size, the backbone keys the
-    size derives are those of ``cfg``'s size, so that the name shows ``model_size=...`` and not every derived key."""
+    where they have one, e.g. the demo's tuning, a method's recipe), with ``cfg``'s data_root (a dataset by name takes
+    its class count from its files) and phases (num_phases, init_classes, increment). When ``cfg`` changes model_size,
+    the backbone keys the size derives are those of ``cfg``'s size, so that the name shows ``model_size=...`` and not
+    every derived key."""
     named = [n for n in (cfg["dataset"], cfg["method"]) if n in ex.named_configs]
     fixed = {"dataset": cfg["dataset"], "method": cfg["method"], "data_root": cfg["data_root"],
              "num_phases": cfg["num_phases"], "init_classes": cfg["init_classes"], "increment": cfg["increment"],

@@ -29,9 +29,9 @@ def phase_sizes(num_classes: int, num_phases: int | None, init_classes: int = 0,
     ``num_classes % num_phases`` get one class more (101 classes, 10 phases: 11 + 9 * 10).
     ``increment > 0``: PyCIL's protocol (``utils/data_manager.py``, ``DataManager._increments``; its ``init_cls`` and
     ``increment``): a first phase of ``init_classes`` classes (0: ``increment``, PyCIL's "B0"), then phases of
-    ``increment`` while they leave classes over, and what is left (1 to ``increment``) as the last: 10 classes, 4 / 2 give
-    [4, 2, 2, 2] (B4-Inc2), 100 classes, 50 / 10 give [50, 10, 10, 10, 10, 10] (B50-Inc10). ``num_phases`` is then
-    what the protocol gives; None derives it, another value is a ValueError.
+    ``increment`` while they leave classes over, and what is left (1 to ``increment``) as the last: 10 classes,
+    4 / 2 give [4, 2, 2, 2] (B4-Inc2), 100 classes, 50 / 10 give [50, 10, 10, 10, 10, 10] (B50-Inc10).
+    ``num_phases`` is then what the protocol gives; None derives it, another value is a ValueError.
 
     Raises ValueError for a split without a class in some phase, or that does not fit ``num_classes``."""
     if init_classes < 0 or increment < 0:
@@ -54,7 +54,8 @@ def phase_sizes(num_classes: int, num_phases: int | None, init_classes: int = 0,
     if num_classes > sum(sizes):
         sizes.append(num_classes - sum(sizes))
     if num_phases is not None and num_phases != len(sizes):
-        raise ValueError(f"num_phases={num_phases} disagrees with {protocol_label(len(sizes), init_classes, increment)} "
+        label = protocol_label(len(sizes), init_classes, increment)
+        raise ValueError(f"num_phases={num_phases} disagrees with {label} "
                          f"(init_classes={init_classes}, increment={increment}), which cuts the {num_classes} classes "
                          f"into {len(sizes)} phases of {sizes}: leave num_phases out (and any phases_* named "
                          f"config), it follows from the two")

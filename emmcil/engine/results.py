@@ -49,7 +49,8 @@ def build_results(cfg: Mapping, order: Sequence[int], phases: Sequence[Sequence[
     results = {
         "exp_name": cfg["exp_name"], "dataset": cfg["dataset"], "method": cfg["method"], "num_phases": L,
         "init_classes": protocol_of(cfg)[1], "increment": protocol_of(cfg)[2],
-        "protocol": protocol_label(*protocol_of(cfg)), "seed": cfg["seed"], "completed_phases": done, "finished": done == L,
+        "protocol": protocol_label(*protocol_of(cfg)), "seed": cfg["seed"], "completed_phases": done,
+        "finished": done == L,
         "class_order": list(order), "phase_classes": [[order[c] for c in p] for p in phases],
     }
     results.update(summarize(counts, boundaries, L) if done else {})

@@ -3,13 +3,13 @@
 One run directory is one run in every logger, across its phases and across the processes that resume it:
 
 - TensorBoard: one run, ``logs/tensorboard/`` (:class:`RunTensorBoardLogger`), and W&B: one run, its id kept in
-  ``logs/wandb_id`` (:class:`RunWandbLogger`). Their step is a **global step** over the whole experiment: phase t's
+  ``logs/wandb_id`` (``RunWandbLogger``). Their step is a **global step** over the whole experiment: phase t's
   training steps follow those of phases 0..t-1 (the offset is saved in every phase checkpoint, so a resumed run goes
   on from there), and every record carries ``phase`` as a scalar. Training (Lightning logs it): ``train/loss``,
   ``train/acc`` (+ their epoch means) and the learning rate (``LearningRateMonitor``). Evaluation after every phase
   (:func:`emmcil.engine.results.phase_metrics`): accuracy on the seen, new and old classes and on each task
-  (``eval/task_{j}_accuracy``), forgetting, the memory, at the step the phase's training ended. The resolved config is
-  the run's hyper-parameters (TensorBoard's HParams tab and ``hparams.yaml``; W&B's config), and the final metrics
+  (``eval/task_{j}_accuracy``), forgetting, the memory, at the step the phase's training ended. The resolved config
+  is the run's hyper-parameters (TensorBoard's HParams tab and ``hparams.yaml``; W&B's config), and the final metrics
   are ``final/*`` scalars and W&B's summary. A phase re-run after a crash replaces its earlier records in TensorBoard
   (``purge_step``: TensorBoard drops the events at or after the phase's first step).
 - CSV, per phase: ``logs/phase_{t}/metrics.csv`` (training, steps counted within the phase) and

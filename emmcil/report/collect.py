@@ -227,9 +227,9 @@ def collect(patterns: Iterable[str], metric: str = "last_accuracy", include_unfi
 
 
 def split_by_differing_keys(records: list[dict]) -> list[dict]:
-    """Add to each run's variant the keys that change results (its ``results_config``) and differ between the runs
-    of its dataset, protocol and method, beyond those the variant already compares with their defaults: e.g. two runs with
-    different ``lr`` become ``replay [lr=0.01]`` and ``replay [lr=0.001]``, so runs that sit in different run
+    """Add to each run's variant the keys that change results (its ``results_config``) and differ between the runs of
+    its dataset, protocol and method, beyond those the variant already compares with their defaults: e.g. two runs
+    with different ``lr`` become ``replay [lr=0.01]`` and ``replay [lr=0.001]``, so runs that sit in different run
     directories (their names differ in those keys) are not averaged together."""
     buckets: dict[tuple, list[dict]] = {}
     for r in records:
@@ -281,7 +281,8 @@ def summarize_groups(runs: pd.DataFrame) -> pd.DataFrame:
     for key, g in runs.groupby(GROUP_KEYS, sort=False):
         first = g.iloc[0]
         row = dict(zip(GROUP_KEYS, key))
-        row.update(num_phases=int(first["num_phases"]), label=first["label"], exp_tag=first["exp_tag"], memory_per_class=first["memory_per_class"],
+        row.update(num_phases=int(first["num_phases"]), label=first["label"], exp_tag=first["exp_tag"],
+                   memory_per_class=first["memory_per_class"],
                    tau_image=first["tau_image"], tau_text=first["tau_text"], n=len(g),
                    seeds=" ".join(str(s) for s in sorted(g["seed"])))
         for m in ("metric",) + tuple(dict.fromkeys(METRICS + SUMMARY_METRICS)) + ("mean_patches",):

@@ -1,6 +1,7 @@
 """The report's tables, from the groups of :func:`emmcil.report.collect.summarize_groups`: the main table (methods x
-protocol: L = 5, 10, 20 and any PyCIL B-Inc protocol; the paper's numbers beside ours), the memory-size table and the thresholds grid, each as a markdown-ready
-DataFrame (cells such as ``82.76 ± 0.31``) and a numeric one (for the CSV files)."""
+protocol: L = 5, 10, 20 and any PyCIL B-Inc protocol; the paper's numbers beside ours), the memory-size table and the
+thresholds grid, each as a markdown-ready DataFrame (cells such as ``82.76 ± 0.31``) and a numeric one (for the CSV
+files)."""
 from __future__ import annotations
 
 import math
@@ -50,8 +51,9 @@ def protocol_columns(g: pd.DataFrame, paper_phases=()) -> list[str]:
 
 def main_table(groups: pd.DataFrame, dataset: str, tagged: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(markdown-ready, numeric) table of one dataset: one row per method variant, a column per protocol (``L=5``,
-    ``B4-Inc2``; ours, and the paper's where it has numbers; numeric columns ``L5_mean``, ``B4-Inc2_mean``, ...). ``tagged=False``: the runs without exp_tag, plus a row for each method the paper
-    reports that has no run of ours (the main table); ``tagged=True``: the runs with an exp_tag (ablations)."""
+    ``B4-Inc2``; ours, and the paper's where it has numbers; numeric columns ``L5_mean``, ``B4-Inc2_mean``, ...).
+    ``tagged=False``: the runs without exp_tag, plus a row for each method the paper reports that has no run of ours
+    (the main table); ``tagged=True``: the runs with an exp_tag (ablations)."""
     g = groups[(groups["dataset"] == dataset) & (groups["variant"].map(is_tagged) == tagged)]
     paper = PAPER_TABLE.get(dataset, {}) if not tagged else {}
     protocols = protocol_columns(g, (5, 10, 20) if paper else ())
@@ -102,7 +104,8 @@ def memory_series(groups: pd.DataFrame) -> dict[tuple[str, str], dict[tuple, pd.
         kept = {k: g.loc[v].sort_values("memory_per_class") for k, v in series.items()
                 if g.loc[v, "memory_per_class"].nunique() >= 2}
         if kept:
-            out[(dataset, protocol)] = dict(sorted(kept.items(), key=lambda kv: (bool(kv[0][1]), method_rank(kv[0][0]))))
+            out[(dataset, protocol)] = dict(sorted(kept.items(),
+                                                   key=lambda kv: (bool(kv[0][1]), method_rank(kv[0][0]))))
     return out
 
 
