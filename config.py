@@ -10,7 +10,9 @@ Named configs compose (later ones win on the keys they share; ``key=value`` upda
   ``tuning="full"`` since no pretrained weights exist offline, and one CPU thread); any other dataset runs by name,
   ``dataset=NAME data_root=DIR`` for the ``DIR/NAME_{split}.arrow`` files our writers make (``OTHER_DATASET`` of
   ``emmcil/data/catalogue.py``);
-- protocols: ``phases_5``, ``phases_10``, ``phases_20``  (set ``num_phases``);
+- protocols: ``phases_5``, ``phases_10``, ``phases_20``  (set ``num_phases``); PyCIL's uneven phases with
+  ``init_classes=B increment=I`` (a first phase of B classes, then I a phase: ``with demo init_classes=4 increment=2``
+  gives 4/2/2/2), where num_phases follows;
 - methods: ``finetune`` (lower bound), ``joint`` (upper bound), ``replay`` (herding, full exemplars), plus one per
   method file in ``emmcil/methods/`` (set ``method``, and so the method's training recipe);
 - model sizes: ``vilt_b32``, ``tiny``  (set ``model_size``);
@@ -47,16 +49,32 @@ from sacred.utils import ConfigError, iterate_flattened
 
 from emmcil.data import dataset_classes
 from emmcil.data.catalogue import DATASETS, dataset_default
+from emmcil.data.scenario import phase_sizes
 from emmcil.engine.rundir import run_name
 from emmcil.memory.buffer import MemoryBuffer
 from emmcil.methods import METHODS, get_method, method_key_docs, methods_reading
 from emmcil.methods.recipes import recipe
 from emmcil.model import TINY, VILT_B32
+from emmcil.provenance import git_repository
 
 # Lightning draws its own progress bars; sacred's stdout capture would mangle them.
 SETTINGS.CAPTURE_MODE = "no"
 
-ex = Experiment("emmcil", save_git_info=False)
+class EmmcilExperiment(Experiment):
+    """sacred's Experiment, with the git repository of the checkout in its experiment info (``repositories``: url,
+    commit, dirty), which observers record and ``-e`` (``--enforce_clean``) checks. sacred's own way
+    (``save_git_info=True``) asks git about every source file at every run; this asks once a process
+    (:func:`emmcil.provenance.git_repository`). Outside a git checkout (an installed package) there is none, and
+    ``-e`` says so."""
+
+    def get_experiment_info(self):
+        info = super().get_experiment_info()
+        repository = git_repository()
+        info["repositories"] = [repository] if repository else []
+        return info
+
+
+ex = EmmcilExperiment("emmcil", save_git_info=False)
 
 # Model sizes: the backbone's shape, and the timm ImageNet weights ViLT starts from when there is no load_path
 # (used only if already in the local cache; nothing is downloaded).
@@ -155,6 +173,16 @@ for _ext, _load in {".json": read_json_config, ".yaml": read_yaml_config, ".yml"
     _sacred = config_files.HANDLER_BY_EXT.get(_ext)
     config_files.HANDLER_BY_EXT[_ext] = config_files.Handler(_load, _sacred.dump if _sacred else None,
                                                              _sacred.mode if _sacred else "")
+def protocol_phases(num_classes: int, num_phases: int, init_classes: int, increment: int) -> int:
+    """num_phases as the protocol gives it: the key itself for equal phases, the count of PyCIL's init_classes /
+    increment split otherwise (:func:`emmcil.data.scenario.phase_sizes`); a config error for a split that does not
+    fit. A num_phases set alongside increment is checked by :class:`MethodKeys`."""
+    if not increment and not init_classes:
+        return num_phases
+    try:
+        return len(phase_sizes(num_classes, None, init_classes, increment))
+    except ValueError as e:
+        raise config_error(str(e)) from None
 
 
 @ex.config
@@ -162,7 +190,9 @@ def config():
     # ---------------------------------------------------------------- experiment
     dataset = "mm_imagenet_r"    # demo | food101 | mm_imagenet_r, or any NAME of data_root/NAME_{split}.arrow files
     method = "replay"            # a registered method: finetune | joint | replay | ... (emmcil/methods/)
-    num_phases = 5               # L: the classes are split into L equal phases (first ones +1 if uneven)
+    num_phases = 5               # L equal phases (the first ones +1 if L does not divide); with increment: derived
+    init_classes = 0             # PyCIL's init_cls: classes of the first phase, with increment; 0 = increment
+    increment = 0                # PyCIL's increment: classes of each later phase; 0 = num_phases equal phases
     model_size = dataset_default(dataset, "model_size")  # vilt_b32 | tiny
     seed = 0                     # model init, and every phase's RNGs from (seed, phase): resume is exact
     class_order_seed = 1993      # permutation of the classes (PyCIL/PILOT's 1993); None = identity order
@@ -172,6 +202,7 @@ def config():
     train_splits = ["train"]     # arrow splits trained on (e.g. ["train", "val"])
     test_split = "test"          # evaluated after every phase
     num_classes = dataset_num_classes(dataset, data_root, list(train_splits) + [test_split])  # or NAME_classes.json
+    num_phases = protocol_phases(num_classes, num_phases, init_classes, increment)
     tokenizer = ""               # bert-base-uncased vocab.txt (file or folder); "" = found offline
     max_text_len = dataset_default(dataset, "max_text_len")  # text tokens kept per sample (ViLT: 40)
     train_randaug = False        # RandAugment(2, 9) on training images (ViLT's pixelbert_randaug)
@@ -305,6 +336,12 @@ class MethodKeys:
             MemoryBuffer(**{arg: memory[key] for key, arg in MEMORY_ARGS.items()}, full_exemplar_bytes=1.0)
         except ValueError as err:
             raise config_error(str(err)) from None
+        protocol = [preset.get(k, fixed.get(k)) for k in ("num_classes", "num_phases", "init_classes", "increment")]
+        try:  # a num_phases set alongside init_classes / increment (a phases_* named config, say) must agree
+            if protocol[2] or protocol[3]:
+                phase_sizes(*protocol)
+        except ValueError as err:
+            raise config_error(str(err)) from None
         mode = memory["memory_budget_mode"]
         if fixed.get("memory_total", 0) and mode != "total":
             raise config_error(f"memory_total={fixed['memory_total']} is read only with memory_budget_mode=total "
@@ -329,12 +366,14 @@ def resolve_config(named_configs=(), **updates) -> dict:
 
 def reference_config(cfg) -> dict:
     """The config that ``cfg``'s dataset and method get by default: ``with <dataset> <method>`` (their named configs
-    where they have one, e.g. the demo's tuning, a method's recipe), with ``cfg``'s data_root (a dataset by name
-    takes its class count from its files) and num_phases. When ``cfg`` changes model_size, the backbone keys the
-    size derives are those of ``cfg``'s size, so that the name shows ``model_size=...`` and not every derived key."""
+    where they have one, e.g. the demo's tuning, a method's recipe), with ``cfg``'s data_root (a dataset by name takes
+    its class count from its files) and phases (num_phases, init_classes, increment). When ``cfg`` changes model_size,
+    the backbone keys the size derives are those of ``cfg``'s size, so that the name shows ``model_size=...`` and not
+    every derived key."""
     named = [n for n in (cfg["dataset"], cfg["method"]) if n in ex.named_configs]
     fixed = {"dataset": cfg["dataset"], "method": cfg["method"], "data_root": cfg["data_root"],
-             "num_phases": cfg["num_phases"], "exp_name": "reference"}  # a set exp_name: no name_the_run inside
+             "num_phases": cfg["num_phases"], "init_classes": cfg["init_classes"], "increment": cfg["increment"],
+             "exp_name": "reference"}  # a set exp_name: no name_the_run inside
     ref = resolve_config(named, **fixed)
     if ref["model_size"] != cfg["model_size"]:  # the size differs from the default, the keys it derives do not
         ref = {**resolve_config(named, **fixed, model_size=cfg["model_size"]), "model_size": ref["model_size"]}

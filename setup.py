@@ -12,5 +12,7 @@ setup(
         "sacred>=0.8.4", "setuptools<81", "filelock>=3.0", "tensorboardX", "einops", "pyarrow>=14", "pandas",
         "pillow", "tqdm", "matplotlib", "safetensors",
     ],
-    extras_require={"wandb": ["wandb"]},  # wandb=True logs to Weights & Biases
+    # wandb=True logs to Weights & Biases; tensorboard: the viewer of logs/tensorboard (the writer, tensorboardX, is
+    # installed anyway): pip install -e ".[tensorboard]"
+    extras_require={"wandb": ["wandb"], "tensorboard": ["tensorboard"]},
 )

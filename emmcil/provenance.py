@@ -6,6 +6,7 @@ entry) and in sacred's run record (``info.provenance``, seen by ``-F DIR`` and o
 """
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import shlex
@@ -43,6 +44,17 @@ def git_state() -> dict[str, Any]:
         return {"git_commit": None, "git_dirty": None}
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
+
+
+@functools.cache
+def git_repository() -> dict[str, Any] | None:
+    """The checkout emmcil is imported from as sacred records a repository, ``{"url", "commit", "dirty"}`` (the
+    ``origin`` remote's URL, else ``git:/`` + the folder), or None outside a git checkout. Computed once a process."""
+    state = git_state()
+    if state["git_commit"] is None:
+        return None
+    url = _git("config", "--get", "remote.origin.url") or "git:/" + str(Path(__file__).resolve().parents[1])
+    return {"url": url, "commit": state["git_commit"], "dirty": bool(state["git_dirty"])}
 
 
 def versions() -> dict[str, str | None]:

@@ -4,6 +4,7 @@ import warnings
 
 import pytest
 import torch
+from PIL import Image
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
@@ -57,3 +58,14 @@ def require(module: str):
     if os.environ.get("CI"):
         return importlib.import_module(module)
     return pytest.importorskip(module, reason=f"{module} is not installed here: pip install -r requirements.txt")
+
+
+def assert_print_figure(png) -> None:
+    """A figure for a paper: the PNG at print resolution (300 dpi recorded, and that many pixels: a 5-inch-wide
+    panel is 1,500 px), and a vector PDF beside it with TrueType fonts (venues refuse Type 3)."""
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(png) as image:
+        assert image.info["dpi"] == pytest.approx((300, 300), abs=0.5)
+        assert image.width >= 1500, image.size  # every figure is at least 5 inches wide
+    pdf = png.with_suffix(".pdf").read_bytes()
+    assert pdf[:5] == b"%PDF-" and b"/FontFile2" in pdf and b"/Type3" not in pdf

@@ -63,3 +63,40 @@ def test_using_the_model_from_python_example_runs(tmp_path, monkeypatch, capsys)
     assert "trainable: 796416" in capsys.readouterr().out
     assert namespace["out"].pooled.shape == (1, 768)
     assert namespace["cls_to_patches"].shape == (1, 12 * 15)
+
+
+def table_names(doc: Path, header: str) -> set[str]:
+    """The ``name(`` of every ``name(args)`` in the first column of the markdown table whose header row starts with
+    ``header`` in ``doc``."""
+    lines = doc.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    names = set()
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        names |= set(re.findall(r"`(\w+)\(", line.split("|")[1]))
+    return names
+
+
+def public_methods(*classes) -> set[str]:
+    return {n for c in classes for n, v in vars(c).items() if callable(v) and not n.startswith("_")}
+
+
+def test_the_hook_tables_list_every_method_of_the_method_contract():
+    """docs/method.md's tables of ``Method``'s hooks and ``Replay``'s own: exactly the classes' public methods, so
+    that a hook added, renamed or removed in the code fails here until the docs follow."""
+    from emmcil.methods import Method
+    from emmcil.methods.replay import CompressedReplay, Replay
+
+    assert table_names(METHOD_DOC, "| hook |") == public_methods(Method)
+    assert table_names(METHOD_DOC, "| `Replay` hook |") == public_methods(Replay, CompressedReplay) - public_methods(
+        Method)
+
+
+def test_the_scripts_tables_list_every_script():
+    """docs/reproduction.md's tables of scripts name every file in scripts/ (a new script needs its row)."""
+    doc = (ROOT / "docs" / "reproduction.md").read_text()
+    listed = set(re.findall(r"^\| `(scripts/[^`]+)` \|", doc, flags=re.M))
+    shipped = {p.relative_to(ROOT).as_posix() for p in (ROOT / "scripts").rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts}
+    assert listed == shipped

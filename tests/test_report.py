@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import assert_print_figure
 from emmcil.engine.results import METRIC_NOTES, build_results
 from emmcil.methods import method_config_defaults
 from emmcil.report import (GENERAL_DEFAULTS, MISSING_DEFAULTS, PAPER_MEMORY, PAPER_TABLE, ReportError, build_report,
@@ -188,8 +189,10 @@ def test_memory_table_and_both_figures(table_report):
     assert "61.00 ± 1.41" in md and "76.6" in md
     for png in ("memory.png", "accuracy_per_phase.png"):
         assert (out / png).is_file() and (out / png).stat().st_size > 10_000
-        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert {p.name for p in written["figures"]} == {"memory.png", "accuracy_per_phase.png"}
+        assert_print_figure(out / png)
+    assert {p.name for p in written["figures"]} == {"memory.png", "memory.pdf", "accuracy_per_phase.png",
+                                                    "accuracy_per_phase.pdf"}
+
 
 
 def test_threshold_table(table_report):

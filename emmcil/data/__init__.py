@@ -13,7 +13,8 @@ from .demo import DEMO_CLASSES, DEMO_NUM_CLASSES, ensure_demo
 from .images import ImageDecodeError, decode_image, image_size, to_rgb
 from .missing import IMAGE_MISSING, NONE, TEXT_MISSING, MissingTable
 from .resize import StoredResize, stored_resize
-from .scenario import DEFAULT_CLASS_ORDER_SEED, IncrementalScenario, class_order, split_phases
+from .scenario import (DEFAULT_CLASS_ORDER_SEED, IncrementalScenario, class_order, phase_sizes, protocol_label,
+                       protocol_of, split_phases)
 from .textfiles import TextDecodeError, read_text
 from .tokenizer import CLS_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_IDS, UNK_ID, VOCAB_SIZE, get_tokenizer
 from .transforms import (PixelbertPixels, denormalize_to_uint8, normalize_uint8, pixelbert_resize, pixelbert_transform,
@@ -24,6 +25,7 @@ __all__ = [
     "pad_images", "ArrowDataset", "CorruptImageError", "DEMO_CLASSES", "DEMO_NUM_CLASSES", "ensure_demo",
     "ImageDecodeError", "decode_image", "image_size", "to_rgb", "IMAGE_MISSING", "NONE",
     "TEXT_MISSING", "MissingTable", "DEFAULT_CLASS_ORDER_SEED", "IncrementalScenario", "class_order", "split_phases",
+    "phase_sizes", "protocol_label", "protocol_of",
     "CLS_ID", "MASK_ID", "PAD_ID", "SEP_ID", "SPECIAL_IDS", "UNK_ID", "VOCAB_SIZE", "get_tokenizer",
     "denormalize_to_uint8", "normalize_uint8", "pixelbert_resize", "pixelbert_transform", "TextDecodeError",
     "read_text", "StoredResize", "stored_resize", "DECODE_ON", "EncodedImage", "image_pixels", "model_images",

@@ -49,7 +49,7 @@ from .tracking import RunTracker
 
 # General config keys added after runs were made: a run directory saved without one resumes when the key is at its
 # default (it computes what that run computed).
-ADDED_KEY_DEFAULTS = {"length_group_window": 0, "head": "linear"}
+ADDED_KEY_DEFAULTS = {"length_group_window": 0, "head": "linear", "init_classes": 0, "increment": 0}
 
 
 class ProgressBar(TQDMProgressBar):
@@ -107,6 +107,31 @@ def quiet_lightning() -> Iterator[None]:
             yield
     finally:
         logger.setLevel(level)
+
+
+class UntrainedBackboneWarning(UserWarning):
+    """A run tunes only part of a backbone (SSF, or prompts / adapters / heads on a frozen one) that no checkpoint
+    initialised: what trains reads a random network's features, and the run stays near chance."""
+
+
+def untrained_backbone_note(cfg: Mapping) -> str | None:
+    """Why the run cannot learn much, when ``tuning`` leaves the backbone (mostly) as it was built and nothing
+    pretrained was loaded into it (no ``load_path``; ``timm_init``'s ImageNet weights, when in the local cache,
+    start the image side only); None otherwise. ``tuning="full"`` trains the whole backbone, and needs nothing."""
+    from emmcil.model import timm_imagenet_weights
+
+    tuning = cfg.get("tuning", "ssf")
+    if tuning == "full" or cfg.get("load_path"):
+        return None
+    what = {"frozen": f"{cfg['method']} trains its own parameters and the head on a frozen backbone",
+            "ssf": f"{cfg['method']} tunes only SSF's scales and shifts (and the head) of the backbone"}.get(
+        tuning, f"{cfg['method']} tunes the backbone partly (tuning={tuning!r})")
+    timm = cfg.get("timm_init") and timm_imagenet_weights(cfg["timm_init"]) is not None
+    start = ("only its image side starts from timm's ImageNet weights (timm_init), the text side is random" if timm
+             else "its weights are random")
+    return (f"{what} (tuning={tuning!r}), but no checkpoint initialised it (load_path=''): {start}, so it will stay "
+            f"near chance. Give it pretrained weights, load_path=vilt_200k_mlm_itm.ckpt (docs/reproduction.md), or "
+            f"tune the whole backbone, tuning=full (as the demo does).")
 
 
 def phase_seed(seed: int, phase: int) -> int:
@@ -235,6 +260,7 @@ class IncrementalRun:
         self.counts: list[tuple[list[int], list[int]]] = []  # per phase: per seen class (correct, total)
         self.memory: list[dict | None] = []                   # per phase: the method's memory report
         self.trainer: pl.Trainer | None = None
+        self.log_step = 0  # the loggers' global step after the last phase done (RunTracker.end_phase)
         self._full_exemplar_bytes: float | None = None
 
     # ------------------------------------------------------------------ pieces
@@ -266,10 +292,8 @@ class IncrementalRun:
         """Phase ``phase``'s Trainer, with the tracker's loggers and learning-rate monitor."""
         cfg = self.cfg
         logs = self.run_dir.log_dir()
-        if self.writes:  # a phase that is re-run after an interruption starts its logs afresh
-            for folder in (logs / f"phase_{phase}", logs / "tensorboard" / f"phase_{phase}"):
-                if folder.exists():
-                    shutil.rmtree(folder)
+        if self.writes and (logs / f"phase_{phase}").exists():  # a phase re-run after an interruption starts its
+            shutil.rmtree(logs / f"phase_{phase}")                  # CSV log afresh (TensorBoard: purge_step)
         bar = shows_progress_bar(cfg)
         callbacks = self.tracker.callbacks() + ([ProgressBar()] if bar else [])
         return pl.Trainer(
@@ -324,7 +348,7 @@ class IncrementalRun:
                 "trainable": self.module.trainable_state_dict(),
                 "frozen_checksum": self.module.frozen_checksum(),
                 "method": self.method.state_dict(),
-                "counts": self.counts, "memory": self.memory,
+                "counts": self.counts, "memory": self.memory, "log_step": self.log_step,
                 "accuracy_matrix": self.results()["accuracy_matrix"]}
 
     def restore(self, state: dict) -> None:
@@ -351,6 +375,8 @@ class IncrementalRun:
                                f"{state['frozen_checksum']}): was load_path's file changed?")
         self.method.load_state_dict(state["method"])
         self.counts, self.memory = [tuple(c) for c in state["counts"]], list(state["memory"])
+        self.log_step = state.get("log_step") or 0  # absent in checkpoints made before global steps
+        self.tracker.resume(self.log_step)
 
     # ------------------------------------------------------------------ results
     def results(self) -> dict:
@@ -408,6 +434,7 @@ class IncrementalRun:
               f"accumulation {t.accumulate_grad_batches}, {cfg['max_epoch']} epochs, {cfg['optimizer']} lr "
               f"{cfg['lr']:g} {cfg['lr_schedule']}")
         self.trainer.fit(self.module, datamodule=PhaseData(lambda: make_loader(train_set, cfg, train=True, seed=seed)))
+        self.log_step = self.tracker.end_phase(self.trainer.global_step)
         self.method.after_training(ctx)
         self.counts.append(self.evaluate(phase))
         self.method.after_phase(ctx)
@@ -424,6 +451,9 @@ class IncrementalRun:
         """Run (or resume) every phase not done yet; returns the run directory (``self.result``: the summary)."""
         cfg = self.cfg
         L = self.data.scenario.num_phases
+        note = untrained_backbone_note(cfg)
+        if note and self.is_main:
+            warnings.warn(note, UntrainedBackboneWarning, stacklevel=2)
         state = self.run_dir.latest_checkpoint(self.identity, self.new_key_defaults)
         first = 0 if state is None else state["phase"] + 1
         self.method.setup(self.context(min(first, L - 1)))

@@ -64,7 +64,7 @@ from emmcil.data import (ArrowDataset, IncrementalScenario, MissingTable, Pixelb
 from emmcil.data.arrow import check_same_write, classes_path
 from emmcil.data.missing import IMAGE_MISSING, MISSING_TYPES, TEXT_MISSING
 from emmcil.data.resize import check_stored_resize
-from emmcil.data.scenario import RemappedSubset
+from emmcil.data.scenario import RemappedSubset, protocol_of
 from emmcil.memory.augment import AugmentedReplay
 
 
@@ -188,9 +188,10 @@ def build_data(cfg: Mapping) -> RunData:
             raise ValueError(f"{classes_path(root, cfg['dataset'])} names {len(names)} classes but "
                              f"num_classes={num_classes}")
     order = class_order(num_classes, cfg["class_order_seed"])
+    protocol = protocol_of(cfg)
     return RunData(root=root, tokenizer=tokenizer, train=train, train_eval=train_eval, test=test, order=order,
-                   scenario=IncrementalScenario(train, test, order, cfg["num_phases"]),
-                   eval_scenario=IncrementalScenario(train_eval, test, order, cfg["num_phases"]),
+                   scenario=IncrementalScenario(train, test, order, *protocol),
+                   eval_scenario=IncrementalScenario(train_eval, test, order, *protocol),
                    dataset_name=cfg["dataset"], missing=missing, class_names=names)
 
 

@@ -5,6 +5,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from emmcil.data.scenario import protocol_label, protocol_of
 from emmcil.markdown import markdown_table
 
 from .metrics import summarize
@@ -48,7 +49,9 @@ def build_results(cfg: Mapping, order: Sequence[int], phases: Sequence[Sequence[
     done = len(counts)
     results = {
         "exp_name": cfg["exp_name"], "dataset": cfg["dataset"], "method": cfg["method"], "num_phases": L,
-        "seed": cfg["seed"], "completed_phases": done, "finished": done == L,
+        "init_classes": protocol_of(cfg)[1], "increment": protocol_of(cfg)[2],
+        "protocol": protocol_label(*protocol_of(cfg)), "seed": cfg["seed"], "completed_phases": done,
+        "finished": done == L,
         "class_order": list(order), "phase_classes": [[order[c] for c in p] for p in phases],
     }
     results.update(summarize(counts, boundaries, L) if done else {})
@@ -124,8 +127,9 @@ def summary_table(results: Mapping) -> pd.DataFrame:
 
 
 def results_markdown(results: Mapping) -> str:
+    protocol = f" ({results['protocol']})" if results.get("increment") else ""
     head = (f"# {results['exp_name']}\n\n{results['dataset']}, method {results['method']}, "
-            f"{results['completed_phases']}/{results['num_phases']} phases, seed {results['seed']}. "
+            f"{results['completed_phases']}/{results['num_phases']} phases{protocol}, seed {results['seed']}. "
             f"Accuracies in %.\n")
     if not results["completed_phases"]:
         return head

@@ -52,6 +52,7 @@ import torch
 from filelock import FileLock, Timeout
 
 from emmcil.atomic import atomic_write, move_aside, remove_stale, write_text
+from emmcil.data.scenario import protocol_of
 from emmcil.provenance import CONFIG_ENTRY as PROVENANCE
 
 __all__ = ["NON_RESULT_KEYS", "results_config", "run_identity", "config_diff", "run_name", "locked", "RunDir",
@@ -77,7 +78,8 @@ NON_RESULT_KEYS = frozenset({
     "wandb_mode",
 })
 # Keys the run name shows in its fixed part ({dataset}_{method}_{L}phases[_mem..][_miss..]_seed{s}[_{exp_tag}]).
-NAME_KEYS = frozenset({"dataset", "method", "num_phases", "seed", "memory_per_class", "memory_budget_mode",
+NAME_KEYS = frozenset({"dataset", "method", "num_phases", "init_classes", "increment", "seed", "memory_per_class",
+                       "memory_budget_mode",
                        "memory_total", "missing_type", "missing_ratio", "missing_both_ratio", "missing_seed"})
 MISSING_PARAMETERS = ("missing_ratio", "missing_both_ratio", "missing_seed")
 VARIANT_READABLE_CHARS = 64  # key=value pieces shown in a run name, at most; the rest goes into its hash
@@ -266,7 +268,7 @@ def run_variant(cfg: Mapping, reference: Mapping) -> dict[str, Any]:
 
 
 def run_name(cfg: Mapping, reference: Mapping | None = None) -> str:
-    """The run directory's name: ``{dataset}_{method}_{L}phases[_mem{m}|_memtotal{M}][_miss...]{variant}
+    """The run directory's name: ``{dataset}_{method}[_B{b}-Inc{i}]_{L}phases[_mem{m}|_memtotal{M}][_miss...]{variant}
     _seed{seed}[_{exp_tag}]``.
 
     ``variant``: every key that changes results (:func:`results_config`) and differs from ``reference`` (the
@@ -280,6 +282,9 @@ def run_name(cfg: Mapping, reference: Mapping | None = None) -> str:
 
     method = get_method(cfg["method"])
     name = f"{cfg['dataset']}_{cfg['method']}_{cfg['num_phases']}phases"
+    _, init, increment = protocol_of(cfg)
+    if increment:  # PyCIL's protocol with the keys as set (init_classes 0 and = increment split alike, but are two
+        name = f"{cfg['dataset']}_{cfg['method']}_B{init}-Inc{increment}_{cfg['num_phases']}phases"  # configs)
     if method.uses_memory:
         name += (f"_mem{number_text(cfg['memory_per_class'])}" if cfg["memory_budget_mode"] == "per_class"
                  else f"_memtotal{number_text(cfg['memory_total'])}")

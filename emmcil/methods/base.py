@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from emmcil.data.scenario import phase_boundaries
+from emmcil.data.scenario import phase_boundaries, protocol_of
 
 
 @dataclass
@@ -95,7 +95,7 @@ class Method:
     # -- which phase: what ``encode``, ``logits`` and ``training_loss`` see of it, from the classifier's size
     def phase_boundaries(self) -> list[int]:
         """[0, n_0, n_0 + n_1, ..., num_classes]: phase t owns the remapped classes [b[t], b[t + 1])."""
-        return phase_boundaries(int(self.cfg["num_classes"]), int(self.cfg["num_phases"]))
+        return phase_boundaries(int(self.cfg["num_classes"]), *protocol_of(self.cfg))
 
     def current_phase(self, module) -> int:
         """The phase whose classes the classifier has just grown by (0 before any), read off the classifier's size,

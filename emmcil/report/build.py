@@ -9,10 +9,11 @@ from typing import Sequence
 
 import pandas as pd
 
+from emmcil.figures import PRINT_DPI
 from emmcil.markdown import markdown_table
 
-from .collect import (GROUP_KEYS, METRICS, SUMMARY_METRICS, ReportError, collect, format_value, is_tagged,
-                      summarize_groups, version_notes)
+from .collect import (METRICS, SUMMARY_METRICS, ReportError, collect, equal_phases, format_value, is_tagged,
+                      protocol_title, summarize_groups, version_notes)
 from .paper import PAPER_MEMORY, PAPER_MEMORY_SOURCE, PAPER_TABLE, PAPER_TABLE_SOURCE
 from .plots import plot_accuracy_per_phase, plot_memory
 from .tables import (main_table, memory_series, memory_table, std_note, threshold_tables, usual_seed_count,
@@ -83,15 +84,19 @@ def build_report(patterns: Sequence[str], out: Path, metric: str = "last_accurac
                         f"{variants}\n")
             sections += [title, text, markdown_table(md_df), ""]
 
+    def title(dataset: str, protocol: str) -> str:  # "L = 10", "B50-Inc10 (6 phases)"
+        L = groups[(groups["dataset"] == dataset) & (groups["protocol"] == protocol)]["num_phases"].iloc[0]
+        return protocol_title(protocol, int(L))
+
     memory = memory_series(groups)
-    for (dataset, L), series in memory.items():
-        md_df, num_df = memory_table(series, dataset, L)
-        stem = f"memory_{dataset}_L{L}"
+    for (dataset, protocol), series in memory.items():
+        md_df, num_df = memory_table(series, dataset, protocol)
+        stem = f"memory_{dataset}_{protocol.replace('=', '')}"
         paths = write_table(md_df, num_df, out, stem)
         written["tables"].append(paths[0])
         written["csv"].append(paths[1])
-        ref = (f" Paper: {PAPER_MEMORY_SOURCE}." if (dataset, L) in PAPER_MEMORY else "")
-        sections += [f"## {dataset}, L = {L}: memory size\n",
+        ref = (f" Paper: {PAPER_MEMORY_SOURCE}." if (dataset, equal_phases(protocol)) in PAPER_MEMORY else "")
+        sections += [f"## {dataset}, {title(dataset, protocol)}: memory size\n",
                      f"Memory budget per class in full exemplars (`memory_per_class`, in the run's `memory_unit`: "
                      f"by default `tokens`, each exemplar costs its stored tokens over the same sample's, so "
                      f"`replay` holds exactly m a class, as the paper's x-axis counts samples/class); exemplars/class: "
@@ -99,34 +104,35 @@ def build_report(patterns: Sequence[str], out: Path, metric: str = "last_accurac
                      f"accuracy: {metric} (%). Only methods run at two or more memory sizes are here; a method "
                      f"run at one size is in the tables above.{ref}\n", markdown_table(md_df), ""]
     if memory:
-        fig = plot_memory(memory, out / "memory.png", metric)
-        written["figures"].append(fig)
+        written["figures"] += plot_memory(memory, out / "memory.png", metric)
         sections += ["![memory size](memory.png)\n",
                      "Bars: exemplars per class (left axis); lines: accuracy (right axis), mean ± std over seeds; "
                      "dashed: the paper's digitised values where they exist (MM-ImageNet-R, L = 10), accuracy as "
-                     "lines, exemplar counts as outlined bars.\n"]
+                     "lines, exemplar counts as outlined bars. For print: [memory.pdf](memory.pdf) (vector), the "
+                     f"PNG at {PRINT_DPI} dpi.\n"]
 
-    for (dataset, L, label), (md_df, num_df) in threshold_tables(groups).items():
-        stem = f"thresholds_{dataset}_L{L}_" + re.sub(r"[^A-Za-z0-9.=]+", "_", label).strip("_")
+    for (dataset, protocol, label), (md_df, num_df) in threshold_tables(groups).items():
+        stem = f"thresholds_{dataset}_{protocol.replace('=', '')}_" + re.sub(r"[^A-Za-z0-9.=]+", "_", label).strip("_")
         paths = write_table(md_df, num_df, out, stem, index=True)
         written["tables"].append(paths[0])
         written["csv"].append(paths[1])
-        sections += [f"## {dataset}, L = {L}: thresholds of {label}\n",
+        sections += [f"## {dataset}, {title(dataset, protocol)}: thresholds of {label}\n",
                      f"{metric} (%) for each (τ_I, τ_T); in brackets, exemplars stored per class. The paper's "
                      f"thresholds and their ablation are not known.\n", markdown_table(md_df, index=True), ""]
 
-    fig = plot_accuracy_per_phase(groups, out / "accuracy_per_phase.png")
-    written["figures"].append(fig)
+    written["figures"] += plot_accuracy_per_phase(groups, out / "accuracy_per_phase.png")
     sections += ["## Accuracy after each phase\n", "![accuracy per phase](accuracy_per_phase.png)\n",
-                 "Accuracy (%) on all classes seen so far after each phase, mean ± std band over seeds.\n"]
+                 "Accuracy (%) on all classes seen so far after each phase, mean ± std band over seeds. For print: "
+                 f"[accuracy_per_phase.pdf](accuracy_per_phase.pdf) (vector), the PNG at {PRINT_DPI} dpi.\n"]
 
-    summary_cols = (GROUP_KEYS[:3] + ["label", "exp_tag", "memory_per_class", "tau_image", "tau_text", "n", "seeds"]
+    summary_cols = (["dataset", "num_phases", "protocol", "method", "label", "exp_tag", "memory_per_class",
+                     "tau_image", "tau_text", "n", "seeds"]
                     + [f"{m}_{s}" for m in ("metric",) + SUMMARY_METRICS for s in ("mean", "std")])
     groups.assign(variant=groups["variant"].map(lambda v: json.dumps(dict(v))), metric_name=metric)[
         ["metric_name"] + summary_cols].to_csv(
         out / "groups.csv", index=False)
-    run_cols = ["path", "exp_name", "dataset", "method", "num_phases", "seed", "label", "exp_tag", "memory_per_class",
-                "tau_image", "tau_text", "exemplars_per_class", *METRICS]
+    run_cols = ["path", "exp_name", "dataset", "method", "num_phases", "protocol", "seed", "label", "exp_tag",
+                "memory_per_class", "tau_image", "tau_text", "exemplars_per_class", *METRICS]
     runs[run_cols].to_csv(out / "runs.csv", index=False)
     written["csv"] += [out / "groups.csv", out / "runs.csv"]
     report = out / "report.md"

@@ -1,5 +1,6 @@
 """Reading runs: every ``results.json`` (and its ``config.json``'s provenance) into one row per run, grouped by
-dataset, method, number of phases L and variant, with mean ± sample std over seeds.
+dataset, protocol (L equal phases, or PyCIL's B{init}-Inc{increment}), method and variant, with mean ± sample std
+over seeds.
 
 Everything known of a run comes from the files it wrote (:func:`emmcil.engine.rundir.run_identity`): the
 method's own config keys and their defaults, whether it keeps exemplars, the config keys that change results,
@@ -42,7 +43,7 @@ IDENTITY = ("exp_tag", "uses_memory", "method_defaults", "results_config")
 METRICS = ("last_accuracy", "avg_incremental_accuracy", "mean_last_row", "old_accuracy", "new_accuracy",
            "forgetting", "forgetting_pycil", "forgetting_first")
 SUMMARY_METRICS = ("last_accuracy", "avg_incremental_accuracy", "forgetting", "exemplars_per_class")
-GROUP_KEYS = ["dataset", "num_phases", "method", "variant"]
+GROUP_KEYS = ["dataset", "protocol", "method", "variant"]
 
 
 class ReportError(ValueError):
@@ -93,6 +94,17 @@ def _require(mapping: Mapping, key: str, path: Path, where: str = "") -> Any:
 
 def _number(v) -> float:
     return float("nan") if v is None else float(v)
+
+
+def equal_phases(protocol: str) -> int | None:
+    """L of an equal-phase protocol (``L=10`` -> 10), None for PyCIL's ``B50-Inc10``: the paper's numbers exist for
+    the former only."""
+    return int(protocol[2:]) if protocol.startswith("L=") else None
+
+
+def protocol_title(protocol: str, num_phases: int) -> str:
+    """How a panel or section names a protocol: ``L = 10``, ``B50-Inc10 (6 phases)``."""
+    return f"L = {num_phases}" if equal_phases(protocol) is not None else f"{protocol} ({num_phases} phases)"
 
 
 def format_value(v) -> str:
@@ -160,6 +172,8 @@ def load_run(path: Path, metric: str = "last_accuracy") -> dict:
     record = {
         "path": str(path.parent), "exp_name": results.get("exp_name", path.parent.name),
         "dataset": str(results["dataset"]), "method": method, "num_phases": int(results["num_phases"]),
+        # runs made before the key existed had equal phases
+        "protocol": str(results.get("protocol") or f"L={int(results['num_phases'])}"),
         "seed": results["seed"], "finished": bool(results["finished"]), "completed_phases": done,
         "variant": variant, "exp_tag": settings["exp_tag"],
         "memory_per_class": settings.get("memory_per_class", GENERAL_DEFAULTS["memory_per_class"])
@@ -203,8 +217,8 @@ def collect(patterns: Iterable[str], metric: str = "last_accuracy", include_unfi
     for r in split_by_differing_keys(records):
         key = tuple(r[k] for k in GROUP_KEYS) + (r["seed"],)
         if key in kept:
-            log(f"warning: {r['path']} repeats seed {r['seed']} of {kept[key]['path']} (same dataset, method, L "
-                f"and variant); left out")
+            log(f"warning: {r['path']} repeats seed {r['seed']} of {kept[key]['path']} (same dataset, method, "
+                f"protocol and variant); left out")
             continue
         kept[key] = r
     runs = pd.DataFrame(list(kept.values()))
@@ -213,13 +227,13 @@ def collect(patterns: Iterable[str], metric: str = "last_accuracy", include_unfi
 
 
 def split_by_differing_keys(records: list[dict]) -> list[dict]:
-    """Add to each run's variant the keys that change results (its ``results_config``) and differ between the runs
-    of its dataset, method and L, beyond those the variant already compares with their defaults: e.g. two runs with
-    different ``lr`` become ``replay [lr=0.01]`` and ``replay [lr=0.001]``, so runs that sit in different run
+    """Add to each run's variant the keys that change results (its ``results_config``) and differ between the runs of
+    its dataset, protocol and method, beyond those the variant already compares with their defaults: e.g. two runs
+    with different ``lr`` become ``replay [lr=0.01]`` and ``replay [lr=0.001]``, so runs that sit in different run
     directories (their names differ in those keys) are not averaged together."""
     buckets: dict[tuple, list[dict]] = {}
     for r in records:
-        buckets.setdefault((r["dataset"], r["num_phases"], r["method"]), []).append(r)
+        buckets.setdefault((r["dataset"], r["protocol"], r["method"]), []).append(r)
     for group in buckets.values():
         if len(group) < 2:
             continue
@@ -267,7 +281,8 @@ def summarize_groups(runs: pd.DataFrame) -> pd.DataFrame:
     for key, g in runs.groupby(GROUP_KEYS, sort=False):
         first = g.iloc[0]
         row = dict(zip(GROUP_KEYS, key))
-        row.update(label=first["label"], exp_tag=first["exp_tag"], memory_per_class=first["memory_per_class"],
+        row.update(num_phases=int(first["num_phases"]), label=first["label"], exp_tag=first["exp_tag"],
+                   memory_per_class=first["memory_per_class"],
                    tau_image=first["tau_image"], tau_text=first["tau_text"], n=len(g),
                    seeds=" ".join(str(s) for s in sorted(g["seed"])))
         for m in ("metric",) + tuple(dict.fromkeys(METRICS + SUMMARY_METRICS)) + ("mean_patches",):
@@ -282,5 +297,5 @@ def summarize_groups(runs: pd.DataFrame) -> pd.DataFrame:
     groups = pd.DataFrame(rows)
     groups["_rank"] = groups["method"].map(method_rank)
     groups["_tagged"] = groups["variant"].map(bool)
-    groups = groups.sort_values(["dataset", "num_phases", "_tagged", "_rank", "label"], kind="stable")
+    groups = groups.sort_values(["dataset", "num_phases", "protocol", "_tagged", "_rank", "label"], kind="stable")
     return groups.drop(columns=["_rank", "_tagged"]).reset_index(drop=True)

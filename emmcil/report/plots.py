@@ -1,6 +1,7 @@
 """The report's figures: accuracy after each phase (a panel per dataset x L) and the memory-size plot (exemplars per
 class as bars, accuracy as lines, the paper's digitised values dashed). Drawn on matplotlib ``Figure`` objects and
-saved as PNG, without pyplot, so no global backend or figure registry is touched."""
+saved as PNG at print resolution and as PDF (:func:`emmcil.figures.save_figure`), without pyplot, so no global
+backend or figure registry is touched."""
 from __future__ import annotations
 
 import math
@@ -11,7 +12,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .collect import format_value, is_tagged, variant_label
+from emmcil.figures import save_figure
+
+from .collect import equal_phases, format_value, is_tagged, protocol_title, variant_label
 from .paper import PAPER_MEMORY, PAPER_NAMES
 
 # The memory plot's colours (gray SSF, blue SSF + CIM, pink SSF + Ours), and one for each other method.
@@ -32,9 +35,10 @@ def legend_name(r: pd.Series) -> str:
     return f"{r['label']}{paper}, n={r['n']}"
 
 
-def plot_accuracy_per_phase(groups: pd.DataFrame, path: Path, metric_note: str = "") -> Path:
-    """Accuracy on all seen classes after each phase, mean ± std band over seeds; a panel per dataset x L."""
-    panels = list(groups.groupby(["dataset", "num_phases"], sort=False))
+def plot_accuracy_per_phase(groups: pd.DataFrame, path: Path, metric_note: str = "") -> list[Path]:
+    """Accuracy on all seen classes after each phase, mean ± std band over seeds; a panel per dataset x protocol.
+    Returns the PNG and PDF written."""
+    panels = list(groups.groupby(["dataset", "protocol"], sort=False))
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
     shown = [untagged if len(untagged := g[~g["variant"].map(is_tagged)]) else g for _, g in panels]
@@ -46,17 +50,18 @@ def plot_accuracy_per_phase(groups: pd.DataFrame, path: Path, metric_note: str =
     lines = max(math.ceil(len(panel) / ncol) for panel in names)
     fig = Figure(figsize=(max(5.0, 0.06 * longest * ncol + 0.8) * cols, (3.2 + 0.16 * lines) * rows))
     axes = fig.subplots(rows, cols, squeeze=False)
-    for ax, ((dataset, L), _), g, panel in zip(axes.flat, panels, shown, names):
+    for ax, ((dataset, protocol), _), g, panel in zip(axes.flat, panels, shown, names):
+        L = int(g["num_phases"].iloc[0])
         for c, (_, r), name in zip(panel_colours(list(g["method"])), g.iterrows(), panel):
             mean, std = np.array(r["curve_mean"]), np.array(r["curve_std"], dtype=float)
             x = np.arange(1, len(mean) + 1)
             ax.plot(x, mean, marker="o", ms=3, lw=1.4, color=c, label=name)
             if np.isfinite(std).any():
                 ax.fill_between(x, mean - std, mean + std, color=c, alpha=0.15, lw=0)
-        ax.set_title(f"{dataset}, L = {L}", fontsize=10)
+        ax.set_title(f"{dataset}, {protocol_title(protocol, L)}", fontsize=10)
         ax.set_xlabel("phase")
         ax.set_ylabel("accuracy on seen classes (%)")
-        ax.set_xticks(np.arange(1, int(L) + 1, max(1, int(L) // 10)))
+        ax.set_xticks(np.arange(1, L + 1, max(1, L // 10)))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol, frameon=False)
     for ax in list(axes.flat)[len(panels):]:
@@ -64,19 +69,20 @@ def plot_accuracy_per_phase(groups: pd.DataFrame, path: Path, metric_note: str =
     if metric_note:
         fig.suptitle(metric_note, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90, bbox_inches="tight")  # nothing cut off at the edges (long legends)
-    return path
+    return save_figure(fig, path, bbox_inches="tight")  # nothing cut off at the edges (long legends)
 
 
-def plot_memory(memory: Mapping[tuple[str, int], Mapping[tuple, pd.DataFrame]], path: Path, metric: str) -> Path:
+def plot_memory(memory: Mapping[tuple[str, str], Mapping[tuple, pd.DataFrame]], path: Path, metric: str
+                ) -> list[Path]:
     """The memory plot: exemplars per class (bars, left axis) and accuracy (lines, right axis) against the memory
     size, per method; the paper's digitised values dashed (MM-ImageNet-R, L = 10): accuracy lines, and exemplar counts
-    as outlined bars beside ours."""
+    as outlined bars beside ours. Returns the PNG and PDF written."""
     panels = list(memory.items())
     fig = Figure(figsize=(6.0 * len(panels), 5.0))
     axes = fig.subplots(1, len(panels), squeeze=False)
-    for ax, ((dataset, L), series) in zip(axes.flat, panels):
-        paper = PAPER_MEMORY.get((dataset, L), {})
+    for ax, ((dataset, protocol), series) in zip(axes.flat, panels):
+        paper = PAPER_MEMORY.get((dataset, equal_phases(protocol)), {})
+        L = int(next(iter(series.values()))["num_phases"].iloc[0])
         sizes = sorted({m for g in series.values() for m in g["memory_per_class"]}
                        | {m for ref in paper.values() for m in ref})
         pos = {m: k for k, m in enumerate(sizes)}
@@ -107,7 +113,7 @@ def plot_memory(memory: Mapping[tuple[str, int], Mapping[tuple, pd.DataFrame]], 
         ax.set_xlabel("memory size (samples/class)")
         ax.set_ylabel("# of exemplars per class (bars)")
         acc_ax.set_ylabel(f"{metric} (%) (lines)")
-        ax.set_title(f"{dataset}, L = {L}", fontsize=10)
+        ax.set_title(f"{dataset}, {protocol_title(protocol, L)}", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = acc_ax.get_legend_handles_labels()
@@ -116,5 +122,4 @@ def plot_memory(memory: Mapping[tuple[str, int], Mapping[tuple, pd.DataFrame]], 
         top = max([float(np.nanmax(g["exemplars_per_class_mean"])) for g in series.values()] + tops)
         ax.set_ylim(0, top * 1.15)
     fig.tight_layout()
-    fig.savefig(path, dpi=90, bbox_inches="tight")  # nothing cut off at the edges (long legends)
-    return path
+    return save_figure(fig, path, bbox_inches="tight")  # nothing cut off at the edges (long legends)

@@ -1,6 +1,7 @@
 """The report's tables, from the groups of :func:`emmcil.report.collect.summarize_groups`: the main table (methods x
-L, the paper's numbers beside ours), the memory-size table and the thresholds grid, each as a markdown-ready
-DataFrame (cells such as ``82.76 ± 0.31``) and a numeric one (for the CSV files)."""
+protocol: L = 5, 10, 20 and any PyCIL B-Inc protocol; the paper's numbers beside ours), the memory-size table and the
+thresholds grid, each as a markdown-ready DataFrame (cells such as ``82.76 ± 0.31``) and a numeric one (for the CSV
+files)."""
 from __future__ import annotations
 
 import math
@@ -13,7 +14,7 @@ import pandas as pd
 
 from emmcil.markdown import markdown_table
 
-from .collect import format_value, is_tagged, variant_label
+from .collect import equal_phases, format_value, is_tagged, variant_label
 from .paper import PAPER_MEMORY, PAPER_NAMES, PAPER_TABLE, method_rank
 
 
@@ -41,13 +42,21 @@ def _fmt_paper(v) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
 
 
+def protocol_columns(g: pd.DataFrame, paper_phases=()) -> list[str]:
+    """The protocols of ``g`` (and ``L=`` each of ``paper_phases``) in table order: equal phases by L, then PyCIL's
+    by phase count and name."""
+    found = {(int(L), p) for L, p in zip(g["num_phases"], g["protocol"])} | {(L, f"L={L}") for L in paper_phases}
+    return [p for _, p in sorted(found, key=lambda x: (equal_phases(x[1]) is None, x[0], x[1]))]
+
+
 def main_table(groups: pd.DataFrame, dataset: str, tagged: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(markdown-ready, numeric) table of one dataset: one row per method variant, a column per L (ours, and the
-    paper's where it has numbers). ``tagged=False``: the runs without exp_tag, plus a row for each method the paper
-    reports that has no run of ours (the main table); ``tagged=True``: the runs with an exp_tag (ablations)."""
+    """(markdown-ready, numeric) table of one dataset: one row per method variant, a column per protocol (``L=5``,
+    ``B4-Inc2``; ours, and the paper's where it has numbers; numeric columns ``L5_mean``, ``B4-Inc2_mean``, ...).
+    ``tagged=False``: the runs without exp_tag, plus a row for each method the paper reports that has no run of ours
+    (the main table); ``tagged=True``: the runs with an exp_tag (ablations)."""
     g = groups[(groups["dataset"] == dataset) & (groups["variant"].map(is_tagged) == tagged)]
     paper = PAPER_TABLE.get(dataset, {}) if not tagged else {}
-    phases = sorted(set(g["num_phases"]) | ({5, 10, 20} if paper else set()))
+    protocols = protocol_columns(g, (5, 10, 20) if paper else ())
     usual = usual_seed_count(g)
     rows: list[tuple[str, str, tuple]] = []  # (method, label, variant)
     for _, r in g.iterrows():
@@ -62,29 +71,32 @@ def main_table(groups: pd.DataFrame, dataset: str, tagged: bool = False) -> tupl
         paper_row = PAPER_NAMES.get(method, "")
         md_row = {"method": label if ((g["label"] == label).any()) else f"{label} (not run)", "paper row": paper_row}
         num_row = {"method": method, "label": label, "paper_row": paper_row}
-        for L in phases:
-            hit = g[(g["label"] == label) & (g["num_phases"] == L)]
+        for protocol in protocols:
+            hit = g[(g["label"] == label) & (g["protocol"] == protocol)]
+            col = protocol.replace("=", "")  # L5, B4-Inc2
             if len(hit):
                 h = hit.iloc[0]
-                md_row[f"L={L}"] = fmt_mean_std(h["metric_mean"], h["metric_std"], h["n"], usual)
-                num_row.update({f"L{L}_mean": h["metric_mean"], f"L{L}_std": h["metric_std"], f"L{L}_n": h["n"]})
+                md_row[protocol] = fmt_mean_std(h["metric_mean"], h["metric_std"], h["n"], usual)
+                num_row.update({f"{col}_mean": h["metric_mean"], f"{col}_std": h["metric_std"], f"{col}_n": h["n"]})
             else:
-                md_row[f"L={L}"] = "-"
-                num_row.update({f"L{L}_mean": float("nan"), f"L{L}_std": float("nan"), f"L{L}_n": 0})
-            if paper:
+                md_row[protocol] = "-"
+                num_row.update({f"{col}_mean": float("nan"), f"{col}_std": float("nan"), f"{col}_n": 0})
+            L = equal_phases(protocol)
+            if paper and L is not None:
                 value = paper.get(method, {}).get(L) if not variant else None
-                md_row[f"paper L={L}"] = _fmt_paper(value)
-                num_row[f"L{L}_paper"] = float("nan") if value is None else value
+                md_row[f"paper {protocol}"] = _fmt_paper(value)
+                num_row[f"{col}_paper"] = float("nan") if value is None else value
         md.append(md_row)
         num.append(num_row)
     return pd.DataFrame(md), pd.DataFrame(num)
 
 
-def memory_series(groups: pd.DataFrame) -> dict[tuple[str, int], dict[tuple, pd.DataFrame]]:
-    """(dataset, L) -> series (method, variant without memory_per_class) -> its groups, for series with >= 2 sizes."""
-    out: dict[tuple[str, int], dict[tuple, pd.DataFrame]] = {}
+def memory_series(groups: pd.DataFrame) -> dict[tuple[str, str], dict[tuple, pd.DataFrame]]:
+    """(dataset, protocol) -> series (method, variant without memory_per_class) -> its groups, for series with >= 2
+    sizes."""
+    out: dict[tuple[str, str], dict[tuple, pd.DataFrame]] = {}
     mem = groups[groups["memory_per_class"].notna()]
-    for (dataset, L), g in mem.groupby(["dataset", "num_phases"], sort=False):
+    for (dataset, protocol), g in mem.groupby(["dataset", "protocol"], sort=False):
         series: dict[tuple, list] = {}
         for i, r in g.iterrows():
             rest = tuple((k, v) for k, v in r["variant"] if k != "memory_per_class")
@@ -92,13 +104,15 @@ def memory_series(groups: pd.DataFrame) -> dict[tuple[str, int], dict[tuple, pd.
         kept = {k: g.loc[v].sort_values("memory_per_class") for k, v in series.items()
                 if g.loc[v, "memory_per_class"].nunique() >= 2}
         if kept:
-            out[(dataset, int(L))] = dict(sorted(kept.items(), key=lambda kv: (bool(kv[0][1]), method_rank(kv[0][0]))))
+            out[(dataset, protocol)] = dict(sorted(kept.items(),
+                                                   key=lambda kv: (bool(kv[0][1]), method_rank(kv[0][0]))))
     return out
 
 
-def memory_table(series: Mapping[tuple, pd.DataFrame], dataset: str, L: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Long table: method, memory size, exemplars per class and accuracy, ours and the paper's."""
-    paper = PAPER_MEMORY.get((dataset, L), {})
+def memory_table(series: Mapping[tuple, pd.DataFrame], dataset: str, protocol: str
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Long table: method, memory size, exemplars per class and accuracy, ours and the paper's (for equal phases)."""
+    paper = PAPER_MEMORY.get((dataset, equal_phases(protocol)), {})
     usual = usual_seed_count(pd.concat(series.values())) if series else 0
     md, num = [], []
     for (method, rest), g in series.items():
@@ -128,12 +142,13 @@ def memory_table(series: Mapping[tuple, pd.DataFrame], dataset: str, L: int) -> 
     return pd.DataFrame(md), pd.DataFrame(num)
 
 
-def threshold_tables(groups: pd.DataFrame) -> dict[tuple[str, int, str], tuple[pd.DataFrame, pd.DataFrame]]:
-    """(dataset, L, series label) -> (markdown, numeric) pivot tau_image x tau_text, for series with >= 2 pairs."""
+def threshold_tables(groups: pd.DataFrame) -> dict[tuple[str, str, str], tuple[pd.DataFrame, pd.DataFrame]]:
+    """(dataset, protocol, series label) -> (markdown, numeric) pivot tau_image x tau_text, for series with >= 2
+    pairs."""
     out = {}
     g = groups[groups["tau_image"].notna() & groups["tau_text"].notna()]
     usual = usual_seed_count(g) if len(g) else 0
-    for (dataset, L), gg in g.groupby(["dataset", "num_phases"], sort=False):
+    for (dataset, protocol), gg in g.groupby(["dataset", "protocol"], sort=False):
         series: dict[tuple, list] = {}
         for i, r in gg.iterrows():
             rest = tuple((k, v) for k, v in r["variant"] if k not in ("tau_image", "tau_text"))
@@ -152,7 +167,7 @@ def threshold_tables(groups: pd.DataFrame) -> dict[tuple[str, int, str], tuple[p
             num = s[["tau_image", "tau_text", "n", "metric_mean", "metric_std", "exemplars_per_class_mean",
                      "mean_patches_mean"]]
             num = num.rename(columns={"metric_mean": "accuracy_mean", "metric_std": "accuracy_std"})
-            out[(dataset, int(L), variant_label(method, rest))] = (md, num.reset_index(drop=True))
+            out[(dataset, protocol, variant_label(method, rest))] = (md, num.reset_index(drop=True))
     return out
 
 
