@@ -228,7 +228,7 @@ class PatchEmbed(nn.Module):
         super().__init__()
         self.patch_size = patch_size
         self.proj = nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size)
-        self.ssf = maybe_ssf(ssf, dim)
+        self.ssf = maybe_ssf(ssf, dim, channel_dim=1)  # on the conv output (B, C, Hg, Wg)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, C, H // p, W // p)."""
