@@ -16,7 +16,7 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated", categor
 
 from sacred.utils import SacredError  # noqa: E402
 
-from config import ex  # noqa: E402
+from config import ex, keep_strings  # noqa: E402
 from emmcil.data.arrow import ArrowFormatError  # noqa: E402
 from emmcil.data.tokenizer import TokenizerNotFoundError  # noqa: E402
 from emmcil.engine.driver import resume_note, run_and_summarize  # noqa: E402
@@ -30,6 +30,10 @@ class RunRefused(SacredError):
 
     def __init__(self, message: str):
         super().__init__(message, print_traceback=False)
+
+
+if __name__ == "__main__":  # text keys stay text: exp_name=2024_01 is the name "2024_01", not sacred's int 202401
+    sys.argv = keep_strings(sys.argv)
 
 
 @ex.automain
