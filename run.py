@@ -5,7 +5,8 @@ Sacred's observers record the run: ``python run.py -F sacred_runs with demo`` wr
 (``info``), the metrics of every phase, the run's files (artifacts) and its summary (``result``) to sacred_runs/.
 
 A run that cannot start as asked (another process holds its run directory; it would resume a run made with another
-config or other data; a data file that is not what the dataset says) stops with the message alone and exit status 1;
+config or other data; a data file that is not what the dataset says; a class of a phase without training or test
+sample) stops with the message alone and exit status 1;
 ``python run.py --debug with ...`` shows the traceback. A run stopped by Ctrl-C says how to resume it.
 """
 import sys
@@ -18,11 +19,12 @@ from sacred.utils import SacredError  # noqa: E402
 
 from config import ex, keep_strings  # noqa: E402
 from emmcil.data.arrow import ArrowFormatError  # noqa: E402
+from emmcil.data.scenario import IncompleteClassesError  # noqa: E402
 from emmcil.data.tokenizer import TokenizerNotFoundError  # noqa: E402
 from emmcil.engine.driver import resume_note, run_and_summarize  # noqa: E402
 from emmcil.engine.rundir import ConfigMismatchError, RunInUseError  # noqa: E402
 
-REFUSALS = (RunInUseError, ConfigMismatchError, ArrowFormatError, TokenizerNotFoundError)
+REFUSALS = (RunInUseError, ConfigMismatchError, ArrowFormatError, TokenizerNotFoundError, IncompleteClassesError)
 
 
 class RunRefused(SacredError):

@@ -217,6 +217,7 @@ class IncrementalRun:
                               new_key_defaults={**get_method(cfg["method"]).config, **ADDED_KEY_DEFAULTS})
             self.tracker.record_info("provenance", record)
         self.data = build_data(cfg)
+        self.data.scenario.check_complete(self.data.class_names)  # before any phase trains
         described = self.run_dir.path / "class_order.json"
         # the data a run's checkpoints were trained on is named by no config key (data_root is a path): its
         # fingerprint is, so that a run does not resume, or get re-scored, on data that were re-written
