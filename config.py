@@ -140,6 +140,10 @@ def config():
     drop_rate = 0.1              # dropout after attention / MLP outputs and embeddings (ViLT: 0.1)
     attn_drop_rate = 0.0         # dropout on attention weights
     drop_path_rate = 0.0         # stochastic depth
+    # sample: dropout, stochastic depth and max_image_len's patches drawn per sample from (seed, phase, epoch, index),
+    # so devices, num_nodes and per_gpu_batchsize do not change results | torch: torch's RNG stream over each batch
+    # (cheaper masks; the batch layout then changes results, and those keys name the run)
+    model_rng = "sample"
     qkv_bias = True              # bias in the query/key/value projection (ViT, ViLT)
     ssf = True                   # SSF scale/shift after qkv, proj, fc1, fc2, norms, patch embedding
     tuning = "ssf"               # ssf: SSF + pooler + classifier train | frozen: pooler + classifier | full
@@ -163,7 +167,7 @@ def config():
     batch_size = recipe(method, dataset, "batch_size")      # effective batch, reached by accumulation
     per_gpu_batchsize = min(batch_size, dataset_default(dataset, "per_gpu_batchsize"))  # per device+step
     gradient_clip_val = None     # clip the gradient norm to this; None = no clipping
-    limit_train_batches = 1.0    # Lightning's: a fraction or a number of batches per epoch (tests, smoke runs)
+    limit_train_batches = 1.0    # a fraction of each epoch, or a number of its optimiser steps (tests, smoke runs)
     # 0: uniformly random training batches (ViLT). k > 0: batches of similar sequence length, drawn from sorted
     # windows of k batches (transformers' LengthGroupedSampler uses 50), so that a batch of masked exemplars costs
     # what they keep instead of being padded to a full image (emmcil/engine/loaders.py). Off by default: it
@@ -396,7 +400,8 @@ def config_problems(cfg) -> list[str]:
     if len(betas) != 2 or not all(_number(b) and 0 <= b < 1 for b in betas):
         problems.append(f"betas={betas}: two numbers in [0, 1)")
     for key, allowed in (("tuning", TUNING_MODES), ("optimizer", OPTIMIZERS), ("lr_schedule", tuple(SCHEDULES)),
-                         ("schedule_interval", INTERVALS), ("missing_type", ("none", "text", "image", "both"))):
+                         ("schedule_interval", INTERVALS), ("missing_type", ("none", "text", "image", "both")),
+                         ("model_rng", ("sample", "torch"))):
         if cfg[key] not in allowed:
             problems.append(f"{key}={cfg[key]!r}: one of {allowed}")
     precision = cfg["precision"]

@@ -6,7 +6,8 @@ Sacred's observers record the run: ``python run.py -F sacred_runs with demo`` wr
 
 A run that cannot start as asked (another process holds its run directory; it would resume a run made with another
 config or other data; a data file that is not what the dataset says; a class of a phase without training or test
-sample) stops with the message alone and exit status 1;
+sample) stops with the message alone and exit status 1, and so does a phase whose loss or weights turned NaN or
+infinite (the message names the phase, the step and the likely cause; the phase is not saved);
 ``python run.py --debug with ...`` shows the traceback. A run stopped by Ctrl-C says how to resume it.
 """
 import sys
@@ -21,10 +22,12 @@ from config import ex, keep_strings  # noqa: E402
 from emmcil.data.arrow import ArrowFormatError  # noqa: E402
 from emmcil.data.scenario import IncompleteClassesError  # noqa: E402
 from emmcil.data.tokenizer import TokenizerNotFoundError  # noqa: E402
-from emmcil.engine.driver import resume_note, run_and_summarize  # noqa: E402
+from emmcil.engine.driver import SettingError, resume_note, run_and_summarize  # noqa: E402
+from emmcil.engine.module import NonFiniteError  # noqa: E402
 from emmcil.engine.rundir import ConfigMismatchError, RunInUseError  # noqa: E402
 
-REFUSALS = (RunInUseError, ConfigMismatchError, ArrowFormatError, TokenizerNotFoundError, IncompleteClassesError)
+REFUSALS = (RunInUseError, ConfigMismatchError, ArrowFormatError, TokenizerNotFoundError, IncompleteClassesError,
+            NonFiniteError, SettingError)
 
 
 class RunRefused(SacredError):

@@ -22,7 +22,8 @@ Every file is written atomically (:mod:`emmcil.atomic`), so a kill during a writ
 stale temporary files are removed when the run is opened again.
 
 Which keys make a run: :data:`NON_RESULT_KEYS` is the one list of config keys that do not change what a run computes;
-:func:`results_config` applies it (and drops the keys the run's method does not read). The resume check
+:func:`results_config` applies it (and drops the keys the run's method does not read), except that the batch layout
+(:data:`LAYOUT_KEYS`) counts where it changes results (:func:`layout_dependence`). The resume check
 (:func:`config_diff`), the run name (:func:`run_name`) and the report's grouping (``emmcil.report``, through what
 :func:`run_identity` writes into ``results.json``) all use it.
 """
@@ -52,9 +53,11 @@ __all__ = ["NON_RESULT_KEYS", "results_config", "run_identity", "config_diff", "
            "RunInUseError", "ConfigMismatchError", "atomic_write", "write_text", "write_json", "read_json", "plain",
            "to_json"]
 
-# The one list of config keys that do not change what a run computes (or change it only by floating-point rounding):
-# a run resumes despite a change in them, they are not part of the run's name, and the report averages runs that
-# differ only in them.
+# The one list of config keys that do not change what a run computes (or change it only by floating-point rounding:
+# the order of a sum, another kernel): a run resumes despite a change in them, they are not part of the run's name,
+# and the report averages runs that differ only in them. num_workers changes nothing at all (every sample is drawn
+# from its own seed, emmcil.engine.loaders); devices, num_nodes and per_gpu_batchsize change the rounding only (the
+# same global batches, per-sample dropout), except where layout_dependence says otherwise.
 NON_RESULT_KEYS = frozenset({
     # the run directory and its bookkeeping
     "exp_name", "exp_tag", "log_dir", "restart", "keep_checkpoints", "stop_after_phase",
@@ -66,6 +69,11 @@ NON_RESULT_KEYS = frozenset({
     # what is shown and where it is logged
     "progress_bar", "log_every_n_steps", "mask_figure", "wandb", "wandb_project", "wandb_entity", "wandb_mode",
 })
+# The batch layout: which samples share a device's micro-batch. Result keys where the run depends on it.
+LAYOUT_KEYS = ("per_gpu_batchsize", "devices", "num_nodes")
+# Model-side random draws (config key: what turns it on) that take torch's RNG stream over a batch with
+# model_rng="torch", and so depend on which samples share it.
+MODEL_DRAWS = {"drop_rate": "dropout", "attn_drop_rate": "attention dropout", "drop_path_rate": "stochastic depth"}
 # Keys the run name shows in its fixed part ({dataset}_{method}_{L}phases[_mem..][_miss..]_seed{s}[_{exp_tag}]).
 NAME_KEYS = frozenset({"dataset", "method", "num_phases", "seed", "memory_per_class", "memory_budget_mode",
                        "memory_total", "missing_type", "missing_ratio", "missing_both_ratio", "missing_seed"})
@@ -113,9 +121,25 @@ def plain(obj: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- run identity
+def layout_dependence(cfg: Mapping) -> str | None:
+    """Why the run's numbers depend on which samples share a device's batch (so :data:`LAYOUT_KEYS` are result
+    keys), or None: model draws from torch's RNG stream (``model_rng="torch"`` with dropout, stochastic depth or
+    ``max_image_len``), or the method's own batch-level computation (``Method.layout_dependence``)."""
+    from emmcil.methods import METHODS
+
+    if cfg.get("model_rng", "sample") == "torch":
+        draws = [what for key, what in MODEL_DRAWS.items() if cfg.get(key, 0) > 0]
+        draws += ["patch sampling"] if cfg.get("max_image_len", -1) > 0 else []
+        if draws:
+            return f"model_rng='torch' draws {', '.join(draws)} over each batch"
+    method = METHODS.get(cfg.get("method"))
+    return method.layout_dependence(cfg) if method is not None else None
+
+
 def results_config(cfg: Mapping) -> dict[str, Any]:
-    """The entries of ``cfg`` that change what the run computes: every key but :data:`NON_RESULT_KEYS` and
-    ``provenance``, less the keys the run's method does not read: other methods' own keys, ``memory_*`` for a
+    """The entries of ``cfg`` that change what the run computes: every key but :data:`NON_RESULT_KEYS` (less
+    :data:`LAYOUT_KEYS` when the run depends on the batch layout, :func:`layout_dependence`) and ``provenance``, less
+    the keys the run's method does not read: other methods' own keys, ``memory_*`` for a
     method without memory, ``memory_total`` under a per-class budget, and the missing-modality parameters when
     ``missing_type`` is "none". A config without a (registered) ``method`` keeps all its keys.
 
@@ -126,8 +150,9 @@ def results_config(cfg: Mapping) -> dict[str, Any]:
     method = METHODS.get(cfg.get("method"))
     others = {k for m in METHODS.values() for k in m.config} - set(method.config) if method else set()
     out = {}
+    layout = layout_dependence(cfg) is not None
     for k, v in cfg.items():
-        if k in NON_RESULT_KEYS or k == PROVENANCE or k in others:
+        if (k in NON_RESULT_KEYS and not (layout and k in LAYOUT_KEYS)) or k == PROVENANCE or k in others:
             continue
         if method is not None and k.startswith("memory_") and not method.uses_memory:
             continue

@@ -110,6 +110,14 @@ class Method:
         """Classes of the phases before the current one."""
         return self.phase_boundaries()[self.current_phase(module)]
 
+    @classmethod
+    def layout_dependence(cls, cfg: Mapping[str, Any]) -> str | None:
+        """Why this method's numbers depend on which samples share a device's batch (a batch-level statistic or
+        choice, a loss averaged over a micro-batch's count of something), or None: per-sample losses and outputs
+        only. Then ``per_gpu_batchsize``, ``devices`` and ``num_nodes`` name the run and are checked on resume
+        (:func:`emmcil.engine.rundir.layout_dependence`)."""
+        return None
+
     def build_net(self, backbone_cfg) -> torch.nn.Module | None:
         """The method's own parameters (prompts, adapters, ...) as a module, or None. Called once, when the
         Lightning module is built; it becomes ``module.method_net``, is tuned under every tuning mode but "full"
