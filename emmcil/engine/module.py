@@ -164,8 +164,8 @@ class IncrementalModule(pl.LightningModule):
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         params = [p for p in self.parameters() if p.requires_grad]
-        if params:  # after the optimiser step: any inf or NaN makes its weight's norm so
-            self.record_nonfinite(torch.stack(torch._foreach_norm(params)), "weights")
+        if params:  # after the optimiser step: a weight is finite iff its largest |value| is
+            self.record_nonfinite(torch.stack(torch._foreach_norm(params, ord=float("inf"))), "weights")
         if (batch_idx + 1) % max(1, int(self.cfg.get("log_every_n_steps", 50))) == 0:
             self.check_finite()
 
