@@ -20,6 +20,7 @@ from sacred.utils import SacredError  # noqa: E402
 
 from config import ex, keep_strings  # noqa: E402
 from emmcil.data.arrow import ArrowFormatError  # noqa: E402
+from emmcil.data.dataset import CorruptImageError  # noqa: E402
 from emmcil.data.scenario import IncompleteClassesError  # noqa: E402
 from emmcil.data.tokenizer import TokenizerNotFoundError  # noqa: E402
 from emmcil.engine.driver import SettingError, resume_note, run_and_summarize  # noqa: E402
@@ -27,7 +28,7 @@ from emmcil.engine.module import NonFiniteError  # noqa: E402
 from emmcil.engine.rundir import ConfigMismatchError, RunInUseError  # noqa: E402
 
 REFUSALS = (RunInUseError, ConfigMismatchError, ArrowFormatError, TokenizerNotFoundError, IncompleteClassesError,
-            NonFiniteError, SettingError)
+            NonFiniteError, SettingError, CorruptImageError)
 
 
 class RunRefused(SacredError):

@@ -186,6 +186,8 @@ def build_data(cfg: Mapping) -> RunData:
              if cfg["train_randaug"] else train_eval)
     test = ArrowDataset(test_files, tokenizer, eval_tf, T, missing=test_missing)
     check_stored_resize(train_files + test_files, size, p)  # images written with --resize: for this transform?
+    for dataset in (train, test):  # every image header parses: a bad image stops the run now, not after a phase
+        dataset.image_sizes()
     num_classes = int(cfg["num_classes"])
     found = int(max(train.labels.max(), test.labels.max())) + 1
     if found > num_classes:
