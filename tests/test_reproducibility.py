@@ -184,3 +184,15 @@ def test_a_non_finite_loss_or_weight_stops_the_phase_naming_it(demo_root, tmp_pa
     assert "nothing of it is saved" in message and "lr=0.01" in message
     assert len(calls) == 3  # stopped at once (log_every_n_steps=1): no further step ran on NaN weights
     assert not (run.run_dir.path / "checkpoints").exists() and not (run.run_dir.path / "results.json").exists()
+
+
+def test_limit_train_batches_counts_optimiser_steps_in_any_layout():
+    """limit_train_batches=3 (or 0.25 of 12 steps) keeps the epoch's first 3 global batches, the same samples
+    whether one process takes them whole or two ranks with 2 accumulation steps take a quarter each."""
+    single = [[i for _, i, _ in b] for b in PhaseBatches(120, 10, seed=3, world_size=1, rank=0, limit=3)]
+    assert single == [[i for _, i, _ in b] for b in PhaseBatches(120, 10, seed=3, world_size=1, rank=0, limit=0.25)]
+    ranks = [list(PhaseBatches(120, 10, 2, seed=3, world_size=2, rank=r, limit=3)) for r in range(2)]
+    assert len(single) == 3 and all(len(r) == 6 for r in ranks)
+    for step, batch in enumerate(single):
+        got = [i for r in ranks for m in r[2 * step:2 * step + 2] for _, i, _ in m]
+        assert sorted(got) == sorted(batch)

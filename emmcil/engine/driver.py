@@ -284,14 +284,11 @@ class IncrementalRun:
                     shutil.rmtree(folder)
         bar = shows_progress_bar(cfg)
         callbacks = self.tracker.callbacks() + ([ProgressBar()] if bar else [])
-        accumulation = accumulation_steps(cfg)
-        limit = cfg["limit_train_batches"]  # a count of batches counts optimiser steps, whatever the accumulation
-        limit = limit * accumulation if isinstance(limit, int) and not isinstance(limit, bool) else limit
         return pl.Trainer(
             accelerator=cfg["accelerator"], devices=cfg["devices"], num_nodes=cfg["num_nodes"],
             strategy=cfg["strategy"], precision=cfg["precision"], plugins=cluster_plugins(),
-            max_epochs=cfg["max_epoch"], max_steps=cfg["max_steps"], accumulate_grad_batches=accumulation,
-            gradient_clip_val=cfg["gradient_clip_val"], limit_train_batches=limit,
+            max_epochs=cfg["max_epoch"], max_steps=cfg["max_steps"], accumulate_grad_batches=accumulation_steps(cfg),
+            gradient_clip_val=cfg["gradient_clip_val"],  # limit_train_batches: PhaseBatches, in optimiser steps
             use_distributed_sampler=False,  # PhaseBatches and ShardedBatches shard by themselves (loaders.py)
             logger=self.tracker.phase_loggers(phase), enable_checkpointing=False,
             enable_progress_bar=bar, callbacks=callbacks,

@@ -298,13 +298,15 @@ class PhaseBatches(Sampler[list]):
 
     num_samples: the phase's training set size; batch_size: the effective (global) batch; accumulation: micro-batches
     per optimiser step and rank; seed: the phase's seed; lengths (N,) and window > 0: length-grouped global batches;
-    world_size / rank: the DDP layout (default: torch.distributed's, read when iterated). Lightning calls
-    ``set_epoch`` (through ``.sampler``) at the start of every epoch; ``len`` is micro-batches per epoch and rank.
+    world_size / rank: the DDP layout (default: torch.distributed's, read when iterated); limit: the epoch's first
+    global batches only, a fraction of them (float) or a count (int), as ``limit_train_batches``, in optimiser
+    steps whatever the layout. Lightning calls ``set_epoch`` (through ``.sampler``) at the start of every epoch;
+    ``len`` is micro-batches per epoch and rank.
     """
 
     def __init__(self, num_samples: int, batch_size: int, accumulation: int = 1, seed: int = 0,
                  lengths: Sequence[int] | None = None, window: int = 0, world_size: int | None = None,
-                 rank: int | None = None):
+                 rank: int | None = None, limit: int | float = 1.0):
         if batch_size < 1 or accumulation < 1:
             raise ValueError(f"batch_size={batch_size} and accumulation={accumulation} must be >= 1")
         if window < 0 or (window > 0 and (lengths is None or len(lengths) != num_samples)):
@@ -314,6 +316,8 @@ class PhaseBatches(Sampler[list]):
         self.lengths = None if lengths is None else np.asarray(lengths, dtype=np.int64)
         self._world = (world_size, rank)
         self.epoch = 0
+        steps = math.ceil(self.num_samples / self.batch_size)
+        self.steps = min(steps, limit) if isinstance(limit, int) else max(1, int(steps * limit))
 
     @property
     def sampler(self) -> "PhaseBatches":
@@ -344,7 +348,7 @@ class PhaseBatches(Sampler[list]):
     def __iter__(self) -> Iterator[list[tuple[int, int, float]]]:
         size, rank = self.layout()
         parts = self.accumulation * size
-        for batch in self.global_batches(self.epoch):
+        for batch in self.global_batches(self.epoch)[:self.steps]:
             weight = parts / len(batch)
             for micro in split_evenly(batch, parts)[rank::size]:
                 if len(micro):
@@ -353,7 +357,7 @@ class PhaseBatches(Sampler[list]):
                     yield [(self.epoch, int(batch[0]), 0.0)]
 
     def __len__(self) -> int:
-        return self.accumulation * math.ceil(self.num_samples / self.batch_size)
+        return self.accumulation * self.steps
 
 
 class SeededSamples(Dataset):
@@ -431,5 +435,6 @@ def make_loader(dataset: Dataset, cfg: Mapping, train: bool, seed: int = 0) -> D
     window = int(cfg.get("length_group_window", 0))
     lengths = (sequence_lengths(dataset, cfg["image_size"], cfg["patch_size"], cfg["max_text_len"]) if window
                else None)
-    batches = PhaseBatches(len(dataset), cfg["batch_size"], accumulation_steps(cfg), seed, lengths, window)
+    batches = PhaseBatches(len(dataset), cfg["batch_size"], accumulation_steps(cfg), seed, lengths, window,
+                           limit=cfg.get("limit_train_batches", 1.0))
     return DataLoader(SeededSamples(dataset, seed), batch_sampler=batches, **common)
