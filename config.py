@@ -429,7 +429,7 @@ def config_problems(cfg) -> list[str]:
         problems.append(str(err))
     if not problems:
         try:  # the method's own checks of its keys
-            get_method(cfg["method"])(cfg)
+            get_method(cfg["method"])(cfg).check_config()
         except ValueError as err:
             problems.append(str(err))
     return problems

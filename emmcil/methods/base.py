@@ -135,6 +135,11 @@ class Method:
         return module.backbone(batch["text_ids"], batch["text_masks"], batch["images"], batch["pixel_masks"],
                                patch_keep=batch.get("patch_keep"), return_attention=return_attention)
 
+    def check_config(self) -> None:
+        """ValueError naming a bad value of the method's keys, from ``self.cfg`` alone: called when the config is
+        made (``config.py``, so ``print_config`` and the scripts' dry runs see it) and by ``setup``, so that a key
+        read only after a phase has trained does not cost that phase."""
+
     def setup(self, ctx: PhaseContext) -> None:
         """Once per process, before the first phase it runs (also when resuming, before ``load_state_dict``)."""
 

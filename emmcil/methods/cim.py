@@ -112,8 +112,8 @@ class CIM(CompressedReplay):
         "cim_compress_ratio": 4.0,   # background area ratio: each side / sqrt(ratio) (CIM-CIL "compress_ratio")
     }
 
-    def setup(self, ctx) -> None:
-        super().setup(ctx)
+    def check_config(self) -> None:
+        super().check_config()
         cfg = self.cfg
         if cfg["cim_cam"] not in CAM_MODES:
             raise ValueError(f"cim_cam={cfg['cim_cam']!r}: expected one of {CAM_MODES}")
