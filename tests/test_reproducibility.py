@@ -196,3 +196,14 @@ def test_limit_train_batches_counts_optimiser_steps_in_any_layout():
     for step, batch in enumerate(single):
         got = [i for r in ranks for m in r[2 * step:2 * step + 2] for _, i, _ in m]
         assert sorted(got) == sorted(batch)
+
+
+def test_lightning_tells_the_batches_each_epoch(demo_root, tmp_path, monkeypatch):
+    """The epoch a batch belongs to (its order, and every sample's draws) reaches PhaseBatches through Lightning's
+    set_epoch at each epoch's start, in every phase: a new order each epoch, persistent workers or not."""
+    from emmcil.engine import loaders
+
+    seen, original = [], loaders.PhaseBatches.set_epoch
+    monkeypatch.setattr(loaders.PhaseBatches, "set_epoch", lambda self, e: (seen.append(e), original(self, e)))
+    IncrementalRun(demo_config(demo_root, tmp_path, "finetune", max_epoch=3, limit_train_batches=1)).run()
+    assert seen == [0, 1, 2, 0, 1, 2]
