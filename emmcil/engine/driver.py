@@ -115,7 +115,7 @@ def shows_progress_bar(cfg: Mapping, stream=None) -> bool:
 @contextlib.contextmanager
 def quiet_lightning() -> Iterator[None]:
     """Within the block, Lightning's per-Trainer chatter (devices, tips, "fit stopped"), repeated every phase, is
-    off (the driver prints its own summary instead), and four harmless warnings are ignored; other warnings stay
+    off (the driver prints its own summary instead), and three harmless warnings are ignored; other warnings stay
     visible. Both are restored on exit, so a caller's logging and warning filters are left as they were."""
     logger = logging.getLogger("pytorch_lightning")
     level = logger.level
@@ -127,8 +127,6 @@ def quiet_lightning() -> Iterator[None]:
             # a resumed run's evaluation log (logs/phases/) starts afresh and gets the earlier phases again
             # (RunTracker.log_phase)
             warnings.filterwarnings("ignore", message=r".*Previous log files in this directory will be deleted.*")
-            # ShardedBatches returns every sample, in this rank's share (emmcil.engine.loaders)
-            warnings.filterwarnings("ignore", message=r".*custom batch sampler `ShardedBatches` for prediction.*")
             yield
     finally:
         logger.setLevel(level)
@@ -289,7 +287,7 @@ class IncrementalRun:
             strategy=cfg["strategy"], precision=cfg["precision"], plugins=cluster_plugins(),
             max_epochs=cfg["max_epoch"], max_steps=cfg["max_steps"], accumulate_grad_batches=accumulation_steps(cfg),
             gradient_clip_val=cfg["gradient_clip_val"],  # limit_train_batches: PhaseBatches, in optimiser steps
-            use_distributed_sampler=False,  # PhaseBatches and ShardedBatches shard by themselves (loaders.py)
+            use_distributed_sampler=False,  # PhaseBatches and Shard split the data by themselves (loaders.py)
             logger=self.tracker.phase_loggers(phase), enable_checkpointing=False,
             enable_progress_bar=bar, callbacks=callbacks,
             enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=cfg["log_every_n_steps"],

@@ -396,22 +396,20 @@ def seeded_rngs(seed: int) -> Iterator[None]:
         random.setstate(py_state)
 
 
-class ShardedBatches(Sampler[list]):
-    """Batches of ``batch_size`` over this rank's share of ``num_samples`` items in order (indices r, r + W, ...),
-    for passes without gradients; the driver gathers the shards (``gather_uneven``)."""
+class Shard(Sampler[int]):
+    """This rank's share of ``num_samples`` items in order (indices r, r + W, ...), for passes without gradients;
+    the driver gathers the shards (``gather_uneven``)."""
 
-    def __init__(self, num_samples: int, batch_size: int):
-        self.num_samples, self.batch_size = int(num_samples), int(batch_size)
+    def __init__(self, num_samples: int):
+        self.num_samples = int(num_samples)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[int]:
         size, rank = world()
-        mine = list(range(rank, self.num_samples, size))
-        for i in range(0, len(mine), self.batch_size):
-            yield mine[i:i + self.batch_size]
+        return iter(range(rank, self.num_samples, size))
 
     def __len__(self) -> int:
         size, rank = world()
-        return math.ceil(len(range(rank, self.num_samples, size)) / self.batch_size)
+        return len(range(rank, self.num_samples, size))
 
 
 def loader_workers(requested: int) -> int:
@@ -424,14 +422,14 @@ def loader_workers(requested: int) -> int:
 
 def make_loader(dataset: Dataset, cfg: Mapping, train: bool, seed: int = 0) -> DataLoader:
     """For training, :class:`PhaseBatches` over :class:`SeededSamples` of ``dataset`` with the phase's ``seed``
-    (grouped by sequence length with ``length_group_window`` > 0); otherwise this rank's share in order, batches of
-    ``per_gpu_batchsize``. :class:`KeepCollate`; ``num_workers`` capped by :func:`loader_workers`."""
+    (grouped by sequence length with ``length_group_window`` > 0); otherwise this rank's share in order
+    (:class:`Shard`), batches of ``per_gpu_batchsize``. :class:`KeepCollate`; ``num_workers`` capped by :func:`loader_workers`."""
     workers = loader_workers(cfg["num_workers"])
     common = dict(num_workers=workers, collate_fn=KeepCollate(cfg["patch_size"]),
                   persistent_workers=train and workers > 0,  # not re-forked every epoch
                   pin_memory=torch.cuda.is_available())
     if not train:
-        return DataLoader(dataset, batch_sampler=ShardedBatches(len(dataset), cfg["per_gpu_batchsize"]), **common)
+        return DataLoader(dataset, batch_size=cfg["per_gpu_batchsize"], sampler=Shard(len(dataset)), **common)
     window = int(cfg.get("length_group_window", 0))
     lengths = (sequence_lengths(dataset, cfg["image_size"], cfg["patch_size"], cfg["max_text_len"]) if window
                else None)
