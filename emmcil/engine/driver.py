@@ -162,6 +162,13 @@ class PhaseData(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self.build_loader()
 
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """On the host, before the batch moves to the device: how many of its samples count (the others pad a step
+        that has fewer samples than micro-batches: weight 0), as a Python int, so the step needs no device sync."""
+        if isinstance(batch, dict) and "loss_weight" in batch:
+            batch["real_samples"] = int((batch["loss_weight"] > 0).sum())
+        return batch
+
 
 def gather_uneven(strategy, tensor: torch.Tensor, device) -> torch.Tensor:
     """Concatenate every rank's ``tensor`` (N_r, ...) along dim 0: Lightning's predict sampler does not pad the

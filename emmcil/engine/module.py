@@ -124,13 +124,6 @@ class IncrementalModule(pl.LightningModule):
         return self.logits(self.encode(batch))
 
     # -- Lightning hooks
-    def on_before_batch_transfer(self, batch, dataloader_idx: int):
-        """On the host, before the batch moves to the device: how many of a training batch's samples count (the
-        others pad a step that has fewer samples than micro-batches: weight 0), as a Python int (no device sync)."""
-        if isinstance(batch, dict) and "loss_weight" in batch:
-            batch["real_samples"] = int((batch["loss_weight"] > 0).sum())
-        return batch
-
     def training_step(self, batch: dict, batch_idx: int):
         keyed = self.cfg.get("model_rng", "sample") == "sample"
         with sample_keys(self, batch.get("sample_seed") if keyed else None):
@@ -139,7 +132,7 @@ class IncrementalModule(pl.LightningModule):
             loss = self.method.training_loss(self, batch, output, logits)
         self.record_nonfinite(loss.detach(), "loss")
         weights = batch.get("loss_weight")
-        real = batch.get("real_samples", logits.shape[0])
+        real = batch.get("real_samples", logits.shape[0])  # a host int (driver.PhaseData): no device sync
         if real:
             acc = (logits.argmax(1) == batch["labels"]).float().mean()
             self.log("train/loss", loss, prog_bar=True, batch_size=real)  # every log_every_n_steps steps
