@@ -37,7 +37,10 @@ of its file, e.g. ``emm``'s thresholds).
 """
 from __future__ import annotations
 
+import ast
+import functools
 import json
+import math
 from pathlib import Path
 
 import yaml
@@ -53,8 +56,9 @@ from emmcil.data.scenario import phase_sizes
 from emmcil.engine.rundir import run_name
 from emmcil.memory.buffer import MemoryBuffer
 from emmcil.methods import METHODS, get_method, method_key_docs, methods_reading
-from emmcil.methods.recipes import recipe
-from emmcil.model import TINY, VILT_B32
+from emmcil.methods.recipes import INTERVALS, OPTIMIZERS, SCHEDULES, recipe
+from emmcil.model import TINY, VILT_B32, ViLTConfig
+from emmcil.model.ssf import TUNING_MODES
 from emmcil.provenance import git_repository
 
 # Lightning draws its own progress bars; sacred's stdout capture would mangle them.
@@ -93,6 +97,15 @@ def model_size_default(model_size: str, key: str):
     if model_size not in MODEL_SIZES:
         raise config_error(f"unknown model_size {model_size!r}; choose one of {sorted(MODEL_SIZES)}")
     return MODEL_SIZES[model_size][key]
+
+
+def split_names(splits) -> list[str]:
+    """``train_splits`` as a list of split names; a config error for anything else (``train_splits=train`` on the
+    command line is the string "train", which would read as the splits "t", "r", "a", "i", "n")."""
+    if not isinstance(splits, (list, tuple)) or not splits or not all(isinstance(s, str) and s for s in splits):
+        raise config_error(f"train_splits={splits!r}: expected a non-empty list of split names, e.g. "
+                           f"train_splits='[\"train\", \"val\"]'")
+    return list(splits)
 
 
 def dataset_num_classes(dataset: str, data_root: str, splits) -> int:
@@ -201,7 +214,7 @@ def config():
     data_root = ""               # folder of {dataset}_{split}.arrow; "" for the demo = $EMMCIL_DATA/demo or cache
     train_splits = ["train"]     # arrow splits trained on (e.g. ["train", "val"])
     test_split = "test"          # evaluated after every phase
-    num_classes = dataset_num_classes(dataset, data_root, list(train_splits) + [test_split])  # or NAME_classes.json
+    num_classes = dataset_num_classes(dataset, data_root, split_names(train_splits) + [test_split])  # or NAME_classes.json
     num_phases = protocol_phases(num_classes, num_phases, init_classes, increment)
     tokenizer = ""               # bert-base-uncased vocab.txt (file or folder); "" = found offline
     max_text_len = dataset_default(dataset, "max_text_len")  # text tokens kept per sample (ViLT: 40)
@@ -226,6 +239,10 @@ def config():
     drop_rate = 0.1              # dropout after attention / MLP outputs and embeddings (ViLT: 0.1)
     attn_drop_rate = 0.0         # dropout on attention weights
     drop_path_rate = 0.0         # stochastic depth
+    # sample: dropout, stochastic depth and max_image_len's patches drawn per sample from (seed, phase, epoch, index),
+    # so devices, num_nodes and per_gpu_batchsize do not change results | torch: torch's RNG stream over each batch
+    # (cheaper masks; the batch layout then changes results, and those keys name the run)
+    model_rng = "sample"
     qkv_bias = True              # bias in the query/key/value projection (ViT, ViLT)
     ssf = True                   # SSF scale/shift after qkv, proj, fc1, fc2, norms, patch embedding
     tuning = "ssf"               # ssf: SSF + pooler + classifier train | frozen: pooler + classifier | full
@@ -250,7 +267,7 @@ def config():
     batch_size = recipe(method, dataset, "batch_size")      # effective batch, reached by accumulation
     per_gpu_batchsize = min(batch_size, dataset_default(dataset, "per_gpu_batchsize"))  # per device+step
     gradient_clip_val = None     # clip the gradient norm to this; None = no clipping
-    limit_train_batches = 1.0    # Lightning's: a fraction or a number of batches per epoch (tests, smoke runs)
+    limit_train_batches = 1.0    # a fraction of each epoch, or a number of its optimiser steps (tests, smoke runs)
     # 0: uniformly random training batches (ViLT). k > 0: batches of similar sequence length, drawn from sorted
     # windows of k batches (transformers' LengthGroupedSampler uses 50), so that a batch of masked exemplars costs
     # what they keep instead of being padded to a full image (emmcil/engine/loaders.py). Off by default: it
@@ -378,6 +395,172 @@ def reference_config(cfg) -> dict:
     if ref["model_size"] != cfg["model_size"]:  # the size differs from the default, the keys it derives do not
         ref = {**resolve_config(named, **fixed, model_size=cfg["model_size"]), "model_size": ref["model_size"]}
     return ref
+
+
+# ---------------------------------------------------------------- checks at config time
+# Lightning's precisions, as the run's name and its resume check compare them (16, "16", "bf16", 32 are aliases
+# Lightning accepts: refused with the canonical name, so that one setting never has two names).
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true")
+PRECISION_ALIASES = {"16": "16-mixed", "bf16": "bf16-mixed", "32": "32-true", "64": "64-true"}
+# Whole numbers and their smallest value (None: no bound); "or -1" keys also take -1 (off / all).
+INTEGER_KEYS = {"num_phases": 1, "batch_size": 1, "per_gpu_batchsize": 1, "max_epoch": 1, "num_workers": 0,
+                "num_threads": 0, "num_nodes": 1, "log_every_n_steps": 1, "keep_checkpoints": 0,
+                "stop_after_phase": -1, "length_group_window": 0, "seed": None, "missing_seed": None, "max_text_len": 2,
+                "hidden_size": 1, "num_layers": 1, "num_heads": 1, "patch_size": 1, "image_size": 1,
+                "vocab_size": 1, "max_steps": None, "max_image_len": None}
+OR_MINUS_ONE = ("max_steps", "max_image_len")
+SEED_KEYS = ("seed", "missing_seed", "class_order_seed")  # numpy and Lightning take seeds in [0, 2^32)
+# Real numbers and their range: (low, high, whether low itself is allowed).
+REAL_KEYS = {"lr": (0, math.inf, True), "weight_decay": (0, math.inf, True), "eps": (0, math.inf, False),
+             "momentum": (0, math.inf, True), "warmup": (0, math.inf, True), "missing_ratio": (0, 1, True),
+             "missing_both_ratio": (0, 1, True), "mlp_ratio": (0, math.inf, False)}
+# Keys whose value may be of more than one type; every other key must have its default's type (a str key a str,
+# a bool key a bool, a list key a list), so that a value sacred parsed differently from what was meant is refused.
+MIXED_KEYS = {"class_order_seed": (int, type(None)), "devices": (int, str, list), "deterministic": (bool, str, type(None)),
+              "gradient_clip_val": (int, float, type(None)), "limit_train_batches": (int, float),
+              "memory_per_class": (int, float), "memory_total": (int, float), "warmup": (int, float)}
+ADAM_TYPE = ("adam", "adamw")
+
+
+@functools.cache
+def default_types() -> dict[str, type]:
+    """Each key's type as ``config()`` and the method files declare its default (bool, int, float, str, list)."""
+    out = {k: type(v) for k, v in config().items()}
+    for method in METHODS.values():
+        out.update((k, type(v)) for k, v in method.config.items())
+    return out
+
+
+def string_keys() -> frozenset[str]:
+    """The keys that hold text (their default is a str): ``exp_name``, ``exp_tag``, ``data_root``, ``precision``, ..."""
+    return frozenset(k for k, t in default_types().items() if t is str)
+
+
+def keep_strings(argv: list[str]) -> list[str]:
+    """``argv`` of ``run.py [command] with ... key=value`` with the values of :func:`string_keys` that sacred would
+    read as something else quoted, so they stay the text typed: sacred reads ``exp_name=2024_01`` as the int 202401
+    (Python's digit separators), ``exp_tag=1e3`` as 1000.0, ``data_root=None`` as None. A value already quoted
+    (``exp_name="'2024_01'"``) is left alone."""
+    keys, out = string_keys(), []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if eq and key in keys and not arg.startswith("-"):
+            try:
+                parsed = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                parsed = value  # sacred keeps it a string
+            if not isinstance(parsed, str):
+                arg = f"{key}={value!r}"
+        out.append(arg)
+    return out
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def config_problems(cfg) -> list[str]:
+    """Every problem of a resolved config that would otherwise show only when the run starts or after it trained
+    (a ZeroDivisionError for ``batch_size=0``, a run of NaN weights for ``precision=16-true``, a run name made of
+    an int): one line each, naming the key."""
+    problems = []
+    types = default_types()
+    for key, value in cfg.items():
+        if key in REAL_KEYS:
+            allowed = (int, float)
+        elif key in INTEGER_KEYS:
+            allowed = (int,)
+        elif key in MIXED_KEYS:
+            allowed = MIXED_KEYS[key]
+        elif types.get(key) in (bool, int, float, str, list):
+            allowed = (types[key], int) if types[key] is float else (types[key],)
+        else:
+            continue
+        if isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool)):
+            continue
+        want = " or ".join({type(None): "None", int: "an int", str: "a str", list: "a list", bool: "a bool (True or "
+                            "False)", float: "a float"}[t] for t in allowed)
+        hint = ""
+        if key == "precision" and str(value) in PRECISION_ALIASES:
+            hint = f" (write precision={PRECISION_ALIASES[str(value)]}, what Lightning reads {value!r} as)"
+        elif str in allowed:
+            hint = (f" (run.py keeps a text key as typed on its command line; elsewhere pass a str, or quote it in "
+                    f"a shell: {key}=\"'...'\")")
+        problems.append(f"{key}={value!r}: expected {want}, not {type(value).__name__} {value!r}{hint}")
+    if problems:  # the range checks below assume the types
+        return problems
+    for key, low in INTEGER_KEYS.items():
+        value = cfg.get(key)
+        if value is None:
+            continue
+        if key in OR_MINUS_ONE:
+            if value != -1 and value < 1:
+                problems.append(f"{key}={value}: -1 (off) or at least 1")
+        elif low is not None and value < low:
+            problems.append(f"{key}={value}: at least {low}")
+    for key in SEED_KEYS:
+        if cfg.get(key) is not None and not 0 <= cfg[key] < 2**32:
+            problems.append(f"{key}={cfg[key]}: a seed in [0, 2**32)")
+    for key, (low, high, closed) in REAL_KEYS.items():
+        value = cfg.get(key)
+        if value is not None and not (_number(value) and (low <= value if closed else low < value) and value <= high):
+            problems.append(f"{key}={value}: a number in {'[' if closed else '('}{low}, {high}]")
+    if not 1 <= cfg["num_phases"] <= cfg["num_classes"]:
+        problems.append(f"num_phases={cfg['num_phases']}: at most num_classes={cfg['num_classes']} (a phase needs a "
+                        f"class of its own)")
+    limit = cfg["limit_train_batches"]
+    if not (isinstance(limit, float) and 0 < limit <= 1 or isinstance(limit, int) and limit >= 1):
+        problems.append(f"limit_train_batches={limit}: a fraction in (0, 1] or a number of batches >= 1")
+    clip = cfg["gradient_clip_val"]
+    if clip is not None and not (_number(clip) and clip > 0):
+        problems.append(f"gradient_clip_val={clip}: None (no clipping) or a norm > 0")
+    betas = cfg["betas"]
+    if len(betas) != 2 or not all(_number(b) and 0 <= b < 1 for b in betas):
+        problems.append(f"betas={betas}: two numbers in [0, 1)")
+    for key, allowed in (("tuning", TUNING_MODES), ("optimizer", OPTIMIZERS), ("lr_schedule", tuple(SCHEDULES)),
+                         ("schedule_interval", INTERVALS), ("missing_type", ("none", "text", "image", "both")),
+                         ("model_rng", ("sample", "torch"))):
+        if cfg[key] not in allowed:
+            problems.append(f"{key}={cfg[key]!r}: one of {allowed}")
+    precision = cfg["precision"]
+    if precision in PRECISION_ALIASES:
+        problems.append(f"precision={precision!r}: write precision={PRECISION_ALIASES[precision]} (what Lightning "
+                        f"reads it as), so that the run's name and resume check see one name for one setting")
+    elif precision not in PRECISIONS:
+        problems.append(f"precision={precision!r}: one of {PRECISIONS}")
+    elif precision == "16-true" and cfg["optimizer"] in ADAM_TYPE:
+        problems.append(f"precision='16-true' with optimizer={cfg['optimizer']!r}: the weights and {cfg['optimizer']}'s "
+                        f"state are float16, where its eps={cfg['eps']:g} is 0 and small squared gradients underflow, "
+                        f"so an update divides by zero and every weight turns NaN within the first epoch. Use "
+                        f"precision=16-mixed (float16 compute, float32 weights, on a GPU) or bf16-mixed (GPU or CPU)")
+    if precision == "16-mixed" and cfg["accelerator"] == "cpu":
+        problems.append("precision='16-mixed' with accelerator='cpu': float16 autocast runs on GPUs only (Lightning "
+                        "would switch to bf16-mixed); use precision=bf16-mixed on a CPU")
+    devices = cfg["devices"]
+    if not (isinstance(devices, int) and (devices >= 1 or devices == -1) or devices == "auto"
+            or isinstance(devices, str) and devices.isdigit() and int(devices) >= 1
+            or isinstance(devices, list) and devices and all(isinstance(d, int) and d >= 0 for d in devices)):
+        problems.append(f"devices={devices!r}: a count >= 1, -1 or \"auto\" (every GPU), or a list of GPU ids")
+    try:  # the backbone's own checks: sizes, dropout probabilities
+        ViLTConfig.from_dict(cfg)
+    except ValueError as err:
+        problems.append(str(err))
+    if not problems:
+        try:  # the method's own checks of its keys
+            get_method(cfg["method"])(cfg).check_config()
+        except ValueError as err:
+            problems.append(str(err))
+    return problems
+
+
+@ex.config_hook
+def check_config(config, command_name, logger):
+    """A config error listing :func:`config_problems`, before anything runs (``print_config`` and the scripts' dry
+    runs included)."""
+    problems = config_problems(config)
+    if problems:
+        raise config_error("bad config:\n  " + "\n  ".join(problems))
+    return {}
 
 
 @ex.config_hook

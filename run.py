@@ -10,8 +10,10 @@ re-running the same command resumes after the last saved phase, which the run pr
 
 A run that cannot start or go on as asked (another process holds its run directory; it would resume a run made with
 another config or other data, or from a checkpoint of another run; no checkpoint of it can be read; a data file that
-is not what the dataset says; the disk is full) stops with the message alone and exit status 1;
-``python run.py --debug with ...`` shows the traceback.
+is not what the dataset says; a class of a phase without training or test sample; the disk is full) stops with the
+message alone and exit status 1, and so does a phase whose loss or weights turned NaN or infinite (the message names
+the phase, the step and the likely cause; the phase is not saved); ``python run.py --debug with ...`` shows the
+traceback. Text keys stay text on the command line: ``exp_name=2024_01`` is the name "2024_01", not sacred's int.
 """
 import sys
 import warnings
@@ -21,17 +23,20 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated", categor
 
 from sacred.utils import SacredError  # noqa: E402
 
-from config import ex  # noqa: E402
+from config import ex, keep_strings  # noqa: E402
 from emmcil import stops  # noqa: E402
 from emmcil.atomic import disk_full  # noqa: E402
 from emmcil.data.arrow import ArrowFormatError  # noqa: E402
+from emmcil.data.dataset import CorruptImageError  # noqa: E402
+from emmcil.data.scenario import IncompleteClassesError  # noqa: E402
 from emmcil.data.tokenizer import TokenizerNotFoundError  # noqa: E402
-from emmcil.engine.driver import resume_note, run_and_summarize  # noqa: E402
+from emmcil.engine.driver import SettingError, resume_note, run_and_summarize  # noqa: E402
+from emmcil.engine.module import NonFiniteError  # noqa: E402
 from emmcil.engine.rundir import (ConfigMismatchError, RunInUseError, UnreadableCheckpointError,  # noqa: E402
                                   UnreadableFileError)
 
 REFUSALS = (RunInUseError, ConfigMismatchError, UnreadableCheckpointError, UnreadableFileError, ArrowFormatError,
-            TokenizerNotFoundError)
+            TokenizerNotFoundError, IncompleteClassesError, NonFiniteError, SettingError, CorruptImageError)
 
 
 class RunRefused(SacredError):
@@ -72,7 +77,7 @@ def main(_config, _run):
 def cli() -> int:
     """``python run.py ...``: sacred's command line; a stopped run exits with ``stops.STOPPED_EXIT_CODE``."""
     try:
-        ex.run_commandline()
+        ex.run_commandline(keep_strings(sys.argv))  # text keys stay text (exp_name=2024_01)
     except RunStopped:
         return stops.STOPPED_EXIT_CODE
     return 0

@@ -12,7 +12,10 @@ One training step = forward + cross-entropy + backward + AdamW step, on the same
   without native bf16 matmuls this is usually *slower* than fp32);
 * **ours, full fine-tuning** (``apply_freeze_policy(model, "full")``: every weight trains);
 * **ours, SSF, forward only**: the SSF model's forward in train mode under ``torch.no_grad()``, the denominator of
-  the SSF step's bound below.
+  the SSF step's bound below;
+* **ours, SSF, per-sample dropout**: the first row's step inside ``emmcil.model.keyed.sample_keys``, as runs train
+  by default (``model_rng="sample"``: every mask hashed from its sample's key, so the batch layout does not change
+  results); the other rows draw dropout from torch's RNG (``model_rng="torch"``).
 
 All models share the weights of one randomly initialised ``ViltModel`` (copied with
 :func:`emmcil.model.checkpoint.convert_hf`); the heads start from the same weights. Train mode, hidden dropout
@@ -66,6 +69,7 @@ from transformers import ViltModel
 from emmcil.markdown import markdown_table
 from emmcil.model import VILT_B32, ViLT, ViLTConfig, apply_freeze_policy, count_parameters
 from emmcil.model.checkpoint import convert_hf
+from emmcil.model.keyed import sample_keys
 
 from machine_load import OtherLoad  # benchmarks/machine_load.py (scripts run from this folder)
 from measure import forward_flops, interleaved_times, peak_tflops
@@ -161,6 +165,8 @@ def main(argv=None) -> None:
             ("ours, SSF, forward only (no_grad)", ours(True, "ssf"), "forward", None)]
     if args.dtype == "bf16":
         rows.append(("ours, SSF, autocast bf16", ours(True, "ssf"), "ssf", torch.bfloat16))
+    keyed_row = len(rows)
+    rows.append(("ours, SSF, per-sample dropout", ours(True, "ssf"), "ssf", None))
 
     # ------------------------------------------------------------------ the same batch for every row
     g = torch.Generator().manual_seed(0)
@@ -168,15 +174,17 @@ def main(argv=None) -> None:
              "pixel_masks": torch.ones(B, H, W, dtype=torch.bool, device=dev),
              "text_ids": torch.randint(1000, 30000, (B, T), generator=g).to(dev),
              "text_masks": torch.ones(B, T, dtype=torch.long, device=dev),
-             "labels": torch.randint(0, NUM_CLASSES, (B,), generator=g).to(dev)}
+             "labels": torch.randint(0, NUM_CLASSES, (B,), generator=g).to(dev),
+             "keys": torch.randint(0, 2**32, (B,), generator=g).to(dev)}
 
     steps = {}
     for name, model, tuning, amp in rows:
         model.to(dev).train()
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
 
-        def step(model=model, opt=opt, amp=amp):
-            with torch.autocast(dev, dtype=amp or torch.bfloat16, enabled=amp is not None):
+        def step(model=model, opt=opt, amp=amp, keyed=name.endswith("per-sample dropout")):
+            with torch.autocast(dev, dtype=amp or torch.bfloat16, enabled=amp is not None), \
+                    sample_keys(model, batch["keys"] if keyed else None):
                 loss = nn.functional.cross_entropy(model(batch), batch["labels"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -219,6 +227,7 @@ def main(argv=None) -> None:
     print(f"  ours SSF / ours frozen:   {sec[1] / sec[0]:.2f}")
     if args.dtype == "bf16":
         print(f"  ours SSF bf16 / SSF fp32: {sec[0] / sec[5]:.2f}")
+    print(f"  SSF per-sample dropout / torch dropout: {sec[0] / sec[keyed_row]:.2f}")
     ssf, full = step_flops(cfg, B, T, P, "ssf"), step_flops(cfg, B, T, P, "full")
     ratio = sec[0] / sec[4]
     print("\ntimes (>1: the SSF step takes longer), the analytic FLOP ratio beside")

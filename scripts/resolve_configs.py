@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     import run  # noqa: F401  (registers run.py's main command on the experiment)
-    from config import ex
+    from config import ex, keep_strings
 
     from emmcil.data.textfiles import read_lines
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         run_obj = None
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
-                run_obj = ex.run_commandline(["run.py", "print_config", *args, "--loglevel=ERROR"])
+                run_obj = ex.run_commandline(keep_strings(["run.py", "print_config", *args, "--loglevel=ERROR"]))
             except SystemExit as e:  # sacred prints the error and exits 1
                 code = e.code if isinstance(e.code, int) else 1
         if code or run_obj is None:

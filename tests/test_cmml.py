@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sacred.utils import ConfigError
 import torch
 from config import NAMED_CONFIGS
 from emmcil.data import ensure_demo
@@ -60,8 +61,8 @@ def test_missing_tables_are_seeded_per_split(demo_root):
     described = a.describe()["missing"]
     assert described["missing_type"] == "both" and described["ratio"] == 0.7 and described["both_ratio"] == 0.5
     assert described["splits"]["test"]["text_missing"] == 35 and len(described["splits"]["train"]["sha1"]) == 40
-    with pytest.raises(ValueError, match="missing_type='audio'"):
-        data(demo_root, missing_type="audio")
+    with pytest.raises(ConfigError, match=r"missing_type='audio': one of \('none', 'text', 'image', 'both'\)"):
+        data(demo_root, missing_type="audio")  # refused when the config is made
 
 
 @pytest.mark.parametrize("kind", ["text", "image", "both"])

@@ -22,6 +22,10 @@ COMBOS = list(itertools.product(NAMED_CONFIGS["dataset"], NAMED_CONFIGS["protoco
 def test_every_named_config_combination_resolves():
     assert len(COMBOS) >= 54
     for dataset, protocol, method, size in COMBOS:
+        if int(protocol.split("_")[1]) > DATASETS[dataset]["num_classes"]:  # the demo's 10 classes in 20 phases
+            with pytest.raises(ConfigError, match=r"num_phases=20: at most num_classes=10"):
+                resolve(dataset, protocol, method, size)
+            continue
         cfg = resolve(dataset, protocol, method, size)
         assert cfg["dataset"] == dataset and cfg["method"] == method and cfg["model_size"] == size
         assert cfg["num_phases"] == int(protocol.split("_")[1])
@@ -227,3 +231,66 @@ def test_ablation_configs_resolve_with_their_own_run_directory():
     cfg = resolve("demo", "emm_no_aug")
     assert cfg["method"] == "emm" and cfg["aug_text_swap"] == 0 and cfg["aug_patch_merge"] == 0
     assert resolve("demo", "emm")["aug_text_swap"] == 0.5
+
+
+@pytest.mark.parametrize("updates,message", [
+    (dict(batch_size=0), r"batch_size=0: at least 1\n  per_gpu_batchsize=0: at least 1"),  # was a ZeroDivisionError
+    (dict(per_gpu_batchsize=0), r"per_gpu_batchsize=0: at least 1"),
+    (dict(max_epoch=0), r"max_epoch=0: at least 1"),  # was a run recorded as finished that trained nothing
+    (dict(num_phases=11), r"num_phases=11: at most num_classes=10"),
+    (dict(num_phases=0), r"num_phases=0: at least 1"),
+    (dict(max_steps=0), r"max_steps=0: -1 \(off\) or at least 1"),
+    (dict(num_workers=-1), r"num_workers=-1: at least 0"),
+    (dict(seed=-1), r"seed=-1: a seed in \[0, 2\*\*32\)"),
+    (dict(lr=float("nan")), r"lr=nan: a number in \[0, inf\]"),
+    (dict(betas=[0.9]), r"betas=\[0.9\]: two numbers in \[0, 1\)"),
+    (dict(limit_train_batches=0), r"limit_train_batches=0: a fraction in \(0, 1\] or a number of batches >= 1"),
+    (dict(devices=0), r"devices=0: a count >= 1, -1 or \"auto\""),
+    (dict(max_epoch=2.0), r"max_epoch=2.0: expected an int, not float 2.0"),
+    (dict(restart=1), r"restart=1: expected a bool \(True or False\), not int 1"),
+    (dict(exp_name=202401), r"exp_name=202401: expected a str, not int 202401 \(run.py keeps a text key as typed"),
+    (dict(exp_tag=202401), r"exp_tag=202401: expected a str"),
+    (dict(optimizer="lamb"), r"optimizer='lamb': one of \('adamw', 'adam', 'sgd'\)"),
+    (dict(precision=16), r"precision=16: expected a str, not int 16 \(write precision=16-mixed"),
+    (dict(precision="bf16"), r"precision='bf16': write precision=bf16-mixed"),
+    (dict(precision="16-mixed", accelerator="cpu"), r"float16 autocast runs on GPUs only .* use precision=bf16-mixed"),
+    (dict(precision="16-true"), r"precision='16-true' with optimizer='adamw': the weights and adamw's state are "
+                                r"float16, where its eps=1e-08 is 0 .* Use precision=16-mixed .* or bf16-mixed"),
+    (dict(image_size=100), r"image_size=100 is not a multiple of patch_size=16"),
+    (dict(tau_image=1.5), r"tau_image=1.5 must lie in \[0, 1\]"),  # emm's own check, now at config time
+    (dict(mask_layers=[5]), r"mask_layers=\[5\]: out of range for the model's 2 layers"),
+])
+def test_bad_values_are_config_errors_naming_the_key(updates, message):
+    """Values that used to fail only when the run started (or after it trained, or never) are refused when the
+    config is made: print_config and the scripts' dry runs see them too."""
+    with pytest.raises(ConfigError, match=message):
+        resolve("demo", "emm", **updates)
+
+
+def test_16_true_is_refused_for_adam_type_optimisers_only():
+    with pytest.raises(ConfigError, match="precision='16-true' with optimizer='adam'"):
+        resolve("demo", "l2p", precision="16-true")  # l2p's recipe: adam
+    assert resolve("demo", "ease", precision="16-true")["precision"] == "16-true"  # sgd: no eps to underflow
+
+
+def test_train_splits_must_be_a_list():
+    with pytest.raises(ConfigError, match=r"train_splits='train': expected a non-empty list of split names"):
+        resolve("demo", train_splits="train")  # was read as the splits t, r, a, i, n
+
+
+def test_text_keys_stay_text_on_the_command_line():
+    """sacred reads exp_name=2024_01 as the int 202401 (Python's digit separators) and exp_tag=1e3 as 1000.0:
+    run.py quotes the values of text keys before sacred parses them; other keys and quoted values are left alone."""
+    from config import keep_strings, string_keys
+
+    argv = ["run.py", "with", "demo", "exp_name=2024_01", "exp_tag=1e3", "data_root=None", "seed=3", "precision=16",
+            "exp_tag='x'", "--debug"]
+    assert keep_strings(argv) == ["run.py", "with", "demo", "exp_name='2024_01'", "exp_tag='1e3'", "data_root='None'",
+                                  "seed=3", "precision='16'", "exp_tag='x'", "--debug"]
+    cfg = resolve("demo", "emm")
+    assert {k for k, v in cfg.items() if isinstance(v, str)} <= string_keys()
+    assert {"exp_name", "exp_tag", "log_dir", "data_root", "tau_image"} & string_keys() == {"exp_name", "exp_tag",
+                                                                                         "log_dir", "data_root"}
+    run = ex.run_commandline(keep_strings(["run.py", "print_config", "with", "demo", "exp_tag=2024_01",
+                                           "--loglevel=ERROR"]))
+    assert run.config["exp_tag"] == "2024_01" and run.config["exp_name"].endswith("_seed0_2024_01")

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from emmcil.data import (ArrowDataset, CorruptImageError, MissingTable, collate, get_tokenizer, pixelbert_transform,
                          write_arrow)
-from emmcil.data.arrow import read_arrow
+from emmcil.data.arrow import ArrowFormatError, read_arrow
 from emmcil.data.missing import IMAGE_MISSING, NONE, TEXT_MISSING
 from emmcil.data.write_folder import write_folder
 
@@ -113,6 +113,24 @@ def test_corrupt_image_names_sample_index_and_file(tmp_path, tok):
     assert ds[0]["image_id"] == "fine.jpg"
     with pytest.raises(CorruptImageError, match=r"'broken\.jpg' \(index 1\) in .*t_train\.arrow"):
         ds[1]
+
+
+def test_unreadable_headers_and_empty_captions_are_found_before_any_training(tmp_path, tok):
+    """A run reads every image header when it builds its data (build_data): all the samples whose header does not
+    parse are counted and the first named, instead of the first one stopping a phase that drew it, maybe after
+    other phases trained. A row without caption is an error when the file is opened."""
+    image_folder(tmp_path / "raw", ["a"], per_class=1)
+    data = next((tmp_path / "raw" / "a").iterdir()).read_bytes()
+    rows = [{"image": data, "text": ["ok"], "label": 0, "image_id": "fine.jpg", "split": "test"},
+            {"image": b"<html>", "text": ["x"], "label": 0, "image_id": "page.jpg", "split": "test"},
+            {"image": b"", "text": ["y"], "label": 0, "image_id": "empty.jpg", "split": "test"}]
+    ds = make(write_arrow(rows, tmp_path / "t_test.arrow"), tok)
+    with pytest.raises(CorruptImageError, match=r"header of 2 samples: 'page\.jpg' \(index 1\) in .*t_test\.arrow: "
+                                                r".*; 'empty\.jpg' \(index 2\)"):
+        ds.image_sizes()
+    rows[1] = dict(rows[0], text=[], image_id="silent.jpg")
+    with pytest.raises(ArrowFormatError, match=r"1 samples have no caption .* 'silent\.jpg' \(index 1\) in "):
+        make(write_arrow(rows[:2], tmp_path / "u_test.arrow"), tok)
 
 
 def test_text_index_selects_a_caption(tmp_path, tok):

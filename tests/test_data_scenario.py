@@ -118,3 +118,22 @@ def test_unknown_label_names_label_and_file(tmp_path, demo):
 def read_row(ds):
     return {"image": ds.image_bytes(0), "text": ds.texts[0], "label": int(ds.labels[0]),
             "image_id": ds.image_ids[0], "split": "test"}
+
+
+def test_classes_without_training_or_test_samples_are_listed():
+    """check_complete: every class of a phase needs a training and a test sample; all the others are named."""
+    from emmcil.data.scenario import IncompleteClassesError
+
+    class Labels:
+        def __init__(self, labels):
+            self.labels = np.array(labels)
+
+    train, test = Labels([0, 0, 1, 2, 3]), Labels([0, 1, 3, 3])  # class 2: no test, class 4: neither
+    scenario = IncrementalScenario(train, test, [0, 1, 2, 3, 4], 2)
+    with pytest.raises(IncompleteClassesError) as err:
+        scenario.check_complete(["a", "b", "c", "d", "e"])
+    assert str(err.value).splitlines()[:3] == [
+        "2 classes cannot be trained and scored:",
+        "  class 'c' (label 2) of phase 0: no test sample (1 training, 0 test)",
+        "  class 'e' (label 4) of phase 1: no training and no test sample (0 training, 0 test)"]
+    IncrementalScenario(Labels([0, 1]), Labels([1, 0]), [1, 0], 2).check_complete()

@@ -160,7 +160,7 @@ def test_folder_writer_presplit_tree_and_class_file(tmp_path):
 def _folder_case(tmp_path, bad):
     """A 2-class folder tree with one bad sample of kind ``bad``: (kwargs, argv, bad sample id, its file, samples)."""
     root = tmp_path / "raw"
-    rels = image_folder(root, ["cat", "dog"], per_class=4)
+    rels = image_folder(root, ["cat", "dog"], per_class=10)  # 2 test images a class: one may be skipped
     caps = {r: f"a photo {r}" for r in rels}
     victim = "dog/img_2.jpg"
     classes = None
@@ -171,7 +171,7 @@ def _folder_case(tmp_path, bad):
     elif bad == "missing_caption":
         del caps[victim]
     elif bad == "missing_file":
-        victim = "dog/img_9.jpg"  # captioned, never on disk
+        victim = "dog/img_99.jpg"  # captioned, never on disk
         caps[victim] = "a photo of nothing"
     elif bad == "unknown_class":
         victim = "eel/img_0.jpg"
@@ -312,7 +312,8 @@ def test_unreadable_entries_are_reported_as_such_and_counted(tmp_path, monkeypat
     with pytest.raises(BadSampleError) as e:
         WF.write_folder(root, caps, tmp_path / "o", "pets")
     assert e.value.reason in {"is_directory", "symlink_loop", "no_permission"}
-    WF.write_folder(root, caps, tmp_path / "o", "pets", skip_bad=True)
+    # half of each class held out, so that both splits keep a sample of cat after its two bad entries are skipped
+    WF.write_folder(root, caps, tmp_path / "o", "pets", skip_bad=True, test_fraction=0.5)
     skipped = json.loads((tmp_path / "o" / "pets_skipped.json").read_text())
     assert skipped["counts"] == {"is_directory": 1, "symlink_loop": 1, "no_permission": 1}
     assert {s["image_id"] for s in skipped["samples"]} == {"dog/folder.jpg", "cat/loop.jpg", "cat/img_0.jpg"}
@@ -380,3 +381,64 @@ def test_readers_refuse_a_folder_that_a_stopped_write_left_half_moved(tmp_path, 
         check_same_write([tmp_path / "pets_train.arrow", tmp_path / "pets_test.arrow"])
     WF.write_folder(root, caps, out, "pets", test_fraction=0.5)  # writing again mends it
     ArrowDataset([paths["train"], paths["test"]], tokenizer=None, transform=None, max_text_len=8)
+# ---------------------------------------------------------------- split fractions, classes without a split
+def _small_tree(tmp_path, sizes: dict[str, int]):
+    """``raw/<class>/img_k.jpg`` with ``sizes[class]`` images, captioned; returns the writer's argv (without
+    fractions) and an output folder holding an earlier write's files."""
+    root = tmp_path / "raw"
+    rels = []
+    for cls, n in sizes.items():
+        rels += image_folder(root, [cls], per_class=n, prefix=f"img_{cls}")
+    write_jsonl(tmp_path / "c.jsonl", [{"path": r, "caption": f"a photo {r}"} for r in rels])
+    out = tmp_path / "out"
+    out.mkdir()
+    for split in ("train", "test"):
+        (out / f"x_{split}.arrow").write_bytes(b"an earlier write")
+    return ["--root", str(root), "--captions", str(tmp_path / "c.jsonl"), "--out", str(out), "--name", "x"], out
+
+
+@pytest.mark.parametrize("fractions,message", [
+    (["--test-fraction", "0.6", "--val-fraction", "0.6"], r"--test-fraction 0.6 \+ --val-fraction 0.6 = 1.2: "),
+    (["--test-fraction", "0.5", "--val-fraction", "0.5"], r"--test-fraction 0.5 \+ --val-fraction 0.5 = 1: "),
+    (["--test-fraction", "-0.2"], r"--test-fraction -0.2: expected a share of each class's images in \[0, 1\)"),
+    (["--test-fraction", "1.0"], r"--test-fraction 1.0: expected"),
+    (["--val-fraction", "nan"], r"--val-fraction nan: expected"),
+])
+def test_split_fractions_that_leave_no_training_data_are_refused(tmp_path, capsys, fractions, message):
+    """Each used to exit 0: 0.6 + 0.6 wrote val and test files only (and removed the earlier train file), -0.2 no
+    test split. Now an error naming the options, and the earlier files are left as they were."""
+    argv, out = _small_tree(tmp_path, {"cat": 12, "dog": 12})
+    with pytest.raises(SystemExit) as e:
+        WF.main(argv + fractions)
+    assert e.value.code == 1 and __import__("re").search(message, capsys.readouterr().err)
+    assert all((out / f"x_{s}.arrow").read_bytes() == b"an earlier write" for s in ("train", "test"))
+    with pytest.raises(ValueError, match=r"--test-fraction 1.5"):
+        WIR.write_imagenet_r(tmp_path / "raw", tmp_path / "c.jsonl", out, test_fraction=1.5)
+    with pytest.raises(ValueError, match=r"--val-fraction -0.1"):
+        W101.write_food101(tmp_path / "raw", out, val_fraction=-0.1)
+
+
+def test_classes_left_without_a_train_or_test_sample_are_listed(tmp_path, capsys):
+    """A class of 2 images gets round(0.4) = 0 test images and one of 1 image none either; with --test-fraction
+    0.6 a 1-image class gets no training image. Every such class is listed in one error and nothing is written;
+    --allow-incomplete-classes lists them and writes. No test split asked for: no test sample required."""
+    argv, out = _small_tree(tmp_path, {"ant": 10, "bee": 2, "cow": 1})
+    with pytest.raises(SystemExit) as e:
+        WF.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and "2 classes left without a sample in train or test:" in err
+    assert "'bee' (label 1): 2 images -> train 2, test 0" in err and "'cow' (label 2): 1 images -> train 1, test 0" in err
+    assert "'ant'" not in err and "--allow-incomplete-classes" in err
+    assert (out / "x_train.arrow").read_bytes() == b"an earlier write"  # nothing written
+
+    WF.main(argv + ["--allow-incomplete-classes"])
+    printed = capsys.readouterr().out
+    assert "warning (--allow-incomplete-classes): 2 classes left without" in printed and "'bee'" in printed
+    assert Counter(r["label"] for r in rows_of(out / "x_test.arrow")) == {0: 2}
+
+    with pytest.raises(SystemExit):
+        WF.main(argv + ["--test-fraction", "0.6"])
+    assert "'cow' (label 2): 1 images -> train 0, test 1" in capsys.readouterr().err
+
+    WF.main(argv + ["--test-fraction", "0"])  # a train split only, as asked: complete
+    assert not (out / "x_test.arrow").exists() and len(rows_of(out / "x_train.arrow")) == 13

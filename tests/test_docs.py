@@ -79,7 +79,8 @@ def table_names(doc: Path, header: str) -> set[str]:
 
 
 def public_methods(*classes) -> set[str]:
-    return {n for c in classes for n, v in vars(c).items() if callable(v) and not n.startswith("_")}
+    return {n for c in classes for n, v in vars(c).items()
+            if (callable(v) or isinstance(v, (classmethod, staticmethod))) and not n.startswith("_")}
 
 
 def test_the_hook_tables_list_every_method_of_the_method_contract():

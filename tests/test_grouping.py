@@ -1,18 +1,18 @@
 """Length-grouped batches (length_group_window): every sample once per epoch, deterministic per (seed, epoch), less
-padding than random batches, the real token counts of dataset samples and masked exemplars, DDP shards, an exact
-resume of a grouped run, and the resume of a run saved before the key existed."""
+padding than random batches, the real token counts of dataset samples and masked exemplars, the same global batches
+under DDP, an exact resume of a grouped run, and the resume of a run saved before the key existed."""
 import json
 
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import ConcatDataset, DistributedSampler, RandomSampler, TensorDataset
+from torch.utils.data import ConcatDataset, TensorDataset
 
 from emmcil.data import ensure_demo
 from emmcil.engine.driver import IncrementalRun, run_experiment
 from emmcil.memory.augment import AugmentedReplay
 from emmcil.memory.exemplar import Exemplar
-from emmcil.engine.loaders import LengthGroupedBatchSampler, image_tokens, sequence_lengths
+from emmcil.engine.loaders import PhaseBatches, image_tokens, sequence_lengths
 from run_helpers import demo_config, one_thread
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
@@ -27,37 +27,33 @@ def replay_mix(n_new=60, n_masked=240, seed=0) -> np.ndarray:
     return rng.permutation(np.concatenate([new, masked]))
 
 
-def epoch(sampler) -> list[list[int]]:
-    return [list(b) for b in sampler]
+def epoch(sampler, e: int = 0) -> list[list[int]]:
+    """Epoch ``e``'s batches as lists of dataset indices (PhaseBatches yields (epoch, index, weight) keys)."""
+    sampler.set_epoch(e)
+    return [[i for _, i, _ in b] for b in sampler]
+
+
+def grouped(n, batch, window, seed=1, lengths=None, **kw):
+    lengths = replay_mix()[:n] if lengths is None else lengths
+    return PhaseBatches(n, batch, seed=seed, lengths=lengths, window=window, world_size=1, rank=0, **kw)
 
 
 @pytest.mark.parametrize("n,batch,window", [(300, 32, 50), (300, 32, 3), (37, 8, 2), (5, 8, 1), (64, 8, 8)])
 def test_every_sample_exactly_once_per_epoch(n, batch, window):
-    lengths = replay_mix()[:n]
-    sampler = LengthGroupedBatchSampler(RandomSampler(range(n), generator=torch.Generator().manual_seed(0)), batch,
-                                        lengths=lengths, window=window, seed=1)
-    for _ in range(3):
-        batches = epoch(sampler)
+    sampler = grouped(n, batch, window)
+    for e in range(3):
+        batches = epoch(sampler, e)
         assert len(batches) == len(sampler) == -(-n // batch)
         assert sorted(i for b in batches for i in b) == list(range(n))
         assert sum(len(b) < batch for b in batches) == (n % batch != 0)  # at most one short batch
-    dropping = LengthGroupedBatchSampler(RandomSampler(range(n)), batch, drop_last=True, lengths=lengths,
-                                         window=window)
-    kept = epoch(dropping)
-    assert len(kept) == len(dropping) == n // batch and all(len(b) == batch for b in kept)
 
 
 def test_deterministic_per_seed_and_epoch():
-    lengths = replay_mix()
-
-    def make(seed):
-        return LengthGroupedBatchSampler(RandomSampler(range(300), generator=torch.Generator().manual_seed(seed)), 32,
-                                         lengths=lengths, window=4, seed=seed)
-
-    a, b, c = make(7), make(7), make(8)
-    first, second = epoch(a), epoch(a)
-    assert first == epoch(b) and second == epoch(b)  # same (seed, epoch): the same batches, so resume is exact
-    assert first != second and first != epoch(c)  # a new order every epoch and every seed
+    a, b, c = grouped(300, 32, 4, seed=7), grouped(300, 32, 4, seed=7), grouped(300, 32, 4, seed=8)
+    first, second = epoch(a, 0), epoch(a, 1)
+    assert first == epoch(b, 0) and second == epoch(b, 1)  # same (seed, epoch): the same batches, so resume is exact
+    assert first != second and first != epoch(c, 0)  # a new order every epoch and every seed
+    assert epoch(a, 1) == second  # set_epoch, not how often the sampler was iterated, decides
 
 
 def padded_tokens(batches, lengths: np.ndarray) -> int:
@@ -70,34 +66,33 @@ def test_grouping_cuts_the_padding_of_mixed_batches():
     are padded to their own longest, close to the tokens the samples really have."""
     lengths = replay_mix()
     real = int(lengths.sum())
-    g = torch.Generator().manual_seed(0)
-    random_batches = [b.tolist() for b in torch.randperm(len(lengths), generator=g).split(32)]
-    grouped = epoch(LengthGroupedBatchSampler(RandomSampler(range(len(lengths)), generator=g), 32, lengths=lengths,
-                                              window=50))
-    random_cost, grouped_cost = padded_tokens(random_batches, lengths), padded_tokens(grouped, lengths)
+    random_batches = epoch(PhaseBatches(len(lengths), 32, seed=0, world_size=1, rank=0))
+    random_cost = padded_tokens(random_batches, lengths)
+    grouped_cost = padded_tokens(epoch(grouped(len(lengths), 32, 50, lengths=lengths)), lengths)
     assert random_cost > 1.8 * real  # 60 full + 240 masked: random batches cost 1.9x the real tokens
     assert grouped_cost < 1.1 * real and grouped_cost < 0.6 * random_cost  # grouped: 1.07x
     # a small window groups less: still better than random, worse than the whole epoch
-    small = epoch(LengthGroupedBatchSampler(RandomSampler(range(len(lengths)), generator=g), 32, lengths=lengths,
-                                            window=2))
+    small = epoch(grouped(len(lengths), 32, 2, lengths=lengths))
     assert grouped_cost <= padded_tokens(small, lengths) < random_cost
 
 
-def test_ddp_ranks_group_their_own_shards():
-    """What Lightning does under DDP: the sampler inside is a DistributedSampler; both ranks get as many batches and
-    together cover every sample."""
-    lengths = replay_mix(n_new=50, n_masked=251)  # 301 samples: the shards are padded to 151 each
-    shards = []
-    for rank in range(2):
-        inner = DistributedSampler(range(301), num_replicas=2, rank=rank, shuffle=True, seed=3)
-        shards.append(epoch(LengthGroupedBatchSampler(inner, 16, lengths=lengths, window=5, seed=3)))
-    assert len(shards[0]) == len(shards[1]) == 10
-    assert set(i for s in shards for b in s for i in b) == set(range(301))
+def test_ddp_ranks_split_the_same_global_batches():
+    """Under DDP (and with accumulation) each global batch is split into sorted micro-batches across the ranks: the
+    ranks together see exactly the single process's batches, step by step, each micro-batch of similar lengths."""
+    lengths = replay_mix(n_new=50, n_masked=251)  # 301 samples
+    single = epoch(grouped(301, 32, 5, lengths=lengths))
+    for world, accumulation in ((2, 1), (2, 2), (3, 1)):
+        ranks = [epoch(PhaseBatches(301, 32, accumulation, seed=1, lengths=lengths, window=5, world_size=world,
+                                    rank=r)) for r in range(world)]
+        assert all(len(r) == accumulation * len(single) for r in ranks)
+        for step, batch in enumerate(single):
+            micro = [m for a in range(accumulation) for m in (ranks[r][step * accumulation + a] for r in range(world))]
+            assert sorted(i for m in micro for i in m) == sorted(batch), (world, accumulation, step)
 
 
 def test_bad_window_and_unknown_dataset_are_errors():
-    with pytest.raises(ValueError, match="length_group_window=0"):
-        LengthGroupedBatchSampler(RandomSampler(range(4)), 2, lengths=[1] * 4, window=0)
+    with pytest.raises(ValueError, match="length_group_window=2: >= 0, and > 0 needs the length of every sample"):
+        PhaseBatches(4, 2, lengths=[1] * 3, window=2)
     with pytest.raises(TypeError, match="TensorDataset"):
         image_tokens(TensorDataset(torch.zeros(3)), 64, 16)
 

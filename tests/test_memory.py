@@ -458,14 +458,19 @@ def test_mrdc_herds_on_the_features_of_the_compressed_samples(folder_runs):
     ("mrdc", dict(jpeg_quality=0), "jpeg_quality"),
     ("cim", dict(cim_compress_ratio=0.5), "cim_compress_ratio"),
 ])
-def test_a_bad_memory_key_fails_at_setup_before_the_first_phase_trains(method, updates, key):
+def test_a_bad_memory_key_fails_before_the_first_phase_trains(method, updates, key):
     """Keys read only after a phase has trained (replay, augmentation, the masking pass, selection) are checked when
-    the method is set up, so that a typo does not cost a trained phase; the error names the key."""
+    the config is made (print_config, dry runs) and again when the method is set up at the run's start (a config
+    built elsewhere), so that a typo does not cost a trained phase; the error names the key."""
     from types import SimpleNamespace
+
+    from sacred.utils import ConfigError
 
     from emmcil.methods import get_method
 
-    cfg = resolve("demo", method, num_layers=2, **updates)
+    with pytest.raises(ConfigError, match=key):
+        resolve("demo", method, num_layers=2, **updates)
+    cfg = {**resolve("demo", method, num_layers=2), **updates}
     ctx = SimpleNamespace(cfg=cfg, full_exemplar_bytes=lambda: 1000.0)
     with pytest.raises(ValueError, match=key):
         get_method(method)(cfg).setup(ctx)

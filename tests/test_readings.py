@@ -19,6 +19,7 @@ from emmcil.memory.augment import AugmentedReplay
 from emmcil.memory.exemplar import Exemplar
 from emmcil.memory.masking import MaskingConfig, compute_masks, masking_step, normalise
 from emmcil.methods import get_method, method_config_defaults
+from emmcil.methods import cim as cim_module
 from emmcil.methods.cim import CIM, bbx_blur, box_bounds, cam_step
 from emmcil.model import ViLT
 from emmcil.model.heads import IncrementalClassifier
@@ -225,9 +226,17 @@ def test_cim_blurs_new_class_images_during_training(demo_root, tmp_path, monkeyp
         return out
 
     monkeypatch.setattr(CIM, "blur_batch", spy)
+    box_inputs = []
+
+    def cam_spy(backbone, batch, *args, **kwargs):  # the box pass sees the model's input, as every pass does
+        box_inputs.append((batch["images"].dtype, float(batch["images"].min()), float(batch["images"].max())))
+        return cam_step(backbone, batch, *args, **kwargs)
+
+    monkeypatch.setattr(cim_module, "cam_step", cam_spy)
     cfg = demo_config(demo_root, tmp_path, "cim", max_epoch=3, cim_bbxblur_interval=0.34, cim_bbxblur_prob_incre=1.0)
     with one_thread():
         run_experiment(cfg)
+    assert box_inputs and all(dtype == torch.float32 and -1 <= lo and hi <= 1 for dtype, lo, hi in box_inputs)
     assert {phase for phase, *_ in seen} == {0, 1} and len(seen) == 8      # 2 phases x epochs 1, 2 x 2 steps
     for phase, changed, drawn, labels, new in seen:
         assert [d and y in new for d, y in zip(drawn, labels)] == [y in new for y in labels], phase

@@ -30,6 +30,7 @@ CASES = {
     "augmentation": ("ablation_augmentation.sh", {"SEEDS": "0 1", "GPUS": "4"}),
     "demo": ("demo_figures.sh", {}),
     "bad_key": ("table_food101.sh", {"SEEDS": "0", "METHODS": "replay", "PHASES": "5", "EXTRA": "no_such_key=1"}),
+    "digit_tag": ("table_food101.sh", {"SEEDS": "0", "METHODS": "replay", "PHASES": "5", "TAG": "2024_01"}),
     # the SLURM wrapper around a table script: 2 nodes x 4 GPUs
     "slurm": ("slurm/table.sbatch", {"SEEDS": "0", "METHODS": "replay emm", "PHASES": "10", **SLURM}),
 }
@@ -105,6 +106,13 @@ def test_table_food101_with_tag_and_extra(dry_runs):
         assert r["exp_name"].startswith("table_food101_L") and r["exp_name"].endswith("_seed0_lr3")
         assert r["exp_tag"] == "lr3" and r["lr"] == "0.001" and r["per_gpu_batchsize"] == "16"
     assert "# resolved runs/table_food101_L20_emm_seed0_lr3:" in dry_runs["table_food"].stdout
+
+
+def test_a_tag_of_digits_stays_text(dry_runs):
+    """TAG=2024_01 is the tag "2024_01" in the run's exp_tag and name (sacred alone reads it as the int 202401)."""
+    runs, _ = runs_and_report(dry_runs["digit_tag"])
+    assert [(r["exp_name"], r["exp_tag"]) for r in runs] == [("table_food101_L5_replay_seed0_2024_01", "2024_01")]
+    assert "exp_tag=2024_01 " in dry_runs["digit_tag"].stdout  # as resolved by sacred, through run.py's own rule
 
 
 def test_ablation_memory(dry_runs):

@@ -22,6 +22,28 @@ def test_ssf_placement_and_init():
     assert abs(shifts.mean()) < 0.01 and abs(shifts.std() - 0.02) < 0.005
 
 
+def test_ssf_channel_axis_is_the_layout_not_a_coincidence_of_sizes():
+    """The patch embedding's SSF scales the conv output's channels even when the patch grid is exactly hidden_size
+    patches wide (a 1024 px wide image, patch 16, hidden 64): it used to scale the width there."""
+    model = ViLT(ViLTConfig(hidden_size=64, num_layers=1, num_heads=4, patch_size=16, image_size=64, vocab_size=50))
+    pe = model.transformer.patch_embed
+    with torch.no_grad():
+        pe.ssf.scale.uniform_(0.5, 1.5)
+        pe.ssf.shift.uniform_(-1, 1)
+        for width in (1008, 1024):  # 63 and 64 (= hidden_size) patches wide
+            x = torch.randn(1, 3, 16, width)
+            ref = pe.proj(x) * pe.ssf.scale.view(1, -1, 1, 1) + pe.ssf.shift.view(1, -1, 1, 1)
+            assert torch.equal(pe(x), ref), width
+    tokens = SSF(8)
+    with torch.no_grad():
+        x = torch.randn(2, 8, 8)  # tokens (B, N = C, C): channels last, whatever N is
+        assert torch.equal(tokens(x), x * tokens.scale + tokens.shift)
+    with pytest.raises(ValueError, match=r"SSF\(8\) over \(B, C, ...\) got a tensor of shape \(1, 4, 8, 8\)"):
+        SSF(8, channel_dim=1)(torch.zeros(1, 4, 8, 8))
+    with pytest.raises(ValueError, match=r"over \(\.\.\., C\)"):
+        tokens(torch.zeros(2, 8, 4))
+
+
 def test_ssf_switch_off():
     model = ViLT(ViLTConfig(hidden_size=32, num_layers=1, num_heads=4, patch_size=16, image_size=64,
                             vocab_size=50, ssf=False))

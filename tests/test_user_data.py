@@ -212,3 +212,28 @@ def test_the_report_keeps_runs_on_different_data_apart(tmp_path):
         (path / "results.json").write_text(json.dumps(results))
     groups = summarize_groups(collect([str(tmp_path / "*")], log=lambda m: None))
     assert sorted(groups["n"]) == [1, 2] and all(label.startswith("replay [data=") for label in groups["label"])
+
+
+def test_a_class_without_test_sample_stops_the_run_before_it_trains(tmp_path):
+    """Classes of 2 and 1 images get no test sample (round(0.5) = round(0.25) = 0): written with
+    --allow-incomplete-classes, a run refuses at its start, naming both classes and their phases. It used to train
+    every phase and then crash building results.json (a None accuracy), on every re-run."""
+    from emmcil.data.scenario import IncompleteClassesError
+
+    records = mixed_image_folder(tmp_path / "photos", CLASSES, per_class=8)
+    for cls, keep in (("harp", 2), ("zither", 1)):
+        for f in sorted(os.listdir(tmp_path / "photos" / cls))[keep:]:
+            (tmp_path / "photos" / cls / f).unlink()
+    write_jsonl(tmp_path / "captions.jsonl", [r for r in records if (tmp_path / "photos" / r["path"]).exists()])
+    write_folder(tmp_path / "photos", tmp_path / "captions.jsonl", tmp_path / "arrow", "mydata", test_fraction=0.25,
+                 allow_incomplete_classes=True)
+    cfg = user_config(tmp_path / "arrow", tmp_path / "runs", num_phases=4, class_order_seed=None)
+    with pytest.raises(IncompleteClassesError) as err:
+        run_experiment(cfg)
+    message = str(err.value)
+    assert "2 classes cannot be trained and scored:" in message
+    assert "class 'harp' (label 2) of phase 2: no test sample (2 training, 0 test)" in message
+    assert "class 'zither' (label 3) of phase 3: no test sample (1 training, 0 test)" in message
+    assert "mydata_test.arrow" in message and "cello" not in message
+    run_dir = tmp_path / "runs" / cfg["exp_name"]
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "results.json").exists()

@@ -2,8 +2,9 @@
 
 Columns (``SCHEMA``): ``image`` encoded image bytes (JPEG/PNG as found on disk), ``text`` list of captions,
 ``label`` original class id, ``image_id`` sample name (file name or relative path), ``split``.
-Files are written in record batches (bounded memory for 90k-image datasets) through :func:`emmcil.atomic.atomic_open`
-(a temporary file renamed into place), so an interrupted writer never leaves a truncated ``.arrow`` behind.
+Files are written in record batches bounded in rows and in bytes (bounded memory for 90k-image datasets, and no
+batch over ``binary``'s 2 GiB offsets however large the photos) through :func:`emmcil.atomic.atomic_open` (a temporary
+file renamed into place), so an interrupted writer never leaves a truncated ``.arrow`` behind.
 
 One write of a dataset's splits (``emmcil.data.writing.write_splits``) marks each file with its write id (schema
 metadata :data:`WRITE_ID_KEY`) and names that write in ``{name}_write.json`` (:func:`write_manifest_path`) before it
@@ -47,17 +48,31 @@ def arrow_path(out_dir: str | os.PathLike, name: str, split: str) -> Path:
     return Path(out_dir) / f"{name}_{split}.arrow"
 
 
+# A column of type ``binary`` or ``string`` addresses its bytes with 32-bit offsets: one record batch holds less than
+# 2 GiB of them (apache/arrow#10776). Batches are cut well below that, so a batch of phone photos never reaches it.
+MAX_BATCH_BYTES = 2**31 - 1
+DEFAULT_BATCH_BYTES = 256 * 2**20
+
+
 class ArrowWriter:
     """Stream rows (dicts with the ``SCHEMA`` columns) into one arrow file, atomically.
+
+    A record batch is written every ``batch_rows`` rows, or earlier once its rows hold ``batch_bytes`` bytes of
+    images and texts, so memory stays bounded and no batch reaches ``binary``'s 2 GiB limit; a single row of 2 GiB
+    or more is a ValueError naming it (and nothing is written).
 
     >>> with ArrowWriter(path) as w:
     ...     w.write({"image": b"...", "text": ["a cat"], "label": 3, "image_id": "cat_1.jpg", "split": "train"})
     """
 
     def __init__(self, path: str | os.PathLike, batch_rows: int = 1024, metadata: dict[str, str] | None = None,
-                 extra_fields: list[pa.Field] = ()):
+                 extra_fields: list[pa.Field] = (), batch_bytes: int = DEFAULT_BATCH_BYTES):
+        if batch_rows < 1 or not 1 <= batch_bytes <= MAX_BATCH_BYTES:
+            raise ValueError(f"batch_rows={batch_rows} must be >= 1 and batch_bytes={batch_bytes} in "
+                             f"[1, {MAX_BATCH_BYTES}]")
         self.path = Path(path)
-        self.batch_rows = batch_rows
+        self.batch_rows, self.batch_bytes = batch_rows, batch_bytes
+        self._bytes = 0  # image and text bytes of the rows not yet written
         schema = pa.schema(list(SCHEMA) + list(extra_fields))  # extra columns (e.g. the demo's boxes) go last
         self.schema = schema.with_metadata(metadata) if metadata else schema
         self.columns = self.schema.names
@@ -70,9 +85,16 @@ class ArrowWriter:
         return self
 
     def write(self, row: dict) -> None:
+        size = len(row["image"]) + sum(len(t.encode("utf-8")) for t in row["text"])
+        if size > MAX_BATCH_BYTES:
+            raise ValueError(f"{self.path}: sample '{row['image_id']}' holds {size / 2**30:.2f} GiB of image and "
+                             f"text bytes, more than an arrow binary column takes in one row (2 GiB)")
+        if self._bytes + size > self.batch_bytes:
+            self._flush()
         for k in self.columns:
             self._rows[k].append(row[k])
-        if len(self._rows["image"]) >= self.batch_rows:
+        self._bytes += size
+        if len(self._rows["image"]) >= self.batch_rows or self._bytes >= self.batch_bytes:
             self._flush()
 
     def _flush(self) -> None:
@@ -81,6 +103,7 @@ class ArrowWriter:
             self._writer.write_batch(pa.record_batch([self._rows[k] for k in self.columns], schema=self.schema))
             self.num_rows += n
             self._rows = {k: [] for k in self.columns}
+            self._bytes = 0
 
     def __exit__(self, exc_type, exc, tb):
         try:
@@ -95,16 +118,18 @@ class ArrowWriter:
 
 
 def write_arrow(rows, path: str | os.PathLike, metadata: dict[str, str] | None = None,
-                extra_fields: list[pa.Field] = ()) -> Path:
-    """Write an iterable of row dicts to ``path``; returns the path."""
-    with ArrowWriter(path, metadata=metadata, extra_fields=extra_fields) as w:
+                extra_fields: list[pa.Field] = (), batch_bytes: int = DEFAULT_BATCH_BYTES) -> Path:
+    """Write an iterable of row dicts to ``path`` (:class:`ArrowWriter`: batches bounded in rows and bytes, so the
+    rows may be a generator over more data than memory holds); returns the path."""
+    with ArrowWriter(path, metadata=metadata, extra_fields=extra_fields, batch_bytes=batch_bytes) as w:
         for row in rows:
             w.write(row)
     return Path(path)
 
 
 def read_arrow(path: str | os.PathLike, required: tuple[str, ...] = REQUIRED_COLUMNS) -> pa.Table:
-    """Memory-map an arrow file (zero copy) and check it holds the ``required`` columns."""
+    """Memory-map an arrow file (zero copy: rows are read from disk as they are used, so a file larger than memory
+    streams) and check it holds the ``required`` columns."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"arrow file not found: {path}")

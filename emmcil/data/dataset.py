@@ -39,7 +39,7 @@ import xxhash
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .arrow import WRITE_KEY_PREFIX, check_write, read_arrow
+from .arrow import WRITE_KEY_PREFIX, ArrowFormatError, check_write, read_arrow
 from .device import DECODE_ON, EncodedImage
 from .images import ImageDecodeError, decode_image, device_jpeg_size, image_size
 from .missing import IMAGE_MISSING, TEXT_MISSING, MissingTable
@@ -74,6 +74,11 @@ class ArrowDataset(Dataset):
         self._image_sizes: np.ndarray | None = None  # image_sizes(), on first use
         if missing is not None and len(missing) != len(self):
             raise ValueError(f"missing table has {len(missing)} codes for {len(self)} samples of {self.paths}")
+        uncaptioned = [i for i, texts in enumerate(self.texts) if not texts]
+        if uncaptioned:  # found here, not when the sample is first drawn in some phase's training
+            i = uncaptioned[0]
+            raise ArrowFormatError(f"{len(uncaptioned)} samples have no caption (an empty text list), e.g. "
+                             f"'{self.image_ids[i]}' (index {i}) in {self.file_of(i)}")
 
     # The memory-mapped tables are not pickled: DataLoader workers (spawn) reopen the files themselves.
     def __getstate__(self):
@@ -155,16 +160,20 @@ class ArrowDataset(Dataset):
 
     def image_sizes(self) -> np.ndarray:
         """(N, 2) int64: (W, H) of every picture as :meth:`load_image` gives it (EXIF orientation applied), read
-        from the image headers without decoding (``images.image_size``); computed once. CorruptImageError names a
-        sample whose header does not parse."""
+        from the image headers without decoding (``images.image_size``); computed once. CorruptImageError counts the
+        samples whose header does not parse and names the first few (a run reads every header before it trains:
+        ``emmcil.engine.loaders.build_data``)."""
         if self._image_sizes is None:
             sizes = np.empty((len(self), 2), dtype=np.int64)
+            bad = []
             for i in range(len(self)):
                 try:
                     sizes[i] = image_size(self.image_bytes(i), self.image_ids[i])
                 except ImageDecodeError as e:
-                    raise CorruptImageError(f"cannot read the image header of '{self.image_ids[i]}' (index {i}) "
-                                            f"in {self.file_of(i)}: {e.reason}") from None
+                    bad.append(f"'{self.image_ids[i]}' (index {i}) in {self.file_of(i)}: {e.reason}")
+            if bad:
+                raise CorruptImageError(f"cannot read the image header of {len(bad)} samples: "
+                                        + "; ".join(bad[:5]) + ("; ..." if len(bad) > 5 else ""))
             self._image_sizes = sizes
         return self._image_sizes
 

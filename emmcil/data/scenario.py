@@ -88,6 +88,10 @@ def split_phases(num_classes: int, num_phases: int | None, init_classes: int = 0
     return [list(range(bounds[t], bounds[t + 1])) for t in range(len(bounds) - 1)]
 
 
+class IncompleteClassesError(ValueError):
+    """A phase's class has no training or no test sample (the run could train it but not score it, or neither)."""
+
+
 class RemappedSubset(Dataset):
     """Rows ``indices`` of ``dataset`` with ``label`` replaced by its position in the class order.
 
@@ -137,6 +141,28 @@ class IncrementalScenario:
             where = dataset.file_of(i) if hasattr(dataset, "file_of") else type(dataset).__name__
             raise ValueError(f"label {int(labels[i])} of sample '{name}' (index {i}) in {where} is not in the "
                              f"class order of {self.num_classes} classes ({len(bad)} such samples)")
+
+    def check_complete(self, class_names: list[str] | None = None) -> None:
+        """IncompleteClassesError listing every class of a phase without a training or a test sample (original
+        label, name, phase, files), so that a run stops before it trains instead of crashing when it scores the
+        phase (a class without test sample has no accuracy) or herds its exemplars (no sample to choose)."""
+        counts = {split: np.bincount(self.position[np.asarray(d.labels)], minlength=self.num_classes)
+                  for split, d in (("training", self.train), ("test", self.test))}
+        lines = []
+        for t, phase in enumerate(self.phases):
+            for c in phase:
+                empty = [split for split, n in counts.items() if n[c] == 0]
+                if empty:
+                    label = self.order[c]
+                    name = f"'{class_names[label]}' " if class_names else ""
+                    lines.append(f"  class {name}(label {label}) of phase {t}: no {' and no '.join(empty)} sample "
+                                 f"({counts['training'][c]} training, {counts['test'][c]} test)")
+        if lines:
+            files = lambda d: ", ".join(str(p) for p in getattr(d, "paths", [])) or type(d).__name__  # noqa: E731
+            raise IncompleteClassesError(
+                f"{len(lines)} classes cannot be trained and scored:\n" + "\n".join(lines) + f"\ntraining data: "
+                f"{files(self.train)}; test data: {files(self.test)}. Give them samples in both splits (the writers "
+                f"report such classes), or leave them out of the dataset.")
 
     @property
     def num_phases(self) -> int:

@@ -2,11 +2,15 @@
 
     python -m emmcil.data.write_folder --root DIR --captions FILE --out DIR --name NAME
         [--classes FILE] [--test-fraction 0.2] [--val-fraction 0] [--seed 0] [--skip-bad] [--resize [384]]
+        [--allow-incomplete-classes]
 
 ``DIR/<class>/<image>`` (images directly in the class folder). Labels are the sorted class folder names, or the
 order of the names in ``--classes`` (one class name a line, UTF-8). If ``DIR`` holds only ``train/``, ``val/``,
 ``test/`` folders, each is a split with class folders inside; otherwise each class is split at random with
-``--seed`` (``round(f * n)`` images per class for each held-out split). Captions: JSONL (``{"path":
+``--seed`` (``round(f * n)`` images per class for each held-out split; each fraction in [0, 1), their sum below 1;
+``--test-fraction 0`` writes no test split). A class left without a train sample, or without a test sample when the
+write makes a test split, is an error listing every such class (``--allow-incomplete-classes`` lists them and
+writes anyway). Captions: JSONL (``{"path":
 "<class>/<image>", "caption": "..."}``) or CSV (header ``path,caption``), UTF-8, keyed by the image path relative
 to ``DIR`` (an absolute path under ``DIR`` is made relative). Every image on disk and every captioned path becomes
 a sample, so an image without caption and a caption without image are both reported; so is an entry that cannot be
@@ -24,8 +28,8 @@ from . import writing
 from .textfiles import read_lines
 from .resize import StoredResize
 from .writing import WRITTEN_SPLITS as SPLITS
-from .writing import (RawSample, base_parser, cli_errors, is_image_file, read_captions, resize_option, seeded_split,
-                      write_splits)
+from .writing import (RawSample, base_parser, check_fractions, cli_errors, is_image_file, read_captions,
+                      resize_option, seeded_split, write_splits)
 
 
 def _loops_back(folder: Path, root: Path) -> bool:
@@ -89,11 +93,16 @@ def relative_captions(captions: dict[str, list[str]], root: Path) -> dict[str, l
     return out
 
 
+def is_presplit(root: Path) -> bool:
+    """Whether ``root`` holds only ``train/``, ``val/``, ``test/`` folders (each a split of class folders)."""
+    folders = [d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    return bool(folders) and set(folders) <= set(SPLITS)
+
+
 def folder_samples(root: Path, captions: dict[str, list[str]], class_index: dict[str, int], *,
                    captions_file: str, fractions: dict[str, float], seed: int) -> dict[str, list[RawSample]]:
     """{split: samples} for the union of images under ``root`` and captioned paths (see module docstring)."""
-    presplit = [d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
-    presplit = bool(presplit) and set(presplit) <= set(SPLITS)
+    presplit = is_presplit(root)
     keys, ignored, problems = [], [], {}
     if presplit:
         for split in SPLITS:
@@ -151,9 +160,11 @@ def class_folders(root: Path) -> list[str]:
 
 def write_folder(root, captions, out, name: str, *, classes: str | None = None, test_fraction: float = 0.2,
                  val_fraction: float = 0.0, seed: int = 0, skip_bad: bool = False,
-                 resize: StoredResize | None = None) -> dict[str, Path]:
+                 resize: StoredResize | None = None, allow_incomplete_classes: bool = False) -> dict[str, Path]:
     """Write ``{name}_{split}.arrow`` for a class-folder tree; returns {split: path}. ``resize``: store the images
-    resized for the pixelbert transform."""
+    resized for the pixelbert transform. ValueError for split fractions outside [0, 1) or summing to 1 or more, and
+    for classes left without a train or test sample (unless ``allow_incomplete_classes``)."""
+    check_fractions({"--test-fraction": test_fraction, "--val-fraction": val_fraction})
     root = Path(root)
     names = read_lines(classes) if classes else class_folders(root)
     if len(set(names)) != len(names):
@@ -163,7 +174,10 @@ def write_folder(root, captions, out, name: str, *, classes: str | None = None, 
     splits = folder_samples(root, read_captions(captions), class_index, captions_file=str(captions),
                             fractions=fractions, seed=seed)
     print(f"{len(names)} classes, " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
-    return write_splits(splits, out, name, names, skip_bad, resize)
+    # a test split is required when this write makes one: asked for by a fraction, or a test/ folder of the tree
+    has_test = "test" in splits if is_presplit(root) else test_fraction > 0
+    return write_splits(splits, out, name, names, skip_bad, resize, required=("train", "test") if has_test
+                        else ("train",), allow_incomplete_classes=allow_incomplete_classes)
 
 
 def main(argv=None):
@@ -178,7 +192,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     cli_errors(lambda a: write_folder(a.root, a.captions, a.out, a.name, classes=a.classes,
                                       test_fraction=a.test_fraction, val_fraction=a.val_fraction, seed=a.seed,
-                                      skip_bad=a.skip_bad, resize=resize_option(a)), args)
+                                      skip_bad=a.skip_bad, resize=resize_option(a),
+                                      allow_incomplete_classes=a.allow_incomplete_classes), args)
 
 
 if __name__ == "__main__":

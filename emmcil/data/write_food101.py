@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .textfiles import read_json, read_text
 from .resize import StoredResize
-from .writing import (RawSample, base_parser, cli_errors, is_image_file, report_not_utf8, resize_option, seeded_split,
+from .writing import (RawSample, base_parser, check_fractions, cli_errors, is_image_file, report_not_utf8, resize_option, seeded_split,
                       write_splits)
 
 NAME = "food101"
@@ -188,16 +188,20 @@ def detect_layout(root: Path) -> str:
 
 
 def write_food101(root, out, *, name: str = NAME, layout: str = "auto", seed: int = 0, val_fraction: float = 0.1,
-                  skip_bad: bool = False, resize: StoredResize | None = None) -> dict[str, Path]:
+                  skip_bad: bool = False, resize: StoredResize | None = None,
+                  allow_incomplete_classes: bool = False) -> dict[str, Path]:
     """Write ``{name}_{train,val,test}.arrow`` into ``out``; returns {split: path}. ``resize``: store the images
-    resized for the pixelbert transform (``emmcil.data.resize``)."""
+    resized for the pixelbert transform (``emmcil.data.resize``). ValueError for a ``val_fraction`` outside [0, 1)
+    and for classes left without a train or test sample (unless ``allow_incomplete_classes``)."""
+    check_fractions({"--val-fraction": val_fraction})
     root = Path(root)
     layout = detect_layout(root) if layout == "auto" else layout
     splits, class_idx = samples_json(root) if layout == "json" else samples_csv(root, seed, val_fraction)
     print(f"layout {layout}: {len(class_idx)} classes, " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
     if len(class_idx) != NUM_CLASSES:
         print(f"note: {len(class_idx)} classes found, UPMC Food-101 has {NUM_CLASSES}")
-    return write_splits(splits, out, name, sorted(class_idx, key=class_idx.get), skip_bad, resize, empty_classes="note")
+    return write_splits(splits, out, name, sorted(class_idx, key=class_idx.get), skip_bad, resize,
+                        allow_incomplete_classes=allow_incomplete_classes, empty_classes="note")
 
 
 def main(argv=None):
@@ -210,7 +214,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     cli_errors(lambda a: write_food101(a.root, a.out, name=a.name, layout=a.layout, seed=a.seed,
                                        val_fraction=a.val_fraction, skip_bad=a.skip_bad,
-                                       resize=resize_option(a)), args)
+                                       resize=resize_option(a),
+                                       allow_incomplete_classes=a.allow_incomplete_classes), args)
 
 
 if __name__ == "__main__":

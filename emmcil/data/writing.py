@@ -178,13 +178,14 @@ class SkipReport:
 
 def write_split(samples: list[RawSample], out_dir: Path, name: str, split: str, num_classes: int,
                 skip_bad: bool, report: SkipReport, resize: StoredResize | None = None,
-                write_id: str = "", labels: Counter | None = None) -> tuple[Path, int]:
-    """Validate and write ``samples`` to ``{out_dir}/{name}_{split}.arrow``; returns (path, rows written).
+                write_id: str = "") -> tuple[Path, Counter]:
+    """Validate and write ``samples`` to ``{out_dir}/{name}_{split}.arrow``; returns (path, rows written per label).
     With ``resize`` the images are stored resized, the file's metadata records how and the column
     ``original_nbytes`` each image's size as found (without, the stored bytes are the original ones); ``write_id``
-    marks the file as one of a write (:func:`write_splits`); ``labels`` counts the rows written per label."""
+    marks the file as one of a write (:func:`write_splits`)."""
     path = arrow_path(out_dir, name, split)
     found = stored = 0  # image bytes as found on disk / as stored
+    per_label: Counter = Counter()
     metadata = {**(resize.metadata() if resize else {}), **({WRITE_ID_KEY: write_id} if write_id else {})}
     with ArrowWriter(path, metadata=metadata or None, extra_fields=[ORIGINAL_NBYTES_FIELD] if resize else ()) as w:
         for s in tqdm(samples, desc=f"{name}_{split}", unit="img", mininterval=1.0):
@@ -196,10 +197,9 @@ def write_split(samples: list[RawSample], out_dir: Path, name: str, split: str, 
                 report.add(e)
                 continue
             w.write(row)
+            per_label[row["label"]] += 1
             found += row[ORIGINAL_NBYTES]
             stored += len(row["image"])
-            if labels is not None:
-                labels[row["label"]] += 1
     if w.num_rows == 0:
         path.unlink()
         raise ValueError(f"{name}_{split}: no valid samples (of {len(samples)}); nothing written")
@@ -207,14 +207,41 @@ def write_split(samples: list[RawSample], out_dir: Path, name: str, split: str, 
         print(f"{name}_{split}: images resized for pixelbert_transform({resize.size}, {resize.size_divisor}), "
               f"{'PPM' if resize.format == 'ppm' else f'JPEG quality {resize.quality}'}: {stored / 1e6:.3g} MB stored "
               f"for {found / 1e6:.3g} MB as found")
-    return path, w.num_rows
+    return path, per_label
+
+
+def check_fractions(fractions: dict[str, float]) -> None:
+    """ValueError naming the option of a held-out split fraction outside [0, 1), or of fractions that sum to 1 or
+    more (no image of a class would be left for training). ``fractions``: option name -> value."""
+    for option, f in fractions.items():
+        if not 0.0 <= f < 1.0:  # NaN included
+            raise ValueError(f"{option} {f}: expected a share of each class's images in [0, 1)")
+    total = sum(fractions.values())
+    if total >= 1.0:
+        shown = " + ".join(f"{option} {f:g}" for option, f in fractions.items())
+        raise ValueError(f"{shown} = {total:g}: the held-out splits would take every image of a class, leaving none "
+                         f"for training; their sum must stay below 1")
+
+
+def incomplete_classes(listed: dict[int, int], written: dict[str, Counter], required: tuple[str, ...]
+                       ) -> dict[int, dict[str, int]]:
+    """{label: {split: rows}} of the classes that have images (``listed``: label -> samples listed) but no row in
+    one of the ``required`` splits (``written``: split -> rows per label)."""
+    splits = dict.fromkeys([*required, *written])
+    return {c: {s: written.get(s, Counter())[c] for s in splits} for c in sorted(listed)
+            if any(written.get(s, Counter())[c] == 0 for s in required)}
 
 
 def write_splits(splits: dict[str, list[RawSample]], out_dir, name: str, class_names: list[str],
-                 skip_bad: bool, resize: StoredResize | None = None, empty_classes: str = "error"
-                 ) -> dict[str, Path]:
+                 skip_bad: bool, resize: StoredResize | None = None, required: tuple[str, ...] = ("train", "test"),
+                 allow_incomplete_classes: bool = False, empty_classes: str = "error") -> dict[str, Path]:
     """Write every split and ``{name}_classes.json`` (class names in label order), print a summary, and with
     ``skip_bad`` list the skipped samples in ``{name}_skipped.json``. ``resize``: store the images resized.
+
+    Every class with images must get a row in each ``required`` split (a run needs a training and a test sample of
+    every class of a phase): a class left without one (too few images for the split fractions, or its images in a
+    split skipped with ``skip_bad``) is a ValueError that lists every such class and writes nothing; with
+    ``allow_incomplete_classes`` they are listed and the write goes on.
 
     All or nothing: the splits are written into ``{out_dir}/.{name}.writing/``, each marked with the write's id;
     only when every one is complete (and every class has a sample) is the write named in ``{name}_write.json``, and
@@ -232,20 +259,33 @@ def write_splits(splits: dict[str, list[RawSample]], out_dir, name: str, class_n
     shutil.rmtree(staging, ignore_errors=True)  # left by a write that was killed
     staging.mkdir(parents=True)
     write_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}"
-    labels: Counter = Counter()
     try:
-        rows = {split: write_split(samples, staging, name, split, num_classes, skip_bad, report, resize, write_id,
-                                   labels)[1]
-                for split, samples in splits.items()}
+        per_label = {split: write_split(samples, staging, name, split, num_classes, skip_bad, report, resize,
+                                        write_id)[1]
+                     for split, samples in splits.items()}
+        labels = sum(per_label.values(), Counter())
         empty = [c for i, c in enumerate(class_names) if not labels[i]]
-        listed = ", ".join(repr(c) for c in empty[:10]) + (f" (and {len(empty) - 10} more)" if len(empty) > 10
-                                                           else "")
+        named = ", ".join(repr(c) for c in empty[:10]) + (f" (and {len(empty) - 10} more)" if len(empty) > 10
+                                                          else "")
         if empty and empty_classes == "note":
-            print(f"note: {len(empty)} of the {num_classes} classes of {name!r} have no sample: {listed}")
+            print(f"note: {len(empty)} of the {num_classes} classes of {name!r} have no sample: {named}")
         elif empty:
-            raise ValueError(f"{len(empty)} class(es) of {name!r} would have no sample: {listed}"
+            raise ValueError(f"{len(empty)} class(es) of {name!r} would have no sample: {named}"
                              + (f" ({len(report)} bad samples skipped)" if len(report) else "")
                              + "; give each class images (or leave the class out), nothing was written")
+        listed = Counter(s.label for samples in splits.values() for s in samples
+                         if s.label is not None and 0 <= s.label < num_classes)
+        incomplete = incomplete_classes(listed, per_label, required)
+        if incomplete:
+            lines = "\n".join(f"  {class_names[c]!r} (label {c}): {listed[c]} images -> "
+                               + ", ".join(f"{s} {n}" for s, n in rows.items()) for c, rows in incomplete.items())
+            what = (f"{len(incomplete)} classes left without a sample in {' or '.join(required)}:\n{lines}")
+            if not allow_incomplete_classes:
+                raise ValueError(f"{what}\nA run refuses a phase whose classes lack training or test samples. Give "
+                                 f"these classes more images (or other split fractions), or pass "
+                                 f"--allow-incomplete-classes to write them anyway; nothing was written.")
+            print(f"warning (--allow-incomplete-classes): {what}")
+        rows = {split: sum(counts.values()) for split, counts in per_label.items()}
         # every split is complete: name the write, then move its files into place (readers check the name)
         write_text(write_manifest_path(out_dir, name), json.dumps(
             {"write_id": write_id, "splits": {s: {"file": arrow_path(out_dir, name, s).name, "rows": n}
@@ -333,7 +373,9 @@ def normalise_key(key: str) -> str:
 def seeded_split(keys_by_group: dict[str, list[str]], fractions: dict[str, float], seed: int) -> dict[str, str]:
     """{key: split}. Per group, a seeded permutation of its sorted keys gives ``round(f * n)`` keys to each split of
     ``fractions`` in turn; the rest go to "train". A group's draw depends only on (seed, group name, its keys), so
-    adding or removing a class leaves the other classes' splits unchanged."""
+    adding or removing a class leaves the other classes' splits unchanged. ValueError for fractions outside [0, 1)
+    or summing to 1 or more (:func:`check_fractions`)."""
+    check_fractions({f"{split} fraction": f for split, f in fractions.items()})
     assignment = {}
     for group, keys in keys_by_group.items():
         keys = sorted(keys)
@@ -352,6 +394,9 @@ def base_parser(description: str, prog: str | None = None) -> argparse.ArgumentP
     p.add_argument("--out", required=True, help="output directory for {name}_{split}.arrow")
     p.add_argument("--skip-bad", action="store_true",
                    help="skip bad samples (counted per reason and listed in {name}_skipped.json) instead of failing")
+    p.add_argument("--allow-incomplete-classes", action="store_true",
+                   help="write classes left without a train or test sample (too few images for the split "
+                        "fractions, or skipped ones), listing them, instead of failing (a run refuses such a phase)")
     p.add_argument("--resize", type=int, nargs="?", const=384, metavar="SIZE",
                    help="store images already resized as pixelbert_transform(SIZE, --resize-divisor) resizes them "
                         "(shorter side SIZE, default 384 = ViLT-B/32's image_size; longer side <= 1333/800 SIZE), "

@@ -42,7 +42,7 @@ from emmcil.methods import PhaseContext, get_method
 from emmcil.provenance import provenance
 
 from . import rundir
-from .loaders import build_data, make_loader
+from .loaders import accumulation_steps, build_data, loader_workers, make_loader, num_devices  # noqa: F401
 from .module import IncrementalModule
 from .results import build_results, phase_metrics, phase_table, results_markdown, summary_table
 from .tracking import RunTracker
@@ -61,6 +61,35 @@ class ProgressBar(TQDMProgressBar):
         return items
 
 
+class SettingError(ValueError):
+    """A setting that this machine would silently run otherwise (e.g. float16 autocast on a CPU)."""
+
+
+def resolved_accelerator(cfg: Mapping) -> str:
+    """"cpu" or "gpu" as Lightning picks it for ``accelerator``: "auto" is a CUDA or Apple (MPS) GPU when there is
+    one; other names as given."""
+    accelerator = cfg["accelerator"]
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() or torch.backends.mps.is_available() else "cpu"
+    return accelerator
+
+
+def resolved_settings(cfg: Mapping) -> dict[str, Any]:
+    """The values a run uses where its config leaves the choice to the machine (config.json's provenance records
+    them per process): DataLoader workers after the cap at the usable cores, torch's intra-op threads, the
+    accelerator, deterministic kernels, the devices, the accumulation and the micro-batch size. None of them changes
+    the results beyond float rounding unless ``emmcil.engine.rundir.layout_dependence`` says so (then the layout
+    keys are result keys)."""
+    per_node = num_devices(cfg["devices"])
+    accumulation = accumulation_steps(cfg)
+    parts = accumulation * per_node * cfg["num_nodes"]
+    return {"num_workers": loader_workers(cfg["num_workers"]), "num_threads": torch.get_num_threads(),
+            "accelerator": resolved_accelerator(cfg), "deterministic": deterministic_kernels(cfg),
+            "devices_per_node": per_node, "world_size": per_node * cfg["num_nodes"], "accumulation": accumulation,
+            "micro_batch": -(-cfg["batch_size"] // parts), "effective_batch": cfg["batch_size"],
+            "model_rng": cfg.get("model_rng", "sample")}
+
+
 def deterministic_kernels(cfg: Mapping) -> bool | str:
     """Lightning's ``deterministic`` for a run: the ``deterministic`` key when set (True, False or "warn"); None
     (the default) = True on a CPU, False on a GPU.
@@ -73,10 +102,7 @@ def deterministic_kernels(cfg: Mapping) -> bool | str:
     """
     if cfg["deterministic"] is not None:
         return cfg["deterministic"]
-    accelerator = cfg["accelerator"]
-    if accelerator == "auto":  # as Lightning picks it: a CUDA or Apple (MPS) GPU when there is one
-        accelerator = "gpu" if torch.cuda.is_available() or torch.backends.mps.is_available() else "cpu"
-    return accelerator == "cpu"
+    return resolved_accelerator(cfg) == "cpu"
 
 
 def shows_progress_bar(cfg: Mapping, stream=None) -> bool:
@@ -139,27 +165,6 @@ def phase_seed(seed: int, phase: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(phase)]).generate_state(1)[0])
 
 
-def num_devices(devices) -> int:
-    """Devices per node as a count, from Lightning's ``devices`` (int, list of ids, "auto" or -1)."""
-    if isinstance(devices, (list, tuple)):
-        return len(devices)
-    if isinstance(devices, str) and devices.isdigit():
-        return int(devices)
-    if isinstance(devices, int) and devices > 0:
-        return devices
-    return max(1, torch.cuda.device_count())
-
-
-def accumulation_steps(cfg: Mapping) -> int:
-    """Gradient accumulation so that per_gpu_batchsize x devices x num_nodes x steps = batch_size."""
-    per_step = cfg["per_gpu_batchsize"] * num_devices(cfg["devices"]) * cfg["num_nodes"]
-    steps = max(1, cfg["batch_size"] // per_step)
-    if steps * per_step != cfg["batch_size"]:
-        print(f"note: batch_size={cfg['batch_size']} is not a multiple of per_gpu_batchsize x devices x num_nodes "
-              f"= {per_step}; the effective batch is {steps * per_step}")
-    return steps
-
-
 class _Positioned(Dataset):
     """Adds ``position`` (the item's place in ``dataset``) so predictions can be put back in order."""
 
@@ -184,6 +189,13 @@ class PhaseData(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return self.build_loader()
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """On the host, before the batch moves to the device: how many of its samples count (the others pad a step
+        that has fewer samples than micro-batches: weight 0), as a Python int, so the step needs no device sync."""
+        if isinstance(batch, dict) and "loss_weight" in batch:
+            batch["real_samples"] = int((batch["loss_weight"] > 0).sum())
+        return batch
 
 
 def gather_uneven(strategy, tensor: torch.Tensor, device) -> torch.Tensor:
@@ -239,13 +251,19 @@ class IncrementalRun:
         self.run_dir = rundir.RunDir(run_path(cfg))
         self.result: dict[str, Any] | None = None  # the run's summary, once run() has finished
         self.tracker = RunTracker(cfg, self.run_dir.log_dir(), sacred_run, enabled=not read_only, main=self.is_main)
+        self.settings = resolved_settings(cfg)
+        if cfg["precision"] == "16-mixed" and self.settings["accelerator"] == "cpu":
+            raise SettingError("precision=16-mixed on a machine without GPU: float16 autocast runs on GPUs only, and "
+                               "Lightning would switch to bf16-mixed under a run named 16-mixed; use "
+                               "precision=bf16-mixed (or 32-true) here")
         self.new_key_defaults = {**get_method(cfg["method"]).config, **ADDED_KEY_DEFAULTS}
         # the data a run's checkpoints were trained on is named by no config key (data_root is a path): its content
         # fingerprint is, recorded in config.json, class_order.json, results.json and every checkpoint, so that a
         # run does not resume, or get re-scored, on data that were re-written
         self.data = build_data(cfg)
+        self.data.scenario.check_complete(self.data.class_names)  # before any phase trains
         if self.writes:
-            record = provenance()
+            record = {**provenance(), "resolved": self.settings}
             self.run_dir.open(cfg, restart=bool(cfg["restart"]), provenance=record,
                               new_key_defaults=self.new_key_defaults, data_fingerprint=self.data.fingerprint,
                               data_root=self.data.root)
@@ -300,7 +318,8 @@ class IncrementalRun:
             accelerator=cfg["accelerator"], devices=cfg["devices"], num_nodes=cfg["num_nodes"],
             strategy=cfg["strategy"], precision=cfg["precision"], plugins=cluster_plugins(),
             max_epochs=cfg["max_epoch"], max_steps=cfg["max_steps"], accumulate_grad_batches=accumulation_steps(cfg),
-            gradient_clip_val=cfg["gradient_clip_val"], limit_train_batches=cfg["limit_train_batches"],
+            gradient_clip_val=cfg["gradient_clip_val"],  # limit_train_batches: PhaseBatches, in optimiser steps
+            use_distributed_sampler=False,  # PhaseBatches and Shard split the data by themselves (loaders.py)
             logger=self.tracker.phase_loggers(phase), enable_checkpointing=False,
             enable_progress_bar=bar, callbacks=callbacks,
             enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=cfg["log_every_n_steps"],
@@ -466,6 +485,11 @@ class IncrementalRun:
         print(f"{cfg['exp_name']}: {cfg['dataset']}, {cfg['method']}, {L} phases of "
               f"{[len(self.data.scenario.phase_classes(t)) for t in range(L)]} classes; run directory "
               f"{self.run_dir.path}")
+        s = self.settings
+        print(f"batches of {s['effective_batch']} in {s['world_size']} x {s['accumulation']} micro-batches of <= "
+              f"{s['micro_batch']}; {s['num_workers']} loader workers (num_workers={cfg['num_workers']}), "
+              f"{s['num_threads']} threads, {s['accelerator']}, deterministic={s['deterministic']}, "
+              f"model_rng={s['model_rng']}")
         for phase in range(first, L):
             self.run_phase(phase)
             if 0 <= cfg["stop_after_phase"] <= phase < L - 1:

@@ -14,22 +14,36 @@ tables were keyed by type and ratio only, so the first run fixed them for every 
 one batch, as uint8 pixels (or JPEG files, ``decode_on="device"``), pinned on CUDA; the module normalises them on
 its device (``IncrementalModule.on_after_batch_transfer``; docs/data.md, "Decoding: where each step runs").
 
-**Length-grouped training batches** (:class:`LengthGroupedBatchSampler`): replay compute in proportion to what
-an exemplar keeps.
+**Training batches that do not depend on how the work is spread** (:class:`PhaseBatches`, :class:`SeededSamples`).
+A phase's training is a function of (seed, phase, epoch, sample) only, not of ``num_workers``, their persistence,
+the cores, ``devices``, ``num_nodes`` or ``per_gpu_batchsize``:
 
-The backbone pads a batch's image tokens to its longest sample (``ViLT.select_tokens``), so a masked exemplar that
-keeps a quarter of its patches costs as much as a full image whenever it shares a batch with one; with random
-batches nearly every batch holds a new (full) sample. With ``length_group_window = k > 0`` a phase's training
-batches are drawn as transformers' ``LengthGroupedSampler`` draws them (``trainer_pt_utils.
-get_length_grouped_indices``: mega-batches of 50 batches, each sorted by length): the shuffled samples (new and
-replayed alike) are cut into windows of k batches, each window is sorted by sequence length and cut into batches,
-and the epoch's batches are shuffled. Samples of similar length then share a batch, so a batch of masked exemplars
-costs what they keep.
+- the order: epoch e's permutation of the phase's training set comes from ``default_rng([phase seed, e])``, cut
+  into global batches of ``batch_size`` (the effective batch, always); each global batch is split as evenly as
+  possible into ``accumulation x world size`` micro-batches of at most ``per_gpu_batchsize``, and rank r takes
+  micro-batches r, r + W, ... (DDP included: Lightning's own ``DistributedSampler`` is off,
+  ``use_distributed_sampler=False``), so every optimiser step sees the same samples in every layout;
+- the loss: each sample carries ``loss_weight`` = accumulation x world / (its global batch's size), so that the
+  micro-batches' mean losses, divided by the accumulation (Lightning) and averaged over ranks (DDP), give the
+  global batch's mean; a global batch smaller than its micro-batch count (the epoch's last) pads with weight-0
+  samples, so every rank takes part in every step;
+- the draws on the data side (RandAugment, ``emm``'s exemplar augmentation, anything that uses torch's, NumPy's or
+  Python's global RNG in ``__getitem__``): every sample is loaded with those RNGs seeded from ``SeedSequence([phase
+  seed, epoch, index])`` (and restored after), in whichever worker loads it; the same 32 bits are its
+  ``sample_seed``, from which the model draws its dropout (:mod:`emmcil.model.keyed`).
+- missing modalities are fixed tables per split (below), drawn before any training.
 
-Off by default (``length_group_window = 0``: uniformly random batches, as ViLT): it changes which samples share a
-batch, hence the gradients and the results, and a batch's content now goes with its length (in an ``emm`` phase,
-mostly new samples or mostly replayed ones). ``benchmarks/bench_grouping.py`` measures the phase time with and
-without it.
+**Length-grouped training batches** (``length_group_window`` > 0): replay compute in proportion to what an
+exemplar keeps. The backbone pads a batch's image tokens to its longest sample (``ViLT.select_tokens``), so a masked
+exemplar that keeps a quarter of its patches costs as much as a full image whenever it shares a batch with one;
+with random batches nearly every batch holds a new (full) sample. With ``length_group_window = k > 0`` a phase's
+global batches are drawn as transformers' ``LengthGroupedSampler`` draws them (``trainer_pt_utils.
+get_length_grouped_indices``: mega-batches of 50 batches, each sorted by length): the epoch's permutation is cut
+into windows of k global batches, each window is sorted by sequence length and cut into batches, and the epoch's
+batches are shuffled; a global batch's micro-batches are then slices of a sorted run. Samples of similar length
+then share a batch, so a batch of masked exemplars costs what they keep. Off by default
+(``length_group_window = 0``: uniformly random batches, as ViLT): it changes which samples share a batch, hence
+the gradients and the results. ``benchmarks/bench_grouping.py`` measures the phase time with and without it.
 
 Sequence length of a sample (:func:`sequence_lengths`): the ``max_text_len`` text positions (the model masks text
 tokens rather than dropping them, so every sample computes all of them), the image [CLS], and the image patches it
@@ -37,27 +51,23 @@ feeds the backbone: every patch of its resized image for a dataset sample (from 
 the kept patches for a masked exemplar (``Exemplar.num_patches``; its whole grid when it is replayed black-filled,
 ``masked_replay="black"``). The patch merge of ``emm``'s augmentation adds a partner's patches when the item is
 drawn; the grouping uses the exemplar's own count.
-
-Determinism: the batches of an epoch depend only on the phase's seed (the driver's ``phase_seed(seed, phase)``)
-and the epoch, so a resumed run draws the same batches. Under DDP Lightning replaces the sampler inside this batch
-sampler by a ``DistributedSampler`` (``use_distributed_sampler``, on by default: it re-creates a ``BatchSampler``
-subclass with its recorded arguments and the new sampler), and each rank groups its own shard; every rank gets
-``ceil(shard / batch_size)`` batches.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
+import random
 import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, ConcatDataset, DataLoader, Dataset, RandomSampler, Sampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
 from emmcil.data import (ArrowDataset, IncrementalScenario, MissingTable, PixelbertPixels, arrow_path, class_order,
                          collate, dataset_classes, ensure_demo, get_tokenizer, pixelbert_resize, read_arrow)
@@ -177,6 +187,8 @@ def build_data(cfg: Mapping) -> RunData:
     test = ArrowDataset(test_files, tokenizer, eval_tf, T, missing=test_missing, **decoding)
     check_same_write(train_files + test_files)  # the splits of one write, not a new train beside an old test
     check_stored_resize(train_files + test_files, size, p)  # images written with --resize: for this transform?
+    for dataset in (train, test):  # every image header parses: a bad image stops the run now, not after a phase
+        dataset.image_sizes()
     num_classes = int(cfg["num_classes"])
     found = int(max(train.labels.max(), test.labels.max())) + 1
     if found > num_classes:
@@ -248,65 +260,180 @@ def sequence_lengths(dataset: Dataset, image_size: int, patch_size: int, max_tex
     return max_text_len + 1 + image_tokens(dataset, image_size, patch_size)
 
 
-class LengthGroupedBatchSampler(BatchSampler):
-    """Batches of samples of similar length (see the module docstring).
+def world() -> tuple[int, int]:
+    """(world size, rank) of this process: torch.distributed's once it is initialised (Lightning's DDP), else (1, 0)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
 
-    sampler: the epoch's sample order (a seeded ``RandomSampler``; a ``DistributedSampler`` under DDP, put there by
-    Lightning); lengths: (N,) sequence length of every dataset index; window: batches per sorted window (> 0);
-    seed: seeds the shuffle of the batches (one permutation drawn per epoch). ``drop_last`` drops the one batch
-    shorter than ``batch_size``. Yields lists of dataset indices; ``len`` is that of a ``BatchSampler``.
+
+def num_devices(devices) -> int:
+    """Devices per node as a count, from Lightning's ``devices`` (int, list of ids, "auto" or -1)."""
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    if isinstance(devices, str) and devices.isdigit():
+        return int(devices)
+    if isinstance(devices, int) and devices > 0:
+        return devices
+    return max(1, torch.cuda.device_count())
+
+
+def accumulation_steps(cfg: Mapping) -> int:
+    """Micro-batches per optimiser step and process: the fewest that keep micro-batches within per_gpu_batchsize,
+    ceil(batch_size / (per_gpu_batchsize x devices x num_nodes)); the effective batch is batch_size whatever they
+    are (:class:`PhaseBatches` splits each global batch evenly)."""
+    per_step = cfg["per_gpu_batchsize"] * num_devices(cfg["devices"]) * cfg["num_nodes"]
+    return max(1, -(-cfg["batch_size"] // per_step))
+
+
+def split_evenly(items: np.ndarray, parts: int) -> list[np.ndarray]:
+    """``items`` cut into ``parts`` consecutive slices whose sizes differ by at most one (the first ones longer)."""
+    base, extra = divmod(len(items), parts)
+    bounds = np.cumsum([0] + [base + (j < extra) for j in range(parts)])
+    return [items[bounds[j]:bounds[j + 1]] for j in range(parts)]
+
+
+class PhaseBatches(Sampler[list]):
+    """A phase's training batches for this process (see the module docstring): a DataLoader ``batch_sampler`` that
+    yields lists of ``(epoch, index, loss_weight)`` keys for :class:`SeededSamples`.
+
+    num_samples: the phase's training set size; batch_size: the effective (global) batch; accumulation: micro-batches
+    per optimiser step and rank; seed: the phase's seed; lengths (N,) and window > 0: length-grouped global batches;
+    world_size / rank: the DDP layout (default: torch.distributed's, read when iterated); limit: the epoch's first
+    global batches only, a fraction of them (float) or a count (int), as ``limit_train_batches``, in optimiser
+    steps whatever the layout. Lightning calls ``set_epoch`` (through ``.sampler``) at the start of every epoch;
+    ``len`` is micro-batches per epoch and rank.
     """
 
-    def __init__(self, sampler: Sampler[int], batch_size: int, drop_last: bool = False, lengths: Sequence[int] = (),
-                 window: int = 50, seed: int = 0):
-        super().__init__(sampler, batch_size, drop_last)
-        if window < 1:
-            raise ValueError(f"length_group_window={window}: expected a number of batches >= 1 (0 turns grouping off)")
-        self.lengths = np.asarray(lengths, dtype=np.int64)
-        self.window, self.seed = int(window), int(seed)
-        self.generator = torch.Generator().manual_seed(self.seed)
+    def __init__(self, num_samples: int, batch_size: int, accumulation: int = 1, seed: int = 0,
+                 lengths: Sequence[int] | None = None, window: int = 0, world_size: int | None = None,
+                 rank: int | None = None, limit: int | float = 1.0):
+        if batch_size < 1 or accumulation < 1:
+            raise ValueError(f"batch_size={batch_size} and accumulation={accumulation} must be >= 1")
+        if window < 0 or (window > 0 and (lengths is None or len(lengths) != num_samples)):
+            raise ValueError(f"length_group_window={window}: >= 0, and > 0 needs the length of every sample")
+        self.num_samples, self.batch_size, self.accumulation = int(num_samples), int(batch_size), int(accumulation)
+        self.seed, self.window = int(seed), int(window)
+        self.lengths = None if lengths is None else np.asarray(lengths, dtype=np.int64)
+        self._world = (world_size, rank)
+        self.epoch = 0
+        steps = math.ceil(self.num_samples / self.batch_size)
+        self.steps = min(steps, limit) if isinstance(limit, int) else max(1, int(steps * limit))
 
-    def __iter__(self):
-        order = np.fromiter(iter(self.sampler), dtype=np.int64)
-        if len(order) and int(order.max()) >= len(self.lengths):
-            raise IndexError(f"sample index {int(order.max())} but lengths are known for {len(self.lengths)} samples")
-        B, chunk = self.batch_size, self.window * self.batch_size
-        batches = []
+    @property
+    def sampler(self) -> "PhaseBatches":
+        """Lightning's ``_set_sampler_epoch`` calls ``batch_sampler.sampler.set_epoch``: that is this object."""
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def layout(self) -> tuple[int, int]:
+        size, rank = self._world
+        return (size, rank) if size is not None else world()
+
+    def global_batches(self, epoch: int) -> list[np.ndarray]:
+        """Epoch ``epoch``'s global batches (arrays of dataset indices), the same in every process and layout."""
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(self.num_samples)
+        B = self.batch_size
+        if not self.window:
+            return [order[i:i + B] for i in range(0, len(order), B)]
+        batches, chunk = [], self.window * B
         for start in range(0, len(order), chunk):
             part = order[start:start + chunk]
             part = part[np.argsort(self.lengths[part], kind="stable")]  # within equal lengths: the random order
             batches += [part[i:i + B] for i in range(0, len(part), B)]
-        if self.drop_last and batches and len(batches[-1]) < B:  # only the last window's last batch can be short
-            batches.pop()
-        for k in torch.randperm(len(batches), generator=self.generator).tolist():
-            yield batches[k].tolist()
+        return [batches[k] for k in rng.permutation(len(batches))]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, float]]]:
+        size, rank = self.layout()
+        parts = self.accumulation * size
+        for batch in self.global_batches(self.epoch)[:self.steps]:
+            weight = parts / len(batch)
+            for micro in split_evenly(batch, parts)[rank::size]:
+                if len(micro):
+                    yield [(self.epoch, int(i), weight) for i in micro]
+                else:  # fewer samples than micro-batches: this rank joins the step with a sample weighted 0
+                    yield [(self.epoch, int(batch[0]), 0.0)]
 
     def __len__(self) -> int:
-        n = len(self.sampler)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        return self.accumulation * self.steps
 
+
+class SeededSamples(Dataset):
+    """``dataset`` indexed by :class:`PhaseBatches`' keys ``(epoch, index, loss_weight)``: item ``index`` loaded
+    with torch's (CPU), NumPy's and Python's global RNGs seeded from ``SeedSequence([seed, epoch, index])`` (and
+    restored afterwards), plus ``sample_seed`` (those 32 bits, the model's dropout key) and ``loss_weight``. What a
+    sample draws is then the same in the main process and in any worker, persistent or not."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed = dataset, int(seed)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int, float]) -> dict:
+        epoch, index, weight = key
+        sample_seed = int(np.random.SeedSequence([self.seed, int(epoch), int(index)]).generate_state(1)[0])
+        with seeded_rngs(sample_seed):
+            item = self.dataset[index]
+        return {**item, "sample_seed": sample_seed, "loss_weight": float(weight)}
+
+
+@contextlib.contextmanager
+def seeded_rngs(seed: int) -> Iterator[None]:
+    """torch's CPU generator, NumPy's global and Python's ``random`` seeded with ``seed`` inside the block, each
+    restored on exit (CUDA's generators are left alone)."""
+    torch_state, np_state, py_state = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    torch.default_generator.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(torch_state)
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+
+
+class Shard(Sampler[int]):
+    """This rank's share of ``num_samples`` items in order (indices r, r + W, ...), for passes without gradients;
+    the driver gathers the shards (``gather_uneven``)."""
+
+    def __init__(self, num_samples: int):
+        self.num_samples = int(num_samples)
+
+    def __iter__(self) -> Iterator[int]:
+        size, rank = world()
+        return iter(range(rank, self.num_samples, size))
+
+    def __len__(self) -> int:
+        size, rank = world()
+        return len(range(rank, self.num_samples, size))
 
 
 def loader_workers(requested: int) -> int:
     """``num_workers``, at most the CPU cores this process may use: more workers than cores only compete for them
-    (torch warns), and the datasets' default of 8 must not slow down a laptop or a small CI machine."""
+    (torch warns), and the datasets' default of 8 must not slow down a laptop or a small CI machine. The count does
+    not change what the run computes (:class:`SeededSamples`); the run records the count it used."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(0, min(int(requested), cores))
 
 
 def make_loader(dataset: Dataset, cfg: Mapping, train: bool, seed: int = 0) -> DataLoader:
-    """Batches of ``per_gpu_batchsize`` (:class:`KeepCollate`); for training shuffled with ``seed``, and with
-    ``length_group_window`` > 0 grouped by sequence length (:class:`LengthGroupedBatchSampler`); ``num_workers``
-    capped by :func:`loader_workers`."""
-    generator = torch.Generator().manual_seed(seed) if train else None
+    """For training, :class:`PhaseBatches` over :class:`SeededSamples` of ``dataset`` with the phase's ``seed``
+    (grouped by sequence length with ``length_group_window`` > 0); otherwise this rank's share in order
+    (:class:`Shard`), batches of ``per_gpu_batchsize``. :class:`KeepCollate`; ``num_workers`` capped by :func:`loader_workers`."""
     workers = loader_workers(cfg["num_workers"])
-    common = dict(num_workers=workers, collate_fn=KeepCollate(cfg["patch_size"]), generator=generator,
+    common = dict(num_workers=workers, collate_fn=KeepCollate(cfg["patch_size"]),
                   persistent_workers=train and workers > 0,  # not re-forked every epoch
                   pin_memory=torch.cuda.is_available())
+    if not train:
+        return DataLoader(dataset, batch_size=cfg["per_gpu_batchsize"], sampler=Shard(len(dataset)), **common)
     window = int(cfg.get("length_group_window", 0))
-    if not (train and window > 0):
-        return DataLoader(dataset, batch_size=cfg["per_gpu_batchsize"], shuffle=train, **common)
-    lengths = sequence_lengths(dataset, cfg["image_size"], cfg["patch_size"], cfg["max_text_len"])
-    batches = LengthGroupedBatchSampler(RandomSampler(dataset, generator=generator), cfg["per_gpu_batchsize"],
-                                        lengths=lengths, window=window, seed=seed)
-    return DataLoader(dataset, batch_sampler=batches, **common)
+    lengths = (sequence_lengths(dataset, cfg["image_size"], cfg["patch_size"], cfg["max_text_len"]) if window
+               else None)
+    batches = PhaseBatches(len(dataset), cfg["batch_size"], accumulation_steps(cfg), seed, lengths, window,
+                           limit=cfg.get("limit_train_batches", 1.0))
+    return DataLoader(SeededSamples(dataset, seed), batch_sampler=batches, **common)

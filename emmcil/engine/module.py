@@ -14,7 +14,12 @@ from emmcil.methods import Method
 from emmcil.methods.recipes import build_optimizer, build_scheduler, schedule_interval
 from emmcil.model import ViLT, ViLTOutput, apply_freeze_policy, build_backbone, merge_ssf
 from emmcil.model.heads import IncrementalClassifier
+from emmcil.model.keyed import sample_keys
 from emmcil.model.ssf import has_ssf, is_tunable, merged_state_dict
+
+
+class NonFiniteError(RuntimeError):
+    """The training loss or a trainable weight stopped being finite: the phase stops, nothing of it is saved."""
 
 
 class IncrementalModule(pl.LightningModule):
@@ -28,6 +33,12 @@ class IncrementalModule(pl.LightningModule):
     ``predict_step`` returns per-sample ``preds``, ``labels``, ``indices``, ``positions`` and, when
     ``return_features`` is set, the pooled features f(x) (B, C) used for herding and class means; a
     ``predict_fn(backbone, batch) -> dict`` of per-sample tensors replaces preds/features (e.g. a masking pass).
+
+    Training batches from :class:`~emmcil.engine.loaders.PhaseBatches` carry ``sample_seed`` (the keys of the
+    model's dropout: :mod:`emmcil.model.keyed`, with ``model_rng="sample"``) and ``loss_weight`` (the loss is scaled
+    by their sum, so that the micro-batches of any layout add up to the global batch's mean). A non-finite loss or
+    trainable weight is recorded on the device at the step it happens and raised as :class:`NonFiniteError` (phase,
+    step, likely cause) at the next check: every ``log_every_n_steps`` batches and at the end of every epoch.
     """
 
     def __init__(self, cfg: Mapping, method: Method):
@@ -42,6 +53,7 @@ class IncrementalModule(pl.LightningModule):
             self.method_net = net
         self.return_features = False
         self.predict_fn = None
+        self._batches = self._first_bad = None  # non-finite checks (reset_checks)
 
     # -- structure
     def add_classes(self, n: int) -> int:
@@ -123,18 +135,74 @@ class IncrementalModule(pl.LightningModule):
         self.method.on_train_epoch_start(self, self.current_epoch)
 
     def training_step(self, batch: dict, batch_idx: int):
-        output = self.encode(batch)
-        logits = self.logits(output)
-        loss = self.method.training_loss(self, batch, output, logits)
-        bs = logits.shape[0]
-        acc = (logits.argmax(1) == batch["labels"]).float().mean()
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)  # every log_every_n_steps steps
-        self.log("train/acc", acc, prog_bar=True, batch_size=bs)
-        # and the epoch's means, written at the end of every epoch: a phase with fewer steps than
-        # log_every_n_steps (a small phase, a short run) still leaves its training in logs/phase_<t>/metrics.csv
-        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=bs)
-        self.log("train/acc_epoch", acc, on_step=False, on_epoch=True, batch_size=bs)
-        return loss
+        keyed = self.cfg.get("model_rng", "sample") == "sample"
+        with sample_keys(self, batch.get("sample_seed") if keyed else None):
+            output = self.encode(batch)
+            logits = self.logits(output)
+            loss = self.method.training_loss(self, batch, output, logits)
+        self.record_nonfinite(loss.detach(), "loss")
+        weights = batch.get("loss_weight")
+        real = batch.get("real_samples", logits.shape[0])  # a host int (driver.PhaseData): no device sync
+        if real:
+            acc = (logits.argmax(1) == batch["labels"]).float().mean()
+            self.log("train/loss", loss, prog_bar=True, batch_size=real)  # every log_every_n_steps steps
+            self.log("train/acc", acc, prog_bar=True, batch_size=real)
+            # and the epoch's means, written at the end of every epoch: a phase with fewer steps than
+            # log_every_n_steps (a small phase, a short run) still leaves its training in logs/phase_<t>/metrics.csv
+            self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, batch_size=real)
+            self.log("train/acc_epoch", acc, on_step=False, on_epoch=True, batch_size=real)
+        return loss if weights is None else loss * weights.sum().to(loss.dtype)
+
+    # -- non-finite loss and weights
+    def reset_checks(self) -> None:
+        self._batches = torch.zeros((), dtype=torch.long, device=self.device)
+        self._first_bad = torch.full((2,), -1, dtype=torch.long, device=self.device)  # batch of the loss, weights
+
+    def on_train_start(self) -> None:
+        self.reset_checks()
+
+    def record_nonfinite(self, value: torch.Tensor, what: str) -> None:
+        """Keep (on the device, no sync) the first training batch whose ``what`` ("loss" or "weights") is not
+        finite."""
+        if self._batches is None:
+            self.reset_checks()
+        if what == "loss":
+            self._batches += 1
+        k = 0 if what == "loss" else 1
+        bad = ~torch.isfinite(value).all()
+        self._first_bad[k] = torch.where(bad & (self._first_bad[k] < 0), self._batches, self._first_bad[k])
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        params = [p for p in self.parameters() if p.requires_grad]
+        if params:  # after the optimiser step: a weight is finite iff its largest |value| is
+            self.record_nonfinite(torch.stack(torch._foreach_norm(params, ord=float("inf"))), "weights")
+        if (batch_idx + 1) % max(1, int(self.cfg.get("log_every_n_steps", 50))) == 0:
+            self.check_finite()
+
+    def on_train_epoch_end(self) -> None:
+        self.check_finite()
+
+    def on_train_end(self) -> None:
+        self.check_finite()
+
+    def check_finite(self) -> None:
+        """NonFiniteError naming the phase, the step, the epoch and the likely causes, when a batch so far had a
+        non-finite loss or left a non-finite weight; every rank raises together (the flags are reduced)."""
+        first = self._first_bad if self._first_bad is not None else torch.full((2,), -1)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            first = self.trainer.strategy.reduce(first.clone().float(), reduce_op="max").long()
+        loss_at, weights_at = (int(v) for v in first.tolist())
+        if loss_at < 0 and weights_at < 0:
+            return
+        what, batch = ("loss", loss_at) if loss_at >= 0 and (weights_at < 0 or loss_at <= weights_at) \
+            else ("trainable weights", weights_at)
+        accumulation = self.trainer.accumulate_grad_batches if self._trainer is not None else 1
+        per_epoch = self.trainer.num_training_batches if self._trainer is not None else 0
+        epoch = f", epoch {(batch - 1) // per_epoch}" if isinstance(per_epoch, int) and per_epoch > 0 else ""
+        raise NonFiniteError(
+            f"phase {self.method.current_phase(self)}: the training {what} became NaN or infinite at optimiser step "
+            f"{(batch - 1) // accumulation} (batch {batch - 1} of the phase{epoch}); the phase stops, and nothing of "
+            f"it is saved. Likely cause: {nonfinite_cause(self.cfg)}")
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
         if self.predict_fn is not None:
@@ -158,3 +226,18 @@ class IncrementalModule(pl.LightningModule):
         total = self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
         scheduler = build_scheduler(optimizer, cfg, int(total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+
+def nonfinite_cause(cfg: Mapping) -> str:
+    """The likely reasons for a non-finite loss or weight under ``cfg``, most likely first."""
+    precision, optimizer = cfg.get("precision", "32-true"), cfg.get("optimizer", "")
+    causes = []
+    if precision in ("16-true", "bf16-true"):
+        causes.append(f"precision={precision} keeps the weights and {optimizer}'s state in half precision (float16's "
+                      f"range ends at 65504 and an Adam eps of 1e-8 is 0 there): use 16-mixed or bf16-mixed")
+    elif precision == "16-mixed":
+        causes.append("float16 activations overflowed (precision=16-mixed): try bf16-mixed or 32-true")
+    causes.append(f"a learning rate too high for this model and batch (lr={cfg.get('lr')}): lower it, or set "
+                  f"gradient_clip_val")
+    causes.append("a NaN or infinite value in the input data")
+    return "; or ".join(causes) + "."

@@ -27,7 +27,8 @@ run whose checkpoints all fail to load stops (:class:`UnreadableCheckpointError`
 checkpoint of another run (another method, config or data) is refused (:class:`CheckpointMismatchError`).
 
 Which keys make a run: :data:`NON_RESULT_KEYS` is the one list of config keys that do not change what a run computes;
-:func:`results_config` applies it (and drops the keys the run's method does not read). The resume check
+:func:`results_config` applies it (and drops the keys the run's method does not read), except that the batch layout
+(:data:`LAYOUT_KEYS`) counts where it changes results (:func:`layout_dependence`). The resume check
 (:func:`config_diff`), the run name (:func:`run_name`) and the report's grouping (``emmcil.report``, through what
 :func:`run_identity` writes into ``results.json``) all use it.
 """
@@ -60,9 +61,11 @@ __all__ = ["NON_RESULT_KEYS", "results_config", "run_identity", "config_diff", "
            "UnreadableFileError", "checkpoint_identity", "fingerprint_changes", "atomic_write", "write_text",
            "write_json", "read_json", "plain", "to_json"]
 
-# The one list of config keys that do not change what a run computes (or change it only by floating-point rounding):
-# a run resumes despite a change in them, they are not part of the run's name, and the report averages runs that
-# differ only in them.
+# The one list of config keys that do not change what a run computes (or change it only by floating-point rounding:
+# the order of a sum, another kernel): a run resumes despite a change in them, they are not part of the run's name,
+# and the report averages runs that differ only in them. num_workers changes nothing at all (every sample is drawn
+# from its own seed, emmcil.engine.loaders); devices, num_nodes and per_gpu_batchsize change the rounding only (the
+# same global batches, per-sample dropout), except where layout_dependence says otherwise.
 NON_RESULT_KEYS = frozenset({
     # the run directory and its bookkeeping
     "exp_name", "exp_tag", "log_dir", "restart", "keep_checkpoints", "stop_after_phase",
@@ -77,6 +80,11 @@ NON_RESULT_KEYS = frozenset({
     "progress_bar", "log_every_n_steps", "mask_figure", "memory_browser", "wandb", "wandb_project", "wandb_entity",
     "wandb_mode",
 })
+# The batch layout: which samples share a device's micro-batch. Result keys where the run depends on it.
+LAYOUT_KEYS = ("per_gpu_batchsize", "devices", "num_nodes")
+# Model-side random draws (config key: what turns it on) that take torch's RNG stream over a batch with
+# model_rng="torch", and so depend on which samples share it.
+MODEL_DRAWS = {"drop_rate": "dropout", "attn_drop_rate": "attention dropout", "drop_path_rate": "stochastic depth"}
 # Keys the run name shows in its fixed part ({dataset}_{method}_{L}phases[_mem..][_miss..]_seed{s}[_{exp_tag}]).
 NAME_KEYS = frozenset({"dataset", "method", "num_phases", "init_classes", "increment", "seed", "memory_per_class",
                        "memory_budget_mode",
@@ -162,12 +170,28 @@ def plain(obj: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- run identity
+def layout_dependence(cfg: Mapping) -> str | None:
+    """Why the run's numbers depend on which samples share a device's batch (so :data:`LAYOUT_KEYS` are result
+    keys), or None: model draws from torch's RNG stream (``model_rng="torch"`` with dropout, stochastic depth or
+    ``max_image_len``), or the method's own batch-level computation (``Method.layout_dependence``)."""
+    from emmcil.methods import METHODS
+
+    if cfg.get("model_rng", "sample") == "torch":
+        draws = [what for key, what in MODEL_DRAWS.items() if cfg.get(key, 0) > 0]
+        draws += ["patch sampling"] if cfg.get("max_image_len", -1) > 0 else []
+        if draws:
+            return f"model_rng='torch' draws {', '.join(draws)} over each batch"
+    method = METHODS.get(cfg.get("method"))
+    return method.layout_dependence(cfg) if method is not None else None
+
+
 def results_config(cfg: Mapping) -> dict[str, Any]:
-    """The entries of ``cfg`` that change what the run computes: every key but :data:`NON_RESULT_KEYS`,
-    ``provenance`` and ``data_fingerprint`` (config.json's records), less the keys the run's method does not read:
-    other methods' own keys, ``memory_*`` for a method without memory, ``memory_total`` under a per-class budget,
-    and the missing-modality parameters when ``missing_type`` is "none". A config without a (registered)
-    ``method`` keeps all its keys.
+    """The entries of ``cfg`` that change what the run computes: every key but :data:`NON_RESULT_KEYS` (less
+    :data:`LAYOUT_KEYS` when the run depends on the batch layout, :func:`layout_dependence`), ``provenance`` and
+    ``data_fingerprint`` (config.json's records), less the keys the run's method does not read: other methods' own
+    keys, ``memory_*`` for a method without memory, ``memory_total`` under a per-class budget, and the
+    missing-modality parameters when ``missing_type`` is "none". A config without a (registered) ``method`` keeps
+    all its keys.
 
     ``load_path`` counts by its file name: the same checkpoint in another folder (another machine, a moved copy) is
     the same run; that its content is the same is checked when a run resumes (the frozen weights' checksum)."""
@@ -176,8 +200,10 @@ def results_config(cfg: Mapping) -> dict[str, Any]:
     method = METHODS.get(cfg.get("method"))
     others = {k for m in METHODS.values() for k in m.config} - set(method.config) if method else set()
     out = {}
+    layout = layout_dependence(cfg) is not None
     for k, v in cfg.items():
-        if k in NON_RESULT_KEYS or k in (PROVENANCE, DATA_ENTRY) or k in others:
+        if (k in NON_RESULT_KEYS and not (layout and k in LAYOUT_KEYS)) or k in (PROVENANCE, DATA_ENTRY) \
+                or k in others:
             continue
         if method is not None and k.startswith("memory_") and not method.uses_memory:
             continue

@@ -70,8 +70,9 @@ class AugmentedReplay(Dataset):
     ``length`` > len(exemplars) repeats the exemplars evenly (item i is exemplar i mod n), so that replay can take
     a fixed share of every epoch (``replay_ratio``); ``mode="beside"`` adds, after those, as many augmented copies
     (the first ``length`` items are then the exemplars as stored). ``masked_replay``: "patches" or "black"
-    (:meth:`~emmcil.memory.exemplar.StoredExemplar.to_item`). Randomness comes from torch's global generator,
-    which the driver seeds per phase (and Lightning per worker).
+    (:meth:`~emmcil.memory.exemplar.StoredExemplar.to_item`). Randomness comes from torch's global generator, which
+    the training loader seeds per sample from (seed, phase, epoch, index) (``emmcil.engine.loaders.SeededSamples``),
+    so a sample's augmentation is the same whichever worker, or the main process, draws it.
     """
 
     def __init__(self, exemplars: list[StoredExemplar], max_text_len: int, p_text_swap: float = 0.0,

@@ -111,6 +111,14 @@ class Method:
         """Classes of the phases before the current one."""
         return self.phase_boundaries()[self.current_phase(module)]
 
+    @classmethod
+    def layout_dependence(cls, cfg: Mapping[str, Any]) -> str | None:
+        """Why this method's numbers depend on which samples share a device's batch (a batch-level statistic or
+        choice, a loss averaged over a micro-batch's count of something), or None: per-sample losses and outputs
+        only. Then ``per_gpu_batchsize``, ``devices`` and ``num_nodes`` name the run and are checked on resume
+        (:func:`emmcil.engine.rundir.layout_dependence`)."""
+        return None
+
     def build_net(self, backbone_cfg) -> torch.nn.Module | None:
         """The method's own parameters (prompts, adapters, ...) as a module, or None. Called once, when the
         Lightning module is built; it becomes ``module.method_net``, is tuned under every tuning mode but "full"
@@ -127,6 +135,11 @@ class Method:
         or adapters (``adapters``) through :meth:`emmcil.model.ViLT.forward`'s hooks."""
         return module.backbone(batch["text_ids"], batch["text_masks"], batch["images"], batch["pixel_masks"],
                                patch_keep=batch.get("patch_keep"), return_attention=return_attention)
+
+    def check_config(self) -> None:
+        """ValueError naming a bad value of the method's keys, from ``self.cfg`` alone: called when the config is
+        made (``config.py``, so ``print_config`` and the scripts' dry runs see it) and by ``setup``, so that a key
+        read only after a phase has trained does not cost that phase."""
 
     def setup(self, ctx: PhaseContext) -> None:
         """Once per process, before the first phase it runs (also when resuming, before ``load_state_dict``)."""

@@ -55,6 +55,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from emmcil.data.collate import collate
+from emmcil.data.device import model_images
 from emmcil.memory.exemplar import CimExemplar
 from emmcil.memory.masking import mask_canvas, normalise, score_grid
 
@@ -178,8 +179,8 @@ class CIM(CompressedReplay):
         self._blurred: set[int] = set()              # dataset rows blurred this epoch
         self._prob = 0.0                             # the blur probability now (CIM-CIL's randombbxblur_prob)
 
-    def setup(self, ctx) -> None:
-        super().setup(ctx)
+    def check_config(self) -> None:
+        super().check_config()
         cfg = self.cfg
         if cfg["cim_cam"] not in CAM_MODES:
             raise ValueError(f"cim_cam={cfg['cim_cam']!r}: expected one of {CAM_MODES}")
@@ -239,7 +240,7 @@ class CIM(CompressedReplay):
         boxes = {}
         try:
             for batch in loader:
-                batch = {k: v.to(module.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                batch = model_images({k: v.to(module.device) if torch.is_tensor(v) else v for k, v in batch.items()})
                 out = cam_step(module.backbone, batch, module.classifier, float(self.cfg["cim_threshold"]), canvas,
                                mode=self.cfg["cim_cam"], foreground="box")
                 for row, box in zip(batch["indices"].tolist(), box_bounds(out["patch_keep"].cpu(), ctx.patch_size)):

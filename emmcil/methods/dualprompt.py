@@ -62,6 +62,11 @@ class DualPrompt(ExemplarFreeMethod):
         "dualprompt_shared_pool": True,    # E-prompt t starts from E-prompt t-1 ("shared_prompt_pool")
     }
 
+    @classmethod
+    def layout_dependence(cls, cfg) -> str | None:
+        return ("dualprompt_batchwise: at test time a batch's majority E-prompt serves all its samples"
+                if cfg.get("dualprompt_batchwise", True) else None)
+
     def __init__(self, cfg):
         super().__init__(cfg)
         for key, allowed in (("dualprompt_test_keys", TEST_KEYS), ("dualprompt_head", HEADS)):

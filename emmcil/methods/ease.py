@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from emmcil.model import ViLTOutput
+from emmcil.model.keyed import KeyedDropout
 
 from . import register
 from .exemplar_free import ExemplarFreeMethod, backbone_inputs
@@ -50,7 +51,7 @@ class Adapter(nn.Module):
         super().__init__()
         self.down = nn.Linear(dim, bottleneck)
         self.up = nn.Linear(bottleneck, dim)
-        self.scale, self.dropout = scale, dropout
+        self.scale, self.dropout = scale, KeyedDropout(dropout)  # per-sample masks in training (model_rng)
         with torch.no_grad():
             nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
             nn.init.zeros_(self.down.bias)
@@ -58,7 +59,7 @@ class Adapter(nn.Module):
             nn.init.zeros_(self.up.bias)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        x = F.dropout(F.relu(self.down(h)), self.dropout, self.training)
+        x = self.dropout(F.relu(self.down(h)))
         return self.up(x) * self.scale
 
 
@@ -82,6 +83,12 @@ class EASE(ExemplarFreeMethod):
         "ease_alpha": 0.1,             # weight of the other subspaces at inference, divided by t ("alpha")
         "ease_adapters_per_pass": 0,   # evaluation: adapter sets batched into one backbone pass (0 = all)
     }
+
+    @classmethod
+    def layout_dependence(cls, cfg) -> str | None:
+        if cfg.get("model_rng", "sample") == "torch" and float(cfg.get("ease_adapter_dropout", 0)) > 0:
+            return "model_rng='torch' draws the adapters' dropout over each batch"
+        return None
 
     def build_net(self, backbone_cfg) -> nn.Module:
         C, n_layers = backbone_cfg.hidden_size, backbone_cfg.num_layers

@@ -77,10 +77,10 @@ class ExemplarMasking(Replay):
                              layer_reduce=c["mask_layer_reduce"], head_reduce=c["mask_head_reduce"],
                              norm=c["mask_norm"], cls_token=c["mask_cls_token"])
 
-    def setup(self, ctx) -> None:
-        super().setup(ctx)
-        # fail on a bad key before the first phase trains, not at its masking pass (MaskingConfig checks its own)
-        layers, n = list(self.masking_config().layers), int(ctx.cfg["num_layers"])
+    def check_config(self) -> None:
+        super().check_config()
+        # fail on a bad key when the config is made (and at setup), not at the first masking pass
+        layers, n = list(self.masking_config().layers), int(self.cfg["num_layers"])
         if any(not -n <= i < n for i in layers):
             raise ValueError(f"mask_layers={layers}: out of range for the model's {n} layers (num_layers)")
         if self.cfg["exemplar_selection"] not in SELECTIONS:

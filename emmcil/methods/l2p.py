@@ -56,6 +56,11 @@ class L2P(ExemplarFreeMethod):
         "l2p_prompt_position": "image_cls",  # prompts get the image [CLS]'s position embedding (PILOT); "none"
     }
 
+    @classmethod
+    def layout_dependence(cls, cfg) -> str | None:
+        return ("l2p_batchwise: a batch's most chosen prompts serve all its samples (training and evaluation)"
+                if cfg.get("l2p_batchwise", True) else None)
+
     def __init__(self, cfg):
         super().__init__(cfg)
         for key, allowed in (("l2p_head", HEADS), ("l2p_prompt_position", PROMPT_POSITIONS)):

@@ -83,8 +83,8 @@ class MRDC(CompressedReplay):
         "jpeg_quality": 50,  # JPEG quality 1-100 of the stored images (MRDC's released ImageNet runs: 50)
     }
 
-    def setup(self, ctx) -> None:
-        super().setup(ctx)
+    def check_config(self) -> None:
+        super().check_config()
         if not 1 <= int(self.cfg["jpeg_quality"]) <= 100:
             raise ValueError(f"jpeg_quality={self.cfg['jpeg_quality']} must lie in [1, 100]")
 

@@ -64,6 +64,7 @@ from torch import nn
 from emmcil.data.missing import IMAGE_MISSING, NONE, TEXT_MISSING
 from emmcil.data.tokenizer import CLS_ID, PAD_ID, SEP_ID
 from emmcil.model import ViLTOutput
+from emmcil.model.keyed import M32, current_state, mix32, sample_keys
 
 from . import register
 from .base import Method
@@ -217,6 +218,10 @@ class RebQ(Method):
     # (emmcil/methods/recipes.py)
     named_config = {"tuning": "frozen", "ssf": False, "drop_rate": 0.0}
 
+    @classmethod
+    def layout_dependence(cls, cfg) -> str | None:
+        return "the reconstruction loss is a mean over the copies of a batch's complete samples (the released code's)"
+
     def __init__(self, cfg):
         super().__init__(cfg)
         if self.cfg.get("tuning", "frozen") != "frozen":
@@ -278,8 +283,13 @@ class RebQ(Method):
             types = torch.cat([types, types.new_full((n_copy,), TEXT_MISSING),
                                types.new_full((n_copy,), IMAGE_MISSING)])
 
+        # the copies' sample keys (model_rng="sample": their dropout, when there is any, is theirs alone)
+        state = current_state(bb)
+        keys = None if state is None else torch.cat([state.keys] + [mix32((state.keys[complete] & M32) ^ j)
+                                                                    for j in ((1, 2) if n_copy else ())])
+
         # 1. query pass: frozen ViLT, no prompts
-        with torch.no_grad():
+        with torch.no_grad(), sample_keys(bb, keys):
             hidden = bb(x["ids"], x["masks"], x["images"], x["pmasks"], patch_keep=x["keep"]).hidden
         text_q, image_q = hidden[:, 0], hidden[:, T]
 
@@ -295,7 +305,8 @@ class RebQ(Method):
             memory = (net.memory(text_q[rows], t) * use_text + net.memory(image_q[rows], t) * use_image)
             deep = list(memory.unbind(0)) + [None] * (bb.num_layers - self.layers)
             r = _rows(x, rows)
-            out = bb(r["ids"], r["masks"], r["images"], r["pmasks"], patch_keep=r["keep"], deep_tokens=deep).hidden
+            with sample_keys(bb, None if keys is None else keys[rows]):
+                out = bb(r["ids"], r["masks"], r["images"], r["pmasks"], patch_keep=r["keep"], deep_tokens=deep).hidden
             rec_text = rec_text.index_put((rows,), out[:, 0].to(rec_text.dtype))
             rec_image = rec_image.index_put((rows,), out[:, T].to(rec_image.dtype))
             if n_copy:

@@ -57,15 +57,18 @@ class Replay(Method):
         super().__init__(cfg)
         self.memory: MemoryBuffer | None = None
 
+    def check_config(self) -> None:
+        # the keys read only after a phase has trained (replay, augmentation): a bad value fails now, not hours later
+        check_replay_ratio(float(self.cfg["replay_ratio"]))
+        check_augmentation(*self.augmentation(), **self.replay_options())
+
     def setup(self, ctx: PhaseContext) -> None:
         cfg = self.cfg
         unit = cfg["memory_unit"]
         self.memory = MemoryBuffer(memory_per_class=cfg["memory_per_class"], mode=cfg["memory_budget_mode"],
                                    memory_total=cfg["memory_total"], fill=cfg["memory_fill"], unit=unit,
                                    full_exemplar_bytes=ctx.full_exemplar_bytes() if unit == "bytes" else None)
-        # the keys read only after a phase has trained (replay, augmentation): a bad value fails now, not hours later
-        check_replay_ratio(float(cfg["replay_ratio"]))
-        check_augmentation(*self.augmentation(), **self.replay_options())
+        self.check_config()
 
     def augmentation(self) -> tuple[float, float]:
         """(p_text_swap, p_patch_merge) of :class:`~emmcil.memory.augment.AugmentedReplay`; none here."""

@@ -12,12 +12,17 @@ from torch import nn
 class SSF(nn.Module):
     """``y = x * scale + shift`` over the channel axis; scale ~ N(1, .02), shift ~ N(0, .02) as in the SSF code.
 
-    Accepts token layout (..., C) or convolution layout (B, C, H, W).
+    ``channel_dim``: the axis that holds the channels, fixed by the layer it follows: -1 for token layout
+    (..., C) after a Linear or LayerNorm, 1 for convolution layout (B, C, H, W) after a Conv2d. The layout decides,
+    never the sizes: a patch grid exactly C patches wide is still scaled along its channels. ValueError when that
+    axis is not ``dim`` long.
     """
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, channel_dim: int = -1):
         super().__init__()
-        self.dim = dim
+        if channel_dim not in (-1, 1):
+            raise ValueError(f"channel_dim={channel_dim}: -1 (tokens, channels last) or 1 (channels first)")
+        self.dim, self.channel_dim = dim, channel_dim
         self.scale = nn.Parameter(torch.empty(dim))
         self.shift = nn.Parameter(torch.empty(dim))
         self.reset_parameters()
@@ -27,18 +32,20 @@ class SSF(nn.Module):
         nn.init.normal_(self.shift, mean=0.0, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] == self.dim:
+        if x.dim() < 2 or x.shape[self.channel_dim] != self.dim:
+            layout = "(..., C)" if self.channel_dim == -1 else "(B, C, ...)"
+            raise ValueError(f"SSF({self.dim}) over {layout} got a tensor of shape {tuple(x.shape)}")
+        if self.channel_dim == -1:
             return x * self.scale + self.shift
-        if x.dim() == 4 and x.shape[1] == self.dim:
-            return x * self.scale.view(1, -1, 1, 1) + self.shift.view(1, -1, 1, 1)
-        raise ValueError(f"SSF({self.dim}) got a tensor of shape {tuple(x.shape)}")
+        view = (1, -1) + (1,) * (x.dim() - 2)
+        return x * self.scale.view(view) + self.shift.view(view)
 
     def extra_repr(self) -> str:
-        return str(self.dim)
+        return f"{self.dim}" + ("" if self.channel_dim == -1 else ", channel_dim=1")
 
 
-def maybe_ssf(enabled: bool, dim: int) -> nn.Module:
-    return SSF(dim) if enabled else nn.Identity()
+def maybe_ssf(enabled: bool, dim: int, channel_dim: int = -1) -> nn.Module:
+    return SSF(dim, channel_dim) if enabled else nn.Identity()
 
 
 @torch.no_grad()

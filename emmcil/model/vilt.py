@@ -16,8 +16,11 @@ Differences from the original, all deliberate:
 - a second image entry point embeds a stored subset of patches (``patches`` + ``patch_index`` + ``grid_sizes``),
   which is how masked exemplars are replayed.
 
-Why the layers are ours and not timm's (``timm.layers.Mlp``, ``Attention``, ``PatchEmbed``; ``DropPath`` and
-``trunc_normal_`` are timm's): SSF scales and shifts the output of each linear layer *before* what follows it (fc1
+Dropout, stochastic depth and patch sampling draw from each sample's own key in training
+(:mod:`emmcil.model.keyed`), so a run's numbers do not depend on how its batches are spread over devices.
+
+Why the layers are ours and not timm's (``timm.layers.Mlp``, ``Attention``, ``PatchEmbed``, ``DropPath``;
+``trunc_normal_`` is timm's): SSF scales and shifts the output of each linear layer *before* what follows it (fc1
 -> SSF -> GELU, qkv -> SSF -> heads, proj -> SSF), where timm's layers have no place for it (SSF's own code,
 ``dongzelian/SSF`` ``models/vision_transformer.py``, rewrites timm's blocks for the same reason); the attention also
 takes prefixes, per-query rows and returns its maps, and the parameter names must stay the checkpoint's.
@@ -31,11 +34,12 @@ from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, trunc_normal_
+from timm.layers import trunc_normal_
 from torch import nn
 from transformers import BertConfig
 from transformers.models.bert.modeling_bert import BertEmbeddings
 
+from .keyed import PREFIX, KeyedDropout, KeyedDropPath, PatchSampler, keyed_mask, token_positions
 from .ssf import maybe_ssf
 
 TEXT_TYPE, IMAGE_TYPE = 0, 1
@@ -127,9 +131,10 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.ssf_qkv = maybe_ssf(ssf, dim * 3)
         self.attn_drop = attn_drop
+        self.attn_dropout = KeyedDropout(attn_drop)  # its key state; the dropout itself is in forward
         self.proj = nn.Linear(dim, dim)
         self.ssf_proj = maybe_ssf(ssf, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.proj_drop = KeyedDropout(proj_drop)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, need_weights: bool = False,
                 prefix: tuple[torch.Tensor, torch.Tensor] | None = None, queries: torch.Tensor | None = None):
@@ -151,13 +156,16 @@ class Attention(nn.Module):
             k, v = torch.cat([k, pk], dim=2), torch.cat([v, pv], dim=2)
             mask = torch.cat([mask, mask.new_ones(*mask.shape[:-1], pk.shape[2])], dim=-1)
         drop = self.attn_drop if self.training else 0.0
+        keyed = drop > 0 and self.attn_dropout.state is not None  # per-sample masks: not SDPA's own dropout
         attn = None
-        if need_weights:
+        if need_weights or keyed:
             # float32 softmax: the maps feed thresholds, so they must not depend on the autocast dtype
             scores = (q.float() * self.scale) @ k.float().transpose(-2, -1)
             attn = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
             probs = attn if queries is None else query_rows(attn, queries)
-            x = F.dropout(probs, drop, self.training).to(v.dtype) @ v
+            probs = self.keyed_probs(probs, N, queries) if keyed else F.dropout(probs, drop, self.training)
+            x = probs.to(v.dtype) @ v
+            attn = attn if need_weights else None
         else:
             if queries is not None:
                 q = query_rows(q, queries)
@@ -166,6 +174,21 @@ class Attention(nn.Module):
             x = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
         x = x.transpose(1, 2).reshape(B, -1, C)
         return self.proj_drop(self.ssf_proj(self.proj(x))), attn
+
+    def keyed_probs(self, probs: torch.Tensor, n_tokens: int, queries: torch.Tensor | None) -> torch.Tensor:
+        """Attention dropout of probs (B, H, Q, N + Lp) from the sample keys: element (b, h, i, j) by (key_b, h,
+        position of query i, position of key j), prefix keys numbered apart from the tokens."""
+        state = self.attn_dropout.state
+        B, H, Q, K = probs.shape
+        ids = state.token_ids if state.token_ids is not None and state.token_ids.shape[0] == n_tokens \
+            else torch.arange(n_tokens, device=probs.device)
+        ids = ids.to(probs.device)
+        rows = (ids[queries] if queries is not None else ids.expand(B, -1)).reshape(B, 1, Q, 1)
+        cols = torch.cat([ids, PREFIX + torch.arange(K - n_tokens, device=probs.device)])
+        heads = torch.arange(H, device=probs.device).view(1, H, 1)
+        keep = keyed_mask(state.row_keys(B).to(probs.device), self.attn_dropout.site or 0, (heads, rows[..., 0]),
+                          cols, self.attn_drop)
+        return probs * keep.to(probs.dtype) * (1.0 / (1.0 - self.attn_drop))
 
 
 def query_rows(t: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
@@ -183,11 +206,11 @@ class Mlp(nn.Module):
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden, dim)
         self.ssf_fc2 = maybe_ssf(ssf, dim)
-        self.drop = nn.Dropout(drop)
+        self.drop1, self.drop2 = KeyedDropout(drop), KeyedDropout(drop)  # two sites: two independent masks
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.drop(self.act(self.ssf_fc1(self.fc1(x))))
-        return self.drop(self.ssf_fc2(self.fc2(x)))
+        x = self.drop1(self.act(self.ssf_fc1(self.fc1(x))))
+        return self.drop2(self.ssf_fc2(self.fc2(x)))
 
 
 class Block(nn.Module):
@@ -201,7 +224,7 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.ssf_norm1 = maybe_ssf(cfg.ssf, dim)
         self.attn = Attention(dim, cfg.num_heads, cfg.qkv_bias, cfg.attn_drop_rate, cfg.drop_rate, cfg.ssf)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.drop_path = KeyedDropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.ssf_norm2 = maybe_ssf(cfg.ssf, dim)
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg.drop_rate, cfg.ssf)
@@ -228,7 +251,7 @@ class PatchEmbed(nn.Module):
         super().__init__()
         self.patch_size = patch_size
         self.proj = nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size)
-        self.ssf = maybe_ssf(ssf, dim)
+        self.ssf = maybe_ssf(ssf, dim, channel_dim=1)  # on the conv output (B, C, Hg, Wg)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, C, H // p, W // p)."""
@@ -247,7 +270,8 @@ class VisionTransformer(nn.Module):
         self.patch_embed = PatchEmbed(cfg.patch_size, dim, cfg.ssf)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + cfg.grid ** 2, dim))
-        self.pos_drop = nn.Dropout(cfg.drop_rate)
+        self.pos_drop = KeyedDropout(cfg.drop_rate)
+        self.patch_sampler = PatchSampler()  # max_image_len's random patches
         dpr = torch.linspace(0, cfg.drop_path_rate, cfg.num_layers).tolist()
         self.blocks = nn.ModuleList([Block(cfg, dpr[i]) for i in range(cfg.num_layers)])
         self.norm = nn.LayerNorm(dim, eps=1e-6)
@@ -346,7 +370,7 @@ class VisionTransformer(nn.Module):
         if self.training and max_image_len > 0:
             # random keys on every call (also when every image fits), so that eager and compiled runs draw alike
             length = torch.sym_min(length, max_image_len)
-            key = valid.float() * (1 + torch.rand(valid.shape, device=valid.device))
+            key = valid.float() * (1 + self.patch_sampler.uniform(index))
             order = key.topk(length, dim=1).indices.sort(dim=1).values
         else:
             order = torch.argsort((~valid).to(torch.uint8), dim=1, stable=True)[:, :length]
@@ -386,6 +410,7 @@ class ViLT(nn.Module):
                               max_position_embeddings=cfg.max_text_len, hidden_dropout_prob=cfg.drop_rate,
                               attention_probs_dropout_prob=cfg.drop_rate)
         self.text_embeddings = BertEmbeddings(bert_cfg)
+        self.text_embeddings.dropout = KeyedDropout(cfg.drop_rate)  # what BertEmbeddings.forward calls
         self.token_type_embeddings = nn.Embedding(2, cfg.hidden_size)
         self.transformer = VisionTransformer(cfg)
         self.pooler = Pooler(cfg.hidden_size)
@@ -502,6 +527,12 @@ class ViLT(nn.Module):
                 raise ValueError(f"return_attention={list(return_attention)}: layers out of range for {n} layers")
             wanted = {i % n for i in return_attention}
         B = x.shape[0]
+        state = vt.pos_drop.state  # sample keys (training): the blocks' dropout needs each token's place
+        if state is not None and self.training:
+            if pack:
+                raise ValueError("pack= is for passes without gradients; in training the sample keys follow rows")
+            E = 0 if extra_tokens is None else extra_tokens.shape[1]
+            state.token_ids = token_positions(text_x.shape[1], image_x.shape[1], E, device=x.device)
         if pack:
             x, attn_mask, slots = pack_tokens(x, masks, pack)
             # the text [CLS] of each sample is the first token of its place in its row (the last row padded with
@@ -523,6 +554,8 @@ class ViLT(nn.Module):
                           adapters[i] if adapters is not None else None,
                           cls_queries if pooled_only and i == n - 1 else None)
             attentions.append(attn)
+        if state is not None:
+            state.token_ids = None
         hidden = vt.ssf_norm(vt.norm(x))
         if pooled_only:
             hidden = hidden.flatten(0, 1)[:B, None]  # (B, 1, C): one [CLS] per sample, in sample order
