@@ -38,7 +38,7 @@ import pytorch_lightning as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: config.py, emmcil
-from config import resolve_config  # noqa: E402
+from emmcil.config import resolve_config  # noqa: E402
 from emmcil.engine.driver import IncrementalRun  # noqa: E402
 from emmcil.markdown import markdown_table  # noqa: E402
 

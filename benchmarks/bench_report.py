@@ -46,7 +46,7 @@ def make_runs(log_dir: Path) -> Path:
     import contextlib
     import io
 
-    from config import resolve_config
+    from emmcil.config import resolve_config
     from emmcil.engine.driver import run_experiment
 
     for method, seed, updates in RUNS:

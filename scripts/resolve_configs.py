@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     import run  # noqa: F401  (registers run.py's main command on the experiment)
-    from config import ex, keep_strings
+    from emmcil.config import ex, keep_strings
 
     from emmcil.data.textfiles import read_lines
 

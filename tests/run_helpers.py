@@ -10,7 +10,7 @@ import torch
 from sacred.initialize import create_run
 
 import run  # noqa: F401  (registers the main command)
-from config import ex
+from emmcil.config import ex
 
 # hidden 32, 1 layer, 64 px images (4x4 to 4x5 patches), 2 steps a phase: a 2-phase run takes a few seconds
 SMALL = dict(num_phases=2, max_epoch=1, limit_train_batches=2, batch_size=16, per_gpu_batchsize=16, hidden_size=32,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sacred.utils import ConfigError
 import torch
-from config import NAMED_CONFIGS
+from emmcil.config import NAMED_CONFIGS
 from emmcil.data import ensure_demo
 from emmcil.data.missing import IMAGE_MISSING, NONE, TEXT_MISSING, MissingTable
 from emmcil.data.tokenizer import CLS_ID, SEP_ID

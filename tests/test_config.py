@@ -6,7 +6,7 @@ import re
 import pytest
 from sacred.utils import ConfigAddedError, ConfigError, NamedConfigNotFoundError
 
-from config import NAMED_CONFIGS, ex
+from emmcil.config import NAMED_CONFIGS, ex
 from emmcil.data.catalogue import DATASETS, OTHER_DATASET
 from emmcil.data import write_arrow
 from emmcil.engine.rundir import NON_RESULT_KEYS, run_name
@@ -281,7 +281,7 @@ def test_train_splits_must_be_a_list():
 def test_text_keys_stay_text_on_the_command_line():
     """sacred reads exp_name=2024_01 as the int 202401 (Python's digit separators) and exp_tag=1e3 as 1000.0:
     run.py quotes the values of text keys before sacred parses them; other keys and quoted values are left alone."""
-    from config import keep_strings, string_keys
+    from emmcil.config import keep_strings, string_keys
 
     argv = ["run.py", "with", "demo", "exp_name=2024_01", "exp_tag=1e3", "data_root=None", "seed=3", "precision=16",
             "exp_tag='x'", "--debug"]

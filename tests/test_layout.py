@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Floors, top to bottom: a path (file or folder, relative to the repository) -> its floor. The longest matching
 # path decides. Every module must have one, so a new folder has to be placed here.
 FLOORS = {
-    "run.py": 6, "config.py": 6,            # entry points: the sacred experiment and its named configs
+    "run.py": 7, "config.py": 7,            # a clone's thin entry points (ViLT-style), over the experiment
+    "emmcil/config.py": 6, "emmcil/train.py": 6,  # the sacred experiment: named configs, keys, its command line
     "emmcil/report": 6,                     # the multi-run report, over run directories (only floor 1 below it)
     "emmcil/engine": 5,                     # the phase loop, Lightning module, run directory, results
     "emmcil/methods": 4,                    # one file a method, the contract, the registry, the recipes

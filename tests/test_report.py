@@ -79,7 +79,7 @@ def write_run(root: Path, name: str, *, dataset="mm_imagenet_r", method="replay"
 def test_general_defaults_match_config_py():
     from sacred.initialize import create_run
 
-    from config import ex
+    from emmcil.config import ex
     cfg = create_run(ex, "print_config", config_updates={}, named_configs=["replay"]).config
     assert {k: cfg[k] for k in GENERAL_DEFAULTS} == GENERAL_DEFAULTS
     if "missing_type" in cfg:  # the missing-modality protocol's keys

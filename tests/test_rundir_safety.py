@@ -100,7 +100,7 @@ def test_a_crafted_config_file_is_refused_before_it_runs_code(tmp_path, case):
     """``run.py with FILE``: JSON and YAML are read as plain data; what would build a Python object is refused."""
     from sacred.utils import ConfigError
 
-    from config import ex
+    from emmcil.config import ex
     from sacred.initialize import create_run
 
     marker = tmp_path / "CODE_RAN"

@@ -138,7 +138,7 @@ def test_weights_and_biases_offline_resume_is_one_run_with_increasing_steps(demo
 def test_enforce_clean_checks_the_checkout_that_observers_record(monkeypatch, capsys):
     """``run.py -e`` (sacred's ``--enforce_clean``, listed in ``--help``) refuses a checkout with changes and runs
     from a clean one; the repository is in sacred's experiment info, which observers record."""
-    import config
+    from emmcil import config
     from emmcil.provenance import git_repository
 
     found = git_repository()
