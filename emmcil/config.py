@@ -300,8 +300,9 @@ def config():
     decode_on = "cpu"            # cpu: the workers decode | device: they hand over JPEG files, decoded in batches on
                                  # the model's device (torchvision decode_jpeg: nvJPEG on CUDA); same pixels within
                                  # the decoders' tolerance; an augmented (train_randaug) training set decodes on the CPU
-    jpeg_draft = True            # CPU decoding: a JPEG at least twice the model's size is decoded at 1/2, 1/4 or 1/8
-                                 # scale (Pillow's draft), still >= that size; pixels within docs/data.md's bound
+    jpeg_draft = decode_on == "cpu"  # CPU decoding: a JPEG at least twice the model's size is decoded at 1/2, 1/4 or
+                                 # 1/8 scale (Pillow's draft), still >= that size: other pixels (docs/data.md), so a
+                                 # result key; the device decodes at full scale (nvJPEG has no DCT scaling)
     num_threads = 0              # torch intra-op CPU threads; 0 = torch's default (results depend on it, bitwise)
     compile = False              # torch.compile the backbone (train, inference): same results; eager where unsupported
 
@@ -522,6 +523,12 @@ def config_problems(cfg) -> list[str]:
                          ("model_rng", ("sample", "torch"))):
         if cfg[key] not in allowed:
             problems.append(f"{key}={cfg[key]!r}: one of {allowed}")
+    if cfg["decode_on"] not in ("cpu", "device"):
+        problems.append(f"decode_on={cfg['decode_on']!r}: one of ('cpu', 'device')")
+    elif cfg["decode_on"] == "device" and cfg["jpeg_draft"]:
+        problems.append("jpeg_draft=True with decode_on='device': the device decodes every JPEG at full scale "
+                        "(nvJPEG has no DCT scaling), so a run would train on other pixels than its config names; "
+                        "drop jpeg_draft (it follows decode_on) or decode on the CPU")
     precision = cfg["precision"]
     if precision in PRECISION_ALIASES:
         problems.append(f"precision={precision!r}: write precision={PRECISION_ALIASES[precision]} (what Lightning "

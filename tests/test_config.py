@@ -165,6 +165,10 @@ def test_run_names_follow_every_key_that_changes_results():
     same = dict(num_workers=3, progress_bar=False, devices=1, keep_checkpoints=2, log_every_n_steps=1, mask_figure=0,
                 compile=True)
     assert set(same) <= NON_RESULT_KEYS and resolve("demo", "emm", **same)["exp_name"] == base
+    # decoding JPEGs at reduced scale gives other pixels by design: a result key, which follows decode_on
+    assert resolve("demo", "emm", jpeg_draft=False)["exp_name"] == "demo_emm_5phases_mem5_jpeg_draft=False_seed0"
+    device = resolve("demo", "emm", decode_on="device")
+    assert device["jpeg_draft"] is False and device["exp_name"] == "demo_emm_5phases_mem5_jpeg_draft=False_seed0"
     # a model size shows as itself, not as the backbone keys it derives
     assert resolve("food101", "replay", "tiny")["exp_name"] == "food101_replay_5phases_mem5_model_size=tiny_seed0"
     # a method's recipe (its named config) is its default; a value beside it is a variant
@@ -256,6 +260,9 @@ def test_ablation_configs_resolve_with_their_own_run_directory():
     (dict(precision="16-mixed", accelerator="cpu"), r"float16 autocast runs on GPUs only .* use precision=bf16-mixed"),
     (dict(precision="16-true"), r"precision='16-true' with optimizer='adamw': the weights and adamw's state are "
                                 r"float16, where its eps=1e-08 is 0 .* Use precision=16-mixed .* or bf16-mixed"),
+    (dict(decode_on="gpu"), r"decode_on='gpu': one of \('cpu', 'device'\)"),
+    (dict(decode_on="device", jpeg_draft=True), r"jpeg_draft=True with decode_on='device': the device decodes every "
+                                                r"JPEG at full scale"),
     (dict(image_size=100), r"image_size=100 is not a multiple of patch_size=16"),
     (dict(tau_image=1.5), r"tau_image=1.5 must lie in \[0, 1\]"),  # emm's own check, now at config time
     (dict(mask_layers=[5]), r"mask_layers=\[5\]: out of range for the model's 2 layers"),

@@ -74,8 +74,9 @@ NON_RESULT_KEYS = frozenset({
     # how fast and on what: the same numbers up to rounding (the effective batch is batch_size, by accumulation)
     "accelerator", "devices", "num_nodes", "strategy", "per_gpu_batchsize", "num_workers", "num_threads",
     "deterministic", "compile",
-    # how images are decoded: the same pixels within the decoders' tolerance (docs/data.md, "Decoding")
-    "decode_on", "jpeg_draft",
+    # where JPEGs are decoded: the same pixels within the decoders' tolerance (docs/data.md, "Decoding"); jpeg_draft,
+    # which decodes at reduced scale by design, is a result key
+    "decode_on",
     # what is shown and where it is logged
     "progress_bar", "log_every_n_steps", "mask_figure", "memory_browser", "wandb", "wandb_project", "wandb_entity",
     "wandb_mode",
