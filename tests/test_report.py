@@ -389,3 +389,16 @@ def test_long_legends_of_many_groups_are_not_cut_off(tmp_path):
     image = np.asarray(Image.open(tmp_path / "out" / "accuracy_per_phase.png").convert("L"))
     assert image[:, :3].min() > 200 and image[:, -3:].min() > 200
     assert image.shape[0] > 2 * image.shape[1] * 0.6  # taller than wide: the 24 legend lines below the plot
+
+def test_every_series_of_a_panel_has_a_style_of_its_own():
+    """The demo's panel has 13 series (5 methods, 8 memory variants): tab10 alone gave mrdc and emm [m=3] one colour.
+    A method keeps its colour over its variants, which differ by line style and marker."""
+    from emmcil.report.plots import METHOD_COLOURS, series_styles
+
+    methods = ["finetune", "replay", "mrdc", "cim", "emm"] + ["replay", "mrdc", "cim", "emm"] * 2 + ["mystery"]
+    styles = series_styles(methods)
+    looks = [(s["color"], str(s["ls"]), s["marker"]) for s in styles]
+    assert len(set(looks)) == len(methods)
+    assert all(s["color"] == METHOD_COLOURS[m] for m, s in zip(methods, styles) if m in METHOD_COLOURS)
+    assert styles[-1]["color"] not in {METHOD_COLOURS[m] for m in methods[:-1]}  # an unknown method: a free colour
+    assert all(s["ls"] != "--" for s in styles)  # dashed is the paper's

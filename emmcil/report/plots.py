@@ -22,11 +22,27 @@ METHOD_COLOURS = {"replay": "#7f7f7f", "cim": "#1f77b4", "emm": "#e377c2", "mrdc
                   "joint": "#bcbd22", "l2p": "#ff7f0e", "dualprompt": "#d62728", "ease": "#9467bd"}
 
 
-def panel_colours(methods: Sequence[str]) -> list[str]:
-    """A colour per series of a panel: the method's own when each method has one series there, else tab10's."""
-    if len(set(methods)) == len(methods):
-        return [METHOD_COLOURS.get(m, f"C{i % 10}") for i, m in enumerate(methods)]
-    return [f"C{i % 10}" for i in range(len(methods))]
+LINE_STYLES = ("-", ":", "-.", (0, (3, 1, 1, 1, 1, 1)))  # not "--": the paper's values are dashed
+MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def series_styles(methods: Sequence[str]) -> list[dict]:
+    """A matplotlib style per series of a panel (``color``, ``ls``, ``marker``): the method's colour (its own, or a
+    tab10 colour no other method of the panel has), and for a method's 2nd, 3rd, ... series (its variants, e.g.
+    ``emm [m=1]``) another line style and marker, so that no two series look alike however many there are (tab10
+    alone repeats after 10)."""
+    taken = {METHOD_COLOURS[m] for m in methods if m in METHOD_COLOURS}
+    spare = (f"C{i}" for i in range(10) if f"C{i}" not in taken)
+    colour: dict[str, str] = {}
+    for m in dict.fromkeys(methods):
+        colour[m] = METHOD_COLOURS.get(m) or next(spare, "black")
+    seen: dict[str, int] = {}
+    styles = []
+    for m in methods:
+        k = seen[m] = seen.get(m, -1) + 1
+        styles.append({"color": colour[m], "ls": LINE_STYLES[k % len(LINE_STYLES)],
+                       "marker": MARKERS[k % len(MARKERS)]})
+    return styles
 
 
 def legend_name(r: pd.Series) -> str:
@@ -52,12 +68,12 @@ def plot_accuracy_per_phase(groups: pd.DataFrame, path: Path, metric_note: str =
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax, ((dataset, protocol), _), g, panel in zip(axes.flat, panels, shown, names):
         L = int(g["num_phases"].iloc[0])
-        for c, (_, r), name in zip(panel_colours(list(g["method"])), g.iterrows(), panel):
+        for style, (_, r), name in zip(series_styles(list(g["method"])), g.iterrows(), panel):
             mean, std = np.array(r["curve_mean"]), np.array(r["curve_std"], dtype=float)
             x = np.arange(1, len(mean) + 1)
-            ax.plot(x, mean, marker="o", ms=3, lw=1.4, color=c, label=name)
+            ax.plot(x, mean, ms=3, lw=1.4, label=name, **style)
             if np.isfinite(std).any():
-                ax.fill_between(x, mean - std, mean + std, color=c, alpha=0.15, lw=0)
+                ax.fill_between(x, mean - std, mean + std, color=style["color"], alpha=0.15, lw=0)
         ax.set_title(f"{dataset}, {protocol_title(protocol, L)}", fontsize=10)
         ax.set_xlabel("phase")
         ax.set_ylabel("accuracy on seen classes (%)")
@@ -89,14 +105,15 @@ def plot_memory(memory: Mapping[tuple[str, str], Mapping[tuple, pd.DataFrame]], 
         acc_ax = ax.twinx()
         width = 0.8 / max(1, len(series))
         tops = [1.0]
-        colours = panel_colours([method for method, _ in series])
+        styles = series_styles([method for method, _ in series])
         for i, ((method, rest), g) in enumerate(series.items()):
-            c = colours[i]
+            c = styles[i]["color"]
             label = variant_label(method, rest)
             x = np.array([pos[m] for m in g["memory_per_class"]], dtype=float)
             ax.bar(x - 0.4 + width * (i + 0.5), g["exemplars_per_class_mean"], width, color=c, alpha=0.35,
                    yerr=g["exemplars_per_class_std"].fillna(0), error_kw={"lw": 0.8}, label=f"{label}: exemplars")
-            acc_ax.errorbar(x, g["metric_mean"], yerr=g["metric_std"].fillna(0), color=c, marker="o", ms=4, lw=1.6,
+            acc_ax.errorbar(x, g["metric_mean"], yerr=g["metric_std"].fillna(0), color=c, marker=styles[i]["marker"],
+                            ls=styles[i]["ls"], ms=4, lw=1.6,
                             capsize=2, label=f"{label}: accuracy (n={int(g['n'].max())})")
             ref = paper.get(method, {}) if not [k for k, _ in rest if k != "exp_tag"] else {}
             if ref:  # the paper's exemplar counts: dashed outlines on our bars' places
