@@ -254,8 +254,9 @@ def test_a_refused_run_prints_its_reason_without_a_traceback(demo_root, tmp_path
     path = tmp_path / "runs" / "held"
     args = [f"{k}={v}" for k, v in dict(SMALL, data_root=demo_root, log_dir=tmp_path / "runs", exp_name="held").items()]
     with lock_held_elsewhere(path) as holder:
-        runs = [subprocess.run([sys.executable, "run.py", *debug, "-F", str(tmp_path / "sacred"), "with", "demo", *args],
-                               cwd=ROOT, capture_output=True, text=True, timeout=300) for debug in ([], ["--debug"])]
+        runs = [subprocess.run([sys.executable, "run.py", *debug, "-F", str(tmp_path / "sacred"), "with", "demo",
+                                *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                for debug in ([], ["--debug"])]
     plain, debug = runs
     assert plain.returncode == 1
     assert f"RunInUseError: {path} is in use by process {holder.pid}" in plain.stderr
