@@ -49,6 +49,18 @@ def test_every_relative_link_leads_to_a_file_and_heading(doc):
     assert not broken, "\n".join(broken)
 
 
+def test_the_code_links_to_docs_lead_to_a_heading():
+    """A module's docstring is a line and a link into docs/ (``docs/method.md#rebq``): every such link in the code
+    names a docs page and one of its headings, so that a renamed heading fails here."""
+    broken = []
+    for path in sorted((ROOT / "emmcil").rglob("*.py")):
+        for page, anchor in re.findall(r"docs/(\w+\.md)(?:#([\w-]+))?", path.read_text()):
+            doc = ROOT / "docs" / page
+            if not doc.is_file() or (anchor and anchor not in anchors(doc)):
+                broken.append(f"{path.relative_to(ROOT)}: docs/{page}#{anchor}")
+    assert not broken, "\n".join(broken)
+
+
 def doc_block(section: str) -> str:
     """The first ```python block after the heading ``section`` of docs/method.md."""
     text = METHOD_DOC.read_text()
