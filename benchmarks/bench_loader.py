@@ -30,8 +30,8 @@ runs), with each loader:
 * **device decoding** (``decode_on="device"``, JPEG storages): the worker's share only, reading the header and the
   bytes; the JPEGs are decoded on the device.
 
-Per sample, in CPU time of the thread doing the work (what it costs a core of its own; on a machine shared with other jobs
-the wall-clock time also holds the waits for a core, shown as "wall samples/s"): the image
+Per sample, in CPU time of the thread doing the work (what it costs a core of its own; on a machine shared with other
+jobs the wall-clock time also holds the waits for a core, shown as "wall samples/s"): the image
 (:meth:`ArrowDataset.image`: decode + transform, or the header), tokenising, and ``collate`` per batch of
 ``--gpu-batch``; median of ``--passes`` passes after one warm-up pass, the passes of all rows interleaved (so that
 load from other processes falls on every row alike). The batch's transfer from the worker to the main process is
@@ -482,7 +482,8 @@ def main(argv=None) -> None:
         workers, gpu_line = worker_rows(args, tmp, tokenizer)
 
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({os.cpu_count()} cores)"
-    print(f"\n{device}, torch {torch.__version__}, {torch.get_num_threads()} threads, Python {platform.python_version()}, "
+    print(f"\n{device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"Python {platform.python_version()}, "
           f"{load} during the run; "
           f"loader: {args.passes} passes after a warm-up pass; train: SSF + pooler + head, AdamW, fp32, "
           f"median of {args.steps} (tiny) / {args.b32_steps} (B/32) steps after two warm-up steps\n")

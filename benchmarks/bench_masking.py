@@ -280,7 +280,8 @@ def mask_row(setting: str, weights: str, variant: str, items: list[dict], masks:
     q = np.percentile(patch_frac, [10, 50, 90]) * 100
     row = {"setting": setting, "weights": weights, "masks": variant, "patches kept %": 100 * np.mean(patch_frac),
            "p10/p50/p90 %": f"{q[0]:.0f}/{q[1]:.0f}/{q[2]:.0f}",
-           "all patches kept (% samples)": 100 * n_all / len(items), "<=1 patch kept (% samples)": 100 * n_one / len(items),
+           "all patches kept (% samples)": 100 * n_all / len(items),
+           "<=1 patch kept (% samples)": 100 * n_one / len(items),
            "tokens kept % (of valid)": 100 * np.mean(tok_frac), "words kept % (no CLS/SEP)": 100 * np.mean(word_frac)}
     if boxes is not None:
         row["kept patches on shape %"] = 100 * np.mean(on_box)

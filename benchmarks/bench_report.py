@@ -105,7 +105,8 @@ def main(argv=None) -> None:
         for version in versions:
             for what in ("report --help", f"report over {n} runs"):
                 ratio = median[(version, what)] / torch_import
-                target = f"  (target <= 1.00: {'met' if ratio <= 1 else 'NOT met'})" if version == "this checkout" else ""
+                met = "met" if ratio <= 1 else "NOT met"
+                target = f"  (target <= 1.00: {met})" if version == "this checkout" else ""
                 print(f"  {what}, {version} / import torch: {ratio:.2f}{target}")
         if args.compare:
             for what in ("report --help", f"report over {n} runs"):

@@ -243,7 +243,8 @@ def test_dataset_names_sample_and_file_of_bytes_that_do_not_decode(tmp_path):
     make_jpeg(good)
     rows = [{"image": good.read_bytes()[:200], "text": ["x"], "label": 0, "image_id": "cut.jpg", "split": "train"}]
     ds = ArrowDataset(write_arrow(rows, tmp_path / "t_train.arrow"), get_tokenizer(), pixelbert_transform(32, 16), 8)
-    with pytest.raises(CorruptImageError, match=r"cannot decode image 'cut\.jpg' \(index 0\) in .*t_train\.arrow: OSError"):
+    with pytest.raises(CorruptImageError,
+                       match=r"cannot decode image 'cut\.jpg' \(index 0\) in .*t_train\.arrow: OSError"):
         ds[0]
 
 

@@ -12,7 +12,6 @@ from PIL import ExifTags, Image
 
 from emmcil.data import ArrowDataset, get_tokenizer, pixelbert_transform
 from emmcil.data import write_folder as WF
-from emmcil.data.arrow import read_arrow
 from emmcil.data.images import decode_image
 from emmcil.data.resize import METADATA_KEY, StoredResize, check_stored_resize, stored_resize
 from emmcil.data.transforms import pixelbert_resize

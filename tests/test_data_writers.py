@@ -267,7 +267,8 @@ def test_a_write_that_stops_leaves_the_dataset_written_before(tmp_path):
     WF.write_folder(root, caps, out, "pets")
     before = {p.name: p.read_bytes() for p in out.glob("pets_*.arrow")}
     assert sorted(before) == ["pets_test.arrow", "pets_train.arrow", "pets_val.arrow"]
-    pd.DataFrame({"path": rels + ["test/cat/ghost.jpg"], "caption": ["new"] * (len(rels) + 1)}).to_csv(caps, index=False)
+    pd.DataFrame({"path": rels + ["test/cat/ghost.jpg"],
+                  "caption": ["new"] * (len(rels) + 1)}).to_csv(caps, index=False)
     with pytest.raises(BadSampleError, match="ghost.jpg"):
         WF.write_folder(root, caps, out, "pets")
     assert {p.name: p.read_bytes() for p in out.glob("pets_*.arrow")} == before
@@ -427,7 +428,8 @@ def test_classes_left_without_a_train_or_test_sample_are_listed(tmp_path, capsys
         WF.main(argv)
     err = capsys.readouterr().err
     assert e.value.code == 1 and "2 classes left without a sample in train or test:" in err
-    assert "'bee' (label 1): 2 images -> train 2, test 0" in err and "'cow' (label 2): 1 images -> train 1, test 0" in err
+    assert "'bee' (label 1): 2 images -> train 2, test 0" in err
+    assert "'cow' (label 2): 1 images -> train 1, test 0" in err
     assert "'ant'" not in err and "--allow-incomplete-classes" in err
     assert (out / "x_train.arrow").read_bytes() == b"an earlier write"  # nothing written
 

@@ -70,7 +70,8 @@ def test_two_processes_train_as_one_at_the_same_effective_batch(tmp_path, demo_r
     The same global batches, the same per-sample dropout and augmentation: the same results; the trainable weights
     equal to rounding. Measured, largest |difference| of a trainable weight: 1.1e-6 after phase 0 and 1.3e-5 after
     phase 1 (the ranks' gradients are averaged by an all-reduce, in another order than one process sums them, and
-    Adam enlarges the rounding of near-zero gradients); the bounds leave a factor of about 50. The numbers name the same run: devices is not a result key here."""
+    Adam enlarges the rounding of near-zero gradients); the bounds leave a factor of about 50. The numbers name the
+    same run: devices is not a result key here."""
     common = ["lr=0.01", "batch_size=16", "per_gpu_batchsize=16", "max_epoch=2"]
     single = run(tmp_path, demo_root, *common, "devices=1", "exp_name=single")
     ddp = run(tmp_path, demo_root, *common, "devices=2", "strategy=ddp", "exp_name=ddp")

@@ -49,6 +49,18 @@ def test_every_relative_link_leads_to_a_file_and_heading(doc):
     assert not broken, "\n".join(broken)
 
 
+def test_the_code_links_to_docs_lead_to_a_heading():
+    """A module's docstring is a line and a link into docs/ (``docs/method.md#rebq``): every such link in the code
+    names a docs page and one of its headings, so that a renamed heading fails here."""
+    broken = []
+    for path in sorted((ROOT / "emmcil").rglob("*.py")):
+        for page, anchor in re.findall(r"docs/(\w+\.md)(?:#([\w-]+))?", path.read_text()):
+            doc = ROOT / "docs" / page
+            if not doc.is_file() or (anchor and anchor not in anchors(doc)):
+                broken.append(f"{path.relative_to(ROOT)}: docs/{page}#{anchor}")
+    assert not broken, "\n".join(broken)
+
+
 def doc_block(section: str) -> str:
     """The first ```python block after the heading ``section`` of docs/method.md."""
     text = METHOD_DOC.read_text()
@@ -92,6 +104,58 @@ def test_the_hook_tables_list_every_method_of_the_method_contract():
     assert table_names(METHOD_DOC, "| hook |") == public_methods(Method)
     assert table_names(METHOD_DOC, "| `Replay` hook |") == public_methods(Replay, CompressedReplay) - public_methods(
         Method)
+
+
+def table_rows(doc: Path, header: str) -> list[list[str]]:
+    """The cells of every row of the markdown table whose header row starts with ``header``."""
+    lines = doc.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+# how the tables name a base class that is no method of its own
+BASE_NAMES = {"ExemplarFreeMethod": "the exemplar-free base"}
+
+
+@pytest.mark.parametrize("header", ["| hook |", "| `Replay` hook |"])
+def test_the_hook_tables_match_the_hooks_signatures_and_overrides(header):
+    """Each hook's row in docs/method.md agrees with the code: the arguments it shows are the hook's parameters, and
+    its "overridden by" column names every method class that overrides the hook (a registered method by its name,
+    a base by its name), and no method that does not override it."""
+    import inspect
+
+    from emmcil.methods import METHODS, Method
+    from emmcil.methods.replay import Replay
+
+    base = Method if header == "| hook |" else Replay
+    names = {cls: name for name, cls in METHODS.items()}
+    problems = []
+    for row in table_rows(METHOD_DOC, header):
+        hooks, overridden = row[0], row[-1]
+        listed = set(re.findall(r"`(\w+)`", overridden))
+        for hook, args in re.findall(r"`(\w+)\(([^)]*)\)`", hooks):
+            owner = next(c for c in (base, *base.__subclasses__(), *Replay.__subclasses__()) if hook in vars(c))
+            params = [n for n in inspect.signature(getattr(owner, hook)).parameters if n not in ("self", "cls")]
+            if [a.strip() for a in args.split(",") if a.strip()] != params:
+                problems.append(f"{hook}({args}): the code's parameters are ({', '.join(params)})")
+            if owner is not base:  # a hook of CompressedReplay only
+                continue
+            definers = {c for cls in METHODS.values() if issubclass(cls, base)
+                        for c in cls.__mro__[:cls.__mro__.index(base)] if hook in vars(c)}
+            overriding = {name for name, cls in METHODS.items()
+                          if issubclass(cls, base) and getattr(cls, hook) is not getattr(base, hook)}
+            for c in definers:
+                named = names.get(c, c.__name__)
+                if named not in listed and BASE_NAMES.get(c.__name__, "\0") not in overridden:
+                    problems.append(f"{hook}: overridden by {named} ({c.__name__}), which the table does not name")
+            for name in listed & set(METHODS) - overriding:
+                problems.append(f"{hook}: the table names {name}, which does not override it")
+    assert not problems, "\n".join(problems)
 
 
 def test_the_scripts_tables_list_every_script():

@@ -254,8 +254,9 @@ def test_a_refused_run_prints_its_reason_without_a_traceback(demo_root, tmp_path
     path = tmp_path / "runs" / "held"
     args = [f"{k}={v}" for k, v in dict(SMALL, data_root=demo_root, log_dir=tmp_path / "runs", exp_name="held").items()]
     with lock_held_elsewhere(path) as holder:
-        runs = [subprocess.run([sys.executable, "run.py", *debug, "-F", str(tmp_path / "sacred"), "with", "demo", *args],
-                               cwd=ROOT, capture_output=True, text=True, timeout=300) for debug in ([], ["--debug"])]
+        runs = [subprocess.run([sys.executable, "run.py", *debug, "-F", str(tmp_path / "sacred"), "with", "demo",
+                                *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                for debug in ([], ["--debug"])]
     plain, debug = runs
     assert plain.returncode == 1
     assert f"RunInUseError: {path} is in use by process {holder.pid}" in plain.stderr
@@ -280,6 +281,11 @@ def test_predict_returns_dataset_order_and_custom_steps(demo_root, runs):
     out = run_.predict(data, step=step)
     assert set(out) == {"first_tokens", "grid", "labels", "indices"}
     assert torch.equal(out["first_tokens"][5], data[5]["text_ids"][:3]) and out["grid"].shape == (len(data), 2, 2)
+    # the step is the pass's argument (a PredictPass handed to Trainer.predict), not state left on the module
+    assert not {"predict_fn", "return_features"} & set(vars(run_.module))
+    with pytest.raises(ValueError, match="features=True is for the plain pass"):
+        run_.predict(data, features=True, step=step)
+    assert set(run_.predict(data)) == {"preds", "labels", "indices"}
 
 
 def test_a_phase_shorter_than_the_logging_interval_still_logs_its_training(demo_root, runs):

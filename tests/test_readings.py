@@ -9,16 +9,15 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TINY_CFG, make_batch
+from conftest import make_batch
 from emmcil.data import ensure_demo
 from emmcil.data.transforms import normalize_uint8
 from emmcil.engine.driver import run_experiment
-from emmcil.engine.module import IncrementalModule
 from emmcil.engine.rundir import ConfigMismatchError
 from emmcil.memory.augment import AugmentedReplay
 from emmcil.memory.exemplar import Exemplar
 from emmcil.memory.masking import MaskingConfig, compute_masks, masking_step, normalise
-from emmcil.methods import get_method, method_config_defaults
+from emmcil.methods import method_config_defaults
 from emmcil.methods import cim as cim_module
 from emmcil.methods.cim import CIM, bbx_blur, box_bounds, cam_step
 from emmcil.model import ViLT

@@ -10,7 +10,7 @@ import torch
 from emmcil.data import ensure_demo
 from emmcil.engine.driver import accumulation_steps, run_experiment
 from emmcil.engine.module import IncrementalModule
-from emmcil.methods.recipes import PROJECT, RECIPES, build_optimizer, build_scheduler, method_recipe
+from emmcil.methods.recipes import PROJECT, build_optimizer, build_scheduler, method_recipe
 from emmcil.methods import METHODS, get_method
 from run_helpers import one_thread, resolve
 

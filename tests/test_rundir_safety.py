@@ -16,7 +16,7 @@ from emmcil import atomic
 from emmcil.data import ensure_demo, read_arrow, write_arrow
 from emmcil.engine import rundir
 from emmcil.engine.driver import run_experiment
-from emmcil.engine.evaluate import evaluate_run, main as evaluate_main
+from emmcil.engine.evaluate import main as evaluate_main
 from emmcil.methods import METHODS
 from emmcil.stops import STOPPED_EXIT_CODE
 from run_helpers import SMALL, demo_config, one_thread

@@ -19,7 +19,8 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 VARIABLES = {"DATA_ROOT", "CKPT", "GPUS", "PRECISION", "SEEDS", "LOG_DIR", "EXTRA", "TAG", "DRY_RUN", "KEEP_GOING",
              "REPORT", "REPORT_DIR", "VERBOSE", "METHODS", "PHASES", "MEMORY_SIZES", "DATASET", "TAU_IMAGE",
-             "TAU_TEXT", "METHOD", "VARIANTS", "SWEEP_METHODS", "SWEEP_SIZES", "DEMO_EPOCHS", "NODES", "LAUNCHER", "BROWSER_PNG"}
+             "TAU_TEXT", "METHOD", "VARIANTS", "SWEEP_METHODS", "SWEEP_SIZES", "DEMO_EPOCHS", "NODES", "LAUNCHER",
+             "BROWSER_PNG"}
 SLURM = {"SLURM_JOB_NUM_NODES": "2", "SLURM_NTASKS_PER_NODE": "4", "SLURM_GPUS_PER_NODE": "h100:4"}
 
 CASES = {

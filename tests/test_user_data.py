@@ -3,7 +3,6 @@ writer, run by name, re-scored with ``evaluate``, summed up by the report; the r
 import json
 import os
 import stat
-from pathlib import Path
 
 import pytest
 

@@ -180,8 +180,9 @@ class ArrowDataset(Dataset):
     def fingerprint(self) -> str:
         """32 hex digits of XXH3-128 over what the files hold: the labels, image ids, texts, every image's encoded
         bytes (and, in a resized file, the originals' byte counts) and each file's schema metadata (e.g. images
-        stored resized; not the writer's write id, so the same data written twice is the same data). The same data copied elsewhere gives the same value; re-written
-        captions, re-encoded or edited images (even of the same byte length) another. A run records it for each
+        stored resized; not the writer's write id, so the same data written twice is the same data). The same data
+        copied elsewhere gives the same value; re-written captions, re-encoded or edited images (even of the same
+        byte length) another. A run records it for each
         split and refuses to resume on other data (``emmcil.engine.rundir``). Reads every image's bytes once (no
         decoding): about as long as reading the files."""
         h = xxhash.xxh3_128(self._labels.astype("<i8").tobytes())

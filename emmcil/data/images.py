@@ -1,30 +1,9 @@
-"""The one image decoder: encoded bytes (any file Pillow reads) -> 8-bit RGB picture, as a viewer shows it.
-
-Every place that turns image bytes into pixels goes through :func:`decode_image` (the arrow writers' validation,
-``ArrowDataset`` and so the loader benchmark and the figures, the InstructBLIP captioner, the JPEG exemplars), so
-they all agree on what a file holds; :func:`image_size` gives the size it will have from the header alone.
-
-Choices, for files as they come from the wild:
-
-* **EXIF orientation is applied** (``PIL.ImageOps.exif_transpose``): a phone photo stored sideways with
-  ``Orientation=6`` comes out upright, as every viewer and ``torchvision.io.decode_image(apply_exif_orientation=
-  True)`` show it. The original ViLT code (``Image.open(...).convert("RGB")`` in ``vilt/datasets/base_dataset.py``,
-  ``get_raw_image``) did not apply it.
-* **Transparency is composited on white** (:data:`BACKGROUND`): alpha channels (LA, RGBA, PA, premultiplied La,
-  RGBa) and transparent palette entries or colours (``transparency`` of P, L, RGB, 1 files). White is what a page
-  shows behind a transparent PNG and what a missing image becomes (``dataset``); dropping the alpha instead, as
-  ``convert("RGB")`` does, shows whatever colour the file keeps under transparent pixels (often black).
-* **More than 8 bits are scaled, not clipped**: 16-bit integer images (``I;16``, ``I;16B``, ``I;16L``, ``I;16N``,
-  and ``I``, which Pillow gives for 16-bit PGM and 32-bit integer TIFF) map 0..65535 to 0..255
-  (``round(v / 257)``; values outside clip). Pillow's ``convert`` clips them at 255 instead, so a 16-bit picture
-  came out nearly white. 32-bit float images (``F``) carry no white point; they are read on Pillow's own 0..255
-  scale (as ``convert`` and torchvision's ``to_tensor`` do), rounded and clipped. 16-bit RGB/RGBA/LA PNGs are
-  reduced to 8 bits by Pillow itself (the high byte; at most one level from ``round(v / 257)``).
-* Other modes (1, L, P, CMYK, YCbCr, LAB, HSV, RGBX) use Pillow's ``convert("RGB")``. Embedded ICC colour profiles
-  are not applied (as ViLT and torchvision). Multi-frame files (GIF, APNG, TIFF) give their first frame.
-* A file that does not decode in full (truncated, corrupt, unknown format, larger than Pillow's decompression-bomb
-  limit) raises :class:`ImageDecodeError` naming the file; the writers turn it into a ``corrupt_image`` bad sample
-  (an error, or counted and listed with ``--skip-bad``).
+"""The one image decoder: encoded bytes (any file Pillow reads) -> 8-bit RGB picture, as a viewer shows it
+(:func:`decode_image`; :func:`image_size` from the header alone). Every place that turns image bytes into pixels
+goes through it (the writers, ``ArrowDataset``, the captioner, the JPEG exemplars), so they agree on what a file
+holds. Its choices, against ViLT's ``convert("RGB")``: EXIF orientation applied, transparency on white
+(:data:`BACKGROUND`), 16-bit images scaled (``round(v / 257)``) not clipped, the first frame of an animation, and
+:class:`ImageDecodeError` naming a file that does not decode in full: docs/data.md#arrow-files-and-writers.
 """
 from __future__ import annotations
 
@@ -57,11 +36,11 @@ def decode_image(data: bytes | str | os.PathLike, name: str | None = None,
     """Decode an image file (its bytes, or a path) into an 8-bit RGB PIL image of size (W, H) as displayed.
 
     ``name`` (default: the path, or ``"<bytes>"``) is the file named in errors. Applies the EXIF orientation and
-    converts any mode with :func:`to_rgb` (see the module docstring for the choices). ``draft``: a function of the
-    picture's (W, H) giving the (w, h) it will be resized to; a JPEG is then decoded at the smallest DCT scale (1/2,
-    1/4, 1/8; Pillow's ``Image.draft``) that keeps both sides at least that size, so the picture may come out smaller
-    than the file (about a quarter of the decoding work at 1/2); other formats ignore it. Raises ImageDecodeError
-    when the data is not a fully decodable image, FileNotFoundError when a path does not exist.
+    converts any mode with :func:`to_rgb` (the choices: docs/data.md#arrow-files-and-writers). ``draft``: a function
+    of the picture's (W, H) giving the (w, h) it will be resized to; a JPEG is then decoded at the smallest DCT scale
+    (1/2, 1/4, 1/8; Pillow's ``Image.draft``) that keeps both sides at least that size, so the picture may come out
+    smaller than the file (about a quarter of the decoding work at 1/2); other formats ignore it. Raises
+    ImageDecodeError when the data is not a fully decodable image, FileNotFoundError when a path does not exist.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         name = name or str(data)
@@ -81,7 +60,7 @@ def decode_image(data: bytes | str | os.PathLike, name: str | None = None,
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
-    """Any Pillow mode -> mode RGB, 8 bits: 16-bit scaled, transparency on :data:`BACKGROUND` (module docstring).
+    """Any Pillow mode -> mode RGB, 8 bits: 16-bit scaled, transparency on :data:`BACKGROUND`.
 
     Returns ``im`` itself when it is RGB without a transparent colour. Raises ValueError for a mode Pillow cannot
     convert.

@@ -1,32 +1,9 @@
-"""Images stored at the size the pixelbert transform gives them (the writers' ``--resize``), to feed a GPU.
-
-A data loader spends most of its time per sample decoding the original photo and resizing it (bicubic) to the
-model's resolution; a 1600x1200 JPEG costs several times a 512x384 one (``benchmarks/bench_loader.py``). With
-``--resize`` the writers store every image already resized by :func:`~emmcil.data.transforms.pixelbert_resize`
-(shorter side ``size``, longer side at most ``int(1333 / 800 * size)``, both floored to multiples of
-``size_divisor``: 384 / 639 / 32 for ViLT-B/32, so 512x384 for a 4:3 photo), re-encoded as a JPEG of quality
-:data:`DEFAULT_QUALITY` with full-resolution chroma (4:4:4).
-
-Why the model input stays the same: that resize is idempotent (``output_size`` of an output size is itself, see
-``tests/test_data_resize.py``), so the transform leaves a stored image's size alone and only ToTensor/normalise
-run; what remains is the JPEG re-encoding. On photo-like JPEGs of 500x375 to 1600x1200 at quality 95, 4:4:4, the
-normalised model input differs from the original's by about 1.3/255 per pixel on average (at most ~20/255 at sharp
-edges), about what one more JPEG save of a photo costs. ``--resize-quality 100`` brings the mean to ~0.3/255 at
-about 2.5x the bytes. An image that already has the transform's size keeps its file's bytes untouched (no re-encoding).
-
-Decoding goes through :func:`~emmcil.data.images.decode_image` before the resize, so EXIF orientation, transparency
-(on white) and 16-bit scaling are applied once, as the dataset would apply them to the original; the stored JPEG is
-plain upright 8-bit RGB. RandAugment (``train_randaug``, off by default) then runs on the stored image instead of
-the original; its operations are relative to the image size, so it draws from nearly the same distribution.
-
-``--resize-format ppm`` stores the resized pixels themselves instead (uncompressed 8-bit RGB, PPM, a format every
-decoder here reads): the model input is then exactly that of the original under ViLT's transform (Pillow's resize),
-and decoding costs a copy, at about 8x the bytes of the JPEG (590 kB for 512x384).
-
-The choice is recorded in the arrow file's schema metadata (:data:`METADATA_KEY`), and :func:`check_stored_resize`
-refuses a run whose ``image_size``/``patch_size`` differ from the stored ones (it would resize a resized copy,
-not the original). Each row of a resized file also records its original file's size in bytes
-(:data:`ORIGINAL_NBYTES`), the reference of ``mrdc``'s rate, which the resize would otherwise hide.
+"""Images stored at the size the pixelbert transform gives them (the writers' ``--resize``), to feed a GPU: a JPEG of
+quality :data:`DEFAULT_QUALITY` with 4:4:4 chroma, or the pixels themselves (``--resize-format ppm``), decoded
+first by :func:`~emmcil.data.images.decode_image`. The choice is recorded in the arrow file's schema metadata
+(:data:`METADATA_KEY`; :func:`check_stored_resize` refuses a run of another ``image_size``/``patch_size``), and each
+row keeps its original file's byte count (:data:`ORIGINAL_NBYTES`, ``mrdc``'s reference). Why the model input stays
+the same (the resize is idempotent) and what the re-encoding costs: docs/data.md#arrow-files-and-writers.
 """
 from __future__ import annotations
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from .textfiles import read_json, read_text
 from .resize import StoredResize
-from .writing import (RawSample, base_parser, check_fractions, cli_errors, is_image_file, report_not_utf8, resize_option, seeded_split,
-                      write_splits)
+from .writing import (RawSample, base_parser, check_fractions, cli_errors, is_image_file, report_not_utf8,
+                      resize_option, seeded_split, write_splits)
 
 NAME = "food101"
 NUM_CLASSES = 101

@@ -43,7 +43,7 @@ from emmcil.provenance import provenance
 
 from . import rundir
 from .loaders import accumulation_steps, build_data, loader_workers, make_loader, num_devices  # noqa: F401
-from .module import IncrementalModule
+from .module import IncrementalModule, PredictPass, PredictStep
 from .results import build_results, phase_metrics, phase_table, results_markdown, summary_table
 from .tracking import RunTracker
 
@@ -326,20 +326,19 @@ class IncrementalRun:
             deterministic=deterministic_kernels(cfg), default_root_dir=str(self.run_dir.path))
 
     @torch.no_grad()
-    def predict(self, dataset: Dataset, features: bool = False, step=None) -> dict[str, torch.Tensor]:
+    def predict(self, dataset: Dataset, features: bool = False,
+                step: PredictStep | None = None) -> dict[str, torch.Tensor]:
         """Run the model over ``dataset`` (eval mode, the phase's Trainer, SSF merged into the weights:
-        :meth:`IncrementalModule.ssf_merged`), per-sample results in dataset order:
+        :meth:`IncrementalModule.ssf_merged`), per-sample results in dataset order (N samples):
         ``labels``, ``indices`` and ``preds`` (+ pooled ``features`` (N, C) with ``features``), or, with
-        ``step(backbone, batch) -> dict`` of per-sample tensors of fixed shapes, what ``step`` returns."""
+        ``step(backbone, batch) -> dict`` of per-sample tensors of fixed shapes, what ``step`` returns. The pass is
+        a :class:`~emmcil.engine.module.PredictPass` made for this call. ValueError for an empty dataset."""
         if len(dataset) == 0:
             raise ValueError("predict() got an empty dataset")
-        self.module.return_features, self.module.predict_fn = features, step
-        try:
-            with self.module.ssf_merged():  # no gradients here: SSF folded into the weights, plain-ViT cost
-                loader = make_loader(_Positioned(dataset), self.cfg, train=False)
-                outs = self.trainer.predict(self.module, dataloaders=loader, return_predictions=True)
-        finally:
-            self.module.return_features, self.module.predict_fn = False, None
+        pass_ = PredictPass(self.module, step=step, features=features)
+        with self.module.ssf_merged():  # no gradients here: SSF folded into the weights, plain-ViT cost
+            loader = make_loader(_Positioned(dataset), self.cfg, train=False)
+            outs = self.trainer.predict(pass_, dataloaders=loader, return_predictions=True)
         merged = {k: torch.cat([o[k].detach().cpu() for o in outs]) for k in outs[0]}
         if self.trainer.world_size > 1:  # every rank predicted a shard: gather them all, on every rank
             merged = {k: gather_uneven(self.trainer.strategy, v, self.module.device) for k, v in merged.items()}

@@ -1,56 +1,8 @@
-"""What the phase loop trains and predicts on: the run's datasets and scenario, its batches and DataLoaders.
-
-**Run data** (:func:`build_data`): from the config to the datasets and the class-incremental scenario of a run.
-
-Missing modalities (continual missing-modality learning, RebQ's CMML protocol): with ``missing_type`` "text",
-"image" or "both", every split gets its own seeded :class:`~emmcil.data.MissingTable` (``missing_ratio`` of its
-samples miss a modality; for "both", ``missing_both_ratio`` of those miss the image, the rest the text), applied
-by :class:`~emmcil.data.ArrowDataset` to training and test data alike. The table of split ``s`` is drawn with the
-seed ``SeedSequence([missing_seed, crc32(s)])``, so it depends only on (split, type, ratio, both_ratio,
-missing_seed) and its size: not on the class order, the number of phases or the training seed (RebQ's cached
-tables were keyed by type and ratio only, so the first run fixed them for every later seed).
-
-**Batches** (:class:`KeepCollate`): data items and replayed exemplars (which carry a ``patch_keep`` grid) in
-one batch, as uint8 pixels (or JPEG files, ``decode_on="device"``), pinned on CUDA; the module normalises them on
-its device (``IncrementalModule.on_after_batch_transfer``; docs/data.md, "Decoding: where each step runs").
-
-**Training batches that do not depend on how the work is spread** (:class:`PhaseBatches`, :class:`SeededSamples`).
-A phase's training is a function of (seed, phase, epoch, sample) only, not of ``num_workers``, their persistence,
-the cores, ``devices``, ``num_nodes`` or ``per_gpu_batchsize``:
-
-- the order: epoch e's permutation of the phase's training set comes from ``default_rng([phase seed, e])``, cut
-  into global batches of ``batch_size`` (the effective batch, always); each global batch is split as evenly as
-  possible into ``accumulation x world size`` micro-batches of at most ``per_gpu_batchsize``, and rank r takes
-  micro-batches r, r + W, ... (DDP included: Lightning's own ``DistributedSampler`` is off,
-  ``use_distributed_sampler=False``), so every optimiser step sees the same samples in every layout;
-- the loss: each sample carries ``loss_weight`` = accumulation x world / (its global batch's size), so that the
-  micro-batches' mean losses, divided by the accumulation (Lightning) and averaged over ranks (DDP), give the
-  global batch's mean; a global batch smaller than its micro-batch count (the epoch's last) pads with weight-0
-  samples, so every rank takes part in every step;
-- the draws on the data side (RandAugment, ``emm``'s exemplar augmentation, anything that uses torch's, NumPy's or
-  Python's global RNG in ``__getitem__``): every sample is loaded with those RNGs seeded from ``SeedSequence([phase
-  seed, epoch, index])`` (and restored after), in whichever worker loads it; the same 32 bits are its
-  ``sample_seed``, from which the model draws its dropout (:mod:`emmcil.model.keyed`).
-- missing modalities are fixed tables per split (below), drawn before any training.
-
-**Length-grouped training batches** (``length_group_window`` > 0): replay compute in proportion to what an
-exemplar keeps. The backbone pads a batch's image tokens to its longest sample (``ViLT.select_tokens``), so a masked
-exemplar that keeps a quarter of its patches costs as much as a full image whenever it shares a batch with one;
-with random batches nearly every batch holds a new (full) sample. With ``length_group_window = k > 0`` a phase's
-global batches are drawn as transformers' ``LengthGroupedSampler`` draws them (``trainer_pt_utils.
-get_length_grouped_indices``: mega-batches of 50 batches, each sorted by length): the epoch's permutation is cut
-into windows of k global batches, each window is sorted by sequence length and cut into batches, and the epoch's
-batches are shuffled; a global batch's micro-batches are then slices of a sorted run. Samples of similar length
-then share a batch, so a batch of masked exemplars costs what they keep. Off by default
-(``length_group_window = 0``: uniformly random batches, as ViLT): it changes which samples share a batch, hence
-the gradients and the results. ``benchmarks/bench_grouping.py`` measures the phase time with and without it.
-
-Sequence length of a sample (:func:`sequence_lengths`): the ``max_text_len`` text positions (the model masks text
-tokens rather than dropping them, so every sample computes all of them), the image [CLS], and the image patches it
-feeds the backbone: every patch of its resized image for a dataset sample (from the image header, no decoding),
-the kept patches for a masked exemplar (``Exemplar.num_patches``; its whole grid when it is replayed black-filled,
-``masked_replay="black"``). The patch merge of ``emm``'s augmentation adds a partner's patches when the item is
-drawn; the grouping uses the exemplar's own count.
+"""What the phase loop trains and predicts on: the run's datasets and scenario (:func:`build_data`), its batches
+(:class:`KeepCollate`: data items and replayed exemplars together, uint8 pixels normalised on the device) and
+DataLoaders (:func:`make_loader`). Why a phase's training depends on (seed, phase, epoch, sample) only, not on the
+workers, devices or batch layout: :class:`PhaseBatches` and docs/experiments.md#reproducibility; length-grouped
+batches: docs/experiments.md#length-grouped-batches; missing modalities: docs/method.md#missing-modalities-and-rebq.
 """
 from __future__ import annotations
 
@@ -116,7 +68,11 @@ class RunData:
 
 
 def split_seed(missing_seed: int, split: str) -> int:
-    """The seed of split ``split``'s missing table: a different table per split, all derived from one seed."""
+    """The seed of split ``split``'s missing table: a different table per split, all derived from one seed.
+
+    ``SeedSequence([missing_seed, crc32(split)])``: a table depends only on (split, type, ratio, both_ratio,
+    missing_seed) and its size, not on the class order, the number of phases or the training seed (RebQ's cached
+    tables were keyed by type and ratio only, so the first run fixed them for every later seed)."""
     return int(np.random.SeedSequence([int(missing_seed), zlib.crc32(split.encode())]).generate_state(1)[0])
 
 
@@ -256,7 +212,12 @@ def image_tokens(dataset: Dataset, image_size: int, patch_size: int) -> np.ndarr
 
 
 def sequence_lengths(dataset: Dataset, image_size: int, patch_size: int, max_text_len: int) -> np.ndarray:
-    """(N,) int64 tokens per sample before batch padding: ``max_text_len`` text + 1 image [CLS] + image tokens."""
+    """(N,) int64 tokens per sample before batch padding: ``max_text_len`` text + 1 image [CLS] + image tokens.
+
+    The text counts in full (the model masks text tokens rather than dropping them); the image tokens are every
+    patch of the resized image for a dataset sample (from its header, no decoding), the kept patches for a masked
+    exemplar (its whole grid when replayed black-filled, ``masked_replay="black"``). ``emm``'s patch merge adds a
+    partner's patches when the item is drawn; the grouping uses the exemplar's own count."""
     return max_text_len + 1 + image_tokens(dataset, image_size, patch_size)
 
 
@@ -294,8 +255,19 @@ def split_evenly(items: np.ndarray, parts: int) -> list[np.ndarray]:
 
 
 class PhaseBatches(Sampler[list]):
-    """A phase's training batches for this process (see the module docstring): a DataLoader ``batch_sampler`` that
-    yields lists of ``(epoch, index, loss_weight)`` keys for :class:`SeededSamples`.
+    """A phase's training batches for this process: a DataLoader ``batch_sampler`` that yields lists of
+    ``(epoch, index, loss_weight)`` keys for :class:`SeededSamples`, the same optimiser steps in every layout:
+
+    - order: epoch e's permutation of the training set comes from ``default_rng([seed, e])``, cut into global
+      batches of ``batch_size``; each global batch is split as evenly as possible into ``accumulation x world
+      size`` micro-batches, and rank r takes micro-batches r, r + W, ... (Lightning's ``DistributedSampler`` is
+      off: ``use_distributed_sampler=False``);
+    - loss: each sample carries ``loss_weight`` = accumulation x world / (its global batch's size), so that the
+      micro-batches' mean losses, divided by the accumulation (Lightning) and averaged over ranks (DDP), give the
+      global batch's mean; a global batch smaller than its micro-batch count (the epoch's last) pads with
+      weight-0 samples, so every rank takes part in every step;
+    - length grouping (``window`` = k > 0, transformers' ``LengthGroupedSampler``): the permutation is cut into
+      windows of k global batches, each sorted by ``lengths`` and cut into batches, and the batches are shuffled.
 
     num_samples: the phase's training set size; batch_size: the effective (global) batch; accumulation: micro-batches
     per optimiser step and rank; seed: the phase's seed; lengths (N,) and window > 0: length-grouped global batches;

@@ -1,19 +1,9 @@
 """Class-incremental metrics, all derived from per-class test counts after each phase.
 
 Notation: L phases done, R[t][j] = accuracy (%) after phase t on the test samples of the classes phase j introduced
-(``None`` for j > t). Every evaluation is class-incremental: argmax over all classes seen so far, no task id.
-
-- ``accuracy_per_phase[t]``: accuracy on all seen classes after phase t, sample-weighted (PyCIL's top-1 curve);
-- ``avg_incremental_accuracy``: mean of ``accuracy_per_phase`` (PyCIL / PILOT "average accuracy");
-- ``last_accuracy``: ``accuracy_per_phase[L-1]``;
-- ``forgetting`` (FACIL / Chaudhry et al. ECCV'18, also Mammoth and continuum): mean over j < L-1 of
-  max_{j<=t<L-1} R[t][j] - R[L-1][j], the best accuracy *before* the last phase; negative under backward transfer;
-- ``forgetting_pycil`` (PyCIL / PILOT ``trainer.py``: ``np.max(acctable, axis=1) - acctable[:, task]``): the same
-  with the max taken *including* the last phase, max_{j<=t<=L-1} R[t][j] - R[L-1][j], so never negative;
-- ``forgetting_first`` (first-based; RebQ, Avalanche): mean over j < L-1 of R[j][j] - R[L-1][j];
-- ``old_accuracy`` / ``new_accuracy``: after the last phase, accuracy on the classes of phases < L-1 (sample-weighted)
-  and on phase L-1's classes (= R[L-1][L-1]);
-- ``mean_last_row``: mean over j of R[L-1][j] (RebQ's "AP": phases weighted equally, not samples).
+(``None`` for j > t); every evaluation is class-incremental (argmax over all classes seen so far, no task id). Each
+metric's definition and the code it follows: the functions below, ``emmcil.engine.results.METRIC_NOTES`` (written
+into ``results.json``) and docs/experiments.md#resultsjson.
 """
 from __future__ import annotations
 
@@ -63,7 +53,8 @@ def forgetting_pycil(R: Matrix) -> float | None:
 
 
 def forgetting_first(R: Matrix) -> float | None:
-    """Mean over old phases j of (accuracy on j right after learning it) - (accuracy on j after the last phase)."""
+    """Mean over old phases j of (accuracy on j right after learning it) - (accuracy on j after the last phase):
+    first-based, as RebQ and Avalanche."""
     L = len(R)
     if L < 2:
         return None

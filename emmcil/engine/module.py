@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Mapping
+from typing import Callable, Mapping
 
 import pytorch_lightning as pl
 import torch
@@ -16,6 +16,9 @@ from emmcil.model import ViLT, ViLTOutput, apply_freeze_policy, build_backbone, 
 from emmcil.model.heads import IncrementalClassifier
 from emmcil.model.keyed import sample_keys
 from emmcil.model.ssf import has_ssf, is_tunable, merged_state_dict
+
+# A prediction pass's per-batch function: (backbone, batch) -> {name: per-sample tensor (B, ...)}.
+PredictStep = Callable[[ViLT, dict], Mapping[str, torch.Tensor]]
 
 
 class NonFiniteError(RuntimeError):
@@ -30,9 +33,8 @@ class IncrementalModule(pl.LightningModule):
 
     ``method`` (a :class:`~emmcil.methods.Method`; the base class is plain fine-tuning) decides how a batch is
     encoded, its logits and the training loss, and may add parameters of its own (``method_net``).
-    ``predict_step`` returns per-sample ``preds``, ``labels``, ``indices``, ``positions`` and, when
-    ``return_features`` is set, the pooled features f(x) (B, C) used for herding and class means; a
-    ``predict_fn(backbone, batch) -> dict`` of per-sample tensors replaces preds/features (e.g. a masking pass).
+    A prediction pass is a :class:`PredictPass` around the module, handed to ``Trainer.predict``: what a batch
+    returns (:meth:`predict_batch`) is the pass's argument, never state of the module.
 
     Training batches from :class:`~emmcil.engine.loaders.PhaseBatches` carry ``sample_seed`` (the keys of the
     model's dropout: :mod:`emmcil.model.keyed`, with ``model_rng="sample"``) and ``loss_weight`` (the loss is scaled
@@ -51,8 +53,6 @@ class IncrementalModule(pl.LightningModule):
         net = method.build_net(self.backbone.cfg)
         if net is not None:
             self.method_net = net
-        self.return_features = False
-        self.predict_fn = None
         self._batches = self._first_bad = None  # non-finite checks (reset_checks)
 
     # -- structure
@@ -205,12 +205,20 @@ class IncrementalModule(pl.LightningModule):
             f"it is saved. Likely cause: {nonfinite_cause(self.cfg)}")
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
-        if self.predict_fn is not None:
-            out = dict(self.predict_fn(self.backbone, batch))
+        """The plain pass (``Trainer.predict(module)``): :meth:`predict_batch` without a step or features."""
+        return self.predict_batch(batch)
+
+    def predict_batch(self, batch: dict, step: PredictStep | None = None, features: bool = False) -> dict:
+        """Per-sample results of one batch of B samples: ``labels``, ``indices`` (dataset rows) and ``positions``
+        (the pass's order), and either ``step(backbone, batch)``'s dict of per-sample tensors (B, ...) (the backbone
+        as it is now: SSF-merged inside :meth:`ssf_merged`), or ``preds`` (B,) (+ the pooled ``features`` f(x)
+        (B, C), float32, with ``features=True``)."""
+        if step is not None:
+            out = dict(step(self.backbone, batch))
         else:
             output = self.encode(batch)
             out = {"preds": self.logits(output).argmax(1)}
-            if self.return_features:
+            if features:
                 out["features"] = output.pooled.float()
         out.update(labels=batch["labels"], indices=batch["indices"], positions=batch["position"])
         return out
@@ -226,6 +234,28 @@ class IncrementalModule(pl.LightningModule):
         total = self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
         scheduler = build_scheduler(optimizer, cfg, int(total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+
+class PredictPass(pl.LightningModule):
+    """One pass of ``module`` over a dataset without gradients, as ``Trainer.predict`` runs it
+    (``trainer.predict(PredictPass(module, step=...), loader)``): what each batch returns is given here, as
+    arguments, and is :meth:`IncrementalModule.predict_batch`'s (``step`` replaces ``preds``/``features``; giving
+    both is a ValueError). The pass holds nothing else: its parameters are ``module``'s, batches become images by
+    ``module``'s :meth:`~IncrementalModule.on_after_batch_transfer`. Lightning wraps a module in DDP only to fit, so
+    ``module`` runs here as it runs in a plain ``trainer.predict(module)``."""
+
+    def __init__(self, module: IncrementalModule, step: PredictStep | None = None, features: bool = False):
+        super().__init__()
+        if step is not None and features:
+            raise ValueError("PredictPass: a step returns what it computes; features=True is for the plain pass")
+        self.module = module
+        self.step, self.features = step, features
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        return self.module.on_after_batch_transfer(batch, dataloader_idx)
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        return self.module.predict_batch(batch, self.step, self.features)
 
 
 def nonfinite_cause(cfg: Mapping) -> str:

@@ -1,36 +1,9 @@
-"""The run directory: its name, its lock, per-phase checkpoints and the resume rule.
-
-Layout of ``{log_dir}/{exp_name}/``::
-
-    config.json             the resolved config (what a re-run is compared against), plus ``provenance``: one entry
-                            per process that ran this run (git commit, package versions, host, command line), and
-                            ``data_fingerprint``
-    class_order.json        class order (original ids), class names, the remapped classes of each phase, and the
-                            data's fingerprint (a run does not resume on other data)
-    exemplar_cost.json      mean bytes of a full exemplar of the training set (cache; memory_unit=bytes only)
-    missing_tables/         the missing-modality table of each split, .npz (missing_type != "none" only)
-    checkpoints/phase_{t}.pt    after phase t: trainable weights, classifier, method state (memory buffer),
-                            evaluation counts and accuracy matrix so far (no RNG state: every phase seeds its
-                            RNGs from (seed, phase)), and whose it is (``identity``: :func:`checkpoint_identity`);
-                            tensors and plain containers only, loaded with ``torch.load(weights_only=True)``
-    logs/phase_{t}/         Lightning's CSV log of phase t's training (loss, accuracy, learning rate)
-    logs/phases/            the evaluation after every phase (accuracy per phase and task, memory), CSV
-    logs/tensorboard/       the same, for TensorBoard (phase_{t}/ and phases/)
-    logs/wandb/             Weights & Biases files (wandb=True)
-    results.json, results.md
-    .lock, .lock.json       held by the process running the run, and who that is
-
-Every file is written atomically (:mod:`emmcil.atomic`), so a kill during a write leaves the previous version intact;
-stale temporary files are removed when the run is opened again. A file that cannot be read (cut short by a copy, a
-disk error, a hand edit) is never overwritten: it is moved aside (``<name>.unreadable-<time>``, with a note), and a
-run whose checkpoints all fail to load stops (:class:`UnreadableCheckpointError`) instead of starting over. A
-checkpoint of another run (another method, config or data) is refused (:class:`CheckpointMismatchError`).
-
-Which keys make a run: :data:`NON_RESULT_KEYS` is the one list of config keys that do not change what a run computes;
-:func:`results_config` applies it (and drops the keys the run's method does not read), except that the batch layout
-(:data:`LAYOUT_KEYS`) counts where it changes results (:func:`layout_dependence`). The resume check
-(:func:`config_diff`), the run name (:func:`run_name`) and the report's grouping (``emmcil.report``, through what
-:func:`run_identity` writes into ``results.json``) all use it.
+"""The run directory: its name (:func:`run_name`), its lock (:func:`locked`), per-phase checkpoints and the resume
+rule (:func:`config_diff`). Which keys make a run: :data:`NON_RESULT_KEYS`, the one list of the keys that do not
+change what a run computes, applied by :func:`results_config` (the batch layout, :data:`LAYOUT_KEYS`, counts where
+:func:`layout_dependence` says so); the resume check, the run name and the report's grouping all use it. Every file
+is written atomically (:mod:`emmcil.atomic`); an unreadable one is moved aside, never overwritten. The layout and
+what each file holds: docs/experiments.md#the-run-directory; resume: docs/experiments.md#resume.
 """
 from __future__ import annotations
 

@@ -1,27 +1,8 @@
-"""Where a run's numbers go besides ``results.json``: Lightning's loggers and sacred's run record.
-
-One run directory is one run in every logger, across its phases and across the processes that resume it:
-
-- TensorBoard: one run, ``logs/tensorboard/`` (:class:`RunTensorBoardLogger`), and W&B: one run, its id kept in
-  ``logs/wandb_id`` (``RunWandbLogger``). Their step is a **global step** over the whole experiment: phase t's
-  training steps follow those of phases 0..t-1 (the offset is saved in every phase checkpoint, so a resumed run goes
-  on from there), and every record carries ``phase`` as a scalar. Training (Lightning logs it): ``train/loss``,
-  ``train/acc`` (+ their epoch means) and the learning rate (``LearningRateMonitor``). Evaluation after every phase
-  (:func:`emmcil.engine.results.phase_metrics`): accuracy on the seen, new and old classes and on each task
-  (``eval/task_{j}_accuracy``), forgetting, the memory, at the step the phase's training ended. The resolved config
-  is the run's hyper-parameters (TensorBoard's HParams tab and ``hparams.yaml``; W&B's config), and the final metrics
-  are ``final/*`` scalars and W&B's summary. A phase re-run after a crash replaces its earlier records in TensorBoard
-  (``purge_step``: TensorBoard drops the events at or after the phase's first step).
-- CSV, per phase: ``logs/phase_{t}/metrics.csv`` (training, steps counted within the phase) and
-  ``logs/phases/metrics.csv`` (the evaluations, step = phase).
-- sacred (``log_scalar`` of the evaluations, step = phase: what ``-F DIR`` and other observers record as metrics);
-  at the end ``results.json``, ``results.md``, ``class_order.json`` and the figures as artifacts, and the run's
-  summary as sacred's result (returned by ``run.py``'s main).
-
-CSV is always on. TensorBoard is on when ``tensorboard`` or ``tensorboardX`` is installed (requirements.txt lists
-``tensorboardX``, the small writer; the viewer is ``pip install tensorboard``, or the ``tensorboard`` extra). Weights
-& Biases with ``wandb=True`` (``wandb_project``, ``wandb_entity``, ``wandb_mode=offline`` to write ``logs/wandb/``:
-one folder per process, the same run id in each, which ``wandb sync`` uploads in order as one run).
+"""Where a run's numbers go besides ``results.json``: Lightning's loggers (CSV always, TensorBoard when a writer is
+installed, Weights & Biases with ``wandb=True``) and sacred's run record. One run directory is one run in every
+logger, across its phases and the processes that resume it: the step is a global step over the experiment (the
+offset is saved in every phase checkpoint), and a phase re-run replaces its records (TensorBoard's ``purge_step``).
+What each logger holds, where, and at which step: docs/experiments.md#logs.
 """
 from __future__ import annotations
 

@@ -1,18 +1,11 @@
 """Multimodal data augmentation of replayed exemplars, and how many of them a phase replays.
 
-The paper says only that a multimodal augmentation "diversifies exemplars for replaying prior knowledge"; our
-version (docs/method.md, "what we chose where the paper is silent": augmentation), applied independently to every
-replayed exemplar each time it is drawn:
-- **text swap**, with probability ``p_text_swap``: its masked text is replaced by the masked text of another
-  exemplar of the same class (image and text of one class, recombined);
-- **patch merge**, with probability ``p_patch_merge``: the kept patches of another exemplar of the same class are
-  added where this exemplar's grid has no kept patch of its own (same grid cell, cells outside this grid dropped),
-  so the model sees more of the class's evidence in one sample.
-Labels never change, and partners always come from the same class. Both are off in the ``emm_no_aug`` ablation.
-Where the augmented exemplars go (``aug_mode``, Fig. 2's two readings): ``"in_place"`` (default) replays each
-exemplar once an epoch, augmented as drawn; ``"beside"`` replays each exemplar as stored *and* an augmented copy of
-it (drawn with the same probabilities), so an epoch holds twice the replay items. A masked image is fed as kept
-patches or black-filled (``masked_replay``), after the augmentation, which works on the kept cells either way.
+The paper says only that a multimodal augmentation "diversifies exemplars for replaying prior knowledge"; ours,
+applied to every replayed exemplar each time it is drawn, with partners from the same class and labels unchanged:
+**text swap** (``p_text_swap``: another exemplar's masked text) and **patch merge** (``p_patch_merge``: another
+exemplar's kept patches in the cells this one left empty); ``aug_mode`` replays each exemplar augmented as drawn
+(``"in_place"``) or as stored plus an augmented copy (``"beside"``). Why:
+docs/method.md#the-method-and-what-we-chose-where-the-paper-is-silent.
 """
 from __future__ import annotations
 

@@ -1,26 +1,10 @@
-"""A class-balanced memory buffer of exemplars (``emmcil.memory.exemplar``) under a budget.
+"""A class-balanced memory buffer of exemplars (:mod:`emmcil.memory.exemplar`) under a budget.
 
-**Unit** (``memory_unit``; docs/method.md, "what we chose where the paper is silent": memory unit): ``"tokens"``
-(default) counts each exemplar at its ``token_share``: the tokens it stores at full resolution over the same
-sample's tokens (image patches + valid text tokens), a compressed image (MRDC, CIM) at its reference's rate; a full
-exemplar costs exactly 1.0, so a class budget of ``memory_per_class`` = m holds exactly m of them, as the paper's
-memory plot counts "samples per class", and the masks of its Fig. 4 give its Fig. 5 (about 14 masked exemplars a
-class at m = 5). ``"byte_share"`` counts each exemplar's share of the same sample's bytes in its method's own
-representation (text is about 0.07 % of them, so a masked exemplar costs about its kept-patch share).
-``"bytes"`` counts each exemplar's stored bytes against m x the training set's mean full-exemplar bytes
-(:func:`mean_full_exemplar_nbytes`), so small images take less room than large ones. :meth:`MemoryBuffer.report`
-gives the memory's cost in every unit, whatever the budget's.
-
-**Budget**: per class, ``memory_per_class`` (``memory_budget_mode="per_class"``), or a fixed total of
-``memory_total`` shared equally by the classes seen so far (``"total"``, PyCIL's fixed memory: m = total / seen
-classes), in which case old classes are trimmed as new ones arrive.
-
-**Filling** (:meth:`MemoryBuffer.fill`): each class holds a *ranked* list (herding order, say); exemplars are taken in
-rank order while they fit, passing over one that does not fit and trying the next (``memory_fill="skip"``, default)
-or ending at it (``"stop"``, CIM-CIL's loop, ``cim``'s default). When every exemplar costs 1.0 (``replay`` in a
-per-exemplar unit) the two are the same: the class keeps the first floor(m) of its ranking. **Trimming**
-(:meth:`MemoryBuffer.reduce`) always keeps the longest prefix of a class's list that fits, as PyCIL's and CIM-CIL's
-``_reduce_exemplar`` do. Either way a class never exceeds its budget and its list stays in rank order.
+The unit of the budget (``memory_unit``: ``tokens``, ``byte_share`` or ``bytes``; a full exemplar costs 1.0 in the
+first two), the budget (``memory_per_class``, or ``memory_total`` shared by the seen classes) and how a class's
+ranked list fills it (``memory_fill``: ``skip`` or ``stop``; trimming keeps the longest prefix that fits, as PyCIL's
+and CIM-CIL's ``_reduce_exemplar``): docs/method.md#the-method-and-what-we-chose-where-the-paper-is-silent. A class
+never exceeds its budget and its list stays in rank order.
 """
 from __future__ import annotations
 

@@ -2,22 +2,10 @@
 
 Paper (Fig. 3): the attention of the class token to the image, A_{CLS->I}, thresholded by tau_I gives the image
 mask M_I; the attention from the *discarded* image tokens to the text, A_{I->T}, thresholded by tau_T gives the text
-mask M_T, so that words describing what the masked image lost survive in the text. [CLS] and [SEP] are always kept.
-
-What the paper leaves open is a config key here (defaults and why: docs/method.md, "what we chose where the paper
-is silent"):
-- ``layers``: which layers' attention (default the last, ``(-1,)``); ``layer_reduce``: ``mean`` over them or
-  ``rollout`` (Abnar & Zuidema: residual-corrected attention multiplied from the first listed layer to the last);
-- ``head_reduce``: ``mean`` (default) or ``max`` over heads;
-- ``norm``: how tau selects, per sample over its candidate tokens (:func:`select`): ``ratio`` (default: the top
-  ceil((1 - tau) n) of the n candidates), ``minmax`` (min-max normalised score >= tau), ``mass`` (the fewest
-  top-scoring tokens that hold at least 1 - tau of the attention mass). With every norm, tau = 0 keeps all tokens.
-- defaults ``ratio`` with tau_I = 0.74, tau_T = 0.5: the top 26 % of the patches and half of the words, calibrated to
-  the 22-30 % of patches and 40-60 % of words of the paper's Fig. 4, since its tau and normalisation are unpublished.
-- ``cls_token``: whose attention is A_{CLS->I}: the text [CLS] (default: the token ViLT pools and classifies, at
-  position 0) or the image [CLS] (the patches' own class token, at position T).
-The candidate text tokens are the valid tokens other than [CLS] and [SEP]: those two are always kept, so they take
-no part in the normalisation (an attention sink on [SEP] would otherwise squash every word below tau_T).
+mask M_T, so that words describing what the masked image lost survive in the text. [CLS] and [SEP] are always kept,
+outside the normalisation. What the paper leaves open is a field of :class:`MaskingConfig` (which layers and heads,
+whose [CLS], how tau selects: :func:`select`); the defaults and why:
+docs/method.md#the-method-and-what-we-chose-where-the-paper-is-silent.
 """
 from __future__ import annotations
 

@@ -2,47 +2,7 @@
 Learning", CVPR'23; code ``xfflzl/CIM-CIL`` at ae113e9; ``method=cim``): exemplars whose background is stored
 downsampled, as CIM-CIL runs it.
 
-After phase t, for the new classes' training samples (eval transform, the phase's final model in eval mode):
-1. **class activation map** of the sample's own class (:func:`cam_step`). CIM-CIL's CAM (``models/base.py::
-   _gen_bbx``) is the label's classifier weights times the feature map before global pooling, min-max normalised.
-   ViLT classifies the pooled text [CLS], so it has no exact counterpart; ``cim_cam`` chooses the approximation,
-   both gradient-free:
-   - ``"token"`` (default, the closest): the label's logit on every image-patch token of the last layer, each token
-     passed through ViLT's pooler like the [CLS] (the classifier applied at every location, as CIM-CIL's weights
-     times its feature map);
-   - ``"tscam"`` (TS-CAM, Gao et al. ICCV'21): that map min-max normalised and multiplied by the last layer's
-     text-[CLS]->patch attention (mean over heads), which says where the classified token actually looks;
-2. **foreground**: the map min-max normalised over the image's patches and thresholded, keeping the patches
-   strictly above ``cim_threshold`` (CIM-CIL's ``mask_threshold`` 0.6, applied with ``cv2.threshold(...,
-   THRESH_BINARY)``); ``cim_foreground="box"`` (default) takes their tight bounding box, as CIM-CIL's ``_gen_bbx``
-   (``pycocotools.mask.toBbox`` of the thresholded map), at patch granularity; ``"patches"`` keeps the scattered
-   thresholded patches themselves;
-3. **compression** (:class:`~emmcil.memory.exemplar.CimExemplar`, CIM-CIL's ``utils/transform.py::BbxBlur``):
-   the background resized with nearest neighbours by 1/sqrt(``cim_compress_ratio``) per side -- an *area* ratio,
-   4.0 in CIM-CIL's ``cim-imagenet100.json`` and ``cim-food101.json`` -- and the foreground kept at full
-   resolution; an exemplar costs CIM-CIL's ``compress_rate`` = foreground share + (1 - foreground share) / ratio
-   (a 25 % box: 0.4375), in ``memory_unit=tokens`` the whole sample at that rate;
-4. **selection**: herding (CIM-CIL's ``_construct_exemplar``) on the features of the *compressed* samples (the
-   restored images, as CIM-CIL extracts them from its ``BbxBlur``-ed class dataset), exemplars entering in that
-   order until the first that does not fit: CIM-CIL's loop (``consumption += compress_rates[i]; if consumption >
-   m: break``), our ``memory_fill=stop``, which ``with cim`` sets.
-At replay the background is resized back with nearest neighbours and the foreground pasted in, as ``BbxBlur``.
-
-**Training** (CIM-CIL's ``randombbxblur``, ``models/foster.py::_init_train`` / ``_feature_boosting`` and
-``utils/data_manager.py::DummyDataset``): new-class training images are ``BbxBlur``-ed at random, so that the model
-learns from images like the compressed exemplars it will replay. CIM-CIL starts each task at probability 0 and, at
-every ``cam_update_interval`` = 40 epochs but the first and last (of 200 in the first task, 170 in later ones),
-recomputes the boxes with the current model and raises the probability to (epoch // 40) x
-``randombbxblur_prob_incre`` (0.1 in both configs): 0.1, 0.2, 0.3, 0.4. Here the interval is a share of the phase's
-epochs (``cim_bbxblur_interval`` = 0.2, CIM-CIL's 40 of 200: epochs 4, 8, 12, 16 of 20) and the step
-``cim_bbxblur_prob_incre`` = 0.1 (0 turns it off); the boxes come from :func:`cam_step` at those epochs
-(:meth:`CIM.on_train_epoch_start`), and a sample is blurred when a draw seeded by (seed, phase, epoch, its dataset
-row) falls below the probability, so the draws depend neither on workers nor on batches. The blur is applied to
-the batch (:func:`bbx_blur`), to the image as the training transform made it.
-
-Simplified from CIM: its masks come from a CAM threshold *adapted per class by a conditional mask-generation
-model trained with bilevel optimisation*; ours is the fixed threshold, which is also CIM's initial mask. CIM's
-FOSTER backbone training is replaced by this project's SSF training with replay (the paper's "SSF + CIM").
+How it is built, with its sources and defaults: docs/method.md#cim.
 """
 from __future__ import annotations
 

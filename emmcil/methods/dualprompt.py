@@ -1,35 +1,6 @@
 """DualPrompt (Wang et al., ECCV'22) on a frozen ViLT; exemplar-free (``method=dualprompt``).
 
-- **G-prompt** (general, shared by all phases): one prompt per layer of ``dualprompt_g_layers`` (PILOT: 0, 1),
-  ``dualprompt_g_length`` tokens, trained in every phase.
-- **E-prompts** (expert, one per phase): one prompt per layer of ``dualprompt_e_layers`` (PILOT: 2, 3, 4),
-  ``dualprompt_e_length`` tokens, each with a learnable key.
-- **Prefix tuning** (PILOT ``use_prefix_tune_for_{g,e}_prompt``): a prompt holds a key part and a value part
-  (``(2, length, C)``, PILOT's ``(2, length, heads, head_dim)``), appended to that layer's attention keys and
-  values through the backbone's ``prefixes`` hook.
-- **Selection**: in training, phase t uses E-prompt t (PILOT ``use_prompt_mask``), and the pull constraint
-  (``dualprompt_pull`` x mean cosine of the query and key t) draws key t to the phase's queries; at test time the
-  E-prompt whose key is most cosine-similar to the query (top-1; batch-wise majority with
-  ``dualprompt_batchwise``, PILOT ``batchwise_prompt``). The query is the frozen backbone's text [CLS] state
-  without prompts (:mod:`~emmcil.methods.exemplar_free`). Test-time candidates (``dualprompt_test_keys``):
-  ``"pool"`` = every key of the pool, trained or not, as PILOT (``backbone/vit_dualprompt.py`` passes no
-  ``prompt_mask`` outside training, so ``backbone/prompt.py`` ``EPrompt`` ranks all ``pool_size`` keys);
-  ``"seen"`` = only the keys of the phases seen so far (our earlier choice: a key not trained yet is still its
-  uniform(-1, 1) initialisation and can only pick an E-prompt that never trained).
-- **Freezing**: in phase t only E-prompt t and key t train (:meth:`DualPrompt.set_trainable`); earlier ones are
-  frozen, so they receive no gradient. With ``dualprompt_shared_pool`` (PILOT ``shared_prompt_pool``) E-prompt t
-  starts as a copy of E-prompt t-1; keys are not copied (``shared_prompt_key`` false).
-- **Head** (``dualprompt_head``): ``"token"`` = the text [CLS] state after the final norm, straight into the
-  classifier (PILOT ``head_type: token``: ``VisionTransformer.forward_head`` reads ``x[:, 0]`` after ``norm``;
-  with prefix tuning ``total_prompt_len`` is 0); ``"pooler"`` = ViLT's usual pooled text [CLS] (the pretrained,
-  frozen dense + tanh pooler), as ViLT's own fine-tuning heads read it. Cross-entropy over the current phase's
-  classes (earlier classes' logits at -inf, PILOT's ``models/dualprompt.py``).
-
-Defaults: PILOT ``exps/dualprompt_inr.json`` (ImageNet-R): G length 5 at layers [0, 1], E length 5 at layers
-[2, 3, 4], top_k 1, uniform(-1, 1) init of prompts and keys, pull constraint 0.1, ``drop`` 0, frozen backbone.
-PILOT's pool ``size`` 10 is one E-prompt per task for its 10 ImageNet-R tasks; ours defaults to one per phase
-(``dualprompt_pool_size=0``), so 20 phases work too. The optimiser is PILOT's too (the ``dualprompt`` recipe of
-:mod:`emmcil.methods.recipes`: Adam lr 1e-3, no weight decay, constant, 10 epochs, batch 24).
+How it is built, with its sources and defaults: docs/method.md#dualprompt.
 """
 from __future__ import annotations
 

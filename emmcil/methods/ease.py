@@ -1,31 +1,6 @@
 """EASE, Expandable Subspace Ensemble (Zhou et al., CVPR'24) on a frozen ViLT; exemplar-free (``method=ease``).
 
-- **One adapter set per phase** (a subspace): an AdaptFormer bottleneck in every layer, ``up(dropout(relu(
-  down(x)))) * ease_scale``, run in parallel to the MLP on the un-normed residual stream ``x`` before ``norm2``
-  (the backbone's ``adapters`` hook; PILOT ``backbone/vit_ease.py`` ``Block.forward``), ``down`` with
-  nn.Linear's Kaiming-uniform init and ``up`` zero ("lora" init), so a new adapter starts as the identity. Phase t
-  trains adapter set t only (earlier ones frozen), with its own cosine **proxy head** over t's classes (PILOT's
-  ``proxy_fc``, a new one every task: cosine logits times a learnt scale), cross-entropy over t's classes only.
-  Every phase's adapters and proxy head are separate parameters, so the recipe's weight decay (applied to every
-  trainable parameter, as PILOT's SGD) never touches another phase's.
-- **Feature of subspace j**: the text [CLS] state after the final norm, ``hidden[:, 0]``, of a pass with adapter
-  set j (PILOT: the image [CLS] after the norm). At evaluation every subspace 0..t is computed (one backbone pass
-  per adapter set, batched ``ease_adapters_per_pass`` at a time by stacking the batch) and concatenated.
-- **Prototype classifier** (:meth:`EASE.after_training`, before evaluation): class c's row in subspace j is the
-  mean feature of its training samples (eval transform) with adapter set j; for the new classes, in every
-  subspace 0..t. Old classes have no data left, so their prototypes in a newer subspace d are **synthesised**
-  (PILOT ``solve_sim_reset``, redone every phase): with the classes that do have real prototypes in d (those of
-  phases >= d), old class i's prototype is ``sum_k softmax_k(cos(P_i^old, P_k^old)) P_k^d``, the similarity being
-  measured in the old class's own subspace.
-- **Inference** (PILOT ``forward_reweight``): logit_c = sum_j w_cj cos(f_j, P_cj) with w_cj = 1 in class c's own
-  subspace and ``ease_alpha`` / t elsewhere (t = the current phase, t >= 1).
-
-Defaults: PILOT ``exps/ease_inr.json`` (ImageNet-R): ``ffn_num`` 64, adapter scalar 0.1, adapter dropout 0.1,
-``alpha`` 0.1, ``beta`` 0 with ``use_init_ptm`` false (no un-adapted subspace), ``recalc_sim`` and
-``use_reweight`` true, no exemplars. The optimiser is PILOT's too (the ``ease`` recipe of
-:mod:`emmcil.methods.recipes`: SGD lr 0.05, momentum 0.9, weight decay 5e-3 on every trainable parameter, cosine
-to 0 stepped per epoch, 20 epochs, batch 16). ViLT's pooler and the usual classifier are unused and frozen; the
-cosine proxy head's scale starts at 1 in every phase, as PILOT's new ``proxy_fc`` of every task.
+How it is built, with its sources and defaults: docs/method.md#ease.
 """
 from __future__ import annotations
 

@@ -1,31 +1,6 @@
 """SSF + exemplar masking, the paper's method (``method=emm``; named config ``emm``).
 
-After phase t, for the new classes' training samples (eval transform, the phase's final model in eval mode):
-1. **masking** (:func:`~emmcil.memory.masking.masking_step`): A_{CLS->I} with tau_I gives the kept patches,
-   the attention of the discarded patches to the text with tau_T the kept words; [CLS]/[SEP] always kept. The
-   default (``mask_norm="ratio"``, tau_I = 0.74, tau_T = 0.5) keeps the top 26 % of each image's patches and the top
-   half of its words, calibrated to the 22-30 % of patches and 40-60 % of words of the paper's Fig. 4 (its tau
-   values and normalisation are not published); ``mask_norm="minmax"`` with tau = 0.5 (named config
-   ``emm_minmax``) thresholds the min-max normalised attention instead, which keeps a share that depends on how
-   peaked the attention is;
-2. **selection**: the masked sample's feature f(x~) is compared with the class mean mu_c by cosine similarity
-   (``exemplar_selection``: ``class_mean`` as the paper, or ``herding`` / ``random``), mu_c being the mean of the
-   un-masked features f(x) (``class_mean_from="full"``; docs/method.md, "what we chose where the paper is
-   silent": μ_c) or of the masked ones (``"masked"``);
-3. **storage**: masked exemplars (kept patches as uint8 pixels + grid cells, kept token ids + positions) enter the
-   class's list in rank order while its budget lasts; in the default unit (``memory_unit="tokens"``) each costs its
-   kept share of the sample's tokens (kept patches + kept text tokens, [CLS]/[SEP] included, over all of them): at
-   ViLT-B/32 sizes with MM-ImageNet-R-length captions about 0.35, so about 2 / 8 / 14 / 20 / 28 fit a class at
-   memory 1 / 3 / 5 / 7 / 10, the paper's memory plot (3 / 8 / 14 / 19 / 28) within one
-   (``benchmarks/bench_memory_unit.py``). In ``memory_unit="byte_share"`` a masked exemplar costs about its
-   kept-patch share (text is 0.07 % of the bytes), and 38 fit at 10.
-At replay (``masked_replay``), a masked image is fed as its kept patches only, through an explicit keep mask
-(``"patches"``, default: the stored tokens are what the model sees), or as the image with the discarded patches
-black, the whole grid fed as ViLT feeds any image (``"black"``: Fig. 4 draws masked regions black; black is -1
-after normalisation, never padding); the multimodal augmentation of :mod:`~emmcil.memory.augment` replaces
-exemplars as drawn (``aug_mode="in_place"``) or adds augmented copies beside them (``"beside"``). The masking pass
-ranks the masked samples by their features as they will be replayed. A Figure-4 PNG of a few new exemplars is
-written to the run directory after every phase (``mask_figure`` exemplars; 0 turns it off).
+How it is built, with its sources and defaults: docs/method.md#emm-exemplar-masking.
 """
 from __future__ import annotations
 

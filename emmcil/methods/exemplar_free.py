@@ -1,24 +1,6 @@
 """What the exemplar-free baselines on a frozen ViLT share (L2P, DualPrompt, EASE: PILOT's pre-trained-model CIL).
 
-- **Frozen backbone** (:data:`FROZEN_BACKBONE`, their named configs): ``tuning="frozen"`` with no SSF modules, so
-  only the method's own parameters (``method_net``: prompts, keys, adapters) and its head train; ``drop_rate=0``
-  as PILOT's configs (``"drop": 0.0``). ViLT's pooler is pretrained (ITM) and stays frozen here
-  (:meth:`ExemplarFreeMethod.set_trainable`): PILOT freezes every backbone part but the prompts/adapters and the
-  head, and a drifting pooler would move old classes' features, which no exemplar can correct.
-- **The query** of prompt selection (:meth:`ExemplarFreeMethod.query`): the text [CLS] hidden state after the final
-  norm, ``hidden[:, 0]``, from a pass of the frozen backbone without prompts, in eval mode and without gradient.
-  It is the ViLT counterpart of L2P/DualPrompt's ``cls_features = original_backbone(x)["pre_logits"]`` (the
-  image [CLS] after the norm); it precedes the pooler, which is the only place a tuned layer could make keys and
-  queries drift apart.
-- **Training mask**: the logits of classes of earlier phases are set to -inf in training (PILOT's learners:
-  ``logits[:, :self._known_classes] = float('-inf')``), since no exemplar of them is replayed
-  (:meth:`ExemplarFreeMethod.logits`, which EASE replaces by its own heads).
-- **Loss**: cross-entropy, minus the pull constraint (:func:`pull_constraint`, set as ``output.pull`` by
-  ``encode``) times the config key ``pull_key`` names, for the methods that choose prompts by keys (L2P,
-  DualPrompt: :meth:`ExemplarFreeMethod.training_loss`).
-- **Current phase**: read off the classifier's size (:meth:`~emmcil.methods.base.Method.current_phase`: the driver
-  grows it at the start of every phase, and a resumed run grows it to the checkpoint's size before
-  :meth:`set_trainable`), so it needs no state of its own.
+How it is built, with its sources and defaults: docs/method.md#the-exemplar-free-base-l2p-dualprompt-ease.
 """
 from __future__ import annotations
 

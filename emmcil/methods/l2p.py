@@ -1,30 +1,6 @@
 """L2P, Learning to Prompt (Wang et al., CVPR'22) on a frozen ViLT; exemplar-free (``method=l2p``).
 
-A pool of ``l2p_pool_size`` prompts (each ``l2p_length`` tokens) with one learnable key each. For a batch:
-1. **query**: the text [CLS] state of the frozen backbone without prompts (no gradient; see
-   :mod:`~emmcil.methods.exemplar_free`), the multimodal counterpart of L2P's image [CLS] ``pre_logits``;
-2. **selection**: the ``l2p_top_k`` keys most cosine-similar to the query; with ``l2p_batchwise`` (the original's
-   ``batchwise_prompt``, in training and at test time alike) the whole batch uses the keys chosen most often over
-   it;
-3. **prompted pass**: the chosen prompts (top_k x length tokens) enter the sequence as extra input tokens. PILOT
-   (``backbone/vit_l2p.py``) prepends them to the patch tokens and extends the position table to them, each prompt
-   slot getting the [CLS]'s position embedding (``resize_pos_embed``: "expand cls's pos embedding for prompt
-   tokens"; the table is frozen). ``l2p_prompt_position="image_cls"`` does the same here: every prompt token gets
-   the image [CLS]'s position embedding and the image token type, i.e. sits where the image [CLS] sits. Our hook
-   appends the tokens after the image tokens; with explicit position embeddings attention does not see the order.
-   ``"none"`` (our earlier choice) adds nothing to the prompts;
-4. **head** (``l2p_head``): ``"prompt"`` (PILOT ``head_type: prompt``, ``VisionTransformer.forward_head``) = the
-   mean of the prompt tokens' outputs after the final norm, straight into the classifier; ``"pooler"`` = ViLT's
-   usual pooled text [CLS] (the pretrained, frozen dense + tanh pooler), as ViLT's own fine-tuning heads read it;
-5. **loss**: cross-entropy over the current phase's classes (earlier classes' logits at -inf, PILOT's
-   ``models/l2p.py``) minus ``l2p_pull`` x the pull constraint (mean over the batch of the summed cosine between
-   the query and the chosen keys), which draws the chosen keys towards the queries.
-The pool is shared by all phases (no freezing); the classifier grows by phase.
-
-Defaults: PILOT ``exps/l2p_inr.json`` (ImageNet-R): size 10, length 5, top_k 5, ``prompt_init``/``prompt_key_init``
-uniform(-1, 1), ``batchwise_prompt`` true, ``head_type`` prompt, ``pull_constraint_coeff`` 0.1, ``drop`` 0, frozen
-backbone. The paper says nothing else about its L2P. The optimiser is PILOT's too (the ``l2p`` recipe of
-:mod:`emmcil.methods.recipes`: Adam lr 1.875e-3, no weight decay, constant, 10 epochs, batch 32).
+How it is built, with its sources and defaults: docs/method.md#l2p.
 """
 from __future__ import annotations
 

@@ -1,28 +1,7 @@
 """SSF + MRDC (Memory Replay with Data Compression, Wang et al., ICLR'22; code ``lywang3081/MRDC``): full exemplars
 stored as JPEG, so that more fit in the same memory.
 
-What MRDC's released code does, and what we follow:
-- **compression** (``1_Data_Compression/skimage_save_jpeg.py``, ``imagenet_jpeg.sh``): every training image is read
-  and saved again as a JPEG of quality q. We compress the picture the model sees (the pixelbert size), in the form
-  the writers' ``--resize`` stores it (:func:`model_picture`: a 4:4:4 JPEG of quality 95 at that size, or the file
-  itself when it already has it), so that a set written with or without ``--resize`` gives the very same JPEG and
-  the same exemplars (:class:`~emmcil.memory.exemplar.JpegExemplar`); at replay it is decoded like any dataset item.
-- **cost**: MRDC measures the compression rate as the compressed folder's size over the original's (step 3 of
-  ``imagenet_jpeg.sh``) and stores that many more samples per class (``run.sh``: ``--nb_protos 37`` instead of 20 at
-  q = 50). Each exemplar's rate is its JPEG's bytes over its image's *original* file's bytes, as found before any
-  ``--resize`` (the writers record them: ``ArrowDataset.original_nbytes``), at most 1; the sample costs that rate in
-  ``memory_unit=tokens`` and in ``byte_share`` (the text's bytes added on both sides). For a photo larger than the
-  model's input the rate includes the resize: MRDC's exemplar holds what the model reads.
-- **quality** (``jpeg_quality``): MRDC chooses q per dataset with its determinantal-point-process criterion
-  (``class_incremental_cosine_imagenet_Rq.py``, paper Sec. 4.2); the released ImageNet-sub and ImageNet-full runs
-  use q = 50 (``2_LUCIR_+DC/run.sh``, ``run_all.sh``). We use 50 for every dataset: MM-ImageNet-R's images are
-  ImageNet-R's, and we have no DPP run of our own; set ``jpeg_quality`` to change it.
-- **ranking**: herding on the features of the *compressed* samples. MRDC builds its herding candidates from the
-  compressed training folder (``class_incremental_cosine_imagenet.py``: ``prototypes`` from
-  ``X_train_total_compression``, features by ``compute_features`` on them, then the herding loop), so the order is
-  that of what will actually be replayed. Our herding is the replay baseline's (PyCIL's), where MRDC's code uses
-  LUCIR's iCaRL iteration; the difference is the same for every method here.
-A sample whose image is missing (CMML) is stored as the JPEG of the white image the model sees in its place.
+How it is built, with its sources and defaults: docs/method.md#mrdc.
 """
 from __future__ import annotations
 

@@ -1,56 +1,7 @@
 """RebQ, "Reconstruct before Query" (Zhao et al., arXiv 2403.11373), on our ViLT (``method=rebq``; named config
 ``rebq``). Exemplar-free; made for continual missing-modality learning (``missing_type``, see config.py).
 
-The backbone is frozen (no SSF, no dropout, as the released code's Hugging Face ViLT). Three CODA-Prompt component
-pools, **memory**, **image** and **text**, each hold, for each of the first ``rebq_layers`` layers, components P
-(``rebq_prompt_length`` x C), keys K (C) and attention vectors A (C); ``rebq_pool_size`` components in all,
-``pool_size // num_phases`` per task. In phase t the components of tasks 0..t are used, and only task t's train.
-A pool's prompt for a query q is ``sum_k cos(q * A_k, K_k) P_k`` (CODA-P's key-query weighting). Per batch:
-
-1. **query pass**: the frozen ViLT without prompts (no gradient) gives each sample's text query (final-normed text
-   [CLS], token 0) and image query (final-normed image [CLS], token T);
-2. **memory prompts**: the memory pool's prompt of every present modality's query, summed (complete: text + image;
-   text missing: image only; image missing: text only), enter as ``rebq_prompt_length`` input tokens, replaced at
-   each of the first ``rebq_layers`` layers (ViLT's ``deep_tokens`` hook);
-3. **reconstruction pass**: ViLT with the memory prompts; at token 0 of a text-missing sample is its *reconstructed*
-   text query, at token T of an image-missing sample its reconstructed image query (with gradient: the memory pool
-   also learns from the classification loss through them). In training every complete sample also gets two
-   copies, one without its text ([CLS] [SEP]) and one with a white image; the **reconstruction loss** is the MSE
-   between a copy's reconstructed token and the complete original's token of the same pass (detached), averaged
-   over the copies (:func:`reconstruction_loss`; 0 when the batch has no complete sample);
-4. **modality prompts**: the text pool's prompt of the text query and the image pool's of the image query (the
-   reconstructed ones for the missing modality) are split in half, keys and values, and prepended to the attention
-   of the first ``rebq_layers`` layers (prefix tuning, ViLT's ``prefixes`` hook);
-5. **final pass** on the original batch with those prefixes; the classifier reads the final-normed text [CLS]
-   (``rebq_pooler=False``, the released ``POOLER: False``; True puts our trainable pooler in between).
-
-Loss: cross-entropy with the logits of earlier phases' classes set to -100 (the released ``FREEZE_LOGITS``: only
-the current task's classes are supervised, as L2P's train mask) + ``rebq_alpha`` x reconstruction loss.
-Evaluation is class-incremental (argmax over every seen class). Trainable: the current task's pool components and
-the classifier; the pooler only with ``rebq_pooler=True`` (the released code unfreezes ``pooler`` by name, but with
-``POOLER: False`` no pooler is in its forward pass, so nothing there trains).
-
-**rebq_reinit** (the released ``REINIT``, default False). The released ``PromptPool`` Gram-Schmidt-initialises only
-task 0's components at construction and leaves every other component exactly zero; with zero keys and attention
-vectors a component's weight is 0 and its gradient exactly 0 (the normalisation of a zero vector is zero, and the
-prompt gets the weight as gradient), so new tasks' components never move from zero: after task 0 the prompts stay
-as task 0 left them, and only the classifier learns (checked on a CPU re-implementation of the released code;
-``tests/test_rebq.py`` checks it here). ``rebq_reinit=True`` initialises task t's components at
-the start of phase t (random, orthonormal, orthogonal to the earlier tasks' ones), as CODA-Prompt and PILOT always
-do, so that every task's components learn. Note that the released ``REINIT: True`` would not do that either, as
-far as we can read the code: ``process_task_count`` re-initialises only ``if self.training``, and the trainer calls
-it after the previous task's validation has put the model in eval mode. Which behaviour produced the paper's
-numbers is unknown; False reproduces the released code, True is the method as described.
-
-Differences from the released code, none of which changes what a layer computes: the memory tokens sit at the end
-of the sequence instead of after the text [CLS], and the prefixes after all keys instead of after the [CLS] keys
-(attention does not depend on the order of its keys, and the prompts carry no position embedding); each task's
-components are their own parameters (frozen ones get no gradient and no weight decay; the released code detaches
-rows of one tensor, and AdamW still decays them by lr x wd a step); the reconstruction pass runs only on the samples
-that need it (missing modality, or complete in training) and the copies only in training; text keeps ViLT's 40
-positions (the released code interpolates them to 512, frozen). The released optimiser and schedule (AdamW lr 1e-4,
-weight decay 0.01 on every trainable parameter, 10 % warmup then cosine, 10 epochs, batch 4) are the ``rebq``
-recipe of :mod:`emmcil.methods.recipes`; the released fp16 autocast is ``precision=16-mixed``.
+How it is built, with its sources and defaults: docs/method.md#rebq.
 """
 from __future__ import annotations
 
@@ -203,7 +154,7 @@ def _rows(batch: dict, index: torch.Tensor) -> dict:
 
 @register
 class RebQ(Method):
-    """RebQ's three prompt pools on the frozen ViLT; see the module docstring."""
+    """RebQ's three prompt pools on the frozen ViLT (docs/method.md#rebq)."""
 
     name = "rebq"
     config = {

@@ -1,63 +1,7 @@
-"""Every method's training recipe, as data: optimiser, learning-rate schedule, epochs and batch size per phase.
-
-A baseline is only a fair row of a table if it trains as its authors trained it, so each method carries the recipe of
-its reference code (Mammoth's "best configs" idea), cited below; the paper's own method and the baselines built on
-SSF training (``finetune``, ``joint``, ``replay``, ``mrdc``, ``cim``, ``emm``) share the project's recipe.
-
-=============  =========  ========  ======  ==================  ========================  ======  =====
-recipe         optimiser  lr        wd      wd on               schedule                  epochs  batch
-=============  =========  ========  ======  ==================  ========================  ======  =====
-project (SSF)  AdamW      1e-2      2e-2    not 1-D parameters  10 % warmup, linear -> 0  20      256
-l2p            Adam       1.875e-3  0       all                 constant                  10      32
-dualprompt     Adam       1e-3      0       all                 constant                  10      24
-ease           SGD m 0.9  0.05      5e-3    all                 cosine -> 0, per epoch    20      16
-rebq           AdamW      1e-4      1e-2    all                 10 % warmup, cosine -> 0  10      4
-=============  =========  ========  ======  ==================  ========================  ======  =====
-
-(``python -m emmcil.methods.recipes`` prints the resolved table for every method and dataset.)
-
-Sources:
-
-- **project** (SSF and the exemplar methods on it; docs/method.md, "How each method trains"): the first author's
-  ``YiLunLee/missing_aware_prompts``, ``vilt/config.py`` ``task_finetune_food101`` (AdamW, lr 1e-2, weight decay
-  2e-2, 20 epochs, batch 256, warmup 0.1, ``decay_power`` 1, ``end_lr`` 0) and ``vilt/modules/vilt_utils.py``
-  ``set_schedule`` (betas (0.9, 0.98), eps 1e-8, no decay on biases and norm weights,
-  ``get_polynomial_decay_schedule_with_warmup`` stepped every step, which at power 1 and end 0 is
-  ``get_linear_schedule_with_warmup``). Our SSF scales and shifts are 1-D and, like biases and norms, get no decay
-  (``weight_decay_1d=False``). MRDC and CIM were published with their own ResNet recipes; the paper's rows are
-  "SSF + MRDC" and "SSF + CIM", i.e. SSF training with their memories, so they train with this recipe.
-- **l2p**: LAMDA-PILOT ``exps/l2p_inr.json`` (``optimizer`` adam, ``init_lr`` 0.001875, ``weight_decay`` 0,
-  ``scheduler`` constant, ``tuned_epoch`` 10, ``batch_size`` 32) and ``models/l2p.py`` (``get_optimizer``: torch
-  Adam over every trainable parameter, default betas and eps; ``get_scheduler``: constant means no scheduler;
-  ``reinit_optimizer``: a new optimiser every task, as every phase's Trainer builds one here).
-- **dualprompt**: LAMDA-PILOT ``exps/dualprompt_inr.json`` (adam, 0.001, weight decay 0, constant, 10 epochs, batch
-  24) and ``models/dualprompt.py`` (same ``get_optimizer`` / ``get_scheduler`` as L2P).
-- **ease**: LAMDA-PILOT ``exps/ease_inr.json`` (sgd, ``init_lr`` = ``later_lr`` 0.05, ``weight_decay`` 0.005,
-  ``min_lr`` 0, cosine, ``init_epochs`` = ``later_epochs`` 20, batch 16) and ``models/ease.py`` (``get_optimizer``:
-  SGD with momentum 0.9 and that weight decay on every trainable parameter; ``get_scheduler``: ``CosineAnnealingLR``
-  with ``T_max`` = epochs and ``eta_min`` = ``min_lr``, stepped once per epoch in ``_init_train``, which is
-  ``get_cosine_schedule_with_warmup`` without warmup over the epochs).
-- **rebq**: ``Tree-Shu-Zhao/RebQ.pytorch`` ``configs/train/default.yaml`` (AdamW, lr 1e-4, betas (0.9, 0.98), eps
-  1e-8, ``warmup_cosine`` with ``NUM_WARMUP_STEPS`` 0.1 stepped every step, 10 epochs, batch 4),
-  ``src/optim/optimizer.py`` (no ``weight_decay`` passed: torch AdamW's default 0.01, on every trainable
-  parameter), ``src/optim/lr_scheduler.py`` (transformers ``get_cosine_schedule_with_warmup``) and
-  ``src/engine/trainer.py`` (``reset_optimizer`` per task, ``num_training_steps`` = the task's steps).
-
-Where a reference has no setting for a dataset, we took (and say why):
-
-- PILOT has CIFAR-100 (``exps/*.json``) and ImageNet-R (``exps/*_inr.json``) settings, no Food-101: L2P, DualPrompt
-  and EASE use the ImageNet-R recipe on **every** dataset. MM-ImageNet-R is ImageNet-R; Food-101, like ImageNet-R
-  and unlike CIFAR, is far from what the backbone was pretrained on, and one recipe per method keeps the two tables
-  comparable.
-- RebQ's ``configs/train/default.yaml`` is shared by both of its datasets (UPMC Food-101 and MM-IMDb), so it is used
-  unchanged on MM-ImageNet-R.
-- ``missing_aware_prompts`` uses the same optimiser values for Food-101, MM-IMDb and Hateful Memes; we use them on
-  MM-ImageNet-R too.
-- **demo** (the embedded 10-class set, 30 training images a class): every reference recipe unchanged, but the
-  project's batch of 256 becomes 32, or a phase of the demo (60-150 images) would be a single optimiser step a
-  epoch.
-
-Any value can still be overridden on the command line (``lr=...``, ``lr_schedule=cosine``, ``max_epoch=...``).
+"""Every method's training recipe, as data: optimiser, learning-rate schedule, epochs and batch size per phase;
+each row names the reference files its values come from (``source``). The table, the values as each reference
+file sets them, and what we chose where a reference has no setting: docs/method.md#how-each-method-trains
+(``python -m emmcil.methods.recipes`` prints the resolved table for every method and dataset).
 """
 from __future__ import annotations
 
@@ -90,7 +34,7 @@ class Recipe:
     warmup: float = 0.0         # linear warmup from 0: a fraction of the schedule's length (< 1) or a count
     schedule_interval: str = "step"  # the schedule advances every optimiser step, or every epoch
     per_dataset: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # dataset -> changed fields
-    source: str = ""            # where the values come from (see the module docstring)
+    source: str = ""            # where the values come from (docs/method.md#how-each-method-trains)
 
     def values(self, dataset: str) -> dict[str, Any]:
         """The config values on ``dataset`` (JSON-able: betas as a list)."""

@@ -1,28 +1,6 @@
 """Conventional replay (iCaRL-style memory, CE training), the paper's "SSF" row: full exemplars ranked by herding.
 
-After phase t, for each new class c: the pooled features f(x) of c's training samples (current model, eval mode,
-no augmentation) are ranked by herding, and exemplars enter the class's list in that order while its budget holds.
-In every per-exemplar unit (``memory_unit="tokens"``, the default, or ``"byte_share"``) a full exemplar costs exactly
-1.0, so every class keeps the first ``memory_per_class`` = m of its herding order (all of it if it has fewer),
-whatever the sizes of its images, as the paper's memory plot counts "samples per class". The next phases train on
-their new data plus every stored exemplar.
-
-The memory loop (:meth:`Replay.after_phase`) is shared by every method that stores exemplars:
-
-    budget = make_room(ctx)                       # this phase's class budget; fixed total memory: trim old classes
-    out = candidates(ctx, data)                   # one pass over the new classes' training samples
-    for each new class c:
-        order = rank(ctx, out, members of c)      # e.g. herding on out["features"]
-        memory.fill(c, make_exemplars(ctx, data, out, ranked positions), budget)   # lazily, in rank order
-    after_fill(ctx, data, out)                    # e.g. emm's Figure-4 PNG
-    save the memory browser's files               # memory/phase_<t>/ (memory_browser=True; emmcil.memory.snapshot)
-
-Subclasses override ``candidates`` (what the pass computes), ``rank`` (the order), ``make_exemplars`` (what is
-stored: masked, JPEG or CIM exemplars), ``replay_dataset`` (what is replayed, e.g. with augmentation), and for the
-memory browser ``similarity`` (to the class mean the ranking aims at), ``view_maps`` (attention map, kept words) and
-``view_notes`` (what they mean). A method that stores a compressed copy of each sample (``mrdc``, ``cim``) subclasses
-:class:`CompressedReplay` and says only how a sample is compressed (an :class:`ExemplarView`): it herds on the
-features of the compressed samples.
+How it is built, with its sources and defaults: docs/method.md#replay-and-the-memory-loop.
 """
 from __future__ import annotations
 

@@ -109,7 +109,8 @@ def has_ssf(model: nn.Module) -> bool:
 TUNING_MODES = ("ssf", "frozen", "full")
 
 
-def is_tunable(name: str, tuning: str = "ssf", trainable_prefixes: tuple[str, ...] = ("pooler.", "classifier.")) -> bool:
+def is_tunable(name: str, tuning: str = "ssf",
+               trainable_prefixes: tuple[str, ...] = ("pooler.", "classifier.")) -> bool:
     """Whether parameter ``name`` may train under ``tuning`` (see :func:`apply_freeze_policy`)."""
     if tuning == "full":
         return True
