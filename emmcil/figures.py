@@ -3,6 +3,8 @@ print resolution and, beside it, as a vector PDF with TrueType fonts, which LaTe
 refuse Type 3 fonts, matplotlib's default in PDF)."""
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 
 PRINT_DPI = 300  # journals ask for 300 dpi for halftones and line art in colour
@@ -20,7 +22,20 @@ def save_figure(fig, path: str | Path, dpi: int = PRINT_DPI, vector: bool = True
     fig.savefig(path, dpi=dpi, **savefig_kwargs)
     if vector:
         pdf = path.with_suffix(".pdf")
-        with rc_context({"pdf.fonttype": 42}):  # TrueType (Type 42), not Type 3
+        with rc_context({"pdf.fonttype": 42}), quiet_font_subsetting():  # TrueType (Type 42), not Type 3
             fig.savefig(pdf, format="pdf", dpi=dpi, metadata={"CreationDate": None}, **savefig_kwargs)
         written.append(pdf)
     return written
+
+
+@contextlib.contextmanager
+def quiet_font_subsetting():
+    """fontTools logs every glyph table it subsets into a PDF at INFO (about 400 lines a figure), which a run's INFO
+    log (sacred's) would show; warnings stay."""
+    logger = logging.getLogger("fontTools")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 import pyarrow as pa
 from PIL import Image
 
-from .arrow import read_metadata
-from .transforms import MinMaxResize, pixelbert_resize
+from .arrow import ArrowFormatError, read_metadata
+from .transforms import MinMaxResize, PixelbertPixels, pixelbert_resize
 
 METADATA_KEY = "emmcil.stored_resize"
 DEFAULT_QUALITY = 95
@@ -53,9 +53,12 @@ class StoredResize:
         """The bytes to store for ``image`` (8-bit RGB, as ``decode_image`` gave it from the file's ``data``):
         ``data`` itself when the picture already has the transform's size, else the resized picture as a JPEG (or a
         PPM with ``format="ppm"``)."""
-        resized = self.resize(image)
-        if resized is image:
+        if self.resize.output_size(*image.size) == image.size:
             return data
+        # the loaders' own resize (PixelbertPixels: torch's uint8 bicubic), so a PPM is bitwise the model input of
+        # the original decoded in full, and a JPEG differs from it by the re-encoding alone
+        pixels = PixelbertPixels(self.size, self.size_divisor)(image)
+        resized = Image.fromarray(pixels.permute(1, 2, 0).numpy(), "RGB")
         buf = io.BytesIO()
         if self.format == "ppm":
             resized.save(buf, format="PPM")
@@ -66,7 +69,7 @@ class StoredResize:
     def metadata(self) -> dict[str, str]:
         """The arrow schema metadata that records this choice."""
         record = {k: v for k, v in asdict(self).items() if k != "format"}
-        return {METADATA_KEY: json.dumps({**record, "longer": self.resize.longer, "resample": "bicubic (Pillow)",
+        return {METADATA_KEY: json.dumps({**record, "longer": self.resize.longer, "resample": "bicubic, antialiased (torch uint8, as the loaders)",
                                           "format": FORMATS[self.format], "kept_as_is": "images already of that size"})}
 
 
@@ -76,13 +79,18 @@ def stored_resize(path: str | os.PathLike) -> dict | None:
     return None if record is None else json.loads(record)
 
 
+class StoredSizeError(ArrowFormatError):
+    """An arrow file holds images stored resized for another transform than the run's (a refusal: the message
+    alone, exit status 1)."""
+
+
 def check_stored_resize(paths, image_size: int, patch_size: int) -> None:
-    """Raise ValueError when an arrow file of ``paths`` holds images stored resized for another transform than
+    """Raise :class:`StoredSizeError` when an arrow file of ``paths`` holds images stored resized for another transform than
     ``pixelbert_transform(image_size, patch_size)``: the run would resize the stored copy, not the original."""
     for path in paths:
         record = stored_resize(path)
         if record is not None and (record["size"], record["size_divisor"]) != (image_size, patch_size):
-            raise ValueError(
+            raise StoredSizeError(
                 f"{path} holds images stored resized for image_size={record['size']}, "
                 f"patch_size={record['size_divisor']} (written with --resize {record['size']}), but this run uses "
                 f"image_size={image_size}, patch_size={patch_size}; write the set again without --resize, or with "
