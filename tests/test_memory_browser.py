@@ -232,6 +232,15 @@ def test_a_run_whose_first_phase_saved_nothing_shows_the_rest(runs, tmp_path, ca
     assert missing and len(cards(page, 0)) + missing == stored
     assert page.count("saved before the browser, not shown") == len(manifest["classes"]) - len(
         manifest["new_classes"])
+    # the totals of a class and of the phase are results.json's, not the short sums of the exemplars shown
+    memory = json.loads((run / "results.json").read_text())["memory"][1]
+    order = json.loads((run / "class_order.json").read_text())["class_order"]
+    old = next(c for c in manifest["classes"] if int(c) not in manifest["new_classes"])
+    section = page[page.index(f'id="class-{order[int(old)]}"'):]
+    assert f"cost {browser.format_cost(memory['cost_per_class'][old], memory['unit'])}" in section[:3000]
+    assert f"<td class=n>{browser.format_cost(memory['cost'], memory['unit'])}</td>" in page
+    index = (tmp_path / "out" / "index.html").read_text()
+    assert '<td class="n bad">' in index  # the phase whose exemplars are not all shown is marked
     assert not (tmp_path / "out" / "phase_0.html").exists()
 
 

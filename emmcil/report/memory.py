@@ -64,7 +64,9 @@ def format_cost(cost: float | None, unit: str) -> str:
     return f"{cost:.3g} {unit}"
 
 
-def format_bytes(n: float) -> str:
+def format_bytes(n: float | None) -> str:
+    if n is None:
+        return "-"
     for scale, name in ((2**30, "GB"), (2**20, "MB"), (2**10, "KB")):
         if n >= scale:
             return f"{n / scale:.1f} {name}"
@@ -116,6 +118,17 @@ class MemoryRun:
                 for c, rows in classes.items()}
 
     label: str = ""                              # how the pages name it (set by write_browser)
+
+    def reported(self, phase: int, orig: int | None = None) -> dict:
+        """What results.json says of the memory after ``phase`` (of dataset class ``orig``, or all of it): cost in
+        the run's unit, bytes and (for all of it) the kept shares; the totals of exemplars no saved phase holds."""
+        memory = self.results["memory"][phase] or {}
+        if orig is None:
+            return {"cost": memory.get("cost"), "nbytes": memory.get("bytes"),
+                    "patch_share": memory.get("kept_patch_share"), "word_share": memory.get("kept_word_share")}
+        label = str(self.class_order.index(orig))
+        return {"cost": (memory.get("cost_per_class") or {}).get(label),
+                "nbytes": (memory.get("bytes_per_class") or {}).get(label), "patch_share": None, "word_share": None}
 
     def class_name(self, orig: int) -> str:
         """``name (dataset class 7)``, or ``dataset class 7`` for a dataset without names."""
@@ -288,13 +301,18 @@ def card_html(rec: dict, k: int, run: MemoryRun, saved_phase: int, files: Files)
             f'<p class="meta">{meta}</p><p class="id">{html.escape(rec["image_id"])}</p></article>')
 
 
-def totals(entries: Sequence[tuple[dict, int] | None]) -> dict:
+def totals(entries: Sequence[tuple[dict, int] | None], reported: dict) -> dict:
     """Exemplars, cost (in the run's unit), bytes and mean kept shares of a list of exemplars; ``unrecorded``
-    counts those no saved phase holds (their numbers are left out)."""
+    counts those no saved phase holds (a run resumed after ``memory_browser=False``). Then the sums of the saved
+    ones would be short, so the numbers are results.json's (``reported``: :meth:`MemoryRun.reported`; None, shown as
+    "?", where it has none)."""
     recs = [e[0] for e in entries if e is not None]
-    return {"exemplars": len(entries), "unrecorded": len(entries) - len(recs),
-            "cost": sum(r["cost"] for r in recs), "nbytes": sum(r["nbytes"] for r in recs),
-            "patch_share": mean([r["patch_share"] for r in recs]), "word_share": mean([r["word_share"] for r in recs])}
+    out = {"exemplars": len(entries), "unrecorded": len(entries) - len(recs),
+           "cost": sum(r["cost"] for r in recs), "nbytes": sum(r["nbytes"] for r in recs),
+           "patch_share": mean([r["patch_share"] for r in recs]), "word_share": mean([r["word_share"] for r in recs])}
+    if out["unrecorded"]:
+        out.update({k: reported.get(k) for k in ("cost", "nbytes", "patch_share", "word_share")})
+    return out
 
 
 def totals_text(t: dict, unit: str, budget: float | None = None) -> str:
@@ -303,7 +321,8 @@ def totals_text(t: dict, unit: str, budget: float | None = None) -> str:
             f"{budget_text} · patches {percent(t['patch_share'])} · words {percent(t['word_share'])} · "
             f"{format_bytes(t['nbytes'])}")
     if t["unrecorded"]:
-        text += f' · <span class="note">{t["unrecorded"]} saved before the browser, not shown</span>'
+        text += (f' · <span class="note">{t["unrecorded"]} saved before the browser, not shown (totals from '
+                 f'results.json; "-" where it has none)</span>')
     return text
 
 
@@ -359,7 +378,7 @@ def phase_pages(runs: Sequence[MemoryRun], phase: int, phases: Sequence[int], fi
             rows.append(f"<tr><td>{run_tag(run)}</td><td>{html.escape(run.name)}</td>"
                         f"<td colspan=6>no phase {phase} saved</td></tr>")
             continue
-        t = totals([e for v in held[k].values() for e in v])
+        t = totals([e for v in held[k].values() for e in v], run.reported(phase))
         shown[k] = t["exemplars"]
         unit = run.manifests[phase]["unit"]
         rows.append(f"<tr><td>{run_tag(run)}</td><td>{html.escape(run.name)}</td>"
@@ -396,7 +415,7 @@ def class_section(runs: Sequence[MemoryRun], held: dict, c: int, phase: int, col
         manifest = run.manifests[phase]
         cards = "".join(card_html(e[0], k, run, e[1], files) for e in entries if e is not None)
         cols.append(f'<div class="run"><p class="sum">{run_tag(run)}: '
-                    f'{totals_text(totals(entries), manifest["unit"], manifest["class_budget"])}</p>'
+                    f'{totals_text(totals(entries, run.reported(phase, c)), manifest["unit"], manifest["class_budget"])}</p>'
                     f'<div class="cards">{cards}</div></div>')
     learned = sorted({e[1] for k in held for e in held[k].get(c, []) if e is not None})
     when = f" <small>stored in phase {', '.join(map(str, learned))}</small>" if learned else ""
@@ -424,9 +443,11 @@ def index_page(runs: Sequence[MemoryRun], phases: Sequence[int], shown: dict[int
             if t not in run.manifests:
                 continue
             held = run.memory_after(t)
-            tt = totals([e for v in held.values() for e in v])
+            tt = totals([e for v in held.values() for e in v], run.reported(t))
             reported = (run.results["memory"][t] or {}).get("exemplars")
-            flag = "" if reported == tt["exemplars"] == shown.get(t, {}).get(k) else ' class="n bad"'
+            # red: the pages do not show every exemplar results.json counts
+            flag = "" if reported == tt["exemplars"] == shown.get(t, {}).get(k) and not tt["unrecorded"] \
+                else ' class="n bad"'
             rows.append(f'<tr><td><a href="phase_{t}.html">phase {t}</a></td><td class=n>{len(held)}</td>'
                         f'<td class=n>{tt["exemplars"]}</td><td{flag or " class=n"}>{reported}</td>'
                         f'<td class=n>{format_cost(tt["cost"], run.manifests[t]["unit"])}</td>'
