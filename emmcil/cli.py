@@ -45,9 +45,14 @@ def _experiment(command: str | None):
 
 def _sacred_usage_names(ex, prog: str) -> None:
     """sacred names the program in its ``--help`` and errors as ``sys.argv[0]`` relative to the experiment's folder
-    (``../../bin/emmcil``); this names it ``emmcil train`` instead."""
+    (``../../bin/emmcil``), quoted if it holds a space; this names it ``emmcil train`` instead."""
     usage = type(ex).get_usage
-    ex.get_usage = lambda program_name=None: usage(ex, os.path.join(ex.base_dir, program_name or prog))
+
+    def named(program_name=None):
+        short, long, internal = usage(ex, os.path.join(ex.base_dir, "PROGRAM"))
+        return short.replace("PROGRAM", prog), long.replace("PROGRAM", prog), internal
+
+    ex.get_usage = named
 
 
 COMMANDS: dict[str, Command] = {
@@ -74,7 +79,8 @@ print_config = _experiment("print_config")
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"usage: {PROG} SUB-COMMAND [ARGS...]    ({PROG} SUB-COMMAND --help: its options)", "",
-             (__doc__ or "").split("\n\n")[0].replace("\n", " "), "", "sub-commands:"]
+             "Exemplar Masking for Multimodal Incremental Learning (arXiv 2412.09549): experiments, reports, data.",
+             "", "sub-commands:"]
     lines += [f"  {name:<{width}}  {c.summary}" for name, c in COMMANDS.items()]
     lines += ["", "options:", f"  {'-h, --help':<{width}}  this message", f"  {'--version':<{width}}  the version"]
     return "\n".join(lines)

@@ -180,7 +180,7 @@ def write_folder(root, captions, out, name: str, *, classes: str | None = None, 
                         else ("train",), allow_incomplete_classes=allow_incomplete_classes)
 
 
-def main(argv=None, prog=prog):
+def main(argv=None, prog="python -m emmcil.data.write_folder"):
     p = base_parser(__doc__.splitlines()[0], prog=prog)
     p.add_argument("--root", required=True, help="folder with one sub-folder per class (or train/val/test)")
     p.add_argument("--captions", required=True, help="JSONL or CSV of captions keyed by relative image path")
