@@ -3,6 +3,7 @@ environment (no clone on the path), and the command imports each sub-command onl
 import importlib
 import json
 import os
+import re
 import shutil
 import site
 import subprocess
@@ -55,6 +56,18 @@ def test_train_and_print_config_are_sacred_commands_under_the_command_name(sacre
     assert cli.main(["print_config", "with", "demo", "emm", "exp_name=2024_01"]) == 0  # text keys stay text
     out = capsys.readouterr().out
     assert "method = 'emm'" in out and "exp_name = '2024_01'" in out
+
+
+def test_the_docs_table_lists_every_sub_command():
+    """docs/experiments.md's table of the command: exactly :data:`emmcil.cli.COMMANDS` (a new one needs its row)."""
+    lines = (ROOT / "docs" / "experiments.md").read_text().splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("| sub-command |")))
+    listed = set()
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        listed.update(re.findall(r"`emmcil ([\w-]+)", line.split("|")[1]))
+    assert listed == set(cli.COMMANDS)
 
 
 def test_unknown_sub_command_names_the_closest(capsys):
