@@ -58,6 +58,23 @@ def test_train_and_print_config_are_sacred_commands_under_the_command_name(sacre
     assert "method = 'emm'" in out and "exp_name = '2024_01'" in out
 
 
+def test_train_exits_as_run_py_does(monkeypatch, sacred_usage):
+    """``emmcil train`` is :func:`emmcil.train.cli`: a stopped run's status (75) comes out of the command as it comes
+    out of ``python run.py`` (the stop itself: tests/test_driver_run.py), with the program named ``emmcil train``."""
+    import emmcil.train
+    from emmcil.stops import STOPPED_EXIT_CODE
+
+    seen = []
+
+    def stopped(argv):
+        seen.append(argv)
+        raise emmcil.train.RunStopped("SIGTERM")
+
+    monkeypatch.setattr(emmcil.train.ex, "run_commandline", stopped)
+    assert cli.main(["train", "with", "demo", "exp_name=2024_01"]) == STOPPED_EXIT_CODE == 75
+    assert seen == [["emmcil train", "with", "demo", "exp_name='2024_01'"]]
+
+
 def test_the_docs_table_lists_every_sub_command():
     """docs/experiments.md's table of the command: exactly :data:`emmcil.cli.COMMANDS` (a new one needs its row)."""
     lines = (ROOT / "docs" / "experiments.md").read_text().splitlines()
