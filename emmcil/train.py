@@ -1,5 +1,4 @@
-"""Run (or resume) a class-incremental experiment: ``emmcil train with demo`` or ``python run.py with demo`` (see
-emmcil/config.py).
+"""Run (or resume) a class-incremental experiment: ``python run.py with demo`` (see emmcil/config.py).
 
 The last line printed is the run directory, which holds results.json / results.md and the phase checkpoints.
 Sacred's observers record the run: ``python run.py -F sacred_runs with demo`` writes the config, the provenance
@@ -26,9 +25,9 @@ from emmcil.atomic import disk_full
 from emmcil.config import ex, keep_strings
 
 
-def refusals() -> tuple[type[BaseException], ...]:
-    """The errors a run refuses with its message alone. Imported when the run starts, after the config was checked,
-    so that a bad key is refused without loading torch and the training code."""
+def refusals() -> tuple[type[Exception], ...]:
+    """The errors a run stops with, message alone (imported when a run starts: ``print_config`` and config errors
+    import no torch)."""
     from emmcil.data.arrow import ArrowFormatError
     from emmcil.data.dataset import CorruptImageError
     from emmcil.data.scenario import IncompleteClassesError
@@ -37,12 +36,19 @@ def refusals() -> tuple[type[BaseException], ...]:
     from emmcil.engine.module import NonFiniteError
     from emmcil.engine.rundir import (ConfigMismatchError, RunInUseError, UnreadableCheckpointError,
                                       UnreadableFileError)
+
     return (RunInUseError, ConfigMismatchError, UnreadableCheckpointError, UnreadableFileError, ArrowFormatError,
             TokenizerNotFoundError, IncompleteClassesError, NonFiniteError, SettingError, CorruptImageError)
 
 
+def __getattr__(name: str):
+    if name == "REFUSALS":
+        return refusals()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 class RunRefused(SacredError):
-    """One of :data:`REFUSALS`, which sacred prints without its traceback (the message names the file or key)."""
+    """One of :func:`refusals`, which sacred prints without its traceback (the message names the file or key)."""
 
     def __init__(self, message: str):
         super().__init__(message, print_traceback=False)
