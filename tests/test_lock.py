@@ -1,6 +1,6 @@
 """requirements.lock, the pinned set that the README's commands and CI install, agrees with the loose ranges of
-requirements.txt and pyproject.toml: a dependency added to either without re-running ``bash scripts/lock.sh`` fails here,
-offline and with the package named, instead of as an ImportError in CI."""
+requirements.txt and pyproject.toml: a dependency added to either without re-running ``bash scripts/lock.sh`` fails
+here, offline and with the package named, instead of as an ImportError in CI."""
 import re
 import tomllib
 from pathlib import Path
@@ -36,8 +36,9 @@ def test_pyproject_dependencies_are_requirements_txt_ranges():
     """The package asks for what requirements.txt (the loose ranges for an environment of one's own) asks for, plus
     the vocabulary package (requirements-lock.in): one list, written twice, which must not drift apart."""
     project = {str(r) for _, r in pyproject_requirements()}
+    not_the_package = {"torch", "torchvision", "pytest", "hypothesis", "packaging", "wandb"}  # the pair, tests, extra
     wanted = {str(r) for _, r in requirements_file(ROOT / "requirements-lock.in")
-              if canonicalize_name(r.name) not in {"torch", "torchvision", "pytest", "hypothesis", "packaging", "wandb"}}
+              if canonicalize_name(r.name) not in not_the_package}
     wanted |= {"torch>=2.4", "torchvision"}  # requirements.txt's ranges; the lock's input pins the pair
     assert project == wanted
 

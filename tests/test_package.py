@@ -8,7 +8,6 @@ import shutil
 import site
 import subprocess
 import sys
-import sysconfig
 import time
 from pathlib import Path
 
