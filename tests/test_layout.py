@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # path decides. Every module must have one, so a new folder has to be placed here.
 FLOORS = {
     "run.py": 7, "config.py": 7,            # a clone's thin entry points (ViLT-style), over the experiment
+    "emmcil/cli.py": 7, "emmcil/__main__.py": 7,  # the `emmcil` command: one sub-command per job, imported lazily
     "emmcil/config.py": 6, "emmcil/train.py": 6,  # the sacred experiment: named configs, keys, its command line
     "emmcil/report": 6,                     # the multi-run report, over run directories (only floor 1 below it)
     "emmcil/engine": 5,                     # the phase loop, Lightning module, run directory, results

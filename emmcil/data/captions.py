@@ -152,8 +152,8 @@ def caption_folder(images_root: str | Path, out_file: str | Path, model_path: st
     return written
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m emmcil.data.captions", description=__doc__.splitlines()[0])
+def main(argv=None, prog="python -m emmcil.data.captions"):
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     p.add_argument("--images", required=True, help="image root (e.g. the imagenet-r folder)")
     p.add_argument("--model", required=True, help="local InstructBLIP directory (save_pretrained layout)")
     p.add_argument("--out", required=True, help="captions JSONL (appended to; resumable)")

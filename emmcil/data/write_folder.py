@@ -180,8 +180,8 @@ def write_folder(root, captions, out, name: str, *, classes: str | None = None, 
                         else ("train",), allow_incomplete_classes=allow_incomplete_classes)
 
 
-def main(argv=None):
-    p = base_parser(__doc__.splitlines()[0], prog="python -m emmcil.data.write_folder")
+def main(argv=None, prog="python -m emmcil.data.write_folder"):
+    p = base_parser(__doc__.splitlines()[0], prog=prog)
     p.add_argument("--root", required=True, help="folder with one sub-folder per class (or train/val/test)")
     p.add_argument("--captions", required=True, help="JSONL or CSV of captions keyed by relative image path")
     p.add_argument("--name", required=True, help="dataset name: files are {name}_{split}.arrow")

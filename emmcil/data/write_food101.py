@@ -204,8 +204,8 @@ def write_food101(root, out, *, name: str = NAME, layout: str = "auto", seed: in
                         allow_incomplete_classes=allow_incomplete_classes, empty_classes="note")
 
 
-def main(argv=None):
-    p = base_parser(__doc__.splitlines()[0], prog="python -m emmcil.data.write_food101")
+def main(argv=None, prog="python -m emmcil.data.write_food101"):
+    p = base_parser(__doc__.splitlines()[0], prog=prog)
     p.add_argument("--root", required=True, help="raw UPMC Food-101 folder")
     p.add_argument("--layout", choices=["auto", "json", "csv"], default="auto")
     p.add_argument("--name", default=NAME)

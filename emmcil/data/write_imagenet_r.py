@@ -39,8 +39,8 @@ def write_imagenet_r(root, captions, out, *, seed: int = 0, test_fraction: float
                         allow_incomplete_classes=allow_incomplete_classes, empty_classes="note")
 
 
-def main(argv=None):
-    p = base_parser(__doc__.splitlines()[0], prog="python -m emmcil.data.write_imagenet_r")
+def main(argv=None, prog="python -m emmcil.data.write_imagenet_r"):
+    p = base_parser(__doc__.splitlines()[0], prog=prog)
     p.add_argument("--root", required=True, help="the imagenet-r folder (one sub-folder per wnid)")
     p.add_argument("--captions", required=True, help="JSONL of captions keyed by relative image path")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-class train/test split")

@@ -142,8 +142,8 @@ def accuracy_table(result: Mapping[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows + [last])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m emmcil.engine.evaluate", description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None, prog: str = "python -m emmcil.engine.evaluate") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="a run directory ({log_dir}/{exp_name})")
     parser.add_argument("--phase", type=int, help="the checkpoint's phase (default: the last one)")
     parser.add_argument("--split", help="arrow split of the run's dataset (default: the run's test_split)")

@@ -1,5 +1,5 @@
-"""``python -m emmcil.report RUN_DIRS_OR_GLOBS... --out DIR``: the command line of :func:`emmcil.report.build_report`
-(``--help`` lists its options)."""
+"""``emmcil report [RUN_DIRS_OR_GLOBS...] [--out DIR]`` (or ``python -m emmcil.report``): the command line of
+:func:`emmcil.report.build_report` (``--help`` lists its options)."""
 from __future__ import annotations
 
 import argparse
@@ -12,13 +12,16 @@ from emmcil.report.build import build_report
 from emmcil.report.collect import METRICS, ReportError
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m emmcil.report RUNS... --out DIR [--metric M] [--include-unfinished] [--note TEXT]``; returns the
-    exit status (1 on a :class:`~emmcil.report.collect.ReportError`, printed as ``error: ...``)."""
-    parser = argparse.ArgumentParser(prog="python -m emmcil.report",
+def main(argv: Sequence[str] | None = None, prog: str = "python -m emmcil.report") -> int:
+    """``python -m emmcil.report [RUNS...] [--out DIR] [--metric M] [--include-unfinished] [--note TEXT]``; returns
+    the exit status (1 on a :class:`~emmcil.report.collect.ReportError`, printed as ``error: ...``)."""
+    parser = argparse.ArgumentParser(prog=prog,
                                      description="Tables and figures of the paper from many runs' results.json.")
-    parser.add_argument("runs", nargs="+", help="run directories, results.json files, log_dirs, or globs of them")
-    parser.add_argument("--out", required=True, type=Path, help="folder for the tables (md, csv) and figures (png)")
+    parser.add_argument("runs", nargs="*", default=["runs"],
+                        help="run directories, results.json files, log_dirs, or globs of them (default: runs, the "
+                             "default log_dir)")
+    parser.add_argument("--out", default=Path("reports"), type=Path,
+                        help="folder for the tables (md, csv) and figures (png, pdf) (default: reports)")
     parser.add_argument("--metric", default="last_accuracy", choices=METRICS,
                         help="the accuracy the tables show (default: last_accuracy)")
     parser.add_argument("--include-unfinished", action="store_true",

@@ -492,10 +492,10 @@ def write_browser(run_dirs: Sequence[str | Path], out: str | Path, classes_per_p
     return index
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m emmcil.report.memory") -> int:
     """``python -m emmcil.report.memory RUN_DIR [RUN_DIR ...] --out DIR``; returns the exit status (1 on a run it
     cannot show, printed as ``error: ...``)."""
-    parser = argparse.ArgumentParser(prog="python -m emmcil.report.memory",
+    parser = argparse.ArgumentParser(prog=prog,
                                      description="Static HTML pages of every exemplar a run's memory holds after "
                                                  "each phase; several runs side by side.")
     parser.add_argument("runs", nargs="+", help="run directories (python run.py prints one on its last line)")
