@@ -10,7 +10,7 @@ import torch
 from data_helpers import photo, write_jsonl
 from PIL import ExifTags, Image
 
-from emmcil.data import ArrowDataset, get_tokenizer, pixelbert_transform
+from emmcil.data import ArrowDataset, get_tokenizer
 from emmcil.data import write_folder as WF
 from emmcil.data.arrow import ArrowFormatError
 from emmcil.data.images import decode_image

@@ -144,7 +144,8 @@ def test_the_wheel_runs_the_experiment_from_an_empty_folder_of_a_fresh_environme
                              capture_output=True, text=True, check=True).stdout.strip()
     # the locked packages, after the venv's own (a path line of a .pth: the editable emmcil hook there is not run)
     Path(purelib, "locked-packages.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    subprocess.run([*pip, "--python", str(python), "install", "--no-deps", "--no-index", "-q", str(wheel)],
+    subprocess.run([*pip, "--python", str(python), "install", "--no-deps", "--no-index", "--ignore-installed", "-q",
+                    str(wheel)],  # ignore the editable emmcil of the locked set, which the .pth makes visible
                    check=True, capture_output=True, timeout=300)
 
     work.mkdir()

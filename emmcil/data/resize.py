@@ -69,7 +69,8 @@ class StoredResize:
     def metadata(self) -> dict[str, str]:
         """The arrow schema metadata that records this choice."""
         record = {k: v for k, v in asdict(self).items() if k != "format"}
-        return {METADATA_KEY: json.dumps({**record, "longer": self.resize.longer, "resample": "bicubic, antialiased (torch uint8, as the loaders)",
+        resample = "bicubic, antialiased (torch uint8, as the loaders)"
+        return {METADATA_KEY: json.dumps({**record, "longer": self.resize.longer, "resample": resample,
                                           "format": FORMATS[self.format], "kept_as_is": "images already of that size"})}
 
 
@@ -85,8 +86,9 @@ class StoredSizeError(ArrowFormatError):
 
 
 def check_stored_resize(paths, image_size: int, patch_size: int) -> None:
-    """Raise :class:`StoredSizeError` when an arrow file of ``paths`` holds images stored resized for another transform than
-    ``pixelbert_transform(image_size, patch_size)``: the run would resize the stored copy, not the original."""
+    """Raise :class:`StoredSizeError` when an arrow file of ``paths`` holds images stored resized for another
+    transform than ``pixelbert_transform(image_size, patch_size)``: the run would resize the stored copy, not the
+    original."""
     for path in paths:
         record = stored_resize(path)
         if record is not None and (record["size"], record["size_divisor"]) != (image_size, patch_size):

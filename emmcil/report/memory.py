@@ -414,8 +414,8 @@ def class_section(runs: Sequence[MemoryRun], held: dict, c: int, phase: int, col
             continue
         manifest = run.manifests[phase]
         cards = "".join(card_html(e[0], k, run, e[1], files) for e in entries if e is not None)
-        cols.append(f'<div class="run"><p class="sum">{run_tag(run)}: '
-                    f'{totals_text(totals(entries, run.reported(phase, c)), manifest["unit"], manifest["class_budget"])}</p>'
+        summary = totals_text(totals(entries, run.reported(phase, c)), manifest["unit"], manifest["class_budget"])
+        cols.append(f'<div class="run"><p class="sum">{run_tag(run)}: {summary}</p>'
                     f'<div class="cards">{cards}</div></div>')
     learned = sorted({e[1] for k in held for e in held[k].get(c, []) if e is not None})
     when = f" <small>stored in phase {', '.join(map(str, learned))}</small>" if learned else ""
