@@ -36,7 +36,8 @@ def test_pyproject_dependencies_are_requirements_txt_ranges():
     """The package asks for what requirements.txt (the loose ranges for an environment of one's own) asks for, plus
     the vocabulary package (requirements-lock.in): one list, written twice, which must not drift apart."""
     project = {str(r) for _, r in pyproject_requirements()}
-    not_the_package = {"torch", "torchvision", "pytest", "hypothesis", "packaging", "ruff", "wandb"}  # the pair, tests, extra
+    # the torch pair, the tests' tools, an extra
+    not_the_package = {"torch", "torchvision", "pytest", "hypothesis", "packaging", "ruff", "wandb"}
     wanted = {str(r) for _, r in requirements_file(ROOT / "requirements-lock.in")
               if canonicalize_name(r.name) not in not_the_package}
     wanted |= {"torch>=2.4", "torchvision"}  # requirements.txt's ranges; the lock's input pins the pair
