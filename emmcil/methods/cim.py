@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -58,9 +59,10 @@ from emmcil.data.collate import collate
 from emmcil.data.device import model_images
 from emmcil.memory.exemplar import CimExemplar
 from emmcil.memory.masking import mask_canvas, normalise, score_grid
+from emmcil.settings import setting
 
 from . import register
-from .replay import CompressedReplay, ExemplarView
+from .replay import CompressedReplay, ExemplarView, ReplaySettings
 
 CAM_MODES = ("token", "tscam")
 FOREGROUNDS = ("box", "patches")
@@ -155,22 +157,46 @@ class CompressedView(ExemplarView):
         return CimExemplar.from_item(item, p, self.patch_keep[i, :rows, :cols], self.compress_ratio)
 
 
+@dataclass(frozen=True)
+class CimSettings(ReplaySettings):
+    cim_cam: str = setting("token", '"token": the label\'s logit on every pooled patch token (CIM-CIL\'s weights x '
+                           'feature map); "tscam": that x the text [CLS]\'s attention (TS-CAM)')
+    cim_threshold: float = setting(0.6, 'foreground: normalised CAM > this (CIM-CIL "mask_threshold")')
+    cim_foreground: str = setting("box", '"box": bounding box of the thresholded CAM (CIM-CIL); "patches": those '
+                                  'patches')
+    cim_compress_ratio: float = setting(4.0, 'background area ratio: each side / sqrt(ratio) (CIM-CIL '
+                                        '"compress_ratio")')
+    cim_bbxblur_prob_incre: float = setting(0.1, "BbxBlur new-class training images with probability k x this after "
+                                            "the k-th box update (CIM-CIL \"randombbxblur_prob_incre\"); 0: off")
+    cim_bbxblur_interval: float = setting(0.2, "box updates every this share of the phase's epochs, but at its first "
+                                          "and last epoch (CIM-CIL \"cam_update_interval\": 40 of 200 epochs)")
+
+    def check(self, settings) -> list[str]:
+        problems = super().check(settings)
+        if problems:
+            return problems
+        cams, foregrounds = ("token", "tscam"), ("box", "patches")
+        if self.cim_cam not in cams:
+            return [f"cim_cam={self.cim_cam!r}: expected one of {cams}"]
+        if self.cim_foreground not in foregrounds:
+            return [f"cim_foreground={self.cim_foreground!r}: expected one of {foregrounds}"]
+        if not 0.0 <= float(self.cim_threshold) <= 1.0:
+            return [f"cim_threshold={self.cim_threshold} must lie in [0, 1]"]
+        if not float(self.cim_compress_ratio) >= 1.0:
+            return [f"cim_compress_ratio={self.cim_compress_ratio} must be >= 1 (an area ratio)"]
+        if not 0.0 <= float(self.cim_bbxblur_prob_incre) <= 1.0:
+            return [f"cim_bbxblur_prob_incre={self.cim_bbxblur_prob_incre} must lie in [0, 1]"]
+        if not 0.0 < float(self.cim_bbxblur_interval) <= 1.0:
+            return [f"cim_bbxblur_interval={self.cim_bbxblur_interval} must lie in (0, 1] (a share of the phase's "
+                    f"epochs)"]
+        return []
+
+
 @register
 class CIM(CompressedReplay):
     name = "cim"
     named_config = {"memory_fill": "stop"}  # CIM-CIL's loop ends at the first exemplar that does not fit
-    config = {
-        **CompressedReplay.config,
-        "cim_cam": "token",          # "token": the label's logit on every pooled patch token (CIM-CIL's weights x
-                                     # feature map); "tscam": that x the text [CLS]'s attention (TS-CAM)
-        "cim_threshold": 0.6,        # foreground: normalised CAM > this (CIM-CIL "mask_threshold")
-        "cim_foreground": "box",     # "box": bounding box of the thresholded CAM (CIM-CIL); "patches": those patches
-        "cim_compress_ratio": 4.0,   # background area ratio: each side / sqrt(ratio) (CIM-CIL "compress_ratio")
-        "cim_bbxblur_prob_incre": 0.1,  # BbxBlur new-class training images with probability k x this after the
-                                        # k-th box update (CIM-CIL "randombbxblur_prob_incre"); 0: off
-        "cim_bbxblur_interval": 0.2,  # box updates every this share of the phase's epochs, but at its first and
-                                      # last epoch (CIM-CIL "cam_update_interval": 40 of 200 epochs)
-    }
+    settings = CimSettings
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -178,23 +204,6 @@ class CIM(CompressedReplay):
         self._boxes: dict[int, tuple | None] = {}    # dataset row -> box (pixels) of this phase's new samples
         self._blurred: set[int] = set()              # dataset rows blurred this epoch
         self._prob = 0.0                             # the blur probability now (CIM-CIL's randombbxblur_prob)
-
-    def check_config(self) -> None:
-        super().check_config()
-        cfg = self.cfg
-        if cfg["cim_cam"] not in CAM_MODES:
-            raise ValueError(f"cim_cam={cfg['cim_cam']!r}: expected one of {CAM_MODES}")
-        if cfg["cim_foreground"] not in FOREGROUNDS:
-            raise ValueError(f"cim_foreground={cfg['cim_foreground']!r}: expected one of {FOREGROUNDS}")
-        if not 0.0 <= float(cfg["cim_threshold"]) <= 1.0:
-            raise ValueError(f"cim_threshold={cfg['cim_threshold']} must lie in [0, 1]")
-        if not float(cfg["cim_compress_ratio"]) >= 1.0:
-            raise ValueError(f"cim_compress_ratio={cfg['cim_compress_ratio']} must be >= 1 (an area ratio)")
-        if not 0.0 <= float(cfg["cim_bbxblur_prob_incre"]) <= 1.0:
-            raise ValueError(f"cim_bbxblur_prob_incre={cfg['cim_bbxblur_prob_incre']} must lie in [0, 1]")
-        if not 0.0 < float(cfg["cim_bbxblur_interval"]) <= 1.0:
-            raise ValueError(f"cim_bbxblur_interval={cfg['cim_bbxblur_interval']} must lie in (0, 1] (a share of "
-                             f"the phase's epochs)")
 
     # -- CIM-CIL's random BbxBlur of the new classes' training images
     def before_phase(self, ctx) -> None:

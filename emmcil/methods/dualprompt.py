@@ -33,10 +33,12 @@ PILOT's pool ``size`` 10 is one E-prompt per task for its 10 ImageNet-R tasks; o
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
+
+from emmcil.settings import MethodSettings, setting
 
 from . import register
 from .exemplar_free import ExemplarFreeMethod, backbone_inputs, pull_constraint, select_by_keys
@@ -45,33 +47,36 @@ TEST_KEYS = ("pool", "seen")
 HEADS = ("token", "pooler")
 
 
+@dataclass(frozen=True)
+class DualPromptSettings(MethodSettings):
+    dualprompt_g_layers: list = setting([0, 1], 'layers of the G-prompt (PILOT "g_prompt_layer_idx")')
+    dualprompt_g_length: int = setting(5, 'G-prompt tokens per layer ("g_prompt_length")')
+    dualprompt_e_layers: list = setting([2, 3, 4], 'layers of the E-prompts ("e_prompt_layer_idx")')
+    dualprompt_e_length: int = setting(5, 'E-prompt tokens per layer ("length")')
+    dualprompt_pool_size: int = setting(0, 'E-prompts allocated; 0 = one per phase (PILOT "size" 10 = its 10 tasks)')
+    dualprompt_pull: float = setting(0.1, 'weight of the pull constraint ("pull_constraint_coeff")')
+    dualprompt_batchwise: bool = setting(True, 'test-time E-prompt by the batch\'s majority ("batchwise_prompt")')
+    dualprompt_test_keys: str = setting("pool", 'test-time candidates: "pool" (every key, PILOT) | "seen" (seen '
+                                        'phases\')')
+    dualprompt_head: str = setting("token", '"token": final-normed text [CLS] (PILOT "head_type"); "pooler": ViLT\'s')
+    dualprompt_shared_pool: bool = setting(True, 'E-prompt t starts from E-prompt t-1 ("shared_prompt_pool")')
+
+    def check(self, settings) -> list[str]:
+        for key, allowed in (("dualprompt_test_keys", ("pool", "seen")), ("dualprompt_head", ("token", "pooler"))):
+            if getattr(self, key) not in allowed:
+                return [f"{key}={getattr(self, key)!r}: expected one of {allowed}"]
+        return []
+
+    def layout_dependence(self, settings) -> str | None:
+        return ("dualprompt_batchwise: at test time a batch's majority E-prompt serves all its samples"
+                if self.dualprompt_batchwise else None)
+
+
 @register
 class DualPrompt(ExemplarFreeMethod):
     name = "dualprompt"
     pull_key = "dualprompt_pull"
-    config = {
-        "dualprompt_g_layers": [0, 1],     # layers of the G-prompt (PILOT "g_prompt_layer_idx")
-        "dualprompt_g_length": 5,          # G-prompt tokens per layer ("g_prompt_length")
-        "dualprompt_e_layers": [2, 3, 4],  # layers of the E-prompts ("e_prompt_layer_idx")
-        "dualprompt_e_length": 5,          # E-prompt tokens per layer ("length")
-        "dualprompt_pool_size": 0,         # E-prompts allocated; 0 = one per phase (PILOT "size" 10 = its 10 tasks)
-        "dualprompt_pull": 0.1,            # weight of the pull constraint ("pull_constraint_coeff")
-        "dualprompt_batchwise": True,      # test-time E-prompt by the batch's majority ("batchwise_prompt")
-        "dualprompt_test_keys": "pool",    # test-time candidates: "pool" (every key, PILOT) | "seen" (seen phases')
-        "dualprompt_head": "token",        # "token": final-normed text [CLS] (PILOT "head_type"); "pooler": ViLT's
-        "dualprompt_shared_pool": True,    # E-prompt t starts from E-prompt t-1 ("shared_prompt_pool")
-    }
-
-    @classmethod
-    def layout_dependence(cls, cfg) -> str | None:
-        return ("dualprompt_batchwise: at test time a batch's majority E-prompt serves all its samples"
-                if cfg.get("dualprompt_batchwise", True) else None)
-
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        for key, allowed in (("dualprompt_test_keys", TEST_KEYS), ("dualprompt_head", HEADS)):
-            if self.cfg[key] not in allowed:
-                raise ValueError(f"{key}={self.cfg[key]!r}: expected one of {allowed}")
+    settings = DualPromptSettings
 
     def pool_size(self) -> int:
         size = int(self.cfg["dualprompt_pool_size"]) or int(self.cfg["num_phases"])

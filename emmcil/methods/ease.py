@@ -30,7 +30,7 @@ cosine proxy head's scale starts at 1 in every phase, as PILOT's new ``proxy_fc`
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
@@ -39,6 +39,7 @@ from torch import nn
 
 from emmcil.model import ViLTOutput
 from emmcil.model.keyed import KeyedDropout
+from emmcil.settings import MethodSettings, setting
 
 from . import register
 from .exemplar_free import ExemplarFreeMethod, backbone_inputs
@@ -73,22 +74,25 @@ class _Grouped:
         return torch.cat([a(h[k * self.block:(k + 1) * self.block]) for k, a in enumerate(self.adapters)])
 
 
+@dataclass(frozen=True)
+class EaseSettings(MethodSettings):
+    ease_bottleneck: int = setting(64, 'adapter width (PILOT ease_inr.json "ffn_num")')
+    ease_scale: float = setting(0.1, 'adapter output scale (PILOT "ffn_adapter_scalar")')
+    ease_adapter_dropout: float = setting(0.1, "dropout inside the adapter (PILOT get_new_adapter)")
+    ease_alpha: float = setting(0.1, 'weight of the other subspaces at inference, divided by t ("alpha")')
+    ease_adapters_per_pass: int = setting(0, "evaluation: adapter sets batched into one backbone pass (0 = all)",
+                                          result=True)
+
+    def layout_dependence(self, settings) -> str | None:
+        if settings.model.model_rng == "torch" and float(self.ease_adapter_dropout) > 0:
+            return "model_rng='torch' draws the adapters' dropout over each batch"
+        return None
+
+
 @register
 class EASE(ExemplarFreeMethod):
     name = "ease"
-    config = {
-        "ease_bottleneck": 64,         # adapter width (PILOT ease_inr.json "ffn_num")
-        "ease_scale": 0.1,             # adapter output scale (PILOT "ffn_adapter_scalar")
-        "ease_adapter_dropout": 0.1,   # dropout inside the adapter (PILOT get_new_adapter)
-        "ease_alpha": 0.1,             # weight of the other subspaces at inference, divided by t ("alpha")
-        "ease_adapters_per_pass": 0,   # evaluation: adapter sets batched into one backbone pass (0 = all)
-    }
-
-    @classmethod
-    def layout_dependence(cls, cfg) -> str | None:
-        if cfg.get("model_rng", "sample") == "torch" and float(cfg.get("ease_adapter_dropout", 0)) > 0:
-            return "model_rng='torch' draws the adapters' dropout over each batch"
-        return None
+    settings = EaseSettings
 
     def build_net(self, backbone_cfg) -> nn.Module:
         C, n_layers = backbone_cfg.hidden_size, backbone_cfg.num_layers

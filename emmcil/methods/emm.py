@@ -29,6 +29,7 @@ written to the run directory after every phase (``mask_figure`` exemplars; 0 tur
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -37,33 +38,58 @@ import torch
 from emmcil.memory.exemplar import Exemplar
 from emmcil.memory.masking import MaskingConfig, mask_canvas, masking_step
 from emmcil.memory.selection import SELECTIONS, cosine_to_mean, selection_order
+from emmcil.settings import check_augmentation, check_masking, setting
 
 from . import register
-from .replay import Replay
+from .replay import Replay, ReplaySettings
+
+
+@dataclass(frozen=True)
+class EmmSettings(ReplaySettings):
+    tau_image: float = setting(0.74, 'tau_I: with mask_norm "ratio", keep the top 1 - 0.74 = 26 % of the patches')
+    tau_text: float = setting(0.5, "tau_T: ... and the top half of the words, by A_{I->T} from the discarded patches")
+    mask_layers: list = setting([-1], "attention layers to use (empty: all)")
+    mask_layer_reduce: str = setting("mean", '"mean" over mask_layers or "rollout"')
+    mask_head_reduce: str = setting("mean", '"mean" or "max" over heads')
+    mask_norm: str = setting("ratio", '"ratio" (top share, calibrated to Fig. 4), "minmax" or "mass"')
+    exemplar_selection: str = setting("class_mean", '"class_mean" (paper), "herding", "random"')
+    class_mean_from: str = setting("full", 'mu_c from un-masked ("full") or masked ("masked") features')
+    mask_figure: int = setting(4, "exemplars drawn in fig4_phase{t}.png (0: none)", result=False)
+    aug_text_swap: float = setting(0.5, "P(swap the masked text with a same-class exemplar's) per replayed exemplar")
+    aug_patch_merge: float = setting(0.5, "P(add a same-class exemplar's kept patches) per replayed exemplar")
+    aug_mode: str = setting("in_place", "in_place: each exemplar replayed augmented as drawn | beside: as stored and "
+                            "an augmented copy beside it (Fig. 2's other reading; twice the replay items)")
+    masked_replay: str = setting("patches", "patches: the kept patches only (explicit keep mask) | black: the whole "
+                                 "grid, discarded patches black, as ViLT feeds a black-filled image (Fig. 4)")
+    mask_cls_token: str = setting("text", "A_{CLS->I} from the text [CLS] (pooled, classified) | image: the image "
+                                  "[CLS]")
+
+    def check(self, settings) -> list[str]:
+        problems = super().check(settings)
+        if problems:
+            return problems
+        try:  # fail on a bad key when the config is made (and at setup), not at the first masking pass
+            check_augmentation(float(self.aug_text_swap), float(self.aug_patch_merge), self.aug_mode,
+                               self.masked_replay)
+            check_masking(self.tau_image, self.tau_text, self.mask_layer_reduce, self.mask_head_reduce,
+                          self.mask_norm, self.mask_cls_token)
+        except ValueError as err:
+            return [str(err)]
+        layers, n = list(self.mask_layers), int(settings.model.num_layers)
+        if any(not -n <= i < n for i in layers):
+            return [f"mask_layers={layers}: out of range for the model's {n} layers (num_layers)"]
+        selections = ("class_mean", "herding", "random")
+        if self.exemplar_selection not in selections:
+            return [f"exemplar_selection={self.exemplar_selection!r}: expected one of {selections}"]
+        if self.class_mean_from not in ("full", "masked"):
+            return [f"class_mean_from={self.class_mean_from!r}: expected 'full' or 'masked'"]
+        return []
 
 
 @register
 class ExemplarMasking(Replay):
     name = "emm"
-    config = {
-        **Replay.config,
-        "tau_image": 0.74,            # tau_I: with mask_norm "ratio", keep the top 1 - 0.74 = 26 % of the patches
-        "tau_text": 0.5,              # tau_T: ... and the top half of the words, by A_{I->T} from the discarded patches
-        "mask_layers": [-1],          # attention layers to use (empty: all)
-        "mask_layer_reduce": "mean",  # "mean" over mask_layers or "rollout"
-        "mask_head_reduce": "mean",   # "mean" or "max" over heads
-        "mask_norm": "ratio",         # "ratio" (top share, calibrated to Fig. 4), "minmax" or "mass"
-        "exemplar_selection": "class_mean",  # "class_mean" (paper), "herding", "random"
-        "class_mean_from": "full",    # mu_c from un-masked ("full") or masked ("masked") features
-        "mask_figure": 4,             # exemplars drawn in fig4_phase{t}.png (0: none)
-        "aug_text_swap": 0.5,         # P(swap the masked text with a same-class exemplar's) per replayed exemplar
-        "aug_patch_merge": 0.5,       # P(add a same-class exemplar's kept patches) per replayed exemplar
-        "aug_mode": "in_place",       # in_place: each exemplar replayed augmented as drawn | beside: as stored and
-                                      # an augmented copy beside it (Fig. 2's other reading; twice the replay items)
-        "masked_replay": "patches",   # patches: the kept patches only (explicit keep mask) | black: the whole grid,
-                                      # discarded patches black, as ViLT feeds a black-filled image (Fig. 4)
-        "mask_cls_token": "text",     # A_{CLS->I} from the text [CLS] (pooled, classified) | image: the image [CLS]
-    }
+    settings = EmmSettings
 
     def augmentation(self) -> tuple[float, float]:
         return float(self.cfg["aug_text_swap"]), float(self.cfg["aug_patch_merge"])
@@ -76,17 +102,6 @@ class ExemplarMasking(Replay):
         return MaskingConfig(tau_image=c["tau_image"], tau_text=c["tau_text"], layers=tuple(c["mask_layers"]),
                              layer_reduce=c["mask_layer_reduce"], head_reduce=c["mask_head_reduce"],
                              norm=c["mask_norm"], cls_token=c["mask_cls_token"])
-
-    def check_config(self) -> None:
-        super().check_config()
-        # fail on a bad key when the config is made (and at setup), not at the first masking pass
-        layers, n = list(self.masking_config().layers), int(self.cfg["num_layers"])
-        if any(not -n <= i < n for i in layers):
-            raise ValueError(f"mask_layers={layers}: out of range for the model's {n} layers (num_layers)")
-        if self.cfg["exemplar_selection"] not in SELECTIONS:
-            raise ValueError(f"exemplar_selection={self.cfg['exemplar_selection']!r}: expected one of {SELECTIONS}")
-        if self.cfg["class_mean_from"] not in ("full", "masked"):
-            raise ValueError(f"class_mean_from={self.cfg['class_mean_from']!r}: expected 'full' or 'masked'")
 
     def candidates(self, ctx, data) -> dict:
         """The masking pass: f(x), f(x~), the kept patches and tokens of every sample (masking_step)."""

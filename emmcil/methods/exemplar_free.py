@@ -42,7 +42,7 @@ def backbone_inputs(batch: dict) -> tuple[tuple, dict]:
 class ExemplarFreeMethod(Method):
     """Base of L2P, DualPrompt and EASE (not registered itself)."""
 
-    named_config: ClassVar[dict[str, Any]] = dict(FROZEN_BACKBONE)
+    named_config: ClassVar[dict[str, Any]] = {"tuning": "frozen", "ssf": False, "drop_rate": 0.0}  # FROZEN_BACKBONE
     train_mask: ClassVar[bool] = True  # old classes' logits at -inf in training
     pull_key: ClassVar[str | None] = None  # config key of the pull constraint's weight (prompts chosen by keys)
 

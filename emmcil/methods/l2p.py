@@ -28,12 +28,13 @@ backbone. The paper says nothing else about its L2P. The optimiser is PILOT's to
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 from emmcil.model.vilt import IMAGE_TYPE
+from emmcil.settings import MethodSettings, setting
 
 from . import register
 from .exemplar_free import ExemplarFreeMethod, backbone_inputs, pull_constraint, select_by_keys
@@ -42,33 +43,36 @@ HEADS = ("prompt", "pooler")
 PROMPT_POSITIONS = ("image_cls", "none")
 
 
+@dataclass(frozen=True)
+class L2pSettings(MethodSettings):
+    l2p_pool_size: int = setting(10, 'prompts in the pool (PILOT l2p_inr.json "size")')
+    l2p_length: int = setting(5, 'tokens per prompt ("length")')
+    l2p_top_k: int = setting(5, 'prompts chosen per sample ("top_k")')
+    l2p_pull: float = setting(0.1, 'weight of the pull constraint ("pull_constraint_coeff")')
+    l2p_batchwise: bool = setting(True, 'the batch\'s most chosen prompts for every sample ("batchwise_prompt")')
+    l2p_head: str = setting("prompt", '"prompt": mean of the prompt outputs (PILOT "head_type"); "pooler": ViLT\'s '
+                            'pooled')
+    l2p_prompt_position: str = setting("image_cls", 'prompts get the image [CLS]\'s position embedding (PILOT); '
+                                       '"none"')
+
+    def check(self, settings) -> list[str]:
+        for key, allowed in (("l2p_head", ("prompt", "pooler")), ("l2p_prompt_position", ("image_cls", "none"))):
+            if getattr(self, key) not in allowed:
+                return [f"{key}={getattr(self, key)!r}: expected one of {allowed}"]
+        if not 1 <= int(self.l2p_top_k) <= int(self.l2p_pool_size):
+            return [f"l2p_top_k={self.l2p_top_k} must lie in [1, l2p_pool_size={self.l2p_pool_size}]"]
+        return []
+
+    def layout_dependence(self, settings) -> str | None:
+        return ("l2p_batchwise: a batch's most chosen prompts serve all its samples (training and evaluation)"
+                if self.l2p_batchwise else None)
+
+
 @register
 class L2P(ExemplarFreeMethod):
     name = "l2p"
     pull_key = "l2p_pull"
-    config = {
-        "l2p_pool_size": 10,      # prompts in the pool (PILOT l2p_inr.json "size")
-        "l2p_length": 5,          # tokens per prompt ("length")
-        "l2p_top_k": 5,           # prompts chosen per sample ("top_k")
-        "l2p_pull": 0.1,          # weight of the pull constraint ("pull_constraint_coeff")
-        "l2p_batchwise": True,    # the batch's most chosen prompts for every sample ("batchwise_prompt")
-        "l2p_head": "prompt",     # "prompt": mean of the prompt outputs (PILOT "head_type"); "pooler": ViLT's pooled
-        "l2p_prompt_position": "image_cls",  # prompts get the image [CLS]'s position embedding (PILOT); "none"
-    }
-
-    @classmethod
-    def layout_dependence(cls, cfg) -> str | None:
-        return ("l2p_batchwise: a batch's most chosen prompts serve all its samples (training and evaluation)"
-                if cfg.get("l2p_batchwise", True) else None)
-
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        for key, allowed in (("l2p_head", HEADS), ("l2p_prompt_position", PROMPT_POSITIONS)):
-            if self.cfg[key] not in allowed:
-                raise ValueError(f"{key}={self.cfg[key]!r}: expected one of {allowed}")
-        if not 1 <= int(self.cfg["l2p_top_k"]) <= int(self.cfg["l2p_pool_size"]):
-            raise ValueError(f"l2p_top_k={self.cfg['l2p_top_k']} must lie in [1, l2p_pool_size="
-                             f"{self.cfg['l2p_pool_size']}]")
+    settings = L2pSettings
 
     def build_net(self, backbone_cfg) -> nn.Module:
         C, pool, length = backbone_cfg.hidden_size, int(self.cfg["l2p_pool_size"]), int(self.cfg["l2p_length"])

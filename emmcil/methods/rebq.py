@@ -65,6 +65,7 @@ from emmcil.data.missing import IMAGE_MISSING, NONE, TEXT_MISSING
 from emmcil.data.tokenizer import CLS_ID, PAD_ID, SEP_ID
 from emmcil.model import ViLTOutput
 from emmcil.model.keyed import M32, current_state, mix32, sample_keys
+from emmcil.settings import MethodSettings, setting
 
 from . import register
 from .base import Method
@@ -201,26 +202,40 @@ def _rows(batch: dict, index: torch.Tensor) -> dict:
     return {k: (v[index] if v is not None else None) for k, v in batch.items()}
 
 
+@dataclass(frozen=True)
+class RebQSettings(MethodSettings):
+    rebq_pool_size: int = setting(128, "components per pool over all tasks; pool_size // num_phases per task (RebQ: "
+                                  "128)")
+    rebq_prompt_length: int = setting(8, "tokens per prompt (even): memory prompts 8 input tokens, modality 4 keys + "
+                                      "4 values")
+    rebq_layers: int = setting(8, "the first layers that get prompts, for all three pools (at most the model's depth)")
+    rebq_alpha: float = setting(0.01, "weight of the reconstruction loss (RebQ's ALPHA)")
+    rebq_reinit: bool = setting(False, "init task t's components at phase t (CODA-P); False = released REINIT (see "
+                                "docs)")
+    rebq_pooler: bool = setting(False, "classify tanh(pooler(text CLS)) instead of the final-normed text CLS (RebQ: "
+                                "no)")
+
+    def check(self, settings) -> list[str]:
+        length, num_phases = int(self.rebq_prompt_length), int(settings.experiment.num_phases)
+        if length < 2 or length % 2:
+            return [f"rebq_prompt_length={length}: must be even (half keys, half values)"]
+        if int(self.rebq_pool_size) // num_phases < 1:
+            return [f"rebq_pool_size={self.rebq_pool_size} gives no component per task for {num_phases} phases"]
+        return []
+
+    def layout_dependence(self, settings) -> str | None:
+        return "the reconstruction loss is a mean over the copies of a batch's complete samples (the released code's)"
+
+
 @register
 class RebQ(Method):
     """RebQ's three prompt pools on the frozen ViLT; see the module docstring."""
 
     name = "rebq"
-    config = {
-        "rebq_pool_size": 128,     # components per pool over all tasks; pool_size // num_phases per task (RebQ: 128)
-        "rebq_prompt_length": 8,   # tokens per prompt (even): memory prompts 8 input tokens, modality 4 keys + 4 values
-        "rebq_layers": 8,          # the first layers that get prompts, for all three pools (at most the model's depth)
-        "rebq_alpha": 0.01,        # weight of the reconstruction loss (RebQ's ALPHA)
-        "rebq_reinit": False,      # init task t's components at phase t (CODA-P); False = released REINIT (see docs)
-        "rebq_pooler": False,      # classify tanh(pooler(text CLS)) instead of the final-normed text CLS (RebQ: no)
-    }
+    settings = RebQSettings
     # the released code's frozen Hugging Face ViLT (dropout 0); its optimiser is the `rebq` recipe
     # (emmcil/methods/recipes.py)
     named_config = {"tuning": "frozen", "ssf": False, "drop_rate": 0.0}
-
-    @classmethod
-    def layout_dependence(cls, cfg) -> str | None:
-        return "the reconstruction loss is a mean over the copies of a batch's complete samples (the released code's)"
 
     def __init__(self, cfg):
         super().__init__(cfg)

@@ -26,6 +26,7 @@ features of the compressed samples.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import torch
@@ -37,9 +38,24 @@ from emmcil.memory.buffer import MemoryBuffer
 from emmcil.memory.exemplar import Exemplar, StoredExemplar
 from emmcil.memory.herding import herding_order
 from emmcil.memory.selection import cosine_to_mean
+from emmcil.settings import MethodSettings, check_replay_ratio, setting
 
 from . import register
 from .base import Method, PhaseContext
+
+
+@dataclass(frozen=True)
+class ReplaySettings(MethodSettings):
+    replay_ratio: float = setting(0.0, "0: every exemplar once per epoch, shuffled with the new data; r in (0, 1): "
+                                  "exemplars repeated so that they make up about r of the phase's training items")
+
+    def check(self, settings) -> list[str]:
+        # the keys read only after a phase has trained (replay, augmentation): a bad value fails now, not hours later
+        try:
+            check_replay_ratio(float(self.replay_ratio))
+        except ValueError as err:
+            return [str(err)]
+        return []
 
 
 @register
@@ -48,19 +64,11 @@ class Replay(Method):
 
     name = "replay"
     uses_memory = True
-    config = {
-        "replay_ratio": 0.0,  # 0: every exemplar once per epoch, shuffled with the new data; r in (0, 1): exemplars
-                              # repeated so that they make up about r of the phase's training items
-    }
+    settings = ReplaySettings
 
     def __init__(self, cfg):
         super().__init__(cfg)
         self.memory: MemoryBuffer | None = None
-
-    def check_config(self) -> None:
-        # the keys read only after a phase has trained (replay, augmentation): a bad value fails now, not hours later
-        check_replay_ratio(float(self.cfg["replay_ratio"]))
-        check_augmentation(*self.augmentation(), **self.replay_options())
 
     def setup(self, ctx: PhaseContext) -> None:
         cfg = self.cfg
