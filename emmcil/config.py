@@ -420,7 +420,10 @@ def keep_strings(argv: list[str]) -> list[str]:
 def settings_of(cfg) -> Settings:
     """The typed settings of a resolved config (:meth:`emmcil.settings.Settings.from_config`, the chosen method's
     settings read statically, so that nothing heavy is imported)."""
-    return Settings.from_config(cfg, method_entry(cfg["method"]).settings)
+    entry = method_entry(cfg["method"])
+    known = set(general_fields()) | set(entry.config)
+    # a key no scope declares is sacred's ConfigAddedError, raised after the hooks, naming it
+    return Settings.from_config(cfg, entry.settings, ignore=[k for k in cfg if k not in known])
 
 
 def config_problems(cfg) -> list[str]:

@@ -9,9 +9,12 @@ The names below are imported from their modules when first used (most import tor
 torch-free ``arrow``, ``catalogue`` and ``protocol``).
 """
 import importlib
+import sys
+import types
 
 _WHERE = {
-    **dict.fromkeys(['REQUIRED_COLUMNS', 'ArrowFormatError', 'arrow_path', 'dataset_classes', 'read_arrow', 'write_arrow'], 'arrow'),
+    **dict.fromkeys(['REQUIRED_COLUMNS', 'ArrowFormatError', 'arrow_path', 'dataset_classes', 'read_arrow',
+                     'write_arrow'], 'arrow'),
     **dict.fromkeys(['collate', 'pad_images'], 'collate'),
     **dict.fromkeys(['ArrowDataset', 'CorruptImageError'], 'dataset'),
     **dict.fromkeys(['DECODE_ON', 'EncodedImage', 'image_pixels', 'model_images'], 'device'),
@@ -22,8 +25,10 @@ _WHERE = {
     **dict.fromkeys(['DEFAULT_CLASS_ORDER_SEED', 'IncrementalScenario', 'class_order', 'split_phases'], 'scenario'),
     **dict.fromkeys(['phase_sizes', 'protocol_label', 'protocol_of'], 'protocol'),
     **dict.fromkeys(['TextDecodeError', 'read_text'], 'textfiles'),
-    **dict.fromkeys(['CLS_ID', 'MASK_ID', 'PAD_ID', 'SEP_ID', 'SPECIAL_IDS', 'UNK_ID', 'VOCAB_SIZE', 'get_tokenizer'], 'tokenizer'),
-    **dict.fromkeys(['PixelbertPixels', 'denormalize_to_uint8', 'normalize_uint8', 'pixelbert_resize', 'pixelbert_transform', 'resize_uint8'], 'transforms'),
+    **dict.fromkeys(['CLS_ID', 'MASK_ID', 'PAD_ID', 'SEP_ID', 'SPECIAL_IDS', 'UNK_ID', 'VOCAB_SIZE', 'get_tokenizer'],
+                    'tokenizer'),
+    **dict.fromkeys(['PixelbertPixels', 'denormalize_to_uint8', 'normalize_uint8', 'pixelbert_resize',
+                     'pixelbert_transform', 'resize_uint8'], 'transforms'),
 }
 
 
@@ -31,6 +36,18 @@ def __getattr__(name: str):
     if name in _WHERE:
         return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """Keeps ``emmcil.data.collate`` the function: importing the submodule of the same name would set the package's
+    attribute to the module."""
+
+    def __setattr__(self, name, value):
+        if not (name in _WHERE and isinstance(value, types.ModuleType)):
+            super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 __all__ = [

@@ -52,8 +52,9 @@ def get_method(name: str) -> type:
 def method_config_defaults() -> dict[str, Any]:
     """The union of every method's own config keys; two methods may share a key only with the same default."""
     merged: dict[str, Any] = {}
-    for name, entry in catalogue().items():
-        for key, value in entry.config.items():
+    methods = _load()
+    for name in sorted(methods):
+        for key, value in methods[name].config.items():
             if key in merged and merged[key] != value:
                 raise ValueError(f"config key {key!r} has different defaults in two methods ({merged[key]!r} "
                                  f"and {value!r} in {name!r})")
