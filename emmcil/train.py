@@ -22,21 +22,32 @@ from sacred.utils import SacredError
 from emmcil import stops
 from emmcil.atomic import disk_full
 from emmcil.config import ex, keep_strings
-from emmcil.data.arrow import ArrowFormatError
-from emmcil.data.dataset import CorruptImageError
-from emmcil.data.scenario import IncompleteClassesError
-from emmcil.data.tokenizer import TokenizerNotFoundError
-from emmcil.engine.driver import SettingError, resume_note, run_and_summarize
-from emmcil.engine.module import NonFiniteError
-from emmcil.engine.rundir import (ConfigMismatchError, RunInUseError, UnreadableCheckpointError,
-                                  UnreadableFileError)
 
-REFUSALS = (RunInUseError, ConfigMismatchError, UnreadableCheckpointError, UnreadableFileError, ArrowFormatError,
+
+def refusals() -> tuple[type[Exception], ...]:
+    """The errors a run stops with, message alone (imported when a run starts: ``print_config`` and config errors
+    import no torch)."""
+    from emmcil.data.arrow import ArrowFormatError
+    from emmcil.data.dataset import CorruptImageError
+    from emmcil.data.scenario import IncompleteClassesError
+    from emmcil.data.tokenizer import TokenizerNotFoundError
+    from emmcil.engine.driver import SettingError
+    from emmcil.engine.module import NonFiniteError
+    from emmcil.engine.rundir import (ConfigMismatchError, RunInUseError, UnreadableCheckpointError,
+                                      UnreadableFileError)
+
+    return (RunInUseError, ConfigMismatchError, UnreadableCheckpointError, UnreadableFileError, ArrowFormatError,
             TokenizerNotFoundError, IncompleteClassesError, NonFiniteError, SettingError, CorruptImageError)
 
 
+def __getattr__(name: str):
+    if name == "REFUSALS":
+        return refusals()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 class RunRefused(SacredError):
-    """One of :data:`REFUSALS`, which sacred prints without its traceback (the message names the file or key)."""
+    """One of :func:`refusals`, which sacred prints without its traceback (the message names the file or key)."""
 
     def __init__(self, message: str):
         super().__init__(message, print_traceback=False)
@@ -51,10 +62,12 @@ class RunStopped(KeyboardInterrupt):
 
 @ex.main
 def main(_config, _run):
+    from emmcil.engine.driver import resume_note, run_and_summarize
+
     with stops.stoppable():
         try:
             run_dir, summary = run_and_summarize(_config, _run)
-        except REFUSALS as err:
+        except refusals() as err:
             raise RunRefused(f"{type(err).__name__}: {err}") from err
         except BaseException as err:
             full = disk_full(err)
