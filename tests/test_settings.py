@@ -47,7 +47,9 @@ def test_every_general_key_is_one_field_with_a_doc_and_the_config_scope_agrees()
     assert list(cfg) == list(fields) or set(cfg) == set(fields)
     for key, f in fields.items():
         assert f.metadata["doc"] and "\n" not in f.metadata["doc"], key
-        if f.default != DERIVED and key != "exp_name":  # (exp_name: named by a hook) config()'s literal defaults are the fields' (print_config shows them)
+        if key == "exp_name":  # named by a config hook
+            continue
+        if f.default != DERIVED:  # config()'s literal defaults are the fields' (print_config shows them)
             assert resolve("mm_imagenet_r", "replay", data_root="")[key] == (f.default_factory() if f.default is
                                                                              dataclasses.MISSING else f.default), key
         else:
