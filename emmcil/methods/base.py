@@ -98,6 +98,8 @@ class Method:
 
     def __init__(self, cfg: Mapping[str, Any]):
         self.cfg = dict(cfg)
+        # the method's own keys, typed (a key missing from ``cfg``, in a test's partial config, takes its default)
+        self.own = type(self).settings(**{k: self.cfg.get(k, v) for k, v in type(self).config.items()})
 
     # -- which phase: what ``encode``, ``logits`` and ``training_loss`` see of it, from the classifier's size
     def phase_boundaries(self) -> list[int]:

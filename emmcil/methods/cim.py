@@ -213,8 +213,8 @@ class CIM(CompressedReplay):
     def blur_schedule(self, epoch: int, epochs: int) -> float | None:
         """The blur probability from ``epoch`` (0-based) of a phase of ``epochs`` on, when the boxes are recomputed
         at its start; None when they are not (CIM-CIL: every interval but the first and the last epoch)."""
-        step = float(self.cfg["cim_bbxblur_prob_incre"])
-        interval = max(1, round(float(self.cfg["cim_bbxblur_interval"]) * epochs))
+        step = float(self.own.cim_bbxblur_prob_incre)
+        interval = max(1, round(float(self.own.cim_bbxblur_interval) * epochs))
         if step <= 0 or epoch == 0 or epoch == epochs - 1 or epoch % interval:
             return None
         return min(1.0, (epoch // interval) * step)
@@ -250,8 +250,8 @@ class CIM(CompressedReplay):
         try:
             for batch in loader:
                 batch = model_images({k: v.to(module.device) if torch.is_tensor(v) else v for k, v in batch.items()})
-                out = cam_step(module.backbone, batch, module.classifier, float(self.cfg["cim_threshold"]), canvas,
-                               mode=self.cfg["cim_cam"], foreground="box")
+                out = cam_step(module.backbone, batch, module.classifier, float(self.own.cim_threshold), canvas,
+                               mode=self.own.cim_cam, foreground="box")
                 for row, box in zip(batch["indices"].tolist(), box_bounds(out["patch_keep"].cpu(), ctx.patch_size)):
                     boxes[int(row)] = box
         finally:
@@ -274,7 +274,7 @@ class CIM(CompressedReplay):
         if not chosen:
             return batch
         images = batch["images"].clone()
-        ratio = float(self.cfg["cim_compress_ratio"])
+        ratio = float(self.own.cim_compress_ratio)
         for b in chosen:
             H, W = int(batch["pixel_masks"][b].any(1).sum()), int(batch["pixel_masks"][b].any(0).sum())
             images[b, :, :H, :W] = bbx_blur(images[b, :, :H, :W], self._boxes[rows[b]], ratio)
@@ -284,9 +284,9 @@ class CIM(CompressedReplay):
         """The foreground of every sample (a CAM pass), and each sample compressed around it."""
         canvas = mask_canvas(int(ctx.cfg["image_size"]), ctx.patch_size)
         cams = ctx.predict(data, step=partial(cam_step, classifier=ctx.module.classifier,
-                                              threshold=float(self.cfg["cim_threshold"]), grid_shape=canvas,
-                                              mode=self.cfg["cim_cam"], foreground=self.cfg["cim_foreground"]))
-        return CompressedView(data, cams["patch_keep"], ctx.patch_size, float(self.cfg["cim_compress_ratio"]),
+                                              threshold=float(self.own.cim_threshold), grid_shape=canvas,
+                                              mode=self.own.cim_cam, foreground=self.own.cim_foreground))
+        return CompressedView(data, cams["patch_keep"], ctx.patch_size, float(self.own.cim_compress_ratio),
                               ctx.max_text_len, cam=cams["cam"])
 
     def view_maps(self, out: dict, position: int, rows: int, cols: int):
@@ -294,11 +294,11 @@ class CIM(CompressedReplay):
         return out["view"].cam[position, :rows, :cols], None
 
     def view_notes(self) -> dict[str, str | None]:
-        c = self.cfg
+        c = self.own
         return {**super().view_notes(),
                 "ranking": "herding (iCaRL) on the features of the compressed samples",
                 "similarity": "cosine similarity of the compressed sample's f(x) to the mean of the class's "
                               "L2-normalised compressed features (herding's target)",
-                "attention": f"the class activation map (cim_cam={c['cim_cam']!r}), min-max normalised; the patches "
-                             f"above cim_threshold={c['cim_threshold']} ({c['cim_foreground']}) stay at full "
-                             f"resolution, the background is stored at 1/{c['cim_compress_ratio']:g} of its area"}
+                "attention": f"the class activation map (cim_cam={c.cim_cam!r}), min-max normalised; the patches "
+                             f"above cim_threshold={c.cim_threshold} ({c.cim_foreground}) stay at full "
+                             f"resolution, the background is stored at 1/{c.cim_compress_ratio:g} of its area"}

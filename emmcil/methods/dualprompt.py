@@ -79,14 +79,14 @@ class DualPrompt(ExemplarFreeMethod):
     settings = DualPromptSettings
 
     def pool_size(self) -> int:
-        size = int(self.cfg["dualprompt_pool_size"]) or int(self.cfg["num_phases"])
+        size = int(self.own.dualprompt_pool_size) or int(self.cfg["num_phases"])
         if size < int(self.cfg["num_phases"]):
             raise ValueError(f"dualprompt_pool_size={size} is smaller than num_phases={self.cfg['num_phases']}: "
                              f"DualPrompt needs one E-prompt per phase (0 allocates exactly that)")
         return size
 
     def layers(self, num_layers: int) -> tuple[list[int], list[int]]:
-        g, e = list(self.cfg["dualprompt_g_layers"]), list(self.cfg["dualprompt_e_layers"])
+        g, e = list(self.own.dualprompt_g_layers), list(self.own.dualprompt_e_layers)
         bad = [i for i in g + e if not 0 <= i < num_layers]
         if bad:
             raise ValueError(f"DualPrompt layers {bad} do not exist in a {num_layers}-layer model: set "
@@ -100,8 +100,8 @@ class DualPrompt(ExemplarFreeMethod):
         C = backbone_cfg.hidden_size
         g, e = self.layers(backbone_cfg.num_layers)
         net = nn.Module()
-        net.g_prompts = nn.Parameter(torch.empty(len(g), 2, int(self.cfg["dualprompt_g_length"]), C).uniform_(-1, 1))
-        e_shape = (len(e), 2, int(self.cfg["dualprompt_e_length"]), C)
+        net.g_prompts = nn.Parameter(torch.empty(len(g), 2, int(self.own.dualprompt_g_length), C).uniform_(-1, 1))
+        e_shape = (len(e), 2, int(self.own.dualprompt_e_length), C)
         net.e_prompts = nn.ParameterList([nn.Parameter(torch.empty(e_shape).uniform_(-1, 1))
                                           for _ in range(self.pool_size())])
         net.e_keys = nn.ParameterList([nn.Parameter(torch.empty(C).uniform_(-1, 1)) for _ in range(self.pool_size())])
@@ -116,7 +116,7 @@ class DualPrompt(ExemplarFreeMethod):
 
     def before_phase(self, ctx) -> None:
         t = ctx.phase
-        if t > 0 and self.cfg["dualprompt_shared_pool"]:
+        if t > 0 and self.own.dualprompt_shared_pool:
             net = ctx.module.method_net
             with torch.no_grad():
                 net.e_prompts[t].copy_(net.e_prompts[t - 1])
@@ -128,8 +128,8 @@ class DualPrompt(ExemplarFreeMethod):
         if module.training:
             return torch.full((query.shape[0],), t, dtype=torch.long, device=query.device)
         keys = list(module.method_net.e_keys)
-        keys = torch.stack(keys if self.cfg["dualprompt_test_keys"] == "pool" else keys[:t + 1])
-        return select_by_keys(query, keys, 1, bool(self.cfg["dualprompt_batchwise"]))[:, 0]
+        keys = torch.stack(keys if self.own.dualprompt_test_keys == "pool" else keys[:t + 1])
+        return select_by_keys(query, keys, 1, bool(self.own.dualprompt_batchwise))[:, 0]
 
     def encode(self, module, batch: dict, return_attention=False):
         net, backbone = module.method_net, module.backbone
@@ -151,7 +151,7 @@ class DualPrompt(ExemplarFreeMethod):
             add(layer, chosen[:, i, 0], chosen[:, i, 1])
         args, kwargs = backbone_inputs(batch)
         out = backbone(*args, **kwargs, prefixes=prefixes, return_attention=return_attention)
-        if self.cfg["dualprompt_head"] == "token":
+        if self.own.dualprompt_head == "token":
             out = replace(out, pooled=out.hidden[:, 0])
         out.prompt_idx = idx
         out.pull = pull_constraint(query, torch.stack(list(net.e_keys)), idx[:, None])

@@ -97,8 +97,8 @@ class EASE(ExemplarFreeMethod):
     def build_net(self, backbone_cfg) -> nn.Module:
         C, n_layers = backbone_cfg.hidden_size, backbone_cfg.num_layers
         L, n_classes = int(self.cfg["num_phases"]), int(self.cfg["num_classes"])
-        make = partial(Adapter, C, int(self.cfg["ease_bottleneck"]), float(self.cfg["ease_scale"]),
-                       float(self.cfg["ease_adapter_dropout"]))
+        make = partial(Adapter, C, int(self.own.ease_bottleneck), float(self.own.ease_scale),
+                       float(self.own.ease_adapter_dropout))
         net = nn.Module()
         net.adapters = nn.ModuleList([nn.ModuleList([make() for _ in range(n_layers)]) for _ in range(L)])
         bound = 1.0 / math.sqrt(C)  # PILOT CosineLinear.reset_parameters
@@ -125,7 +125,7 @@ class EASE(ExemplarFreeMethod):
         backbone, net = module.backbone, module.method_net
         args, kwargs = backbone_inputs(batch)
         B = args[0].shape[0]
-        per_pass = int(self.cfg["ease_adapters_per_pass"]) or len(subspaces)
+        per_pass = int(self.own.ease_adapters_per_pass) or len(subspaces)
         feats, first = [], None
         for start in range(0, len(subspaces), per_pass):
             group = subspaces[start:start + per_pass]
@@ -170,7 +170,7 @@ class EASE(ExemplarFreeMethod):
         """(n_seen, t + 1): 1 in each class's own subspace, ``ease_alpha`` / t in the others (PILOT reweighting)."""
         sizes = torch.tensor(self.phase_boundaries()).diff()
         own = torch.repeat_interleave(torch.arange(len(sizes)), sizes)[:n_seen]  # each class's phase
-        w = torch.full((n_seen, t + 1), float(self.cfg["ease_alpha"]) / max(t, 1))
+        w = torch.full((n_seen, t + 1), float(self.own.ease_alpha) / max(t, 1))
         w[torch.arange(n_seen), own] = 1.0
         return w
 

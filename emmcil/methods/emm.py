@@ -92,35 +92,35 @@ class ExemplarMasking(Replay):
     settings = EmmSettings
 
     def augmentation(self) -> tuple[float, float]:
-        return float(self.cfg["aug_text_swap"]), float(self.cfg["aug_patch_merge"])
+        return float(self.own.aug_text_swap), float(self.own.aug_patch_merge)
 
     def replay_options(self) -> dict:
-        return {"mode": self.cfg["aug_mode"], "masked_replay": self.cfg["masked_replay"]}
+        return {"mode": self.own.aug_mode, "masked_replay": self.own.masked_replay}
 
     def masking_config(self) -> MaskingConfig:
-        c = self.cfg
-        return MaskingConfig(tau_image=c["tau_image"], tau_text=c["tau_text"], layers=tuple(c["mask_layers"]),
-                             layer_reduce=c["mask_layer_reduce"], head_reduce=c["mask_head_reduce"],
-                             norm=c["mask_norm"], cls_token=c["mask_cls_token"])
+        c = self.own
+        return MaskingConfig(tau_image=c.tau_image, tau_text=c.tau_text, layers=tuple(c.mask_layers),
+                             layer_reduce=c.mask_layer_reduce, head_reduce=c.mask_head_reduce,
+                             norm=c.mask_norm, cls_token=c.mask_cls_token)
 
     def candidates(self, ctx, data) -> dict:
         """The masking pass: f(x), f(x~), the kept patches and tokens of every sample (masking_step)."""
         canvas = mask_canvas(int(ctx.cfg["image_size"]), ctx.patch_size)
         return ctx.predict(data, step=partial(masking_step, cfg=self.masking_config(), grid_shape=canvas,
-                                              masked_replay=self.cfg["masked_replay"]))
+                                              masked_replay=self.own.masked_replay))
 
     def rank(self, ctx, out: dict, members: torch.Tensor):
         """Masked samples by cosine similarity of f(x~) to mu_c (``exemplar_selection``); ``random`` is seeded by
         (seed, phase, class)."""
-        key = "features" if self.cfg["class_mean_from"] == "full" else "masked_features"
+        key = "features" if self.own.class_mean_from == "full" else "masked_features"
         c = int(out["labels"][members[0]])
         seed = np.random.SeedSequence([int(ctx.cfg["seed"]), ctx.phase, c]).generate_state(1)[0]
-        return selection_order(self.cfg["exemplar_selection"], out["masked_features"][members],
+        return selection_order(self.own.exemplar_selection, out["masked_features"][members],
                                out[key][members].mean(0), torch.Generator().manual_seed(int(seed)))
 
     def similarity(self, ctx, out: dict, members: torch.Tensor) -> torch.Tensor:
         """cos(f(x~), mu_c) of each of one class's masked samples (Fig. 3), whatever ``exemplar_selection``."""
-        key = "features" if self.cfg["class_mean_from"] == "full" else "masked_features"
+        key = "features" if self.own.class_mean_from == "full" else "masked_features"
         return cosine_to_mean(out["masked_features"][members], out[key][members].mean(0))
 
     def view_maps(self, out: dict, position: int, rows: int, cols: int):
@@ -128,17 +128,17 @@ class ExemplarMasking(Replay):
         return out["image_scores"][position, :rows, :cols], out["text_keep"][position]
 
     def view_notes(self) -> dict[str, str | None]:
-        c = self.cfg
-        mean = "un-masked features f(x)" if c["class_mean_from"] == "full" else "masked features f(x~)"
+        c = self.own
+        mean = "un-masked features f(x)" if c.class_mean_from == "full" else "masked features f(x~)"
         similarity = f"cosine similarity of the masked feature f(x~) to the class mean mu_c (of the {mean})"
         ranking = {"class_mean": similarity, "herding": "herding on the masked features f(x~)",
-                   "random": "random order (seeded by seed, phase and class)"}[c["exemplar_selection"]]
-        layers = "all layers" if not c["mask_layers"] else f"layer(s) {list(c['mask_layers'])}"
+                   "random": "random order (seeded by seed, phase and class)"}[c.exemplar_selection]
+        layers = "all layers" if not c.mask_layers else f"layer(s) {list(c.mask_layers)}"
         return {"ranking": ranking, "similarity": similarity,
                 "attention": f"A_CLS->I: the text [CLS] token's attention to the image patches ({layers}, "
-                             f"{c['mask_layer_reduce']} over layers, {c['mask_head_reduce']} over heads), normalised "
-                             f"as mask_norm={c['mask_norm']!r}; tau_I={c['tau_image']} keeps the patches, "
-                             f"tau_T={c['tau_text']} the words"}
+                             f"{c.mask_layer_reduce} over layers, {c.mask_head_reduce} over heads), normalised "
+                             f"as mask_norm={c.mask_norm!r}; tau_I={c.tau_image} keeps the patches, "
+                             f"tau_T={c.tau_text} the words"}
 
     def make_exemplars(self, ctx, data, out: dict, positions):
         """Masked exemplars of ``data`` items at ``positions`` (lazily, in rank order)."""
@@ -150,14 +150,14 @@ class ExemplarMasking(Replay):
                                      token_keep=out["text_keep"][i])
 
     def after_fill(self, ctx, data, out: dict) -> None:
-        if self.cfg["mask_figure"] > 0:
+        if self.own.mask_figure > 0:
             self.draw_figure(ctx, data, out)
 
     def draw_figure(self, ctx, data, out: dict) -> None:
         """fig4_phase{t}.png: the top-ranked stored exemplar of up to ``mask_figure`` new classes."""
         from emmcil.memory.figure import plot_masked_exemplars
 
-        chosen = [ex for c in ctx.new_classes for ex in self.memory.classes.get(c, [])[:1]][:self.cfg["mask_figure"]]
+        chosen = [ex for c in ctx.new_classes for ex in self.memory.classes.get(c, [])[:1]][:self.own.mask_figure]
         if not chosen or not ctx.is_main:
             return
         positions = {int(i): k for k, i in enumerate(data.indices)} if hasattr(data, "indices") else None

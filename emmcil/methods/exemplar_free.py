@@ -44,7 +44,7 @@ class ExemplarFreeMethod(Method):
 
     named_config: ClassVar[dict[str, Any]] = {"tuning": "frozen", "ssf": False, "drop_rate": 0.0}  # FROZEN_BACKBONE
     train_mask: ClassVar[bool] = True  # old classes' logits at -inf in training
-    pull_key: ClassVar[str | None] = None  # config key of the pull constraint's weight (prompts chosen by keys)
+    pull_key: ClassVar[str | None] = None  # settings field of the pull constraint's weight (prompts chosen by keys)
 
     # -- model
     def set_trainable(self, module) -> None:
@@ -70,7 +70,7 @@ class ExemplarFreeMethod(Method):
     def training_loss(self, module, batch: dict, output, logits: torch.Tensor) -> torch.Tensor:
         """Cross-entropy; with ``pull_key``, minus its weight x ``output.pull`` (L2P's ``reduce_sim`` term)."""
         loss = F.cross_entropy(logits, batch["labels"])
-        return loss if self.pull_key is None else loss - float(self.cfg[self.pull_key]) * output.pull
+        return loss if self.pull_key is None else loss - float(getattr(self.own, self.pull_key)) * output.pull
 
     def mask_old_classes(self, module, logits: torch.Tensor) -> torch.Tensor:
         """In training (and with ``train_mask``), -inf on the logits of earlier phases' classes."""

@@ -75,7 +75,7 @@ class L2P(ExemplarFreeMethod):
     settings = L2pSettings
 
     def build_net(self, backbone_cfg) -> nn.Module:
-        C, pool, length = backbone_cfg.hidden_size, int(self.cfg["l2p_pool_size"]), int(self.cfg["l2p_length"])
+        C, pool, length = backbone_cfg.hidden_size, int(self.own.l2p_pool_size), int(self.own.l2p_length)
         net = nn.Module()
         net.prompts = nn.Parameter(torch.empty(pool, length, C).uniform_(-1, 1))  # PILOT prompt_init uniform
         net.keys = nn.Parameter(torch.empty(pool, C).uniform_(-1, 1))            # prompt_key_init uniform
@@ -84,13 +84,13 @@ class L2P(ExemplarFreeMethod):
     def encode(self, module, batch: dict, return_attention=False):
         net, backbone = module.method_net, module.backbone
         query = self.query(module, batch)
-        idx = select_by_keys(query, net.keys, int(self.cfg["l2p_top_k"]), bool(self.cfg["l2p_batchwise"]))
+        idx = select_by_keys(query, net.keys, int(self.own.l2p_top_k), bool(self.own.l2p_batchwise))
         prompts = net.prompts[idx].flatten(1, 2)                                   # (B, top_k * length, C)
-        if self.cfg["l2p_prompt_position"] == "image_cls":
+        if self.own.l2p_prompt_position == "image_cls":
             prompts = prompts + image_cls_position(backbone)
         args, kwargs = backbone_inputs(batch)
         out = backbone(*args, **kwargs, extra_tokens=prompts, return_attention=return_attention)
-        if self.cfg["l2p_head"] == "prompt":
+        if self.own.l2p_head == "prompt":
             out = replace(out, pooled=out.hidden[:, -prompts.shape[1]:].mean(1))
         out.prompt_idx = idx
         out.pull = pull_constraint(query, net.keys, idx)

@@ -242,23 +242,23 @@ class RebQ(Method):
         if self.cfg.get("tuning", "frozen") != "frozen":
             warnings.warn(f"rebq trains prompts on a frozen backbone, but tuning={self.cfg['tuning']!r}: use the "
                           f"`rebq` named config after the dataset's (`with demo rebq`), or tuning=frozen")
-        length = int(self.cfg["rebq_prompt_length"])
+        length = int(self.own.rebq_prompt_length)
         if length < 2 or length % 2:
             raise ValueError(f"rebq_prompt_length={length}: must be even (half keys, half values)")
         num_phases = int(self.cfg["num_phases"])
-        self.per_task = int(self.cfg["rebq_pool_size"]) // num_phases
+        self.per_task = int(self.own.rebq_pool_size) // num_phases
         if self.per_task < 1:
-            raise ValueError(f"rebq_pool_size={self.cfg['rebq_pool_size']} gives no component per task for "
+            raise ValueError(f"rebq_pool_size={self.own.rebq_pool_size} gives no component per task for "
                              f"{num_phases} phases")
         self.layers = 0
 
     # -- structure
     def build_net(self, backbone_cfg) -> RebQNet:
-        self.layers = min(int(self.cfg["rebq_layers"]), backbone_cfg.num_layers)
-        if self.layers < int(self.cfg["rebq_layers"]):
-            warnings.warn(f"rebq_layers={self.cfg['rebq_layers']} > the model's {backbone_cfg.num_layers} layers: "
+        self.layers = min(int(self.own.rebq_layers), backbone_cfg.num_layers)
+        if self.layers < int(self.own.rebq_layers):
+            warnings.warn(f"rebq_layers={self.own.rebq_layers} > the model's {backbone_cfg.num_layers} layers: "
                           f"prompting all {self.layers}")
-        return RebQNet(int(self.cfg["num_phases"]), self.per_task, int(self.cfg["rebq_prompt_length"]),
+        return RebQNet(int(self.cfg["num_phases"]), self.per_task, int(self.own.rebq_prompt_length),
                        self.layers, backbone_cfg.hidden_size)
 
     def set_trainable(self, module) -> None:
@@ -266,11 +266,11 @@ class RebQ(Method):
         for pool in module.method_net.pools():
             for s, comps in enumerate(pool.tasks):
                 comps.requires_grad_(s == t)
-        if not self.cfg["rebq_pooler"]:
+        if not self.own.rebq_pooler:
             module.backbone.pooler.requires_grad_(False)  # not in the forward pass
 
     def before_phase(self, ctx) -> None:
-        if self.cfg["rebq_reinit"] and ctx.phase > 0:
+        if self.own.rebq_reinit and ctx.phase > 0:
             for pool in ctx.module.method_net.pools():
                 pool.init_task(ctx.phase)
 
@@ -346,7 +346,7 @@ class RebQ(Method):
         # 5. final pass on the originals
         final = bb(ids, masks, images, pmasks, patch_keep=keep, return_attention=return_attention, prefixes=prefixes)
         values = {f.name: getattr(final, f.name) for f in fields(ViLTOutput)}
-        if not self.cfg["rebq_pooler"]:
+        if not self.own.rebq_pooler:
             values["pooled"] = final.hidden[:, 0]
         return RebQOutput(**values, reconstruction_loss=loss, num_copies=n_copy, text_query=text_query,
                           image_query=image_query)
@@ -361,4 +361,4 @@ class RebQ(Method):
             module.log("train/ce", ce, batch_size=logits.shape[0])
             if rec is not None:
                 module.log("train/rec_loss", rec, batch_size=logits.shape[0])
-        return ce if rec is None else ce + float(self.cfg["rebq_alpha"]) * rec
+        return ce if rec is None else ce + float(self.own.rebq_alpha) * rec

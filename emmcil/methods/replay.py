@@ -92,7 +92,7 @@ class Replay(Method):
         if not exemplars:
             return None
         n_new = len(ctx.scenario.train_dataset(ctx.phase))
-        length = replay_length(len(exemplars), n_new, float(self.cfg["replay_ratio"]))
+        length = replay_length(len(exemplars), n_new, float(self.own.replay_ratio))
         return AugmentedReplay(exemplars, ctx.max_text_len, *self.augmentation(), length=length,
                                **self.replay_options())
 
