@@ -36,7 +36,7 @@ def test_the_static_reading_of_a_method_equals_the_imported_class(name):
     a = Settings.from_config(cfg, static.settings)
     b = Settings.from_config(cfg, imported.settings)
     assert a.problems() == b.problems() == []
-    assert a.method.layout_dependence(a) == b.method.layout_dependence(b)
+    assert a.method.layout_dependence("torch") == b.method.layout_dependence("torch")
     for f in dataclasses.fields(imported.settings):  # one-line docs for every key
         assert f.metadata["doc"] and "\n" not in f.metadata["doc"], f.name
 
@@ -78,11 +78,13 @@ def _fresh(code: str, tmp_path) -> subprocess.CompletedProcess:
 
 
 def test_print_config_and_config_errors_import_no_torch(tmp_path):
-    """issue 25: print_config (and a refused config) without torch, Lightning, transformers or torchvision."""
+    """issue 25: print_config, --help and a refused config without torch, Lightning, transformers or torchvision."""
     run = f"import runpy; sys.argv = {{}}; runpy.run_path({str(ROOT / 'run.py')!r}, run_name='__main__')"
     ok = _fresh(run.format(["run.py", "print_config", "with", "demo", "emm", "--loglevel=ERROR"]), tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert "tau_image = 0.74" in ok.stdout and "HEAVY []" in ok.stderr, ok.stderr[-2000:]
+    helped = _fresh(run.format(["run.py", "--help"]), tmp_path)
+    assert helped.returncode == 0 and "print_config" in helped.stdout and "HEAVY []" in helped.stderr
     bad = _fresh(run.format(["run.py", "print_config", "with", "demo", "emm", "tau_image=1.5"]), tmp_path)
     assert bad.returncode != 0 and "tau_image=1.5 must lie in [0, 1]" in bad.stderr
     assert "HEAVY []" in bad.stderr and "Traceback" not in bad.stderr

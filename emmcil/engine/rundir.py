@@ -54,7 +54,7 @@ from filelock import FileLock, Timeout
 from emmcil.atomic import atomic_write, move_aside, remove_stale, write_text
 from emmcil.data.protocol import protocol_of
 from emmcil.methods.catalogue import catalogue, method_entry
-from emmcil.settings import CONCERNS, Settings, non_result_keys
+from emmcil.settings import CONCERNS, non_result_keys
 from emmcil.provenance import CONFIG_ENTRY as PROVENANCE
 
 def _torch():
@@ -180,25 +180,9 @@ def layout_dependence(cfg: Mapping) -> str | None:
     entry = catalogue().get(cfg.get("method"))
     if entry is None:
         return None
-    try:
-        settings = Settings.from_config(cfg, entry.settings, ignore=[k for k in cfg if k not in _keys(entry)])
-    except ValueError:  # a config saved by an older version, without some key: the method's defaults stand in
-        return entry.settings(**{**entry.config, **{k: cfg[k] for k in entry.config if k in cfg}}
-                              ).layout_dependence(_ModelRng(cfg.get("model_rng", "sample")))
-    return settings.method.layout_dependence(settings)
-
-
-class _ModelRng:
-    """The one general setting a method's layout_dependence may read, for an old config."""
-
-    def __init__(self, model_rng: str):
-        self.model = type("Model", (), {"model_rng": model_rng})()
-
-
-def _keys(entry) -> set[str]:
-    from emmcil.settings import general_fields
-
-    return set(general_fields()) | set(entry.config)
+    # the method's settings from the config (a key an older version did not save takes its default)
+    own = entry.settings(**{**entry.config, **{k: cfg[k] for k in entry.config if k in cfg}})
+    return own.layout_dependence(cfg.get("model_rng", "sample"))
 
 
 def results_config(cfg: Mapping) -> dict[str, Any]:

@@ -143,8 +143,8 @@ class Method:
         by ``setup``, so that a key read only after a phase has trained does not cost that phase."""
         try:
             settings = Settings.from_config(self.cfg, type(self).settings, ignore=[k for k in self.cfg if
-                                                                              k not in self.known_keys()])
-        except SettingsError:  # a partial config (a test's, a library caller's): check the method's own keys
+                                                                              k not in self._known_keys()])
+        except SettingsError:  # a partial config (a test's, a library caller's): no whole settings to check against
             settings = None
         if settings is not None:
             problems = settings.method.check(settings)
@@ -152,7 +152,7 @@ class Method:
                 raise ValueError(problems[0])
 
     @classmethod
-    def known_keys(cls) -> set[str]:
+    def _known_keys(cls) -> set[str]:
         from emmcil.settings import general_fields
 
         return set(general_fields()) | set(cls.config)

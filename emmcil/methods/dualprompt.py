@@ -67,7 +67,7 @@ class DualPromptSettings(MethodSettings):
                 return [f"{key}={getattr(self, key)!r}: expected one of {allowed}"]
         return []
 
-    def layout_dependence(self, settings) -> str | None:
+    def layout_dependence(self, model_rng: str) -> str | None:
         return ("dualprompt_batchwise: at test time a batch's majority E-prompt serves all its samples"
                 if self.dualprompt_batchwise else None)
 

@@ -83,8 +83,8 @@ class EaseSettings(MethodSettings):
     ease_adapters_per_pass: int = setting(0, "evaluation: adapter sets batched into one backbone pass (0 = all)",
                                           result=True)
 
-    def layout_dependence(self, settings) -> str | None:
-        if settings.model.model_rng == "torch" and float(self.ease_adapter_dropout) > 0:
+    def layout_dependence(self, model_rng: str) -> str | None:
+        if model_rng == "torch" and float(self.ease_adapter_dropout) > 0:
             return "model_rng='torch' draws the adapters' dropout over each batch"
         return None
 

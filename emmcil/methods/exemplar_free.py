@@ -1,6 +1,6 @@
 """What the exemplar-free baselines on a frozen ViLT share (L2P, DualPrompt, EASE: PILOT's pre-trained-model CIL).
 
-- **Frozen backbone** (:data:`FROZEN_BACKBONE`, their named configs): ``tuning="frozen"`` with no SSF modules, so
+- **Frozen backbone** (``ExemplarFreeMethod.named_config``, their named configs): ``tuning="frozen"`` with no SSF modules, so
   only the method's own parameters (``method_net``: prompts, keys, adapters) and its head train; ``drop_rate=0``
   as PILOT's configs (``"drop": 0.0``). ViLT's pooler is pretrained (ITM) and stays frozen here
   (:meth:`ExemplarFreeMethod.set_trainable`): PILOT freezes every backbone part but the prompts/adapters and the
@@ -29,8 +29,6 @@ import torch.nn.functional as F
 
 from .base import Method
 
-# The named-config keys of every exemplar-free method: frozen backbone, no SSF, no dropout (PILOT: drop 0.0).
-FROZEN_BACKBONE: dict[str, Any] = {"tuning": "frozen", "ssf": False, "drop_rate": 0.0}
 
 
 def backbone_inputs(batch: dict) -> tuple[tuple, dict]:
@@ -42,7 +40,8 @@ def backbone_inputs(batch: dict) -> tuple[tuple, dict]:
 class ExemplarFreeMethod(Method):
     """Base of L2P, DualPrompt and EASE (not registered itself)."""
 
-    named_config: ClassVar[dict[str, Any]] = {"tuning": "frozen", "ssf": False, "drop_rate": 0.0}  # FROZEN_BACKBONE
+    # frozen backbone, no SSF, no dropout (PILOT: drop 0.0); a literal, read by emmcil.methods.catalogue
+    named_config: ClassVar[dict[str, Any]] = {"tuning": "frozen", "ssf": False, "drop_rate": 0.0}
     train_mask: ClassVar[bool] = True  # old classes' logits at -inf in training
     pull_key: ClassVar[str | None] = None  # settings field of the pull constraint's weight (prompts chosen by keys)
 

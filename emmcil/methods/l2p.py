@@ -63,7 +63,7 @@ class L2pSettings(MethodSettings):
             return [f"l2p_top_k={self.l2p_top_k} must lie in [1, l2p_pool_size={self.l2p_pool_size}]"]
         return []
 
-    def layout_dependence(self, settings) -> str | None:
+    def layout_dependence(self, model_rng: str) -> str | None:
         return ("l2p_batchwise: a batch's most chosen prompts serve all its samples (training and evaluation)"
                 if self.l2p_batchwise else None)
 

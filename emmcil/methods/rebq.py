@@ -223,7 +223,7 @@ class RebQSettings(MethodSettings):
             return [f"rebq_pool_size={self.rebq_pool_size} gives no component per task for {num_phases} phases"]
         return []
 
-    def layout_dependence(self, settings) -> str | None:
+    def layout_dependence(self, model_rng: str) -> str | None:
         return "the reconstruction loss is a mean over the copies of a batch's complete samples (the released code's)"
 
 

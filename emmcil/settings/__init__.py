@@ -32,9 +32,10 @@ class MethodSettings:
         """Cross-key problems of the method's values (one line each, naming the key); ``settings``: the whole run's."""
         return []
 
-    def layout_dependence(self, settings: "Settings") -> str | None:
-        """Why this method's numbers depend on which samples share a device's batch, or None (per-sample losses and
-        outputs only). Then ``per_gpu_batchsize``, ``devices`` and ``num_nodes`` name the run and are checked on
+    def layout_dependence(self, model_rng: str) -> str | None:
+        """Why this method's numbers depend on which samples share a device's batch (a batch-level statistic or
+        choice, a loss averaged over a micro-batch's count of something), or None: per-sample losses and outputs
+        only. ``model_rng``: the run's (``"torch"`` draws a method's dropout over each batch). Then ``per_gpu_batchsize``, ``devices`` and ``num_nodes`` name the run and are checked on
         resume (:func:`emmcil.engine.rundir.layout_dependence`)."""
         return None
 
