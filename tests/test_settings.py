@@ -148,11 +148,11 @@ STILL_READING = {
     "emmcil/data/protocol.py": 3, "emmcil/engine/driver.py": 66, "emmcil/engine/evaluate.py": 7,
     "emmcil/engine/loaders.py": 47, "emmcil/engine/module.py": 8, "emmcil/engine/results.py": 11,
     "emmcil/engine/rundir.py": 33, "emmcil/engine/tracking.py": 9, "emmcil/memory/buffer.py": 2,
-    "emmcil/methods/base.py": 3, "emmcil/methods/cim.py": 19, "emmcil/methods/dualprompt.py": 12,
-    "emmcil/methods/ease.py": 7, "emmcil/methods/emm.py": 28, "emmcil/methods/l2p.py": 6, "emmcil/methods/mrdc.py": 3,
-    "emmcil/methods/rebq.py": 15, "emmcil/methods/recipes.py": 27, "emmcil/methods/replay.py": 7,
-    "emmcil/model/__init__.py": 5, "emmcil/report/build.py": 4, "emmcil/report/collect.py": 30,
-    "emmcil/report/memory.py": 3, "emmcil/report/plots.py": 7, "emmcil/report/tables.py": 15,
+    "emmcil/methods/base.py": 3, "emmcil/methods/cim.py": 6, "emmcil/methods/dualprompt.py": 3,
+    "emmcil/methods/ease.py": 2, "emmcil/methods/emm.py": 2, "emmcil/methods/mrdc.py": 2, "emmcil/methods/rebq.py": 4,
+    "emmcil/methods/recipes.py": 27, "emmcil/methods/replay.py": 6, "emmcil/model/__init__.py": 5,
+    "emmcil/report/build.py": 4, "emmcil/report/collect.py": 30, "emmcil/report/memory.py": 3,
+    "emmcil/report/plots.py": 7, "emmcil/report/tables.py": 15,
 }
 ABOVE = ("emmcil/config.py", "emmcil/train.py", "emmcil/settings/", "emmcil/methods/catalogue.py")
 
