@@ -4,7 +4,7 @@
 #   bash scripts/compare_results.sh OLD_TREE NEW_TREE [OUT_DIR]      e.g. a `git worktree add ../base main` and .
 # Each checkout runs with its own code (PYTHONPATH), the same small settings: demo, num_phases=2, max_epoch=1.
 set -u
-OLD=$(cd "$1" && pwd); NEW=$(cd "$2" && pwd); OUT=${3:-$(mktemp -d)}
+OLD=$(cd "$1" && pwd); NEW=$(cd "$2" && pwd); OUT=${3:-$(mktemp -d)}; mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
 METHODS=${METHODS:-"finetune replay emm cim mrdc"}
 status=0
 for side in old new; do
