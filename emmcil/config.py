@@ -38,9 +38,9 @@ of its file, e.g. ``emm``'s thresholds).
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import json
-import math
 from pathlib import Path
 
 import yaml
@@ -50,16 +50,14 @@ from sacred.config.config_dict import ConfigDict
 from sacred.initialize import create_run
 from sacred.utils import ConfigError, iterate_flattened
 
-from emmcil.data import dataset_classes
+from emmcil.data.arrow import dataset_classes
 from emmcil.data.catalogue import DATASETS, dataset_default
-from emmcil.data.scenario import phase_sizes
+from emmcil.data.protocol import phase_sizes
 from emmcil.engine.rundir import run_name
-from emmcil.memory.buffer import MemoryBuffer
-from emmcil.methods import METHODS, get_method, method_key_docs, methods_reading
-from emmcil.methods.recipes import INTERVALS, OPTIMIZERS, SCHEDULES, recipe
-from emmcil.model import TINY, VILT_B32, ViLTConfig
-from emmcil.model.ssf import TUNING_MODES
+from emmcil.methods.catalogue import catalogue, method_entry, methods_reading
+from emmcil.methods.recipes import recipe
 from emmcil.provenance import git_repository
+from emmcil.settings import MODEL_SIZES, Settings, docs, general_fields
 
 # Lightning draws its own progress bars; sacred's stdout capture would mangle them.
 SETTINGS.CAPTURE_MODE = "no"
@@ -79,14 +77,6 @@ class EmmcilExperiment(Experiment):
 
 
 ex = EmmcilExperiment("emmcil", save_git_info=False)
-
-# Model sizes: the backbone's shape, and the timm ImageNet weights ViLT starts from when there is no load_path
-# (used only if already in the local cache; nothing is downloaded).
-MODEL_SIZES = {
-    "vilt_b32": dict(VILT_B32, timm_init="vit_base_patch32_384"),
-    "tiny": dict(TINY, timm_init=""),  # matches the demo: image_size 96, patch_size 16
-}
-
 
 def config_error(message: str) -> ConfigError:
     """A config error that sacred prints as its message alone (no traceback)."""
@@ -200,132 +190,130 @@ def protocol_phases(num_classes: int, num_phases: int, init_classes: int, increm
 
 @ex.config
 def config():
+    # Every key is a field of emmcil/settings/general.py (type, default, one-line doc, checks), which print_config
+    # shows; here the derived defaults: the dataset catalogue, MODEL_SIZES and the method's training recipe.
     # ---------------------------------------------------------------- experiment
-    dataset = "mm_imagenet_r"    # demo | food101 | mm_imagenet_r, or any NAME of data_root/NAME_{split}.arrow files
-    method = "replay"            # a registered method: finetune | joint | replay | ... (emmcil/methods/)
-    num_phases = 5               # L equal phases (the first ones +1 if L does not divide); with increment: derived
-    init_classes = 0             # PyCIL's init_cls: classes of the first phase, with increment; 0 = increment
-    increment = 0                # PyCIL's increment: classes of each later phase; 0 = num_phases equal phases
-    model_size = dataset_default(dataset, "model_size")  # vilt_b32 | tiny
-    seed = 0                     # model init, and every phase's RNGs from (seed, phase): resume is exact
-    class_order_seed = 1993      # permutation of the classes (PyCIL/PILOT's 1993); None = identity order
+    dataset = "mm_imagenet_r"
+    method = "replay"
+    num_phases = 5
+    init_classes = 0
+    increment = 0
+    model_size = dataset_default(dataset, "model_size")
+    seed = 0
+    class_order_seed = 1993
 
     # ---------------------------------------------------------------- data
-    data_root = ""               # folder of {dataset}_{split}.arrow; "" for the demo = $EMMCIL_DATA/demo or cache
-    train_splits = ["train"]     # arrow splits trained on (e.g. ["train", "val"])
-    test_split = "test"          # evaluated after every phase
-    num_classes = dataset_num_classes(dataset, data_root, split_names(train_splits) + [test_split])  # or NAME_classes.json
+    data_root = ""
+    train_splits = ["train"]
+    test_split = "test"
+    num_classes = dataset_num_classes(dataset, data_root, split_names(train_splits) + [test_split])
     num_phases = protocol_phases(num_classes, num_phases, init_classes, increment)
-    tokenizer = ""               # bert-base-uncased vocab.txt (file or folder); "" = found offline
-    max_text_len = dataset_default(dataset, "max_text_len")  # text tokens kept per sample (ViLT: 40)
-    train_randaug = False        # RandAugment(2, 9) on training images (ViLT's pixelbert_randaug)
+    tokenizer = ""
+    max_text_len = dataset_default(dataset, "max_text_len")
+    train_randaug = False
 
     # ---------------------------------------------------------------- missing modalities (CMML, RebQ's protocol)
-    missing_type = "none"        # none | text | image | both: which modality samples of every split miss
-    missing_ratio = 0.7          # share of each split's samples that miss a modality (RebQ's 70 %)
-    missing_both_ratio = 0.5     # for "both": share of the missing samples that miss the image (the rest the text)
-    missing_seed = 0             # seeds each split's table (a different one per split); independent of `seed`
+    missing_type = "none"
+    missing_ratio = 0.7
+    missing_both_ratio = 0.5
+    missing_seed = 0
 
     # ---------------------------------------------------------------- model
-    hidden_size = model_size_default(model_size, "hidden_size")  # from MODEL_SIZES[model_size]
-    num_layers = model_size_default(model_size, "num_layers")  # transformer blocks
-    num_heads = model_size_default(model_size, "num_heads")  # attention heads per block
-    mlp_ratio = model_size_default(model_size, "mlp_ratio")  # MLP width / hidden_size
-    patch_size = model_size_default(model_size, "patch_size")  # image patch side, pixels
-    image_size = model_size_default(model_size, "image_size")  # shorter side (pixelbert resize)
-    timm_init = model_size_default(model_size, "timm_init")   # only when load_path is ""
-    vocab_size = 30522           # bert-base-uncased word pieces
-    max_image_len = -1           # patches per image in training; -1 = all (ViLT fine-tuning)
-    drop_rate = 0.1              # dropout after attention / MLP outputs and embeddings (ViLT: 0.1)
-    attn_drop_rate = 0.0         # dropout on attention weights
-    drop_path_rate = 0.0         # stochastic depth
-    # sample: dropout, stochastic depth and max_image_len's patches drawn per sample from (seed, phase, epoch, index),
-    # so devices, num_nodes and per_gpu_batchsize do not change results | torch: torch's RNG stream over each batch
-    # (cheaper masks; the batch layout then changes results, and those keys name the run)
+    hidden_size = model_size_default(model_size, "hidden_size")
+    num_layers = model_size_default(model_size, "num_layers")
+    num_heads = model_size_default(model_size, "num_heads")
+    mlp_ratio = model_size_default(model_size, "mlp_ratio")
+    patch_size = model_size_default(model_size, "patch_size")
+    image_size = model_size_default(model_size, "image_size")
+    timm_init = model_size_default(model_size, "timm_init")
+    vocab_size = 30522
+    max_image_len = -1
+    drop_rate = 0.1
+    attn_drop_rate = 0.0
+    drop_path_rate = 0.0
     model_rng = "sample"
-    qkv_bias = True              # bias in the query/key/value projection (ViT, ViLT)
-    ssf = True                   # SSF scale/shift after qkv, proj, fc1, fc2, norms, patch embedding
-    tuning = "ssf"               # ssf: SSF + pooler + classifier train | frozen: pooler + classifier | full
-    head = "linear"              # linear | mlp: Linear-LN-GELU-Linear, missing_aware_prompts' head (last layer grows)
-    load_path = ""               # ViLT checkpoint (vilt_200k_mlm_itm.ckpt / HF folder); "" = random init
-    trust_checkpoint = False     # allow full unpickling of load_path (only for files you trust)
+    qkv_bias = True
+    ssf = True
+    tuning = "ssf"
+    head = "linear"
+    load_path = ""
+    trust_checkpoint = False
 
     # ---------------------------------------------------------------- optimisation, per phase
     # Defaults: the method's recipe on this dataset (emmcil/methods/recipes.py, each value with its source).
-    optimizer = recipe(method, dataset, "optimizer")        # adamw | adam | sgd
-    lr = recipe(method, dataset, "lr")                      # peak learning rate
-    weight_decay = recipe(method, dataset, "weight_decay")  # decoupled (adamw) or L2 (adam, sgd) weight decay
-    weight_decay_1d = recipe(method, dataset, "weight_decay_1d")  # also decay biases, norms, SSF (1-D parameters)
-    betas = recipe(method, dataset, "betas")                # adam / adamw
-    eps = recipe(method, dataset, "eps")                    # adam / adamw
-    momentum = recipe(method, dataset, "momentum")          # sgd
-    lr_schedule = recipe(method, dataset, "lr_schedule")    # linear | cosine (-> 0 after the warmup) | constant
-    warmup = recipe(method, dataset, "warmup")              # linear warmup from 0: fraction (< 1) or count of intervals
-    schedule_interval = recipe(method, dataset, "schedule_interval")  # step | epoch: when the schedule advances
-    max_epoch = recipe(method, dataset, "max_epoch")        # epochs per phase
-    max_steps = -1               # optimiser steps per phase; -1 = max_epoch epochs
-    batch_size = recipe(method, dataset, "batch_size")      # effective batch, reached by accumulation
-    per_gpu_batchsize = min(batch_size, dataset_default(dataset, "per_gpu_batchsize"))  # per device+step
-    gradient_clip_val = None     # clip the gradient norm to this; None = no clipping
-    limit_train_batches = 1.0    # a fraction of each epoch, or a number of its optimiser steps (tests, smoke runs)
-    # 0: uniformly random training batches (ViLT). k > 0: batches of similar sequence length, drawn from sorted
-    # windows of k batches (transformers' LengthGroupedSampler uses 50), so that a batch of masked exemplars costs
-    # what they keep instead of being padded to a full image (emmcil/engine/loaders.py). Off by default: it
-    # changes which samples share a batch, and so the results.
-    length_group_window = 0      # 0: random batches; k: batches of similar length from sorted windows of k batches
+    optimizer = recipe(method, dataset, "optimizer")
+    lr = recipe(method, dataset, "lr")
+    weight_decay = recipe(method, dataset, "weight_decay")
+    weight_decay_1d = recipe(method, dataset, "weight_decay_1d")
+    betas = recipe(method, dataset, "betas")
+    eps = recipe(method, dataset, "eps")
+    momentum = recipe(method, dataset, "momentum")
+    lr_schedule = recipe(method, dataset, "lr_schedule")
+    warmup = recipe(method, dataset, "warmup")
+    schedule_interval = recipe(method, dataset, "schedule_interval")
+    max_epoch = recipe(method, dataset, "max_epoch")
+    max_steps = -1
+    batch_size = recipe(method, dataset, "batch_size")
+    per_gpu_batchsize = min(batch_size, dataset_default(dataset, "per_gpu_batchsize"))
+    gradient_clip_val = None
+    limit_train_batches = 1.0
+    length_group_window = 0
 
     # ---------------------------------------------------------------- memory (methods with exemplars)
-    memory_per_class = 5         # budget per class, in full exemplars (the paper's "samples/class"; 5 its default)
-    memory_unit = "tokens"       # tokens (stored / the sample's tokens) | byte_share (stored / its bytes) | bytes
-                                 # tokens: patches + text tokens, a compressed image (mrdc, cim) at its reference's
-                                 # rate; a full exemplar costs 1.0, so m a class (the paper's Fig. 5 from its Fig. 4
-                                 # masks). bytes: stored bytes against m x the training set's mean full-exemplar bytes
-    memory_budget_mode = "per_class"  # per_class | total (memory_total shared by the seen classes)
-    memory_total = 0             # total budget in full exemplars, for memory_budget_mode="total"
-    memory_fill = "skip"         # skip: pass over an exemplar that does not fit | stop: end there (CIM-CIL; cim's)
-                                 # the two are the same when every exemplar costs 1.0 (replay)
-    memory_browser = True        # after each phase, save what `python -m emmcil.report.memory` shows in
-                                 # memory/phase_<t>/: each new exemplar's stored image, attention map, caption,
-                                 # rank, similarity, cost (False: nothing)
+    memory_per_class = 5
+    memory_unit = "tokens"
+    memory_budget_mode = "per_class"
+    memory_total = 0
+    memory_fill = "skip"
+    memory_browser = True
 
     # ---------------------------------------------------------------- hardware
-    accelerator = "auto"         # Lightning accelerator: auto | cpu | gpu
-    devices = 1                  # per node; effective batch = per_gpu_batchsize * devices * num_nodes * accumulation
-    num_nodes = 1                # machines (Lightning)
-    strategy = "auto"            # Lightning strategy ("ddp" for several GPUs)
-    precision = "32-true"        # Lightning precision; "16-mixed" / "bf16-mixed" on GPUs
-    deterministic = None         # torch's deterministic kernels; None = on a CPU only (exact, costs ~nothing there)
-    num_workers = dataset_default(dataset, "num_workers")  # DataLoader workers (0: main process); at most the cores
-    # Images leave the workers as uint8 at the model's size and are normalised on the device (docs/data.md).
-    decode_on = "cpu"            # cpu: the workers decode | device: they hand over JPEG files, decoded in batches on
-                                 # the model's device (torchvision decode_jpeg: nvJPEG on CUDA); same pixels within
-                                 # the decoders' tolerance; an augmented (train_randaug) training set decodes on the CPU
-    jpeg_draft = decode_on == "cpu"  # CPU decoding: a JPEG at least twice the model's size is decoded at 1/2, 1/4 or
-                                 # 1/8 scale (Pillow's draft), still >= that size: other pixels (docs/data.md), so a
-                                 # result key; the device decodes at full scale (nvJPEG has no DCT scaling)
-    num_threads = 0              # torch intra-op CPU threads; 0 = torch's default (results depend on it, bitwise)
-    compile = False              # torch.compile the backbone (train, inference): same results; eager where unsupported
+    accelerator = "auto"
+    devices = 1
+    num_nodes = 1
+    strategy = "auto"
+    precision = "32-true"
+    deterministic = None
+    num_workers = dataset_default(dataset, "num_workers")
+    decode_on = "cpu"
+    jpeg_draft = decode_on == "cpu"
+    num_threads = 0
+    compile = False
 
     # ---------------------------------------------------------------- run directory
-    log_dir = "runs"             # run directories live in {log_dir}/{exp_name}
-    exp_tag = ""                 # appended to the derived exp_name (ablation named configs set it)
-    exp_name = ""                # run directory {log_dir}/{exp_name}; "" = derived from the config (name_the_run)
-    restart = False              # True: delete an existing run directory and start over
-    keep_checkpoints = 0         # keep only the newest N phase checkpoints; 0 = keep all
-    stop_after_phase = -1        # stop after this phase (resume later by re-running); -1 = run all
-    progress_bar = True          # Lightning's progress bar in training, on a terminal only (a log gets the phase lines)
-    log_every_n_steps = 10       # training metrics (loss, accuracy, learning rate) every N steps
+    log_dir = "runs"
+    exp_tag = ""
+    exp_name = ""
+    restart = False
+    keep_checkpoints = 0
+    stop_after_phase = -1
+    progress_bar = True
+    log_every_n_steps = 10
 
     # ---------------------------------------------------------------- logging: CSV and TensorBoard always (logs/)
-    wandb = False                # also log to Weights & Biases (needs `pip install wandb` and `wandb login`)
-    wandb_project = "emmcil"     # W&B project
-    wandb_entity = ""            # W&B team or user; "" = your default entity
-    wandb_mode = "online"        # online | offline (files in logs/wandb/, upload later with `wandb sync`)
+    wandb = False
+    wandb_project = "emmcil"
+    wandb_entity = ""
+    wandb_mode = "online"
 
 
-# the memory keys and the MemoryBuffer arguments they are
-MEMORY_ARGS = {"memory_per_class": "memory_per_class", "memory_budget_mode": "mode", "memory_total": "memory_total",
-               "memory_fill": "fill", "memory_unit": "unit"}
+class FieldDocs:
+    """The config scope ``config()`` with each key's doc from its settings field (what ``print_config`` shows)."""
+
+    def __init__(self, scope):
+        self.scope = scope
+
+    def __call__(self, fixed=None, preset=None, fallback=None):
+        summary = self.scope(fixed, preset, fallback)
+        fields = general_fields()
+        summary.docs = {k: fields[k].metadata["doc"] for k in summary if k in fields}
+        return summary
+
+
+ex.configurations[0] = FieldDocs(ex.configurations[0])
+
+
+MEMORY_KEYS = ("memory_per_class", "memory_budget_mode", "memory_total", "memory_fill", "memory_unit")
 
 
 class MethodKeys:
@@ -342,18 +330,15 @@ class MethodKeys:
     def __call__(self, fixed=None, preset=None, fallback=None):
         fixed, preset = fixed or {}, preset or {}
         method = preset.get("method", fixed.get("method"))
-        own = get_method(method).config  # KeyError naming the registered methods
+        entry = method_entry(method)  # KeyError naming the registered methods
+        own = entry.config
         foreign = sorted(k for k in fixed if k not in own and methods_reading(k))
         if foreign:
             lines = "\n".join(f"  {k}: a key of {', '.join(methods_reading(k))}" for k in foreign)
             raise config_error(f"method={method!r} does not read {', '.join(foreign)}:\n{lines}\n"
                                f"Choose that method (e.g. `with {methods_reading(foreign[0])[0]}`), or drop the key; "
                                f"`python run.py print_config with {method}` lists the keys {method!r} reads.")
-        memory = {k: fixed.get(k, preset.get(k)) for k in MEMORY_ARGS}
-        try:  # the memory buffer's own checks, now rather than when the run starts
-            MemoryBuffer(**{arg: memory[key] for key, arg in MEMORY_ARGS.items()}, full_exemplar_bytes=1.0)
-        except ValueError as err:
-            raise config_error(str(err)) from None
+        memory = {k: fixed.get(k, preset.get(k)) for k in MEMORY_KEYS}
         protocol = [preset.get(k, fixed.get(k)) for k in ("num_classes", "num_phases", "init_classes", "increment")]
         try:  # a num_phases set alongside init_classes / increment (a phases_* named config, say) must agree
             if protocol[2] or protocol[3]:
@@ -369,8 +354,8 @@ class MethodKeys:
         # sacred's ConfigDict reports no "added" keys, which would silence ConfigAddedError for every unknown key;
         # this scope reports the keys it does not define, as config scopes do
         summary.added = {key for key, _ in iterate_flattened(fixed) if key.split(".")[0] not in own}
-        docs = method_key_docs()
-        summary.docs = {k: f"{method}: {docs.get(k, '')}" for k in own}
+        own_docs = docs(entry.settings)
+        summary.docs = {k: f"{method}: {own_docs[k]}" for k in own}
         return summary
 
 
@@ -399,42 +384,18 @@ def reference_config(cfg) -> dict:
 
 
 # ---------------------------------------------------------------- checks at config time
-# Lightning's precisions, as the run's name and its resume check compare them (16, "16", "bf16", 32 are aliases
-# Lightning accepts: refused with the canonical name, so that one setting never has two names).
-PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "bf16-true", "16-true", "64-true")
-PRECISION_ALIASES = {"16": "16-mixed", "bf16": "bf16-mixed", "32": "32-true", "64": "64-true"}
-# Whole numbers and their smallest value (None: no bound); "or -1" keys also take -1 (off / all).
-INTEGER_KEYS = {"num_phases": 1, "batch_size": 1, "per_gpu_batchsize": 1, "max_epoch": 1, "num_workers": 0,
-                "num_threads": 0, "num_nodes": 1, "log_every_n_steps": 1, "keep_checkpoints": 0,
-                "stop_after_phase": -1, "length_group_window": 0, "seed": None, "missing_seed": None, "max_text_len": 2,
-                "hidden_size": 1, "num_layers": 1, "num_heads": 1, "patch_size": 1, "image_size": 1,
-                "vocab_size": 1, "max_steps": None, "max_image_len": None}
-OR_MINUS_ONE = ("max_steps", "max_image_len")
-SEED_KEYS = ("seed", "missing_seed", "class_order_seed")  # numpy and Lightning take seeds in [0, 2^32)
-# Real numbers and their range: (low, high, whether low itself is allowed).
-REAL_KEYS = {"lr": (0, math.inf, True), "weight_decay": (0, math.inf, True), "eps": (0, math.inf, False),
-             "momentum": (0, math.inf, True), "warmup": (0, math.inf, True), "missing_ratio": (0, 1, True),
-             "missing_both_ratio": (0, 1, True), "mlp_ratio": (0, math.inf, False)}
-# Keys whose value may be of more than one type; every other key must have its default's type (a str key a str,
-# a bool key a bool, a list key a list), so that a value sacred parsed differently from what was meant is refused.
-MIXED_KEYS = {"class_order_seed": (int, type(None)), "devices": (int, str, list), "deterministic": (bool, str, type(None)),
-              "gradient_clip_val": (int, float, type(None)), "limit_train_batches": (int, float),
-              "memory_per_class": (int, float), "memory_total": (int, float), "warmup": (int, float)}
-ADAM_TYPE = ("adam", "adamw")
-
-
 @functools.cache
-def default_types() -> dict[str, type]:
-    """Each key's type as ``config()`` and the method files declare its default (bool, int, float, str, list)."""
-    out = {k: type(v) for k, v in config().items()}
-    for method in METHODS.values():
-        out.update((k, type(v)) for k, v in method.config.items())
+def default_types() -> dict[str, str]:
+    """Each key's annotation in its settings field (general keys and every method's): "int", "str", "float | None"..."""
+    out = {name: f.type for name, f in general_fields().items()}
+    for entry in catalogue().values():
+        out.update((f.name, f.type) for f in dataclasses.fields(entry.settings))
     return out
 
 
 def string_keys() -> frozenset[str]:
-    """The keys that hold text (their default is a str): ``exp_name``, ``exp_tag``, ``data_root``, ``precision``, ..."""
-    return frozenset(k for k, t in default_types().items() if t is str)
+    """The keys that hold text (annotated ``str``): ``exp_name``, ``exp_tag``, ``data_root``, ``precision``, ..."""
+    return frozenset(k for k, t in default_types().items() if t == "str")
 
 
 def keep_strings(argv: list[str]) -> list[str]:
@@ -456,108 +417,20 @@ def keep_strings(argv: list[str]) -> list[str]:
     return out
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def settings_of(cfg) -> Settings:
+    """The typed settings of a resolved config (:meth:`emmcil.settings.Settings.from_config`, the chosen method's
+    settings read statically, so that nothing heavy is imported)."""
+    entry = method_entry(cfg["method"])
+    known = set(general_fields()) | set(entry.config)
+    # a key no scope declares is sacred's ConfigAddedError, raised after the hooks, naming it
+    return Settings.from_config(cfg, entry.settings, ignore=[k for k in cfg if k not in known])
 
 
 def config_problems(cfg) -> list[str]:
     """Every problem of a resolved config that would otherwise show only when the run starts or after it trained
     (a ZeroDivisionError for ``batch_size=0``, a run of NaN weights for ``precision=16-true``, a run name made of
-    an int): one line each, naming the key."""
-    problems = []
-    types = default_types()
-    for key, value in cfg.items():
-        if key in REAL_KEYS:
-            allowed = (int, float)
-        elif key in INTEGER_KEYS:
-            allowed = (int,)
-        elif key in MIXED_KEYS:
-            allowed = MIXED_KEYS[key]
-        elif types.get(key) in (bool, int, float, str, list):
-            allowed = (types[key], int) if types[key] is float else (types[key],)
-        else:
-            continue
-        if isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool)):
-            continue
-        want = " or ".join({type(None): "None", int: "an int", str: "a str", list: "a list", bool: "a bool (True or "
-                            "False)", float: "a float"}[t] for t in allowed)
-        hint = ""
-        if key == "precision" and str(value) in PRECISION_ALIASES:
-            hint = f" (write precision={PRECISION_ALIASES[str(value)]}, what Lightning reads {value!r} as)"
-        elif str in allowed:
-            hint = (f" (run.py keeps a text key as typed on its command line; elsewhere pass a str, or quote it in "
-                    f"a shell: {key}=\"'...'\")")
-        problems.append(f"{key}={value!r}: expected {want}, not {type(value).__name__} {value!r}{hint}")
-    if problems:  # the range checks below assume the types
-        return problems
-    for key, low in INTEGER_KEYS.items():
-        value = cfg.get(key)
-        if value is None:
-            continue
-        if key in OR_MINUS_ONE:
-            if value != -1 and value < 1:
-                problems.append(f"{key}={value}: -1 (off) or at least 1")
-        elif low is not None and value < low:
-            problems.append(f"{key}={value}: at least {low}")
-    for key in SEED_KEYS:
-        if cfg.get(key) is not None and not 0 <= cfg[key] < 2**32:
-            problems.append(f"{key}={cfg[key]}: a seed in [0, 2**32)")
-    for key, (low, high, closed) in REAL_KEYS.items():
-        value = cfg.get(key)
-        if value is not None and not (_number(value) and (low <= value if closed else low < value) and value <= high):
-            problems.append(f"{key}={value}: a number in {'[' if closed else '('}{low}, {high}]")
-    if not 1 <= cfg["num_phases"] <= cfg["num_classes"]:
-        problems.append(f"num_phases={cfg['num_phases']}: at most num_classes={cfg['num_classes']} (a phase needs a "
-                        f"class of its own)")
-    limit = cfg["limit_train_batches"]
-    if not (isinstance(limit, float) and 0 < limit <= 1 or isinstance(limit, int) and limit >= 1):
-        problems.append(f"limit_train_batches={limit}: a fraction in (0, 1] or a number of batches >= 1")
-    clip = cfg["gradient_clip_val"]
-    if clip is not None and not (_number(clip) and clip > 0):
-        problems.append(f"gradient_clip_val={clip}: None (no clipping) or a norm > 0")
-    betas = cfg["betas"]
-    if len(betas) != 2 or not all(_number(b) and 0 <= b < 1 for b in betas):
-        problems.append(f"betas={betas}: two numbers in [0, 1)")
-    for key, allowed in (("tuning", TUNING_MODES), ("optimizer", OPTIMIZERS), ("lr_schedule", tuple(SCHEDULES)),
-                         ("schedule_interval", INTERVALS), ("missing_type", ("none", "text", "image", "both")),
-                         ("model_rng", ("sample", "torch"))):
-        if cfg[key] not in allowed:
-            problems.append(f"{key}={cfg[key]!r}: one of {allowed}")
-    if cfg["decode_on"] not in ("cpu", "device"):
-        problems.append(f"decode_on={cfg['decode_on']!r}: one of ('cpu', 'device')")
-    elif cfg["decode_on"] == "device" and cfg["jpeg_draft"]:
-        problems.append("jpeg_draft=True with decode_on='device': the device decodes every JPEG at full scale "
-                        "(nvJPEG has no DCT scaling), so a run would train on other pixels than its config names; "
-                        "drop jpeg_draft (it follows decode_on) or decode on the CPU")
-    precision = cfg["precision"]
-    if precision in PRECISION_ALIASES:
-        problems.append(f"precision={precision!r}: write precision={PRECISION_ALIASES[precision]} (what Lightning "
-                        f"reads it as), so that the run's name and resume check see one name for one setting")
-    elif precision not in PRECISIONS:
-        problems.append(f"precision={precision!r}: one of {PRECISIONS}")
-    elif precision == "16-true" and cfg["optimizer"] in ADAM_TYPE:
-        problems.append(f"precision='16-true' with optimizer={cfg['optimizer']!r}: the weights and {cfg['optimizer']}'s "
-                        f"state are float16, where its eps={cfg['eps']:g} is 0 and small squared gradients underflow, "
-                        f"so an update divides by zero and every weight turns NaN within the first epoch. Use "
-                        f"precision=16-mixed (float16 compute, float32 weights, on a GPU) or bf16-mixed (GPU or CPU)")
-    if precision == "16-mixed" and cfg["accelerator"] == "cpu":
-        problems.append("precision='16-mixed' with accelerator='cpu': float16 autocast runs on GPUs only (Lightning "
-                        "would switch to bf16-mixed); use precision=bf16-mixed on a CPU")
-    devices = cfg["devices"]
-    if not (isinstance(devices, int) and (devices >= 1 or devices == -1) or devices == "auto"
-            or isinstance(devices, str) and devices.isdigit() and int(devices) >= 1
-            or isinstance(devices, list) and devices and all(isinstance(d, int) and d >= 0 for d in devices)):
-        problems.append(f"devices={devices!r}: a count >= 1, -1 or \"auto\" (every GPU), or a list of GPU ids")
-    try:  # the backbone's own checks: sizes, dropout probabilities
-        ViLTConfig.from_dict(cfg)
-    except ValueError as err:
-        problems.append(str(err))
-    if not problems:
-        try:  # the method's own checks of its keys
-            get_method(cfg["method"])(cfg).check_config()
-        except ValueError as err:
-            problems.append(str(err))
-    return problems
+    an int): one line each, naming the key (:meth:`emmcil.settings.Settings.problems`)."""
+    return settings_of(cfg).problems()
 
 
 @ex.config_hook
@@ -635,8 +508,8 @@ def tiny():
 
 
 # ---------------------------------------------------------------- methods: one named config per registered method
-for _name in METHODS:
-    ex.add_named_config(_name, {"method": _name, **get_method(_name).named_config})
+for _name, _entry in catalogue().items():
+    ex.add_named_config(_name, {"method": _name, **_entry.named_config})
 
 
 # ---------------------------------------------------------------- missing modalities (CMML)
@@ -696,7 +569,7 @@ def emm_minmax():
 NAMED_CONFIGS = {
     "dataset": ["demo", "food101", "mm_imagenet_r"],
     "protocol": ["phases_5", "phases_10", "phases_20"],
-    "method": sorted(METHODS),
+    "method": sorted(catalogue()),
     "model_size": ["vilt_b32", "tiny"],
     "ablation": ["emm_no_aug", "emm_minmax"],
     "missing": ["missing_text_70", "missing_image_70", "missing_both_70"],

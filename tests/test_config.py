@@ -2,6 +2,7 @@
 and run names."""
 import itertools
 import re
+from dataclasses import dataclass
 
 import pytest
 from sacred.utils import ConfigAddedError, ConfigError, NamedConfigNotFoundError
@@ -12,6 +13,7 @@ from emmcil.data import write_arrow
 from emmcil.engine.rundir import NON_RESULT_KEYS, run_name
 from emmcil.methods import METHODS, Method, get_method, method_config_defaults, method_key_docs, register
 from emmcil.model import TINY, VILT_B32
+from emmcil.settings import MethodSettings, setting
 from run_helpers import resolve
 
 
@@ -94,11 +96,19 @@ def test_method_registry():
 
 
 def test_method_config_keys_must_agree(monkeypatch):
+    @dataclass(frozen=True)
+    class ASettings(MethodSettings):
+        tau: float = setting(0.5, "a threshold")
+
+    @dataclass(frozen=True)
+    class BSettings(MethodSettings):
+        tau: float = setting(0.7, "a threshold")
+
     class A(Method):
-        name, config = "a_test", {"tau": 0.5}
+        name, settings = "a_test", ASettings
 
     class B(Method):
-        name, config = "b_test", {"tau": 0.7}
+        name, settings = "b_test", BSettings
 
     monkeypatch.setitem(METHODS, "a_test", A)
     assert method_config_defaults()["tau"] == 0.5

@@ -124,10 +124,10 @@ def test_kill_during_checkpoint_write_leaves_a_resumable_run(demo_root, runs, re
             raise KeyboardInterrupt("killed while writing the phase-1 checkpoint")
         return real_save(obj, f, *args, **kwargs)
 
-    monkeypatch.setattr(rundir.torch, "save", dying_save)
+    monkeypatch.setattr(torch, "save", dying_save)  # what rundir saves checkpoints with
     with pytest.raises(KeyboardInterrupt):
         run_experiment(config(demo_root, log_dir, "replay"))
-    monkeypatch.setattr(rundir.torch, "save", real_save)
+    monkeypatch.setattr(torch, "save", real_save)
     run_dir = log_dir / reference.name
     assert rundir.RunDir(run_dir).finished_phases() == [0]
     # a SIGKILL would also leave the temporary file behind

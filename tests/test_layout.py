@@ -23,6 +23,7 @@ FLOORS = {
     "emmcil/model": 2, "emmcil/data": 2,    # backbone + SSF; arrow files, datasets, transforms, catalogue
     "emmcil/__init__.py": 1, "emmcil/atomic.py": 1, "emmcil/provenance.py": 1, "emmcil/environment.py": 1,
     "emmcil/markdown.py": 1, "emmcil/stops.py": 1, "emmcil/figures.py": 1,
+    "emmcil/settings": 1,                   # typed settings: fields, docs, checks (torch-free)
 }
 
 

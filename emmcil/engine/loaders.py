@@ -26,7 +26,8 @@ from emmcil.data import (ArrowDataset, IncrementalScenario, MissingTable, Pixelb
 from emmcil.data.arrow import check_same_write, classes_path
 from emmcil.data.missing import IMAGE_MISSING, MISSING_TYPES, TEXT_MISSING
 from emmcil.data.resize import check_stored_resize
-from emmcil.data.scenario import RemappedSubset, protocol_of
+from emmcil.data.protocol import protocol_of
+from emmcil.data.scenario import RemappedSubset
 from emmcil.memory.augment import AugmentedReplay
 
 

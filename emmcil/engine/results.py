@@ -5,7 +5,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from emmcil.data.scenario import protocol_label, protocol_of
+from emmcil.data.protocol import protocol_label, protocol_of
 from emmcil.markdown import markdown_table
 
 from .metrics import summarize

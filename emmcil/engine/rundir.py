@@ -22,12 +22,19 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-import torch
 from filelock import FileLock, Timeout
 
 from emmcil.atomic import atomic_write, move_aside, remove_stale, write_text
-from emmcil.data.scenario import protocol_of
+from emmcil.data.protocol import protocol_of
+from emmcil.methods.catalogue import catalogue, method_entry
+from emmcil.settings import CONCERNS, non_result_keys
 from emmcil.provenance import CONFIG_ENTRY as PROVENANCE
+
+def _torch():
+    import torch
+
+    return torch
+
 
 __all__ = ["NON_RESULT_KEYS", "results_config", "run_identity", "config_diff", "run_name", "locked", "RunDir",
            "RunInUseError", "ConfigMismatchError", "CheckpointMismatchError", "UnreadableCheckpointError",
@@ -39,21 +46,11 @@ __all__ = ["NON_RESULT_KEYS", "results_config", "run_identity", "config_diff", "
 # and the report averages runs that differ only in them. num_workers changes nothing at all (every sample is drawn
 # from its own seed, emmcil.engine.loaders); devices, num_nodes and per_gpu_batchsize change the rounding only (the
 # same global batches, per-sample dropout), except where layout_dependence says otherwise.
-NON_RESULT_KEYS = frozenset({
-    # the run directory and its bookkeeping
-    "exp_name", "exp_tag", "log_dir", "restart", "keep_checkpoints", "stop_after_phase",
-    # where the inputs are, and whether to trust them (their content is named by other keys)
-    "data_root", "tokenizer", "trust_checkpoint",
-    # how fast and on what: the same numbers up to rounding (the effective batch is batch_size, by accumulation)
-    "accelerator", "devices", "num_nodes", "strategy", "per_gpu_batchsize", "num_workers", "num_threads",
-    "deterministic", "compile",
-    # where JPEGs are decoded: the same pixels within the decoders' tolerance (docs/data.md, "Decoding"); jpeg_draft,
-    # which decodes at reduced scale by design, is a result key
-    "decode_on",
-    # what is shown and where it is logged
-    "progress_bar", "log_every_n_steps", "mask_figure", "memory_browser", "wandb", "wandb_project", "wandb_entity",
-    "wandb_mode",
-})
+# Declared by the settings' fields (``result=False``): the run directory and its bookkeeping; where the inputs are
+# and whether to trust them (their content is named by other keys); how fast and on what (the same numbers up to
+# rounding: the effective batch is batch_size, by accumulation); how images are decoded (the same pixels within the
+# decoders' tolerance, docs/data.md, "Decoding"); what is shown and where it is logged.
+NON_RESULT_KEYS = non_result_keys([*CONCERNS.values(), *(entry.settings for entry in catalogue().values())])
 # The batch layout: which samples share a device's micro-batch. Result keys where the run depends on it.
 LAYOUT_KEYS = ("per_gpu_batchsize", "devices", "num_nodes")
 # Model-side random draws (config key: what turns it on) that take torch's RNG stream over a batch with
@@ -148,15 +145,17 @@ def layout_dependence(cfg: Mapping) -> str | None:
     """Why the run's numbers depend on which samples share a device's batch (so :data:`LAYOUT_KEYS` are result
     keys), or None: model draws from torch's RNG stream (``model_rng="torch"`` with dropout, stochastic depth or
     ``max_image_len``), or the method's own batch-level computation (``Method.layout_dependence``)."""
-    from emmcil.methods import METHODS
-
     if cfg.get("model_rng", "sample") == "torch":
         draws = [what for key, what in MODEL_DRAWS.items() if cfg.get(key, 0) > 0]
         draws += ["patch sampling"] if cfg.get("max_image_len", -1) > 0 else []
         if draws:
             return f"model_rng='torch' draws {', '.join(draws)} over each batch"
-    method = METHODS.get(cfg.get("method"))
-    return method.layout_dependence(cfg) if method is not None else None
+    entry = catalogue().get(cfg.get("method"))
+    if entry is None:
+        return None
+    # the method's settings from the config (a key an older version did not save takes its default)
+    own = entry.settings(**{**entry.config, **{k: cfg[k] for k in entry.config if k in cfg}})
+    return own.layout_dependence(cfg.get("model_rng", "sample"))
 
 
 def results_config(cfg: Mapping) -> dict[str, Any]:
@@ -169,10 +168,8 @@ def results_config(cfg: Mapping) -> dict[str, Any]:
 
     ``load_path`` counts by its file name: the same checkpoint in another folder (another machine, a moved copy) is
     the same run; that its content is the same is checked when a run resumes (the frozen weights' checksum)."""
-    from emmcil.methods import METHODS
-
-    method = METHODS.get(cfg.get("method"))
-    others = {k for m in METHODS.values() for k in m.config} - set(method.config) if method else set()
+    method = catalogue().get(cfg.get("method"))
+    others = {k for m in catalogue().values() for k in m.config} - set(method.config) if method else set()
     out = {}
     layout = layout_dependence(cfg) is not None
     for k, v in cfg.items():
@@ -203,10 +200,9 @@ def run_identity(cfg: Mapping) -> dict[str, Any]:
     - ``results_config``: :func:`results_config` of the run's config, every key that changes results (the run
       name's keys too): runs of one dataset, method and L that differ in one of them are never averaged together.
     """
-    from emmcil.methods import get_method
     from emmcil.methods.recipes import method_recipe
 
-    method = get_method(cfg["method"])
+    method = method_entry(cfg["method"])
     defaults = {**method_recipe(cfg["method"]).values(cfg["dataset"]), **method.named_config, **method.config}
     return {"exp_tag": cfg.get("exp_tag", ""), "uses_memory": bool(method.uses_memory),
             "method_defaults": plain(defaults), "results_config": results_config(cfg)}
@@ -278,9 +274,7 @@ def run_name(cfg: Mapping, reference: Mapping | None = None) -> str:
     configs that differ in a key that changes results therefore never share a name, and the same config always
     gets the same one. Without a reference, the name has no variant part.
     """
-    from emmcil.methods import get_method
-
-    method = get_method(cfg["method"])
+    method = method_entry(cfg["method"])
     name = f"{cfg['dataset']}_{cfg['method']}_{cfg['num_phases']}phases"
     _, init, increment = protocol_of(cfg)
     if increment:  # PyCIL's protocol with the keys as set (init_classes 0 and = increment split alike, but are two
@@ -516,7 +510,7 @@ class RunDir:
         (:func:`checkpoint_identity`), its phase and format."""
         state = {**state, "identity": dict(identity or {}), "format": CHECKPOINT_FORMAT, "phase": phase,
                  "complete": True}
-        path = atomic_write(self.checkpoint_path(phase), lambda f: torch.save(state, f))
+        path = atomic_write(self.checkpoint_path(phase), lambda f: _torch().save(state, f))
         return path
 
     def finished_phases(self) -> list[int]:
@@ -540,7 +534,7 @@ class RunDir:
         """
         path = self.checkpoint_path(phase)
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = _torch().load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             cause = (f"it holds objects other than tensors and plain containers, which emmcil never writes; "

@@ -18,7 +18,7 @@ from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from emmcil.atomic import write_text
-from emmcil.data.scenario import protocol_label, protocol_of
+from emmcil.data.protocol import protocol_label, protocol_of
 
 ARTIFACTS = ("results.json", "results.md", "class_order.json")  # sacred records the config itself
 # The run's summary metrics: W&B's summary, TensorBoard's ``final/*`` scalars, the HParams tab's metric columns.

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .exemplar import MASKED_REPLAY, StoredExemplar, fill_black
+from emmcil.settings.checks import AUG_MODES, check_augmentation, check_replay_ratio  # noqa: F401
 
-AUG_MODES = ("in_place", "beside")
+from .exemplar import StoredExemplar, fill_black
+
 
 
 def merge_patches(item: dict, other: dict, patch_size: int) -> dict:
@@ -36,25 +37,6 @@ def merge_patches(item: dict, other: dict, patch_size: int) -> dict:
     src[:, :min(H, h2), :min(W, w2)] = other["image"][:, :min(H, h2), :min(W, w2)]
     image[:, pixels] = src[:, pixels]
     return {**item, "image": image, "patch_keep": keep | add}
-
-
-def check_augmentation(p_text_swap: float, p_patch_merge: float, mode: str = "in_place",
-                       masked_replay: str = "patches") -> None:
-    """ValueError naming the key (``aug_text_swap`` / ``aug_patch_merge``) of a probability outside [0, 1], or an
-    unknown ``aug_mode`` / ``masked_replay``."""
-    for name, p in (("aug_text_swap", p_text_swap), ("aug_patch_merge", p_patch_merge)):
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"{name}={p} must lie in [0, 1]")
-    if mode not in AUG_MODES:
-        raise ValueError(f"aug_mode={mode!r}: expected one of {AUG_MODES}")
-    if masked_replay not in MASKED_REPLAY:
-        raise ValueError(f"masked_replay={masked_replay!r}: expected one of {MASKED_REPLAY}")
-
-
-def check_replay_ratio(replay_ratio: float) -> None:
-    """ValueError for a ``replay_ratio`` outside [0, 1)."""
-    if not 0.0 <= replay_ratio < 1.0:
-        raise ValueError(f"replay_ratio={replay_ratio} must lie in [0, 1)")
 
 
 class AugmentedReplay(Dataset):

@@ -16,12 +16,10 @@ from PIL import Image
 
 from emmcil.data.transforms import pixelbert_resize
 
+from emmcil.settings.checks import BUDGET_MODES, FILL_POLICIES, RENAMED_UNITS, check_memory  # noqa: F401
+
 from .exemplar import UNITS, exemplar_from_state, full_exemplar_nbytes
 
-BUDGET_MODES = ("per_class", "total")
-FILL_POLICIES = ("skip", "stop")
-# memory_unit values of older versions -> today's name (a saved buffer still loads; a config gets an error)
-RENAMED_UNITS = {"exemplar": "byte_share"}
 
 
 def mean_full_exemplar_nbytes(dataset, tokenizer, image_size: int, patch_size: int, max_text_len: int) -> dict:
@@ -59,20 +57,7 @@ class MemoryBuffer:
 
     def __init__(self, memory_per_class: float = 5, mode: str = "per_class", memory_total: float = 0,
                  fill: str = "skip", unit: str = "tokens", full_exemplar_bytes: float | None = None):
-        if unit in RENAMED_UNITS:
-            raise ValueError(f"memory_unit={unit!r} is now called {RENAMED_UNITS[unit]!r} (each exemplar's share of "
-                             f"the sample's bytes); the default is 'tokens'. Expected one of {UNITS}")
-        if unit not in UNITS:
-            raise ValueError(f"memory_unit={unit!r}: expected one of {UNITS}")
-        if fill not in FILL_POLICIES:
-            raise ValueError(f"memory_fill={fill!r}: expected one of {FILL_POLICIES}")
-        if mode not in BUDGET_MODES:
-            raise ValueError(f"memory_budget_mode={mode!r}: expected one of {BUDGET_MODES}")
-        if not memory_per_class >= 0:
-            raise ValueError(f"memory_per_class={memory_per_class} must be >= 0 (full exemplars a class)")
-        if mode == "total" and not memory_total > 0:
-            raise ValueError(f"memory_budget_mode='total' needs memory_total > 0 (full exemplars shared by the seen "
-                             f"classes), not {memory_total!r}")
+        check_memory(memory_per_class, mode, memory_total, fill, unit)
         if unit == "bytes" and not full_exemplar_bytes:
             raise ValueError("memory_unit='bytes' needs the mean full-exemplar bytes of the training set")
         self.unit, self.fill_policy = unit, fill

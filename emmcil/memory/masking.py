@@ -18,10 +18,10 @@ import torch
 from emmcil.data.transforms import pixelbert_resize
 from emmcil.model.vilt import ViLTOutput, cheapest_pack
 
+from emmcil.settings.checks import CLS_TOKENS, NORMS, check_masking  # noqa: F401
+
 from .exemplar import black_value
 
-NORMS = ("minmax", "mass", "ratio")
-CLS_TOKENS = ("text", "image")
 
 
 @dataclass
@@ -35,17 +35,7 @@ class MaskingConfig:
     cls_token: str = "text"
 
     def __post_init__(self):
-        if self.layer_reduce not in ("mean", "rollout"):
-            raise ValueError(f"mask layer_reduce={self.layer_reduce!r}: expected 'mean' or 'rollout'")
-        if self.head_reduce not in ("mean", "max"):
-            raise ValueError(f"mask head_reduce={self.head_reduce!r}: expected 'mean' or 'max'")
-        if self.norm not in NORMS:
-            raise ValueError(f"mask norm={self.norm!r}: expected one of {NORMS}")
-        if self.cls_token not in CLS_TOKENS:
-            raise ValueError(f"mask_cls_token={self.cls_token!r}: expected one of {CLS_TOKENS}")
-        for name in ("tau_image", "tau_text"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name}={getattr(self, name)} must lie in [0, 1]")
+        check_masking(self.tau_image, self.tau_text, self.layer_reduce, self.head_reduce, self.norm, self.cls_token)
 
 
 @dataclass

@@ -11,8 +11,9 @@ The driver (:mod:`emmcil.engine.driver`) runs, for each phase t::
     checkpoint (method.state_dict() included)
 
 A method is one file in ``emmcil/methods/`` with a ``@register``-ed subclass of :class:`Method`; its ``name`` is
-what ``method=...`` (or a named config of ``config.py``) selects. Keys of its own go in ``config`` (name ->
-default); they join the sacred config, so they show in ``print_config`` and can be set on the command line.
+what ``method=...`` (or a named config of ``config.py``) selects. Keys of its own are the fields of its settings
+dataclass (``settings = XSettings``, a frozen :class:`~emmcil.settings.MethodSettings` declared in the same file);
+they join the sacred config, so they show in ``print_config`` and can be set on the command line.
 """
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from emmcil.data.scenario import phase_boundaries, protocol_of
+from emmcil.data.protocol import protocol_of
+from emmcil.data.scenario import phase_boundaries
+from emmcil.settings import MethodSettings, Settings, SettingsError, defaults
 
 
 @dataclass
@@ -86,11 +89,18 @@ class Method:
 
     name: ClassVar[str] = ""
     uses_memory: ClassVar[bool] = False   # keeps exemplars (exp_name then shows memory_per_class)
-    config: ClassVar[dict[str, Any]] = {}  # the method's own config keys -> defaults
+    settings: ClassVar[type[MethodSettings]] = MethodSettings  # its own keys: fields, defaults, docs, checks
+    config: ClassVar[dict[str, Any]] = {}  # the method's own config keys -> defaults (from ``settings``)
     named_config: ClassVar[dict[str, Any]] = {}  # other keys its named config sets (e.g. {"tuning": "frozen"})
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.config = defaults(cls.settings)
 
     def __init__(self, cfg: Mapping[str, Any]):
         self.cfg = dict(cfg)
+        # the method's own keys, typed (a key missing from ``cfg``, in a test's partial config, takes its default)
+        self.own = type(self).settings(**{k: self.cfg.get(k, v) for k, v in type(self).config.items()})
 
     # -- which phase: what ``encode``, ``logits`` and ``training_loss`` see of it, from the classifier's size
     def phase_boundaries(self) -> list[int]:
@@ -111,14 +121,6 @@ class Method:
         """Classes of the phases before the current one."""
         return self.phase_boundaries()[self.current_phase(module)]
 
-    @classmethod
-    def layout_dependence(cls, cfg: Mapping[str, Any]) -> str | None:
-        """Why this method's numbers depend on which samples share a device's batch (a batch-level statistic or
-        choice, a loss averaged over a micro-batch's count of something), or None: per-sample losses and outputs
-        only. Then ``per_gpu_batchsize``, ``devices`` and ``num_nodes`` name the run and are checked on resume
-        (:func:`emmcil.engine.rundir.layout_dependence`)."""
-        return None
-
     def build_net(self, backbone_cfg) -> torch.nn.Module | None:
         """The method's own parameters (prompts, adapters, ...) as a module, or None. Called once, when the
         Lightning module is built; it becomes ``module.method_net``, is tuned under every tuning mode but "full"
@@ -137,9 +139,24 @@ class Method:
                                patch_keep=batch.get("patch_keep"), return_attention=return_attention)
 
     def check_config(self) -> None:
-        """ValueError naming a bad value of the method's keys, from ``self.cfg`` alone: called when the config is
-        made (``config.py``, so ``print_config`` and the scripts' dry runs see it) and by ``setup``, so that a key
-        read only after a phase has trained does not cost that phase."""
+        """ValueError naming a bad value of the method's keys (its settings' checks, :meth:`MethodSettings.check`):
+        run when the config is made (``emmcil/config.py``, so ``print_config`` and the scripts' dry runs see it) and
+        by ``setup``, so that a key read only after a phase has trained does not cost that phase."""
+        try:
+            settings = Settings.from_config(self.cfg, type(self).settings, ignore=[k for k in self.cfg if
+                                                                              k not in self._known_keys()])
+        except SettingsError:  # a partial config (a test's, a library caller's): no whole settings to check against
+            settings = None
+        if settings is not None:
+            problems = settings.method.check(settings)
+            if problems:
+                raise ValueError(problems[0])
+
+    @classmethod
+    def _known_keys(cls) -> set[str]:
+        from emmcil.settings import general_fields
+
+        return set(general_fields()) | set(cls.config)
 
     def setup(self, ctx: PhaseContext) -> None:
         """Once per process, before the first phase it runs (also when resuming, before ``load_state_dict``)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -18,9 +19,10 @@ from emmcil.data.collate import collate
 from emmcil.data.device import model_images
 from emmcil.memory.exemplar import CimExemplar
 from emmcil.memory.masking import mask_canvas, normalise, score_grid
+from emmcil.settings import setting
 
 from . import register
-from .replay import CompressedReplay, ExemplarView
+from .replay import CompressedReplay, ExemplarView, ReplaySettings
 
 CAM_MODES = ("token", "tscam")
 FOREGROUNDS = ("box", "patches")
@@ -115,22 +117,46 @@ class CompressedView(ExemplarView):
         return CimExemplar.from_item(item, p, self.patch_keep[i, :rows, :cols], self.compress_ratio)
 
 
+@dataclass(frozen=True)
+class CimSettings(ReplaySettings):
+    cim_cam: str = setting("token", '"token": the label\'s logit on every pooled patch token (CIM-CIL\'s weights x '
+                           'feature map); "tscam": that x the text [CLS]\'s attention (TS-CAM)')
+    cim_threshold: float = setting(0.6, 'foreground: normalised CAM > this (CIM-CIL "mask_threshold")')
+    cim_foreground: str = setting("box", '"box": bounding box of the thresholded CAM (CIM-CIL); "patches": those '
+                                  'patches')
+    cim_compress_ratio: float = setting(4.0, 'background area ratio: each side / sqrt(ratio) (CIM-CIL '
+                                        '"compress_ratio")')
+    cim_bbxblur_prob_incre: float = setting(0.1, "BbxBlur new-class training images with probability k x this after "
+                                            "the k-th box update (CIM-CIL \"randombbxblur_prob_incre\"); 0: off")
+    cim_bbxblur_interval: float = setting(0.2, "box updates every this share of the phase's epochs, but at its first "
+                                          "and last epoch (CIM-CIL \"cam_update_interval\": 40 of 200 epochs)")
+
+    def check(self, settings) -> list[str]:
+        problems = super().check(settings)
+        if problems:
+            return problems
+        cams, foregrounds = ("token", "tscam"), ("box", "patches")
+        if self.cim_cam not in cams:
+            return [f"cim_cam={self.cim_cam!r}: expected one of {cams}"]
+        if self.cim_foreground not in foregrounds:
+            return [f"cim_foreground={self.cim_foreground!r}: expected one of {foregrounds}"]
+        if not 0.0 <= float(self.cim_threshold) <= 1.0:
+            return [f"cim_threshold={self.cim_threshold} must lie in [0, 1]"]
+        if not float(self.cim_compress_ratio) >= 1.0:
+            return [f"cim_compress_ratio={self.cim_compress_ratio} must be >= 1 (an area ratio)"]
+        if not 0.0 <= float(self.cim_bbxblur_prob_incre) <= 1.0:
+            return [f"cim_bbxblur_prob_incre={self.cim_bbxblur_prob_incre} must lie in [0, 1]"]
+        if not 0.0 < float(self.cim_bbxblur_interval) <= 1.0:
+            return [f"cim_bbxblur_interval={self.cim_bbxblur_interval} must lie in (0, 1] (a share of the phase's "
+                    f"epochs)"]
+        return []
+
+
 @register
 class CIM(CompressedReplay):
     name = "cim"
     named_config = {"memory_fill": "stop"}  # CIM-CIL's loop ends at the first exemplar that does not fit
-    config = {
-        **CompressedReplay.config,
-        "cim_cam": "token",          # "token": the label's logit on every pooled patch token (CIM-CIL's weights x
-                                     # feature map); "tscam": that x the text [CLS]'s attention (TS-CAM)
-        "cim_threshold": 0.6,        # foreground: normalised CAM > this (CIM-CIL "mask_threshold")
-        "cim_foreground": "box",     # "box": bounding box of the thresholded CAM (CIM-CIL); "patches": those patches
-        "cim_compress_ratio": 4.0,   # background area ratio: each side / sqrt(ratio) (CIM-CIL "compress_ratio")
-        "cim_bbxblur_prob_incre": 0.1,  # BbxBlur new-class training images with probability k x this after the
-                                        # k-th box update (CIM-CIL "randombbxblur_prob_incre"); 0: off
-        "cim_bbxblur_interval": 0.2,  # box updates every this share of the phase's epochs, but at its first and
-                                      # last epoch (CIM-CIL "cam_update_interval": 40 of 200 epochs)
-    }
+    settings = CimSettings
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -138,23 +164,6 @@ class CIM(CompressedReplay):
         self._boxes: dict[int, tuple | None] = {}    # dataset row -> box (pixels) of this phase's new samples
         self._blurred: set[int] = set()              # dataset rows blurred this epoch
         self._prob = 0.0                             # the blur probability now (CIM-CIL's randombbxblur_prob)
-
-    def check_config(self) -> None:
-        super().check_config()
-        cfg = self.cfg
-        if cfg["cim_cam"] not in CAM_MODES:
-            raise ValueError(f"cim_cam={cfg['cim_cam']!r}: expected one of {CAM_MODES}")
-        if cfg["cim_foreground"] not in FOREGROUNDS:
-            raise ValueError(f"cim_foreground={cfg['cim_foreground']!r}: expected one of {FOREGROUNDS}")
-        if not 0.0 <= float(cfg["cim_threshold"]) <= 1.0:
-            raise ValueError(f"cim_threshold={cfg['cim_threshold']} must lie in [0, 1]")
-        if not float(cfg["cim_compress_ratio"]) >= 1.0:
-            raise ValueError(f"cim_compress_ratio={cfg['cim_compress_ratio']} must be >= 1 (an area ratio)")
-        if not 0.0 <= float(cfg["cim_bbxblur_prob_incre"]) <= 1.0:
-            raise ValueError(f"cim_bbxblur_prob_incre={cfg['cim_bbxblur_prob_incre']} must lie in [0, 1]")
-        if not 0.0 < float(cfg["cim_bbxblur_interval"]) <= 1.0:
-            raise ValueError(f"cim_bbxblur_interval={cfg['cim_bbxblur_interval']} must lie in (0, 1] (a share of "
-                             f"the phase's epochs)")
 
     # -- CIM-CIL's random BbxBlur of the new classes' training images
     def before_phase(self, ctx) -> None:
@@ -164,8 +173,8 @@ class CIM(CompressedReplay):
     def blur_schedule(self, epoch: int, epochs: int) -> float | None:
         """The blur probability from ``epoch`` (0-based) of a phase of ``epochs`` on, when the boxes are recomputed
         at its start; None when they are not (CIM-CIL: every interval but the first and the last epoch)."""
-        step = float(self.cfg["cim_bbxblur_prob_incre"])
-        interval = max(1, round(float(self.cfg["cim_bbxblur_interval"]) * epochs))
+        step = float(self.own.cim_bbxblur_prob_incre)
+        interval = max(1, round(float(self.own.cim_bbxblur_interval) * epochs))
         if step <= 0 or epoch == 0 or epoch == epochs - 1 or epoch % interval:
             return None
         return min(1.0, (epoch // interval) * step)
@@ -201,8 +210,8 @@ class CIM(CompressedReplay):
         try:
             for batch in loader:
                 batch = model_images({k: v.to(module.device) if torch.is_tensor(v) else v for k, v in batch.items()})
-                out = cam_step(module.backbone, batch, module.classifier, float(self.cfg["cim_threshold"]), canvas,
-                               mode=self.cfg["cim_cam"], foreground="box")
+                out = cam_step(module.backbone, batch, module.classifier, float(self.own.cim_threshold), canvas,
+                               mode=self.own.cim_cam, foreground="box")
                 for row, box in zip(batch["indices"].tolist(), box_bounds(out["patch_keep"].cpu(), ctx.patch_size)):
                     boxes[int(row)] = box
         finally:
@@ -225,7 +234,7 @@ class CIM(CompressedReplay):
         if not chosen:
             return batch
         images = batch["images"].clone()
-        ratio = float(self.cfg["cim_compress_ratio"])
+        ratio = float(self.own.cim_compress_ratio)
         for b in chosen:
             H, W = int(batch["pixel_masks"][b].any(1).sum()), int(batch["pixel_masks"][b].any(0).sum())
             images[b, :, :H, :W] = bbx_blur(images[b, :, :H, :W], self._boxes[rows[b]], ratio)
@@ -235,9 +244,9 @@ class CIM(CompressedReplay):
         """The foreground of every sample (a CAM pass), and each sample compressed around it."""
         canvas = mask_canvas(int(ctx.cfg["image_size"]), ctx.patch_size)
         cams = ctx.predict(data, step=partial(cam_step, classifier=ctx.module.classifier,
-                                              threshold=float(self.cfg["cim_threshold"]), grid_shape=canvas,
-                                              mode=self.cfg["cim_cam"], foreground=self.cfg["cim_foreground"]))
-        return CompressedView(data, cams["patch_keep"], ctx.patch_size, float(self.cfg["cim_compress_ratio"]),
+                                              threshold=float(self.own.cim_threshold), grid_shape=canvas,
+                                              mode=self.own.cim_cam, foreground=self.own.cim_foreground))
+        return CompressedView(data, cams["patch_keep"], ctx.patch_size, float(self.own.cim_compress_ratio),
                               ctx.max_text_len, cam=cams["cam"])
 
     def view_maps(self, out: dict, position: int, rows: int, cols: int):
@@ -245,11 +254,11 @@ class CIM(CompressedReplay):
         return out["view"].cam[position, :rows, :cols], None
 
     def view_notes(self) -> dict[str, str | None]:
-        c = self.cfg
+        c = self.own
         return {**super().view_notes(),
                 "ranking": "herding (iCaRL) on the features of the compressed samples",
                 "similarity": "cosine similarity of the compressed sample's f(x) to the mean of the class's "
                               "L2-normalised compressed features (herding's target)",
-                "attention": f"the class activation map (cim_cam={c['cim_cam']!r}), min-max normalised; the patches "
-                             f"above cim_threshold={c['cim_threshold']} ({c['cim_foreground']}) stay at full "
-                             f"resolution, the background is stored at 1/{c['cim_compress_ratio']:g} of its area"}
+                "attention": f"the class activation map (cim_cam={c.cim_cam!r}), min-max normalised; the patches "
+                             f"above cim_threshold={c.cim_threshold} ({c.cim_foreground}) stay at full "
+                             f"resolution, the background is stored at 1/{c.cim_compress_ratio:g} of its area"}

@@ -4,10 +4,12 @@ How it is built, with its sources and defaults: docs/method.md#dualprompt.
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
+
+from emmcil.settings import MethodSettings, setting
 
 from . import register
 from .exemplar_free import ExemplarFreeMethod, backbone_inputs, pull_constraint, select_by_keys
@@ -16,43 +18,46 @@ TEST_KEYS = ("pool", "seen")
 HEADS = ("token", "pooler")
 
 
+@dataclass(frozen=True)
+class DualPromptSettings(MethodSettings):
+    dualprompt_g_layers: list = setting([0, 1], 'layers of the G-prompt (PILOT "g_prompt_layer_idx")')
+    dualprompt_g_length: int = setting(5, 'G-prompt tokens per layer ("g_prompt_length")')
+    dualprompt_e_layers: list = setting([2, 3, 4], 'layers of the E-prompts ("e_prompt_layer_idx")')
+    dualprompt_e_length: int = setting(5, 'E-prompt tokens per layer ("length")')
+    dualprompt_pool_size: int = setting(0, 'E-prompts allocated; 0 = one per phase (PILOT "size" 10 = its 10 tasks)')
+    dualprompt_pull: float = setting(0.1, 'weight of the pull constraint ("pull_constraint_coeff")')
+    dualprompt_batchwise: bool = setting(True, 'test-time E-prompt by the batch\'s majority ("batchwise_prompt")')
+    dualprompt_test_keys: str = setting("pool", 'test-time candidates: "pool" (every key, PILOT) | "seen" (seen '
+                                        'phases\')')
+    dualprompt_head: str = setting("token", '"token": final-normed text [CLS] (PILOT "head_type"); "pooler": ViLT\'s')
+    dualprompt_shared_pool: bool = setting(True, 'E-prompt t starts from E-prompt t-1 ("shared_prompt_pool")')
+
+    def check(self, settings) -> list[str]:
+        for key, allowed in (("dualprompt_test_keys", ("pool", "seen")), ("dualprompt_head", ("token", "pooler"))):
+            if getattr(self, key) not in allowed:
+                return [f"{key}={getattr(self, key)!r}: expected one of {allowed}"]
+        return []
+
+    def layout_dependence(self, model_rng: str) -> str | None:
+        return ("dualprompt_batchwise: at test time a batch's majority E-prompt serves all its samples"
+                if self.dualprompt_batchwise else None)
+
+
 @register
 class DualPrompt(ExemplarFreeMethod):
     name = "dualprompt"
     pull_key = "dualprompt_pull"
-    config = {
-        "dualprompt_g_layers": [0, 1],     # layers of the G-prompt (PILOT "g_prompt_layer_idx")
-        "dualprompt_g_length": 5,          # G-prompt tokens per layer ("g_prompt_length")
-        "dualprompt_e_layers": [2, 3, 4],  # layers of the E-prompts ("e_prompt_layer_idx")
-        "dualprompt_e_length": 5,          # E-prompt tokens per layer ("length")
-        "dualprompt_pool_size": 0,         # E-prompts allocated; 0 = one per phase (PILOT "size" 10 = its 10 tasks)
-        "dualprompt_pull": 0.1,            # weight of the pull constraint ("pull_constraint_coeff")
-        "dualprompt_batchwise": True,      # test-time E-prompt by the batch's majority ("batchwise_prompt")
-        "dualprompt_test_keys": "pool",    # test-time candidates: "pool" (every key, PILOT) | "seen" (seen phases')
-        "dualprompt_head": "token",        # "token": final-normed text [CLS] (PILOT "head_type"); "pooler": ViLT's
-        "dualprompt_shared_pool": True,    # E-prompt t starts from E-prompt t-1 ("shared_prompt_pool")
-    }
-
-    @classmethod
-    def layout_dependence(cls, cfg) -> str | None:
-        return ("dualprompt_batchwise: at test time a batch's majority E-prompt serves all its samples"
-                if cfg.get("dualprompt_batchwise", True) else None)
-
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        for key, allowed in (("dualprompt_test_keys", TEST_KEYS), ("dualprompt_head", HEADS)):
-            if self.cfg[key] not in allowed:
-                raise ValueError(f"{key}={self.cfg[key]!r}: expected one of {allowed}")
+    settings = DualPromptSettings
 
     def pool_size(self) -> int:
-        size = int(self.cfg["dualprompt_pool_size"]) or int(self.cfg["num_phases"])
+        size = int(self.own.dualprompt_pool_size) or int(self.cfg["num_phases"])
         if size < int(self.cfg["num_phases"]):
             raise ValueError(f"dualprompt_pool_size={size} is smaller than num_phases={self.cfg['num_phases']}: "
                              f"DualPrompt needs one E-prompt per phase (0 allocates exactly that)")
         return size
 
     def layers(self, num_layers: int) -> tuple[list[int], list[int]]:
-        g, e = list(self.cfg["dualprompt_g_layers"]), list(self.cfg["dualprompt_e_layers"])
+        g, e = list(self.own.dualprompt_g_layers), list(self.own.dualprompt_e_layers)
         bad = [i for i in g + e if not 0 <= i < num_layers]
         if bad:
             raise ValueError(f"DualPrompt layers {bad} do not exist in a {num_layers}-layer model: set "
@@ -66,8 +71,8 @@ class DualPrompt(ExemplarFreeMethod):
         C = backbone_cfg.hidden_size
         g, e = self.layers(backbone_cfg.num_layers)
         net = nn.Module()
-        net.g_prompts = nn.Parameter(torch.empty(len(g), 2, int(self.cfg["dualprompt_g_length"]), C).uniform_(-1, 1))
-        e_shape = (len(e), 2, int(self.cfg["dualprompt_e_length"]), C)
+        net.g_prompts = nn.Parameter(torch.empty(len(g), 2, int(self.own.dualprompt_g_length), C).uniform_(-1, 1))
+        e_shape = (len(e), 2, int(self.own.dualprompt_e_length), C)
         net.e_prompts = nn.ParameterList([nn.Parameter(torch.empty(e_shape).uniform_(-1, 1))
                                           for _ in range(self.pool_size())])
         net.e_keys = nn.ParameterList([nn.Parameter(torch.empty(C).uniform_(-1, 1)) for _ in range(self.pool_size())])
@@ -82,7 +87,7 @@ class DualPrompt(ExemplarFreeMethod):
 
     def before_phase(self, ctx) -> None:
         t = ctx.phase
-        if t > 0 and self.cfg["dualprompt_shared_pool"]:
+        if t > 0 and self.own.dualprompt_shared_pool:
             net = ctx.module.method_net
             with torch.no_grad():
                 net.e_prompts[t].copy_(net.e_prompts[t - 1])
@@ -94,8 +99,8 @@ class DualPrompt(ExemplarFreeMethod):
         if module.training:
             return torch.full((query.shape[0],), t, dtype=torch.long, device=query.device)
         keys = list(module.method_net.e_keys)
-        keys = torch.stack(keys if self.cfg["dualprompt_test_keys"] == "pool" else keys[:t + 1])
-        return select_by_keys(query, keys, 1, bool(self.cfg["dualprompt_batchwise"]))[:, 0]
+        keys = torch.stack(keys if self.own.dualprompt_test_keys == "pool" else keys[:t + 1])
+        return select_by_keys(query, keys, 1, bool(self.own.dualprompt_batchwise))[:, 0]
 
     def encode(self, module, batch: dict, return_attention=False):
         net, backbone = module.method_net, module.backbone
@@ -117,7 +122,7 @@ class DualPrompt(ExemplarFreeMethod):
             add(layer, chosen[:, i, 0], chosen[:, i, 1])
         args, kwargs = backbone_inputs(batch)
         out = backbone(*args, **kwargs, prefixes=prefixes, return_attention=return_attention)
-        if self.cfg["dualprompt_head"] == "token":
+        if self.own.dualprompt_head == "token":
             out = replace(out, pooled=out.hidden[:, 0])
         out.prompt_idx = idx
         out.pull = pull_constraint(query, torch.stack(list(net.e_keys)), idx[:, None])

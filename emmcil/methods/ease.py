@@ -5,7 +5,7 @@ How it is built, with its sources and defaults: docs/method.md#ease.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 
 import torch
@@ -14,6 +14,7 @@ from torch import nn
 
 from emmcil.model import ViLTOutput
 from emmcil.model.keyed import KeyedDropout
+from emmcil.settings import MethodSettings, setting
 
 from . import register
 from .exemplar_free import ExemplarFreeMethod, backbone_inputs
@@ -48,28 +49,31 @@ class _Grouped:
         return torch.cat([a(h[k * self.block:(k + 1) * self.block]) for k, a in enumerate(self.adapters)])
 
 
+@dataclass(frozen=True)
+class EaseSettings(MethodSettings):
+    ease_bottleneck: int = setting(64, 'adapter width (PILOT ease_inr.json "ffn_num")')
+    ease_scale: float = setting(0.1, 'adapter output scale (PILOT "ffn_adapter_scalar")')
+    ease_adapter_dropout: float = setting(0.1, "dropout inside the adapter (PILOT get_new_adapter)")
+    ease_alpha: float = setting(0.1, 'weight of the other subspaces at inference, divided by t ("alpha")')
+    ease_adapters_per_pass: int = setting(0, "evaluation: adapter sets batched into one backbone pass (0 = all)",
+                                          result=True)
+
+    def layout_dependence(self, model_rng: str) -> str | None:
+        if model_rng == "torch" and float(self.ease_adapter_dropout) > 0:
+            return "model_rng='torch' draws the adapters' dropout over each batch"
+        return None
+
+
 @register
 class EASE(ExemplarFreeMethod):
     name = "ease"
-    config = {
-        "ease_bottleneck": 64,         # adapter width (PILOT ease_inr.json "ffn_num")
-        "ease_scale": 0.1,             # adapter output scale (PILOT "ffn_adapter_scalar")
-        "ease_adapter_dropout": 0.1,   # dropout inside the adapter (PILOT get_new_adapter)
-        "ease_alpha": 0.1,             # weight of the other subspaces at inference, divided by t ("alpha")
-        "ease_adapters_per_pass": 0,   # evaluation: adapter sets batched into one backbone pass (0 = all)
-    }
-
-    @classmethod
-    def layout_dependence(cls, cfg) -> str | None:
-        if cfg.get("model_rng", "sample") == "torch" and float(cfg.get("ease_adapter_dropout", 0)) > 0:
-            return "model_rng='torch' draws the adapters' dropout over each batch"
-        return None
+    settings = EaseSettings
 
     def build_net(self, backbone_cfg) -> nn.Module:
         C, n_layers = backbone_cfg.hidden_size, backbone_cfg.num_layers
         L, n_classes = int(self.cfg["num_phases"]), int(self.cfg["num_classes"])
-        make = partial(Adapter, C, int(self.cfg["ease_bottleneck"]), float(self.cfg["ease_scale"]),
-                       float(self.cfg["ease_adapter_dropout"]))
+        make = partial(Adapter, C, int(self.own.ease_bottleneck), float(self.own.ease_scale),
+                       float(self.own.ease_adapter_dropout))
         net = nn.Module()
         net.adapters = nn.ModuleList([nn.ModuleList([make() for _ in range(n_layers)]) for _ in range(L)])
         bound = 1.0 / math.sqrt(C)  # PILOT CosineLinear.reset_parameters
@@ -96,7 +100,7 @@ class EASE(ExemplarFreeMethod):
         backbone, net = module.backbone, module.method_net
         args, kwargs = backbone_inputs(batch)
         B = args[0].shape[0]
-        per_pass = int(self.cfg["ease_adapters_per_pass"]) or len(subspaces)
+        per_pass = int(self.own.ease_adapters_per_pass) or len(subspaces)
         feats, first = [], None
         for start in range(0, len(subspaces), per_pass):
             group = subspaces[start:start + per_pass]
@@ -141,7 +145,7 @@ class EASE(ExemplarFreeMethod):
         """(n_seen, t + 1): 1 in each class's own subspace, ``ease_alpha`` / t in the others (PILOT reweighting)."""
         sizes = torch.tensor(self.phase_boundaries()).diff()
         own = torch.repeat_interleave(torch.arange(len(sizes)), sizes)[:n_seen]  # each class's phase
-        w = torch.full((n_seen, t + 1), float(self.cfg["ease_alpha"]) / max(t, 1))
+        w = torch.full((n_seen, t + 1), float(self.own.ease_alpha) / max(t, 1))
         w[torch.arange(n_seen), own] = 1.0
         return w
 

@@ -11,8 +11,6 @@ import torch.nn.functional as F
 
 from .base import Method
 
-# The named-config keys of every exemplar-free method: frozen backbone, no SSF, no dropout (PILOT: drop 0.0).
-FROZEN_BACKBONE: dict[str, Any] = {"tuning": "frozen", "ssf": False, "drop_rate": 0.0}
 
 
 def backbone_inputs(batch: dict) -> tuple[tuple, dict]:
@@ -24,9 +22,10 @@ def backbone_inputs(batch: dict) -> tuple[tuple, dict]:
 class ExemplarFreeMethod(Method):
     """Base of L2P, DualPrompt and EASE (not registered itself)."""
 
-    named_config: ClassVar[dict[str, Any]] = dict(FROZEN_BACKBONE)
+    # frozen backbone, no SSF, no dropout (PILOT: drop 0.0); a literal, read by emmcil.methods.catalogue
+    named_config: ClassVar[dict[str, Any]] = {"tuning": "frozen", "ssf": False, "drop_rate": 0.0}
     train_mask: ClassVar[bool] = True  # old classes' logits at -inf in training
-    pull_key: ClassVar[str | None] = None  # config key of the pull constraint's weight (prompts chosen by keys)
+    pull_key: ClassVar[str | None] = None  # settings field of the pull constraint's weight (prompts chosen by keys)
 
     # -- model
     def set_trainable(self, module) -> None:
@@ -52,7 +51,7 @@ class ExemplarFreeMethod(Method):
     def training_loss(self, module, batch: dict, output, logits: torch.Tensor) -> torch.Tensor:
         """Cross-entropy; with ``pull_key``, minus its weight x ``output.pull`` (L2P's ``reduce_sim`` term)."""
         loss = F.cross_entropy(logits, batch["labels"])
-        return loss if self.pull_key is None else loss - float(self.cfg[self.pull_key]) * output.pull
+        return loss if self.pull_key is None else loss - float(getattr(self.own, self.pull_key)) * output.pull
 
     def mask_old_classes(self, module, logits: torch.Tensor) -> torch.Tensor:
         """In training (and with ``train_mask``), -inf on the logits of earlier phases' classes."""

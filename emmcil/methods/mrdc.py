@@ -5,15 +5,18 @@ How it is built, with its sources and defaults: docs/method.md#mrdc.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from PIL import Image
 
 from emmcil.data.images import decode_image
 from emmcil.data.missing import IMAGE_MISSING
 from emmcil.data.resize import DEFAULT_QUALITY, StoredResize, stored_resize
 from emmcil.memory.exemplar import JpegExemplar
+from emmcil.settings import setting
 
 from . import register
-from .replay import CompressedReplay, ExemplarView
+from .replay import CompressedReplay, ExemplarView, ReplaySettings
 
 
 def model_picture(dataset, item: dict, image_size: int, patch_size: int) -> tuple[Image.Image, bytes, int]:
@@ -54,21 +57,24 @@ class JpegView(ExemplarView):
         return JpegExemplar.from_image(item, picture, original_nbytes, self.patch_size, self.quality, smaller=form)
 
 
+@dataclass(frozen=True)
+class MrdcSettings(ReplaySettings):
+    jpeg_quality: int = setting(50, "JPEG quality 1-100 of the stored images (MRDC's released ImageNet runs: 50)")
+
+    def check(self, settings) -> list[str]:
+        problems = super().check(settings)
+        if not problems and not 1 <= int(self.jpeg_quality) <= 100:
+            problems.append(f"jpeg_quality={self.jpeg_quality} must lie in [1, 100]")
+        return problems
+
+
 @register
 class MRDC(CompressedReplay):
     name = "mrdc"
-    config = {
-        **CompressedReplay.config,
-        "jpeg_quality": 50,  # JPEG quality 1-100 of the stored images (MRDC's released ImageNet runs: 50)
-    }
-
-    def check_config(self) -> None:
-        super().check_config()
-        if not 1 <= int(self.cfg["jpeg_quality"]) <= 100:
-            raise ValueError(f"jpeg_quality={self.cfg['jpeg_quality']} must lie in [1, 100]")
+    settings = MrdcSettings
 
     def compressed_view(self, ctx, data) -> JpegView:
-        return JpegView(data, int(self.cfg["jpeg_quality"]), int(ctx.cfg["image_size"]), ctx.patch_size,
+        return JpegView(data, int(self.own.jpeg_quality), int(ctx.cfg["image_size"]), ctx.patch_size,
                         ctx.max_text_len)
 
     def view_notes(self) -> dict[str, str | None]:

@@ -16,6 +16,7 @@ from emmcil.data.missing import IMAGE_MISSING, NONE, TEXT_MISSING
 from emmcil.data.tokenizer import CLS_ID, PAD_ID, SEP_ID
 from emmcil.model import ViLTOutput
 from emmcil.model.keyed import M32, current_state, mix32, sample_keys
+from emmcil.settings import MethodSettings, setting
 
 from . import register
 from .base import Method
@@ -152,49 +153,63 @@ def _rows(batch: dict, index: torch.Tensor) -> dict:
     return {k: (v[index] if v is not None else None) for k, v in batch.items()}
 
 
+@dataclass(frozen=True)
+class RebQSettings(MethodSettings):
+    rebq_pool_size: int = setting(128, "components per pool over all tasks; pool_size // num_phases per task (RebQ: "
+                                  "128)")
+    rebq_prompt_length: int = setting(8, "tokens per prompt (even): memory prompts 8 input tokens, modality 4 keys + "
+                                      "4 values")
+    rebq_layers: int = setting(8, "the first layers that get prompts, for all three pools (at most the model's depth)")
+    rebq_alpha: float = setting(0.01, "weight of the reconstruction loss (RebQ's ALPHA)")
+    rebq_reinit: bool = setting(False, "init task t's components at phase t (CODA-P); False = released REINIT (see "
+                                "docs)")
+    rebq_pooler: bool = setting(False, "classify tanh(pooler(text CLS)) instead of the final-normed text CLS (RebQ: "
+                                "no)")
+
+    def check(self, settings) -> list[str]:
+        length, num_phases = int(self.rebq_prompt_length), int(settings.experiment.num_phases)
+        if length < 2 or length % 2:
+            return [f"rebq_prompt_length={length}: must be even (half keys, half values)"]
+        if int(self.rebq_pool_size) // num_phases < 1:
+            return [f"rebq_pool_size={self.rebq_pool_size} gives no component per task for {num_phases} phases"]
+        return []
+
+    def layout_dependence(self, model_rng: str) -> str | None:
+        return "the reconstruction loss is a mean over the copies of a batch's complete samples (the released code's)"
+
+
 @register
 class RebQ(Method):
     """RebQ's three prompt pools on the frozen ViLT (docs/method.md#rebq)."""
 
     name = "rebq"
-    config = {
-        "rebq_pool_size": 128,     # components per pool over all tasks; pool_size // num_phases per task (RebQ: 128)
-        "rebq_prompt_length": 8,   # tokens per prompt (even): memory prompts 8 input tokens, modality 4 keys + 4 values
-        "rebq_layers": 8,          # the first layers that get prompts, for all three pools (at most the model's depth)
-        "rebq_alpha": 0.01,        # weight of the reconstruction loss (RebQ's ALPHA)
-        "rebq_reinit": False,      # init task t's components at phase t (CODA-P); False = released REINIT (see docs)
-        "rebq_pooler": False,      # classify tanh(pooler(text CLS)) instead of the final-normed text CLS (RebQ: no)
-    }
+    settings = RebQSettings
     # the released code's frozen Hugging Face ViLT (dropout 0); its optimiser is the `rebq` recipe
     # (emmcil/methods/recipes.py)
     named_config = {"tuning": "frozen", "ssf": False, "drop_rate": 0.0}
-
-    @classmethod
-    def layout_dependence(cls, cfg) -> str | None:
-        return "the reconstruction loss is a mean over the copies of a batch's complete samples (the released code's)"
 
     def __init__(self, cfg):
         super().__init__(cfg)
         if self.cfg.get("tuning", "frozen") != "frozen":
             warnings.warn(f"rebq trains prompts on a frozen backbone, but tuning={self.cfg['tuning']!r}: use the "
                           f"`rebq` named config after the dataset's (`with demo rebq`), or tuning=frozen")
-        length = int(self.cfg["rebq_prompt_length"])
+        length = int(self.own.rebq_prompt_length)
         if length < 2 or length % 2:
             raise ValueError(f"rebq_prompt_length={length}: must be even (half keys, half values)")
         num_phases = int(self.cfg["num_phases"])
-        self.per_task = int(self.cfg["rebq_pool_size"]) // num_phases
+        self.per_task = int(self.own.rebq_pool_size) // num_phases
         if self.per_task < 1:
-            raise ValueError(f"rebq_pool_size={self.cfg['rebq_pool_size']} gives no component per task for "
+            raise ValueError(f"rebq_pool_size={self.own.rebq_pool_size} gives no component per task for "
                              f"{num_phases} phases")
         self.layers = 0
 
     # -- structure
     def build_net(self, backbone_cfg) -> RebQNet:
-        self.layers = min(int(self.cfg["rebq_layers"]), backbone_cfg.num_layers)
-        if self.layers < int(self.cfg["rebq_layers"]):
-            warnings.warn(f"rebq_layers={self.cfg['rebq_layers']} > the model's {backbone_cfg.num_layers} layers: "
+        self.layers = min(int(self.own.rebq_layers), backbone_cfg.num_layers)
+        if self.layers < int(self.own.rebq_layers):
+            warnings.warn(f"rebq_layers={self.own.rebq_layers} > the model's {backbone_cfg.num_layers} layers: "
                           f"prompting all {self.layers}")
-        return RebQNet(int(self.cfg["num_phases"]), self.per_task, int(self.cfg["rebq_prompt_length"]),
+        return RebQNet(int(self.cfg["num_phases"]), self.per_task, int(self.own.rebq_prompt_length),
                        self.layers, backbone_cfg.hidden_size)
 
     def set_trainable(self, module) -> None:
@@ -202,11 +217,11 @@ class RebQ(Method):
         for pool in module.method_net.pools():
             for s, comps in enumerate(pool.tasks):
                 comps.requires_grad_(s == t)
-        if not self.cfg["rebq_pooler"]:
+        if not self.own.rebq_pooler:
             module.backbone.pooler.requires_grad_(False)  # not in the forward pass
 
     def before_phase(self, ctx) -> None:
-        if self.cfg["rebq_reinit"] and ctx.phase > 0:
+        if self.own.rebq_reinit and ctx.phase > 0:
             for pool in ctx.module.method_net.pools():
                 pool.init_task(ctx.phase)
 
@@ -282,7 +297,7 @@ class RebQ(Method):
         # 5. final pass on the originals
         final = bb(ids, masks, images, pmasks, patch_keep=keep, return_attention=return_attention, prefixes=prefixes)
         values = {f.name: getattr(final, f.name) for f in fields(ViLTOutput)}
-        if not self.cfg["rebq_pooler"]:
+        if not self.own.rebq_pooler:
             values["pooled"] = final.hidden[:, 0]
         return RebQOutput(**values, reconstruction_loss=loss, num_copies=n_copy, text_query=text_query,
                           image_query=image_query)
@@ -297,4 +312,4 @@ class RebQ(Method):
             module.log("train/ce", ce, batch_size=logits.shape[0])
             if rec is not None:
                 module.log("train/rec_loss", rec, batch_size=logits.shape[0])
-        return ce if rec is None else ce + float(self.cfg["rebq_alpha"]) * rec
+        return ce if rec is None else ce + float(self.own.rebq_alpha) * rec

@@ -6,15 +6,12 @@ file sets them, and what we chose where a reference has no setting: docs/method.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-import torch
-import transformers
+from emmcil.settings.general import INTERVALS, OPTIMIZERS, SCHEDULES
 
-OPTIMIZERS = ("adamw", "adam", "sgd")
-# our schedule names -> transformers.get_scheduler's; every one starts with ``warmup`` (0 = none)
-SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
-INTERVALS = ("step", "epoch")
+if TYPE_CHECKING:  # torch and transformers are imported where an optimiser is built: the config reads the table
+    import torch
 
 
 @dataclass(frozen=True)
@@ -85,6 +82,8 @@ def build_optimizer(named_parameters: Iterable[tuple[str, torch.nn.Parameter]],
     ``weight_decay_1d=False`` puts the 1-D ones (biases, norms, SSF scales and shifts) in a second group without
     weight decay. Raises ValueError for an unknown ``optimizer`` or when nothing is trainable.
     """
+    import torch
+
     params = [p for _, p in named_parameters if p.requires_grad]
     if not params:
         raise ValueError("no trainable parameters: nothing for the optimizer to train (check `tuning`)")
@@ -110,6 +109,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any],
     """The recipe's schedule (transformers' ``get_scheduler``) over ``total`` intervals (optimiser steps or epochs,
     ``schedule_interval``): linear warmup from 0 over ``warmup`` (a fraction of ``total`` if < 1, else a count),
     then linear or cosine decay to 0 at ``total``, or constant. Raises ValueError for an unknown ``lr_schedule``."""
+    import transformers
+
     name = cfg["lr_schedule"]
     if name not in SCHEDULES:
         raise ValueError(f"lr_schedule={name!r}: expected one of {tuple(SCHEDULES)}")

@@ -4,20 +4,36 @@ How it is built, with its sources and defaults: docs/method.md#replay-and-the-me
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 
 from emmcil.memory import snapshot
-from emmcil.memory.augment import AugmentedReplay, check_augmentation, check_replay_ratio, replay_length
+from emmcil.memory.augment import AugmentedReplay, replay_length
 from emmcil.memory.buffer import MemoryBuffer
 from emmcil.memory.exemplar import Exemplar, StoredExemplar
 from emmcil.memory.herding import herding_order
 from emmcil.memory.selection import cosine_to_mean
+from emmcil.settings import MethodSettings, check_replay_ratio, setting
 
 from . import register
 from .base import Method, PhaseContext
+
+
+@dataclass(frozen=True)
+class ReplaySettings(MethodSettings):
+    replay_ratio: float = setting(0.0, "0: every exemplar once per epoch, shuffled with the new data; r in (0, 1): "
+                                  "exemplars repeated so that they make up about r of the phase's training items")
+
+    def check(self, settings) -> list[str]:
+        # the keys read only after a phase has trained (replay, augmentation): a bad value fails now, not hours later
+        try:
+            check_replay_ratio(float(self.replay_ratio))
+        except ValueError as err:
+            return [str(err)]
+        return []
 
 
 @register
@@ -26,19 +42,11 @@ class Replay(Method):
 
     name = "replay"
     uses_memory = True
-    config = {
-        "replay_ratio": 0.0,  # 0: every exemplar once per epoch, shuffled with the new data; r in (0, 1): exemplars
-                              # repeated so that they make up about r of the phase's training items
-    }
+    settings = ReplaySettings
 
     def __init__(self, cfg):
         super().__init__(cfg)
         self.memory: MemoryBuffer | None = None
-
-    def check_config(self) -> None:
-        # the keys read only after a phase has trained (replay, augmentation): a bad value fails now, not hours later
-        check_replay_ratio(float(self.cfg["replay_ratio"]))
-        check_augmentation(*self.augmentation(), **self.replay_options())
 
     def setup(self, ctx: PhaseContext) -> None:
         cfg = self.cfg
@@ -62,7 +70,7 @@ class Replay(Method):
         if not exemplars:
             return None
         n_new = len(ctx.scenario.train_dataset(ctx.phase))
-        length = replay_length(len(exemplars), n_new, float(self.cfg["replay_ratio"]))
+        length = replay_length(len(exemplars), n_new, float(self.own.replay_ratio))
         return AugmentedReplay(exemplars, ctx.max_text_len, *self.augmentation(), length=length,
                                **self.replay_options())
 

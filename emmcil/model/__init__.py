@@ -10,6 +10,8 @@ import logging
 from pathlib import Path
 from typing import Mapping
 
+from emmcil.settings.general import TINY, VILT_B32  # noqa: F401 (the model sizes, declared with the settings)
+
 from .checkpoint import LoadReport, load_pretrained, read_state_dict
 from .ssf import SSF, apply_freeze_policy, count_parameters, merge_ssf
 from .vilt import ViLT, ViLTConfig, ViLTOutput
@@ -20,8 +22,6 @@ __all__ = ["ViLT", "ViLTConfig", "ViLTOutput", "SSF", "build_backbone", "load_pr
            "LoadReport", "merge_ssf", "apply_freeze_policy", "count_parameters", "timm_imagenet_weights"]
 
 # Model sizes as named configs use them (config.py): ViLT-B/32 and a tiny model for CPU tests and the demo.
-VILT_B32 = dict(hidden_size=768, num_layers=12, num_heads=12, mlp_ratio=4.0, patch_size=32, image_size=384)
-TINY = dict(hidden_size=64, num_layers=2, num_heads=4, mlp_ratio=2.0, patch_size=16, image_size=96)
 
 
 def timm_imagenet_weights(name: str = "vit_base_patch32_384") -> Path | None:

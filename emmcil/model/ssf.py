@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from emmcil.settings.general import TUNING_MODES  # noqa: F401  (declared with the settings)
+
 
 class SSF(nn.Module):
     """``y = x * scale + shift`` over the channel axis; scale ~ N(1, .02), shift ~ N(0, .02) as in the SSF code.
@@ -104,9 +106,6 @@ def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def has_ssf(model: nn.Module) -> bool:
     return any(isinstance(m, SSF) for m in model.modules())
-
-
-TUNING_MODES = ("ssf", "frozen", "full")
 
 
 def is_tunable(name: str, tuning: str = "ssf",

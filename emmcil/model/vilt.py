@@ -39,6 +39,8 @@ from torch import nn
 from transformers import BertConfig
 from transformers.models.bert.modeling_bert import BertEmbeddings
 
+from emmcil.settings.checks import backbone_problems
+
 from .keyed import PREFIX, KeyedDropout, KeyedDropPath, PatchSampler, keyed_mask, token_positions
 from .ssf import maybe_ssf
 
@@ -68,19 +70,7 @@ class ViLTConfig:
     def __post_init__(self):
         """Raises ValueError naming the key of a size no backbone can have, when the model is built (before any
         training), not as a shape error inside the first forward."""
-        problems = []
-        if self.max_text_len < 2:
-            problems.append(f"max_text_len={self.max_text_len}: at least 2 ([CLS] and [SEP])")
-        for key in ("vocab_size", "hidden_size", "num_layers", "num_heads", "patch_size", "image_size"):
-            if getattr(self, key) < 1:
-                problems.append(f"{key}={getattr(self, key)}: at least 1")
-        if self.num_heads >= 1 and self.hidden_size % self.num_heads:
-            problems.append(f"hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}")
-        if self.patch_size >= 1 and self.image_size % self.patch_size:
-            problems.append(f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
-        for key in ("drop_rate", "attn_drop_rate", "drop_path_rate"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                problems.append(f"{key}={getattr(self, key)}: a probability in [0, 1)")
+        problems = backbone_problems(asdict(self))
         if problems:
             raise ValueError("backbone config: " + "; ".join(problems))
 
