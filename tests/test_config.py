@@ -175,10 +175,12 @@ def test_run_names_follow_every_key_that_changes_results():
     same = dict(num_workers=3, progress_bar=False, devices=1, keep_checkpoints=2, log_every_n_steps=1, mask_figure=0,
                 compile=True)
     assert set(same) <= NON_RESULT_KEYS and resolve("demo", "emm", **same)["exp_name"] == base
-    # decoding JPEGs at reduced scale gives other pixels by design: a result key, which follows decode_on
+    # decoding at reduced scale (by design) or on the device (a float resize) gives other pixels: result keys;
+    # jpeg_draft follows decode_on
     assert resolve("demo", "emm", jpeg_draft=False)["exp_name"] == "demo_emm_5phases_mem5_jpeg_draft=False_seed0"
     device = resolve("demo", "emm", decode_on="device")
-    assert device["jpeg_draft"] is False and device["exp_name"] == "demo_emm_5phases_mem5_jpeg_draft=False_seed0"
+    assert device["jpeg_draft"] is False
+    assert device["exp_name"] == "demo_emm_5phases_mem5_decode_on=device_jpeg_draft=False_seed0"
     # a model size shows as itself, not as the backbone keys it derives
     assert resolve("food101", "replay", "tiny")["exp_name"] == "food101_replay_5phases_mem5_model_size=tiny_seed0"
     # a method's recipe (its named config) is its default; a value beside it is a variant

@@ -180,10 +180,10 @@ class HardwareSettings:
                                                "costs ~nothing there)", result=False)
     num_workers: int = setting(derived="the dataset (DATASETS)", doc="DataLoader workers (0: main process); at most "
                                "the cores", low=0, result=False)
+    # both change pixels (decode_on: up to 2 levels where the device resizes in float; jpeg_draft: up to 32 by
+    # design; docs/data.md), so both are result keys
     decode_on: str = setting("cpu", "cpu: the workers decode | device: they hand over JPEG files, decoded in batches "
-                             "on the model's device; the same pixels within the decoders' tolerance (docs/data.md)",
-                             choices=DECODE_ON, result=False)
-    # other pixels by design (up to 32 levels, docs/data.md), so a result key
+                             "on the model's device (docs/data.md)", choices=DECODE_ON)
     jpeg_draft: bool = setting(derived="decode_on (True with cpu: the device decodes at full scale)",
                                doc="CPU decoding: a JPEG at least twice the model's size is decoded at 1/2, 1/4 or "
                                "1/8 scale (Pillow's draft), still >= that size")
