@@ -218,7 +218,7 @@ def test_rebq_on_a_backbone_no_checkpoint_initialised_warns_at_its_start(tmp_pat
     """RebQ's prompts read a frozen backbone: on a random one the run stays at chance, so it says so first."""
     from emmcil.data import ensure_demo
     from emmcil.engine.driver import UntrainedBackboneWarning, run_experiment, untrained_backbone_note
-    from run_helpers import demo_config
+    from run_helpers import demo_config, resolve, settings
 
     cfg = demo_config(ensure_demo(tmp_path / "demo"), tmp_path / "runs", "rebq", limit_train_batches=1,
                       stop_after_phase=0)
@@ -227,7 +227,8 @@ def test_rebq_on_a_backbone_no_checkpoint_initialised_warns_at_its_start(tmp_pat
                                                       r"backbone .* no checkpoint initialised it .* load_path="):
         run_experiment(cfg)
     # pretrained weights, or a backbone trained whole (the demo's tuning=full): nothing to say
-    assert untrained_backbone_note({**cfg, "load_path": "checkpoints/vilt_200k_mlm_itm.ckpt"}) is None
-    assert untrained_backbone_note({**cfg, "tuning": "full"}) is None
+    assert untrained_backbone_note(settings(cfg, load_path="checkpoints/vilt_200k_mlm_itm.ckpt")) is None
+    assert untrained_backbone_note(settings(cfg, tuning="full")) is None
     # SSF alone cannot adapt a random backbone either (the paper's setting needs the checkpoint)
-    assert "tunes only SSF's scales and shifts" in untrained_backbone_note({**cfg, "method": "emm", "tuning": "ssf"})
+    emm = resolve("demo", "emm", tuning="ssf", load_path="")
+    assert "tunes only SSF's scales and shifts" in untrained_backbone_note(settings(emm))

@@ -47,7 +47,8 @@ class PhaseContext:
     run, and when re-evaluating a finished run (``python -m emmcil.engine.evaluate``): then no file may be written.
     """
 
-    cfg: Mapping[str, Any]
+    cfg: Mapping[str, Any]  # the flat config: a record (what config.json holds); read ``settings``
+    settings: Settings  # the run's typed settings (``ctx.settings.model.image_size``)
     phase: int
     scenario: Any
     eval_scenario: Any
@@ -74,11 +75,11 @@ class PhaseContext:
 
     @property
     def patch_size(self) -> int:
-        return int(self.cfg["patch_size"])
+        return int(self.settings.model.patch_size)
 
     @property
     def max_text_len(self) -> int:
-        return int(self.cfg["max_text_len"])
+        return int(self.settings.data.max_text_len)
 
 
 class Method:
