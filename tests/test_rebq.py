@@ -9,7 +9,7 @@ from emmcil.data.tokenizer import CLS_ID, SEP_ID
 from emmcil.engine.module import IncrementalModule
 from emmcil.methods.rebq import RebQ, PromptPool, drop_image, drop_text, orthonormal_rows, reconstruction_loss
 from emmcil.model import ViLT
-from run_helpers import one_thread
+from run_helpers import one_thread, resolve, settings
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
 
@@ -26,7 +26,7 @@ def rebq_module(reinit=True, phases=2, classes=4, **updates):
     cfg = dict(TINY_CFG, tuning="frozen", ssf=False, num_classes=classes, num_phases=phases, **RebQ.config)
     cfg.update({"rebq_pool_size": 4 * phases, "rebq_layers": 2, "rebq_prompt_length": 4, "rebq_reinit": reinit,
                 **updates})
-    method = RebQ(cfg)
+    method = RebQ(cfg, settings({**resolve("demo", "rebq"), **cfg}))
     return IncrementalModule(cfg, method), method
 
 
@@ -211,14 +211,15 @@ def test_config_errors():
     with pytest.raises(ValueError, match="even"):
         rebq_module(rebq_prompt_length=3)
     with pytest.raises(ValueError, match="no component per task"):
-        RebQ(dict(RebQ.config, tuning="frozen", num_classes=10, num_phases=5, rebq_pool_size=4))
+        cfg = dict(RebQ.config, tuning="frozen", num_classes=10, num_phases=5, rebq_pool_size=4)
+        RebQ(cfg, settings({**resolve("demo", "rebq"), **cfg}))
 
 
 def test_rebq_on_a_backbone_no_checkpoint_initialised_warns_at_its_start(tmp_path):
     """RebQ's prompts read a frozen backbone: on a random one the run stays at chance, so it says so first."""
     from emmcil.data import ensure_demo
     from emmcil.engine.driver import UntrainedBackboneWarning, run_experiment, untrained_backbone_note
-    from run_helpers import demo_config, resolve, settings
+    from run_helpers import demo_config
 
     cfg = demo_config(ensure_demo(tmp_path / "demo"), tmp_path / "runs", "rebq", limit_train_batches=1,
                       stop_after_phase=0)

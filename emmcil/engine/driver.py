@@ -290,7 +290,7 @@ class IncrementalRun:
         if self.writes:
             rundir.write_json(self.run_dir.path / "class_order.json", self.data.describe())
             self.data.save_missing_tables(self.run_dir.path / "missing_tables")  # CMML runs only
-        self.method = get_method(s.experiment.method)(cfg)
+        self.method = get_method(s.experiment.method)(cfg, s)
         pl.seed_everything(s.experiment.seed, workers=True, verbose=False)  # the backbone's init (frozen weights)
         self.module = IncrementalModule(cfg, self.method, optimisation=s.optimisation)
         self.counts: list[tuple[list[int], list[int]]] = []  # per phase: per seen class (correct, total)
