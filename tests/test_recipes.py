@@ -81,7 +81,8 @@ def tiny_module(method: str, **updates) -> IncrementalModule:
     layers = dict(dualprompt_g_layers=[0], dualprompt_e_layers=[1]) if method == "dualprompt" else {}
     cfg = resolve("demo", method, num_phases=2, hidden_size=32, num_heads=2, image_size=64, **layers, **updates)
     torch.manual_seed(0)
-    module = IncrementalModule(cfg, get_method(method)(cfg), optimisation=settings(cfg).optimisation)
+    s = settings(cfg)
+    module = IncrementalModule(cfg, get_method(method)(cfg, s), optimisation=s.optimisation)
     module.add_classes(5)
     module.add_classes(5)
     return module
