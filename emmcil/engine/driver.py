@@ -40,6 +40,7 @@ from emmcil.markdown import markdown_table
 from emmcil.memory.buffer import mean_full_exemplar_nbytes
 from emmcil.methods import PhaseContext, get_method, settings_of
 from emmcil.provenance import provenance
+from emmcil.settings import Settings
 
 from . import rundir
 from .loaders import accumulation_steps, build_data, loader_workers, make_loader, num_devices  # noqa: F401
@@ -57,7 +58,7 @@ READ_DEFAULTS = {"model_rng": "sample", "tuning": "ssf", "load_path": "", "timm_
                  "memory_browser": True, "log_every_n_steps": 50, **ADDED_KEY_DEFAULTS}
 
 
-def run_settings(cfg: Mapping):
+def run_settings(cfg: Mapping) -> Settings:
     """The typed :class:`~emmcil.settings.Settings` of a run's resolved config, built once at its start (a config
     saved by an older version takes :data:`READ_DEFAULTS` for the keys it lacks)."""
     return settings_of({**READ_DEFAULTS, **cfg})
@@ -76,7 +77,7 @@ class SettingError(ValueError):
     """A setting that this machine would silently run otherwise (e.g. float16 autocast on a CPU)."""
 
 
-def resolved_accelerator(settings) -> str:
+def resolved_accelerator(settings: Settings) -> str:
     """"cpu" or "gpu" as Lightning picks it for ``accelerator``: "auto" is a CUDA or Apple (MPS) GPU when there is
     one; other names as given. ``settings``: the run's :class:`~emmcil.settings.Settings` (so below)."""
     accelerator = settings.hardware.accelerator
@@ -85,7 +86,7 @@ def resolved_accelerator(settings) -> str:
     return accelerator
 
 
-def resolved_settings(settings) -> dict[str, Any]:
+def resolved_settings(settings: Settings) -> dict[str, Any]:
     """The values a run uses where its config leaves the choice to the machine (config.json's provenance records
     them per process): DataLoader workers after the cap at the usable cores, torch's intra-op threads, the
     accelerator, deterministic kernels, the devices, the accumulation and the micro-batch size. None of them changes
@@ -102,7 +103,7 @@ def resolved_settings(settings) -> dict[str, Any]:
             "model_rng": settings.model.model_rng}
 
 
-def deterministic_kernels(settings) -> bool | str:
+def deterministic_kernels(settings: Settings) -> bool | str:
     """Lightning's ``deterministic`` for a run: the ``deterministic`` key when set (True, False or "warn"); None
     (the default) = True on a CPU, False on a GPU.
 
@@ -117,7 +118,7 @@ def deterministic_kernels(settings) -> bool | str:
     return resolved_accelerator(settings) == "cpu"
 
 
-def shows_progress_bar(settings, stream=None) -> bool:
+def shows_progress_bar(settings: Settings, stream=None) -> bool:
     """Whether phases show Lightning's tqdm bar: ``progress_bar`` is on and ``stream`` (default ``sys.stdout``) is
     a terminal. In a log file (SLURM, ``nohup``, a pipe) the bar's carriage-return updates would add thousands of
     lines a phase; there the phase lines are the progress."""
@@ -152,7 +153,7 @@ class UntrainedBackboneWarning(UserWarning):
     initialised: what trains reads a random network's features, and the run stays near chance."""
 
 
-def untrained_backbone_note(settings) -> str | None:
+def untrained_backbone_note(settings: Settings) -> str | None:
     """Why the run cannot learn much, when ``tuning`` leaves the backbone (mostly) as it was built and nothing
     pretrained was loaded into it (no ``load_path``; ``timm_init``'s ImageNet weights, when in the local cache,
     start the image side only); None otherwise. ``tuning="full"`` trains the whole backbone, and needs nothing."""
@@ -223,7 +224,7 @@ def gather_uneven(strategy, tensor: torch.Tensor, device) -> torch.Tensor:
     return out.bool() if is_bool else out
 
 
-def run_path(settings) -> Path:
+def run_path(settings: Settings) -> Path:
     """The run directory ``{log_dir}/{exp_name}``; ValueError for an empty exp_name."""
     if not settings.run.exp_name:
         raise ValueError("exp_name is empty: leave it unset (the run is then named after its config) or name it")

@@ -28,6 +28,7 @@ from emmcil.data.missing import IMAGE_MISSING, MISSING_TYPES, TEXT_MISSING
 from emmcil.data.resize import check_stored_resize
 from emmcil.data.scenario import RemappedSubset
 from emmcil.memory.augment import AugmentedReplay
+from emmcil.settings import Settings
 
 
 # ---------------------------------------------------------------------------------------------- run data
@@ -112,7 +113,7 @@ def describe_missing(tables: Mapping[str, MissingTable]) -> dict:
     return out
 
 
-def data_root(settings) -> Path:
+def data_root(settings: Settings) -> Path:
     """The folder of the run's arrow files (``settings``: the run's :class:`~emmcil.settings.Settings`)."""
     dataset, data = settings.experiment.dataset, settings.data
     if dataset == "demo":
@@ -123,7 +124,7 @@ def data_root(settings) -> Path:
     return Path(data.data_root).expanduser()
 
 
-def build_data(settings) -> RunData:
+def build_data(settings: Settings) -> RunData:
     """The run's datasets and scenario (``settings``: its :class:`~emmcil.settings.Settings`)."""
     root = data_root(settings)
     data, model, name = settings.data, settings.model, settings.experiment.dataset
@@ -245,7 +246,7 @@ def num_devices(devices) -> int:
     return max(1, torch.cuda.device_count())
 
 
-def accumulation_steps(settings) -> int:
+def accumulation_steps(settings: Settings) -> int:
     """Micro-batches per optimiser step and process: the fewest that keep micro-batches within per_gpu_batchsize,
     ceil(batch_size / (per_gpu_batchsize x devices x num_nodes)); the effective batch is batch_size whatever they
     are (:class:`PhaseBatches` splits each global batch evenly). ``settings``: the run's
@@ -401,7 +402,7 @@ def loader_workers(requested: int) -> int:
     return max(0, min(int(requested), cores))
 
 
-def make_loader(dataset: Dataset, settings, train: bool, seed: int = 0) -> DataLoader:
+def make_loader(dataset: Dataset, settings: Settings, train: bool, seed: int = 0) -> DataLoader:
     """For training, :class:`PhaseBatches` over :class:`SeededSamples` of ``dataset`` with the phase's ``seed``
     (grouped by sequence length with ``length_group_window`` > 0); otherwise this rank's share in order
     (:class:`Shard`), batches of ``per_gpu_batchsize``. :class:`KeepCollate`; ``num_workers`` capped by :func:`loader_workers`.
