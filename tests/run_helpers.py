@@ -28,6 +28,14 @@ def demo_config(demo_root, log_dir, *named, **updates) -> dict:
     return resolve("demo", *named, **{**SMALL, "data_root": str(demo_root), "log_dir": str(log_dir), **updates})
 
 
+def settings(base: dict | None = None, **updates):
+    """The typed settings a run builds (``emmcil.engine.driver.run_settings``) from ``base`` (a resolved config;
+    default ``demo finetune``) with ``updates`` (keys set as they are, unchecked)."""
+    from emmcil.engine.driver import run_settings
+
+    return run_settings({**(resolve("demo", "finetune") if base is None else base), **updates})
+
+
 @contextlib.contextmanager
 def one_thread():
     """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's spinning threads make

@@ -15,7 +15,7 @@ from emmcil.engine.module import IncrementalModule
 from emmcil.methods import get_method, method_config_defaults
 from emmcil.methods.exemplar_free import select_by_keys
 from emmcil.methods.l2p import image_cls_position
-from run_helpers import one_thread
+from run_helpers import one_thread, resolve, settings
 from run_helpers import demo_config as run_config
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
@@ -119,7 +119,7 @@ def method_module(name: str, **updates):
     cfg.update(cls.named_config)
     cfg.update(updates)
     torch.manual_seed(0)
-    method = cls(cfg)
+    method = cls(cfg, settings({**resolve("demo", name), **cfg}))
     return IncrementalModule(cfg, method), method
 
 
@@ -206,7 +206,7 @@ def test_l2p_head_and_prompt_positions_follow_pilot():
     E = out.num_extra
     # PILOT head_type "prompt": the mean of the prompt tokens' final-normed outputs, no pooler in between
     assert torch.allclose(out.pooled, out.hidden[:, -E:].mean(1), atol=1e-6)
-    pooler = get_method("l2p")(dict(method.cfg, l2p_head="pooler"))
+    pooler = get_method("l2p")(dict(method.cfg, l2p_head="pooler"), method.settings)
     module.method = pooler
     assert torch.allclose(module.encode(b).pooled, module.backbone.pooler(out.hidden), atol=1e-6)
     # PILOT gives the prompt slots the [CLS]'s position embedding: what ViLT adds to its image [CLS] token
@@ -215,7 +215,7 @@ def test_l2p_head_and_prompt_positions_follow_pilot():
     cls_input = cls_input + backbone.token_type_embeddings.weight[1]
     assert torch.allclose(backbone.transformer.cls_token[0, 0] + image_cls_position(backbone), cls_input)
     # ... added to every prompt token: "none" with the prompts shifted by it gives the same pass
-    module.method = get_method("l2p")(dict(method.cfg, l2p_prompt_position="none"))
+    module.method = get_method("l2p")(dict(method.cfg, l2p_prompt_position="none"), method.settings)
     assert not torch.allclose(module.encode(b).hidden, out.hidden, atol=1e-4)
     with torch.no_grad():
         module.method_net.prompts += image_cls_position(backbone)
@@ -228,7 +228,7 @@ def test_dualprompt_head_reads_the_final_normed_text_cls():
     module.eval()
     out = module.encode(batch())
     assert torch.allclose(out.pooled, out.hidden[:, 0])                  # PILOT head_type "token"
-    module.method = get_method("dualprompt")(dict(method.cfg, dualprompt_head="pooler"))
+    module.method = get_method("dualprompt")(dict(method.cfg, dualprompt_head="pooler"), method.settings)
     assert torch.allclose(module.encode(batch()).pooled, module.backbone.pooler(out.hidden), atol=1e-6)
 
 
@@ -252,7 +252,7 @@ def test_dualprompt_earlier_expert_prompts_get_no_gradient_later():
         net.e_keys[1].copy_(-query[0])
         net.e_keys[2].copy_(query[0])
     assert module.encode(b).prompt_idx.tolist() == [2, 2, 2]
-    seen = get_method("dualprompt")(dict(method.cfg, dualprompt_test_keys="seen"))
+    seen = get_method("dualprompt")(dict(method.cfg, dualprompt_test_keys="seen"), method.settings)
     module.method = seen
     assert module.encode(b).prompt_idx.tolist() == [0, 0, 0]
 
@@ -267,7 +267,7 @@ def test_ease_logits_follow_the_reweighted_prototype_classifier():
     module.eval()
     b = batch()
     feats = method.subspace_features(module, b, [0, 1])[0]
-    per_pass = get_method("ease")(dict(method.cfg, ease_adapters_per_pass=1))
+    per_pass = get_method("ease")(dict(method.cfg, ease_adapters_per_pass=1), method.settings)
     assert torch.allclose(per_pass.subspace_features(module, b, [0, 1])[0], feats, atol=1e-5)
     logits = module.logits(module.encode(b))
     cos = torch.nn.functional.cosine_similarity(feats[:, None], module.method_net.prototypes[None, :4, :2], dim=-1)

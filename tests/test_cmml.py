@@ -19,7 +19,7 @@ from emmcil.data.tokenizer import CLS_ID, SEP_ID
 from emmcil.engine.loaders import KeepCollate
 from emmcil.engine.loaders import build_data, split_seed
 from emmcil.engine.driver import run_experiment
-from run_helpers import SMALL, one_thread, resolve
+from run_helpers import SMALL, one_thread, resolve, settings
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
@@ -37,7 +37,7 @@ def demo_root(tmp_path_factory):
 
 
 def data(demo_root, *named, **updates):
-    return build_data(resolve("demo", *named, data_root=str(demo_root), **updates))
+    return build_data(settings(resolve("demo", *named, data_root=str(demo_root), **updates)))
 
 
 def test_missing_tables_are_seeded_per_split(demo_root):

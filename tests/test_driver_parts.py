@@ -1,6 +1,7 @@
 """Pieces of the incremental driver: growing head, exemplars and memory, herding, batching, schedule, run dir."""
 import os
 import stat
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from emmcil.methods import Method
 from emmcil.methods.recipes import PROJECT
 from emmcil.model import build_backbone
 from emmcil.model.heads import IncrementalClassifier
+from run_helpers import resolve, settings
 
 P = 16
 
@@ -63,7 +65,7 @@ def test_classifier_growth_keeps_old_rows():
 
 def test_module_freeze_policy_and_optimizer_groups(tiny_cfg):
     cfg = dict(tiny_cfg, **PROJECT.values("food101"), load_path="", tuning="ssf")
-    module = IncrementalModule(cfg, Method(cfg))
+    module = IncrementalModule(cfg, Method(cfg), optimisation=SimpleNamespace(**PROJECT.values("food101")))
     n1 = module.add_classes(3)
     n2 = module.add_classes(2)
     assert n2 - n1 == 2 * (cfg["hidden_size"] + 1)  # new rows train
@@ -84,10 +86,10 @@ def test_module_freeze_policy_and_optimizer_groups(tiny_cfg):
 
 
 def test_accumulation_reaches_the_effective_batch():
-    cfg = dict(batch_size=256, per_gpu_batchsize=32, devices=2, num_nodes=1)
-    assert accumulation_steps(cfg) == 4
-    assert accumulation_steps(dict(cfg, devices=[0, 1, 2, 3], num_nodes=2)) == 1
-    assert accumulation_steps(dict(cfg, batch_size=16)) == 1
+    cfg = dict(resolve("demo", "finetune"), batch_size=256, per_gpu_batchsize=32, devices=2, num_nodes=1)
+    assert accumulation_steps(settings(cfg)) == 4
+    assert accumulation_steps(settings(cfg, devices=[0, 1, 2, 3], num_nodes=2)) == 1
+    assert accumulation_steps(settings(cfg, batch_size=16)) == 1
 
 
 def test_gather_uneven_shards():
@@ -309,19 +311,20 @@ def test_the_progress_bar_shows_on_a_terminal_only():
         def isatty(self):
             return True
 
-    assert shows_progress_bar({"progress_bar": True}, Terminal())
-    assert not shows_progress_bar({"progress_bar": False}, Terminal())
-    assert not shows_progress_bar({"progress_bar": True}, io.StringIO())
+    on, off = settings(progress_bar=True), settings(progress_bar=False)
+    assert shows_progress_bar(on, Terminal())
+    assert not shows_progress_bar(off, Terminal())
+    assert not shows_progress_bar(on, io.StringIO())
 
 
 def test_deterministic_kernels_are_on_for_a_cpu_run_unless_set():
     """None (the default): torch's deterministic kernels on a CPU, where two runs of one command with 2 threads
     otherwise differed (phase accuracy 56, 59, 51 % in three runs of `demo emm num_threads=2 max_epoch=8`), and off
     on a GPU; a value given is Lightning's flag as it is."""
-    cpu = {"deterministic": None, "accelerator": "cpu"}
-    assert deterministic_kernels(cpu) is True
-    assert deterministic_kernels({**cpu, "accelerator": "gpu"}) is False
+    cpu = dict(resolve("demo", "finetune"), deterministic=None, accelerator="cpu")
+    assert deterministic_kernels(settings(cpu)) is True
+    assert deterministic_kernels(settings(cpu, accelerator="gpu")) is False
     gpu = torch.cuda.is_available() or torch.backends.mps.is_available()
-    assert deterministic_kernels({**cpu, "accelerator": "auto"}) is (not gpu)
-    assert deterministic_kernels({**cpu, "deterministic": False}) is False
-    assert deterministic_kernels({"deterministic": "warn", "accelerator": "gpu"}) == "warn"
+    assert deterministic_kernels(settings(cpu, accelerator="auto")) is (not gpu)
+    assert deterministic_kernels(settings(cpu, deterministic=False)) is False
+    assert deterministic_kernels(settings(cpu, deterministic="warn", accelerator="gpu")) == "warn"

@@ -13,7 +13,7 @@ from emmcil.engine.driver import IncrementalRun, run_experiment
 from emmcil.memory.augment import AugmentedReplay
 from emmcil.memory.exemplar import Exemplar
 from emmcil.engine.loaders import PhaseBatches, image_tokens, sequence_lengths
-from run_helpers import demo_config, one_thread
+from run_helpers import demo_config, one_thread, settings
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
 
@@ -163,8 +163,8 @@ def test_loader_workers_never_exceed_the_cores_this_process_may_use():
 
     cores = len(os.sched_getaffinity(0))
     assert loader_workers(0) == 0 and loader_workers(10_000) == cores and loader_workers(1) == min(1, cores)
-    cfg = {"num_workers": 10_000, "patch_size": 16, "per_gpu_batchsize": 2, "length_group_window": 0}
+    s = settings(num_workers=10_000, patch_size=16, per_gpu_batchsize=2, length_group_window=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # torch's "suggested max number of worker" is a UserWarning
-        loader = make_loader(TensorDataset(torch.zeros(4, 1)), cfg, train=False)
+        loader = make_loader(TensorDataset(torch.zeros(4, 1)), s, train=False)
     assert loader.num_workers == cores

@@ -22,6 +22,7 @@ from emmcil.memory.buffer import BUDGET_MODES, FILL_POLICIES, UNITS, MemoryBuffe
 from emmcil.methods.cim import bounding_box
 from emmcil.methods.mrdc import MRDC, JpegView, model_picture
 from run_helpers import one_thread, resolve, SMALL
+from run_helpers import settings as run_settings
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
 P = 16
@@ -437,7 +438,7 @@ def test_mrdc_herds_on_the_features_of_the_compressed_samples(folder_runs):
         return {"labels": torch.tensor([dataset[i]["label"] for i in range(len(dataset))]), "features": feats}
 
     ctx = type("Ctx", (), {"predict": staticmethod(predict), "patch_size": P, "max_text_len": 32,
-                           "cfg": {"image_size": 64}})()
+                           "settings": run_settings(image_size=64)})()
     mrdc = MRDC(dict(jpeg_quality=10))
     out = mrdc.candidates(ctx, train)
     assert isinstance(seen[0], JpegView) and seen[0].dataset is train
@@ -471,7 +472,7 @@ def test_a_bad_memory_key_fails_before_the_first_phase_trains(method, updates, k
     with pytest.raises(ConfigError, match=key):
         resolve("demo", method, num_layers=2, **updates)
     cfg = {**resolve("demo", method, num_layers=2), **updates}
-    ctx = SimpleNamespace(cfg=cfg, full_exemplar_bytes=lambda: 1000.0)
+    ctx = SimpleNamespace(cfg=cfg, settings=run_settings(cfg), full_exemplar_bytes=lambda: 1000.0)
     with pytest.raises(ValueError, match=key):
         get_method(method)(cfg).setup(ctx)
     get_method(method)(resolve("demo", method, num_layers=2)).setup(ctx)  # the defaults pass

@@ -11,8 +11,8 @@ class PromptMethod(Method):
 
     name = "toy_prompt"
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
+    def __init__(self, cfg, settings=None):
+        super().__init__(cfg, settings)
         self.frozen = False
 
     def build_net(self, backbone_cfg):

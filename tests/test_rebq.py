@@ -9,7 +9,7 @@ from emmcil.data.tokenizer import CLS_ID, SEP_ID
 from emmcil.engine.module import IncrementalModule
 from emmcil.methods.rebq import RebQ, PromptPool, drop_image, drop_text, orthonormal_rows, reconstruction_loss
 from emmcil.model import ViLT
-from run_helpers import one_thread
+from run_helpers import one_thread, resolve, settings
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
 
@@ -26,7 +26,7 @@ def rebq_module(reinit=True, phases=2, classes=4, **updates):
     cfg = dict(TINY_CFG, tuning="frozen", ssf=False, num_classes=classes, num_phases=phases, **RebQ.config)
     cfg.update({"rebq_pool_size": 4 * phases, "rebq_layers": 2, "rebq_prompt_length": 4, "rebq_reinit": reinit,
                 **updates})
-    method = RebQ(cfg)
+    method = RebQ(cfg, settings({**resolve("demo", "rebq"), **cfg}))
     return IncrementalModule(cfg, method), method
 
 
@@ -211,7 +211,8 @@ def test_config_errors():
     with pytest.raises(ValueError, match="even"):
         rebq_module(rebq_prompt_length=3)
     with pytest.raises(ValueError, match="no component per task"):
-        RebQ(dict(RebQ.config, tuning="frozen", num_classes=10, num_phases=5, rebq_pool_size=4))
+        cfg = dict(RebQ.config, tuning="frozen", num_classes=10, num_phases=5, rebq_pool_size=4)
+        RebQ(cfg, settings({**resolve("demo", "rebq"), **cfg}))
 
 
 def test_rebq_on_a_backbone_no_checkpoint_initialised_warns_at_its_start(tmp_path):
@@ -227,7 +228,8 @@ def test_rebq_on_a_backbone_no_checkpoint_initialised_warns_at_its_start(tmp_pat
                                                       r"backbone .* no checkpoint initialised it .* load_path="):
         run_experiment(cfg)
     # pretrained weights, or a backbone trained whole (the demo's tuning=full): nothing to say
-    assert untrained_backbone_note({**cfg, "load_path": "checkpoints/vilt_200k_mlm_itm.ckpt"}) is None
-    assert untrained_backbone_note({**cfg, "tuning": "full"}) is None
+    assert untrained_backbone_note(settings(cfg, load_path="checkpoints/vilt_200k_mlm_itm.ckpt")) is None
+    assert untrained_backbone_note(settings(cfg, tuning="full")) is None
     # SSF alone cannot adapt a random backbone either (the paper's setting needs the checkpoint)
-    assert "tunes only SSF's scales and shifts" in untrained_backbone_note({**cfg, "method": "emm", "tuning": "ssf"})
+    emm = resolve("demo", "emm", tuning="ssf", load_path="")
+    assert "tunes only SSF's scales and shifts" in untrained_backbone_note(settings(emm))

@@ -3,6 +3,7 @@ optimiser and schedule that recipe builds, and a check on the demo that each bas
 import json
 import math
 import re
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from emmcil.engine.driver import accumulation_steps, run_experiment
 from emmcil.engine.module import IncrementalModule
 from emmcil.methods.recipes import PROJECT, build_optimizer, build_scheduler, method_recipe
 from emmcil.methods import METHODS, get_method
-from run_helpers import one_thread, resolve
+from run_helpers import one_thread, resolve, settings
 
 from emmcil.data.catalogue import DATASETS
 
@@ -43,7 +44,7 @@ def test_every_method_resolves_to_its_recipe_on_every_dataset():
             cfg = resolve(dataset, method)
             expected = method_recipe(method).values(dataset)
             assert {k: cfg[k] for k in RECIPE_KEYS} == {k: expected[k] for k in RECIPE_KEYS}, (method, dataset)
-            assert cfg["batch_size"] % cfg["per_gpu_batchsize"] == 0 and accumulation_steps(cfg) * \
+            assert cfg["batch_size"] % cfg["per_gpu_batchsize"] == 0 and accumulation_steps(settings(cfg)) * \
                 cfg["per_gpu_batchsize"] == cfg["batch_size"], (method, dataset)   # the batch is reached exactly
     for method, values in REFERENCE.items():
         cfg = resolve("mm_imagenet_r", method)
@@ -61,10 +62,10 @@ def test_recipe_keys_are_overridable_and_bad_values_are_named():
     assert resolve("demo", "l2p", method="ease")["optimizer"] == "sgd"  # the recipe follows `method`
     module = tiny_module("finetune")
     with pytest.raises(ValueError, match="optimizer='lion'"):
-        build_optimizer(module.named_parameters(), dict(module.cfg, optimizer="lion"))
-    opt = build_optimizer(module.named_parameters(), module.cfg)
+        build_optimizer(module.named_parameters(), settings(module.cfg, optimizer="lion").optimisation)
+    opt = build_optimizer(module.named_parameters(), module.optimisation)
     with pytest.raises(ValueError, match="lr_schedule='step'"):
-        build_scheduler(opt, dict(module.cfg, lr_schedule="step"), 10)
+        build_scheduler(opt, settings(module.cfg, lr_schedule="step").optimisation, 10)
     with pytest.raises(ValueError, match="schedule_interval='batch'"):
         configure(dict(module.cfg, schedule_interval="batch"), module)
 
@@ -80,7 +81,8 @@ def tiny_module(method: str, **updates) -> IncrementalModule:
     layers = dict(dualprompt_g_layers=[0], dualprompt_e_layers=[1]) if method == "dualprompt" else {}
     cfg = resolve("demo", method, num_phases=2, hidden_size=32, num_heads=2, image_size=64, **layers, **updates)
     torch.manual_seed(0)
-    module = IncrementalModule(cfg, get_method(method)(cfg))
+    s = settings(cfg)
+    module = IncrementalModule(cfg, get_method(method)(cfg, s), optimisation=s.optimisation)
     module.add_classes(5)
     module.add_classes(5)
     return module
@@ -89,6 +91,7 @@ def tiny_module(method: str, **updates) -> IncrementalModule:
 def configure(cfg, module=None):
     module = module if module is not None else tiny_module(cfg["method"])
     module.cfg = dict(cfg)
+    module.optimisation = settings(cfg).optimisation
     module._trainer = FakeTrainer()  # configure_optimizers reads the trainer's step and epoch counts
     out = module.configure_optimizers()
     return out["optimizer"], out["lr_scheduler"]["scheduler"], out["lr_scheduler"]["interval"]
@@ -143,7 +146,7 @@ def test_ssf_recipe_keeps_the_learning_rates_of_the_former_hand_written_schedule
     function gave (0 -> 1 over the warmup, then 1 -> 0), for 100 steps with 10 % warmup, and after the end."""
     cfg = PROJECT.values("mm_imagenet_r")
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=cfg["lr"])
-    lrs = lr_curve(build_scheduler(optimizer, cfg, 100), 120)
+    lrs = lr_curve(build_scheduler(optimizer, SimpleNamespace(**cfg), 100), 120)
     old = {0: 0.0, 5: 0.5, 10: 1.0, 55: 0.5, 100: 0.0, 120: 0.0}
     assert {s: lrs[s] / cfg["lr"] for s in old} == pytest.approx(old, abs=1e-12)
     old_factor = [s / 10 if s < 10 else max(0.0, (100 - s) / 90) for s in range(121)]

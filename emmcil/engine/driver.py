@@ -38,8 +38,9 @@ from torch.utils.data import DataLoader, Dataset
 from emmcil import stops
 from emmcil.markdown import markdown_table
 from emmcil.memory.buffer import mean_full_exemplar_nbytes
-from emmcil.methods import PhaseContext, get_method
+from emmcil.methods import PhaseContext, get_method, settings_of
 from emmcil.provenance import provenance
+from emmcil.settings import Settings
 
 from . import rundir
 from .loaders import accumulation_steps, build_data, loader_workers, make_loader, num_devices  # noqa: F401
@@ -50,6 +51,17 @@ from .tracking import RunTracker
 # General config keys added after runs were made: a run directory saved without one resumes when the key is at its
 # default (it computes what that run computed).
 ADDED_KEY_DEFAULTS = {"length_group_window": 0, "head": "linear", "init_classes": 0, "increment": 0}
+# Keys a config saved by an older version may lack (a run re-scored by emmcil.engine.evaluate), at the values the
+# code read them as before it read the typed settings.
+READ_DEFAULTS = {"model_rng": "sample", "tuning": "ssf", "load_path": "", "timm_init": "", "num_threads": 0,
+                 "jpeg_draft": False, "decode_on": "cpu", "missing_type": "none", "limit_train_batches": 1.0,
+                 "memory_browser": True, "log_every_n_steps": 50, **ADDED_KEY_DEFAULTS}
+
+
+def run_settings(cfg: Mapping) -> Settings:
+    """The typed :class:`~emmcil.settings.Settings` of a run's resolved config, built once at its start (a config
+    saved by an older version takes :data:`READ_DEFAULTS` for the keys it lacks)."""
+    return settings_of({**READ_DEFAULTS, **cfg})
 
 
 class ProgressBar(TQDMProgressBar):
@@ -65,32 +77,33 @@ class SettingError(ValueError):
     """A setting that this machine would silently run otherwise (e.g. float16 autocast on a CPU)."""
 
 
-def resolved_accelerator(cfg: Mapping) -> str:
+def resolved_accelerator(settings: Settings) -> str:
     """"cpu" or "gpu" as Lightning picks it for ``accelerator``: "auto" is a CUDA or Apple (MPS) GPU when there is
-    one; other names as given."""
-    accelerator = cfg["accelerator"]
+    one; other names as given. ``settings``: the run's :class:`~emmcil.settings.Settings` (so below)."""
+    accelerator = settings.hardware.accelerator
     if accelerator == "auto":
         accelerator = "gpu" if torch.cuda.is_available() or torch.backends.mps.is_available() else "cpu"
     return accelerator
 
 
-def resolved_settings(cfg: Mapping) -> dict[str, Any]:
+def resolved_settings(settings: Settings) -> dict[str, Any]:
     """The values a run uses where its config leaves the choice to the machine (config.json's provenance records
     them per process): DataLoader workers after the cap at the usable cores, torch's intra-op threads, the
     accelerator, deterministic kernels, the devices, the accumulation and the micro-batch size. None of them changes
     the results beyond float rounding unless ``emmcil.engine.rundir.layout_dependence`` says so (then the layout
     keys are result keys)."""
-    per_node = num_devices(cfg["devices"])
-    accumulation = accumulation_steps(cfg)
-    parts = accumulation * per_node * cfg["num_nodes"]
-    return {"num_workers": loader_workers(cfg["num_workers"]), "num_threads": torch.get_num_threads(),
-            "accelerator": resolved_accelerator(cfg), "deterministic": deterministic_kernels(cfg),
-            "devices_per_node": per_node, "world_size": per_node * cfg["num_nodes"], "accumulation": accumulation,
-            "micro_batch": -(-cfg["batch_size"] // parts), "effective_batch": cfg["batch_size"],
-            "model_rng": cfg.get("model_rng", "sample")}
+    h, batch_size = settings.hardware, settings.optimisation.batch_size
+    per_node = num_devices(h.devices)
+    accumulation = accumulation_steps(settings)
+    parts = accumulation * per_node * h.num_nodes
+    return {"num_workers": loader_workers(h.num_workers), "num_threads": torch.get_num_threads(),
+            "accelerator": resolved_accelerator(settings), "deterministic": deterministic_kernels(settings),
+            "devices_per_node": per_node, "world_size": per_node * h.num_nodes, "accumulation": accumulation,
+            "micro_batch": -(-batch_size // parts), "effective_batch": batch_size,
+            "model_rng": settings.model.model_rng}
 
 
-def deterministic_kernels(cfg: Mapping) -> bool | str:
+def deterministic_kernels(settings: Settings) -> bool | str:
     """Lightning's ``deterministic`` for a run: the ``deterministic`` key when set (True, False or "warn"); None
     (the default) = True on a CPU, False on a GPU.
 
@@ -100,17 +113,17 @@ def deterministic_kernels(cfg: Mapping) -> bool | str:
     torch's deterministic mode replaces them by serial ones at little cost there. On a GPU it also slows common
     kernels (atomics become sorts) and needs ``CUBLAS_WORKSPACE_CONFIG`` (Lightning sets it), so it stays opt-in.
     """
-    if cfg["deterministic"] is not None:
-        return cfg["deterministic"]
-    return resolved_accelerator(cfg) == "cpu"
+    if settings.hardware.deterministic is not None:
+        return settings.hardware.deterministic
+    return resolved_accelerator(settings) == "cpu"
 
 
-def shows_progress_bar(cfg: Mapping, stream=None) -> bool:
+def shows_progress_bar(settings: Settings, stream=None) -> bool:
     """Whether phases show Lightning's tqdm bar: ``progress_bar`` is on and ``stream`` (default ``sys.stdout``) is
     a terminal. In a log file (SLURM, ``nohup``, a pipe) the bar's carriage-return updates would add thousands of
     lines a phase; there the phase lines are the progress."""
     stream = sys.stdout if stream is None else stream
-    return bool(cfg["progress_bar"]) and bool(getattr(stream, "isatty", lambda: False)())
+    return bool(settings.run.progress_bar) and bool(getattr(stream, "isatty", lambda: False)())
 
 
 @contextlib.contextmanager
@@ -140,19 +153,20 @@ class UntrainedBackboneWarning(UserWarning):
     initialised: what trains reads a random network's features, and the run stays near chance."""
 
 
-def untrained_backbone_note(cfg: Mapping) -> str | None:
+def untrained_backbone_note(settings: Settings) -> str | None:
     """Why the run cannot learn much, when ``tuning`` leaves the backbone (mostly) as it was built and nothing
     pretrained was loaded into it (no ``load_path``; ``timm_init``'s ImageNet weights, when in the local cache,
     start the image side only); None otherwise. ``tuning="full"`` trains the whole backbone, and needs nothing."""
     from emmcil.model import timm_imagenet_weights
 
-    tuning = cfg.get("tuning", "ssf")
-    if tuning == "full" or cfg.get("load_path"):
+    m, method = settings.model, settings.experiment.method
+    tuning = m.tuning
+    if tuning == "full" or m.load_path:
         return None
-    what = {"frozen": f"{cfg['method']} trains its own parameters and the head on a frozen backbone",
-            "ssf": f"{cfg['method']} tunes only SSF's scales and shifts (and the head) of the backbone"}.get(
-        tuning, f"{cfg['method']} tunes the backbone partly (tuning={tuning!r})")
-    timm = cfg.get("timm_init") and timm_imagenet_weights(cfg["timm_init"]) is not None
+    what = {"frozen": f"{method} trains its own parameters and the head on a frozen backbone",
+            "ssf": f"{method} tunes only SSF's scales and shifts (and the head) of the backbone"}.get(
+        tuning, f"{method} tunes the backbone partly (tuning={tuning!r})")
+    timm = m.timm_init and timm_imagenet_weights(m.timm_init) is not None
     start = ("only its image side starts from timm's ImageNet weights (timm_init), the text side is random" if timm
              else "its weights are random")
     return (f"{what} (tuning={tuning!r}), but no checkpoint initialised it (load_path=''): {start}, so it will stay "
@@ -210,19 +224,21 @@ def gather_uneven(strategy, tensor: torch.Tensor, device) -> torch.Tensor:
     return out.bool() if is_bool else out
 
 
-def run_path(cfg: Mapping) -> Path:
+def run_path(settings: Settings) -> Path:
     """The run directory ``{log_dir}/{exp_name}``; ValueError for an empty exp_name."""
-    if not cfg.get("exp_name"):
+    if not settings.run.exp_name:
         raise ValueError("exp_name is empty: leave it unset (the run is then named after its config) or name it")
-    return Path(cfg["log_dir"]) / cfg["exp_name"]
+    return Path(settings.run.log_dir) / settings.run.exp_name
 
 
 def resume_note(cfg: Mapping) -> str:
     """What to do after a run was stopped (Ctrl-C, a kill of the job): re-run the same command, which resumes after
-    the last phase whose checkpoint is in the run directory."""
-    done = rundir.RunDir(run_path(cfg)).finished_phases()
-    where = f"after phase {done[-1]} of {cfg['num_phases']} (phases count from 0)" if done else "from its start"
-    return f"stopped: re-run the same command to resume {where}; run directory {run_path(cfg)}"
+    the last phase whose checkpoint is in the run directory. ``cfg``: the run's resolved config."""
+    settings = run_settings(cfg)
+    done = rundir.RunDir(run_path(settings)).finished_phases()
+    where = (f"after phase {done[-1]} of {settings.experiment.num_phases} (phases count from 0)" if done
+             else "from its start")
+    return f"stopped: re-run the same command to resume {where}; run directory {run_path(settings)}"
 
 
 def cluster_plugins() -> list:
@@ -239,32 +255,35 @@ class IncrementalRun:
 
     ``sacred_run``: sacred's ``_run`` when started by ``run.py`` (metrics, artifacts and provenance go to its
     observers). ``read_only=True`` (:mod:`emmcil.engine.evaluate`): an existing run, to evaluate its checkpoints;
-    nothing is written and nothing is logged.
+    nothing is written and nothing is logged. ``self.cfg``: the flat config, kept as the run's record (config.json,
+    the checkpoints' identity, results.json); everything else reads ``self.settings``, the typed settings built from
+    it once here (:func:`run_settings`).
     """
 
     def __init__(self, cfg: Mapping, sacred_run=None, read_only: bool = False):
         self.cfg = cfg = rundir.plain(cfg)
-        if cfg.get("num_threads", 0) > 0:
-            torch.set_num_threads(cfg["num_threads"])
+        self.settings = s = run_settings(cfg)
+        if s.hardware.num_threads > 0:
+            torch.set_num_threads(s.hardware.num_threads)
         self.is_main = rank_zero_only.rank == 0  # under DDP every rank runs this; only rank 0 writes
         self.writes = self.is_main and not read_only
-        self.run_dir = rundir.RunDir(run_path(cfg))
+        self.run_dir = rundir.RunDir(run_path(s))
         self.result: dict[str, Any] | None = None  # the run's summary, once run() has finished
         self.tracker = RunTracker(cfg, self.run_dir.log_dir(), sacred_run, enabled=not read_only, main=self.is_main)
-        self.settings = resolved_settings(cfg)
-        if cfg["precision"] == "16-mixed" and self.settings["accelerator"] == "cpu":
+        self.resolved = resolved_settings(s)  # what the machine chose (config.json's provenance)
+        if s.hardware.precision == "16-mixed" and resolved_accelerator(s) == "cpu":
             raise SettingError("precision=16-mixed on a machine without GPU: float16 autocast runs on GPUs only, and "
                                "Lightning would switch to bf16-mixed under a run named 16-mixed; use "
                                "precision=bf16-mixed (or 32-true) here")
-        self.new_key_defaults = {**get_method(cfg["method"]).config, **ADDED_KEY_DEFAULTS}
+        self.new_key_defaults = {**get_method(s.experiment.method).config, **ADDED_KEY_DEFAULTS}
         # the data a run's checkpoints were trained on is named by no config key (data_root is a path): its content
         # fingerprint is, recorded in config.json, class_order.json, results.json and every checkpoint, so that a
         # run does not resume, or get re-scored, on data that were re-written
-        self.data = build_data(cfg)
+        self.data = build_data(s)
         self.data.scenario.check_complete(self.data.class_names)  # before any phase trains
         if self.writes:
-            record = {**provenance(), "resolved": self.settings}
-            self.run_dir.open(cfg, restart=bool(cfg["restart"]), provenance=record,
+            record = {**provenance(), "resolved": self.resolved}
+            self.run_dir.open(cfg, restart=bool(s.run.restart), provenance=record,
                               new_key_defaults=self.new_key_defaults, data_fingerprint=self.data.fingerprint,
                               data_root=self.data.root)
             self.tracker.record_info("provenance", record)
@@ -272,9 +291,9 @@ class IncrementalRun:
         if self.writes:
             rundir.write_json(self.run_dir.path / "class_order.json", self.data.describe())
             self.data.save_missing_tables(self.run_dir.path / "missing_tables")  # CMML runs only
-        self.method = get_method(cfg["method"])(cfg)
-        pl.seed_everything(cfg["seed"], workers=True, verbose=False)  # the backbone's init (frozen weights)
-        self.module = IncrementalModule(cfg, self.method)
+        self.method = get_method(s.experiment.method)(cfg, s)
+        pl.seed_everything(s.experiment.seed, workers=True, verbose=False)  # the backbone's init (frozen weights)
+        self.module = IncrementalModule(cfg, self.method, optimisation=s.optimisation)
         self.counts: list[tuple[list[int], list[int]]] = []  # per phase: per seen class (correct, total)
         self.memory: list[dict | None] = []                   # per phase: the method's memory report
         self.trainer: pl.Trainer | None = None
@@ -286,44 +305,44 @@ class IncrementalRun:
         """Mean full-exemplar cost of the training set, cached in ``exemplar_cost.json``."""
         if self._full_exemplar_bytes is None:
             path = self.run_dir.path / "exemplar_cost.json"
-            keys = {"image_size": self.cfg["image_size"], "patch_size": self.cfg["patch_size"],
-                    "max_text_len": self.cfg["max_text_len"], "num_samples": len(self.data.train)}
+            m, T = self.settings.model, self.settings.data.max_text_len
+            keys = {"image_size": m.image_size, "patch_size": m.patch_size, "max_text_len": T,
+                    "num_samples": len(self.data.train)}
             try:
                 cost = rundir.read_json(path) if path.is_file() else None
             except rundir.UnreadableFileError:  # a cache: computed again
                 cost = None
             if not isinstance(cost, dict) or any(cost.get(k) != v for k, v in keys.items()):
-                cost = mean_full_exemplar_nbytes(self.data.train, self.data.tokenizer, self.cfg["image_size"],
-                                                 self.cfg["patch_size"], self.cfg["max_text_len"])
+                cost = mean_full_exemplar_nbytes(self.data.train, self.data.tokenizer, m.image_size, m.patch_size, T)
                 if self.writes:
                     rundir.write_json(path, cost)
             self._full_exemplar_bytes = float(cost["mean_bytes"])
         return self._full_exemplar_bytes
 
     def context(self, phase: int) -> PhaseContext:
-        return PhaseContext(cfg=self.cfg, phase=phase, scenario=self.data.scenario,
+        return PhaseContext(cfg=self.cfg, settings=self.settings, phase=phase, scenario=self.data.scenario,
                             eval_scenario=self.data.eval_scenario, module=self.module, run_dir=self.run_dir.path,
                             predict=self.predict, full_exemplar_bytes=self.full_exemplar_bytes,
                             tokenizer=self.data.tokenizer, is_main=self.writes)
 
     def make_trainer(self, phase: int) -> pl.Trainer:
         """Phase ``phase``'s Trainer, with the tracker's loggers and learning-rate monitor."""
-        cfg = self.cfg
+        s, h, o = self.settings, self.settings.hardware, self.settings.optimisation
         logs = self.run_dir.log_dir()
         if self.writes and (logs / f"phase_{phase}").exists():  # a phase re-run after an interruption starts its
             shutil.rmtree(logs / f"phase_{phase}")                  # CSV log afresh (TensorBoard: purge_step)
-        bar = shows_progress_bar(cfg)
+        bar = shows_progress_bar(s)
         callbacks = self.tracker.callbacks() + ([ProgressBar()] if bar else [])
         return pl.Trainer(
-            accelerator=cfg["accelerator"], devices=cfg["devices"], num_nodes=cfg["num_nodes"],
-            strategy=cfg["strategy"], precision=cfg["precision"], plugins=cluster_plugins(),
-            max_epochs=cfg["max_epoch"], max_steps=cfg["max_steps"], accumulate_grad_batches=accumulation_steps(cfg),
-            gradient_clip_val=cfg["gradient_clip_val"],  # limit_train_batches: PhaseBatches, in optimiser steps
+            accelerator=h.accelerator, devices=h.devices, num_nodes=h.num_nodes,
+            strategy=h.strategy, precision=h.precision, plugins=cluster_plugins(),
+            max_epochs=o.max_epoch, max_steps=o.max_steps, accumulate_grad_batches=accumulation_steps(s),
+            gradient_clip_val=o.gradient_clip_val,  # limit_train_batches: PhaseBatches, in optimiser steps
             use_distributed_sampler=False,  # PhaseBatches and Shard split the data by themselves (loaders.py)
             logger=self.tracker.phase_loggers(phase), enable_checkpointing=False,
             enable_progress_bar=bar, callbacks=callbacks,
-            enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=cfg["log_every_n_steps"],
-            deterministic=deterministic_kernels(cfg), default_root_dir=str(self.run_dir.path))
+            enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=s.run.log_every_n_steps,
+            deterministic=deterministic_kernels(s), default_root_dir=str(self.run_dir.path))
 
     @torch.no_grad()
     def predict(self, dataset: Dataset, features: bool = False,
@@ -337,7 +356,7 @@ class IncrementalRun:
             raise ValueError("predict() got an empty dataset")
         pass_ = PredictPass(self.module, step=step, features=features)
         with self.module.ssf_merged():  # no gradients here: SSF folded into the weights, plain-ViT cost
-            loader = make_loader(_Positioned(dataset), self.cfg, train=False)
+            loader = make_loader(_Positioned(dataset), self.settings, train=False)
             outs = self.trainer.predict(pass_, dataloaders=loader, return_predictions=True)
         merged = {k: torch.cat([o[k].detach().cpu() for o in outs]) for k in outs[0]}
         if self.trainer.world_size > 1:  # every rank predicted a shard: gather them all, on every rank
@@ -433,8 +452,9 @@ class IncrementalRun:
     # ------------------------------------------------------------------ the loop
     def run_phase(self, phase: int) -> None:
         start = time.time()
-        cfg, scenario = self.cfg, self.data.scenario
-        seed = phase_seed(cfg["seed"], phase)
+        s, scenario = self.settings, self.data.scenario
+        o = s.optimisation
+        seed = phase_seed(s.experiment.seed, phase)
         pl.seed_everything(seed, workers=True, verbose=False)
         trainable = self.module.add_classes(len(scenario.phase_classes(phase)))
         ctx = self.context(phase)
@@ -447,11 +467,11 @@ class IncrementalRun:
         print(f"phase {phase} of {scenario.num_phases}: {len(train_set) - n_replay} new-class samples + "
               f"{n_replay} replayed, "
               f"{self.module.classifier.num_classes} classes, {trainable:,} trainable parameters "
-              f"({cfg['tuning']}); {t.num_devices} {type(t.accelerator).__name__.replace('Accelerator', '')} "
-              f"device(s) x {t.num_nodes} node(s), precision {cfg['precision']}, "
-              f"accumulation {t.accumulate_grad_batches}, {cfg['max_epoch']} epochs, {cfg['optimizer']} lr "
-              f"{cfg['lr']:g} {cfg['lr_schedule']}")
-        self.trainer.fit(self.module, datamodule=PhaseData(lambda: make_loader(train_set, cfg, train=True, seed=seed)))
+              f"({s.model.tuning}); {t.num_devices} {type(t.accelerator).__name__.replace('Accelerator', '')} "
+              f"device(s) x {t.num_nodes} node(s), precision {s.hardware.precision}, "
+              f"accumulation {t.accumulate_grad_batches}, {o.max_epoch} epochs, {o.optimizer} lr "
+              f"{o.lr:g} {o.lr_schedule}")
+        self.trainer.fit(self.module, datamodule=PhaseData(lambda: make_loader(train_set, s, train=True, seed=seed)))
         self.log_step = self.tracker.end_phase(self.trainer.global_step)
         self.method.after_training(ctx)
         self.counts.append(self.evaluate(phase))
@@ -460,16 +480,16 @@ class IncrementalRun:
         with stops.deferred():  # a stop now waits until the phase is saved, and its results with it
             if self.writes:
                 self.run_dir.save_checkpoint(phase, self.checkpoint_state(phase), self.identity)
-                self.run_dir.prune_checkpoints(cfg["keep_checkpoints"])
+                self.run_dir.prune_checkpoints(s.run.keep_checkpoints)
             results = self.write_results()
             self.tracker.log_phase(phase, phase_metrics(results, phase))
             print(self.summary_line(phase, len(train_set) - n_replay, n_replay, time.time() - start))
 
     def run(self) -> Path:
         """Run (or resume) every phase not done yet; returns the run directory (``self.result``: the summary)."""
-        cfg = self.cfg
+        settings = self.settings
         L = self.data.scenario.num_phases
-        note = untrained_backbone_note(cfg)
+        note = untrained_backbone_note(settings)
         if note and self.is_main:
             warnings.warn(note, UntrainedBackboneWarning, stacklevel=2)
         state = self.run_dir.latest_checkpoint(self.identity, self.new_key_defaults)
@@ -481,18 +501,18 @@ class IncrementalRun:
             done = self.results()
             for phase in range(first):
                 self.tracker.log_phase(phase, phase_metrics(done, phase), replay=True)
-        print(f"{cfg['exp_name']}: {cfg['dataset']}, {cfg['method']}, {L} phases of "
+        print(f"{settings.run.exp_name}: {settings.experiment.dataset}, {settings.experiment.method}, {L} phases of "
               f"{[len(self.data.scenario.phase_classes(t)) for t in range(L)]} classes; run directory "
               f"{self.run_dir.path}")
-        s = self.settings
+        s = self.resolved
         print(f"batches of {s['effective_batch']} in {s['world_size']} x {s['accumulation']} micro-batches of <= "
-              f"{s['micro_batch']}; {s['num_workers']} loader workers (num_workers={cfg['num_workers']}), "
+              f"{s['micro_batch']}; {s['num_workers']} loader workers (num_workers={settings.hardware.num_workers}), "
               f"{s['num_threads']} threads, {s['accelerator']}, deterministic={s['deterministic']}, "
               f"model_rng={s['model_rng']}")
         for phase in range(first, L):
             self.run_phase(phase)
-            if 0 <= cfg["stop_after_phase"] <= phase < L - 1:
-                print(f"stop_after_phase={cfg['stop_after_phase']}: stopping; re-run the same command to resume")
+            if 0 <= settings.run.stop_after_phase <= phase < L - 1:
+                print(f"stop_after_phase={settings.run.stop_after_phase}: stopping; re-run the same command to resume")
                 break
         results = self.write_results()
         if results["completed_phases"]:
@@ -511,7 +531,7 @@ def run_and_summarize(cfg: Mapping, sacred_run=None) -> tuple[Path, dict[str, An
     """:func:`run_experiment`, and the run's summary (sacred's result: run directory, phases done, metrics).
 
     Raises :class:`~emmcil.engine.rundir.RunInUseError` when another process runs this run directory."""
-    lock = rundir.locked(run_path(cfg)) if rank_zero_only.rank == 0 else contextlib.nullcontext()
+    lock = rundir.locked(run_path(run_settings(cfg))) if rank_zero_only.rank == 0 else contextlib.nullcontext()
     with lock, quiet_lightning():
         run = IncrementalRun(cfg, sacred_run)
         return run.run(), run.result

@@ -26,9 +26,9 @@ from emmcil.data import (ArrowDataset, IncrementalScenario, MissingTable, Pixelb
 from emmcil.data.arrow import check_same_write, classes_path
 from emmcil.data.missing import IMAGE_MISSING, MISSING_TYPES, TEXT_MISSING
 from emmcil.data.resize import check_stored_resize
-from emmcil.data.protocol import protocol_of
 from emmcil.data.scenario import RemappedSubset
 from emmcil.memory.augment import AugmentedReplay
+from emmcil.settings import Settings
 
 
 # ---------------------------------------------------------------------------------------------- run data
@@ -77,15 +77,16 @@ def split_seed(missing_seed: int, split: str) -> int:
     return int(np.random.SeedSequence([int(missing_seed), zlib.crc32(split.encode())]).generate_state(1)[0])
 
 
-def missing_tables(cfg: Mapping, sizes: Mapping[str, int]) -> dict[str, MissingTable]:
-    """split -> its MissingTable for the config's ``missing_*`` keys; {} for ``missing_type="none"``."""
-    kind = cfg.get("missing_type", "none")
+def missing_tables(missing, sizes: Mapping[str, int]) -> dict[str, MissingTable]:
+    """split -> its MissingTable for the ``missing_*`` settings (``Settings.missing``); {} for
+    ``missing_type="none"``."""
+    kind = missing.missing_type
     if kind == "none":
         return {}
     if kind not in MISSING_TYPES:
         raise ValueError(f"missing_type={kind!r}: expected 'none' or one of {MISSING_TYPES}")
-    return {split: MissingTable.build(n, kind, float(cfg["missing_ratio"]), split_seed(cfg["missing_seed"], split),
-                                      both_ratio=float(cfg["missing_both_ratio"]))
+    return {split: MissingTable.build(n, kind, float(missing.missing_ratio), split_seed(missing.missing_seed, split),
+                                      both_ratio=float(missing.missing_both_ratio))
             for split, n in sizes.items()}
 
 
@@ -112,56 +113,61 @@ def describe_missing(tables: Mapping[str, MissingTable]) -> dict:
     return out
 
 
-def data_root(cfg: Mapping) -> Path:
-    if cfg["dataset"] == "demo":
-        return ensure_demo(cfg["data_root"] or None)
-    if not cfg["data_root"]:
-        raise ValueError(f"dataset={cfg['dataset']!r} needs data_root=<folder of {cfg['dataset']}_train.arrow "
-                         f"and {cfg['dataset']}_{cfg['test_split']}.arrow> (see the emmcil.data writers)")
-    return Path(cfg["data_root"]).expanduser()
+def data_root(settings: Settings) -> Path:
+    """The folder of the run's arrow files (``settings``: the run's :class:`~emmcil.settings.Settings`)."""
+    dataset, data = settings.experiment.dataset, settings.data
+    if dataset == "demo":
+        return ensure_demo(data.data_root or None)
+    if not data.data_root:
+        raise ValueError(f"dataset={dataset!r} needs data_root=<folder of {dataset}_train.arrow "
+                         f"and {dataset}_{data.test_split}.arrow> (see the emmcil.data writers)")
+    return Path(data.data_root).expanduser()
 
 
-def build_data(cfg: Mapping) -> RunData:
-    root = data_root(cfg)
-    tokenizer = get_tokenizer(cfg["tokenizer"] or None)
-    size, p, T = cfg["image_size"], cfg["patch_size"], cfg["max_text_len"]
-    train_files = [arrow_path(root, cfg["dataset"], s) for s in cfg["train_splits"]]
-    test_files = [arrow_path(root, cfg["dataset"], cfg["test_split"])]
+def build_data(settings: Settings) -> RunData:
+    """The run's datasets and scenario (``settings``: its :class:`~emmcil.settings.Settings`)."""
+    root = data_root(settings)
+    data, model, name = settings.data, settings.model, settings.experiment.dataset
+    tokenizer = get_tokenizer(data.tokenizer or None)
+    size, p, T = model.image_size, model.patch_size, data.max_text_len
+    train_files = [arrow_path(root, name, s) for s in data.train_splits]
+    test_files = [arrow_path(root, name, data.test_split)]
     # one missing-modality table per split (the train splits' tables concatenated, in order)
-    splits = dict(zip(cfg["train_splits"], train_files)) | {cfg["test_split"]: test_files[0]}
-    missing = (missing_tables(cfg, {s: read_arrow(f).num_rows for s, f in splits.items()})
-               if cfg.get("missing_type", "none") != "none" else {})
-    train_missing = concat_tables([missing[s] for s in cfg["train_splits"]]) if missing else None
-    test_missing = missing.get(cfg["test_split"])
+    splits = dict(zip(data.train_splits, train_files)) | {data.test_split: test_files[0]}
+    missing = (missing_tables(settings.missing, {s: read_arrow(f).num_rows for s, f in splits.items()})
+               if settings.missing.missing_type != "none" else {})
+    train_missing = concat_tables([missing[s] for s in data.train_splits]) if missing else None
+    test_missing = missing.get(data.test_split)
     # uint8 pixels at the model's size, normalised on the device (emmcil.data.device; docs/data.md: where each
     # step runs); RandAugment draws per sample on the pixels, so an augmented training set decodes on the CPU. A
     # config saved before these keys (a run re-scored by emmcil.engine.evaluate) decodes as that run did.
-    decoding = dict(jpeg_draft=cfg.get("jpeg_draft", False), decode_on=cfg.get("decode_on", "cpu"))
+    decoding = dict(jpeg_draft=settings.hardware.jpeg_draft, decode_on=settings.hardware.decode_on)
     eval_tf = PixelbertPixels(size, p)
     train_eval = ArrowDataset(train_files, tokenizer, eval_tf, T, missing=train_missing, **decoding)
     train = (ArrowDataset(train_files, tokenizer, PixelbertPixels(size, p, randaug=True), T, missing=train_missing,
-                          **decoding) if cfg["train_randaug"] else train_eval)
+                          **decoding) if data.train_randaug else train_eval)
     test = ArrowDataset(test_files, tokenizer, eval_tf, T, missing=test_missing, **decoding)
     check_same_write(train_files + test_files)  # the splits of one write, not a new train beside an old test
     check_stored_resize(train_files + test_files, size, p)  # images written with --resize: for this transform?
     for dataset in (train, test):  # every image header parses: a bad image stops the run now, not after a phase
         dataset.image_sizes()
-    num_classes = int(cfg["num_classes"])
+    num_classes = int(data.num_classes)
     found = int(max(train.labels.max(), test.labels.max())) + 1
     if found > num_classes:
         raise ValueError(f"{train_files[0]} has labels up to {found - 1} but num_classes={num_classes}")
     names = None
-    if classes_path(root, cfg["dataset"]).is_file():
-        names = dataset_classes(root, cfg["dataset"])[1]
+    if classes_path(root, name).is_file():
+        names = dataset_classes(root, name)[1]
         if len(names) != num_classes:
-            raise ValueError(f"{classes_path(root, cfg['dataset'])} names {len(names)} classes but "
+            raise ValueError(f"{classes_path(root, name)} names {len(names)} classes but "
                              f"num_classes={num_classes}")
-    order = class_order(num_classes, cfg["class_order_seed"])
-    protocol = protocol_of(cfg)
+    order = class_order(num_classes, settings.experiment.class_order_seed)
+    e = settings.experiment
+    protocol = (int(e.num_phases), int(e.init_classes), int(e.increment))
     return RunData(root=root, tokenizer=tokenizer, train=train, train_eval=train_eval, test=test, order=order,
                    scenario=IncrementalScenario(train, test, order, *protocol),
                    eval_scenario=IncrementalScenario(train_eval, test, order, *protocol),
-                   dataset_name=cfg["dataset"], missing=missing, class_names=names)
+                   dataset_name=name, missing=missing, class_names=names)
 
 
 # ---------------------------------------------------------------------------------------------- batches
@@ -240,12 +246,14 @@ def num_devices(devices) -> int:
     return max(1, torch.cuda.device_count())
 
 
-def accumulation_steps(cfg: Mapping) -> int:
+def accumulation_steps(settings: Settings) -> int:
     """Micro-batches per optimiser step and process: the fewest that keep micro-batches within per_gpu_batchsize,
     ceil(batch_size / (per_gpu_batchsize x devices x num_nodes)); the effective batch is batch_size whatever they
-    are (:class:`PhaseBatches` splits each global batch evenly)."""
-    per_step = cfg["per_gpu_batchsize"] * num_devices(cfg["devices"]) * cfg["num_nodes"]
-    return max(1, -(-cfg["batch_size"] // per_step))
+    are (:class:`PhaseBatches` splits each global batch evenly). ``settings``: the run's
+    :class:`~emmcil.settings.Settings`."""
+    o, h = settings.optimisation, settings.hardware
+    per_step = o.per_gpu_batchsize * num_devices(h.devices) * h.num_nodes
+    return max(1, -(-o.batch_size // per_step))
 
 
 def split_evenly(items: np.ndarray, parts: int) -> list[np.ndarray]:
@@ -394,19 +402,21 @@ def loader_workers(requested: int) -> int:
     return max(0, min(int(requested), cores))
 
 
-def make_loader(dataset: Dataset, cfg: Mapping, train: bool, seed: int = 0) -> DataLoader:
+def make_loader(dataset: Dataset, settings: Settings, train: bool, seed: int = 0) -> DataLoader:
     """For training, :class:`PhaseBatches` over :class:`SeededSamples` of ``dataset`` with the phase's ``seed``
     (grouped by sequence length with ``length_group_window`` > 0); otherwise this rank's share in order
-    (:class:`Shard`), batches of ``per_gpu_batchsize``. :class:`KeepCollate`; ``num_workers`` capped by :func:`loader_workers`."""
-    workers = loader_workers(cfg["num_workers"])
-    common = dict(num_workers=workers, collate_fn=KeepCollate(cfg["patch_size"]),
+    (:class:`Shard`), batches of ``per_gpu_batchsize``. :class:`KeepCollate`; ``num_workers`` capped by :func:`loader_workers`.
+    ``settings``: the run's :class:`~emmcil.settings.Settings`."""
+    o, m = settings.optimisation, settings.model
+    workers = loader_workers(settings.hardware.num_workers)
+    common = dict(num_workers=workers, collate_fn=KeepCollate(m.patch_size),
                   persistent_workers=train and workers > 0,  # not re-forked every epoch
                   pin_memory=torch.cuda.is_available())
     if not train:
-        return DataLoader(dataset, batch_size=cfg["per_gpu_batchsize"], sampler=Shard(len(dataset)), **common)
-    window = int(cfg.get("length_group_window", 0))
-    lengths = (sequence_lengths(dataset, cfg["image_size"], cfg["patch_size"], cfg["max_text_len"]) if window
+        return DataLoader(dataset, batch_size=o.per_gpu_batchsize, sampler=Shard(len(dataset)), **common)
+    window = int(o.length_group_window)
+    lengths = (sequence_lengths(dataset, m.image_size, m.patch_size, settings.data.max_text_len) if window
                else None)
-    batches = PhaseBatches(len(dataset), cfg["batch_size"], accumulation_steps(cfg), seed, lengths, window,
-                           limit=cfg.get("limit_train_batches", 1.0))
+    batches = PhaseBatches(len(dataset), o.batch_size, accumulation_steps(settings), seed, lengths, window,
+                           limit=o.limit_train_batches)
     return DataLoader(SeededSamples(dataset, seed), batch_sampler=batches, **common)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import pytorch_lightning as pl
 import torch
@@ -43,9 +43,10 @@ class IncrementalModule(pl.LightningModule):
     step, likely cause) at the next check: every ``log_every_n_steps`` batches and at the end of every epoch.
     """
 
-    def __init__(self, cfg: Mapping, method: Method):
+    def __init__(self, cfg: Mapping, method: Method, optimisation: Any = None):
         super().__init__()
         self.cfg = dict(cfg)
+        self.optimisation = optimisation  # the run's Settings.optimisation: what configure_optimizers builds
         self.backbone = build_backbone(self.cfg)
         self.classifier = IncrementalClassifier(self.backbone.cfg.hidden_size, head=self.cfg.get("head", "linear"))
         self.method = method
@@ -228,11 +229,14 @@ class IncrementalModule(pl.LightningModule):
         ``weight_decay_1d``, ``betas``, ``eps``, ``momentum``, ``lr_schedule``, ``warmup``, ``schedule_interval``)
         over the trainable parameters; the schedule spans the phase's optimiser steps (or epochs). Rebuilt by every
         phase's Trainer, so every phase starts afresh (PILOT's ``reinit_optimizer``, RebQ's ``reset_optimizer``)."""
-        cfg = self.cfg
-        optimizer = build_optimizer(self.named_parameters(), cfg)
-        interval = schedule_interval(cfg)
+        o = self.optimisation
+        if o is None:
+            raise ValueError("IncrementalModule(optimisation=None): configure_optimizers needs the run's "
+                             "optimisation settings (Settings.optimisation)")
+        optimizer = build_optimizer(self.named_parameters(), o)
+        interval = schedule_interval(o)
         total = self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
-        scheduler = build_scheduler(optimizer, cfg, int(total))
+        scheduler = build_scheduler(optimizer, o, int(total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
 

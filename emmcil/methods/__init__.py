@@ -73,6 +73,15 @@ def method_key_docs() -> dict[str, str]:
     return out
 
 
+def settings_of(cfg) -> Any:
+    """The typed :class:`~emmcil.settings.Settings` of a resolved config (the run's, or a saved config.json), built
+    once at a run's start; keys that neither the general settings nor the chosen method declare (config.json's
+    provenance, another version's keys) are ignored. SettingsError for a missing key."""
+    from emmcil.settings import Settings
+
+    return Settings.of_run(cfg, lambda name: get_method(name).settings)
+
+
 def __getattr__(name: str):
     if name == "METHODS":
         return _load()
@@ -84,4 +93,4 @@ def __getattr__(name: str):
 
 
 __all__ = ["METHODS", "Method", "PhaseContext", "register", "get_method", "method_config_defaults", "methods_reading",
-           "method_key_docs", "catalogue"]
+           "method_key_docs", "catalogue", "settings_of"]

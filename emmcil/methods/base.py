@@ -25,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from emmcil.data.protocol import protocol_of
 from emmcil.data.scenario import phase_boundaries
 from emmcil.settings import MethodSettings, Settings, SettingsError, defaults
 
@@ -47,7 +46,8 @@ class PhaseContext:
     run, and when re-evaluating a finished run (``python -m emmcil.engine.evaluate``): then no file may be written.
     """
 
-    cfg: Mapping[str, Any]
+    cfg: Mapping[str, Any]  # the flat config: a record (what config.json holds); read ``settings``
+    settings: Settings  # the run's typed settings (``ctx.settings.model.image_size``)
     phase: int
     scenario: Any
     eval_scenario: Any
@@ -74,11 +74,11 @@ class PhaseContext:
 
     @property
     def patch_size(self) -> int:
-        return int(self.cfg["patch_size"])
+        return int(self.settings.model.patch_size)
 
     @property
     def max_text_len(self) -> int:
-        return int(self.cfg["max_text_len"])
+        return int(self.settings.data.max_text_len)
 
 
 class Method:
@@ -97,15 +97,20 @@ class Method:
         super().__init_subclass__(**kwargs)
         cls.config = defaults(cls.settings)
 
-    def __init__(self, cfg: Mapping[str, Any]):
-        self.cfg = dict(cfg)
+    def __init__(self, cfg: Mapping[str, Any], settings: Settings | None = None):
+        self.cfg = dict(cfg)  # the flat config, a record; the run's values are read from ``settings``
+        # the run's typed settings (built once at its start: emmcil.engine.driver.run_settings); None for a method
+        # built from a partial config (a test's), whose hooks then read no general key
+        self.settings = settings
         # the method's own keys, typed (a key missing from ``cfg``, in a test's partial config, takes its default)
         self.own = type(self).settings(**{k: self.cfg.get(k, v) for k, v in type(self).config.items()})
 
     # -- which phase: what ``encode``, ``logits`` and ``training_loss`` see of it, from the classifier's size
     def phase_boundaries(self) -> list[int]:
         """[0, n_0, n_0 + n_1, ..., num_classes]: phase t owns the remapped classes [b[t], b[t + 1])."""
-        return phase_boundaries(int(self.cfg["num_classes"]), *protocol_of(self.cfg))
+        e = self.settings.experiment
+        return phase_boundaries(int(self.settings.data.num_classes), int(e.num_phases), int(e.init_classes),
+                                int(e.increment))
 
     def current_phase(self, module) -> int:
         """The phase whose classes the classifier has just grown by (0 before any), read off the classifier's size,

@@ -158,8 +158,8 @@ class CIM(CompressedReplay):
     named_config = {"memory_fill": "stop"}  # CIM-CIL's loop ends at the first exemplar that does not fit
     settings = CimSettings
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
+    def __init__(self, cfg, settings=None):
+        super().__init__(cfg, settings)
         self._ctx = None
         self._boxes: dict[int, tuple | None] = {}    # dataset row -> box (pixels) of this phase's new samples
         self._blurred: set[int] = set()              # dataset rows blurred this epoch
@@ -183,13 +183,13 @@ class CIM(CompressedReplay):
         ctx = self._ctx
         if ctx is None:
             return
-        prob = self.blur_schedule(epoch, int(self.cfg["max_epoch"]))
+        prob = self.blur_schedule(epoch, int(ctx.settings.optimisation.max_epoch))
         if prob is not None:
             self._boxes = self.new_class_boxes(module, ctx)
             self._prob = prob
         if not self._boxes:
             return
-        seed = np.random.SeedSequence([int(self.cfg["seed"]), ctx.phase, epoch, 0xB1]).generate_state(1)[0]
+        seed = np.random.SeedSequence([int(ctx.settings.experiment.seed), ctx.phase, epoch, 0xB1]).generate_state(1)[0]
         rows = sorted(self._boxes)
         draws = torch.rand(len(rows), generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64)
         self._blurred = {r for r, u in zip(rows, draws.tolist()) if u + 1e-6 < self._prob}
@@ -200,10 +200,10 @@ class CIM(CompressedReplay):
         dataset row; the model's train/eval modes are restored afterwards."""
         data = ctx.eval_scenario.train_dataset(ctx.phase)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        workers = min(int(self.cfg.get("num_workers", 0)), cores)
-        loader = DataLoader(data, batch_size=int(self.cfg["per_gpu_batchsize"]), shuffle=False, collate_fn=collate,
-                            num_workers=workers)
-        canvas = mask_canvas(int(self.cfg["image_size"]), ctx.patch_size)
+        workers = min(int(ctx.settings.hardware.num_workers), cores)
+        loader = DataLoader(data, batch_size=int(ctx.settings.optimisation.per_gpu_batchsize), shuffle=False,
+                            collate_fn=collate, num_workers=workers)
+        canvas = mask_canvas(int(ctx.settings.model.image_size), ctx.patch_size)
         modes = {m: m.training for m in module.modules()}
         module.eval()
         boxes = {}
@@ -242,7 +242,7 @@ class CIM(CompressedReplay):
 
     def compressed_view(self, ctx, data) -> CompressedView:
         """The foreground of every sample (a CAM pass), and each sample compressed around it."""
-        canvas = mask_canvas(int(ctx.cfg["image_size"]), ctx.patch_size)
+        canvas = mask_canvas(int(ctx.settings.model.image_size), ctx.patch_size)
         cams = ctx.predict(data, step=partial(cam_step, classifier=ctx.module.classifier,
                                               threshold=float(self.own.cim_threshold), grid_shape=canvas,
                                               mode=self.own.cim_cam, foreground=self.own.cim_foreground))

@@ -50,9 +50,10 @@ class DualPrompt(ExemplarFreeMethod):
     settings = DualPromptSettings
 
     def pool_size(self) -> int:
-        size = int(self.own.dualprompt_pool_size) or int(self.cfg["num_phases"])
-        if size < int(self.cfg["num_phases"]):
-            raise ValueError(f"dualprompt_pool_size={size} is smaller than num_phases={self.cfg['num_phases']}: "
+        num_phases = int(self.settings.experiment.num_phases)
+        size = int(self.own.dualprompt_pool_size) or num_phases
+        if size < num_phases:
+            raise ValueError(f"dualprompt_pool_size={size} is smaller than num_phases={num_phases}: "
                              f"DualPrompt needs one E-prompt per phase (0 allocates exactly that)")
         return size
 

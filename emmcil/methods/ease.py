@@ -71,7 +71,7 @@ class EASE(ExemplarFreeMethod):
 
     def build_net(self, backbone_cfg) -> nn.Module:
         C, n_layers = backbone_cfg.hidden_size, backbone_cfg.num_layers
-        L, n_classes = int(self.cfg["num_phases"]), int(self.cfg["num_classes"])
+        L, n_classes = int(self.settings.experiment.num_phases), int(self.settings.data.num_classes)
         make = partial(Adapter, C, int(self.own.ease_bottleneck), float(self.own.ease_scale),
                        float(self.own.ease_adapter_dropout))
         net = nn.Module()

@@ -80,7 +80,7 @@ class ExemplarMasking(Replay):
 
     def candidates(self, ctx, data) -> dict:
         """The masking pass: f(x), f(x~), the kept patches and tokens of every sample (masking_step)."""
-        canvas = mask_canvas(int(ctx.cfg["image_size"]), ctx.patch_size)
+        canvas = mask_canvas(int(ctx.settings.model.image_size), ctx.patch_size)
         return ctx.predict(data, step=partial(masking_step, cfg=self.masking_config(), grid_shape=canvas,
                                               masked_replay=self.own.masked_replay))
 
@@ -89,7 +89,7 @@ class ExemplarMasking(Replay):
         (seed, phase, class)."""
         key = "features" if self.own.class_mean_from == "full" else "masked_features"
         c = int(out["labels"][members[0]])
-        seed = np.random.SeedSequence([int(ctx.cfg["seed"]), ctx.phase, c]).generate_state(1)[0]
+        seed = np.random.SeedSequence([int(ctx.settings.experiment.seed), ctx.phase, c]).generate_state(1)[0]
         return selection_order(self.own.exemplar_selection, out["masked_features"][members],
                                out[key][members].mean(0), torch.Generator().manual_seed(int(seed)))
 

@@ -74,7 +74,7 @@ class MRDC(CompressedReplay):
     settings = MrdcSettings
 
     def compressed_view(self, ctx, data) -> JpegView:
-        return JpegView(data, int(self.own.jpeg_quality), int(ctx.cfg["image_size"]), ctx.patch_size,
+        return JpegView(data, int(self.own.jpeg_quality), int(ctx.settings.model.image_size), ctx.patch_size,
                         ctx.max_text_len)
 
     def view_notes(self) -> dict[str, str | None]:

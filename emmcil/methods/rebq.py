@@ -188,15 +188,16 @@ class RebQ(Method):
     # (emmcil/methods/recipes.py)
     named_config = {"tuning": "frozen", "ssf": False, "drop_rate": 0.0}
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
-        if self.cfg.get("tuning", "frozen") != "frozen":
-            warnings.warn(f"rebq trains prompts on a frozen backbone, but tuning={self.cfg['tuning']!r}: use the "
+    def __init__(self, cfg, settings=None):
+        super().__init__(cfg, settings)
+        tuning = "frozen" if settings is None else settings.model.tuning
+        if tuning != "frozen":
+            warnings.warn(f"rebq trains prompts on a frozen backbone, but tuning={tuning!r}: use the "
                           f"`rebq` named config after the dataset's (`with demo rebq`), or tuning=frozen")
         length = int(self.own.rebq_prompt_length)
         if length < 2 or length % 2:
             raise ValueError(f"rebq_prompt_length={length}: must be even (half keys, half values)")
-        num_phases = int(self.cfg["num_phases"])
+        num_phases = int(self.settings.experiment.num_phases)
         self.per_task = int(self.own.rebq_pool_size) // num_phases
         if self.per_task < 1:
             raise ValueError(f"rebq_pool_size={self.own.rebq_pool_size} gives no component per task for "
@@ -209,7 +210,7 @@ class RebQ(Method):
         if self.layers < int(self.own.rebq_layers):
             warnings.warn(f"rebq_layers={self.own.rebq_layers} > the model's {backbone_cfg.num_layers} layers: "
                           f"prompting all {self.layers}")
-        return RebQNet(int(self.cfg["num_phases"]), self.per_task, int(self.own.rebq_prompt_length),
+        return RebQNet(int(self.settings.experiment.num_phases), self.per_task, int(self.own.rebq_prompt_length),
                        self.layers, backbone_cfg.hidden_size)
 
     def set_trainable(self, module) -> None:

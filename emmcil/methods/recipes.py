@@ -76,8 +76,9 @@ def recipe(method: str, dataset: str, key: str) -> Any:
 
 # ---------------------------------------------------------------------------------------------- recipe -> torch
 def build_optimizer(named_parameters: Iterable[tuple[str, torch.nn.Parameter]],
-                    cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-    """The recipe's torch optimiser over the parameters that require gradients.
+                    optimisation: Any) -> torch.optim.Optimizer:
+    """The recipe's torch optimiser over the parameters that require gradients. ``optimisation``: the run's
+    optimisation settings (``Settings.optimisation``; so below; anything with its attributes).
 
     ``weight_decay_1d=False`` puts the 1-D ones (biases, norms, SSF scales and shifts) in a second group without
     weight decay. Raises ValueError for an unknown ``optimizer`` or when nothing is trainable.
@@ -87,42 +88,43 @@ def build_optimizer(named_parameters: Iterable[tuple[str, torch.nn.Parameter]],
     params = [p for _, p in named_parameters if p.requires_grad]
     if not params:
         raise ValueError("no trainable parameters: nothing for the optimizer to train (check `tuning`)")
-    wd = float(cfg["weight_decay"])
-    if cfg["weight_decay_1d"]:
+    o = optimisation
+    wd = float(o.weight_decay)
+    if o.weight_decay_1d:
         groups = [{"params": params, "weight_decay": wd}]
     else:
         groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": wd},
                   {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
         groups = [g for g in groups if g["params"]]
-    name, lr = cfg["optimizer"], float(cfg["lr"])
+    name, lr = o.optimizer, float(o.lr)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg["betas"]), eps=float(cfg["eps"]))
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(o.betas), eps=float(o.eps))
     if name == "adam":  # torch's Adam: weight decay as an L2 term in the gradient (PILOT's)
-        return torch.optim.Adam(groups, lr=lr, betas=tuple(cfg["betas"]), eps=float(cfg["eps"]))
+        return torch.optim.Adam(groups, lr=lr, betas=tuple(o.betas), eps=float(o.eps))
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=float(cfg["momentum"]))
+        return torch.optim.SGD(groups, lr=lr, momentum=float(o.momentum))
     raise ValueError(f"optimizer={name!r}: expected one of {OPTIMIZERS}")
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Mapping[str, Any],
+def build_scheduler(optimizer: torch.optim.Optimizer, optimisation: Any,
                     total: int) -> torch.optim.lr_scheduler.LambdaLR:
     """The recipe's schedule (transformers' ``get_scheduler``) over ``total`` intervals (optimiser steps or epochs,
     ``schedule_interval``): linear warmup from 0 over ``warmup`` (a fraction of ``total`` if < 1, else a count),
     then linear or cosine decay to 0 at ``total``, or constant. Raises ValueError for an unknown ``lr_schedule``."""
     import transformers
 
-    name = cfg["lr_schedule"]
+    name = optimisation.lr_schedule
     if name not in SCHEDULES:
         raise ValueError(f"lr_schedule={name!r}: expected one of {tuple(SCHEDULES)}")
-    warmup = float(cfg["warmup"])
+    warmup = float(optimisation.warmup)
     warmup_steps = int(warmup * total) if warmup < 1 else int(warmup)
     return transformers.get_scheduler(SCHEDULES[name], optimizer, num_warmup_steps=warmup_steps,
                                       num_training_steps=total)
 
 
-def schedule_interval(cfg: Mapping[str, Any]) -> str:
-    """``step`` or ``epoch``; raises ValueError otherwise."""
-    interval = cfg["schedule_interval"]
+def schedule_interval(optimisation: Any) -> str:
+    """``step`` or ``epoch`` (``optimisation.schedule_interval``); raises ValueError otherwise."""
+    interval = optimisation.schedule_interval
     if interval not in INTERVALS:
         raise ValueError(f"schedule_interval={interval!r}: expected one of {INTERVALS}")
     return interval

@@ -44,15 +44,15 @@ class Replay(Method):
     uses_memory = True
     settings = ReplaySettings
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
+    def __init__(self, cfg, settings=None):
+        super().__init__(cfg, settings)
         self.memory: MemoryBuffer | None = None
 
     def setup(self, ctx: PhaseContext) -> None:
-        cfg = self.cfg
-        unit = cfg["memory_unit"]
-        self.memory = MemoryBuffer(memory_per_class=cfg["memory_per_class"], mode=cfg["memory_budget_mode"],
-                                   memory_total=cfg["memory_total"], fill=cfg["memory_fill"], unit=unit,
+        m = ctx.settings.memory
+        unit = m.memory_unit
+        self.memory = MemoryBuffer(memory_per_class=m.memory_per_class, mode=m.memory_budget_mode,
+                                   memory_total=m.memory_total, fill=m.memory_fill, unit=unit,
                                    full_exemplar_bytes=ctx.full_exemplar_bytes() if unit == "bytes" else None)
         self.check_config()
 
@@ -114,7 +114,7 @@ class Replay(Method):
             self.memory.fill(c, self.make_exemplars(ctx, data, out, self._ranked(ctx, out, members, ranked_at[c])),
                              budget)
         self.after_fill(ctx, data, out)
-        if ctx.is_main and self.cfg.get("memory_browser", True):
+        if ctx.is_main and ctx.settings.memory.memory_browser:
             self.save_memory_view(ctx, data, out, ranked_at)
 
     def _ranked(self, ctx: PhaseContext, out: dict, members: torch.Tensor, ranks: dict[int, int]) -> Iterator[int]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from .checks import check_augmentation, check_masking, check_memory, check_replay_ratio
 from .fields import DERIVED, PRECISION_ALIASES, PRECISIONS, field_problems, setting
@@ -97,6 +97,15 @@ class Settings:
             raise SettingsError("; ".join(lines))
         parts = {name: concern(**{k: config[k] for k in field_names(concern)}) for name, concern in CONCERNS.items()}
         return cls(**parts, method=method_settings(**{k: config[k] for k in own}))
+
+    @classmethod
+    def of_run(cls, config: Mapping[str, Any], method_settings: Callable[[str], type]) -> "Settings":
+        """:meth:`from_config` of a run's resolved config (or a saved config.json), the chosen method's settings
+        class given by ``method_settings(name)``; keys that neither the general settings nor that class declare
+        (config.json's provenance, another version's keys) are ignored."""
+        own = method_settings(config["method"])
+        known = set(general_fields()) | set(field_names(own))
+        return cls.from_config(config, own, ignore=[k for k in config if k not in known])
 
     def concerns(self) -> list:
         return [getattr(self, name) for name in CONCERNS] + [self.method]
