@@ -1,7 +1,6 @@
 """Pieces of the incremental driver: growing head, exemplars and memory, herding, batching, schedule, run dir."""
 import os
 import stat
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -65,7 +64,7 @@ def test_classifier_growth_keeps_old_rows():
 
 def test_module_freeze_policy_and_optimizer_groups(tiny_cfg):
     cfg = dict(tiny_cfg, **PROJECT.values("food101"), load_path="", tuning="ssf")
-    module = IncrementalModule(cfg, Method(cfg), optimisation=SimpleNamespace(**PROJECT.values("food101")))
+    module = IncrementalModule(cfg, Method(cfg), settings(**cfg))
     n1 = module.add_classes(3)
     n2 = module.add_classes(2)
     assert n2 - n1 == 2 * (cfg["hidden_size"] + 1)  # new rows train
