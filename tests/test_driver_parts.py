@@ -152,7 +152,7 @@ def test_masked_exemplar_keeps_only_what_it_stores():
 def test_replayed_canvas_equals_masking_the_original(tiny_cfg):
     """The canvas' blank pixels never matter: only patch_keep decides what the model sees."""
     torch.manual_seed(0)
-    vilt = build_backbone(dict(tiny_cfg, vocab_size=30522, load_path="")).eval()
+    vilt = build_backbone(dict(tiny_cfg, vocab_size=30522)).eval()
     item = make_item(h=4, w=4)
     keep = torch.rand(4, 4) > 0.5
     keep[0, 0] = True

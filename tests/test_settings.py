@@ -150,7 +150,7 @@ STILL_READING = {
     "emmcil/data/protocol.py": 3, "emmcil/engine/driver.py": 7, "emmcil/engine/evaluate.py": 7,
     "emmcil/engine/results.py": 11,
     "emmcil/engine/rundir.py": 33, "emmcil/engine/tracking.py": 9, "emmcil/memory/buffer.py": 2,
-    "emmcil/methods/mrdc.py": 1, "emmcil/methods/recipes.py": 15, "emmcil/model/__init__.py": 5,
+    "emmcil/methods/mrdc.py": 1, "emmcil/methods/recipes.py": 15,
     "emmcil/report/build.py": 4, "emmcil/report/collect.py": 30, "emmcil/report/memory.py": 3,
     "emmcil/report/plots.py": 7, "emmcil/report/tables.py": 15,
 }

@@ -50,7 +50,8 @@ class IncrementalModule(pl.LightningModule):
         super().__init__()
         self.cfg = dict(cfg)  # for build_backbone
         self.settings = settings  # the run's: model (head, tuning, model_rng), run, hardware, optimisation
-        self.backbone = build_backbone(self.cfg)
+        m = settings.model
+        self.backbone = build_backbone(self.cfg, m.load_path or "", m.trust_checkpoint, m.timm_init or "")
         self.classifier = IncrementalClassifier(self.backbone.cfg.hidden_size, head=settings.model.head)
         self.method = method
         # the method's own parameters (prompts, adapters, ...), built up front so that checkpoints always match
