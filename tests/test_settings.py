@@ -147,7 +147,7 @@ def string_key_reads(path: Path) -> int:
 # machine's resolved choices (its provenance record) share key names with the config; mrdc's reads a data item;
 # recipes' read the recipes' own rows (Recipe.values, the docs table).
 STILL_READING = {
-    "emmcil/data/protocol.py": 3, "emmcil/engine/driver.py": 7, "emmcil/engine/evaluate.py": 7,
+    "emmcil/data/protocol.py": 3, "emmcil/engine/driver.py": 7, "emmcil/engine/evaluate.py": 5,
     "emmcil/engine/results.py": 11,
     "emmcil/engine/rundir.py": 33, "emmcil/engine/tracking.py": 9, "emmcil/memory/buffer.py": 2,
     "emmcil/methods/mrdc.py": 1, "emmcil/methods/recipes.py": 15,
