@@ -119,8 +119,9 @@ def method_module(name: str, **updates):
     cfg.update(cls.named_config)
     cfg.update(updates)
     torch.manual_seed(0)
-    method = cls(cfg, settings({**resolve("demo", name), **cfg}))
-    return IncrementalModule(cfg, method), method
+    s = settings({**resolve("demo", name), **cfg})
+    method = cls(cfg, s)
+    return IncrementalModule(cfg, method, s), method
 
 
 def batch(labels=(0, 1, 1)):

@@ -67,7 +67,7 @@ def test_original_checkpoint_round_trip_gives_same_outputs(tmp_path, tiny_cfg):
     sd = {k: v for k, v in src.state_dict().items()}
     sd["text_embeddings.position_ids"] = torch.arange(12)[None]
     torch.save({"state_dict": sd}, tmp_path / "tiny.ckpt")
-    dst = build_backbone(dict(tiny_cfg, ssf=False, load_path=str(tmp_path / "tiny.ckpt"))).eval()
+    dst = build_backbone(dict(tiny_cfg, ssf=False), load_path=str(tmp_path / "tiny.ckpt")).eval()
     batch = make_batch(sizes=[(64, 96), (32, 64), (48, 32)])
     assert torch.allclose(src(*batch).pooled, dst(*batch).pooled, atol=1e-6)
 
@@ -184,7 +184,7 @@ def _hf_twin(tiny_cfg, seed=0):
 def test_hugging_face_vilt_loads_and_matches_transformers_outputs(tmp_path, tiny_cfg, fmt):
     hf = _hf_twin(tiny_cfg)
     hf.save_pretrained(tmp_path / "hf", safe_serialization=(fmt == "safetensors"))
-    ours = build_backbone(dict(tiny_cfg, ssf=False, load_path=str(tmp_path / "hf"))).eval()
+    ours = build_backbone(dict(tiny_cfg, ssf=False), load_path=str(tmp_path / "hf")).eval()
     text_ids, text_masks, images, pixel_masks = make_batch(sizes=[(64, 96), (32, 64), (48, 32)])
     with torch.no_grad():
         ref = hf(input_ids=text_ids, attention_mask=text_masks, pixel_values=images,

@@ -1,7 +1,6 @@
 """Pieces of the incremental driver: growing head, exemplars and memory, herding, batching, schedule, run dir."""
 import os
 import stat
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -65,7 +64,7 @@ def test_classifier_growth_keeps_old_rows():
 
 def test_module_freeze_policy_and_optimizer_groups(tiny_cfg):
     cfg = dict(tiny_cfg, **PROJECT.values("food101"), load_path="", tuning="ssf")
-    module = IncrementalModule(cfg, Method(cfg), optimisation=SimpleNamespace(**PROJECT.values("food101")))
+    module = IncrementalModule(cfg, Method(cfg), settings(**cfg))
     n1 = module.add_classes(3)
     n2 = module.add_classes(2)
     assert n2 - n1 == 2 * (cfg["hidden_size"] + 1)  # new rows train
@@ -153,7 +152,7 @@ def test_masked_exemplar_keeps_only_what_it_stores():
 def test_replayed_canvas_equals_masking_the_original(tiny_cfg):
     """The canvas' blank pixels never matter: only patch_keep decides what the model sees."""
     torch.manual_seed(0)
-    vilt = build_backbone(dict(tiny_cfg, vocab_size=30522, load_path="")).eval()
+    vilt = build_backbone(dict(tiny_cfg, vocab_size=30522)).eval()
     item = make_item(h=4, w=4)
     keep = torch.rand(4, 4) > 0.5
     keep[0, 0] = True

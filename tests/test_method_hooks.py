@@ -4,6 +4,7 @@ import torch
 from conftest import TINY_CFG, make_batch
 from emmcil.engine.module import IncrementalModule
 from emmcil.methods import Method
+from run_helpers import settings
 
 
 class PromptMethod(Method):
@@ -33,7 +34,7 @@ class PromptMethod(Method):
 def module_and_batch(tuning="frozen"):
     torch.manual_seed(0)
     method = PromptMethod({})
-    module = IncrementalModule(dict(TINY_CFG, tuning=tuning), method)
+    module = IncrementalModule(dict(TINY_CFG, tuning=tuning), method, settings(**TINY_CFG, tuning=tuning))
     text_ids, text_masks, images, pixel_masks = make_batch()
     batch = {"text_ids": text_ids, "text_masks": text_masks, "images": images, "pixel_masks": pixel_masks,
              "labels": torch.tensor([0, 1, 1])}

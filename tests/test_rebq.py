@@ -26,8 +26,9 @@ def rebq_module(reinit=True, phases=2, classes=4, **updates):
     cfg = dict(TINY_CFG, tuning="frozen", ssf=False, num_classes=classes, num_phases=phases, **RebQ.config)
     cfg.update({"rebq_pool_size": 4 * phases, "rebq_layers": 2, "rebq_prompt_length": 4, "rebq_reinit": reinit,
                 **updates})
-    method = RebQ(cfg, settings({**resolve("demo", "rebq"), **cfg}))
-    return IncrementalModule(cfg, method), method
+    s = settings({**resolve("demo", "rebq"), **cfg})
+    method = RebQ(cfg, s)
+    return IncrementalModule(cfg, method, s), method
 
 
 def batch_of(types, labels, seed=0):

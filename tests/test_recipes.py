@@ -63,7 +63,7 @@ def test_recipe_keys_are_overridable_and_bad_values_are_named():
     module = tiny_module("finetune")
     with pytest.raises(ValueError, match="optimizer='lion'"):
         build_optimizer(module.named_parameters(), settings(module.cfg, optimizer="lion").optimisation)
-    opt = build_optimizer(module.named_parameters(), module.optimisation)
+    opt = build_optimizer(module.named_parameters(), module.settings.optimisation)
     with pytest.raises(ValueError, match="lr_schedule='step'"):
         build_scheduler(opt, settings(module.cfg, lr_schedule="step").optimisation, 10)
     with pytest.raises(ValueError, match="schedule_interval='batch'"):
@@ -82,7 +82,7 @@ def tiny_module(method: str, **updates) -> IncrementalModule:
     cfg = resolve("demo", method, num_phases=2, hidden_size=32, num_heads=2, image_size=64, **layers, **updates)
     torch.manual_seed(0)
     s = settings(cfg)
-    module = IncrementalModule(cfg, get_method(method)(cfg, s), optimisation=s.optimisation)
+    module = IncrementalModule(cfg, get_method(method)(cfg, s), s)
     module.add_classes(5)
     module.add_classes(5)
     return module
@@ -91,7 +91,7 @@ def tiny_module(method: str, **updates) -> IncrementalModule:
 def configure(cfg, module=None):
     module = module if module is not None else tiny_module(cfg["method"])
     module.cfg = dict(cfg)
-    module.optimisation = settings(cfg).optimisation
+    module.settings = settings(cfg)
     module._trainer = FakeTrainer()  # configure_optimizers reads the trainer's step and epoch counts
     out = module.configure_optimizers()
     return out["optimizer"], out["lr_scheduler"]["scheduler"], out["lr_scheduler"]["interval"]

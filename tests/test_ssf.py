@@ -108,10 +108,11 @@ def test_inference_runs_a_merged_copy_and_leaves_the_trained_backbone_alone(tiny
     from emmcil.engine.module import IncrementalModule
     from emmcil.methods import Method
     from emmcil.model.ssf import has_ssf
+    from run_helpers import settings
 
     torch.manual_seed(0)
     cfg = {**tiny_cfg, "load_path": "", "tuning": "ssf", "qkv_bias": qkv_bias}
-    module = IncrementalModule(cfg, Method(cfg))
+    module = IncrementalModule(cfg, Method(cfg), settings(**cfg))
     module.add_classes(3)
     module.eval()
     ssfs = [m for m in module.modules() if isinstance(m, SSF)]

@@ -293,7 +293,7 @@ class IncrementalRun:
             self.data.save_missing_tables(self.run_dir.path / "missing_tables")  # CMML runs only
         self.method = get_method(s.experiment.method)(cfg, s)
         pl.seed_everything(s.experiment.seed, workers=True, verbose=False)  # the backbone's init (frozen weights)
-        self.module = IncrementalModule(cfg, self.method, optimisation=s.optimisation)
+        self.module = IncrementalModule(cfg, self.method, s)
         self.counts: list[tuple[list[int], list[int]]] = []  # per phase: per seen class (correct, total)
         self.memory: list[dict | None] = []                   # per phase: the method's memory report
         self.trainer: pl.Trainer | None = None

@@ -105,7 +105,8 @@ def evaluate_run(run_dir: str | Path, phase: int | None = None, split: str | Non
               "samples": sum(total[boundaries[j]:boundaries[j + 1]]), "accuracy": row[j]} for j in range(phase + 1)]
     # "test" in data_changes compares the files evaluated now with the run's test files: a change only when
     # they are the same split (--split train evaluates other files, not changed ones)
-    own_split = cfg["test_split"] == saved["test_split"]
+    test_split = run.settings.data.test_split
+    own_split = test_split == saved["test_split"]
     data_changes = fingerprint_changes({**run.run_dir.saved_fingerprints(),
                                         "checkpoint": state["identity"].get(DATA_ENTRY)}, run.data.fingerprint)
     changed = sorted(k for k in data_changes if k != "test" or own_split)
@@ -116,7 +117,7 @@ def evaluate_run(run_dir: str | Path, phase: int | None = None, split: str | Non
         done = state["counts"][phase]
         recorded = {"accuracy_row": state["accuracy_matrix"][phase][:phase + 1],
                     "accuracy": 100.0 * sum(done[0]) / sum(done[1]) if sum(done[1]) else None}
-    return {"run_dir": str(run_dir), "phase": phase, "split": cfg["test_split"],
+    return {"run_dir": str(run_dir), "phase": phase, "split": test_split,
             "missing": {k: cfg[k] for k in MISSING_KEYS if k in cfg}, "tasks": tasks,
             "accuracy": 100.0 * sum(correct) / sum(total) if sum(total) else None, "correct": correct,
             "total": total, "recorded": recorded, "data_changed": changed}

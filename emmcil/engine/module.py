@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import pytorch_lightning as pl
 import torch
@@ -16,6 +16,9 @@ from emmcil.model import ViLT, ViLTOutput, apply_freeze_policy, build_backbone, 
 from emmcil.model.heads import IncrementalClassifier
 from emmcil.model.keyed import sample_keys
 from emmcil.model.ssf import has_ssf, is_tunable, merged_state_dict
+
+if TYPE_CHECKING:
+    from emmcil.settings import Settings
 
 # A prediction pass's per-batch function: (backbone, batch) -> {name: per-sample tensor (B, ...)}.
 PredictStep = Callable[[ViLT, dict], Mapping[str, torch.Tensor]]
@@ -43,12 +46,13 @@ class IncrementalModule(pl.LightningModule):
     step, likely cause) at the next check: every ``log_every_n_steps`` batches and at the end of every epoch.
     """
 
-    def __init__(self, cfg: Mapping, method: Method, optimisation: Any = None):
+    def __init__(self, cfg: Mapping, method: Method, settings: "Settings"):
         super().__init__()
-        self.cfg = dict(cfg)
-        self.optimisation = optimisation  # the run's Settings.optimisation: what configure_optimizers builds
-        self.backbone = build_backbone(self.cfg)
-        self.classifier = IncrementalClassifier(self.backbone.cfg.hidden_size, head=self.cfg.get("head", "linear"))
+        self.cfg = dict(cfg)  # for build_backbone
+        self.settings = settings  # the run's: model (head, tuning, model_rng), run, hardware, optimisation
+        m = settings.model
+        self.backbone = build_backbone(self.cfg, m.load_path or "", m.trust_checkpoint, m.timm_init or "")
+        self.classifier = IncrementalClassifier(self.backbone.cfg.hidden_size, head=settings.model.head)
         self.method = method
         # the method's own parameters (prompts, adapters, ...), built up front so that checkpoints always match
         net = method.build_net(self.backbone.cfg)
@@ -67,12 +71,12 @@ class IncrementalModule(pl.LightningModule):
     def apply_freeze_policy(self) -> int:
         """The tuning mode's policy (SSF / pooler / classifier / the method's own parameters train), then the
         method's refinement (e.g. freezing an earlier task's prompts); returns the trainable count."""
-        apply_freeze_policy(self, self.cfg.get("tuning", "ssf"), self.TUNABLE)
+        apply_freeze_policy(self, self.settings.model.tuning, self.TUNABLE)
         self.method.set_trainable(self)
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def _tuned(self, name: str) -> bool:
-        return is_tunable(name, self.cfg.get("tuning", "ssf"), self.TUNABLE)
+        return is_tunable(name, self.settings.model.tuning, self.TUNABLE)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Every parameter the tuning mode may train (SSF, pooler, classifier, method_net for tuning="ssf"),
@@ -136,7 +140,7 @@ class IncrementalModule(pl.LightningModule):
         self.method.on_train_epoch_start(self, self.current_epoch)
 
     def training_step(self, batch: dict, batch_idx: int):
-        keyed = self.cfg.get("model_rng", "sample") == "sample"
+        keyed = self.settings.model.model_rng == "sample"
         with sample_keys(self, batch.get("sample_seed") if keyed else None):
             output = self.encode(batch)
             logits = self.logits(output)
@@ -177,7 +181,7 @@ class IncrementalModule(pl.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         if params:  # after the optimiser step: a weight is finite iff its largest |value| is
             self.record_nonfinite(torch.stack(torch._foreach_norm(params, ord=float("inf"))), "weights")
-        if (batch_idx + 1) % max(1, int(self.cfg.get("log_every_n_steps", 50))) == 0:
+        if (batch_idx + 1) % max(1, self.settings.run.log_every_n_steps) == 0:
             self.check_finite()
 
     def on_train_epoch_end(self) -> None:
@@ -203,7 +207,7 @@ class IncrementalModule(pl.LightningModule):
         raise NonFiniteError(
             f"phase {self.method.current_phase(self)}: the training {what} became NaN or infinite at optimiser step "
             f"{(batch - 1) // accumulation} (batch {batch - 1} of the phase{epoch}); the phase stops, and nothing of "
-            f"it is saved. Likely cause: {nonfinite_cause(self.cfg)}")
+            f"it is saved. Likely cause: {nonfinite_cause(self.settings)}")
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
         """The plain pass (``Trainer.predict(module)``): :meth:`predict_batch` without a step or features."""
@@ -229,10 +233,7 @@ class IncrementalModule(pl.LightningModule):
         ``weight_decay_1d``, ``betas``, ``eps``, ``momentum``, ``lr_schedule``, ``warmup``, ``schedule_interval``)
         over the trainable parameters; the schedule spans the phase's optimiser steps (or epochs). Rebuilt by every
         phase's Trainer, so every phase starts afresh (PILOT's ``reinit_optimizer``, RebQ's ``reset_optimizer``)."""
-        o = self.optimisation
-        if o is None:
-            raise ValueError("IncrementalModule(optimisation=None): configure_optimizers needs the run's "
-                             "optimisation settings (Settings.optimisation)")
+        o = self.settings.optimisation
         optimizer = build_optimizer(self.named_parameters(), o)
         interval = schedule_interval(o)
         total = self.trainer.estimated_stepping_batches if interval == "step" else self.trainer.max_epochs
@@ -262,16 +263,16 @@ class PredictPass(pl.LightningModule):
         return self.module.predict_batch(batch, self.step, self.features)
 
 
-def nonfinite_cause(cfg: Mapping) -> str:
-    """The likely reasons for a non-finite loss or weight under ``cfg``, most likely first."""
-    precision, optimizer = cfg.get("precision", "32-true"), cfg.get("optimizer", "")
+def nonfinite_cause(settings: "Settings") -> str:
+    """The likely reasons for a non-finite loss or weight under the run's ``settings``, most likely first."""
+    precision, optimizer = settings.hardware.precision, settings.optimisation.optimizer
     causes = []
     if precision in ("16-true", "bf16-true"):
         causes.append(f"precision={precision} keeps the weights and {optimizer}'s state in half precision (float16's "
                       f"range ends at 65504 and an Adam eps of 1e-8 is 0 there): use 16-mixed or bf16-mixed")
     elif precision == "16-mixed":
         causes.append("float16 activations overflowed (precision=16-mixed): try bf16-mixed or 32-true")
-    causes.append(f"a learning rate too high for this model and batch (lr={cfg.get('lr')}): lower it, or set "
-                  f"gradient_clip_val")
+    causes.append(f"a learning rate too high for this model and batch (lr={settings.optimisation.lr}): lower it, or "
+                  f"set gradient_clip_val")
     causes.append("a NaN or infinite value in the input data")
     return "; or ".join(causes) + "."

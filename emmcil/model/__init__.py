@@ -2,7 +2,7 @@
 
 >>> from emmcil.model import ViLTConfig, build_backbone
 >>> model = build_backbone({"hidden_size": 64, "num_layers": 2, "num_heads": 4, "patch_size": 16,
-...                         "image_size": 64, "load_path": ""})
+...                         "image_size": 64})
 """
 from __future__ import annotations
 
@@ -43,23 +43,22 @@ def timm_imagenet_weights(name: str = "vit_base_patch32_384") -> Path | None:
     return None
 
 
-def build_backbone(cfg: Mapping | ViLTConfig | None = None) -> ViLT:
-    """Build :class:`ViLT` from a config and initialise it.
-
-    Keys used besides :class:`ViLTConfig`'s fields: ``load_path`` (a ViLT / Hugging Face / timm checkpoint, "" for
-    none), ``trust_checkpoint`` (allow full unpickling), ``timm_init`` (a timm model name whose ImageNet weights
-    initialise the image side when no ``load_path`` is given and they are in the local cache).
+def build_backbone(cfg: Mapping | ViLTConfig | None = None, load_path: str = "", trust_checkpoint: bool = False,
+                   timm_init: str = "") -> ViLT:
+    """Build :class:`ViLT` from ``cfg`` (:class:`ViLTConfig`'s fields; other keys are ignored) and initialise it
+    (the run's :class:`~emmcil.settings.general.ModelSettings` give the rest): ``load_path`` (a ViLT / Hugging Face /
+    timm checkpoint, "" for none), ``trust_checkpoint`` (allow full unpickling), ``timm_init`` (a timm model name
+    whose ImageNet weights initialise the image side when no ``load_path`` is given and they are in the local cache).
     """
-    cfg = dict(cfg.to_dict() if isinstance(cfg, ViLTConfig) else (cfg or {}))
-    model = ViLT(ViLTConfig.from_dict(cfg))
-    load_path = cfg.get("load_path") or ""
+    config = cfg if isinstance(cfg, ViLTConfig) else ViLTConfig.from_dict(cfg or {})
+    model = ViLT(config)
     if load_path:
-        report = load_pretrained(model, load_path, trust=bool(cfg.get("trust_checkpoint", False)))
+        report = load_pretrained(model, load_path, trust=bool(trust_checkpoint))
         print(report.summary())
-    elif cfg.get("timm_init"):
-        local = timm_imagenet_weights(cfg["timm_init"])
+    elif timm_init:
+        local = timm_imagenet_weights(timm_init)
         if local is None:
-            log.warning("timm weights %s are not in the local cache: random initialisation", cfg["timm_init"])
+            log.warning("timm weights %s are not in the local cache: random initialisation", timm_init)
         else:
             print(load_pretrained(model, local, allow_missing_backbone=True).summary())
     return model
