@@ -26,6 +26,14 @@ TINY_CFG = dict(hidden_size=32, num_layers=2, num_heads=4, mlp_ratio=2.0, patch_
                 max_text_len=12, vocab_size=120, drop_rate=0.0)
 
 
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    """The embedded demo set, written once for a test module (``emmcil.data.ensure_demo``)."""
+    from emmcil.data import ensure_demo
+
+    return ensure_demo(tmp_path_factory.mktemp("demo"))
+
+
 @pytest.fixture
 def tiny_cfg():
     return dict(TINY_CFG)

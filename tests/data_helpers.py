@@ -1,11 +1,12 @@
 """Fixture builders for the data tests: real JPEG files in the raw layouts the writers read."""
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image
 
 
 def make_jpeg(path: Path, size=(40, 30), seed: int = 0) -> Path:
@@ -121,3 +122,18 @@ def photo(size=(500, 375), seed: int = 0) -> Image.Image:
         draw.ellipse([x - r, y - r, x + r, y + r], fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
     arr = np.asarray(img.filter(ImageFilter.GaussianBlur(1.5)), dtype=np.float32) + rng.normal(0, 4, (h, w, 1))
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def encode(image: Image.Image, fmt: str = "JPEG", **kw) -> bytes:
+    """``image`` saved as a file of ``fmt`` (Pillow's options ``kw``), as bytes."""
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def sideways(picture: Image.Image, quality: int = 90) -> bytes:
+    """``picture`` stored turned by 90 degrees with EXIF Orientation=6 (a phone photo): viewers (and decode_image)
+    show ``picture``."""
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    return encode(picture.transpose(Image.Transpose.ROTATE_90), quality=quality, exif=exif.tobytes())

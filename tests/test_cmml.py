@@ -13,7 +13,6 @@ import pytest
 from sacred.utils import ConfigError
 import torch
 from emmcil.config import NAMED_CONFIGS
-from emmcil.data import ensure_demo
 from emmcil.data.missing import IMAGE_MISSING, NONE, TEXT_MISSING, MissingTable
 from emmcil.data.tokenizer import CLS_ID, SEP_ID
 from emmcil.engine.loaders import KeepCollate
@@ -29,11 +28,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
 def single_thread():
     with one_thread():
         yield
-
-
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory):
-    return ensure_demo(tmp_path_factory.mktemp("demo"))
 
 
 def data(demo_root, *named, **updates):

@@ -3,14 +3,13 @@ device equal ViLT's float batches; the loader's resize and reduced-scale JPEG de
 bounds of Pillow's full decode + resize; device decoding (run here on the CPU, the same code as on CUDA) equals the
 CPU path within the JPEG decoders' tolerance, and hands everything it cannot decode as the CPU would back to the
 CPU. Pixel differences are in levels of 0-255; after normalisation one level is 2/255."""
-import io
 import json
 
 import numpy as np
 import pytest
 import torch
-from data_helpers import photo
-from PIL import ExifTags, Image
+from data_helpers import encode, photo, sideways
+from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
 from emmcil.data import (ArrowDataset, EncodedImage, MissingTable, PixelbertPixels, collate, ensure_demo,
@@ -27,17 +26,6 @@ from run_helpers import demo_config, one_thread
 LEVEL = 2 / 255  # one pixel level after normalisation to [-1, 1]
 
 
-def encode(image: Image.Image, fmt: str = "JPEG", **kw) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format=fmt, **kw)
-    return buf.getvalue()
-
-
-def sideways(picture: Image.Image) -> bytes:
-    """``picture`` stored turned by 90 degrees with EXIF Orientation=6: viewers (and decode_image) show ``picture``."""
-    exif = Image.Exif()
-    exif[ExifTags.Base.Orientation] = 6
-    return encode(picture.transpose(Image.Transpose.ROTATE_90), quality=90, exif=exif.tobytes())
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from data_helpers import photo, write_jsonl
-from PIL import ExifTags, Image
+from data_helpers import encode, photo, sideways, write_jsonl
+from PIL import Image
 
 from emmcil.data import ArrowDataset, get_tokenizer
 from emmcil.data import write_folder as WF
@@ -36,17 +36,6 @@ def test_pixelbert_resize_is_idempotent(size, divisor):
         assert min(once) <= size and max(once) <= resize.longer and once[0] % divisor == once[1] % divisor == 0
 
 
-def encode(image: Image.Image, fmt: str, **kw) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format=fmt, **kw)
-    return buf.getvalue()
-
-
-def sideways(picture: Image.Image) -> bytes:
-    """``picture`` stored turned by 90 degrees with EXIF Orientation=6 (a phone photo): viewers show ``picture``."""
-    exif = Image.Exif()
-    exif[ExifTags.Base.Orientation] = 6
-    return encode(picture.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=92, exif=exif.tobytes())
 
 
 def originals() -> dict[str, bytes]:
@@ -59,7 +48,7 @@ def originals() -> dict[str, bytes]:
         "portrait.jpg": encode(photo((375, 500), 2), "JPEG", quality=90),
         "large.jpg": encode(photo((1600, 1200), 3), "JPEG", quality=90),
         "panorama.jpg": encode(photo((1200, 500), 4), "JPEG", quality=90),
-        "phone.jpg": sideways(photo((480, 640), 7)),
+        "phone.jpg": sideways(photo((480, 640), 7), quality=92),
         "alpha.png": encode(Image.fromarray(rgba, "RGBA"), "PNG"),
         "grey16.png": encode(Image.fromarray(grey16), "PNG"),
         "exact.jpg": encode(photo((512, 384), 8), "JPEG", quality=90),

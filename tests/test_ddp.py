@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,12 +28,6 @@ def run(tmp_path, demo_root, *extra):
 def memory_of(run_dir: Path, phase: int) -> dict:
     state = torch.load(run_dir / "checkpoints" / f"phase_{phase}.pt", weights_only=True)
     return state["method"]["memory"]["classes"]
-
-
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory):
-    from emmcil.data import ensure_demo
-    return ensure_demo(tmp_path_factory.mktemp("demo"))
 
 
 def test_two_process_ddp_equals_single_process_and_resumes(tmp_path, demo_root):

@@ -12,7 +12,6 @@ import pytest
 import torch
 from pytorch_lightning.plugins.environments import SLURMEnvironment
 
-from emmcil.data import ensure_demo
 from emmcil.engine import rundir
 from emmcil.engine.driver import IncrementalRun, cluster_plugins, resume_note, run_experiment
 from emmcil.engine.rundir import ConfigMismatchError
@@ -29,11 +28,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")  # inside Lightni
 def single_thread():
     with one_thread():
         yield
-
-
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory):
-    return ensure_demo(tmp_path_factory.mktemp("demo"))
 
 
 @pytest.fixture(scope="module")

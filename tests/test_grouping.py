@@ -8,7 +8,6 @@ import pytest
 import torch
 from torch.utils.data import ConcatDataset, TensorDataset
 
-from emmcil.data import ensure_demo
 from emmcil.engine.driver import IncrementalRun, run_experiment
 from emmcil.memory.augment import AugmentedReplay
 from emmcil.memory.exemplar import Exemplar
@@ -95,11 +94,6 @@ def test_bad_window_and_unknown_dataset_are_errors():
         PhaseBatches(4, 2, lengths=[1] * 3, window=2)
     with pytest.raises(TypeError, match="TensorDataset"):
         image_tokens(TensorDataset(torch.zeros(3)), 64, 16)
-
-
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory):
-    return ensure_demo(tmp_path_factory.mktemp("demo"))
 
 
 def test_token_counts_are_what_the_backbone_gets(demo_root, tmp_path):

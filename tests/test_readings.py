@@ -10,7 +10,6 @@ import torch
 from PIL import Image
 
 from conftest import make_batch
-from emmcil.data import ensure_demo
 from emmcil.data.transforms import normalize_uint8
 from emmcil.engine.driver import run_experiment
 from emmcil.engine.rundir import ConfigMismatchError
@@ -27,11 +26,6 @@ from test_masking import ROWS, hand_output
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
 P = 16
-
-
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory):
-    return ensure_demo(tmp_path_factory.mktemp("demo"))
 
 
 def make_item(h=4, w=5, label=0, seed=0):

@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from emmcil.data import ensure_demo
 from emmcil.engine import rundir
 from emmcil.engine.driver import IncrementalRun, run_experiment
 from emmcil.engine.loaders import PhaseBatches, SeededSamples
@@ -27,11 +26,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
 def single_thread():
     with one_thread():
         yield
-
-
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory):
-    return ensure_demo(tmp_path_factory.mktemp("demo"))
 
 
 def emm(demo_root, log_dir, **updates) -> dict:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from emmcil import atomic
-from emmcil.data import ensure_demo, read_arrow, write_arrow
+from emmcil.data import read_arrow, write_arrow
 from emmcil.engine import rundir
 from emmcil.engine.driver import run_experiment
 from emmcil.engine.evaluate import main as evaluate_main
@@ -32,11 +32,6 @@ METHOD_KEYS = {"dualprompt": dict(num_layers=2, dualprompt_g_layers=[0], dualpro
 def single_thread():
     with one_thread():
         yield
-
-
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory):
-    return ensure_demo(tmp_path_factory.mktemp("demo"))
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import pytest
 import yaml
 
 from conftest import require
-from emmcil.data import ensure_demo
 from emmcil.engine.driver import run_experiment
 from emmcil.engine.tracking import FINAL_METRICS, StepClock
 from emmcil.engine.rundir import DATA_ENTRY, PROVENANCE
@@ -49,11 +48,6 @@ def hparams(events) -> dict:
                 if data.HasField("session_start_info"):
                     return {k: getattr(x, x.WhichOneof("kind")) for k, x in data.session_start_info.hparams.items()}
     return {}
-
-
-@pytest.fixture(scope="module")
-def demo_root(tmp_path_factory):
-    return ensure_demo(tmp_path_factory.mktemp("demo"))
 
 
 @pytest.fixture(scope="module")
