@@ -193,16 +193,16 @@ class HardwareSettings:
                             "unsupported", result=False)
 
     def check(self) -> list[str]:
-        devices = self.devices
+        devices, problems = self.devices, []
         if not (isinstance(devices, int) and (devices >= 1 or devices == -1) or devices == "auto"
                 or isinstance(devices, str) and devices.isdigit() and int(devices) >= 1
                 or isinstance(devices, list) and devices and all(isinstance(d, int) and d >= 0 for d in devices)):
-            return [f"devices={devices!r}: a count >= 1, -1 or \"auto\" (every GPU), or a list of GPU ids"]
+            problems.append(f"devices={devices!r}: a count >= 1, -1 or \"auto\" (every GPU), or a list of GPU ids")
         if self.decode_on == "device" and self.jpeg_draft:
-            return ["jpeg_draft=True with decode_on='device': the device decodes every JPEG at full scale (nvJPEG has "
-                    "no DCT scaling), so a run would train on other pixels than its config names; drop jpeg_draft "
-                    "(it follows decode_on) or decode on the CPU"]
-        return []
+            problems.append("jpeg_draft=True with decode_on='device': the device decodes every JPEG at full scale "
+                            "(nvJPEG has no DCT scaling), so a run would train on other pixels than its config names; "
+                            "drop jpeg_draft (it follows decode_on) or decode on the CPU")
+        return problems
 
 
 @dataclass(frozen=True)
