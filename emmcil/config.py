@@ -450,7 +450,7 @@ def name_the_run(config, command_name, logger):
     and exp_tag. A set exp_name is kept."""
     if config["exp_name"]:
         return {}
-    return {"exp_name": run_name(config, reference_config(config))}
+    return {"exp_name": run_name(settings_of(config), settings_of(reference_config(config)))}
 
 
 # ---------------------------------------------------------------- datasets

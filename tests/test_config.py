@@ -14,7 +14,7 @@ from emmcil.engine.rundir import NON_RESULT_KEYS, run_name
 from emmcil.methods import METHODS, Method, get_method, method_config_defaults, method_key_docs, register
 from emmcil.model import TINY, VILT_B32
 from emmcil.settings import MethodSettings, setting
-from run_helpers import resolve
+from run_helpers import resolve, settings
 
 
 COMBOS = list(itertools.product(NAMED_CONFIGS["dataset"], NAMED_CONFIGS["protocol"], NAMED_CONFIGS["method"],
@@ -212,12 +212,12 @@ def test_run_name_has_a_readable_part_and_a_hash_of_the_rest():
     cfg = resolve("demo", "emm")
     many = {**cfg, **{k: 0.125 for k in ("tau_image", "tau_text", "aug_text_swap", "aug_patch_merge")}, "lr": 0.5,
             "max_epoch": 3, "batch_size": 64}
-    name = run_name(many, cfg)
+    name = run_name(settings(many), settings(cfg))
     readable = name[len("demo_emm_5phases_mem5_"):name.index("_h")]
     assert len(readable) <= 64 and readable.startswith("aug_patch_merge=0.125_aug_text_swap=0.125")
     assert re.search(r"_h[0-9a-f]{8}_seed0$", name)
-    assert run_name({**many, "batch_size": 65}, cfg) != name  # a change in a hashed key changes the hash
-    assert run_name({**many, "precision": "16-mixed"}, cfg) != name
+    assert run_name(settings(many, batch_size=65), settings(cfg)) != name  # a change in a hashed key changes the hash
+    assert run_name(settings(many, precision="16-mixed"), settings(cfg)) != name
 
 
 def test_a_dataset_by_name_takes_its_classes_from_its_files(tmp_path):

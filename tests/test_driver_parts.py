@@ -244,7 +244,7 @@ def test_atomic_writes_follow_the_umask(tmp_path):
     try:
         rundir.write_json(tmp_path / "a.json", {"a": 1})
         write_arrow([], tmp_path / "d_train.arrow")
-        rundir.RunDir(tmp_path / "r").open({"lr": 0.1}).save_checkpoint(0, {})
+        rundir.RunDir(tmp_path / "r").open(settings(lr=0.1)).save_checkpoint(0, {})
     finally:
         os.umask(old)
     for path in (tmp_path / "a.json", tmp_path / "d_train.arrow", tmp_path / "r" / "checkpoints" / "phase_0.pt"):
@@ -252,38 +252,39 @@ def test_atomic_writes_follow_the_umask(tmp_path):
 
 
 def test_results_config_keeps_what_changes_results_for_the_method():
-    cfg = {"method": "finetune", "lr": 0.1, "num_workers": 4, "tau_image": 0.5, "memory_per_class": 5,
-           "missing_type": "none", "missing_ratio": 0.7, "load_path": "/a/b/vilt.ckpt", "provenance": [{}]}
-    assert rundir.results_config(cfg) == {"method": "finetune", "lr": 0.1, "missing_type": "none",
-                                          "load_path": "vilt.ckpt"}
-    emm = {**cfg, "method": "emm", "memory_budget_mode": "per_class", "memory_total": 0}
-    assert set(rundir.results_config(emm)) == {"method", "lr", "tau_image", "memory_per_class", "memory_budget_mode",
-                                               "missing_type", "load_path"}
-    # a config saved by older code held every method's keys: they do not block resuming
-    assert rundir.config_diff({**cfg, "l2p_pull": 0.1}, cfg) == {}
-    assert rundir.config_diff(cfg, {**cfg, "lr": 0.2}) == {"lr": (0.1, 0.2)}
+    base = {"lr": 0.1, "num_workers": 4, "tau_image": 0.5, "memory_per_class": 5, "missing_ratio": 0.7,
+            "load_path": "/a/b/vilt.ckpt"}
+    fin = rundir.results_config(settings(**base))
+    assert fin["lr"] == 0.1 and fin["load_path"] == "vilt.ckpt" and fin["missing_type"] == "none"
+    for absent in ("num_workers", "tau_image", "memory_per_class", "memory_total", "missing_ratio", "log_dir"):
+        assert absent not in fin, absent  # not a result key, another method's, no memory, nothing missing
+    emm = rundir.results_config(settings(resolve("demo", "emm"), **base))
+    assert {"tau_image", "memory_per_class", "memory_budget_mode"} <= set(emm) and "memory_total" not in emm
+    assert "missing_ratio" in rundir.results_config(settings(missing_type="text"))
+    # an older record holding every method's keys does not block resuming; a changed key does
+    assert rundir.config_diff({**fin, "l2p_pull": 0.1}, fin) == {}
+    assert rundir.config_diff(fin, {**fin, "lr": 0.2}) == {"lr": (0.1, 0.2)}
 
 
 def test_config_diff_and_mismatch(tmp_path):
-    run = rundir.RunDir(tmp_path / "r").open({"lr": 0.5, "seed": 0})
-    run.open({"lr": 0.1, "seed": 0, "num_workers": 2})  # no checkpoint yet (e.g. the data was missing): replaced
+    run = rundir.RunDir(tmp_path / "r").open(settings(lr=0.5))
+    run.open(settings(lr=0.1, num_workers=2))  # no checkpoint yet (e.g. the data was missing): replaced
     run.save_checkpoint(0, {})
-    assert rundir.config_diff({"lr": 0.1, "num_workers": 2}, {"lr": 0.2, "num_workers": 8}) == {"lr": (0.1, 0.2)}
-    run.open({"lr": 0.1, "seed": 0, "num_workers": 8})  # worker count does not change results
+    run.open(settings(lr=0.1, num_workers=8))  # worker count does not change results
     with pytest.raises(rundir.ConfigMismatchError, match=r"lr: 0.1 \(saved\) != 0.3 \(now\)"):
-        run.open({"lr": 0.3, "seed": 0, "num_workers": 2})
-    run.open({"lr": 0.3, "seed": 0}, restart=True)
-    assert rundir.read_json(run.config_path) == {"lr": 0.3, "seed": 0}
+        run.open(settings(lr=0.3, num_workers=2))
+    run.open(settings(lr=0.3), restart=True)
+    assert rundir.read_json(run.config_path) == settings(lr=0.3).to_config()
 
 
 def test_latest_checkpoint_skips_unreadable_files(tmp_path):
-    run = rundir.RunDir(tmp_path / "r").open({})
+    run = rundir.RunDir(tmp_path / "r").open(settings())
     assert run.latest_checkpoint() is None
     run.save_checkpoint(0, {"x": 1})
     run.checkpoint_path(1).write_bytes(b"truncated")  # e.g. copied by hand, cut short
     (run.checkpoint_dir / ".tmp-phase_2.pt.abc").write_bytes(b"half")  # a write that was killed
     assert run.latest_checkpoint()["x"] == 1
-    run.open({})
+    run.open(settings())
     assert not list(run.checkpoint_dir.glob(".tmp-*"))
     run.save_checkpoint(2, {"x": 3})
     run.prune_checkpoints(1)
@@ -291,14 +292,21 @@ def test_latest_checkpoint_skips_unreadable_files(tmp_path):
 
 
 def test_keys_added_by_newer_code_with_their_default_do_not_block_resume(tmp_path):
-    run = rundir.RunDir(tmp_path / "r").open({"lr": 0.1})
+    run = rundir.RunDir(tmp_path / "r").open(settings(lr=0.1))
     run.save_checkpoint(0, {})
-    defaults = {"l2p_pull": 0.1}  # a method added after the run started
-    run.open({"lr": 0.1, "l2p_pull": 0.1}, new_key_defaults=defaults)
-    with pytest.raises(rundir.ConfigMismatchError, match="l2p_pull"):
-        run.open({"lr": 0.1, "l2p_pull": 0.5}, new_key_defaults=defaults)  # not the default: a real change
-    with pytest.raises(rundir.ConfigMismatchError, match="other_key"):
-        run.open({"lr": 0.1, "other_key": 1}, new_key_defaults=defaults)  # unknown to the defaults
+    saved = rundir.read_json(run.config_path)
+    del saved["head"]  # a key added after the run started (rundir.ADDED_KEY_DEFAULTS)
+    rundir.write_json(run.config_path, saved)
+    defaults = {"head": "linear"}
+    run.open(settings(lr=0.1, head="linear"), new_key_defaults=defaults)
+    rundir.write_json(run.config_path, saved)
+    with pytest.raises(rundir.ConfigMismatchError, match=r"head: '<absent>' \(saved\) != 'mlp' \(now\)"):
+        run.open(settings(lr=0.1, head="mlp"), new_key_defaults=defaults)  # not the default: a real change
+    with pytest.raises(rundir.ConfigMismatchError, match=r"head: '<absent>' \(saved\) != 'linear'"):
+        run.open(settings(lr=0.1), new_key_defaults={})  # unknown to the defaults
+    # a retired key the saved config holds (a version's key that no longer exists) is left out
+    rundir.write_json(run.config_path, {**saved, "head": "linear", "retired_key": 1})
+    run.open(settings(lr=0.1))
 
 
 def test_the_progress_bar_shows_on_a_terminal_only():

@@ -1,6 +1,7 @@
 """python -m emmcil.report: tables (mean ± std over seeds, the paper's numbers beside ours), ablation tables, both
 figures, and clear errors, on fake but well-formed run directories with known numbers (their results.json written
 by the driver's own build_results); the report reads runs without torch or the method registry."""
+import functools
 import json
 import math
 from pathlib import Path
@@ -15,7 +16,8 @@ from emmcil.methods import method_config_defaults
 from emmcil.report import (GENERAL_DEFAULTS, MISSING_DEFAULTS, PAPER_MEMORY, PAPER_TABLE, ReportError, build_report,
                            collect, find_results, summarize_groups)
 from emmcil.report.__main__ import main
-from run_helpers import report_in_a_fresh_process
+from emmcil.methods.recipes import method_recipe
+from run_helpers import report_in_a_fresh_process, resolve, settings
 
 CLASSES_PER_PHASE, TEST_PER_CLASS = 2, 10
 
@@ -41,6 +43,12 @@ def counts_for(accuracy: float, seen: int) -> tuple[list[int], list[int]]:
     return per_class, [TEST_PER_CLASS] * seen
 
 
+@functools.lru_cache(maxsize=None)
+def method_base_config(method: str) -> dict:
+    """A whole resolved config of ``method`` (the demo's), which write_run's keys then set."""
+    return resolve("demo", method)
+
+
 def write_run(root: Path, name: str, *, dataset="mm_imagenet_r", method="replay", L=5, seed=0, curve=None,
               last=None, exemplars_per_class=None, phases_done=None, config=None, with_config=True) -> Path:
     """A run directory whose results.json comes from the driver's own build_results (accuracies in %).
@@ -49,8 +57,8 @@ def write_run(root: Path, name: str, *, dataset="mm_imagenet_r", method="replay"
     every phase (None: no memory, as finetune/joint); phases_done < L: an unfinished run."""
     curve = list(curve) if curve is not None else [100.0] * (L - 1) + [last]
     done = phases_done or L
-    cfg = {**BASE_CONFIG, **(config or {}), "dataset": dataset, "method": method, "num_phases": L, "seed": seed,
-           "exp_name": name}
+    cfg = {**method_base_config(method), **method_recipe(method).values(dataset), **BASE_CONFIG, **(config or {}),
+           "dataset": dataset, "method": method, "num_phases": L, "seed": seed, "exp_name": name}
     order = list(range(L * CLASSES_PER_PHASE))
     phases = [order[t * CLASSES_PER_PHASE:(t + 1) * CLASSES_PER_PHASE] for t in range(L)]
     counts = [counts_for(curve[t], (t + 1) * CLASSES_PER_PHASE) for t in range(done)]
@@ -67,7 +75,7 @@ def write_run(root: Path, name: str, *, dataset="mm_imagenet_r", method="replay"
                        "exemplars_per_class": {str(c): exemplars_per_class for c in range(seen)},
                        "cost_per_class": {str(c): 2.5 for c in range(seen)},
                        "bytes_per_class": {str(c): 1000 for c in range(seen)}})
-    results = build_results(cfg, order, phases, counts, memory)
+    results = build_results(settings(cfg), order, phases, counts, memory)
     run = root / name
     run.mkdir(parents=True)
     (run / "results.json").write_text(json.dumps(results))

@@ -17,7 +17,7 @@ from emmcil.engine.loaders import PhaseBatches, SeededSamples
 from emmcil.engine.module import NonFiniteError
 from emmcil.model import ViLT, ViLTConfig
 from emmcil.model.keyed import sample_keys
-from run_helpers import demo_config, one_thread
+from run_helpers import demo_config, one_thread, settings
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
 
@@ -147,7 +147,7 @@ def test_what_still_depends_on_the_layout_names_the_run():
     assert not differ("emm") and not differ("l2p", l2p_batchwise=False)
     assert differ("l2p") and differ("rebq") and differ("emm", model_rng="torch")
     assert not differ("emm", model_rng="torch", drop_rate=0.0)
-    assert rundir.layout_dependence(demo_config("", "runs", "l2p")).startswith("l2p_batchwise")
+    assert rundir.layout_dependence(settings(demo_config("", "runs", "l2p"))).startswith("l2p_batchwise")
 
 
 @pytest.mark.parametrize("what", ["loss", "weights"])

@@ -19,7 +19,7 @@ from emmcil.engine.driver import run_experiment
 from emmcil.engine.evaluate import main as evaluate_main
 from emmcil.methods import METHODS
 from emmcil.stops import STOPPED_EXIT_CODE
-from run_helpers import SMALL, demo_config, one_thread
+from run_helpers import SMALL, demo_config, one_thread, resolve, settings
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
@@ -53,7 +53,8 @@ def test_every_methods_checkpoint_loads_as_tensors_and_plain_containers(runs):
         identity = state["identity"]
         assert state["format"] == rundir.CHECKPOINT_FORMAT and state["phase"] == 1, method
         assert identity["method"] == method and identity["results_config"]["method"] == method
-        assert identity["results_config_hash"] == rundir.config_hash(rundir.read_json(run_dir / "config.json"))
+        saved = rundir.saved_settings(rundir.read_json(run_dir / "config.json"))
+        assert identity["results_config_hash"] == rundir.config_hash(saved)
         assert identity["data_fingerprint"] == json.loads((run_dir / "results.json").read_text())["data_fingerprint"]
 
 
@@ -112,7 +113,6 @@ def test_a_pickle_config_file_is_refused_and_plain_files_are_read(tmp_path):
 
     from sacred.utils import ConfigError
 
-    from run_helpers import resolve
 
     marker = tmp_path / "CODE_RAN"
 
@@ -135,8 +135,8 @@ def test_a_pickle_config_file_is_refused_and_plain_files_are_read(tmp_path):
 
 # ---------------------------------------------------------------- every checkpoint says whose it is
 def identity(**changes) -> dict:
-    cfg = {"method": "replay", "lr": 0.01, "hidden_size": 32, "seed": 0, **changes}
-    return rundir.checkpoint_identity(cfg, {"train": "a" * 32, "test": "b" * 32})
+    cfg = {**resolve("demo", changes.get("method", "replay")), "lr": 0.01, "hidden_size": 32, "seed": 0, **changes}
+    return rundir.checkpoint_identity(settings(cfg), {"train": "a" * 32, "test": "b" * 32})
 
 
 @pytest.mark.parametrize("changed, expected", [
@@ -145,7 +145,7 @@ def identity(**changes) -> dict:
     (dict(hidden_size=768), "hidden_size: 32 (checkpoint) != 768 (this run)"),  # another model size
 ])
 def test_a_checkpoint_of_another_run_is_refused_naming_the_file_and_what_differs(tmp_path, changed, expected):
-    run = rundir.RunDir(tmp_path / "r").open({"method": "replay"})
+    run = rundir.RunDir(tmp_path / "r").open(settings(resolve("demo", "replay")))
     run.save_checkpoint(0, {"x": 1}, identity())
     assert run.load_checkpoint(0, identity())["x"] == 1
     with pytest.raises(rundir.CheckpointMismatchError) as err:
@@ -155,10 +155,9 @@ def test_a_checkpoint_of_another_run_is_refused_naming_the_file_and_what_differs
 
 
 def test_a_checkpoint_of_other_data_or_of_an_older_format_is_refused(tmp_path):
-    run = rundir.RunDir(tmp_path / "r").open({})
+    run = rundir.RunDir(tmp_path / "r").open(settings())
     run.save_checkpoint(0, {}, identity())
-    other = rundir.checkpoint_identity({"method": "replay", "lr": 0.01, "hidden_size": 32, "seed": 0},
-                                       {"train": "a" * 32, "test": "c" * 32})
+    other = {**identity(), "data_fingerprint": {"train": "a" * 32, "test": "c" * 32}}
     with pytest.raises(rundir.CheckpointMismatchError, match="the test files' fingerprint b+ \\(checkpoint\\)"):
         run.load_checkpoint(0, other)
     torch.save({"phase": 1, "complete": True}, run.checkpoint_path(1))  # as an older emmcil wrote them
@@ -180,7 +179,7 @@ def test_a_model_of_another_size_is_named_not_a_size_mismatch_traceback(runs, de
 
 # ---------------------------------------------------------------- never start over on top of earlier work
 def test_unreadable_checkpoints_stop_the_run_and_are_left_as_they_are(tmp_path):
-    run = rundir.RunDir(tmp_path / "r").open({})
+    run = rundir.RunDir(tmp_path / "r").open(settings())
     for phase in (0, 1):
         run.save_checkpoint(phase, {}, identity())
         data = run.checkpoint_path(phase).read_bytes()
@@ -196,23 +195,23 @@ def test_unreadable_checkpoints_stop_the_run_and_are_left_as_they_are(tmp_path):
 
 
 def test_unreadable_run_files_are_moved_aside_and_named(tmp_path, capsys):
-    run = rundir.RunDir(tmp_path / "r").open({"lr": 0.1}, data_fingerprint={"train": "a" * 32})
+    run = rundir.RunDir(tmp_path / "r").open(settings(lr=0.1), data_fingerprint={"train": "a" * 32})
     run.save_checkpoint(0, {}, identity())
     for name in ("config.json", "class_order.json", "results.json"):
         (run.path / name).write_text('{"lr": 0.1, "broken')
     with pytest.raises(rundir.UnreadableFileError, match=r"config.json cannot be read: it is not valid JSON"):
         run.config()
-    run.open({"lr": 0.1}, data_fingerprint={"train": "a" * 32})
+    run.open(settings(lr=0.1), data_fingerprint={"train": "a" * 32})
     out = capsys.readouterr().out
     for name in ("config.json", "class_order.json", "results.json"):
         assert f"{run.path / name} cannot be read" in out
         (aside,) = run.path.glob(f"{name}.unreadable-*[0-9]")
         assert aside.read_text() == '{"lr": 0.1, "broken'  # kept as it was, with a note beside it
-    assert run.config() == {"lr": 0.1}
+    assert run.config() == settings(lr=0.1).to_config()
 
 
 def test_a_full_disk_says_so_on_the_last_line_and_keeps_the_previous_file(tmp_path, monkeypatch):
-    run = rundir.RunDir(tmp_path / "r").open({})
+    run = rundir.RunDir(tmp_path / "r").open(settings())
     run.save_checkpoint(0, {"w": torch.zeros(4)})
     before = run.checkpoint_path(0).read_bytes()
     real_fdopen = os.fdopen

@@ -2,8 +2,6 @@
 ``increment``. Torch-free: the config checks a protocol when it is resolved."""
 from __future__ import annotations
 
-from typing import Mapping
-
 
 def phase_sizes(num_classes: int, num_phases: int | None, init_classes: int = 0, increment: int = 0) -> list[int]:
     """Classes per phase.
@@ -43,12 +41,6 @@ def phase_sizes(num_classes: int, num_phases: int | None, init_classes: int = 0,
                          f"into {len(sizes)} phases of {sizes}: leave num_phases out (and any phases_* named "
                          f"config), it follows from the two")
     return sizes
-
-
-def protocol_of(cfg: Mapping) -> tuple[int, int, int]:
-    """(num_phases, init_classes, increment) of a run's config; a config saved before the last two existed had
-    equal phases."""
-    return int(cfg["num_phases"]), int(cfg.get("init_classes", 0)), int(cfg.get("increment", 0))
 
 
 def protocol_label(num_phases: int, init_classes: int = 0, increment: int = 0) -> str:

@@ -48,20 +48,10 @@ from .module import IncrementalModule, PredictPass, PredictStep
 from .results import build_results, phase_metrics, phase_table, results_markdown, summary_table
 from .tracking import RunTracker
 
-# General config keys added after runs were made: a run directory saved without one resumes when the key is at its
-# default (it computes what that run computed).
-ADDED_KEY_DEFAULTS = {"length_group_window": 0, "head": "linear", "init_classes": 0, "increment": 0}
-# Keys a config saved by an older version may lack (a run re-scored by emmcil.engine.evaluate), at the values the
-# code read them as before it read the typed settings.
-READ_DEFAULTS = {"model_rng": "sample", "tuning": "ssf", "load_path": "", "timm_init": "", "num_threads": 0,
-                 "jpeg_draft": False, "decode_on": "cpu", "missing_type": "none", "limit_train_batches": 1.0,
-                 "memory_browser": True, "log_every_n_steps": 50, **ADDED_KEY_DEFAULTS}
-
-
 def run_settings(cfg: Mapping) -> Settings:
     """The typed :class:`~emmcil.settings.Settings` of a run's resolved config, built once at its start (a config
-    saved by an older version takes :data:`READ_DEFAULTS` for the keys it lacks)."""
-    return settings_of({**READ_DEFAULTS, **cfg})
+    saved by an older version takes :data:`~emmcil.engine.rundir.READ_DEFAULTS` for the keys it lacks)."""
+    return settings_of({**rundir.READ_DEFAULTS, **cfg})
 
 
 class ProgressBar(TQDMProgressBar):
@@ -269,13 +259,13 @@ class IncrementalRun:
         self.writes = self.is_main and not read_only
         self.run_dir = rundir.RunDir(run_path(s))
         self.result: dict[str, Any] | None = None  # the run's summary, once run() has finished
-        self.tracker = RunTracker(cfg, self.run_dir.log_dir(), sacred_run, enabled=not read_only, main=self.is_main)
+        self.tracker = RunTracker(s, self.run_dir.log_dir(), sacred_run, enabled=not read_only, main=self.is_main)
         self.resolved = resolved_settings(s)  # what the machine chose (config.json's provenance)
         if s.hardware.precision == "16-mixed" and resolved_accelerator(s) == "cpu":
             raise SettingError("precision=16-mixed on a machine without GPU: float16 autocast runs on GPUs only, and "
                                "Lightning would switch to bf16-mixed under a run named 16-mixed; use "
                                "precision=bf16-mixed (or 32-true) here")
-        self.new_key_defaults = {**get_method(s.experiment.method).config, **ADDED_KEY_DEFAULTS}
+        self.new_key_defaults = {**get_method(s.experiment.method).config, **rundir.ADDED_KEY_DEFAULTS}
         # the data a run's checkpoints were trained on is named by no config key (data_root is a path): its content
         # fingerprint is, recorded in config.json, class_order.json, results.json and every checkpoint, so that a
         # run does not resume, or get re-scored, on data that were re-written
@@ -283,11 +273,11 @@ class IncrementalRun:
         self.data.scenario.check_complete(self.data.class_names)  # before any phase trains
         if self.writes:
             record = {**provenance(), "resolved": self.resolved}
-            self.run_dir.open(cfg, restart=bool(s.run.restart), provenance=record,
+            self.run_dir.open(s, restart=bool(s.run.restart), provenance=record,
                               new_key_defaults=self.new_key_defaults, data_fingerprint=self.data.fingerprint,
                               data_root=self.data.root)
             self.tracker.record_info("provenance", record)
-        self.identity = rundir.checkpoint_identity(cfg, self.data.fingerprint)  # what its checkpoints must say
+        self.identity = rundir.checkpoint_identity(s, self.data.fingerprint)  # what its checkpoints must say
         if self.writes:
             rundir.write_json(self.run_dir.path / "class_order.json", self.data.describe())
             self.data.save_missing_tables(self.run_dir.path / "missing_tables")  # CMML runs only
@@ -419,7 +409,7 @@ class IncrementalRun:
     def results(self) -> dict:
         scenario = self.data.scenario
         phases = [scenario.phase_classes(t) for t in range(scenario.num_phases)]
-        return build_results(self.cfg, self.data.order, phases, self.counts, self.memory,
+        return build_results(self.settings, self.data.order, phases, self.counts, self.memory,
                              data_fingerprint=self.data.fingerprint)
 
     def write_results(self) -> dict:
@@ -504,11 +494,11 @@ class IncrementalRun:
         print(f"{settings.run.exp_name}: {settings.experiment.dataset}, {settings.experiment.method}, {L} phases of "
               f"{[len(self.data.scenario.phase_classes(t)) for t in range(L)]} classes; run directory "
               f"{self.run_dir.path}")
-        s = self.resolved
-        print(f"batches of {s['effective_batch']} in {s['world_size']} x {s['accumulation']} micro-batches of <= "
-              f"{s['micro_batch']}; {s['num_workers']} loader workers (num_workers={settings.hardware.num_workers}), "
-              f"{s['num_threads']} threads, {s['accelerator']}, deterministic={s['deterministic']}, "
-              f"model_rng={s['model_rng']}")
+        chosen = self.resolved  # what the machine chose (config.json's provenance), not config values
+        print(f"batches of {chosen['effective_batch']} in {chosen['world_size']} x {chosen['accumulation']} "
+              f"micro-batches of <= {chosen['micro_batch']}; {chosen['num_workers']} loader workers "
+              f"(num_workers={settings.hardware.num_workers}), {chosen['num_threads']} threads, "
+              f"{chosen['accelerator']}, deterministic={chosen['deterministic']}, model_rng={chosen['model_rng']}")
         for phase in range(first, L):
             self.run_phase(phase)
             if 0 <= settings.run.stop_after_phase <= phase < L - 1:

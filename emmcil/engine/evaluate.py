@@ -18,6 +18,7 @@ message naming the file (exit status 1), a SIGTERM / SIGINT with ``emmcil.stops.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -27,25 +28,27 @@ import pandas as pd
 
 from emmcil import stops
 from emmcil.data.arrow import ArrowFormatError
-from emmcil.engine.driver import ADDED_KEY_DEFAULTS, IncrementalRun, quiet_lightning
+from emmcil.engine.driver import IncrementalRun, quiet_lightning
 from emmcil.engine.metrics import accuracy_row
-from emmcil.engine.rundir import (DATA_ENTRY, PROVENANCE, ConfigMismatchError, RunDir, UnreadableCheckpointError,
-                                  UnreadableFileError, checkpoint_identity, fingerprint_changes)
+from emmcil.engine.rundir import (DATA_ENTRY, PROVENANCE, READ_DEFAULTS, ConfigMismatchError, RunDir,
+                                  UnreadableCheckpointError, UnreadableFileError, checkpoint_identity,
+                                  fingerprint_changes, saved_settings)
 from emmcil.markdown import markdown_table
-from emmcil.methods import get_method
+from emmcil.methods.catalogue import method_entry
+from emmcil.settings import Settings
 
 MISSING_KEYS = ("missing_type", "missing_ratio", "missing_both_ratio", "missing_seed")
 
 
-def data_root_from(rd: RunDir) -> str:
+def data_root_from(rd: RunDir, saved: Settings) -> str:
     """The run's ``data_root`` as seen from here: a relative one that does not exist here is taken relative to the
     folder the run was made in (the last ``cwd`` of its provenance), e.g. ``data_root=data/arrow`` of a run made in
-    the repository and re-scored from elsewhere; otherwise as saved."""
-    saved = rd.read_record("config.json") or {}
-    root = saved.get("data_root") or ""
+    the repository and re-scored from elsewhere; otherwise as saved (``saved``: the run's settings)."""
+    record = rd.read_record("config.json") or {}
+    root = saved.data.data_root or ""
     if not root or Path(root).is_absolute() or Path(root).exists():
         return root
-    made_in = [s["cwd"] for s in saved.get(PROVENANCE) or [] if s.get("cwd")]
+    made_in = [s["cwd"] for s in record.get(PROVENANCE) or [] if s.get("cwd")]
     return str(Path(made_in[-1]) / root) if made_in and (Path(made_in[-1]) / root).exists() else root
 
 
@@ -68,7 +71,7 @@ def evaluate_run(run_dir: str | Path, phase: int | None = None, split: str | Non
     rd = RunDir(run_dir)
     if not rd.config_path.is_file():
         raise FileNotFoundError(f"{rd.config_path} not found: is {run_dir} a run directory?")
-    saved = rd.config()
+    saved = saved_settings(rd.config())  # a run saved before a key was added reads it at its old value
     finished = rd.finished_phases()
     if not finished:
         raise FileNotFoundError(f"{run_dir} holds no phase checkpoint yet (checkpoints/phase_*.pt)")
@@ -76,18 +79,18 @@ def evaluate_run(run_dir: str | Path, phase: int | None = None, split: str | Non
     if phase not in finished:
         raise FileNotFoundError(f"{rd.checkpoint_path(phase)} not found; checkpoints of phases {finished} exist "
                                 f"(keep_checkpoints may have pruned the others)")
-    unknown = sorted(set(missing or {}) - set(MISSING_KEYS)) + sorted(set(overrides or {}) - set(saved))
+    unknown = sorted(set(missing or {}) - set(MISSING_KEYS)) + sorted(set(overrides or {}) - set(saved.to_config()))
     if unknown:
         raise ValueError(f"unknown key(s) {unknown}")
-    overrides = {"data_root": data_root_from(rd), **(overrides or {})}
-    # a run saved before a key was added lacks it (at the default that computes what it computed)
-    added = {**get_method(saved["method"]).config, **ADDED_KEY_DEFAULTS}
-    cfg = {**added, **saved, **overrides, **(missing or {}), "log_dir": str(run_dir.parent), "exp_name": run_dir.name,
-           "test_split": split or saved["test_split"], "progress_bar": False, "restart": False,
-           "devices": 1, "num_nodes": 1, "strategy": "auto", "wandb": False}
+    overrides = {"data_root": data_root_from(rd, saved), **(overrides or {})}
+    cfg = {**saved.to_config(), **overrides, **(missing or {}), "log_dir": str(run_dir.parent),
+           "exp_name": run_dir.name, "test_split": split or saved.data.test_split, "progress_bar": False,
+           "restart": False, "devices": 1, "num_nodes": 1, "strategy": "auto", "wandb": False}
     with quiet_lightning():
-        # the run's own checkpoint: the method and config of config.json (the data may differ: say so below)
-        state = rd.load_checkpoint(phase, expect=checkpoint_identity(saved, None))
+        # the run's own checkpoint: the method and config of config.json (the data may differ: say so below); the
+        # keys it lacked (read at their old values) are absent from an older checkpoint's identity too
+        added = {**method_entry(saved.experiment.method).config, **READ_DEFAULTS}
+        state = rd.load_checkpoint(phase, expect=checkpoint_identity(saved, None), new_key_defaults=added)
         run = IncrementalRun(cfg, read_only=True)
         L = run.data.scenario.num_phases
         run.method.setup(run.context(min(phase + 1, L - 1)))  # as a run resumed after this phase
@@ -106,19 +109,19 @@ def evaluate_run(run_dir: str | Path, phase: int | None = None, split: str | Non
     # "test" in data_changes compares the files evaluated now with the run's test files: a change only when
     # they are the same split (--split train evaluates other files, not changed ones)
     test_split = run.settings.data.test_split
-    own_split = test_split == saved["test_split"]
+    own_split = test_split == saved.data.test_split
     data_changes = fingerprint_changes({**run.run_dir.saved_fingerprints(),
                                         "checkpoint": state["identity"].get(DATA_ENTRY)}, run.data.fingerprint)
     changed = sorted(k for k in data_changes if k != "test" or own_split)
     # the recorded values are for the run's own split, missing setting and data (the test files' fingerprint)
-    own = (own_split and all(cfg[k] == saved[k] for k in MISSING_KEYS if k in saved) and "test" not in changed)
+    own = own_split and run.settings.missing == saved.missing and "test" not in changed
     recorded = None
     if own:
         done = state["counts"][phase]
         recorded = {"accuracy_row": state["accuracy_matrix"][phase][:phase + 1],
                     "accuracy": 100.0 * sum(done[0]) / sum(done[1]) if sum(done[1]) else None}
     return {"run_dir": str(run_dir), "phase": phase, "split": test_split,
-            "missing": {k: cfg[k] for k in MISSING_KEYS if k in cfg}, "tasks": tasks,
+            "missing": dataclasses.asdict(run.settings.missing), "tasks": tasks,
             "accuracy": 100.0 * sum(correct) / sum(total) if sum(total) else None, "correct": correct,
             "total": total, "recorded": recorded, "data_changed": changed}
 

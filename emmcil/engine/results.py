@@ -5,8 +5,9 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from emmcil.data.protocol import protocol_label, protocol_of
+from emmcil.data.protocol import protocol_label
 from emmcil.markdown import markdown_table
+from emmcil.settings import Settings
 
 from .metrics import summarize
 from .rundir import run_identity
@@ -36,7 +37,7 @@ METRIC_NOTES = {
 }
 
 
-def build_results(cfg: Mapping, order: Sequence[int], phases: Sequence[Sequence[int]],
+def build_results(settings: Settings, order: Sequence[int], phases: Sequence[Sequence[int]],
                   counts: Sequence[tuple[list[int], list[int]]], memory: Sequence[dict | None],
                   data_fingerprint: Mapping[str, str] | None = None) -> dict:
     """Everything ``results.json`` holds; ``counts[t]`` = per seen class (correct, total) after phase t,
@@ -44,13 +45,14 @@ def build_results(cfg: Mapping, order: Sequence[int], phases: Sequence[Sequence[
     training and test files' fingerprints (``RunData.fingerprint``). Besides the metrics it holds what the
     multi-run report needs to know of the run (:func:`~emmcil.engine.rundir.run_identity`, and the data's
     fingerprint: runs on different data are never averaged together)."""
-    L = cfg["num_phases"]
+    e = settings.experiment
+    L = e.num_phases
     boundaries = [0] + [p[-1] + 1 for p in phases]
     done = len(counts)
     results = {
-        "exp_name": cfg["exp_name"], "dataset": cfg["dataset"], "method": cfg["method"], "num_phases": L,
-        "init_classes": protocol_of(cfg)[1], "increment": protocol_of(cfg)[2],
-        "protocol": protocol_label(*protocol_of(cfg)), "seed": cfg["seed"], "completed_phases": done,
+        "exp_name": settings.run.exp_name, "dataset": e.dataset, "method": e.method, "num_phases": L,
+        "init_classes": e.init_classes, "increment": e.increment,
+        "protocol": protocol_label(L, e.init_classes, e.increment), "seed": e.seed, "completed_phases": done,
         "finished": done == L,
         "class_order": list(order), "phase_classes": [[order[c] for c in p] for p in phases],
     }
@@ -74,7 +76,7 @@ def build_results(cfg: Mapping, order: Sequence[int], phases: Sequence[Sequence[
     results["phases"] = per_phase
     results["memory"] = list(memory)
     results["metric_definitions"] = METRIC_NOTES
-    results.update(run_identity(cfg))  # what the multi-run report groups and names runs by
+    results.update(run_identity(settings))  # what the multi-run report groups and names runs by
     results["data_fingerprint"] = dict(data_fingerprint) if data_fingerprint else None
     return results
 

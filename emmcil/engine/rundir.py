@@ -20,14 +20,13 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from filelock import FileLock, Timeout
 
 from emmcil.atomic import atomic_write, move_aside, remove_stale, write_text
-from emmcil.data.protocol import protocol_of
 from emmcil.methods.catalogue import catalogue, method_entry
-from emmcil.settings import CONCERNS, non_result_keys
+from emmcil.settings import CONCERNS, Settings, non_result_keys
 from emmcil.provenance import CONFIG_ENTRY as PROVENANCE
 
 def _torch():
@@ -36,7 +35,8 @@ def _torch():
     return torch
 
 
-__all__ = ["NON_RESULT_KEYS", "results_config", "run_identity", "config_diff", "run_name", "locked", "RunDir",
+__all__ = ["NON_RESULT_KEYS", "ADDED_KEY_DEFAULTS", "READ_DEFAULTS", "saved_settings", "saved_config_diff",
+           "results_config", "run_identity", "config_diff", "run_name", "locked", "RunDir",
            "RunInUseError", "ConfigMismatchError", "CheckpointMismatchError", "UnreadableCheckpointError",
            "UnreadableFileError", "checkpoint_identity", "fingerprint_changes", "atomic_write", "write_text",
            "write_json", "read_json", "plain", "to_json"]
@@ -71,6 +71,15 @@ CHECKPOINT_FORMAT = 2
 DATA_ENTRY = "data_fingerprint"
 # the run directory's files that record the data's fingerprint, besides every checkpoint
 FINGERPRINT_FILES = ("config.json", "class_order.json", "results.json")
+
+# General config keys added after runs were made: a run directory saved without one resumes when the key is at its
+# default (it computes what that run computed).
+ADDED_KEY_DEFAULTS = {"length_group_window": 0, "head": "linear", "init_classes": 0, "increment": 0}
+# Keys a config saved by an older version may lack (a run re-scored by emmcil.engine.evaluate, the memory browser),
+# at the values the code read them as before it read the typed settings (:func:`saved_settings`).
+READ_DEFAULTS = {"model_rng": "sample", "tuning": "ssf", "load_path": "", "timm_init": "", "num_threads": 0,
+                 "jpeg_draft": False, "decode_on": "cpu", "missing_type": "none", "limit_train_batches": 1.0,
+                 "memory_browser": True, "log_every_n_steps": 50, **ADDED_KEY_DEFAULTS}
 
 # (key, value saved by older versions) -> why such a run cannot resume (added to the refusal's message)
 RETIRED_VALUES = {
@@ -141,52 +150,55 @@ def plain(obj: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- run identity
-def layout_dependence(cfg: Mapping) -> str | None:
+def saved_settings(config: Mapping, fill: Mapping[str, Any] | None = None) -> Settings:
+    """The typed settings of a run's saved ``config.json`` (``config``, of this or an older version): general keys
+    added since take ``fill``'s values (default :data:`READ_DEFAULTS`, the values the code read them as before they
+    existed), the method's own keys their defaults; keys this version does not declare (provenance, retired keys)
+    are ignored. SettingsError naming a key the saved config lacks and ``fill`` does not give; KeyError for an
+    unknown method. The values are not checked (an older version may have allowed them)."""
+    full = {**(READ_DEFAULTS if fill is None else fill), **config}
+    return Settings.of_run(full, lambda name: method_entry(name).settings, method_defaults=True)
+
+
+def layout_dependence(settings: Settings) -> str | None:
     """Why the run's numbers depend on which samples share a device's batch (so :data:`LAYOUT_KEYS` are result
     keys), or None: model draws from torch's RNG stream (``model_rng="torch"`` with dropout, stochastic depth or
-    ``max_image_len``), or the method's own batch-level computation (``Method.layout_dependence``)."""
-    if cfg.get("model_rng", "sample") == "torch":
-        draws = [what for key, what in MODEL_DRAWS.items() if cfg.get(key, 0) > 0]
-        draws += ["patch sampling"] if cfg.get("max_image_len", -1) > 0 else []
+    ``max_image_len``), or the method's own batch-level computation (``MethodSettings.layout_dependence``)."""
+    model = settings.model
+    if model.model_rng == "torch":
+        draws = [what for key, what in MODEL_DRAWS.items() if getattr(model, key) > 0]
+        draws += ["patch sampling"] if model.max_image_len > 0 else []
         if draws:
             return f"model_rng='torch' draws {', '.join(draws)} over each batch"
-    entry = catalogue().get(cfg.get("method"))
-    if entry is None:
-        return None
-    # the method's settings from the config (a key an older version did not save takes its default)
-    own = entry.settings(**{**entry.config, **{k: cfg[k] for k in entry.config if k in cfg}})
-    return own.layout_dependence(cfg.get("model_rng", "sample"))
+    return settings.method.layout_dependence(model.model_rng)
 
 
-def results_config(cfg: Mapping) -> dict[str, Any]:
-    """The entries of ``cfg`` that change what the run computes: every key but :data:`NON_RESULT_KEYS` (less
-    :data:`LAYOUT_KEYS` when the run depends on the batch layout, :func:`layout_dependence`), ``provenance`` and
-    ``data_fingerprint`` (config.json's records), less the keys the run's method does not read: other methods' own
-    keys, ``memory_*`` for a method without memory, ``memory_total`` under a per-class budget, and the
-    missing-modality parameters when ``missing_type`` is "none". A config without a (registered) ``method`` keeps
-    all its keys.
+def results_config(settings: Settings) -> dict[str, Any]:
+    """The run's record of what changes what it computes, key -> value (the flat config's entries,
+    :meth:`Settings.to_config`): every key but :data:`NON_RESULT_KEYS` (less :data:`LAYOUT_KEYS` when the run
+    depends on the batch layout, :func:`layout_dependence`), less the keys the run's method does not read: other
+    methods' own keys, ``memory_*`` for a method without memory, ``memory_total`` under a per-class budget, and the
+    missing-modality parameters when ``missing_type`` is "none".
 
     ``load_path`` counts by its file name: the same checkpoint in another folder (another machine, a moved copy) is
     the same run; that its content is the same is checked when a run resumes (the frozen weights' checksum)."""
-    method = catalogue().get(cfg.get("method"))
-    others = {k for m in catalogue().values() for k in m.config} - set(method.config) if method else set()
-    out = {}
-    layout = layout_dependence(cfg) is not None
-    for k, v in cfg.items():
-        if (k in NON_RESULT_KEYS and not (layout and k in LAYOUT_KEYS)) or k in (PROVENANCE, DATA_ENTRY) \
-                or k in others:
-            continue
-        if method is not None and k.startswith("memory_") and not method.uses_memory:
-            continue
-        if k == "memory_total" and cfg.get("memory_budget_mode", "per_class") == "per_class":
-            continue
-        if k in MISSING_PARAMETERS and cfg.get("missing_type", "none") == "none":
-            continue
-        out[k] = Path(v).name if k == "load_path" and v else plain(v)
-    return out
+    method = method_entry(settings.experiment.method)
+    others = {k for m in catalogue().values() for k in m.config} - set(method.config)
+    layout = layout_dependence(settings) is not None
+    dropped = set(others) | {k for k in NON_RESULT_KEYS if not (layout and k in LAYOUT_KEYS)}
+    config = settings.to_config()
+    if not method.uses_memory:
+        dropped |= {k for k in config if k.startswith("memory_")}
+    if settings.memory.memory_budget_mode == "per_class":
+        dropped.add("memory_total")
+    if settings.missing.missing_type == "none":
+        dropped |= set(MISSING_PARAMETERS)
+    load_path = settings.model.load_path
+    return {k: Path(load_path).name if k == "load_path" and load_path else plain(v)
+            for k, v in config.items() if k not in dropped}
 
 
-def run_identity(cfg: Mapping) -> dict[str, Any]:
+def run_identity(settings: Settings) -> dict[str, Any]:
     """What the multi-run report (:mod:`emmcil.report`) needs to know of a run, which ``results.json`` carries so
     that the report reads it there instead of importing the method registry (and torch):
 
@@ -202,26 +214,46 @@ def run_identity(cfg: Mapping) -> dict[str, Any]:
     """
     from emmcil.methods.recipes import method_recipe
 
-    method = method_entry(cfg["method"])
-    defaults = {**method_recipe(cfg["method"]).values(cfg["dataset"]), **method.named_config, **method.config}
-    return {"exp_tag": cfg.get("exp_tag", ""), "uses_memory": bool(method.uses_memory),
-            "method_defaults": plain(defaults), "results_config": results_config(cfg)}
+    e = settings.experiment
+    method = method_entry(e.method)
+    defaults = {**method_recipe(e.method).values(e.dataset), **method.named_config, **method.config}
+    return {"exp_tag": settings.run.exp_tag, "uses_memory": bool(method.uses_memory),
+            "method_defaults": plain(defaults), "results_config": results_config(settings)}
 
 
-def config_diff(old: Mapping, new: Mapping, new_key_defaults: Mapping | None = None) -> dict[str, tuple[Any, Any]]:
-    """{key: (old, new)} for the :func:`results_config` entries that differ; a missing key reads as <absent>.
+def config_diff(old: Mapping, new: Mapping, new_key_defaults: Mapping | None = None,
+                keys_now: Iterable[str] | None = None) -> dict[str, tuple[Any, Any]]:
+    """{key: (old, new)} for the entries of two runs' records (:func:`results_config`) that differ; a missing key
+    reads as <absent>.
 
-    A key of ``old`` that ``new`` does not have at all (a key the code no longer has, or another method's key that
-    older versions stored for every method) is left out. ``new_key_defaults``: keys that newer code added with
-    these defaults; a saved config without such a key matches when the new value is that default, so adding a key
-    does not stop older runs from resuming.
+    A key of ``old`` that this version does not have at all (``keys_now``: its config's keys, default ``new``'s;
+    a retired key, or another method's key that older versions stored for every method) is left out.
+    ``new_key_defaults``: keys that newer code added with these defaults; an old record without such a key matches
+    when the new value is that default, so adding a key does not stop older runs from resuming.
     """
     absent = "<absent>"
-    a, b = results_config(old), results_config(new)
     defaults = new_key_defaults or {}
-    keys = (set(a) & set(new)) | set(b)
-    keys = {k for k in keys if not (k not in a and k in defaults and b.get(k) == plain(defaults[k]))}
-    return {k: (a.get(k, absent), b.get(k, absent)) for k in sorted(keys) if a.get(k, absent) != b.get(k, absent)}
+    keys = (set(old) & set(new if keys_now is None else keys_now)) | set(new)
+    keys = {k for k in keys if not (k not in old and k in defaults and new.get(k) == plain(defaults[k]))}
+    return {k: (old.get(k, absent), new.get(k, absent)) for k in sorted(keys)
+            if old.get(k, absent) != new.get(k, absent)}
+
+
+def saved_config_diff(saved: Mapping, settings: Settings, new_key_defaults: Mapping | None = None
+                      ) -> dict[str, tuple[Any, Any]]:
+    """:func:`config_diff` of a run directory's saved ``config.json`` (of this or an older version) against the
+    settings of the run now. A key the saved config lacks reads as <absent> (unless ``new_key_defaults`` gives it
+    at the value it has now); a saved method this version does not know differs in ``method`` alone."""
+    now = settings.to_config()
+    # the saved settings, with every key it lacks at this run's value: the record compares the keys it has, and
+    # what it lacks is set back to <absent> below
+    lacking = [k for k in now if k not in saved]
+    try:
+        old = saved_settings(saved, fill={k: v for k, v in now.items() if k in lacking})
+    except KeyError as e:  # a method this version does not know
+        return {"method": (str(e.args[0]), settings.experiment.method)}
+    record = {k: v for k, v in results_config(old).items() if k not in lacking}
+    return config_diff(record, results_config(settings), new_key_defaults, keys_now=now)
 
 
 def number_text(value: float) -> str:
@@ -255,15 +287,15 @@ def _readable(value: Any) -> str | None:
     return text if re.fullmatch(r"[A-Za-z0-9_.+-]{1,24}", text) else None
 
 
-def run_variant(cfg: Mapping, reference: Mapping) -> dict[str, Any]:
-    """The :func:`results_config` entries of ``cfg`` that differ from ``reference`` (the config the same dataset
+def run_variant(settings: Settings, reference: Settings) -> dict[str, Any]:
+    """The :func:`results_config` entries of ``settings`` that differ from ``reference`` (what the same dataset
     and method get by default), except those the fixed part of the run name shows (:data:`NAME_KEYS`)."""
     ref = results_config(reference)
-    return {k: v for k, v in sorted(results_config(cfg).items())
+    return {k: v for k, v in sorted(results_config(settings).items())
             if k not in NAME_KEYS and (k not in ref or ref[k] != v)}
 
 
-def run_name(cfg: Mapping, reference: Mapping | None = None) -> str:
+def run_name(settings: Settings, reference: Settings | None = None) -> str:
     """The run directory's name: ``{dataset}_{method}[_B{b}-Inc{i}]_{L}phases[_mem{m}|_memtotal{M}][_miss...]{variant}
     _seed{seed}[_{exp_tag}]``.
 
@@ -274,17 +306,17 @@ def run_name(cfg: Mapping, reference: Mapping | None = None) -> str:
     configs that differ in a key that changes results therefore never share a name, and the same config always
     gets the same one. Without a reference, the name has no variant part.
     """
-    method = method_entry(cfg["method"])
-    name = f"{cfg['dataset']}_{cfg['method']}_{cfg['num_phases']}phases"
-    _, init, increment = protocol_of(cfg)
-    if increment:  # PyCIL's protocol with the keys as set (init_classes 0 and = increment split alike, but are two
-        name = f"{cfg['dataset']}_{cfg['method']}_B{init}-Inc{increment}_{cfg['num_phases']}phases"  # configs)
+    e, memory, missing = settings.experiment, settings.memory, settings.missing
+    method = method_entry(e.method)
+    name = f"{e.dataset}_{e.method}_{e.num_phases}phases"
+    if e.increment:  # PyCIL's protocol with the keys as set (init_classes 0 and = increment split alike, but are
+        name = f"{e.dataset}_{e.method}_B{e.init_classes}-Inc{e.increment}_{e.num_phases}phases"  # two configs)
     if method.uses_memory:
-        name += (f"_mem{number_text(cfg['memory_per_class'])}" if cfg["memory_budget_mode"] == "per_class"
-                 else f"_memtotal{number_text(cfg['memory_total'])}")
-    name += missing_suffix(cfg.get("missing_type", "none"), cfg.get("missing_ratio", 0.7),
-                           cfg.get("missing_both_ratio", 0.5), cfg.get("missing_seed", 0))
-    variant = run_variant(cfg, reference) if reference is not None else {}
+        name += (f"_mem{number_text(memory.memory_per_class)}" if memory.memory_budget_mode == "per_class"
+                 else f"_memtotal{number_text(memory.memory_total)}")
+    name += missing_suffix(missing.missing_type, missing.missing_ratio, missing.missing_both_ratio,
+                           missing.missing_seed)
+    variant = run_variant(settings, reference) if reference is not None else {}
     ordered = sorted(variant, key=lambda k: (k not in method.config, k))
     shown, hashed, used = [], {}, 0
     for k in ordered:
@@ -298,22 +330,23 @@ def run_name(cfg: Mapping, reference: Mapping | None = None) -> str:
     name += "".join("_" + piece for piece in shown)
     if hashed:
         name += "_h" + hashlib.sha1(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:8]
-    name += f"_seed{cfg['seed']}"
-    return name + (f"_{cfg['exp_tag']}" if cfg.get("exp_tag") else "")
+    name += f"_seed{e.seed}"
+    return name + (f"_{settings.run.exp_tag}" if settings.run.exp_tag else "")
 
 
 # ---------------------------------------------------------------------------------------------- checkpoint identity
-def config_hash(cfg: Mapping) -> str:
-    """16 hex digits of SHA-1 over :func:`results_config` of ``cfg`` (sorted JSON): the keys that change results."""
-    return hashlib.sha1(json.dumps(results_config(cfg), sort_keys=True).encode("utf-8")).hexdigest()[:16]
+def config_hash(settings: Settings) -> str:
+    """16 hex digits of SHA-1 over :func:`results_config` (sorted JSON): the keys that change results."""
+    return hashlib.sha1(json.dumps(results_config(settings), sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
 
-def checkpoint_identity(cfg: Mapping, data_fingerprint: Mapping[str, str] | None) -> dict[str, Any]:
+def checkpoint_identity(settings: Settings, data_fingerprint: Mapping[str, str] | None) -> dict[str, Any]:
     """Whose a checkpoint is, stored in it and checked when it is loaded: the checkpoint ``format``
     (:data:`CHECKPOINT_FORMAT`), the ``method``, every key that changes results (``results_config``, which holds
     the model size too) and their hash, and the data's content fingerprint (``RunData.fingerprint``)."""
-    return {"format": CHECKPOINT_FORMAT, "method": cfg["method"], "results_config": results_config(cfg),
-            "results_config_hash": config_hash(cfg), DATA_ENTRY: dict(data_fingerprint or {})}
+    return {"format": CHECKPOINT_FORMAT, "method": settings.experiment.method,
+            "results_config": results_config(settings), "results_config_hash": config_hash(settings),
+            DATA_ENTRY: dict(data_fingerprint or {})}
 
 
 def fingerprint_changes(saved: Mapping[str, Mapping[str, str] | None], now: Mapping[str, str]
@@ -410,13 +443,13 @@ class RunDir:
         return self.path / "logs"
 
     # -- lifecycle
-    def open(self, config: Mapping, restart: bool = False, new_key_defaults: Mapping | None = None,
+    def open(self, settings: Settings, restart: bool = False, new_key_defaults: Mapping | None = None,
              provenance: Mapping | None = None, data_fingerprint: Mapping[str, str] | None = None,
              data_root: str | os.PathLike | None = None) -> "RunDir":
-        """Create the directory and write ``config.json``; on a run with checkpoints, refuse a changed config
-        (:func:`config_diff`) or other data (``data_fingerprint`` against every file that recorded one:
-        :data:`FINGERPRINT_FILES`; ``data_root``: where the data are, for the message), before anything is
-        written.
+        """Create the directory and write ``config.json`` (the flat config, :meth:`Settings.to_config`); on a run
+        with checkpoints, refuse a changed config (:func:`saved_config_diff`) or other data (``data_fingerprint``
+        against every file that recorded one: :data:`FINGERPRINT_FILES`; ``data_root``: where the data are, for the
+        message), before anything is written.
 
         ``restart=True`` deletes what an existing run directory holds first (its checkpoints and results are lost).
         ``provenance`` (:func:`emmcil.provenance.provenance`) is appended to the ``provenance`` list of
@@ -424,7 +457,7 @@ class RunDir:
         or ``results.json`` that cannot be read is moved aside with a note (the checkpoints say whose they are, so
         the run is still checked) and written anew.
         """
-        config = plain(config)
+        config = plain(settings.to_config())
         if restart and self.path.exists():
             print(f"restart=True: deleting the previous run in {self.path}")
             self.clear()
@@ -432,8 +465,7 @@ class RunDir:
         old = records["config.json"]
         finished = self.finished_phases()
         if old is not None and finished:  # without checkpoints there is nothing to keep
-            diff = config_diff({k: v for k, v in old.items() if k not in (PROVENANCE, DATA_ENTRY)}, config,
-                               new_key_defaults=new_key_defaults)
+            diff = saved_config_diff(old, settings, new_key_defaults)
             if diff:
                 lines = "\n".join(f"  {k}: {a!r} (saved) != {b!r} (now)" for k, (a, b) in diff.items())
                 notes = "".join(f"\nNote: {RETIRED_VALUES[k, a]}." for k, (a, _) in diff.items()

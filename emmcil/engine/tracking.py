@@ -18,7 +18,8 @@ from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from emmcil.atomic import write_text
-from emmcil.data.protocol import protocol_label, protocol_of
+from emmcil.data.protocol import protocol_label
+from emmcil.settings import Settings
 
 ARTIFACTS = ("results.json", "results.md", "class_order.json")  # sacred records the config itself
 # The run's summary metrics: W&B's summary, TensorBoard's ``final/*`` scalars, the HParams tab's metric columns.
@@ -145,14 +146,14 @@ class RunTracker:
     after its evaluation and :meth:`finish` at the end.
     """
 
-    def __init__(self, cfg: Mapping[str, Any], log_dir: Path, sacred_run=None, enabled: bool = True,
+    def __init__(self, settings: Settings, log_dir: Path, sacred_run=None, enabled: bool = True,
                  main: bool = True):
-        self.cfg, self.log_dir, self.enabled, self.main = cfg, Path(log_dir), enabled, main
+        self.settings, self.log_dir, self.enabled, self.main = settings, Path(log_dir), enabled, main
         self.sacred_run = sacred_run if main else None
         self.tensorboard = tensorboard_available()
         self.clock = StepClock()
         self._eval_step = 0
-        self._wandb = self._make_wandb() if enabled and cfg.get("wandb") else None
+        self._wandb = self._make_wandb() if enabled and settings.logging.wandb else None
         self._tensorboard: RunTensorBoardLogger | None = None
         self._csv_phases: CSVLogger | None = None
 
@@ -161,23 +162,21 @@ class RunTracker:
         if importlib.util.find_spec("wandb") is None:
             raise ModuleNotFoundError("wandb=True needs the wandb package: pip install wandb (then `wandb login`, "
                                       "or wandb_mode=offline)")
-        if self.cfg.get("wandb_mode", "online") not in ("online", "offline"):
-            raise ValueError(f"wandb_mode={self.cfg['wandb_mode']!r}: expected 'online' or 'offline'")
         id_file = self.log_dir / "wandb_id"
         run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
         if self.main:
             write_text(id_file, run_id + "\n")
-        cfg = self.cfg
-        return _wandb_logger()(self.clock, name=cfg["exp_name"], project=cfg.get("wandb_project") or "emmcil",
-                               entity=cfg.get("wandb_entity") or None, save_dir=str(self.log_dir), id=run_id,
-                               resume="allow", offline=cfg.get("wandb_mode") == "offline", config=dict(cfg),
-                               tags=[cfg["dataset"], cfg["method"], protocol_label(*protocol_of(cfg))])
+        e, w = self.settings.experiment, self.settings.logging
+        return _wandb_logger()(self.clock, name=self.settings.run.exp_name, project=w.wandb_project or "emmcil",
+                               entity=w.wandb_entity or None, save_dir=str(self.log_dir), id=run_id,
+                               resume="allow", offline=w.wandb_mode == "offline", config=self.settings.to_config(),
+                               tags=[e.dataset, e.method, protocol_label(e.num_phases, e.init_classes, e.increment)])
 
     def _tensorboard_logger(self) -> RunTensorBoardLogger | None:
         """The run's TensorBoard logger, made on first use in this process (after :meth:`resume`: its purge step is
         the phase it starts with), with the config written as hyper-parameters."""
         if self._tensorboard is None and self.tensorboard:
-            self._tensorboard = RunTensorBoardLogger(self.log_dir, self.clock, self.cfg)
+            self._tensorboard = RunTensorBoardLogger(self.log_dir, self.clock, self.settings.to_config())
             if self.main and self.clock.offset == 0:  # by the process that starts the run (TensorBoard shows the
                 self._tensorboard.write_hparams()          # first record of a run; a resumed run has the same config)
         return self._tensorboard

@@ -10,6 +10,7 @@ the key.
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import json
@@ -20,16 +21,16 @@ import numpy as np
 import pandas as pd
 
 from emmcil.provenance import COMPARED, CONFIG_ENTRY
+from emmcil.settings.general import MemorySettings, MissingSettings, RunSettings
 
 from .paper import method_rank
 
-# Defaults of the general keys that name a variant when a run's value differs (config.py's; tests/test_report.py
-# checks that they agree): the memory budget of the methods with memory, the exp_tag of every run.
-GENERAL_DEFAULTS = {"memory_per_class": 5, "memory_unit": "tokens", "memory_budget_mode": "per_class",
-                    "memory_total": 0, "exp_tag": ""}
+# Defaults of the general keys that name a variant when a run's value differs (the settings' fields): the memory
+# budget of the methods with memory, the exp_tag of every run.
 MEMORY_KEYS = ("memory_per_class", "memory_unit", "memory_budget_mode", "memory_total")
+GENERAL_DEFAULTS = {**{k: getattr(MemorySettings(), k) for k in MEMORY_KEYS}, "exp_tag": RunSettings().exp_tag}
 # The missing-modality protocol's keys (RebQ's CMML), variant keys of every method in a missing-modality run.
-MISSING_DEFAULTS = {"missing_type": "none", "missing_ratio": 0.7, "missing_both_ratio": 0.5, "missing_seed": 0}
+MISSING_DEFAULTS = dataclasses.asdict(MissingSettings())
 # How a variant's keys read in a label: ``emm [abl_tau, τ_I=0.3]``.
 SHORT = {"memory_per_class": "m", "memory_unit": "unit", "tau_image": "τ_I", "tau_text": "τ_T",
          "aug_text_swap": "p_swap", "aug_patch_merge": "p_merge", "memory_total": "M", "missing_type": "missing",
@@ -157,15 +158,15 @@ def load_run(path: Path, metric: str = "last_accuracy") -> dict:
     kept = dict(results["results_config"])  # the keys that change results (what the run name is made of too)
     if results.get("data_fingerprint"):  # and the data: runs on re-written files are never averaged together
         kept["data"] = hashlib.sha1(json.dumps(results["data_fingerprint"], sort_keys=True).encode()).hexdigest()[:8]
-    defaults = {**results["method_defaults"], "exp_tag": GENERAL_DEFAULTS["exp_tag"]}
+    defaults = {**results["method_defaults"], "exp_tag": RunSettings().exp_tag}
     if uses_memory:
         defaults.update({k: GENERAL_DEFAULTS[k] for k in MEMORY_KEYS})
     if kept.get("missing_type", "none") != "none":
         defaults.update({k: v for k, v in MISSING_DEFAULTS.items() if k in kept})
-    settings = {k: kept[k] for k in defaults if k in kept}
-    settings["exp_tag"] = results["exp_tag"]
-    variant = tuple(sorted((k, _hashable(v)) for k, v in settings.items() if _hashable(v) != _hashable(defaults[k])))
-    if uses_memory and settings.get("memory_budget_mode", "per_class") != "total":
+    named = {k: kept[k] for k in defaults if k in kept}
+    named["exp_tag"] = results["exp_tag"]
+    variant = tuple(sorted((k, _hashable(v)) for k, v in named.items() if _hashable(v) != _hashable(defaults[k])))
+    if uses_memory and named.get("memory_budget_mode", "per_class") != "total":
         variant = tuple((k, v) for k, v in variant if k != "memory_total")  # memory_total unused per class
     if not results["finished"]:  # kept by --include-unfinished: its numbers are after phase `done`, not the last
         variant = tuple(sorted(variant + (("phases", f"{done}/{int(results['num_phases'])}"),)))
@@ -175,10 +176,10 @@ def load_run(path: Path, metric: str = "last_accuracy") -> dict:
         # runs made before the key existed had equal phases
         "protocol": str(results.get("protocol") or f"L={int(results['num_phases'])}"),
         "seed": results["seed"], "finished": bool(results["finished"]), "completed_phases": done,
-        "variant": variant, "exp_tag": settings["exp_tag"],
-        "memory_per_class": settings.get("memory_per_class", GENERAL_DEFAULTS["memory_per_class"])
+        "variant": variant, "exp_tag": named["exp_tag"],
+        "memory_per_class": named.get("memory_per_class", MemorySettings().memory_per_class)
         if uses_memory else None,
-        "tau_image": settings.get("tau_image"), "tau_text": settings.get("tau_text"),
+        "tau_image": named.get("tau_image"), "tau_text": named.get("tau_text"),
         "exemplars_per_class": exemplars_per_class, "mean_patches": mean_patches, "curve": curve,
         "results_config": kept, "provenance": config.get(CONFIG_ENTRY) or [], "metric_definition": definition,
     }

@@ -34,6 +34,9 @@ from urllib.parse import quote
 import numpy as np
 from PIL import Image
 
+from emmcil.settings import saved_concern
+from emmcil.settings.general import MemorySettings
+
 from .collect import ReportError
 
 # The layout emmcil.memory.snapshot writes (FOLDER, MANIFEST, FORMAT there; tests/test_memory_browser.py checks
@@ -174,7 +177,7 @@ def load_memory_run(path: str | Path) -> MemoryRun:
         manifest["_by_key"] = {(int(rec["label"]), int(rec["index"])): rec for rec in manifest["exemplars"]}
         manifests[t] = manifest
     if not manifests:
-        if config.get("memory_browser") is False:
+        if not saved_concern(MemorySettings, config).memory_browser:
             why = "it was made with memory_browser=False, so its phases saved nothing for the browser"
         else:
             why = ("it was made before the phases saved what the browser shows (memory/phase_<t>/memory.json); its "

@@ -58,6 +58,13 @@ def defaults(cls) -> dict[str, Any]:
     return out
 
 
+def saved_concern(cls, config: Mapping[str, Any]) -> Any:
+    """One concern's settings (``cls``, e.g. ``MemorySettings``) read from a saved config.json of any version,
+    without the method catalogue (the report's reading: torch-free, no method imported); a key the config lacks
+    takes its field's literal default. The values are not checked."""
+    return cls(**{k: config.get(k, v) for k, v in defaults(cls).items()})
+
+
 def docs(cls) -> dict[str, str]:
     return {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(cls)}
 
@@ -99,16 +106,26 @@ class Settings:
         return cls(**parts, method=method_settings(**{k: config[k] for k in own}))
 
     @classmethod
-    def of_run(cls, config: Mapping[str, Any], method_settings: Callable[[str], type]) -> "Settings":
+    def of_run(cls, config: Mapping[str, Any], method_settings: Callable[[str], type],
+               method_defaults: bool = False) -> "Settings":
         """:meth:`from_config` of a run's resolved config (or a saved config.json), the chosen method's settings
         class given by ``method_settings(name)``; keys that neither the general settings nor that class declare
-        (config.json's provenance, another version's keys) are ignored."""
+        (config.json's provenance, another version's keys) are ignored. ``method_defaults``: the method's keys that
+        ``config`` lacks (a config saved before they were added) take their defaults."""
         own = method_settings(config["method"])
+        if method_defaults:
+            config = {**defaults(own), **config}
         known = set(general_fields()) | set(field_names(own))
         return cls.from_config(config, own, ignore=[k for k in config if k not in known])
 
     def concerns(self) -> list:
         return [getattr(self, name) for name in CONCERNS] + [self.method]
+
+    def to_config(self) -> dict[str, Any]:
+        """The flat config these settings hold, key -> value, in the resolved config's order (the concerns', then
+        the method's keys): what config.json records, what the run's name and resume check compare key by key
+        (:func:`emmcil.engine.rundir.results_config`) and what the loggers show as hyper-parameters."""
+        return {f.name: getattr(part, f.name) for part in self.concerns() for f in dataclasses.fields(part)}
 
     def problems(self) -> list[str]:
         """Every problem of these settings, one line each naming the key: types first (the other checks assume
@@ -151,5 +168,5 @@ class Settings:
 
 
 __all__ = ["Settings", "SettingsError", "MethodSettings", "setting", "DERIVED", "CONCERNS", "MODEL_SIZES",
-           "general_fields", "defaults", "docs", "non_result_keys", "field_names", "check_augmentation",
-           "check_masking", "check_memory", "check_replay_ratio"]
+           "general_fields", "defaults", "docs", "saved_concern", "non_result_keys", "field_names",
+           "check_augmentation", "check_masking", "check_memory", "check_replay_ratio"]

@@ -229,7 +229,7 @@ class LoggingSettings:
     wandb_project: str = setting("emmcil", "W&B project", result=False)
     wandb_entity: str = setting("", 'W&B team or user; "" = your default entity', result=False)
     wandb_mode: str = setting("online", "online | offline (files in logs/wandb/, upload later with `wandb sync`)",
-                              result=False)
+                              choices=WANDB_MODES, result=False)
 
 
 def _number(value) -> bool:
