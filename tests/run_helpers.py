@@ -36,6 +36,25 @@ def settings(base: dict | None = None, **updates):
     return run_settings({**(resolve("demo", "finetune") if base is None else base), **updates})
 
 
+def changed(s, **updates):
+    """The typed settings ``s`` with ``updates`` set in the concern (or the method's settings) that declares each
+    key, unchecked: e.g. ``changed(method.settings, l2p_head="pooler")`` for a method built again with one own key
+    changed. KeyError for a key no part declares."""
+    import dataclasses
+
+    from emmcil.settings import CONCERNS
+
+    parts = {name: getattr(s, name) for name in [*CONCERNS, "method"]}
+    for key in updates:
+        if not any(key in {f.name for f in dataclasses.fields(part)} for part in parts.values()):
+            raise KeyError(f"no part of the settings declares {key!r}")
+    for name, part in parts.items():
+        own = {k: v for k, v in updates.items() if k in {f.name for f in dataclasses.fields(part)}}
+        if own:
+            parts[name] = dataclasses.replace(part, **own)
+    return dataclasses.replace(s, **parts)
+
+
 @contextlib.contextmanager
 def one_thread():
     """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's spinning threads make

@@ -15,7 +15,7 @@ from emmcil.engine.module import IncrementalModule
 from emmcil.methods import get_method, method_config_defaults
 from emmcil.methods.exemplar_free import select_by_keys
 from emmcil.methods.l2p import image_cls_position
-from run_helpers import one_thread, resolve, settings
+from run_helpers import changed, one_thread, resolve, settings
 from run_helpers import demo_config as run_config
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
@@ -120,8 +120,8 @@ def method_module(name: str, **updates):
     cfg.update(updates)
     torch.manual_seed(0)
     s = settings({**resolve("demo", name), **cfg})
-    method = cls(cfg, s)
-    return IncrementalModule(cfg, method, s), method
+    method = cls(s)
+    return IncrementalModule(method, s), method
 
 
 def batch(labels=(0, 1, 1)):
@@ -182,7 +182,7 @@ def test_l2p_prompts_the_batch_with_the_keys_that_match_its_query():
         module.method_net.keys[8] = query[2]
     out = module.encode(b)
     assert out.prompt_idx[0, 0] == 4 and out.prompt_idx[2, 0] == 8
-    assert out.num_extra == 2 * method.cfg["l2p_length"]
+    assert out.num_extra == 2 * method.own.l2p_length
     # the prompted pass really used those prompts: zeroing prompt 4 changes sample 0's feature
     with torch.no_grad():
         module.method_net.prompts[4] = 0
@@ -207,7 +207,7 @@ def test_l2p_head_and_prompt_positions_follow_pilot():
     E = out.num_extra
     # PILOT head_type "prompt": the mean of the prompt tokens' final-normed outputs, no pooler in between
     assert torch.allclose(out.pooled, out.hidden[:, -E:].mean(1), atol=1e-6)
-    pooler = get_method("l2p")(dict(method.cfg, l2p_head="pooler"), method.settings)
+    pooler = get_method("l2p")(changed(method.settings, l2p_head="pooler"))
     module.method = pooler
     assert torch.allclose(module.encode(b).pooled, module.backbone.pooler(out.hidden), atol=1e-6)
     # PILOT gives the prompt slots the [CLS]'s position embedding: what ViLT adds to its image [CLS] token
@@ -216,7 +216,7 @@ def test_l2p_head_and_prompt_positions_follow_pilot():
     cls_input = cls_input + backbone.token_type_embeddings.weight[1]
     assert torch.allclose(backbone.transformer.cls_token[0, 0] + image_cls_position(backbone), cls_input)
     # ... added to every prompt token: "none" with the prompts shifted by it gives the same pass
-    module.method = get_method("l2p")(dict(method.cfg, l2p_prompt_position="none"), method.settings)
+    module.method = get_method("l2p")(changed(method.settings, l2p_prompt_position="none"))
     assert not torch.allclose(module.encode(b).hidden, out.hidden, atol=1e-4)
     with torch.no_grad():
         module.method_net.prompts += image_cls_position(backbone)
@@ -229,7 +229,7 @@ def test_dualprompt_head_reads_the_final_normed_text_cls():
     module.eval()
     out = module.encode(batch())
     assert torch.allclose(out.pooled, out.hidden[:, 0])                  # PILOT head_type "token"
-    module.method = get_method("dualprompt")(dict(method.cfg, dualprompt_head="pooler"), method.settings)
+    module.method = get_method("dualprompt")(changed(method.settings, dualprompt_head="pooler"))
     assert torch.allclose(module.encode(batch()).pooled, module.backbone.pooler(out.hidden), atol=1e-6)
 
 
@@ -253,7 +253,7 @@ def test_dualprompt_earlier_expert_prompts_get_no_gradient_later():
         net.e_keys[1].copy_(-query[0])
         net.e_keys[2].copy_(query[0])
     assert module.encode(b).prompt_idx.tolist() == [2, 2, 2]
-    seen = get_method("dualprompt")(dict(method.cfg, dualprompt_test_keys="seen"), method.settings)
+    seen = get_method("dualprompt")(changed(method.settings, dualprompt_test_keys="seen"))
     module.method = seen
     assert module.encode(b).prompt_idx.tolist() == [0, 0, 0]
 
@@ -268,10 +268,10 @@ def test_ease_logits_follow_the_reweighted_prototype_classifier():
     module.eval()
     b = batch()
     feats = method.subspace_features(module, b, [0, 1])[0]
-    per_pass = get_method("ease")(dict(method.cfg, ease_adapters_per_pass=1), method.settings)
+    per_pass = get_method("ease")(changed(method.settings, ease_adapters_per_pass=1))
     assert torch.allclose(per_pass.subspace_features(module, b, [0, 1])[0], feats, atol=1e-5)
     logits = module.logits(module.encode(b))
     cos = torch.nn.functional.cosine_similarity(feats[:, None], module.method_net.prototypes[None, :4, :2], dim=-1)
-    alpha = method.cfg["ease_alpha"]
+    alpha = method.own.ease_alpha
     expected = torch.stack([cos[:, :2, 0] + alpha * cos[:, :2, 1], cos[:, 2:, 1] + alpha * cos[:, 2:, 0]], 1)
     assert torch.allclose(logits, expected.flatten(1), atol=1e-5)

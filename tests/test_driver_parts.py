@@ -64,7 +64,8 @@ def test_classifier_growth_keeps_old_rows():
 
 def test_module_freeze_policy_and_optimizer_groups(tiny_cfg):
     cfg = dict(tiny_cfg, **PROJECT.values("food101"), load_path="", tuning="ssf")
-    module = IncrementalModule(cfg, Method(cfg), settings(**cfg))
+    s = settings(**cfg)
+    module = IncrementalModule(Method(s), s)
     n1 = module.add_classes(3)
     n2 = module.add_classes(2)
     assert n2 - n1 == 2 * (cfg["hidden_size"] + 1)  # new rows train

@@ -439,7 +439,7 @@ def test_mrdc_herds_on_the_features_of_the_compressed_samples(folder_runs):
 
     ctx = type("Ctx", (), {"predict": staticmethod(predict), "patch_size": P, "max_text_len": 32,
                            "settings": run_settings(image_size=64)})()
-    mrdc = MRDC(dict(jpeg_quality=10))
+    mrdc = MRDC(run_settings(resolve("demo", "mrdc"), jpeg_quality=10))
     out = mrdc.candidates(ctx, train)
     assert isinstance(seen[0], JpegView) and seen[0].dataset is train
     jpeg_means = torch.stack([out["view"].exemplar(i).to_item(32)["image"].float().mean((1, 2)) for i in range(3)])
@@ -471,11 +471,12 @@ def test_a_bad_memory_key_fails_before_the_first_phase_trains(method, updates, k
 
     with pytest.raises(ConfigError, match=key):
         resolve("demo", method, num_layers=2, **updates)
-    cfg = {**resolve("demo", method, num_layers=2), **updates}
-    ctx = SimpleNamespace(cfg=cfg, settings=run_settings(cfg), full_exemplar_bytes=lambda: 1000.0)
+    good = run_settings(resolve("demo", method, num_layers=2))
+    bad = run_settings({**resolve("demo", method, num_layers=2), **updates})
     with pytest.raises(ValueError, match=key):
-        get_method(method)(cfg).setup(ctx)
-    get_method(method)(resolve("demo", method, num_layers=2)).setup(ctx)  # the defaults pass
+        get_method(method)(bad).setup(SimpleNamespace(settings=bad, full_exemplar_bytes=lambda: 1000.0))
+    # the defaults pass
+    get_method(method)(good).setup(SimpleNamespace(settings=good, full_exemplar_bytes=lambda: 1000.0))
 
 
 # ---------------------------------------------------------------------------------------------- the paper's plot

@@ -12,8 +12,8 @@ class PromptMethod(Method):
 
     name = "toy_prompt"
 
-    def __init__(self, cfg, settings=None):
-        super().__init__(cfg, settings)
+    def __init__(self, settings):
+        super().__init__(settings)
         self.frozen = False
 
     def build_net(self, backbone_cfg):
@@ -33,8 +33,9 @@ class PromptMethod(Method):
 
 def module_and_batch(tuning="frozen"):
     torch.manual_seed(0)
-    method = PromptMethod({})
-    module = IncrementalModule(dict(TINY_CFG, tuning=tuning), method, settings(**TINY_CFG, tuning=tuning))
+    s = settings(**TINY_CFG, tuning=tuning)
+    method = PromptMethod(s)
+    module = IncrementalModule(method, s)
     text_ids, text_masks, images, pixel_masks = make_batch()
     batch = {"text_ids": text_ids, "text_masks": text_masks, "images": images, "pixel_masks": pixel_masks,
              "labels": torch.tensor([0, 1, 1])}
@@ -74,3 +75,20 @@ def test_checkpoint_restores_a_frozen_method_parameter():
         other.method_net.prompt.zero_()
     other.load_state_dict(state, strict=False)
     assert torch.equal(other.method_net.prompt, module.method_net.prompt)
+
+
+def test_a_method_takes_the_run_settings_of_its_own_settings_class():
+    """A method is built from the run's typed settings only; settings made for another method (their ``method``
+    part another class) are a TypeError naming the class the method needs."""
+    import pytest
+
+    from emmcil.methods import get_method
+    from run_helpers import resolve
+
+    emm = settings(resolve("demo", "emm"))
+    method = get_method("emm")(emm)
+    assert method.settings is emm and method.own is emm.method and method.own.tau_image == emm.method.tau_image
+    with pytest.raises(TypeError, match="L2pSettings"):
+        get_method("l2p")(emm)
+    with pytest.raises(TypeError, match="MethodSettings"):
+        Method({"tau_image": 0.5})  # the flat config is not what a method takes

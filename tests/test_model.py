@@ -299,6 +299,23 @@ def test_a_backbone_size_no_model_can_have_is_an_error_naming_the_key(tiny_cfg, 
         ViLTConfig.from_dict({**tiny_cfg, key: value})
 
 
+def test_the_backbone_of_a_runs_settings_takes_each_size_from_its_concern():
+    """ViLTConfig.from_settings: the sizes and regularisation from the model settings, the text length from the data
+    settings, compile from the hardware settings (every field set to a value of its own, so a crossed one shows)."""
+    import dataclasses
+
+    from run_helpers import changed, resolve, settings
+
+    values = dict(vocab_size=77, hidden_size=48, num_layers=3, num_heads=6, mlp_ratio=3.0, patch_size=8,
+                  image_size=40, max_image_len=9, drop_rate=0.05, attn_drop_rate=0.02, drop_path_rate=0.01,
+                  qkv_bias=False, ssf=False, max_text_len=13, compile=True)
+    s = changed(settings(resolve("demo", "emm")), **values)
+    assert s.data.max_text_len == 13 and s.hardware.compile is True and s.model.max_image_len == 9
+    config = ViLTConfig.from_settings(s)
+    assert {f.name for f in dataclasses.fields(ViLTConfig)} == set(values)
+    assert config.to_dict() == values
+
+
 def test_gradients_repeat_bitwise_with_two_threads_and_no_deterministic_mode():
     """The backbone's own backward sums in a fixed order with several CPU threads, without torch's deterministic
     mode: the position embeddings were read by advanced indexing, whose backward (index_put_ with accumulate) sums

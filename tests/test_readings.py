@@ -16,12 +16,11 @@ from emmcil.engine.rundir import ConfigMismatchError
 from emmcil.memory.augment import AugmentedReplay
 from emmcil.memory.exemplar import Exemplar
 from emmcil.memory.masking import MaskingConfig, compute_masks, masking_step, normalise
-from emmcil.methods import method_config_defaults
 from emmcil.methods import cim as cim_module
 from emmcil.methods.cim import CIM, bbx_blur, box_bounds, cam_step
 from emmcil.model import ViLT
 from emmcil.model.heads import IncrementalClassifier
-from run_helpers import demo_config, one_thread, resolve
+from run_helpers import demo_config, one_thread, resolve, settings
 from test_masking import ROWS, hand_output
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*")
@@ -155,18 +154,18 @@ def test_bbx_blur_is_cim_cils_transform(size, ratio):
 def test_the_blur_probability_rises_as_cim_cils_schedule():
     """CIM-CIL: boxes recomputed at every 40th of 200 epochs but the first and last, probability (epoch // 40) x
     0.1; here every 0.2 of the phase's epochs."""
-    cim = CIM({**method_config_defaults(), **CIM.named_config})
+    cim = CIM(settings(resolve("demo", "cim")))
     assert {e: cim.blur_schedule(e, 20) for e in range(20) if cim.blur_schedule(e, 20) is not None} == \
         {4: 0.1, 8: 0.2, 12: pytest.approx(0.3), 16: 0.4}
     assert {e: cim.blur_schedule(e, 200) for e in range(200) if cim.blur_schedule(e, 200) is not None} == \
         {40: 0.1, 80: 0.2, 120: pytest.approx(0.3), 160: 0.4}
     assert all(cim.blur_schedule(e, 1) is None for e in range(1))
-    off = CIM({**method_config_defaults(), "cim_bbxblur_prob_incre": 0.0})
+    off = CIM(settings(resolve("demo", "cim"), cim_bbxblur_prob_incre=0.0))
     assert all(off.blur_schedule(e, 20) is None for e in range(20))
 
 
 def test_only_the_new_classes_drawn_images_are_blurred_within_their_own_pixels():
-    cim = CIM({**method_config_defaults()})
+    cim = CIM(settings(resolve("demo", "cim")))
     cim._ctx = type("Ctx", (), {"new_classes": [2, 3]})()
     cim._boxes = {10: (0, 16, 0, 16), 11: (16, 32, 16, 48), 12: None}
     cim._blurred = {10, 12, 7}

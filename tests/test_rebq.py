@@ -27,8 +27,8 @@ def rebq_module(reinit=True, phases=2, classes=4, **updates):
     cfg.update({"rebq_pool_size": 4 * phases, "rebq_layers": 2, "rebq_prompt_length": 4, "rebq_reinit": reinit,
                 **updates})
     s = settings({**resolve("demo", "rebq"), **cfg})
-    method = RebQ(cfg, s)
-    return IncrementalModule(cfg, method, s), method
+    method = RebQ(s)
+    return IncrementalModule(method, s), method
 
 
 def batch_of(types, labels, seed=0):
@@ -213,7 +213,7 @@ def test_config_errors():
         rebq_module(rebq_prompt_length=3)
     with pytest.raises(ValueError, match="no component per task"):
         cfg = dict(RebQ.config, tuning="frozen", num_classes=10, num_phases=5, rebq_pool_size=4)
-        RebQ(cfg, settings({**resolve("demo", "rebq"), **cfg}))
+        RebQ(settings({**resolve("demo", "rebq"), **cfg}))
 
 
 def test_rebq_on_a_backbone_no_checkpoint_initialised_warns_at_its_start(tmp_path):

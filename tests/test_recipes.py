@@ -1,5 +1,6 @@
 """Every method trains with its own recipe (emmcil/methods/recipes.py): the config it resolves to, the torch
 optimiser and schedule that recipe builds, and a check on the demo that each baseline learns under it."""
+import dataclasses
 import json
 import math
 import re
@@ -13,7 +14,7 @@ from emmcil.engine.driver import accumulation_steps, run_experiment
 from emmcil.engine.module import IncrementalModule
 from emmcil.methods.recipes import PROJECT, build_optimizer, build_scheduler, method_recipe
 from emmcil.methods import METHODS, get_method
-from run_helpers import one_thread, resolve, settings
+from run_helpers import changed, one_thread, resolve, settings
 
 from emmcil.data.catalogue import DATASETS
 
@@ -62,12 +63,12 @@ def test_recipe_keys_are_overridable_and_bad_values_are_named():
     assert resolve("demo", "l2p", method="ease")["optimizer"] == "sgd"  # the recipe follows `method`
     module = tiny_module("finetune")
     with pytest.raises(ValueError, match="optimizer='lion'"):
-        build_optimizer(module.named_parameters(), settings(module.cfg, optimizer="lion").optimisation)
+        build_optimizer(module.named_parameters(), changed(module.settings, optimizer="lion").optimisation)
     opt = build_optimizer(module.named_parameters(), module.settings.optimisation)
     with pytest.raises(ValueError, match="lr_schedule='step'"):
-        build_scheduler(opt, settings(module.cfg, lr_schedule="step").optimisation, 10)
+        build_scheduler(opt, changed(module.settings, lr_schedule="step").optimisation, 10)
     with pytest.raises(ValueError, match="schedule_interval='batch'"):
-        configure(dict(module.cfg, schedule_interval="batch"), module)
+        configure(module, changed(module.settings, schedule_interval="batch"))
 
 
 # ---------------------------------------------------------------- what each recipe builds
@@ -82,16 +83,15 @@ def tiny_module(method: str, **updates) -> IncrementalModule:
     cfg = resolve("demo", method, num_phases=2, hidden_size=32, num_heads=2, image_size=64, **layers, **updates)
     torch.manual_seed(0)
     s = settings(cfg)
-    module = IncrementalModule(cfg, get_method(method)(cfg, s), s)
+    module = IncrementalModule(get_method(method)(s), s)
     module.add_classes(5)
     module.add_classes(5)
     return module
 
 
-def configure(cfg, module=None):
-    module = module if module is not None else tiny_module(cfg["method"])
-    module.cfg = dict(cfg)
-    module.settings = settings(cfg)
+def configure(module, s=None):
+    """The module's optimiser, schedule and interval, under ``s`` (default: its own settings)."""
+    module.settings = module.settings if s is None else s
     module._trainer = FakeTrainer()  # configure_optimizers reads the trainer's step and epoch counts
     out = module.configure_optimizers()
     return out["optimizer"], out["lr_scheduler"]["scheduler"], out["lr_scheduler"]["interval"]
@@ -109,8 +109,8 @@ def lr_curve(scheduler, n: int) -> list[float]:
 @pytest.mark.parametrize("method", ["emm", "l2p", "dualprompt", "ease", "rebq"])
 def test_each_recipe_builds_the_optimizer_and_schedule_it_names(method):
     module = tiny_module(method)
-    cfg = module.cfg
-    optimizer, scheduler, interval = configure(cfg, module)
+    cfg = dataclasses.asdict(module.settings.optimisation)  # the recipe's keys
+    optimizer, scheduler, interval = configure(module)
     assert type(optimizer) is TORCH_OPTIMIZERS[cfg["optimizer"]]
     assert optimizer.defaults["lr"] == cfg["lr"]
     if cfg["optimizer"] == "sgd":

@@ -112,7 +112,8 @@ def test_inference_runs_a_merged_copy_and_leaves_the_trained_backbone_alone(tiny
 
     torch.manual_seed(0)
     cfg = {**tiny_cfg, "load_path": "", "tuning": "ssf", "qkv_bias": qkv_bias}
-    module = IncrementalModule(cfg, Method(cfg), settings(**cfg))
+    s = settings(**cfg)
+    module = IncrementalModule(Method(s), s)
     module.add_classes(3)
     module.eval()
     ssfs = [m for m in module.modules() if isinstance(m, SSF)]

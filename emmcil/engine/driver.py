@@ -281,9 +281,9 @@ class IncrementalRun:
         if self.writes:
             rundir.write_json(self.run_dir.path / "class_order.json", self.data.describe())
             self.data.save_missing_tables(self.run_dir.path / "missing_tables")  # CMML runs only
-        self.method = get_method(s.experiment.method)(cfg, s)
+        self.method = get_method(s.experiment.method)(s)
         pl.seed_everything(s.experiment.seed, workers=True, verbose=False)  # the backbone's init (frozen weights)
-        self.module = IncrementalModule(cfg, self.method, s)
+        self.module = IncrementalModule(self.method, s)
         self.counts: list[tuple[list[int], list[int]]] = []  # per phase: per seen class (correct, total)
         self.memory: list[dict | None] = []                   # per phase: the method's memory report
         self.trainer: pl.Trainer | None = None
@@ -310,7 +310,7 @@ class IncrementalRun:
         return self._full_exemplar_bytes
 
     def context(self, phase: int) -> PhaseContext:
-        return PhaseContext(cfg=self.cfg, settings=self.settings, phase=phase, scenario=self.data.scenario,
+        return PhaseContext(settings=self.settings, phase=phase, scenario=self.data.scenario,
                             eval_scenario=self.data.eval_scenario, module=self.module, run_dir=self.run_dir.path,
                             predict=self.predict, full_exemplar_bytes=self.full_exemplar_bytes,
                             tokenizer=self.data.tokenizer, is_main=self.writes)

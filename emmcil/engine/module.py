@@ -12,7 +12,7 @@ import torch
 from emmcil.data import model_images
 from emmcil.methods import Method
 from emmcil.methods.recipes import build_optimizer, build_scheduler, schedule_interval
-from emmcil.model import ViLT, ViLTOutput, apply_freeze_policy, build_backbone, merge_ssf
+from emmcil.model import ViLT, ViLTConfig, ViLTOutput, apply_freeze_policy, build_backbone, merge_ssf
 from emmcil.model.heads import IncrementalClassifier
 from emmcil.model.keyed import sample_keys
 from emmcil.model.ssf import has_ssf, is_tunable, merged_state_dict
@@ -29,7 +29,8 @@ class NonFiniteError(RuntimeError):
 
 
 class IncrementalModule(pl.LightningModule):
-    """Backbone + ``classifier``; ``tuning`` ("ssf", "frozen", "full") decides what trains.
+    """Backbone + ``classifier``; ``tuning`` ("ssf", "frozen", "full") decides what trains. ``settings``: the run's
+    typed settings (the backbone is :meth:`~emmcil.model.ViLTConfig.from_settings` of them).
 
     Passes without gradients (evaluation, prediction, the masking and CAM passes) run inside
     :meth:`ssf_merged`, on a copy of the backbone with SSF folded into its weights: SSF costs nothing there.
@@ -46,12 +47,12 @@ class IncrementalModule(pl.LightningModule):
     step, likely cause) at the next check: every ``log_every_n_steps`` batches and at the end of every epoch.
     """
 
-    def __init__(self, cfg: Mapping, method: Method, settings: "Settings"):
+    def __init__(self, method: Method, settings: "Settings"):
         super().__init__()
-        self.cfg = dict(cfg)  # for build_backbone
-        self.settings = settings  # the run's: model (head, tuning, model_rng), run, hardware, optimisation
+        self.settings = settings  # the run's: model (sizes, head, tuning, model_rng), run, hardware, optimisation
         m = settings.model
-        self.backbone = build_backbone(self.cfg, m.load_path or "", m.trust_checkpoint, m.timm_init or "")
+        self.backbone = build_backbone(ViLTConfig.from_settings(settings), m.load_path or "", m.trust_checkpoint,
+                                       m.timm_init or "")
         self.classifier = IncrementalClassifier(self.backbone.cfg.hidden_size, head=settings.model.head)
         self.method = method
         # the method's own parameters (prompts, adapters, ...), built up front so that checkpoints always match

@@ -13,20 +13,21 @@ The driver (:mod:`emmcil.engine.driver`) runs, for each phase t::
 A method is one file in ``emmcil/methods/`` with a ``@register``-ed subclass of :class:`Method`; its ``name`` is
 what ``method=...`` (or a named config of ``config.py``) selects. Keys of its own are the fields of its settings
 dataclass (``settings = XSettings``, a frozen :class:`~emmcil.settings.MethodSettings` declared in the same file);
-they join the sacred config, so they show in ``print_config`` and can be set on the command line.
+they join the sacred config, so they show in ``print_config`` and can be set on the command line. A method is built
+from the run's typed settings alone (``XMethod(settings)``): ``self.settings`` the run's, ``self.own`` its own keys.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from emmcil.data.scenario import phase_boundaries
-from emmcil.settings import MethodSettings, Settings, SettingsError, defaults
+from emmcil.settings import MethodSettings, Settings, defaults
 
 
 @dataclass
@@ -46,7 +47,6 @@ class PhaseContext:
     run, and when re-evaluating a finished run (``python -m emmcil.engine.evaluate``): then no file may be written.
     """
 
-    cfg: Mapping[str, Any]  # the flat config: a record (what config.json holds); read ``settings``
     settings: Settings  # the run's typed settings (``ctx.settings.model.image_size``)
     phase: int
     scenario: Any
@@ -97,13 +97,17 @@ class Method:
         super().__init_subclass__(**kwargs)
         cls.config = defaults(cls.settings)
 
-    def __init__(self, cfg: Mapping[str, Any], settings: Settings | None = None):
-        self.cfg = dict(cfg)  # the flat config, a record; the run's values are read from ``settings``
-        # the run's typed settings (built once at its start: emmcil.engine.driver.run_settings); None for a method
-        # built from a partial config (a test's), whose hooks then read no general key
+    def __init__(self, settings: Settings):
+        """``settings``: the run's typed settings (built once at its start, :func:`emmcil.engine.driver.run_settings`),
+        kept as ``self.settings``; ``settings.method``, the method's own keys, must be an instance of its ``settings``
+        class (TypeError otherwise) and is kept as ``self.own``."""
+        own = getattr(settings, "method", None)
+        if not isinstance(own, type(self).settings):
+            raise TypeError(f"method {type(self).name or type(self).__name__!r} takes the run's Settings whose "
+                            f"`method` is a {type(self).settings.__name__}, not {type(own).__name__} (build them "
+                            f"for this method: emmcil.methods.settings_of(config))")
         self.settings = settings
-        # the method's own keys, typed (a key missing from ``cfg``, in a test's partial config, takes its default)
-        self.own = type(self).settings(**{k: self.cfg.get(k, v) for k, v in type(self).config.items()})
+        self.own = own
 
     # -- which phase: what ``encode``, ``logits`` and ``training_loss`` see of it, from the classifier's size
     def phase_boundaries(self) -> list[int]:
@@ -144,24 +148,13 @@ class Method:
                                patch_keep=batch.get("patch_keep"), return_attention=return_attention)
 
     def check_config(self) -> None:
-        """ValueError naming a bad value of the method's keys (its settings' checks, :meth:`MethodSettings.check`):
-        run when the config is made (``emmcil/config.py``, so ``print_config`` and the scripts' dry runs see it) and
-        by ``setup``, so that a key read only after a phase has trained does not cost that phase."""
-        try:
-            settings = Settings.from_config(self.cfg, type(self).settings, ignore=[k for k in self.cfg if
-                                                                              k not in self._known_keys()])
-        except SettingsError:  # a partial config (a test's, a library caller's): no whole settings to check against
-            settings = None
-        if settings is not None:
-            problems = settings.method.check(settings)
-            if problems:
-                raise ValueError(problems[0])
-
-    @classmethod
-    def _known_keys(cls) -> set[str]:
-        from emmcil.settings import general_fields
-
-        return set(general_fields()) | set(cls.config)
+        """ValueError naming the first bad value of the method's keys (its settings' :meth:`MethodSettings.check`
+        against the run's settings). The config's resolution runs the same check (:meth:`Settings.problems`, so
+        ``print_config`` and the scripts' dry runs refuse the value); ``setup`` calls this for settings built
+        elsewhere (a library caller's), so that a key read only after a phase has trained does not cost that phase."""
+        problems = self.own.check(self.settings)
+        if problems:
+            raise ValueError(problems[0])
 
     def setup(self, ctx: PhaseContext) -> None:
         """Once per process, before the first phase it runs (also when resuming, before ``load_state_dict``)."""

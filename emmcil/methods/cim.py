@@ -158,8 +158,8 @@ class CIM(CompressedReplay):
     named_config = {"memory_fill": "stop"}  # CIM-CIL's loop ends at the first exemplar that does not fit
     settings = CimSettings
 
-    def __init__(self, cfg, settings=None):
-        super().__init__(cfg, settings)
+    def __init__(self, settings):
+        super().__init__(settings)
         self._ctx = None
         self._boxes: dict[int, tuple | None] = {}    # dataset row -> box (pixels) of this phase's new samples
         self._blurred: set[int] = set()              # dataset rows blurred this epoch

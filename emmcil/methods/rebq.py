@@ -188,9 +188,9 @@ class RebQ(Method):
     # (emmcil/methods/recipes.py)
     named_config = {"tuning": "frozen", "ssf": False, "drop_rate": 0.0}
 
-    def __init__(self, cfg, settings=None):
-        super().__init__(cfg, settings)
-        tuning = "frozen" if settings is None else settings.model.tuning
+    def __init__(self, settings):
+        super().__init__(settings)
+        tuning = settings.model.tuning
         if tuning != "frozen":
             warnings.warn(f"rebq trains prompts on a frozen backbone, but tuning={tuning!r}: use the "
                           f"`rebq` named config after the dataset's (`with demo rebq`), or tuning=frozen")

@@ -44,8 +44,8 @@ class Replay(Method):
     uses_memory = True
     settings = ReplaySettings
 
-    def __init__(self, cfg, settings=None):
-        super().__init__(cfg, settings)
+    def __init__(self, settings):
+        super().__init__(settings)
         self.memory: MemoryBuffer | None = None
 
     def setup(self, ctx: PhaseContext) -> None:

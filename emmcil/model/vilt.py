@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import warnings
 from dataclasses import asdict, dataclass, fields
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +43,9 @@ from emmcil.settings.checks import backbone_problems
 
 from .keyed import PREFIX, KeyedDropout, KeyedDropPath, PatchSampler, keyed_mask, token_positions
 from .ssf import maybe_ssf
+
+if TYPE_CHECKING:
+    from emmcil.settings import Settings
 
 TEXT_TYPE, IMAGE_TYPE = 0, 1
 
@@ -75,8 +78,19 @@ class ViLTConfig:
             raise ValueError("backbone config: " + "; ".join(problems))
 
     @classmethod
+    def from_settings(cls, settings: "Settings") -> "ViLTConfig":
+        """The backbone of a run's typed settings: its sizes and regularisation from ``settings.model``, the text
+        length from ``settings.data``, ``compile`` from ``settings.hardware``."""
+        m = settings.model
+        return cls(vocab_size=m.vocab_size, hidden_size=m.hidden_size, num_layers=m.num_layers, num_heads=m.num_heads,
+                   mlp_ratio=m.mlp_ratio, patch_size=m.patch_size, image_size=m.image_size,
+                   max_text_len=settings.data.max_text_len, max_image_len=m.max_image_len, drop_rate=m.drop_rate,
+                   attn_drop_rate=m.attn_drop_rate, drop_path_rate=m.drop_path_rate, qkv_bias=m.qkv_bias, ssf=m.ssf,
+                   compile=settings.hardware.compile)
+
+    @classmethod
     def from_dict(cls, cfg: Mapping) -> "ViLTConfig":
-        """Pick this dataclass's fields out of a larger (sacred) config; other keys are ignored."""
+        """Pick this dataclass's fields out of a mapping (a test's or a benchmark's sizes); other keys are ignored."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: cfg[k] for k in names if k in cfg})
 
