@@ -245,14 +245,13 @@ class IncrementalRun:
 
     ``sacred_run``: sacred's ``_run`` when started by ``run.py`` (metrics, artifacts and provenance go to its
     observers). ``read_only=True`` (:mod:`emmcil.engine.evaluate`): an existing run, to evaluate its checkpoints;
-    nothing is written and nothing is logged. ``self.cfg``: the flat config, kept as the run's record (config.json,
-    the checkpoints' identity, results.json); everything else reads ``self.settings``, the typed settings built from
-    it once here (:func:`run_settings`).
+    nothing is written and nothing is logged. ``cfg`` is read once, into ``self.settings`` (:func:`run_settings`);
+    everything reads those, and the flat record that config.json, the checkpoints' identity and results.json hold
+    is ``self.settings.to_config()``.
     """
 
     def __init__(self, cfg: Mapping, sacred_run=None, read_only: bool = False):
-        self.cfg = cfg = rundir.plain(cfg)
-        self.settings = s = run_settings(cfg)
+        self.settings = s = run_settings(rundir.plain(cfg))
         if s.hardware.num_threads > 0:
             torch.set_num_threads(s.hardware.num_threads)
         self.is_main = rank_zero_only.rank == 0  # under DDP every rank runs this; only rank 0 writes
