@@ -38,6 +38,7 @@ of its file, e.g. ``emm``'s thresholds).
 from __future__ import annotations
 
 import ast
+import contextvars
 import dataclasses
 import functools
 import json
@@ -377,10 +378,20 @@ def reference_config(cfg) -> dict:
     fixed = {"dataset": cfg["dataset"], "method": cfg["method"], "data_root": cfg["data_root"],
              "num_phases": cfg["num_phases"], "init_classes": cfg["init_classes"], "increment": cfg["increment"],
              "exp_name": "reference"}  # a set exp_name: no name_the_run inside
-    ref = resolve_config(named, **fixed)
-    if ref["model_size"] != cfg["model_size"]:  # the size differs from the default, the keys it derives do not
-        ref = {**resolve_config(named, **fixed, model_size=cfg["model_size"]), "model_size": ref["model_size"]}
+    # the defaults are what the name compares against, not a run: they need not fit cfg's model (DualPrompt's
+    # default layers on the demo's 2 layers), so they are not checked
+    unchecked = _REFERENCE.set(True)
+    try:
+        ref = resolve_config(named, **fixed)
+        if ref["model_size"] != cfg["model_size"]:  # the size differs from the default, the keys it derives do not
+            ref = {**resolve_config(named, **fixed, model_size=cfg["model_size"]), "model_size": ref["model_size"]}
+    finally:
+        _REFERENCE.reset(unchecked)
     return ref
+
+
+# True while reference_config resolves the defaults (check_config leaves them alone)
+_REFERENCE: contextvars.ContextVar[bool] = contextvars.ContextVar("emmcil_reference_config", default=False)
 
 
 # ---------------------------------------------------------------- checks at config time
@@ -436,8 +447,8 @@ def config_problems(cfg) -> list[str]:
 @ex.config_hook
 def check_config(config, command_name, logger):
     """A config error listing :func:`config_problems`, before anything runs (``print_config`` and the scripts' dry
-    runs included)."""
-    problems = config_problems(config)
+    runs included); not for :func:`reference_config`'s defaults."""
+    problems = [] if _REFERENCE.get() else config_problems(config)
     if problems:
         raise config_error("bad config:\n  " + "\n  ".join(problems))
     return {}

@@ -119,7 +119,7 @@ def method_module(name: str, **updates):
     cfg.update(cls.named_config)
     cfg.update(updates)
     torch.manual_seed(0)
-    s = settings({**resolve("demo", name), **cfg})
+    s = settings({**resolve("demo", name, **EXTRA.get(name, {})), **cfg})
     method = cls(s)
     return IncrementalModule(method, s), method
 
@@ -231,6 +231,23 @@ def test_dualprompt_head_reads_the_final_normed_text_cls():
     assert torch.allclose(out.pooled, out.hidden[:, 0])                  # PILOT head_type "token"
     module.method = get_method("dualprompt")(changed(method.settings, dualprompt_head="pooler"))
     assert torch.allclose(module.encode(batch()).pooled, module.backbone.pooler(out.hidden), atol=1e-6)
+
+
+def test_dualprompt_values_the_model_cannot_take_are_refused_when_the_config_is_resolved():
+    """Layers the model lacks (the default [2, 3, 4] on the demo's 2 layers), or fewer E-prompts than phases: a
+    one-line config error before anything runs, not a failure when the network is built."""
+    from sacred.utils import ConfigError
+
+    with pytest.raises(ConfigError, match=r"layers \[2, 3, 4\] do not exist in a 2-layer model"):
+        resolve("demo", "dualprompt")
+    layers = dict(dualprompt_g_layers=[0], dualprompt_e_layers=[1])
+    with pytest.raises(ConfigError, match="dualprompt_pool_size=2 is smaller than num_phases=5"):
+        resolve("demo", "dualprompt", dualprompt_pool_size=2, **layers)
+    with pytest.raises(ConfigError, match="dualprompt_e_layers=\\[\\]: DualPrompt needs E-prompts"):
+        resolve("demo", "dualprompt", dualprompt_g_layers=[0], dualprompt_e_layers=[])
+    ok = resolve("demo", "dualprompt", **layers)
+    with pytest.raises(ValueError, match="do not exist in a 2-layer model"):  # settings built elsewhere
+        get_method("dualprompt")(changed(settings(ok), dualprompt_e_layers=[1, 2]))
 
 
 def test_dualprompt_earlier_expert_prompts_get_no_gradient_later():

@@ -28,6 +28,10 @@ def test_every_named_config_combination_resolves():
             with pytest.raises(ConfigError, match=r"num_phases=20: at most num_classes=10"):
                 resolve(dataset, protocol, method, size)
             continue
+        if method == "dualprompt" and size == "tiny":  # its default layers 2-4 on the tiny model's 2
+            with pytest.raises(ConfigError, match=r"layers \[2, 3, 4\] do not exist in a 2-layer model"):
+                resolve(dataset, protocol, method, size)
+            continue
         cfg = resolve(dataset, protocol, method, size)
         assert cfg["dataset"] == dataset and cfg["method"] == method and cfg["model_size"] == size
         assert cfg["num_phases"] == int(protocol.split("_")[1])

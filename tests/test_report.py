@@ -45,8 +45,9 @@ def counts_for(accuracy: float, seen: int) -> tuple[list[int], list[int]]:
 
 @functools.lru_cache(maxsize=None)
 def method_base_config(method: str) -> dict:
-    """A whole resolved config of ``method`` (the demo's), which write_run's keys then set."""
-    return resolve("demo", method)
+    """A whole resolved config of ``method`` (the demo's, deep enough for DualPrompt's default layers), which
+    write_run's keys then set."""
+    return resolve("demo", method, num_layers=5)
 
 
 def write_run(root: Path, name: str, *, dataset="mm_imagenet_r", method="replay", L=5, seed=0, curve=None,

@@ -100,7 +100,8 @@ class Method:
     def __init__(self, settings: Settings):
         """``settings``: the run's typed settings (built once at its start, :func:`emmcil.engine.driver.run_settings`),
         kept as ``self.settings``; ``settings.method``, the method's own keys, must be an instance of its ``settings``
-        class (TypeError otherwise) and is kept as ``self.own``."""
+        class (TypeError otherwise) and is kept as ``self.own``; ValueError for a bad value of its keys
+        (:meth:`check_config`)."""
         own = getattr(settings, "method", None)
         if not isinstance(own, type(self).settings):
             raise TypeError(f"method {type(self).name or type(self).__name__!r} takes the run's Settings whose "
@@ -108,6 +109,7 @@ class Method:
                             f"for this method: emmcil.methods.settings_of(config))")
         self.settings = settings
         self.own = own
+        self.check_config()
 
     # -- which phase: what ``encode``, ``logits`` and ``training_loss`` see of it, from the classifier's size
     def phase_boundaries(self) -> list[int]:
@@ -150,7 +152,7 @@ class Method:
     def check_config(self) -> None:
         """ValueError naming the first bad value of the method's keys (its settings' :meth:`MethodSettings.check`
         against the run's settings). The config's resolution runs the same check (:meth:`Settings.problems`, so
-        ``print_config`` and the scripts' dry runs refuse the value); ``setup`` calls this for settings built
+        ``print_config`` and the scripts' dry runs refuse the value); the constructor calls this for settings built
         elsewhere (a library caller's), so that a key read only after a phase has trained does not cost that phase."""
         problems = self.own.check(self.settings)
         if problems:

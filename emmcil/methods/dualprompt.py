@@ -36,6 +36,17 @@ class DualPromptSettings(MethodSettings):
         for key, allowed in (("dualprompt_test_keys", ("pool", "seen")), ("dualprompt_head", ("token", "pooler"))):
             if getattr(self, key) not in allowed:
                 return [f"{key}={getattr(self, key)!r}: expected one of {allowed}"]
+        depth, num_phases = int(settings.model.num_layers), int(settings.experiment.num_phases)
+        bad = [i for i in [*self.dualprompt_g_layers, *self.dualprompt_e_layers] if not 0 <= int(i) < depth]
+        if bad:
+            return [f"dualprompt_g_layers={list(self.dualprompt_g_layers)}, dualprompt_e_layers="
+                    f"{list(self.dualprompt_e_layers)}: layers {bad} do not exist in a {depth}-layer model "
+                    f"(num_layers={depth}; the demo's 2 layers take dualprompt_g_layers=[0] dualprompt_e_layers=[1])"]
+        if not self.dualprompt_e_layers:
+            return ["dualprompt_e_layers=[]: DualPrompt needs E-prompts"]
+        if 0 < int(self.dualprompt_pool_size) < num_phases:
+            return [f"dualprompt_pool_size={self.dualprompt_pool_size} is smaller than num_phases={num_phases}: "
+                    f"DualPrompt needs one E-prompt per phase (0 allocates exactly that)"]
         return []
 
     def layout_dependence(self, model_rng: str) -> str | None:
@@ -50,27 +61,17 @@ class DualPrompt(ExemplarFreeMethod):
     settings = DualPromptSettings
 
     def pool_size(self) -> int:
-        num_phases = int(self.settings.experiment.num_phases)
-        size = int(self.own.dualprompt_pool_size) or num_phases
-        if size < num_phases:
-            raise ValueError(f"dualprompt_pool_size={size} is smaller than num_phases={num_phases}: "
-                             f"DualPrompt needs one E-prompt per phase (0 allocates exactly that)")
-        return size
+        """E-prompts allocated: ``dualprompt_pool_size``, 0 = one per phase (at least num_phases: the settings'
+        check)."""
+        return int(self.own.dualprompt_pool_size) or int(self.settings.experiment.num_phases)
 
-    def layers(self, num_layers: int) -> tuple[list[int], list[int]]:
-        g, e = list(self.own.dualprompt_g_layers), list(self.own.dualprompt_e_layers)
-        bad = [i for i in g + e if not 0 <= i < num_layers]
-        if bad:
-            raise ValueError(f"DualPrompt layers {bad} do not exist in a {num_layers}-layer model: set "
-                             f"dualprompt_g_layers / dualprompt_e_layers (e.g. [0] and [1] for the 2-layer demo "
-                             f"model)")
-        if not e:
-            raise ValueError("dualprompt_e_layers is empty: DualPrompt needs E-prompts")
-        return g, e
+    def layers(self) -> tuple[list[int], list[int]]:
+        """(G-prompt layers, E-prompt layers), each in [0, num_layers) (the settings' check)."""
+        return list(self.own.dualprompt_g_layers), list(self.own.dualprompt_e_layers)
 
     def build_net(self, backbone_cfg) -> nn.Module:
         C = backbone_cfg.hidden_size
-        g, e = self.layers(backbone_cfg.num_layers)
+        g, e = self.layers()
         net = nn.Module()
         net.g_prompts = nn.Parameter(torch.empty(len(g), 2, int(self.own.dualprompt_g_length), C).uniform_(-1, 1))
         e_shape = (len(e), 2, int(self.own.dualprompt_e_length), C)
@@ -108,7 +109,7 @@ class DualPrompt(ExemplarFreeMethod):
         query = self.query(module, batch)
         idx = self.select(module, query)
         B = query.shape[0]
-        g_layers, e_layers = self.layers(backbone.num_layers)
+        g_layers, e_layers = self.layers()
         prefixes: list = [None] * backbone.num_layers
 
         def add(layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:

@@ -194,14 +194,8 @@ class RebQ(Method):
         if tuning != "frozen":
             warnings.warn(f"rebq trains prompts on a frozen backbone, but tuning={tuning!r}: use the "
                           f"`rebq` named config after the dataset's (`with demo rebq`), or tuning=frozen")
-        length = int(self.own.rebq_prompt_length)
-        if length < 2 or length % 2:
-            raise ValueError(f"rebq_prompt_length={length}: must be even (half keys, half values)")
-        num_phases = int(self.settings.experiment.num_phases)
-        self.per_task = int(self.own.rebq_pool_size) // num_phases
-        if self.per_task < 1:
-            raise ValueError(f"rebq_pool_size={self.own.rebq_pool_size} gives no component per task for "
-                             f"{num_phases} phases")
+        # >= 1 and the prompt length even: RebQSettings.check, run by the constructor
+        self.per_task = int(self.own.rebq_pool_size) // int(self.settings.experiment.num_phases)
         self.layers = 0
 
     # -- structure

@@ -54,7 +54,6 @@ class Replay(Method):
         self.memory = MemoryBuffer(memory_per_class=m.memory_per_class, mode=m.memory_budget_mode,
                                    memory_total=m.memory_total, fill=m.memory_fill, unit=unit,
                                    full_exemplar_bytes=ctx.full_exemplar_bytes() if unit == "bytes" else None)
-        self.check_config()
 
     def augmentation(self) -> tuple[float, float]:
         """(p_text_swap, p_patch_merge) of :class:`~emmcil.memory.augment.AugmentedReplay`; none here."""
