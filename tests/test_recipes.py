@@ -42,7 +42,8 @@ TORCH_OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd":
 def test_every_method_resolves_to_its_recipe_on_every_dataset():
     for method in METHODS:
         for dataset in DATASETS:
-            cfg = resolve(dataset, method)
+            # DualPrompt's default layers 2-4 need more than the demo's 2
+            cfg = resolve(dataset, method, **({"num_layers": 5} if method == "dualprompt" else {}))
             expected = method_recipe(method).values(dataset)
             assert {k: cfg[k] for k in RECIPE_KEYS} == {k: expected[k] for k in RECIPE_KEYS}, (method, dataset)
             assert cfg["batch_size"] % cfg["per_gpu_batchsize"] == 0 and accumulation_steps(settings(cfg)) * \

@@ -127,6 +127,29 @@ def test_the_run_directorys_config_stays_the_flat_dict(tmp_path):
     assert s.problems() == []
 
 
+@pytest.mark.parametrize("name", ["finetune", "emm", "l2p", "rebq"])
+def test_the_settings_give_back_the_flat_config_key_for_key_in_its_order(name):
+    """Settings.to_config() is what config.json, the run name and the loggers are made of: the resolved config
+    itself, its keys in the same order (config.json stays byte-identical)."""
+    cfg = resolve("demo", name, lr=0.5, memory_per_class=3)
+    flat = Settings.from_config(cfg, METHODS[name].settings).to_config()
+    assert flat == cfg and list(flat) == list(cfg)
+
+
+def test_a_saved_config_of_an_older_version_reads_with_the_values_older_code_read(tmp_path):
+    from emmcil.engine.rundir import READ_DEFAULTS, saved_settings
+
+    cfg = resolve("demo", "l2p")
+    old = {k: v for k, v in cfg.items() if k not in ("head", "decode_on", "l2p_prompt_position")}
+    old["a_retired_key"] = 1
+    s = saved_settings(old)
+    assert (s.model.head, s.hardware.decode_on) == (READ_DEFAULTS["head"], READ_DEFAULTS["decode_on"])
+    assert s.method.l2p_prompt_position == METHODS["l2p"].config["l2p_prompt_position"]  # the method's default
+    del old["lr"]
+    with pytest.raises(SettingsError, match="missing key 'lr'"):
+        saved_settings(old)
+
+
 # ---------------------------------------------------------------- string-key reads of the config below the experiment
 def string_key_reads(path: Path) -> list[tuple[str, int]]:
     """``x["key"]`` / ``x.get("key")`` reads whose key is a config key, in one file: (``x`` as written, line)."""
