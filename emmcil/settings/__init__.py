@@ -122,8 +122,9 @@ class Settings:
         return [getattr(self, name) for name in CONCERNS] + [self.method]
 
     def to_config(self) -> dict[str, Any]:
-        """The flat config these settings hold, key -> value, in the resolved config's order (the concerns', then
-        the method's keys): what config.json records, what the run's name and resume check compare key by key
+        """The flat config these settings hold, key -> value, in the fields' order (the concerns', then the
+        method's keys; the resolved config's too, except that sacred moves list values set on the command line):
+        what config.json records, what the run's name and resume check compare key by key
         (:func:`emmcil.engine.rundir.results_config`) and what the loggers show as hyper-parameters."""
         return {f.name: getattr(part, f.name) for part in self.concerns() for f in dataclasses.fields(part)}
 
