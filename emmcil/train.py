@@ -34,11 +34,12 @@ def refusals() -> tuple[type[Exception], ...]:
     from emmcil.data.tokenizer import TokenizerNotFoundError
     from emmcil.engine.driver import SettingError
     from emmcil.engine.module import NonFiniteError
-    from emmcil.engine.rundir import (ConfigMismatchError, RunInUseError, UnreadableCheckpointError,
-                                      UnreadableFileError)
+    from emmcil.engine.rundir import (ConfigMismatchError, NotARunDirectoryError, RunInUseError,
+                                      UnreadableCheckpointError, UnreadableFileError)
 
-    return (RunInUseError, ConfigMismatchError, UnreadableCheckpointError, UnreadableFileError, ArrowFormatError,
-            TokenizerNotFoundError, IncompleteClassesError, NonFiniteError, SettingError, CorruptImageError)
+    return (RunInUseError, NotARunDirectoryError, ConfigMismatchError, UnreadableCheckpointError, UnreadableFileError,
+            ArrowFormatError, TokenizerNotFoundError, IncompleteClassesError, NonFiniteError, SettingError,
+            CorruptImageError)
 
 
 def __getattr__(name: str):

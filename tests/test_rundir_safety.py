@@ -423,3 +423,26 @@ def test_sigterm_to_the_process_group_with_loader_workers_is_a_clean_stop(demo_r
     assert proc.returncode == STOPPED_EXIT_CODE, err[-3000:]
     assert f"stopped: re-run the same command to resume from its start; run directory {tmp_path / 'stopped'}" in err
     assert "Traceback" not in err
+
+
+def test_restart_deletes_a_run_directory_only(tmp_path):
+    """restart=True with an exp_name or log_dir that points at another folder (exp_name=., a folder of runs, a
+    folder of one's own files) deletes nothing and says why; a run directory is cleared as before."""
+    runs = tmp_path / "runs"
+    (runs / "precious_run").mkdir(parents=True)
+    (runs / "precious_run" / "config.json").write_text("{}")
+    (runs / "notes.txt").write_text("mine")
+    with pytest.raises(rundir.NotARunDirectoryError, match="holds other runs \\(precious_run\\)"):
+        rundir.RunDir(runs).open(settings(), restart=True)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("x")
+    with pytest.raises(rundir.NotARunDirectoryError, match="holds no config.json or checkpoints/"):
+        rundir.RunDir(mine).open(settings(), restart=True)
+    assert (runs / "notes.txt").is_file() and (runs / "precious_run" / "config.json").is_file()
+    assert (mine / "thesis.tex").is_file()
+    run = rundir.RunDir(tmp_path / "r").open(settings())
+    run.save_checkpoint(0, {})
+    (run.path / "fig4_phase0.png").write_bytes(b"png")
+    run.open(settings(lr=0.5), restart=True)
+    assert run.finished_phases() == [] and not (run.path / "fig4_phase0.png").exists()

@@ -37,9 +37,9 @@ def _torch():
 
 __all__ = ["NON_RESULT_KEYS", "ADDED_KEY_DEFAULTS", "READ_DEFAULTS", "saved_settings", "saved_config_diff",
            "results_config", "run_identity", "config_diff", "run_name", "locked", "RunDir",
-           "RunInUseError", "ConfigMismatchError", "CheckpointMismatchError", "UnreadableCheckpointError",
-           "UnreadableFileError", "checkpoint_identity", "fingerprint_changes", "atomic_write", "write_text",
-           "write_json", "read_json", "plain", "to_json"]
+           "RunInUseError", "NotARunDirectoryError", "ConfigMismatchError", "CheckpointMismatchError",
+           "UnreadableCheckpointError", "UnreadableFileError", "checkpoint_identity", "fingerprint_changes",
+           "atomic_write", "write_text", "write_json", "read_json", "plain", "to_json"]
 
 # The one list of config keys that do not change what a run computes (or change it only by floating-point rounding:
 # the order of a sum, another kernel): a run resumes despite a change in them, they are not part of the run's name,
@@ -113,6 +113,10 @@ class UnreadableFileError(ValueError):
 
 class RunInUseError(RuntimeError):
     """Another process is running the run of this directory."""
+
+
+class NotARunDirectoryError(RuntimeError):
+    """A folder that ``restart=True`` would delete but that is not a run directory."""
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
@@ -459,8 +463,8 @@ class RunDir:
         """
         config = plain(settings.to_config())
         if restart and self.path.exists():
-            print(f"restart=True: deleting the previous run in {self.path}")
             self.clear()
+            print(f"restart=True: deleted the previous run in {self.path}")
         records = {name: self.read_record(name, set_aside=True) for name in FINGERPRINT_FILES}
         old = records["config.json"]
         finished = self.finished_phases()
@@ -522,8 +526,20 @@ class RunDir:
         return out
 
     def clear(self) -> None:
-        """Delete everything the directory holds but its lock (which the caller may hold)."""
-        for p in self.path.iterdir():
+        """Delete everything the directory holds but its lock (which the caller may hold). NotARunDirectoryError,
+        deleting nothing, for a folder that is no run directory (no config.json, set aside or not, and no
+        checkpoints/) or that holds other runs' directories: ``restart=True`` with an exp_name or log_dir that
+        points elsewhere."""
+        entries = [p for p in self.path.iterdir() if p.name not in (LOCK_NAME, HOLDER_NAME)]
+        own = any(p.name == "config.json" or p.name.startswith("config.json.unreadable-") or p.name == "checkpoints"
+                  for p in entries)
+        nested = [p.name for p in entries if p.is_dir() and (p / "config.json").is_file()]
+        if entries and (not own or nested):
+            what = (f"it holds other runs ({', '.join(sorted(nested)[:3])}{', ...' if len(nested) > 3 else ''})"
+                    if nested else "it holds no config.json or checkpoints/")
+            raise NotARunDirectoryError(f"restart=True would delete {self.path}, which is not a run directory: {what}. "
+                                f"Nothing was deleted; check exp_name and log_dir")
+        for p in entries:
             if p.name in (LOCK_NAME, HOLDER_NAME):
                 continue
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
