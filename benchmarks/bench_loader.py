@@ -188,7 +188,7 @@ class Classifier(nn.Module):
 
     def __init__(self, size: dict, num_classes: int):
         super().__init__()
-        self.backbone = build_backbone({**size, "max_text_len": MAX_TEXT_LEN, "load_path": ""})
+        self.backbone = build_backbone({**size, "max_text_len": MAX_TEXT_LEN})
         self.classifier = IncrementalClassifier(self.backbone.cfg.hidden_size, num_classes)
 
     def forward(self, b: dict) -> torch.Tensor:

@@ -422,7 +422,7 @@ def main(argv=None) -> None:
           flush=True)
 
     torch.manual_seed(args.seed)
-    random_tiny = build_backbone({**TINY, "max_text_len": MAX_TEXT_LEN, "load_path": ""}).to(dev).eval()
+    random_tiny = build_backbone({**TINY, "max_text_len": MAX_TEXT_LEN}).to(dev).eval()
     t0 = time.perf_counter()
     model = train_tiny(copy.deepcopy(random_tiny), items, args.epochs, args.batch, args.lr, dev, args.seed)
     train_s = time.perf_counter() - t0
@@ -463,7 +463,7 @@ def main(argv=None) -> None:
     if not args.skip_b32:
         t0 = time.perf_counter()
         torch.manual_seed(args.seed)
-        b32 = build_backbone({**VILT_B32, "max_text_len": MAX_TEXT_LEN, "load_path": ""}).to(dev).eval()
+        b32 = build_backbone({**VILT_B32, "max_text_len": MAX_TEXT_LEN}).to(dev).eval()
         bp = VILT_B32["patch_size"]
         b32_canvas = mask_canvas(VILT_B32["image_size"], bp)
         n = args.b32_batch * args.b32_batches

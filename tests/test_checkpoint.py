@@ -67,6 +67,8 @@ def test_original_checkpoint_round_trip_gives_same_outputs(tmp_path, tiny_cfg):
     sd = {k: v for k, v in src.state_dict().items()}
     sd["text_embeddings.position_ids"] = torch.arange(12)[None]
     torch.save({"state_dict": sd}, tmp_path / "tiny.ckpt")
+    with pytest.raises(TypeError, match=r"\['load_path'\] in the config mapping are arguments"):
+        build_backbone(dict(tiny_cfg, ssf=False, load_path=str(tmp_path / "tiny.ckpt")))  # would load nothing
     dst = build_backbone(dict(tiny_cfg, ssf=False), load_path=str(tmp_path / "tiny.ckpt")).eval()
     batch = make_batch(sizes=[(64, 96), (32, 64), (48, 32)])
     assert torch.allclose(src(*batch).pooled, dst(*batch).pooled, atol=1e-6)

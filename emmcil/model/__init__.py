@@ -43,13 +43,23 @@ def timm_imagenet_weights(name: str = "vit_base_patch32_384") -> Path | None:
     return None
 
 
+# how build_backbone initialises the model: arguments, not fields of ViLTConfig
+INIT_ARGUMENTS = ("load_path", "trust_checkpoint", "timm_init")
+
+
 def build_backbone(cfg: Mapping | ViLTConfig | None = None, load_path: str = "", trust_checkpoint: bool = False,
                    timm_init: str = "") -> ViLT:
     """Build :class:`ViLT` from ``cfg`` (:class:`ViLTConfig`'s fields; other keys are ignored) and initialise it
     (the run's :class:`~emmcil.settings.general.ModelSettings` give the rest): ``load_path`` (a ViLT / Hugging Face /
     timm checkpoint, "" for none), ``trust_checkpoint`` (allow full unpickling), ``timm_init`` (a timm model name
     whose ImageNet weights initialise the image side when no ``load_path`` is given and they are in the local cache).
+    TypeError for a mapping that holds one of these three as a key: they are arguments, and a key would be ignored
+    (a checkpoint silently not loaded).
     """
+    held = sorted(set(INIT_ARGUMENTS) & set(cfg)) if isinstance(cfg, Mapping) else []
+    if held:
+        raise TypeError(f"build_backbone: {held} in the config mapping are arguments, not ViLTConfig fields: pass "
+                        f"them as build_backbone(cfg, load_path=..., trust_checkpoint=..., timm_init=...)")
     config = cfg if isinstance(cfg, ViLTConfig) else ViLTConfig.from_dict(cfg or {})
     model = ViLT(config)
     if load_path:
