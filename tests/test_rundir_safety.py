@@ -446,3 +446,14 @@ def test_restart_deletes_a_run_directory_only(tmp_path):
     (run.path / "fig4_phase0.png").write_bytes(b"png")
     run.open(settings(lr=0.5), restart=True)
     assert run.finished_phases() == [] and not (run.path / "fig4_phase0.png").exists()
+
+
+def test_a_saved_config_of_a_method_this_version_lacks_is_named(tmp_path, capsys):
+    run = rundir.RunDir(tmp_path / "r").open(settings())
+    run.save_checkpoint(0, {})
+    rundir.write_json(run.config_path, {**rundir.read_json(run.config_path), "method": "oldmethod"})
+    with pytest.raises(rundir.ConfigMismatchError, match=r"method: 'oldmethod' \(saved\) != 'finetune' \(now\)"):
+        run.open(settings())
+    assert evaluate_main([str(run.path)]) == 1  # a message naming config.json, not a KeyError traceback
+    err = capsys.readouterr().err
+    assert f"{run.config_path}: method 'oldmethod' is not registered" in err and "Traceback" not in err

@@ -31,11 +31,11 @@ from emmcil.data.arrow import ArrowFormatError
 from emmcil.engine.driver import IncrementalRun, quiet_lightning
 from emmcil.engine.metrics import accuracy_row
 from emmcil.engine.rundir import (DATA_ENTRY, PROVENANCE, READ_DEFAULTS, ConfigMismatchError, RunDir,
-                                  UnreadableCheckpointError, UnreadableFileError, checkpoint_identity,
-                                  fingerprint_changes, saved_settings)
+                                  UnknownSavedMethodError, UnreadableCheckpointError, UnreadableFileError,
+                                  checkpoint_identity, fingerprint_changes, saved_settings)
 from emmcil.markdown import markdown_table
 from emmcil.methods.catalogue import method_entry
-from emmcil.settings import Settings
+from emmcil.settings import Settings, SettingsError
 
 MISSING_KEYS = ("missing_type", "missing_ratio", "missing_both_ratio", "missing_seed")
 
@@ -71,7 +71,10 @@ def evaluate_run(run_dir: str | Path, phase: int | None = None, split: str | Non
     rd = RunDir(run_dir)
     if not rd.config_path.is_file():
         raise FileNotFoundError(f"{rd.config_path} not found: is {run_dir} a run directory?")
-    saved = saved_settings(rd.config())  # a run saved before a key was added reads it at its old value
+    try:
+        saved = saved_settings(rd.config())  # a run saved before a key was added reads it at its old value
+    except (SettingsError, UnknownSavedMethodError) as e:
+        raise ValueError(f"{rd.config_path}: {e}") from None
     finished = rd.finished_phases()
     if not finished:
         raise FileNotFoundError(f"{run_dir} holds no phase checkpoint yet (checkpoints/phase_*.pt)")

@@ -8,6 +8,7 @@ what each file holds: docs/experiments.md#the-run-directory; resume: docs/experi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import getpass
 import hashlib
 import json
@@ -26,7 +27,7 @@ from filelock import FileLock, Timeout
 
 from emmcil.atomic import atomic_write, move_aside, remove_stale, write_text
 from emmcil.methods.catalogue import catalogue, method_entry
-from emmcil.settings import CONCERNS, Settings, non_result_keys
+from emmcil.settings import CONCERNS, Settings, general_fields, non_result_keys
 from emmcil.provenance import CONFIG_ENTRY as PROVENANCE
 
 def _torch():
@@ -36,7 +37,7 @@ def _torch():
 
 
 __all__ = ["NON_RESULT_KEYS", "ADDED_KEY_DEFAULTS", "READ_DEFAULTS", "saved_settings", "saved_config_diff",
-           "results_config", "run_identity", "config_diff", "run_name", "locked", "RunDir",
+           "UnknownSavedMethodError", "results_config", "run_identity", "config_diff", "run_name", "locked", "RunDir",
            "RunInUseError", "NotARunDirectoryError", "ConfigMismatchError", "CheckpointMismatchError",
            "UnreadableCheckpointError", "UnreadableFileError", "checkpoint_identity", "fingerprint_changes",
            "atomic_write", "write_text", "write_json", "read_json", "plain", "to_json"]
@@ -74,7 +75,8 @@ FINGERPRINT_FILES = ("config.json", "class_order.json", "results.json")
 
 # General config keys added after runs were made: a run directory saved without one resumes when the key is at its
 # default (it computes what that run computed).
-ADDED_KEY_DEFAULTS = {"length_group_window": 0, "head": "linear", "init_classes": 0, "increment": 0}
+ADDED_KEY_DEFAULTS = {k: general_fields()[k].default for k in ("length_group_window", "head", "init_classes",
+                                                                 "increment")}
 # Keys a config saved by an older version may lack (a run re-scored by emmcil.engine.evaluate, the memory browser),
 # at the values the code read them as before it read the typed settings (:func:`saved_settings`).
 READ_DEFAULTS = {"model_rng": "sample", "tuning": "ssf", "load_path": "", "timm_init": "", "num_threads": 0,
@@ -113,6 +115,14 @@ class UnreadableFileError(ValueError):
 
 class RunInUseError(RuntimeError):
     """Another process is running the run of this directory."""
+
+
+class UnknownSavedMethodError(ValueError):
+    """A saved config whose method this version does not have (``.method``: its name)."""
+
+    def __init__(self, method: str):
+        self.method = method
+        super().__init__(f"method {method!r} is not registered in this version (registered: {sorted(catalogue())})")
 
 
 class NotARunDirectoryError(RuntimeError):
@@ -158,10 +168,17 @@ def saved_settings(config: Mapping, fill: Mapping[str, Any] | None = None) -> Se
     """The typed settings of a run's saved ``config.json`` (``config``, of this or an older version): general keys
     added since take ``fill``'s values (default :data:`READ_DEFAULTS`, the values the code read them as before they
     existed), the method's own keys their defaults; keys this version does not declare (provenance, retired keys)
-    are ignored. SettingsError naming a key the saved config lacks and ``fill`` does not give; KeyError for an
-    unknown method. The values are not checked (an older version may have allowed them)."""
+    are ignored. SettingsError naming a key the saved config lacks and ``fill`` does not give;
+    UnknownSavedMethodError for a method this version does not have. The values are not checked (an older version
+    may have allowed them)."""
     full = {**(READ_DEFAULTS if fill is None else fill), **config}
-    return Settings.of_run(full, lambda name: method_entry(name).settings, method_defaults=True)
+
+    def method_settings(name: str) -> type:
+        if name not in catalogue():
+            raise UnknownSavedMethodError(name)
+        return method_entry(name).settings
+
+    return Settings.of_run(full, method_settings, method_defaults=True)
 
 
 def layout_dependence(settings: Settings) -> str | None:
@@ -192,7 +209,7 @@ def results_config(settings: Settings) -> dict[str, Any]:
     dropped = set(others) | {k for k in NON_RESULT_KEYS if not (layout and k in LAYOUT_KEYS)}
     config = settings.to_config()
     if not method.uses_memory:
-        dropped |= {k for k in config if k.startswith("memory_")}
+        dropped |= {f.name for f in dataclasses.fields(settings.memory)}
     if settings.memory.memory_budget_mode == "per_class":
         dropped.add("memory_total")
     if settings.missing.missing_type == "none":
@@ -254,8 +271,8 @@ def saved_config_diff(saved: Mapping, settings: Settings, new_key_defaults: Mapp
     lacking = [k for k in now if k not in saved]
     try:
         old = saved_settings(saved, fill={k: v for k, v in now.items() if k in lacking})
-    except KeyError as e:  # a method this version does not know
-        return {"method": (str(e.args[0]), settings.experiment.method)}
+    except UnknownSavedMethodError as e:
+        return {"method": (e.method, settings.experiment.method)}
     record = {k: v for k, v in results_config(old).items() if k not in lacking}
     return config_diff(record, results_config(settings), new_key_defaults, keys_now=now)
 

@@ -57,8 +57,10 @@ class DualPromptSettings(MethodSettings):
 @register
 class DualPrompt(ExemplarFreeMethod):
     name = "dualprompt"
-    pull_key = "dualprompt_pull"
     settings = DualPromptSettings
+
+    def pull_weight(self) -> float:
+        return self.own.dualprompt_pull
 
     def pool_size(self) -> int:
         """E-prompts allocated: ``dualprompt_pool_size``, 0 = one per phase (at least num_phases: the settings'

@@ -25,7 +25,6 @@ class ExemplarFreeMethod(Method):
     # frozen backbone, no SSF, no dropout (PILOT: drop 0.0); a literal, read by emmcil.methods.catalogue
     named_config: ClassVar[dict[str, Any]] = {"tuning": "frozen", "ssf": False, "drop_rate": 0.0}
     train_mask: ClassVar[bool] = True  # old classes' logits at -inf in training
-    pull_key: ClassVar[str | None] = None  # settings field of the pull constraint's weight (prompts chosen by keys)
 
     # -- model
     def set_trainable(self, module) -> None:
@@ -48,10 +47,15 @@ class ExemplarFreeMethod(Method):
         (:meth:`mask_old_classes`)."""
         return self.mask_old_classes(module, module.classifier(output.pooled))
 
+    def pull_weight(self) -> float | None:
+        """The pull constraint's weight (prompts chosen by keys: L2P's and DualPrompt's ``*_pull``), or None."""
+        return None
+
     def training_loss(self, module, batch: dict, output, logits: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy; with ``pull_key``, minus its weight x ``output.pull`` (L2P's ``reduce_sim`` term)."""
+        """Cross-entropy; with a :meth:`pull_weight`, minus it x ``output.pull`` (L2P's ``reduce_sim`` term)."""
         loss = F.cross_entropy(logits, batch["labels"])
-        return loss if self.pull_key is None else loss - float(getattr(self.own, self.pull_key)) * output.pull
+        weight = self.pull_weight()
+        return loss if weight is None else loss - float(weight) * output.pull
 
     def mask_old_classes(self, module, logits: torch.Tensor) -> torch.Tensor:
         """In training (and with ``train_mask``), -inf on the logits of earlier phases' classes."""

@@ -47,8 +47,10 @@ class L2pSettings(MethodSettings):
 @register
 class L2P(ExemplarFreeMethod):
     name = "l2p"
-    pull_key = "l2p_pull"
     settings = L2pSettings
+
+    def pull_weight(self) -> float:
+        return self.own.l2p_pull
 
     def build_net(self, backbone_cfg) -> nn.Module:
         C, pool, length = backbone_cfg.hidden_size, int(self.own.l2p_pool_size), int(self.own.l2p_length)
