@@ -368,6 +368,17 @@ def test_missing_key_is_a_clear_error(tmp_path, capsys):
     assert "error:" in err and "broken/results.json" in err and "'last_accuracy'" in err
 
 
+def test_an_unreadable_config_json_is_a_clear_error(tmp_path):
+    run = write_run(tmp_path, "cut", last=50, exemplars_per_class=5)
+    (run / "config.json").write_text('{"broken')
+    with pytest.raises(ReportError, match=r"cut/config.json: cannot read it as JSON"):
+        build_report([str(run)], tmp_path / "out", log=lambda m: None)
+    from emmcil.report.memory import MemoryBrowserError, load_memory_run
+
+    with pytest.raises(MemoryBrowserError, match=r"cut/config.json: cannot read it as JSON"):
+        load_memory_run(run)
+
+
 def test_missing_memory_key_is_a_clear_error(tmp_path):
     run = write_run(tmp_path, "mem", last=50, exemplars_per_class=5)
     results = json.loads((run / "results.json").read_text())

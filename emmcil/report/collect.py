@@ -134,7 +134,11 @@ def load_run(path: Path, metric: str = "last_accuracy") -> dict:
         _require(results, metric, path, f" (the --metric {metric})")
     definition = _require(results["metric_definitions"], metric, path, " in 'metric_definitions'")
     config_path = path.parent / "config.json"  # only for its provenance: the versions the run was made with
-    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    except (OSError, ValueError) as e:
+        raise ReportError(f"{config_path}: cannot read it as JSON ({e}); move it aside to report the run without "
+                          f"its provenance") from e
     done = int(results["completed_phases"])
     curve = [_number(v) for v in results["accuracy_per_phase"]]
     if len(curve) != done:

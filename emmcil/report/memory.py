@@ -161,7 +161,10 @@ def load_memory_run(path: str | Path) -> MemoryRun:
         raise MemoryBrowserError(f"{path}: method {results.get('method')!r} keeps no memory: there are no exemplars "
                                  f"to browse")
     config_path = path / "config.json"
-    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    except (OSError, ValueError) as e:
+        raise MemoryBrowserError(f"{config_path}: cannot read it as JSON ({e})") from None
     manifests = {}
     for t in range(int(results["completed_phases"])):
         file = path / FOLDER / f"phase_{t}" / MANIFEST
