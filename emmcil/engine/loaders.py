@@ -405,8 +405,8 @@ def loader_workers(requested: int) -> int:
 def make_loader(dataset: Dataset, settings: Settings, train: bool, seed: int = 0) -> DataLoader:
     """For training, :class:`PhaseBatches` over :class:`SeededSamples` of ``dataset`` with the phase's ``seed``
     (grouped by sequence length with ``length_group_window`` > 0); otherwise this rank's share in order
-    (:class:`Shard`), batches of ``per_gpu_batchsize``. :class:`KeepCollate`; ``num_workers`` capped by :func:`loader_workers`.
-    ``settings``: the run's :class:`~emmcil.settings.Settings`."""
+    (:class:`Shard`), batches of ``per_gpu_batchsize``. :class:`KeepCollate`; ``num_workers`` capped by
+    :func:`loader_workers`. ``settings``: the run's :class:`~emmcil.settings.Settings`."""
     o, m = settings.optimisation, settings.model
     workers = loader_workers(settings.hardware.num_workers)
     common = dict(num_workers=workers, collate_fn=KeepCollate(m.patch_size),
