@@ -179,14 +179,15 @@ for _ext, _load in {".json": read_json_config, ".yaml": read_yaml_config, ".yml"
                                                              _sacred.mode if _sacred else "")
 def protocol_phases(num_classes: int, num_phases: int, init_classes: int, increment: int) -> int:
     """num_phases as the protocol gives it: the key itself for equal phases, the count of PyCIL's init_classes /
-    increment split otherwise (:func:`emmcil.data.scenario.phase_sizes`); a config error for a split that does not
-    fit. A num_phases set alongside increment is checked with the settings (:func:`check_config`)."""
+    increment split otherwise (:func:`emmcil.data.scenario.phase_sizes`). A split that does not fit keeps
+    num_phases: the settings' check (:func:`check_config`) refuses it, as it refuses a num_phases set alongside
+    that disagrees."""
     if not increment and not init_classes:
         return num_phases
     try:
         return len(phase_sizes(num_classes, None, init_classes, increment))
-    except ValueError as e:
-        raise config_error(str(e)) from None
+    except (ValueError, TypeError):
+        return num_phases
 
 
 @ex.config
@@ -330,7 +331,7 @@ class MethodKeys:
         try:
             entry = method_entry(method)
         except KeyError as err:  # naming the registered methods
-            raise config_error(f"method={method!r}: {err.args[0]}") from None
+            raise config_error(err.args[0]) from None
         own = entry.config
         foreign = sorted(k for k in fixed if k not in own and methods_reading(k))
         if foreign:
