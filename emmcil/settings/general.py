@@ -127,7 +127,7 @@ class OptimisationSettings:
     weight_decay: float = setting(derived=DATASET_RECIPE, doc="decoupled (adamw) or L2 (adam, sgd) weight decay",
                                   low=0)
     weight_decay_1d: bool = setting(derived=DATASET_RECIPE, doc="also decay biases, norms, SSF (1-D parameters)")
-    betas: list[float] = setting(derived=DATASET_RECIPE, doc="adam / adamw")
+    betas: list[float] = setting(derived=DATASET_RECIPE, doc="adam / adamw: two numbers in [0, 1)")
     eps: float = setting(derived=DATASET_RECIPE, doc="adam / adamw", low=0, open_low=True)
     momentum: float = setting(derived=DATASET_RECIPE, doc="sgd", low=0)
     lr_schedule: str = setting(derived=DATASET_RECIPE, doc="linear | cosine (-> 0 after the warmup) | constant",
@@ -231,10 +231,10 @@ class HardwareSettings:
 @dataclass(frozen=True)
 class RunSettings:
     log_dir: str = setting("runs", "run directories live in {log_dir}/{exp_name}", result=False)
-    exp_tag: str = setting("", "appended to the derived exp_name (ablation named configs set it)",
+    exp_tag: str = setting("", "appended to the derived exp_name (ablation named configs set it); no / or \\",
                            result=False)
-    exp_name: str = setting("", 'run directory {log_dir}/{exp_name}; "" = derived from the config (name_the_run)',
-                            result=False)
+    exp_name: str = setting("", 'run directory {log_dir}/{exp_name}, one folder name; "" = derived from the config '
+                            '(name_the_run)', result=False)
     restart: bool = setting(False, "True: delete an existing run directory and start over", result=False)
     keep_checkpoints: int = setting(0, "keep only the newest N phase checkpoints; 0 = keep all", low=0, result=False)
     stop_after_phase: int = setting(-1, "stop after this phase (resume later by re-running); -1 = run all", low=-1,
