@@ -221,6 +221,8 @@ REFUSED = [
     (("emm",), dict(mask_layers=[0.5]), "mask_layers=[0.5]: expected a list of ints, not float 0.5"),
     (("emm",), dict(mask_layers=["a"]), "mask_layers=['a']: expected a list of ints, not str 'a'"),
     (("emm",), dict(mask_layers=[-1, -1]), "mask_layers=[-1, -1]: -1 listed twice"),
+    (("emm",), dict(mask_layers=[-1, 1]), "mask_layers=[-1, 1]: names a layer twice in a 2-layer model (-1 is layer "
+                                          "1)"),
     (("dualprompt",), dict(dualprompt_g_layers=["a"]), "dualprompt_g_layers=['a']: expected a list of ints, not str "
                                                        "'a'"),
     (("dualprompt",), dict(dualprompt_g_layers=[0.5]), "dualprompt_g_layers=[0.5]: expected a list of ints, not "

@@ -53,6 +53,8 @@ class EmmSettings(ReplaySettings):
         layers, n = list(self.mask_layers), int(settings.model.num_layers)
         if any(not -n <= i < n for i in layers):
             return [f"mask_layers={layers}: out of range for the model's {n} layers (num_layers)"]
+        if len({i % n for i in layers}) < len(layers):
+            return [f"mask_layers={layers}: names a layer twice in a {n}-layer model (-1 is layer {n - 1})"]
         selections = ("class_mean", "herding", "random")
         if self.exemplar_selection not in selections:
             return [f"exemplar_selection={self.exemplar_selection!r}: expected one of {selections}"]
