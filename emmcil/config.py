@@ -179,14 +179,15 @@ for _ext, _load in {".json": read_json_config, ".yaml": read_yaml_config, ".yml"
                                                              _sacred.mode if _sacred else "")
 def protocol_phases(num_classes: int, num_phases: int, init_classes: int, increment: int) -> int:
     """num_phases as the protocol gives it: the key itself for equal phases, the count of PyCIL's init_classes /
-    increment split otherwise (:func:`emmcil.data.scenario.phase_sizes`); a config error for a split that does not
-    fit. A num_phases set alongside increment is checked by :class:`MethodKeys`."""
+    increment split otherwise (:func:`emmcil.data.scenario.phase_sizes`). A split that does not fit keeps
+    num_phases: the settings' check (:func:`check_config`) refuses it, as it refuses a num_phases set alongside
+    that disagrees."""
     if not increment and not init_classes:
         return num_phases
     try:
         return len(phase_sizes(num_classes, None, init_classes, increment))
-    except ValueError as e:
-        raise config_error(str(e)) from None
+    except (ValueError, TypeError):
+        return num_phases
 
 
 @ex.config
@@ -314,24 +315,23 @@ class FieldDocs:
 ex.configurations[0] = FieldDocs(ex.configurations[0])
 
 
-MEMORY_KEYS = ("memory_per_class", "memory_budget_mode", "memory_total", "memory_fill", "memory_unit")
-
-
 class MethodKeys:
     """The chosen method's own keys (``Method.config`` of its file) as one more config scope.
 
     Only the keys of the config's ``method`` join the config, each with the comment it has in its method file (so
     ``print_config`` shows the general keys and these). A key that other methods declare but the chosen one does not
     is an error naming the methods that read it: ``with demo replay tau_image=0.3`` would otherwise be accepted
-    and change nothing. A key that no method and no scope declares stays sacred's ``ConfigAddedError`` (a typo).
-    Likewise ``memory_total`` without ``memory_budget_mode=total``, which would be ignored, and memory keys that
-    the memory buffer (:class:`~emmcil.memory.buffer.MemoryBuffer`) would refuse only when the run starts.
+    and change nothing. A key that no method and no scope declares stays sacred's ``ConfigAddedError`` (a typo);
+    an unknown method a config error naming the registered ones. The values are checked by :func:`check_config`.
     """
 
     def __call__(self, fixed=None, preset=None, fallback=None):
         fixed, preset = fixed or {}, preset or {}
         method = preset.get("method", fixed.get("method"))
-        entry = method_entry(method)  # KeyError naming the registered methods
+        try:
+            entry = method_entry(method)
+        except KeyError as err:  # naming the registered methods
+            raise config_error(err.args[0]) from None
         own = entry.config
         foreign = sorted(k for k in fixed if k not in own and methods_reading(k))
         if foreign:
@@ -339,18 +339,6 @@ class MethodKeys:
             raise config_error(f"method={method!r} does not read {', '.join(foreign)}:\n{lines}\n"
                                f"Choose that method (e.g. `with {methods_reading(foreign[0])[0]}`), or drop the key; "
                                f"`python run.py print_config with {method}` lists the keys {method!r} reads.")
-        memory = {k: fixed.get(k, preset.get(k)) for k in MEMORY_KEYS}
-        protocol = [preset.get(k, fixed.get(k)) for k in ("num_classes", "num_phases", "init_classes", "increment")]
-        try:  # a num_phases set alongside init_classes / increment (a phases_* named config, say) must agree
-            if protocol[2] or protocol[3]:
-                phase_sizes(*protocol)
-        except ValueError as err:
-            raise config_error(str(err)) from None
-        mode = memory["memory_budget_mode"]
-        if fixed.get("memory_total", 0) and mode != "total":
-            raise config_error(f"memory_total={fixed['memory_total']} is read only with memory_budget_mode=total "
-                               f"(now {mode!r}, where memory_per_class is the budget): add memory_budget_mode=total, "
-                               f"or drop memory_total")
         summary = ConfigDict(dict(own))(fixed, preset, fallback)
         # sacred's ConfigDict reports no "added" keys, which would silence ConfigAddedError for every unknown key;
         # this scope reports the keys it does not define, as config scopes do

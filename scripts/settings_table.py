@@ -13,6 +13,7 @@ sys.path.insert(0, str(ROOT))
 
 from emmcil.methods.catalogue import catalogue  # noqa: E402
 from emmcil.settings import CONCERNS, DERIVED  # noqa: E402
+from emmcil.settings.fields import range_text  # noqa: E402
 
 DOC = ROOT / "docs" / "experiments.md"
 START, END = "<!-- settings-table:start (scripts/settings_table.py) -->", "<!-- settings-table:end -->"
@@ -20,6 +21,21 @@ START, END = "<!-- settings-table:start (scripts/settings_table.py) -->", "<!-- 
 
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|")
+
+
+def bounds(f: dataclasses.Field) -> str:
+    """The range a field's values are checked against, in words ("" for none)."""
+    meta = f.metadata
+    if meta.get("seed"):
+        return "a seed in [0, 2**32)"
+    if meta.get("minus_one"):
+        return "-1 or >= 1"
+    if meta.get("low") is None and meta.get("high") is None:
+        return ""
+    each = "each element " if str(f.type).startswith("list") else ""
+    if meta["high"] is None:
+        return f"{each}{'>' if meta['open_low'] else '>='} {meta['low']}"
+    return f"{each}in {range_text(meta)}"
 
 
 def table(cls, own_only: bool = False) -> list[str]:
@@ -31,9 +47,11 @@ def table(cls, own_only: bool = False) -> list[str]:
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         shown = f"derived: {f.metadata['derived']}" if default == DERIVED else f"`{default!r}`"
         checks = [f"one of {f.metadata['choices']}"] if f.metadata.get("choices") else []
+        checks += [bounds(f)] if bounds(f) else []
+        checks += ["no element twice"] if f.metadata.get("unique") else []
         checks += ["does not change results"] if not f.metadata.get("result", True) else []
         what = f.metadata["doc"] + (f" ({'; '.join(checks)})" if checks else "")
-        rows.append(f"| `{f.name}` | `{f.type}` | {_cell(shown)} | {_cell(what)} |")
+        rows.append(f"| `{f.name}` | {_cell(f'`{f.type}`')} | {_cell(shown)} | {_cell(what)} |")
     return rows
 
 

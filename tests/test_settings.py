@@ -204,3 +204,110 @@ def test_the_key_read_check_sees_a_read_of_the_config(tmp_path):
     code.write_text('def f(cfg, results):\n    return cfg["tau_image"], cfg.get("lr"), results["exp_name"], '
                     'cfg["not_a_key"]\n')
     assert sorted(string_key_reads(code)) == [("cfg", 2), ("cfg", 2), ("results", 2)]
+
+
+# ---------------------------------------------------------------- values refused when the config is resolved
+REFUSED = [
+    # a run directory's name: one folder inside log_dir (exp_name=. with restart=True deleted all of log_dir)
+    (("finetune",), dict(exp_name="."), "exp_name='.': one folder name (no '/' or '\\', not '.' or '..'): the run "
+                                        "directory is {log_dir}/{exp_name}"),
+    (("finetune",), dict(exp_name=".."), "exp_name='..': one folder name"),
+    (("finetune",), dict(exp_name="/abs"), "exp_name='/abs': one folder name"),
+    (("finetune",), dict(exp_name="../escape"), "exp_name='../escape': one folder name"),
+    (("finetune",), dict(exp_name="a\\b"), "exp_name='a\\\\b': one folder name"),
+    (("finetune",), dict(exp_tag="a/b"), "exp_tag='a/b': one folder name (no '/' or '\\', not '.' or '..'): the run "
+                                         "directory is {log_dir}/{exp_name}, exp_tag the end of its name"),
+    # list keys: their elements' type, range, repeats
+    (("emm",), dict(mask_layers=[0.5]), "mask_layers=[0.5]: expected a list of ints, not float 0.5"),
+    (("emm",), dict(mask_layers=["a"]), "mask_layers=['a']: expected a list of ints, not str 'a'"),
+    (("emm",), dict(mask_layers=[-1, -1]), "mask_layers=[-1, -1]: -1 listed twice"),
+    (("emm",), dict(mask_layers=[-1, 1]), "mask_layers=[-1, 1]: names a layer twice in a 2-layer model (-1 is layer "
+                                          "1)"),
+    (("dualprompt",), dict(dualprompt_g_layers=["a"]), "dualprompt_g_layers=['a']: expected a list of ints, not str "
+                                                       "'a'"),
+    (("dualprompt",), dict(dualprompt_g_layers=[0.5]), "dualprompt_g_layers=[0.5]: expected a list of ints, not "
+                                                       "float 0.5"),
+    (("dualprompt",), dict(dualprompt_e_layers=[1, 1]), "dualprompt_e_layers=[1, 1]: 1 listed twice"),
+    (("dualprompt",), dict(dualprompt_e_layers=[-1]), "dualprompt_e_layers=[-1]: every element at least 0, not -1"),
+    (("finetune",), dict(betas=[0.9, "x"]), "betas=[0.9, 'x']: expected a list of numbers, not str 'x'"),
+    # method keys' ranges
+    (("l2p",), dict(l2p_length=0), "l2p_length=0: at least 1"),
+    (("l2p",), dict(l2p_pull=-0.1), "l2p_pull=-0.1: a number in [0, inf]"),
+    (("dualprompt",), dict(dualprompt_g_length=0), "dualprompt_g_length=0: at least 1"),
+    (("dualprompt",), dict(dualprompt_e_length=0), "dualprompt_e_length=0: at least 1"),
+    (("dualprompt",), dict(dualprompt_pool_size=-1), "dualprompt_pool_size=-1: at least 0"),
+    (("dualprompt",), dict(dualprompt_pull=-1), "dualprompt_pull=-1: a number in [0, inf]"),
+    (("ease",), dict(ease_bottleneck=0), "ease_bottleneck=0: at least 1"),
+    (("ease",), dict(ease_adapter_dropout=1.0), "ease_adapter_dropout=1.0: a number in [0, 1)"),
+    (("ease",), dict(ease_adapters_per_pass=-1), "ease_adapters_per_pass=-1: at least 0"),
+    (("ease",), dict(ease_scale=0), "ease_scale=0: a number in (0, inf]"),
+    (("rebq",), dict(rebq_layers=0), "rebq_layers=0: at least 1"),
+    (("rebq",), dict(rebq_alpha=-1), "rebq_alpha=-1: a number in [0, inf]"),
+    (("emm",), dict(mask_figure=-1), "mask_figure=-1: at least 0"),
+    # general keys
+    (("finetune",), dict(mlp_ratio=0.001), "backbone config: mlp_ratio=0.001: an MLP of int(hidden_size x "
+                                           "mlp_ratio) = 0 units (hidden_size=64); at least 1"),
+    (("finetune",), dict(vocab_size=1000), "vocab_size=1000: at least 30522, the word pieces of the bert-base-uncased "
+                                           "tokenizer"),
+    (("finetune",), dict(accelerator="tpu"), "accelerator='tpu': one of ('auto', 'cpu', 'gpu', 'cuda', 'mps')"),
+    (("finetune",), dict(strategy="fsdp"), "strategy='fsdp': one of ('auto', 'ddp', "),
+    (("finetune",), dict(deterministic="foo"), "deterministic='foo': one of (None, True, False, 'warn')"),
+    (("finetune",), dict(init_classes=-1), "init_classes=-1: at least 0"),
+    # rules across keys, now in Settings.problems
+    (("replay",), dict(memory_total=100), "memory_total=100 is read only with memory_budget_mode=total (now "
+                                          "'per_class', where memory_per_class is the budget)"),
+    (("finetune",), dict(init_classes=4, increment=2, num_phases=3), "num_phases=3 disagrees with B4-Inc2 "
+                                                                      "(init_classes=4, increment=2)"),
+]
+
+
+@pytest.mark.parametrize("named, updates, message", REFUSED, ids=[f"{list(u)[0]}={list(u.values())[0]}"
+                                                                  for _, u, _ in REFUSED])
+def test_a_bad_value_is_refused_when_the_config_is_resolved_in_one_line_naming_its_key(named, updates, message):
+    """The values that passed the config and failed later (after the run directory existed, or a phase trained), or
+    gave a traceback: refused by the config's check, one line each; and so by Settings built elsewhere."""
+    from sacred.utils import ConfigError
+
+    from emmcil.config import settings_of
+
+    extra = {"num_layers": 6} if named == ("dualprompt",) else {}  # deep enough for DualPrompt's default layers
+    with pytest.raises(ConfigError) as err:
+        resolve("demo", *named, **extra, **updates)
+    lines = str(err.value).splitlines()
+    assert lines[0] == "bad config:" and len(lines) == 2 and lines[1].startswith(f"  {message}"), lines
+    cfg = resolve("demo", *named, **extra)
+    assert [p[:len(message)] for p in settings_of({**cfg, **updates}).problems()] == [message]
+
+
+def test_each_problem_is_reported_once_and_an_unknown_method_is_one_line():
+    from sacred.utils import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        resolve("demo", num_heads=0)
+    assert str(err.value) == "bad config:\n  num_heads=0: at least 1"
+    with pytest.raises(ConfigError) as err:
+        resolve("demo", method="nope")
+    assert str(err.value) == f"unknown method 'nope'; registered: {sorted(catalogue())}"
+
+
+def test_a_run_directory_name_that_leaves_log_dir_deletes_nothing(tmp_path):
+    """run.py with exp_name=. restart=True deleted everything in log_dir: refused before anything runs."""
+    kept = tmp_path / "runs" / "other_run" / "results.json"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("{}")
+    r = subprocess.run([sys.executable, str(ROOT / "run.py"), "with", "demo", "exp_name=.", "restart=True",
+                        f"log_dir={tmp_path / 'runs'}"], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "exp_name='.': one folder name" in r.stderr and "Traceback" not in r.stderr
+    assert kept.read_text() == "{}" and sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["other_run"]
+
+
+def test_a_run_refuses_settings_with_problems_whatever_its_entry_point(tmp_path):
+    """IncrementalRun checks its settings (evaluate's overrides never pass the config's check) before it writes."""
+    from emmcil.engine.driver import IncrementalRun, SettingError
+
+    cfg = resolve("demo", "finetune", log_dir=str(tmp_path / "runs"))
+    with pytest.raises(SettingError, match=r"^bad config: per_gpu_batchsize=0: at least 1; num_workers=-3: at least "
+                                           r"0$"):
+        IncrementalRun({**cfg, "per_gpu_batchsize": 0, "num_workers": -3})
+    assert not (tmp_path / "runs").exists()

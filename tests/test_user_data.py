@@ -90,6 +90,11 @@ def test_evaluate_under_missing_modalities_and_bad_input(user_run, tmp_path, cap
     assert "phase_5.pt not found; checkpoints of phases [0, 1] exist" in capsys.readouterr().err
     assert evaluate_main([str(tmp_path)]) == 1
     assert "config.json not found" in capsys.readouterr().err
+    for option, line in (("--per-gpu-batchsize=0", "per_gpu_batchsize=0: at least 1"),
+                         ("--num-workers=-3", "num_workers=-3: at least 0")):  # checked as run.py checks them
+        assert evaluate_main([str(user_run), option]) == 1
+        err = capsys.readouterr().err
+        assert err == f"error: bad config: {line}\n", err
 
 
 def test_the_report_of_the_folder_run(user_run, tmp_path):

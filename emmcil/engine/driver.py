@@ -64,7 +64,9 @@ class ProgressBar(TQDMProgressBar):
 
 
 class SettingError(ValueError):
-    """A setting that this machine would silently run otherwise (e.g. float16 autocast on a CPU)."""
+    """A setting that this machine would silently run otherwise (e.g. float16 autocast on a CPU), or settings with
+    problems (:meth:`~emmcil.settings.Settings.problems`) that reached the run without the config's check (an
+    entry point of its own, e.g. :mod:`emmcil.engine.evaluate`'s overrides)."""
 
 
 def resolved_accelerator(settings: Settings) -> str:
@@ -252,6 +254,9 @@ class IncrementalRun:
 
     def __init__(self, cfg: Mapping, sacred_run=None, read_only: bool = False):
         self.settings = s = run_settings(rundir.plain(cfg))
+        problems = s.problems()  # the config's own check (check_config), for every entry point, before any write
+        if problems:
+            raise SettingError("bad config: " + "; ".join(problems))
         if s.hardware.num_threads > 0:
             torch.set_num_threads(s.hardware.num_threads)
         self.is_main = rank_zero_only.rank == 0  # under DDP every rank runs this; only rank 0 writes

@@ -20,12 +20,16 @@ HEADS = ("token", "pooler")
 
 @dataclass(frozen=True)
 class DualPromptSettings(MethodSettings):
-    dualprompt_g_layers: list = setting([0, 1], 'layers of the G-prompt (PILOT "g_prompt_layer_idx")')
-    dualprompt_g_length: int = setting(5, 'G-prompt tokens per layer ("g_prompt_length")')
-    dualprompt_e_layers: list = setting([2, 3, 4], 'layers of the E-prompts ("e_prompt_layer_idx")')
-    dualprompt_e_length: int = setting(5, 'E-prompt tokens per layer ("length")')
-    dualprompt_pool_size: int = setting(0, 'E-prompts allocated; 0 = one per phase (PILOT "size" 10 = its 10 tasks)')
-    dualprompt_pull: float = setting(0.1, 'weight of the pull constraint ("pull_constraint_coeff")')
+    dualprompt_g_layers: list[int] = setting([0, 1], 'layers of the G-prompt (PILOT "g_prompt_layer_idx")', low=0,
+                                             unique=True)
+    dualprompt_g_length: int = setting(5, 'G-prompt tokens per layer ("g_prompt_length")', low=1)
+    dualprompt_e_layers: list[int] = setting([2, 3, 4], 'layers of the E-prompts ("e_prompt_layer_idx")', low=0,
+                                             unique=True)
+    dualprompt_e_length: int = setting(5, 'E-prompt tokens per layer ("length")', low=1)
+    dualprompt_pool_size: int = setting(0, 'E-prompts allocated; 0 = one per phase (PILOT "size" 10 = its 10 tasks)',
+                                        low=0)
+    dualprompt_pull: float = setting(0.1, 'weight of the pull constraint ("pull_constraint_coeff"; PILOT subtracts '
+                                     'it x the key similarity: negative would push keys away)', low=0)
     dualprompt_batchwise: bool = setting(True, 'test-time E-prompt by the batch\'s majority ("batchwise_prompt")')
     dualprompt_test_keys: str = setting("pool", 'test-time candidates: "pool" (every key, PILOT) | "seen" (seen '
                                         'phases\')')

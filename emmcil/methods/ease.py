@@ -51,12 +51,14 @@ class _Grouped:
 
 @dataclass(frozen=True)
 class EaseSettings(MethodSettings):
-    ease_bottleneck: int = setting(64, 'adapter width (PILOT ease_inr.json "ffn_num")')
-    ease_scale: float = setting(0.1, 'adapter output scale (PILOT "ffn_adapter_scalar")')
-    ease_adapter_dropout: float = setting(0.1, "dropout inside the adapter (PILOT get_new_adapter)")
-    ease_alpha: float = setting(0.1, 'weight of the other subspaces at inference, divided by t ("alpha")')
+    ease_bottleneck: int = setting(64, 'adapter width (PILOT ease_inr.json "ffn_num")', low=1)
+    ease_scale: float = setting(0.1, 'adapter output scale (PILOT "ffn_adapter_scalar"; 0 would leave the adapters '
+                                'untrained)', low=0, open_low=True)
+    ease_adapter_dropout: float = setting(0.1, "dropout inside the adapter (PILOT get_new_adapter)", low=0, high=1,
+                                          open_high=True)
+    ease_alpha: float = setting(0.1, 'weight of the other subspaces at inference, divided by t ("alpha")', low=0)
     ease_adapters_per_pass: int = setting(0, "evaluation: adapter sets batched into one backbone pass (0 = all)",
-                                          result=True)
+                                          low=0, result=True)
 
     def layout_dependence(self, model_rng: str) -> str | None:
         if model_rng == "torch" and float(self.ease_adapter_dropout) > 0:

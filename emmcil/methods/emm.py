@@ -23,13 +23,13 @@ from .replay import Replay, ReplaySettings
 class EmmSettings(ReplaySettings):
     tau_image: float = setting(0.74, 'tau_I: with mask_norm "ratio", keep the top 1 - 0.74 = 26 % of the patches')
     tau_text: float = setting(0.5, "tau_T: ... and the top half of the words, by A_{I->T} from the discarded patches")
-    mask_layers: list = setting([-1], "attention layers to use (empty: all)")
+    mask_layers: list[int] = setting([-1], "attention layers to use (empty: all; -1 the last)", unique=True)
     mask_layer_reduce: str = setting("mean", '"mean" over mask_layers or "rollout"')
     mask_head_reduce: str = setting("mean", '"mean" or "max" over heads')
     mask_norm: str = setting("ratio", '"ratio" (top share, calibrated to Fig. 4), "minmax" or "mass"')
     exemplar_selection: str = setting("class_mean", '"class_mean" (paper), "herding", "random"')
     class_mean_from: str = setting("full", 'mu_c from un-masked ("full") or masked ("masked") features')
-    mask_figure: int = setting(4, "exemplars drawn in fig4_phase{t}.png (0: none)", result=False)
+    mask_figure: int = setting(4, "exemplars drawn in fig4_phase{t}.png (0: none)", low=0, result=False)
     aug_text_swap: float = setting(0.5, "P(swap the masked text with a same-class exemplar's) per replayed exemplar")
     aug_patch_merge: float = setting(0.5, "P(add a same-class exemplar's kept patches) per replayed exemplar")
     aug_mode: str = setting("in_place", "in_place: each exemplar replayed augmented as drawn | beside: as stored and "
@@ -53,6 +53,8 @@ class EmmSettings(ReplaySettings):
         layers, n = list(self.mask_layers), int(settings.model.num_layers)
         if any(not -n <= i < n for i in layers):
             return [f"mask_layers={layers}: out of range for the model's {n} layers (num_layers)"]
+        if len({i % n for i in layers}) < len(layers):
+            return [f"mask_layers={layers}: names a layer twice in a {n}-layer model (-1 is layer {n - 1})"]
         selections = ("class_mean", "herding", "random")
         if self.exemplar_selection not in selections:
             return [f"exemplar_selection={self.exemplar_selection!r}: expected one of {selections}"]

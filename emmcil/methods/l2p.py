@@ -21,10 +21,11 @@ PROMPT_POSITIONS = ("image_cls", "none")
 
 @dataclass(frozen=True)
 class L2pSettings(MethodSettings):
-    l2p_pool_size: int = setting(10, 'prompts in the pool (PILOT l2p_inr.json "size")')
-    l2p_length: int = setting(5, 'tokens per prompt ("length")')
-    l2p_top_k: int = setting(5, 'prompts chosen per sample ("top_k")')
-    l2p_pull: float = setting(0.1, 'weight of the pull constraint ("pull_constraint_coeff")')
+    l2p_pool_size: int = setting(10, 'prompts in the pool (PILOT l2p_inr.json "size")', low=1)
+    l2p_length: int = setting(5, 'tokens per prompt ("length")', low=1)
+    l2p_top_k: int = setting(5, 'prompts chosen per sample ("top_k")', low=1)
+    l2p_pull: float = setting(0.1, 'weight of the pull constraint ("pull_constraint_coeff"; PILOT subtracts it x the '
+                              'key similarity: negative would push keys away)', low=0)
     l2p_batchwise: bool = setting(True, 'the batch\'s most chosen prompts for every sample ("batchwise_prompt")')
     l2p_head: str = setting("prompt", '"prompt": mean of the prompt outputs (PILOT "head_type"); "pooler": ViLT\'s '
                             'pooled')

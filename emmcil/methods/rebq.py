@@ -156,11 +156,12 @@ def _rows(batch: dict, index: torch.Tensor) -> dict:
 @dataclass(frozen=True)
 class RebQSettings(MethodSettings):
     rebq_pool_size: int = setting(128, "components per pool over all tasks; pool_size // num_phases per task (RebQ: "
-                                  "128)")
+                                  "128)", low=1)
     rebq_prompt_length: int = setting(8, "tokens per prompt (even): memory prompts 8 input tokens, modality 4 keys + "
                                       "4 values")
-    rebq_layers: int = setting(8, "the first layers that get prompts, for all three pools (at most the model's depth)")
-    rebq_alpha: float = setting(0.01, "weight of the reconstruction loss (RebQ's ALPHA)")
+    rebq_layers: int = setting(8, "the first layers that get prompts, for all three pools (at most the model's depth)",
+                              low=1)
+    rebq_alpha: float = setting(0.01, "weight of the reconstruction loss (RebQ's ALPHA)", low=0)
     rebq_reinit: bool = setting(False, "init task t's components at phase t (CODA-P); False = released REINIT (see "
                                 "docs)")
     rebq_pooler: bool = setting(False, "classify tanh(pooler(text CLS)) instead of the final-normed text CLS (RebQ: "

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Mapping
 from .checks import check_augmentation, check_masking, check_memory, check_replay_ratio
 from .fields import DERIVED, PRECISION_ALIASES, PRECISIONS, field_problems, setting
 from .general import CONCERNS, MODEL_SIZES
+from .protocol import phase_sizes
 
 
 class SettingsError(ValueError):
@@ -139,7 +140,12 @@ class Settings:
         if not 1 <= e.num_phases <= self.data.num_classes:
             problems.append(f"num_phases={e.num_phases}: at most num_classes={self.data.num_classes} (a phase needs "
                             f"a class of its own)")
-        problems += o.check() + h.check()
+        elif (e.init_classes or e.increment) and not _named(problems, "init_classes", "increment"):
+            try:  # a num_phases set alongside them (a phases_* named config, say) must agree
+                phase_sizes(self.data.num_classes, e.num_phases, e.init_classes, e.increment)
+            except ValueError as err:
+                problems.append(str(err))
+        problems += o.check() + h.check() + m.check() + self.run.check()
         precision = h.precision
         if precision in PRECISION_ALIASES:
             problems.append(f"precision={precision!r}: write precision={PRECISION_ALIASES[precision]} (what "
@@ -159,13 +165,23 @@ class Settings:
         from .checks import backbone_problems
 
         sizes = {**dataclasses.asdict(m), "max_text_len": self.data.max_text_len}
-        backbone = backbone_problems(sizes)
+        backbone = [p for p in backbone_problems(sizes) if not _named(problems, _key(p))]  # each problem once
         if backbone:
             problems.append("backbone config: " + "; ".join(backbone))
         problems += self.memory.check()
         if not problems:
             problems += self.method.check(self)
         return problems
+
+
+def _key(problem: str) -> str:
+    """The key a problem's line starts with (``"num_heads=0: at least 1"`` -> ``"num_heads"``)."""
+    return problem.split("=", 1)[0].split(" ")[-1]
+
+
+def _named(problems: list[str], *keys: str) -> bool:
+    """Whether a line of ``problems`` is about one of ``keys`` already."""
+    return any(_key(p) in keys for p in problems)
 
 
 __all__ = ["Settings", "SettingsError", "MethodSettings", "setting", "DERIVED", "CONCERNS", "MODEL_SIZES",

@@ -74,13 +74,18 @@ def check_masking(tau_image: float, tau_text: float, layer_reduce: str, head_red
 
 def backbone_problems(sizes: dict) -> list[str]:
     """The sizes no backbone can have (``max_text_len``, ``vocab_size``, ``hidden_size``, ``num_layers``,
-    ``num_heads``, ``patch_size``, ``image_size``, the dropout probabilities), one line each naming the key."""
+    ``num_heads``, ``patch_size``, ``image_size``, an ``mlp_ratio`` that leaves no MLP unit, the dropout
+    probabilities), one line each naming the key."""
     problems = []
     if sizes["max_text_len"] < 2:
         problems.append(f"max_text_len={sizes['max_text_len']}: at least 2 ([CLS] and [SEP])")
     for key in ("vocab_size", "hidden_size", "num_layers", "num_heads", "patch_size", "image_size"):
         if sizes[key] < 1:
             problems.append(f"{key}={sizes[key]}: at least 1")
+    if "mlp_ratio" in sizes and sizes["hidden_size"] >= 1 and int(sizes["hidden_size"] * sizes["mlp_ratio"]) < 1:
+        problems.append(f"mlp_ratio={sizes['mlp_ratio']}: an MLP of int(hidden_size x mlp_ratio) = "
+                        f"{int(sizes['hidden_size'] * sizes['mlp_ratio'])} units (hidden_size={sizes['hidden_size']})"
+                        f"; at least 1")
     if sizes["num_heads"] >= 1 and sizes["hidden_size"] % sizes["num_heads"]:
         problems.append(f"hidden_size={sizes['hidden_size']} is not divisible by num_heads={sizes['num_heads']}")
     if sizes["patch_size"] >= 1 and sizes["image_size"] % sizes["patch_size"]:

@@ -23,6 +23,15 @@ MISSING_TYPES = ("none", "text", "image", "both")
 MODEL_RNGS = ("sample", "torch")
 DECODE_ON = ("cpu", "device")
 WANDB_MODES = ("online", "offline")
+# Lightning's accelerator names this code runs on ("tpu" needs torch_xla, which the lock does not hold)
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+# Lightning's strategy names for one process a device, each holding the whole model (the DDP family): the run's
+# sharding of the data (emmcil/engine/loaders.py), its gathers and rank-0 checkpoints assume them; fsdp / deepspeed
+# shard the model itself
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "ddp_find_unused_parameters_true",
+              "ddp_find_unused_parameters_false")
+DETERMINISTIC = (None, True, False, "warn")
+TOKENIZER_VOCAB = 30522  # bert-base-uncased's word pieces: the tokenizer is fixed (emmcil/data/tokenizer.py)
 # Model sizes: the backbone's shape, and the timm ImageNet weights ViLT starts from when there is no load_path
 # (used only if already in the local cache; nothing is downloaded).
 VILT_B32 = dict(hidden_size=768, num_layers=12, num_heads=12, mlp_ratio=4.0, patch_size=32, image_size=384)
@@ -40,8 +49,9 @@ class ExperimentSettings:
     method: str = setting("replay", "a registered method: finetune | joint | replay | ... (emmcil/methods/)")
     num_phases: int = setting(5, "L equal phases (the first ones +1 if L does not divide); with increment: derived",
                               low=1)
-    init_classes: int = setting(0, "PyCIL's init_cls: classes of the first phase, with increment; 0 = increment")
-    increment: int = setting(0, "PyCIL's increment: classes of each later phase; 0 = num_phases equal phases")
+    init_classes: int = setting(0, "PyCIL's init_cls: classes of the first phase, with increment; 0 = increment",
+                                low=0)
+    increment: int = setting(0, "PyCIL's increment: classes of each later phase; 0 = num_phases equal phases", low=0)
     model_size: str = setting(derived="the dataset (DATASETS)", doc="vilt_b32 | tiny")
     seed: int = setting(0, "model init, and every phase's RNGs from (seed, phase): resume is exact", seed=True)
     class_order_seed: int | None = setting(1993, "permutation of the classes (PyCIL/PILOT's 1993); None = identity "
@@ -52,7 +62,7 @@ class ExperimentSettings:
 class DataSettings:
     data_root: str = setting("", 'folder of {dataset}_{split}.arrow; "" for the demo = $EMMCIL_DATA/demo or cache',
                            result=False)
-    train_splits: list = setting(["train"], 'arrow splits trained on (e.g. ["train", "val"])')
+    train_splits: list[str] = setting(["train"], 'arrow splits trained on (e.g. ["train", "val"])')
     test_split: str = setting("test", "evaluated after every phase")
     num_classes: int = setting(derived="the dataset (DATASETS), or NAME_classes.json",
                                doc="classes of the dataset")
@@ -83,7 +93,7 @@ class ModelSettings:
     patch_size: int = setting(derived=MODEL_SIZE, doc="image patch side, pixels", low=1)
     image_size: int = setting(derived=MODEL_SIZE, doc="shorter side (pixelbert resize)", low=1)
     timm_init: str = setting(derived=MODEL_SIZE, doc='timm ImageNet weights to start from, only when load_path is ""')
-    vocab_size: int = setting(30522, "bert-base-uncased word pieces", low=1)
+    vocab_size: int = setting(30522, "word embeddings; at least the bert-base-uncased tokenizer's 30522 word pieces")
     max_image_len: int = setting(-1, "patches per image in training; -1 = all (ViLT fine-tuning)", minus_one=True)
     drop_rate: float = setting(0.1, "dropout after attention / MLP outputs and embeddings (ViLT: 0.1)")
     attn_drop_rate: float = setting(0.0, "dropout on attention weights")
@@ -102,6 +112,13 @@ class ModelSettings:
     trust_checkpoint: bool = setting(False, "allow full unpickling of load_path (only for files you trust)",
                                      result=False)
 
+    def check(self) -> list[str]:
+        if self.vocab_size < TOKENIZER_VOCAB:
+            return [f"vocab_size={self.vocab_size}: at least {TOKENIZER_VOCAB}, the word pieces of the "
+                    f"bert-base-uncased tokenizer every dataset is read with (a smaller table has no row for its "
+                    f"higher ids)"]
+        return []
+
 
 @dataclass(frozen=True)
 class OptimisationSettings:
@@ -110,7 +127,7 @@ class OptimisationSettings:
     weight_decay: float = setting(derived=DATASET_RECIPE, doc="decoupled (adamw) or L2 (adam, sgd) weight decay",
                                   low=0)
     weight_decay_1d: bool = setting(derived=DATASET_RECIPE, doc="also decay biases, norms, SSF (1-D parameters)")
-    betas: list = setting(derived=DATASET_RECIPE, doc="adam / adamw")
+    betas: list[float] = setting(derived=DATASET_RECIPE, doc="adam / adamw: two numbers in [0, 1)")
     eps: float = setting(derived=DATASET_RECIPE, doc="adam / adamw", low=0, open_low=True)
     momentum: float = setting(derived=DATASET_RECIPE, doc="sgd", low=0)
     lr_schedule: str = setting(derived=DATASET_RECIPE, doc="linear | cosine (-> 0 after the warmup) | constant",
@@ -165,19 +182,25 @@ class MemorySettings:
                          self.memory_unit)
         except ValueError as err:
             return [str(err)]
+        if self.memory_total and self.memory_budget_mode != "total":
+            return [f"memory_total={self.memory_total} is read only with memory_budget_mode=total (now "
+                    f"{self.memory_budget_mode!r}, where memory_per_class is the budget): add "
+                    f"memory_budget_mode=total, or drop memory_total"]
         return []
 
 
 @dataclass(frozen=True)
 class HardwareSettings:
-    accelerator: str = setting("auto", "Lightning accelerator: auto | cpu | gpu", result=False)
+    accelerator: str = setting("auto", "Lightning accelerator: auto (a GPU if there is one) | cpu | gpu",
+                               choices=ACCELERATORS, result=False)
     devices: int | str | list = setting(1, "per node; effective batch = per_gpu_batchsize * devices * num_nodes * "
                                         "accumulation", result=False)
     num_nodes: int = setting(1, "machines (Lightning)", low=1, result=False)
-    strategy: str = setting("auto", 'Lightning strategy ("ddp" for several GPUs)', result=False)
+    strategy: str = setting("auto", 'Lightning strategy ("ddp" for several GPUs)', choices=STRATEGIES, result=False)
     precision: str = setting("32-true", 'Lightning precision; "16-mixed" / "bf16-mixed" on GPUs')
     deterministic: bool | str | None = setting(None, "torch's deterministic kernels; None = on a CPU only (exact, "
-                                               "costs ~nothing there)", result=False)
+                                               "costs ~nothing there); warn: Lightning's warn-only mode",
+                                               choices=DETERMINISTIC, result=False)
     num_workers: int = setting(derived="the dataset (DATASETS)", doc="DataLoader workers (0: main process); at most "
                                "the cores", low=0, result=False)
     # both change pixels (decode_on: up to 2 levels where the device resizes in float; jpeg_draft: up to 32 by
@@ -208,10 +231,10 @@ class HardwareSettings:
 @dataclass(frozen=True)
 class RunSettings:
     log_dir: str = setting("runs", "run directories live in {log_dir}/{exp_name}", result=False)
-    exp_tag: str = setting("", "appended to the derived exp_name (ablation named configs set it)",
+    exp_tag: str = setting("", "appended to the derived exp_name (ablation named configs set it); no / or \\",
                            result=False)
-    exp_name: str = setting("", 'run directory {log_dir}/{exp_name}; "" = derived from the config (name_the_run)',
-                            result=False)
+    exp_name: str = setting("", 'run directory {log_dir}/{exp_name}, one folder name; "" = derived from the config '
+                            '(name_the_run)', result=False)
     restart: bool = setting(False, "True: delete an existing run directory and start over", result=False)
     keep_checkpoints: int = setting(0, "keep only the newest N phase checkpoints; 0 = keep all", low=0, result=False)
     stop_after_phase: int = setting(-1, "stop after this phase (resume later by re-running); -1 = run all", low=-1,
@@ -220,6 +243,18 @@ class RunSettings:
                                  "phase lines)", result=False)
     log_every_n_steps: int = setting(10, "training metrics (loss, accuracy, learning rate) every N steps", low=1,
                                      result=False)
+
+    def check(self) -> list[str]:
+        """exp_name and exp_tag name one folder inside log_dir: "..", "/abs", "a/b" would leave or nest it (and a
+        restart would delete what is there)."""
+        problems = []
+        for key in ("exp_name", "exp_tag"):
+            value = getattr(self, key)
+            if value and (value in (".", "..") or any(c in value for c in ("/", "\\", "\0"))):
+                problems.append(f"{key}={value!r}: one folder name (no '/' or '\\', not '.' or '..'): the run "
+                                f"directory is {{log_dir}}/{{exp_name}}" + (", exp_tag the end of its name"
+                                                                            if key == "exp_tag" else ""))
+        return problems
 
 
 @dataclass(frozen=True)
