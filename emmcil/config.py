@@ -53,7 +53,7 @@ from sacred.utils import ConfigError, iterate_flattened
 
 from emmcil.data.arrow import dataset_classes
 from emmcil.data.catalogue import DATASETS, dataset_default
-from emmcil.data.protocol import phase_sizes
+from emmcil.settings.protocol import phase_sizes
 from emmcil.engine.rundir import run_name
 from emmcil.methods.catalogue import catalogue, method_entry, methods_reading
 from emmcil.methods.recipes import recipe

@@ -7,7 +7,8 @@ import pytest
 import torch
 from sacred.utils import ConfigError
 
-from emmcil.data import ensure_demo, phase_sizes, protocol_label, split_phases
+from emmcil.data import ensure_demo, split_phases
+from emmcil.settings.protocol import phase_sizes, protocol_label
 from emmcil.engine.driver import run_experiment
 from emmcil.engine.evaluate import evaluate_run
 from emmcil.report import build_report

@@ -6,7 +6,8 @@ Writers and the captioner are commands: ``python -m emmcil.data.write_food101 | 
 captions --help``.
 
 The names below are imported from their modules when first used (most import torch; the config needs only the
-torch-free ``arrow``, ``catalogue`` and ``protocol``).
+torch-free ``arrow`` and ``catalogue``; the phases of a protocol are the settings',
+:mod:`emmcil.settings.protocol`).
 """
 import importlib
 import sys
@@ -23,7 +24,6 @@ _WHERE = {
     **dict.fromkeys(['IMAGE_MISSING', 'NONE', 'TEXT_MISSING', 'MissingTable'], 'missing'),
     **dict.fromkeys(['StoredResize', 'stored_resize'], 'resize'),
     **dict.fromkeys(['DEFAULT_CLASS_ORDER_SEED', 'IncrementalScenario', 'class_order', 'split_phases'], 'scenario'),
-    **dict.fromkeys(['phase_sizes', 'protocol_label'], 'protocol'),
     **dict.fromkeys(['TextDecodeError', 'read_text'], 'textfiles'),
     **dict.fromkeys(['CLS_ID', 'MASK_ID', 'PAD_ID', 'SEP_ID', 'SPECIAL_IDS', 'UNK_ID', 'VOCAB_SIZE', 'get_tokenizer'],
                     'tokenizer'),
@@ -55,7 +55,6 @@ __all__ = [
     "pad_images", "ArrowDataset", "CorruptImageError", "DEMO_CLASSES", "DEMO_NUM_CLASSES", "ensure_demo",
     "ImageDecodeError", "decode_image", "image_size", "to_rgb", "IMAGE_MISSING", "NONE",
     "TEXT_MISSING", "MissingTable", "DEFAULT_CLASS_ORDER_SEED", "IncrementalScenario", "class_order", "split_phases",
-    "phase_sizes", "protocol_label",
     "CLS_ID", "MASK_ID", "PAD_ID", "SEP_ID", "SPECIAL_IDS", "UNK_ID", "VOCAB_SIZE", "get_tokenizer",
     "denormalize_to_uint8", "normalize_uint8", "pixelbert_resize", "pixelbert_transform", "TextDecodeError",
     "read_text", "StoredResize", "stored_resize", "DECODE_ON", "EncodedImage", "image_pixels", "model_images",

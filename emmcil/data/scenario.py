@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from torch.utils.data import ConcatDataset, Dataset
 
-from .protocol import phase_sizes
+from emmcil.settings.protocol import phase_sizes
 
 DEFAULT_CLASS_ORDER_SEED = 1993  # PyCIL / PILOT: np.random.seed(1993); np.random.permutation(num_classes)
 

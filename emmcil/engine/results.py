@@ -5,7 +5,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from emmcil.data.protocol import protocol_label
+from emmcil.settings.protocol import protocol_label
 from emmcil.markdown import markdown_table
 from emmcil.settings import Settings
 

@@ -18,7 +18,7 @@ from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from emmcil.atomic import write_text
-from emmcil.data.protocol import protocol_label
+from emmcil.settings.protocol import protocol_label
 from emmcil.settings import Settings
 
 ARTIFACTS = ("results.json", "results.md", "class_order.json")  # sacred records the config itself

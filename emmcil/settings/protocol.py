@@ -1,6 +1,5 @@
 """The phases of a class-incremental protocol: equal phases (``num_phases``) or PyCIL's ``init_classes`` /
-``increment``. Torch-free: the settings check a protocol when the config is resolved (``emmcil.data.protocol``
-re-exports it)."""
+``increment``. Torch-free: the settings check a protocol when the config is resolved."""
 from __future__ import annotations
 
 
