@@ -438,7 +438,9 @@ def check_config(config, command_name, logger):
     runs included); not for :func:`reference_config`'s defaults."""
     problems = [] if _REFERENCE.get() else config_problems(config)
     if problems:
-        raise config_error("bad config:\n  " + "\n  ".join(problems))
+        # one problem: one line; several: a line each
+        raise config_error("bad config: " + problems[0] if len(problems) == 1 else
+                           "bad config:\n  " + "\n  ".join(problems))
     return {}
 
 

@@ -100,13 +100,14 @@ def test_a_bad_value_is_refused_alike_everywhere_and_makes_no_run_directory(tmp_
                            timeout=300)
         assert r.returncode != 0 and message in r.stderr, r.stderr[-2000:]
         outs.append([line for line in r.stderr.splitlines() if message in line])
+        assert r.stderr.strip() == f"sacred.utils.ConfigError: bad config: {message}", r.stderr[-2000:]  # one line
     commands = tmp_path / "commands.txt"
     commands.write_text("python run.py with demo emm tau_image=1.5 exp_name=x\n")
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "resolve_configs.py"), str(commands)], cwd=ROOT,
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and message in r.stdout + r.stderr
     outs.append([line for line in (r.stdout + r.stderr).splitlines() if message in line])
-    assert outs[0] == outs[1] == outs[2] == [f"  {message}"]
+    assert outs[0] == outs[1] == outs[2] == [f"sacred.utils.ConfigError: bad config: {message}"]
     assert not (tmp_path / "runs").exists()  # no run directory for a refused config
 
 
@@ -274,7 +275,7 @@ def test_a_bad_value_is_refused_when_the_config_is_resolved_in_one_line_naming_i
     with pytest.raises(ConfigError) as err:
         resolve("demo", *named, **extra, **updates)
     lines = str(err.value).splitlines()
-    assert lines[0] == "bad config:" and len(lines) == 2 and lines[1].startswith(f"  {message}"), lines
+    assert len(lines) == 1 and lines[0].startswith(f"bad config: {message}"), lines
     cfg = resolve("demo", *named, **extra)
     assert [p[:len(message)] for p in settings_of({**cfg, **updates}).problems()] == [message]
 
@@ -284,7 +285,10 @@ def test_each_problem_is_reported_once_and_an_unknown_method_is_one_line():
 
     with pytest.raises(ConfigError) as err:
         resolve("demo", num_heads=0)
-    assert str(err.value) == "bad config:\n  num_heads=0: at least 1"
+    assert str(err.value) == "bad config: num_heads=0: at least 1"
+    with pytest.raises(ConfigError) as err:
+        resolve("demo", num_heads=0, lr=-1.0)
+    assert str(err.value).splitlines()[0] == "bad config:" and len(str(err.value).splitlines()) == 3
     with pytest.raises(ConfigError) as err:
         resolve("demo", method="nope")
     assert str(err.value) == f"unknown method 'nope'; registered: {sorted(catalogue())}"
