@@ -417,12 +417,10 @@ def keep_strings(argv: list[str]) -> list[str]:
 
 
 def settings_of(cfg) -> Settings:
-    """The typed settings of a resolved config (:meth:`emmcil.settings.Settings.from_config`, the chosen method's
-    settings read statically, so that nothing heavy is imported)."""
-    entry = method_entry(cfg["method"])
-    known = set(general_fields()) | set(entry.config)
-    # a key no scope declares is sacred's ConfigAddedError, raised after the hooks, naming it
-    return Settings.from_config(cfg, entry.settings, ignore=[k for k in cfg if k not in known])
+    """The typed settings of a resolved config (:meth:`emmcil.settings.Settings.of_run`, the chosen method's
+    settings read statically, so that nothing heavy is imported). A key no scope declares is left to sacred's
+    ConfigAddedError, raised after the hooks, naming it."""
+    return Settings.of_run(cfg, lambda name: method_entry(name).settings)
 
 
 def config_problems(cfg) -> list[str]:
