@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-from .checks import check_augmentation, check_masking, check_memory, check_replay_ratio
+from .checks import backbone_problems, check_augmentation, check_masking, check_memory, check_replay_ratio
 from .fields import DERIVED, PRECISION_ALIASES, PRECISIONS, field_problems, setting
 from .general import CONCERNS, MODEL_SIZES
 from .protocol import phase_sizes
@@ -162,8 +162,6 @@ class Settings:
         if precision == "16-mixed" and h.accelerator == "cpu":
             problems.append("precision='16-mixed' with accelerator='cpu': float16 autocast runs on GPUs only "
                             "(Lightning would switch to bf16-mixed); use precision=bf16-mixed on a CPU")
-        from .checks import backbone_problems
-
         sizes = {**dataclasses.asdict(m), "max_text_len": self.data.max_text_len}
         backbone = [p for p in backbone_problems(sizes) if not _named(problems, _key(p))]  # each problem once
         if backbone:

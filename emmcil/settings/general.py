@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .checks import BUDGET_MODES, FILL_POLICIES, UNITS
-from .fields import PRECISIONS, setting
+from .checks import BUDGET_MODES, FILL_POLICIES, UNITS, check_memory
+from .fields import PRECISIONS, number, setting
 
 DATASET_RECIPE = "the method's training recipe on the dataset (emmcil/methods/recipes.py)"
 MODEL_SIZE = "model_size (MODEL_SIZES)"
@@ -153,10 +153,10 @@ class OptimisationSettings:
         if not (isinstance(limit, float) and 0 < limit <= 1 or isinstance(limit, int) and limit >= 1):
             problems.append(f"limit_train_batches={limit}: a fraction in (0, 1] or a number of batches >= 1")
         clip = self.gradient_clip_val
-        if clip is not None and not (_number(clip) and clip > 0):
+        if clip is not None and not (number(clip) and clip > 0):
             problems.append(f"gradient_clip_val={clip}: None (no clipping) or a norm > 0")
         betas = self.betas
-        if len(betas) != 2 or not all(_number(b) and 0 <= b < 1 for b in betas):
+        if len(betas) != 2 or not all(number(b) and 0 <= b < 1 for b in betas):
             problems.append(f"betas={betas}: two numbers in [0, 1)")
         return problems
 
@@ -175,8 +175,6 @@ class MemorySettings:
                                    "memory/phase_<t>/ (False: nothing)", result=False)
 
     def check(self) -> list[str]:
-        from .checks import check_memory
-
         try:
             check_memory(self.memory_per_class, self.memory_budget_mode, self.memory_total, self.memory_fill,
                          self.memory_unit)
@@ -265,12 +263,6 @@ class LoggingSettings:
     wandb_entity: str = setting("", 'W&B team or user; "" = your default entity', result=False)
     wandb_mode: str = setting("online", "online | offline (files in logs/wandb/, upload later with `wandb sync`)",
                               choices=WANDB_MODES, result=False)
-
-
-def _number(value) -> bool:
-    from .fields import number
-
-    return number(value)
 
 
 CONCERNS = {"experiment": ExperimentSettings, "data": DataSettings, "missing": MissingSettings,
